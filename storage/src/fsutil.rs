@@ -1,0 +1,199 @@
+//! Thin wrappers over the file-system calls the engine makes, each mapping errors to
+//! [`Error::Io`] with the path, and carrying the named failpoints of the write path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use fail::fail_point;
+
+use crate::error::{Error, Result};
+
+/// The error a failpoint injects in place of the real call.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn injected(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+/// Writes all of `buf` at `pos`. Failpoints: `log::write::err` (EIO before writing),
+/// `log::write::short` (half the bytes land, then EIO), `log::write::enospc`.
+pub(crate) fn write_all_at(file: &File, buf: &[u8], pos: u64, path: &Path) -> Result<()> {
+    fail_point!("log::write::err", |_| Err(Error::io(
+        "write",
+        path,
+        injected(libc::EIO)
+    )));
+    fail_point!("log::write::enospc", |_| Err(Error::io(
+        "write",
+        path,
+        injected(libc::ENOSPC)
+    )));
+    fail_point!("log::write::short", |_| {
+        let half = buf.len() / 2;
+        file.write_all_at(&buf[..half], pos)
+            .map_err(|e| Error::io("write", path, e))?;
+        Err(Error::io("write", path, injected(libc::EIO)))
+    });
+    file.write_all_at(buf, pos)
+        .map_err(|e| Error::io("write", path, e))
+}
+
+/// `fdatasync`. Failpoint: `log::fsync::err` (EIO without syncing).
+pub(crate) fn sync_data(file: &File, path: &Path) -> Result<()> {
+    fail_point!("log::fsync::err", |_| Err(Error::io(
+        "fdatasync",
+        path,
+        injected(libc::EIO)
+    )));
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))
+}
+
+/// Makes creations, renames and deletions inside `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    fail_point!("log::dirsync::err", |_| Err(Error::io(
+        "fsync directory",
+        dir,
+        injected(libc::EIO)
+    )));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))
+}
+
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+}
+
+pub(crate) fn set_len(file: &File, len: u64, path: &Path) -> Result<()> {
+    file.set_len(len)
+        .map_err(|e| Error::io("set length of", path, e))
+}
+
+/// Reserves `len` bytes of disk for `file` so later appends neither allocate blocks nor
+/// grow the file. Falls back to a sparse `set_len` where the file system has no fallocate.
+pub(crate) fn preallocate(file: &File, len: u64, path: &Path) -> Result<()> {
+    // std has no fallocate; libc's is the direct call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => set_len(file, len, path),
+        _ => Err(Error::io("fallocate", path, err)),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, directory fsync.
+/// Readers see either the old contents or the new, never a mix.
+pub(crate) fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tmp_path(path);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        fail_point!("meta::before_sync", |_| Err(Error::io(
+            "fsync",
+            &tmp,
+            injected(libc::EIO)
+        )));
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    }
+    rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// The temporary name used while replacing `path`; open removes leftovers.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// An exclusive advisory lock on `<dir>/LOCK`, held for the life of the value. A second
+/// holder — another process, or another handle in this one — is refused.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Takes the lock or fails with [`Error::Locked`] at once (it never waits).
+    pub fn acquire(dir: &Path) -> Result<DirLock> {
+        let path = dir.join("LOCK");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                    lock: path,
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        }
+        // The pid is for people reading the file; the lock itself is the flock.
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(DirLock { _file: file, path })
+    }
+
+    /// Path of the lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path()).unwrap();
+        let err = DirLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("locked"), "{err}");
+        drop(first);
+        DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn replace_atomically_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("meta");
+        replace_atomically(&p, b"one").unwrap();
+        replace_atomically(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert!(!tmp_path(&p).exists());
+    }
+}

@@ -1,0 +1,49 @@
+//! Cathedral's storage engine: a segmented, checksummed, group-committed log of
+//! `(index, term, payload)` records, with metadata kept beside it.
+//!
+//! The crate knows nothing of Raft or jobs. Byte layouts are in `storage/FORMAT.md`.
+//!
+//! # Layout
+//!
+//! - `log`: the [`Log`] — its public surface (`log/mod.rs`), the record codec
+//!   (`log/record.rs`), segment files with headers, footers and memory-mapped reads
+//!   (`log/segment.rs`), the group-commit writer thread (`log/writer.rs`) and recovery on
+//!   open (`log/recovery.rs`).
+//! - `meta`: the metadata file (vote, committed, purged), replaced atomically.
+//! - `options`: [`Options`] and the named bounds.
+//! - `fsutil`: file-system calls with failpoints, atomic replace, and the directory lock.
+//! - `error`: [`Error`] and [`Result`].
+//!
+//! # A data directory
+//!
+//! ```text
+//! <dir>/LOCK               flock held while a Log is open
+//! <dir>/meta               metadata, atomically replaced
+//! <dir>/log/<first>.seg    segments named by their first index, 20 digits
+//! <dir>/log/prealloc.tmp   the next segment, preallocated ahead of need
+//! <dir>/salvage/<time>/    what salvage mode moved aside
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use cathedral_storage::{Durability, Entry, Log, Options};
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(dir.path(), Options::default()).unwrap();
+//! log.append(&[Entry { index: 1, term: 1, payload: b"hello" }], Durability::Durable).unwrap();
+//! assert_eq!(log.get(1).unwrap().unwrap().payload, b"hello");
+//! ```
+
+mod error;
+mod fsutil;
+mod log;
+mod meta;
+mod options;
+
+pub use error::{Error, Result};
+pub use fsutil::DirLock;
+pub use log::{Entry, Log, Record, RecoveryReport, Salvaged, Stats, TornTail};
+pub use meta::{Metadata, META_FIELD_BYTES_MAX};
+pub use options::{
+    Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
+};

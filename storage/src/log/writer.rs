@@ -1,0 +1,542 @@
+//! The writer thread: group commit, segment rotation, truncate and purge.
+//!
+//! One round takes every queued request, writes all appended bytes with one `pwrite` per
+//! segment touched, publishes them to readers, issues one `fdatasync` if any request in the
+//! round asked for durability, and then completes the callbacks. While a round syncs, new
+//! requests queue up and form the next round, so concurrent appenders share syncs.
+
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fail::fail_point;
+
+use super::record;
+use super::segment::{self, SealedSegment, SEGMENT_HEADER_BYTES};
+use super::{Active, Encoded, Inner};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::options::Durability;
+
+/// Completion callback of a queued request; called exactly once.
+pub(crate) type Done = Box<dyn FnOnce(Result<()>) + Send>;
+
+pub(crate) enum Request {
+    Append {
+        first: u64,
+        batch: Encoded,
+        durability: Durability,
+        done: Done,
+    },
+    Sync {
+        done: Done,
+    },
+    Truncate {
+        from: u64,
+        done: Done,
+    },
+    Purge {
+        upto: u64,
+        purged_id: Option<Vec<u8>>,
+        done: Done,
+    },
+}
+
+impl Request {
+    fn done(self) -> Done {
+        match self {
+            Request::Append { done, .. }
+            | Request::Sync { done }
+            | Request::Truncate { done, .. }
+            | Request::Purge { done, .. } => done,
+        }
+    }
+}
+
+/// Name of the spare segment file prepared ahead of need.
+const SPARE_NAME: &str = "prealloc.tmp";
+
+pub(crate) struct Writer {
+    inner: Arc<Inner>,
+    /// The active segment's file and path, when there is one.
+    file: Option<(Arc<File>, PathBuf)>,
+    /// Write position in the active segment (past published and pending bytes alike is
+    /// `end + buf.len()`).
+    end: u64,
+    /// Bytes written since the last fdatasync of the active segment.
+    unsynced: bool,
+    /// Bytes of the current round not yet written, and what publishing them needs.
+    buf: Vec<u8>,
+    pending_offsets: Vec<u32>,
+    pending_next: u64,
+    pending_last_term: u64,
+    /// Callbacks to complete after the next write (buffered) or sync (durable).
+    after_write: Vec<Done>,
+    after_sync: Vec<Done>,
+    /// Background preparation of the next segment's file.
+    spare: Option<JoinHandle<Result<File>>>,
+}
+
+impl Writer {
+    pub fn new(inner: Arc<Inner>) -> Writer {
+        let st = inner.state.read().unwrap();
+        let file = st.active.as_ref().map(|a| (a.file.clone(), a.path.clone()));
+        let end = st.active.as_ref().map_or(0, |a| a.end);
+        let pending_next = st.next_index;
+        drop(st);
+        let mut w = Writer {
+            inner,
+            file,
+            end,
+            unsynced: false,
+            buf: Vec::new(),
+            pending_offsets: Vec::new(),
+            pending_next,
+            pending_last_term: 0,
+            after_write: Vec::new(),
+            after_sync: Vec::new(),
+            spare: None,
+        };
+        w.prepare_spare();
+        w
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let round = {
+                let mut q = self.inner.queue.lock().unwrap();
+                while q.requests.is_empty() && !q.closing {
+                    q = self.inner.work.wait(q).unwrap();
+                }
+                if q.requests.is_empty() {
+                    break;
+                }
+                q.bytes = 0;
+                std::mem::take(&mut q.requests)
+            };
+            self.inner.space.notify_all();
+            self.inner.counters.add(|c| &c.rounds, 1);
+            self.round(round);
+        }
+        // Closing: make buffered appends durable before the lock is released.
+        if self.inner.failed.get().is_none() && self.unsynced {
+            if let Err(e) = self.sync() {
+                self.inner.fail(e);
+            }
+        }
+        if let Some(h) = self.spare.take() {
+            let _ = h.join();
+        }
+    }
+
+    fn round(&mut self, requests: Vec<Request>) {
+        let mut requests = requests.into_iter();
+        while let Some(req) = requests.next() {
+            if self.inner.failed.get().is_some() {
+                let err = self.inner.fail(Error::Closed);
+                req.done()(Err(err.clone()));
+                for r in requests.by_ref() {
+                    r.done()(Err(err.clone()));
+                }
+                return;
+            }
+            if let Err(e) = self.handle(req) {
+                let err = self.inner.fail(e);
+                self.fail_pending(&err);
+                for r in requests.by_ref() {
+                    r.done()(Err(err.clone()));
+                }
+                return;
+            }
+        }
+        if let Err(e) = self.finish_round() {
+            let err = self.inner.fail(e);
+            self.fail_pending(&err);
+        }
+    }
+
+    fn fail_pending(&mut self, err: &Error) {
+        for d in self.after_write.drain(..).chain(self.after_sync.drain(..)) {
+            d(Err(err.clone()));
+        }
+    }
+
+    /// Handles one request. An error returned here is fatal for the log; the request's
+    /// callback is always completed or queued for completion, never dropped.
+    fn handle(&mut self, req: Request) -> Result<()> {
+        match req {
+            Request::Append {
+                first,
+                batch,
+                durability,
+                done,
+            } => {
+                let written = self.append(first, &batch);
+                match durability {
+                    Durability::Durable => self.after_sync.push(done),
+                    Durability::Buffered => self.after_write.push(done),
+                }
+                written?;
+            }
+            Request::Sync { done } => self.after_sync.push(done),
+            Request::Truncate { from, done } => {
+                match self.finish_round().and_then(|()| self.truncate(from)) {
+                    Ok(refused_or_ok) => done(refused_or_ok),
+                    Err(e) => return Err(self.complete_with_failure(e, done)),
+                }
+            }
+            Request::Purge {
+                upto,
+                purged_id,
+                done,
+            } => match self
+                .finish_round()
+                .and_then(|()| self.purge(upto, purged_id))
+            {
+                Ok(()) => done(Ok(())),
+                Err(e) => return Err(self.complete_with_failure(e, done)),
+            },
+        }
+        Ok(())
+    }
+
+    /// Fails the log with `e`, completes `done` with the resulting error, returns `e`.
+    fn complete_with_failure(&self, e: Error, done: Done) -> Error {
+        done(Err(self.inner.fail(e.clone())));
+        e
+    }
+
+    fn append(&mut self, first: u64, batch: &Encoded) -> Result<()> {
+        let seg_max = self.inner.options.segment_bytes_max;
+        let mut start = 0usize;
+        for (k, &end) in batch.ends.iter().enumerate() {
+            let rec = &batch.bytes[start..end as usize];
+            let index = first + k as u64;
+            let pos = self.end + self.buf.len() as u64;
+            let has_records = pos > SEGMENT_HEADER_BYTES;
+            if self.file.is_none() {
+                self.start_segment(index)?;
+            } else if has_records && pos + rec.len() as u64 > seg_max {
+                self.write_pending()?;
+                self.seal()?;
+                self.start_segment(index)?;
+            }
+            self.pending_offsets
+                .push((self.end + self.buf.len() as u64) as u32);
+            self.buf.extend_from_slice(rec);
+            // Per record, not per batch: a rotation mid-batch publishes what is pending.
+            self.pending_next = index + 1;
+            self.pending_last_term = record::term_of(rec);
+            start = end as usize;
+        }
+        Ok(())
+    }
+
+    /// Writes pending bytes and completes the round's callbacks: buffered ones after the
+    /// write, durable ones after one fdatasync.
+    fn finish_round(&mut self) -> Result<()> {
+        self.write_pending()?;
+        for d in self.after_write.drain(..) {
+            d(Ok(()));
+        }
+        if !self.after_sync.is_empty() {
+            self.sync()?;
+            for d in self.after_sync.drain(..) {
+                d(Ok(()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` to the active segment and publishes the records to readers.
+    fn write_pending(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let (file, path) = self.file.as_ref().expect("pending bytes without a segment");
+        fsutil::write_all_at(file, &self.buf, self.end, path)?;
+        let c = &self.inner.counters;
+        c.add(|c| &c.writes, 1);
+        c.add(|c| &c.bytes, self.buf.len() as u64);
+        c.add(|c| &c.records, self.pending_offsets.len() as u64);
+        self.unsynced = true;
+        self.end += self.buf.len() as u64;
+        self.buf.clear();
+        let mut st = self.inner.state.write().unwrap();
+        let a = st.active.as_mut().expect("active segment");
+        a.offsets.append(&mut self.pending_offsets);
+        a.end = self.end;
+        st.next_index = self.pending_next;
+        st.last_term = Some(self.pending_last_term);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            let (file, path) = self
+                .file
+                .as_ref()
+                .expect("unsynced bytes without a segment");
+            fsutil::sync_data(file, path)?;
+            self.inner.counters.add(|c| &c.syncs, 1);
+            self.unsynced = false;
+        }
+        let next = self.inner.state.read().unwrap().next_index;
+        self.inner.durable_next.store(next, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the footer, cuts the preallocated tail, syncs, and hands the segment to
+    /// readers as a memory-mapped sealed segment.
+    fn seal(&mut self) -> Result<()> {
+        let (file, path) = self.file.clone().expect("seal without a segment");
+        let (first, offsets) = {
+            let st = self.inner.state.read().unwrap();
+            let a = st.active.as_ref().expect("active segment");
+            (a.first_index, a.offsets.clone())
+        };
+        let footer = segment::encode_footer(first, &offsets, self.end);
+        fsutil::write_all_at(&file, &footer, self.end, &path)?;
+        fsutil::set_len(&file, self.end + footer.len() as u64, &path)?;
+        fail_point!("log::seal::before_sync", |_| Err(Error::io(
+            "fdatasync",
+            &path,
+            std::io::Error::from_raw_os_error(libc::EIO)
+        )));
+        fsutil::sync_data(&file, &path)?;
+        self.unsynced = false;
+        let sealed = SealedSegment::open(&path, self.inner.log_id, first)?;
+        let mut st = self.inner.state.write().unwrap();
+        st.active = None;
+        st.sealed.push(sealed);
+        drop(st);
+        self.file = None;
+        self.end = 0;
+        Ok(())
+    }
+
+    /// Makes the spare file the segment starting at `first_index`: header, sync, rename,
+    /// directory sync. Then starts preparing the next spare.
+    fn start_segment(&mut self, first_index: u64) -> Result<()> {
+        let log_dir = self.inner.log_dir.clone();
+        let spare_path = log_dir.join(SPARE_NAME);
+        let file = self.take_spare(&spare_path)?;
+        let header = segment::encode_header(self.inner.log_id, first_index);
+        fsutil::write_all_at(&file, &header, 0, &spare_path)?;
+        fsutil::sync_data(&file, &spare_path)?;
+        let path = log_dir.join(segment::file_name(first_index));
+        fsutil::rename(&spare_path, &path)?;
+        fsutil::sync_dir(&log_dir)?;
+        let file = Arc::new(file);
+        {
+            let mut st = self.inner.state.write().unwrap();
+            if st.first_index == st.next_index {
+                st.first_index = first_index;
+                st.next_index = first_index;
+            }
+            st.active = Some(Active {
+                path: path.clone(),
+                file: file.clone(),
+                first_index,
+                offsets: Vec::new(),
+                end: SEGMENT_HEADER_BYTES,
+            });
+        }
+        self.file = Some((file, path));
+        self.end = SEGMENT_HEADER_BYTES;
+        self.unsynced = false;
+        self.prepare_spare();
+        Ok(())
+    }
+
+    fn take_spare(&mut self, spare_path: &std::path::Path) -> Result<File> {
+        if let Some(handle) = self.spare.take() {
+            match handle.join() {
+                Ok(Ok(file)) => return Ok(file),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "background segment preallocation failed; retrying inline")
+                }
+                Err(_) => {
+                    tracing::warn!("background segment preallocation panicked; retrying inline")
+                }
+            }
+        }
+        create_spare(
+            spare_path,
+            self.inner.options.segment_bytes_max,
+            self.inner.options.preallocate,
+        )
+    }
+
+    fn prepare_spare(&mut self) {
+        if self.spare.is_some() || self.inner.failed.get().is_some() {
+            return;
+        }
+        let path = self.inner.log_dir.join(SPARE_NAME);
+        let len = self.inner.options.segment_bytes_max;
+        let preallocate = self.inner.options.preallocate;
+        self.spare = std::thread::Builder::new()
+            .name("cathedral-log-prealloc".into())
+            .spawn(move || create_spare(&path, len, preallocate))
+            .ok();
+    }
+
+    /// Removes records from `from` on. `Ok(Err(_))` is a refusal for the caller that leaves
+    /// the log healthy; `Err(_)` is fatal.
+    fn truncate(&mut self, from: u64) -> Result<Result<()>> {
+        let seg_max = self.inner.options.segment_bytes_max;
+        let preallocate = self.inner.options.preallocate;
+        let mut st = self.inner.state.write().unwrap();
+        if from >= st.next_index {
+            return Ok(Ok(()));
+        }
+        if from < st.first_index {
+            return Ok(Err(Error::Purged {
+                index: from,
+                first_index: st.first_index,
+            }));
+        }
+        // Whole segments at or after `from` go, newest first, so a crash leaves a prefix.
+        if st.active.as_ref().is_some_and(|a| a.first_index >= from) {
+            let a = st.active.take().unwrap();
+            self.file = None;
+            drop(a.file);
+            fsutil::remove_file(&a.path)?;
+        }
+        while st.sealed.last().is_some_and(|s| s.first_index >= from) {
+            let s = st.sealed.pop().unwrap();
+            let path = s.path.clone();
+            drop(s);
+            fsutil::remove_file(&path)?;
+        }
+        fsutil::sync_dir(&self.inner.log_dir)?;
+        if let Some(a) = st.active.as_mut() {
+            let keep = (from - a.first_index) as usize;
+            let cut = a.offsets[keep] as u64;
+            cut_file(&a.file, cut, seg_max, preallocate, &a.path)?;
+            a.offsets.truncate(keep);
+            a.end = cut;
+            self.end = cut;
+        } else if st.sealed.last().is_some_and(|s| s.last_index() >= from) {
+            // Unseal: the segment holding `from` becomes the active one again. Its map is
+            // dropped (under the write lock) before the file is shortened.
+            let s = st.sealed.pop().unwrap();
+            let keep = from - s.first_index;
+            let offsets: Vec<u32> = (0..keep).map(|i| s.offset_of(i)).collect();
+            let cut = s.offset_of(keep) as u64;
+            let (path, first) = (s.path.clone(), s.first_index);
+            drop(s);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io("open", &path, e))?;
+            cut_file(&file, cut, seg_max, preallocate, &path)?;
+            let file = Arc::new(file);
+            self.file = Some((file.clone(), path.clone()));
+            self.end = cut;
+            st.active = Some(Active {
+                path,
+                file,
+                first_index: first,
+                offsets,
+                end: cut,
+            });
+        }
+        st.next_index = from;
+        self.pending_next = from;
+        st.last_term = None;
+        if st.first_index < from {
+            st.last_term = Some(self.inner.header_at(&st, from - 1)?.term);
+        } else {
+            st.first_index = from;
+        }
+        self.unsynced = false;
+        self.inner.durable_next.fetch_min(from, Ordering::AcqRel);
+        Ok(Ok(()))
+    }
+
+    /// Records the purge point durably, then deletes whole segments it covers.
+    fn purge(&mut self, upto: u64, purged_id: Option<Vec<u8>>) -> Result<()> {
+        {
+            let mut m = self.inner.meta.lock().unwrap();
+            if m.purged_through.is_some_and(|p| p >= upto) && purged_id.is_none() {
+                return Ok(());
+            }
+            let mut next = m.clone();
+            next.purged_through = Some(next.purged_through.map_or(upto, |p| p.max(upto)));
+            if purged_id.is_some() {
+                next.user.purged = purged_id;
+            }
+            next.store(&self.inner.meta_path)?;
+            *m = next;
+        }
+        fail_point!("log::purge::after_meta", |_| Err(Error::io(
+            "remove",
+            &self.inner.log_dir,
+            std::io::Error::from_raw_os_error(libc::EIO)
+        )));
+        let mut st = self.inner.state.write().unwrap();
+        let mut doomed = Vec::new();
+        if upto.saturating_add(1) >= st.next_index {
+            // Everything is purged: the next append starts a fresh segment at upto + 1.
+            if let Some(a) = st.active.take() {
+                doomed.push(a.path);
+            }
+            doomed.extend(st.sealed.drain(..).map(|s| s.path.clone()));
+            self.file = None;
+            self.end = 0;
+            self.unsynced = false;
+            st.first_index = upto + 1;
+            st.next_index = upto + 1;
+            st.last_term = None;
+            self.pending_next = upto + 1;
+        } else {
+            while st.sealed.first().is_some_and(|s| s.last_index() <= upto) {
+                doomed.push(st.sealed.remove(0).path.clone());
+            }
+            st.first_index = st.first_index.max(upto + 1);
+        }
+        drop(st);
+        // Oldest first: a crash leaves a suffix, and open deletes what the purge point covers.
+        doomed.sort();
+        for path in &doomed {
+            fsutil::remove_file(path)?;
+        }
+        if !doomed.is_empty() {
+            fsutil::sync_dir(&self.inner.log_dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Shortens `file` to `cut` and restores its preallocated length with zeros past it.
+fn cut_file(
+    file: &File,
+    cut: u64,
+    seg_max: u64,
+    preallocate: bool,
+    path: &std::path::Path,
+) -> Result<()> {
+    fsutil::set_len(file, cut, path)?;
+    if preallocate && cut < seg_max {
+        fsutil::preallocate(file, seg_max, path)?;
+    }
+    file.sync_all().map_err(|e| Error::io("fsync", path, e))
+}
+
+fn create_spare(path: &std::path::Path, len: u64, preallocate: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    if preallocate {
+        fsutil::preallocate(&file, len, path)?;
+    }
+    Ok(file)
+}

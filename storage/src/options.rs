@@ -1,0 +1,114 @@
+//! Tunables and bounds of the log. Every bound is a named field with its unit last.
+
+use crate::error::{Error, Result};
+
+/// Smallest allowed `segment_bytes_max`.
+pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
+/// Largest allowed `segment_bytes_max`; keeps every in-segment offset within a `u32`
+/// together with one record past the bound and the footer.
+pub const SEGMENT_BYTES_LIMIT: u64 = 1 << 30;
+/// Largest allowed `record_bytes_max` (a record must fit a `u32` offset beside a full segment).
+pub const RECORD_BYTES_LIMIT: u64 = 256 << 20;
+
+/// How an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledged after `write` and `fdatasync`: survives kill -9 and power loss.
+    Durable,
+    /// Acknowledged after `write` only: survives kill -9, not power loss, until the next
+    /// durable append or [`Log::sync`](crate::Log::sync).
+    Buffered,
+}
+
+/// What open does with damage found in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Truncate a torn tail of the last segment; refuse corruption anywhere else.
+    #[default]
+    Strict,
+    /// Keep the longest valid prefix and drop everything after the first damage, reporting
+    /// what was dropped. For operators repairing a damaged directory.
+    Salvage,
+}
+
+/// Options for [`Log::open`](crate::Log::open).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A segment is sealed and a new one started once the next record would take it past
+    /// this size. A single record larger than this gets a segment of its own.
+    pub segment_bytes_max: u64,
+    /// Largest payload of one record, before compression.
+    pub record_bytes_max: u64,
+    /// Most records in one append call.
+    pub batch_records_max: u64,
+    /// Most payload bytes in one append call.
+    pub batch_bytes_max: u64,
+    /// Appenders block while the group-commit queue holds more than this many encoded bytes.
+    pub queue_bytes_max: u64,
+    /// Payloads of at least this many bytes are compressed with zstd when that makes them
+    /// smaller. `None` disables compression.
+    pub compress_threshold_bytes: Option<u64>,
+    /// zstd level for compressed payloads.
+    pub compression_level: i32,
+    /// Preallocate the next segment's space ahead of need (fallocate, in the background).
+    pub preallocate: bool,
+    /// What open does with damage.
+    pub recovery_mode: RecoveryMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes_max: 64 << 20,
+            record_bytes_max: 16 << 20,
+            batch_records_max: 65_536,
+            batch_bytes_max: 64 << 20,
+            queue_bytes_max: 256 << 20,
+            compress_threshold_bytes: Some(4096),
+            compression_level: 1,
+            preallocate: true,
+            recovery_mode: RecoveryMode::Strict,
+        }
+    }
+}
+
+impl Options {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let check = |name: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                Err(Error::InvalidArgument(format!(
+                    "option {name} = {value} is outside [{min}, {max}]"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        check(
+            "segment_bytes_max",
+            self.segment_bytes_max,
+            SEGMENT_BYTES_MIN,
+            SEGMENT_BYTES_LIMIT,
+        )?;
+        check(
+            "record_bytes_max",
+            self.record_bytes_max,
+            1,
+            RECORD_BYTES_LIMIT,
+        )?;
+        check(
+            "batch_records_max",
+            self.batch_records_max,
+            1,
+            u32::MAX as u64,
+        )?;
+        check("batch_bytes_max", self.batch_bytes_max, 1, u64::MAX)?;
+        check("queue_bytes_max", self.queue_bytes_max, 1, u64::MAX)?;
+        if !(1..=22).contains(&self.compression_level) {
+            return Err(Error::InvalidArgument(format!(
+                "option compression_level = {} is outside [1, 22]",
+                self.compression_level
+            )));
+        }
+        Ok(())
+    }
+}

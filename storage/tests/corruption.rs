@@ -1,0 +1,280 @@
+//! Damage on disk: torn tails are cut and reported, corruption anywhere else fails open with
+//! the exact file and byte offset, salvage keeps the valid prefix and moves the rest aside.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use cathedral_storage::{Error, Log, Options, RecoveryMode};
+use common::*;
+
+const HEADER: u64 = 64; // segment header (FORMAT.md)
+const REC: u64 = 24; // record header (FORMAT.md)
+
+fn plain() -> Options {
+    Options {
+        compress_threshold_bytes: None,
+        ..Options::default()
+    }
+}
+
+/// Byte offset of record `index` in a single-segment log starting at 1, written uncompressed.
+fn offset_of(index: u64) -> u64 {
+    HEADER
+        + (1..index)
+            .map(|i| REC + payload(i).len() as u64)
+            .sum::<u64>()
+}
+
+fn poke(path: &Path, offset: u64, f: impl Fn(u8) -> u8) {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, offset).unwrap();
+    file.write_all_at(&[f(b[0])], offset).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn one_segment_log(records: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), plain()).unwrap();
+    fill(&log, 1, records + 1, 10);
+    drop(log);
+    let segs = segment_files(dir.path());
+    assert_eq!(segs.len(), 1);
+    (dir, segs[0].clone())
+}
+
+#[test]
+fn flipped_byte_mid_log_fails_open_with_file_and_offset() {
+    let (dir, seg) = one_segment_log(100);
+    // A byte inside the payload of record 40 (payload(40) is not empty).
+    assert!(payload(40).len() > 3);
+    poke(&seg, offset_of(40) + REC + 3, |b| b ^ 0x01);
+    let err = Log::open(dir.path(), plain()).unwrap_err();
+    match &err {
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => {
+            assert_eq!(file, &seg);
+            assert_eq!(*offset, offset_of(40), "{reason}");
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains(&seg.display().to_string()) && text.contains(&offset_of(40).to_string()),
+        "{text}"
+    );
+    // Nothing was changed by the refused open.
+    assert!(dir.path().join("salvage").read_dir().is_err());
+}
+
+#[test]
+fn flipped_byte_in_a_record_header_fails_open_too() {
+    let (dir, seg) = one_segment_log(100);
+    poke(&seg, offset_of(77) + 9, |b| b ^ 0x80); // inside the index field
+    match Log::open(dir.path(), plain()).unwrap_err() {
+        Error::Corruption { file, offset, .. } => assert_eq!((file, offset), (seg, offset_of(77))),
+        other => panic!("expected corruption, got {other}"),
+    }
+}
+
+#[test]
+fn half_written_last_record_is_a_torn_tail() {
+    let (dir, seg) = one_segment_log(100);
+    let last = offset_of(100);
+    let len = REC + payload(100).len() as u64;
+    // Zero the second half of the last record, as a write cut short leaves it.
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&vec![0u8; (len - len / 2) as usize], last + len / 2)
+        .unwrap();
+    drop(f);
+    let log = Log::open(dir.path(), plain()).unwrap();
+    let torn = log
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("torn tail reported");
+    assert_eq!((torn.file.as_path(), torn.offset), (seg.as_path(), last));
+    assert!(torn.bytes > 0 && torn.bytes <= len / 2 + 1, "{torn:?}");
+    check(&log, 1, 100);
+    // The log goes on from the cut.
+    fill(&log, 100, 120, 5);
+    drop(log);
+    let log = Log::open(dir.path(), plain()).unwrap();
+    assert!(log.recovery_report().torn_tail.is_none());
+    check(&log, 1, 120);
+}
+
+#[test]
+fn garbage_after_the_last_record_is_a_torn_tail() {
+    let (dir, seg) = one_segment_log(50);
+    let end = offset_of(51);
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(b"\x13\x37 half a header", end).unwrap();
+    drop(f);
+    let log = Log::open(dir.path(), plain()).unwrap();
+    assert_eq!(
+        log.recovery_report().torn_tail.as_ref().unwrap().offset,
+        end
+    );
+    check(&log, 1, 51);
+}
+
+#[test]
+fn salvage_keeps_the_valid_prefix_and_moves_the_rest_aside() {
+    let (dir, seg) = one_segment_log(100);
+    poke(&seg, offset_of(60) + REC, |b| b.wrapping_add(1));
+    let opts = Options {
+        recovery_mode: RecoveryMode::Salvage,
+        ..plain()
+    };
+    let log = Log::open(dir.path(), opts).unwrap();
+    let s = log
+        .recovery_report()
+        .salvaged
+        .clone()
+        .expect("salvage reported");
+    assert_eq!((s.file.as_path(), s.offset), (seg.as_path(), offset_of(60)));
+    check(&log, 1, 60);
+    // The dropped bytes were copied aside before the cut: records 60..=100 exactly.
+    let moved: Vec<_> = std::fs::read_dir(&s.moved_to)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let bytes = std::fs::read(&moved[0]).unwrap();
+    assert_eq!(bytes.len() as u64, offset_of(101) - offset_of(60));
+    assert_eq!(s.bytes, bytes.len() as u64);
+    drop(log);
+    // After salvage the directory opens cleanly in strict mode.
+    let log = Log::open(dir.path(), plain()).unwrap();
+    check(&log, 1, 60);
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_found_on_read_and_by_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_bytes_max: 8192,
+        ..plain()
+    };
+    let log = Log::open(dir.path(), opts.clone()).unwrap();
+    fill(&log, 1, 300, 10);
+    drop(log);
+    let segs = segment_files(dir.path());
+    assert!(segs.len() > 3);
+    // Record 1 starts right after the header of the first (sealed) segment.
+    poke(&segs[0], HEADER + REC, |b| b ^ 0xFF);
+    let log = Log::open(dir.path(), opts.clone()).unwrap(); // footers only: opens
+    match log.get(1).unwrap_err() {
+        Error::Corruption { file, offset, .. } => {
+            assert_eq!((file, offset), (segs[0].clone(), HEADER))
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert_eq!(log.get(2).unwrap().unwrap().payload, payload(2));
+    drop(log);
+    // A damaged footer of a segment that is not the last fails open at the trailer.
+    let len = std::fs::metadata(&segs[1]).unwrap().len();
+    poke(&segs[1], len - 20, |b| b ^ 0x04); // inside the trailer's data_end field
+    match Log::open(dir.path(), opts).unwrap_err() {
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => {
+            assert_eq!(file, segs[1]);
+            assert!(offset >= len - 32 && offset < len, "{offset} {reason}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+}
+
+#[test]
+fn misplaced_or_missing_files_are_refused() {
+    // A segment from another log is never read as ours.
+    let (a, _) = one_segment_log(10);
+    let (b, seg_b) = one_segment_log(10);
+    let seg_a = segment_files(a.path())[0].clone();
+    std::fs::copy(&seg_b, &seg_a).unwrap();
+    let err = Log::open(a.path(), plain()).unwrap_err();
+    assert!(err.to_string().contains("belongs to log"), "{err}");
+    drop(b);
+
+    // A gap between segments.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_bytes_max: 4096,
+        ..plain()
+    };
+    let log = Log::open(dir.path(), opts.clone()).unwrap();
+    fill(&log, 1, 100, 10);
+    drop(log);
+    let segs = segment_files(dir.path());
+    std::fs::remove_file(&segs[1]).unwrap();
+    match Log::open(dir.path(), opts).unwrap_err() {
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => {
+            assert_eq!((file, offset), (segs[2].clone(), 0));
+            assert!(reason.contains("expected"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+
+    // Segments without their metadata file.
+    let (c, _) = one_segment_log(5);
+    std::fs::remove_file(c.path().join("meta")).unwrap();
+    let err = Log::open(c.path(), plain()).unwrap_err();
+    assert!(
+        err.to_string().contains("metadata file is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn newer_format_version_is_refused_clearly() {
+    let (dir, seg) = one_segment_log(5);
+    // Version field at bytes 8..10; fix up the header checksum so only the version differs.
+    let mut h = std::fs::read(&seg).unwrap()[..64].to_vec();
+    h[8] = 9;
+    let crc = crc32(&h[..60]);
+    h[60..64].copy_from_slice(&crc.to_le_bytes());
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&h, 0).unwrap();
+    drop(f);
+    match Log::open(dir.path(), plain()).unwrap_err() {
+        Error::UnsupportedVersion {
+            found, supported, ..
+        } => assert_eq!((found, supported), (9, 1)),
+        other => panic!("expected unsupported version, got {other}"),
+    }
+}
+
+/// CRC-32 (IEEE), bit by bit: an independent check of the format's checksum.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
