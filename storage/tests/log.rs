@@ -335,3 +335,48 @@ fn large_compressible_records_are_compressed() {
     let log = Log::open(dir.path(), Options::default()).unwrap();
     assert_eq!(log.get(1).unwrap().unwrap().payload, p);
 }
+
+#[test]
+fn lowering_record_bytes_max_keeps_existing_records_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        Options {
+            compress_threshold_bytes: None,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let big = vec![7u8; 10_000];
+    log.append(
+        &[Entry {
+            index: 1,
+            term: 1,
+            payload: &big,
+        }],
+        Durability::Durable,
+    )
+    .unwrap();
+    drop(log);
+    // The option bounds new input; what is on disk is checked against the format's limit.
+    let log = Log::open(
+        dir.path(),
+        Options {
+            record_bytes_max: 1000,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(log.get(1).unwrap().unwrap().payload, big);
+    let err = log
+        .append(
+            &[Entry {
+                index: 2,
+                term: 1,
+                payload: &big,
+            }],
+            Durability::Durable,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("record_bytes_max"), "{err}");
+}

@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
 use crate::meta::{MetaFile, Metadata};
-use crate::options::{Durability, Options};
+use crate::options::{Durability, Options, RECORD_BYTES_LIMIT};
 use record::{Compression, Header};
 pub use recovery::{RecoveryReport, Salvaged, TornTail};
 use segment::SealedSegment;
@@ -580,7 +580,7 @@ impl Inner {
 
     /// Appends the records of `range` (inside the log) to `out`.
     fn read_into(&self, st: &State, range: Range<u64>, out: &mut Vec<Record>) -> Result<()> {
-        let max = self.options.record_bytes_max;
+        let max = RECORD_BYTES_LIMIT;
         let mut i = range.start;
         while i < range.end {
             match st.segment_of(i) {
@@ -640,8 +640,8 @@ impl Inner {
     }
 }
 
-fn to_record(h: &Header, stored: &[u8], path: &Path, record_bytes_max: u64) -> Result<Record> {
-    let payload = record::payload(h, stored, record_bytes_max)
+fn to_record(h: &Header, stored: &[u8], path: &Path, record_bytes_limit: u64) -> Result<Record> {
+    let payload = record::payload(h, stored, record_bytes_limit)
         .map_err(|reason| Error::corruption(path, 0, reason))?;
     Ok(Record {
         index: h.index,

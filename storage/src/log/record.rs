@@ -148,7 +148,7 @@ pub(crate) fn checksum_ok(header: &Header, record: &[u8]) -> bool {
 pub(crate) fn payload(
     header: &Header,
     stored: &[u8],
-    record_bytes_max: u64,
+    record_bytes_limit: u64,
 ) -> Result<Vec<u8>, String> {
     if !header.compressed {
         return Ok(stored.to_vec());
@@ -158,9 +158,9 @@ pub(crate) fn payload(
         Ok(None) => return Err("compressed payload does not state its size".into()),
         Err(_) => return Err("compressed payload is not a zstd frame".into()),
     };
-    if raw > record_bytes_max {
+    if raw > record_bytes_limit {
         return Err(format!(
-            "compressed payload expands to {raw} bytes, past record_bytes_max {record_bytes_max}"
+            "compressed payload expands to {raw} bytes, past the record limit {record_bytes_limit}"
         ));
     }
     let out = zstd::bulk::decompress(stored, raw as usize)
@@ -254,6 +254,6 @@ mod tests {
         assert!(encode(&mut buf, 1, 1, &[0u8; 100_000], c));
         let header = decode_header(buf[..RECORD_HEADER_BYTES].try_into().unwrap()).unwrap();
         let err = payload(&header, &buf[RECORD_HEADER_BYTES..], 1000).unwrap_err();
-        assert!(err.contains("record_bytes_max"), "{err}");
+        assert!(err.contains("record limit"), "{err}");
     }
 }

@@ -20,7 +20,7 @@ use super::{Active, Inner, Queue, State};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, DirLock};
 use crate::meta::MetaFile;
-use crate::options::{Options, RecoveryMode};
+use crate::options::{Options, RecoveryMode, RECORD_BYTES_LIMIT};
 
 /// What open found and did.
 #[derive(Debug, Clone, Default)]
@@ -135,7 +135,8 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
         }
     }
 
-    let max = options.record_bytes_max;
+    // Disk is checked against the format's bound, not the (changeable) option for input.
+    let max = RECORD_BYTES_LIMIT;
     let mut sealed: Vec<SealedSegment> = Vec::new();
     let mut active: Option<(u64, PathBuf, Scan)> = None;
     let mut last_term = None;
@@ -333,7 +334,7 @@ fn open_segment(
     path: &Path,
     first: u64,
     log_id: u64,
-    record_bytes_max: u64,
+    record_bytes_limit: u64,
     prev_term: Option<u64>,
     is_last: bool,
 ) -> Result<Found> {
@@ -359,7 +360,7 @@ fn open_segment(
             Ok(s) => Ok(Found::Sealed(s)),
             Err(Error::Corruption { offset, reason, .. }) => {
                 let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mmap", path, e))?;
-                let scan = segment::scan(&map, first, record_bytes_max, prev_term);
+                let scan = segment::scan(&map, first, record_bytes_limit, prev_term);
                 Ok(Found::Damaged {
                     scan,
                     offset,
@@ -370,7 +371,7 @@ fn open_segment(
             Err(e) => Err(e),
         };
     }
-    let scan = segment::scan(&map, first, record_bytes_max, prev_term);
+    let scan = segment::scan(&map, first, record_bytes_limit, prev_term);
     Ok(match scan.damage.clone() {
         Some(Damage {
             offset,

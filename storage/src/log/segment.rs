@@ -284,7 +284,7 @@ pub(crate) struct Damage {
 pub(crate) fn scan(
     data: &[u8],
     first_index: u64,
-    record_bytes_max: u64,
+    record_bytes_limit: u64,
     prev_term: Option<u64>,
 ) -> Scan {
     let len = data.len() as u64;
@@ -296,7 +296,7 @@ pub(crate) fn scan(
         if pos == len {
             break None;
         }
-        let problem = match next_record(data, pos, expected, record_bytes_max, last_term) {
+        let problem = match next_record(data, pos, expected, record_bytes_limit, last_term) {
             Ok(Some(h)) => {
                 offsets.push(pos as u32);
                 pos += h.record_bytes();
@@ -304,11 +304,11 @@ pub(crate) fn scan(
                 last_term = Some(h.term);
                 continue;
             }
-            Ok(None) if data[pos as usize..].iter().all(|&b| b == 0) => break None,
+            Ok(None) if first_nonzero(&data[pos as usize..]).is_none() => break None,
             Ok(None) => "zero bytes followed by data where a record header should be".to_string(),
             Err(reason) => reason,
         };
-        let torn = later_valid_record(data, pos + 1, expected, record_bytes_max).is_none();
+        let torn = later_valid_record(data, pos + 1, expected, record_bytes_limit).is_none();
         break Some(Damage {
             offset: pos,
             reason: problem,
@@ -332,12 +332,12 @@ fn next_record(
     data: &[u8],
     pos: u64,
     expected: u64,
-    record_bytes_max: u64,
+    record_bytes_limit: u64,
     prev_term: Option<u64>,
 ) -> std::result::Result<Option<Header>, String> {
     let len = data.len() as u64;
     if pos + RECORD_HEADER_BYTES as u64 > len {
-        if data[pos as usize..].iter().all(|&b| b == 0) {
+        if first_nonzero(&data[pos as usize..]).is_none() {
             return Ok(None);
         }
         return Err(format!(
@@ -350,9 +350,9 @@ fn next_record(
     else {
         return Ok(None);
     };
-    if h.stored_len as u64 > record_bytes_max {
+    if h.stored_len as u64 > record_bytes_limit {
         return Err(format!(
-            "record length {} exceeds record_bytes_max {record_bytes_max}",
+            "record length {} exceeds the record limit {record_bytes_limit}",
             h.stored_len
         ));
     }
@@ -393,7 +393,7 @@ pub(crate) fn later_valid_record(
     data: &[u8],
     from: u64,
     min_index: u64,
-    record_bytes_max: u64,
+    record_bytes_limit: u64,
 ) -> Option<u64> {
     let hdr = RECORD_HEADER_BYTES;
     let mut p = from as usize;
@@ -405,7 +405,7 @@ pub(crate) fn later_valid_record(
             if let Some(h) = record::decode_header(data[c..c + hdr].try_into().unwrap()) {
                 let end = c as u64 + h.record_bytes();
                 if h.index >= min_index
-                    && (h.stored_len as u64) <= record_bytes_max
+                    && (h.stored_len as u64) <= record_bytes_limit
                     && end <= data.len() as u64
                     && record::checksum_ok(&h, &data[c..end as usize])
                 {
