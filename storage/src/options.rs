@@ -50,6 +50,11 @@ pub struct Options {
     pub compress_threshold_bytes: Option<u64>,
     /// zstd level for compressed payloads.
     pub compression_level: i32,
+    /// Group commit: before starting a round, the writer waits up to this long for as many
+    /// requests as the previous round carried (appenders woken by the previous round's
+    /// completion are still on their way back). Only waits when the previous round had more
+    /// than one durable request, so a lone appender never waits. 0 disables the wait.
+    pub group_commit_wait_us: u64,
     /// Preallocate the next segment's space ahead of need (fallocate, in the background).
     pub preallocate: bool,
     /// What open does with damage.
@@ -66,6 +71,7 @@ impl Default for Options {
             queue_bytes_max: 256 << 20,
             compress_threshold_bytes: Some(4096),
             compression_level: 1,
+            group_commit_wait_us: 100,
             preallocate: true,
             recovery_mode: RecoveryMode::Strict,
         }
@@ -103,6 +109,12 @@ impl Options {
         )?;
         check("batch_bytes_max", self.batch_bytes_max, 1, u64::MAX)?;
         check("queue_bytes_max", self.queue_bytes_max, 1, u64::MAX)?;
+        check(
+            "group_commit_wait_us",
+            self.group_commit_wait_us,
+            0,
+            100_000,
+        )?;
         if !(1..=22).contains(&self.compression_level) {
             return Err(Error::InvalidArgument(format!(
                 "option compression_level = {} is outside [1, 22]",

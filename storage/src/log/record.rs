@@ -43,6 +43,23 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
+/// Bytes compressed first, as a probe, before a large payload is compressed whole.
+const PROBE_BYTES: usize = 4096;
+
+/// Compresses `payload` when that pays. A payload larger than twice the probe is first
+/// probed: when its first `PROBE_BYTES` shrink by less than 1/8, the payload is taken as
+/// incompressible (already compressed, encrypted, random) and stored as it is, so such
+/// payloads cost one small compression instead of a full one.
+fn compress_if_smaller(payload: &[u8], level: i32) -> Option<Vec<u8>> {
+    if payload.len() > 2 * PROBE_BYTES {
+        let probe = compress(&payload[..PROBE_BYTES], level)?;
+        if probe.len() > PROBE_BYTES - PROBE_BYTES / 8 {
+            return None;
+        }
+    }
+    compress(payload, level).filter(|z| z.len() < payload.len())
+}
+
 fn compress(payload: &[u8], level: i32) -> Option<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -69,7 +86,7 @@ pub(crate) fn encode_unstamped(
     debug_assert!(payload.len() as u64 <= LEN_MASK as u64);
     let compressed = match compression {
         Some(c) if payload.len() as u64 >= c.threshold_bytes => {
-            compress(payload, c.level).filter(|z| z.len() < payload.len())
+            compress_if_smaller(payload, c.level)
         }
         _ => None,
     };
@@ -221,6 +238,22 @@ mod tests {
             })
             .collect();
         assert!(!roundtrip(&noise, c));
+        // Past the probe size: noise is detected by the probe, text still compresses.
+        let big_noise: Vec<u8> = noise
+            .iter()
+            .cycle()
+            .take(20_000)
+            .enumerate()
+            .map(|(i, b)| b ^ (i / 4096) as u8)
+            .collect();
+        assert!(!roundtrip(&big_noise, c));
+        let text: Vec<u8> = b"job 17 finished with exit status 0\n"
+            .iter()
+            .cycle()
+            .take(20_000)
+            .copied()
+            .collect();
+        assert!(roundtrip(&text, c));
     }
 
     #[test]

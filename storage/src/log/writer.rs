@@ -77,6 +77,8 @@ pub(crate) struct Writer {
     after_sync: Vec<Done>,
     /// Background preparation of the next segment's file.
     spare: Option<JoinHandle<Result<File>>>,
+    /// Durable requests (appends and syncs) the previous round carried.
+    last_round_durable: usize,
 }
 
 impl Writer {
@@ -98,6 +100,7 @@ impl Writer {
             after_write: Vec::new(),
             after_sync: Vec::new(),
             spare: None,
+            last_round_durable: 0,
         };
         w.prepare_spare();
         w
@@ -113,6 +116,7 @@ impl Writer {
                 if q.requests.is_empty() {
                     break;
                 }
+                q = self.gather(q);
                 q.bytes = 0;
                 std::mem::take(&mut q.requests)
             };
@@ -131,7 +135,44 @@ impl Writer {
         }
     }
 
+    /// Adaptive group commit: waits (at most `group_commit_wait_us`) until the queue holds
+    /// as many requests as the previous round's durable ones. Closed-loop appenders that
+    /// the previous round just completed need a moment to queue again; starting the next
+    /// fdatasync without them would leave them waiting a whole extra round.
+    fn gather<'a>(
+        &self,
+        mut q: std::sync::MutexGuard<'a, super::Queue>,
+    ) -> std::sync::MutexGuard<'a, super::Queue> {
+        let wait = self.inner.options.group_commit_wait_us;
+        let want = self.last_round_durable;
+        if wait == 0 || want <= 1 || q.requests.len() >= want {
+            return q;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_micros(wait);
+        while q.requests.len() < want && !q.closing {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            q = self.inner.work.wait_timeout(q, deadline - now).unwrap().0;
+        }
+        q
+    }
+
     fn round(&mut self, requests: Vec<Request>) {
+        self.last_round_durable = requests
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Request::Sync { .. }
+                        | Request::Append {
+                            durability: Durability::Durable,
+                            ..
+                        }
+                )
+            })
+            .count();
         let mut requests = requests.into_iter();
         while let Some(req) = requests.next() {
             if self.inner.failed.get().is_some() {

@@ -1,0 +1,1 @@
+//! Cathedral benchmarks: see `benches/compare.rs` (side-by-side) and `benches/log.rs` (criterion).
