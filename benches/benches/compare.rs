@@ -6,7 +6,7 @@
 //! cargo bench -p cathedral-benches --bench compare -- --quick    # under a minute
 //! cargo bench -p cathedral-benches --bench compare               # the full matrix
 //!     [--dir PATH]       where the engines write (default: target/compare-tmp)
-//!     [--seconds S]      time per append configuration (quick 0.4, full 2)
+//!     [--seconds S]      time per append run (quick 0.3, full 1); three runs each
 //!     [--engines a,b]    a subset of cathedral,raft-engine,sled
 //! ```
 //!
@@ -49,6 +49,8 @@ struct Plan {
     small_record: usize,
     random_reads: u64,
     recovery_engines: Vec<Kind>,
+    /// Runs of each append configuration (engine order rotated between runs).
+    reps: usize,
 }
 
 fn plan() -> Plan {
@@ -103,7 +105,8 @@ fn plan() -> Plan {
         .collect();
     Plan {
         quick,
-        seconds: seconds.unwrap_or(if quick { 0.4 } else { 2.0 }),
+        seconds: seconds.unwrap_or(if quick { 0.3 } else { 1.0 }),
+        reps: 3,
         dir,
         engines,
         appends,
@@ -190,21 +193,34 @@ fn main() {
     let mut appends: Vec<(Kind, usize, usize, usize, f64, f64)> = Vec::new();
 
     // 1. Durable appends.
-    eprintln!("durable appends:");
+    eprintln!(
+        "durable appends ({} runs each, engine order rotated, median reported):",
+        plan.reps
+    );
     for &(size, batch, writers) in &plan.appends {
-        for &kind in &plan.engines {
-            let dir = fresh_dir(&plan.dir, kind.name());
-            let subject = Arc::new(Subject::open(kind, &dir));
-            let r = run_appends(
-                &subject,
-                size,
-                batch,
-                writers,
-                plan.seconds,
-                plan.append_bytes_cap,
-            );
-            drop(subject);
-            let _ = std::fs::remove_dir_all(&dir);
+        let mut runs: Vec<Vec<AppendResult>> = plan.engines.iter().map(|_| Vec::new()).collect();
+        for rep in 0..plan.reps {
+            for k in 0..plan.engines.len() {
+                let e = (k + rep) % plan.engines.len();
+                let kind = plan.engines[e];
+                let dir = fresh_dir(&plan.dir, kind.name());
+                let subject = Arc::new(Subject::open(kind, &dir));
+                let seconds = plan.seconds;
+                runs[e].push(run_appends(
+                    &subject,
+                    size,
+                    batch,
+                    writers,
+                    seconds,
+                    plan.append_bytes_cap,
+                ));
+                drop(subject);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        for (e, reps) in runs.into_iter().enumerate() {
+            let kind = plan.engines[e];
+            let r = AppendResult::median(reps);
             appends.push((kind, size, batch, writers, r.records_per_s, r.mb_per_s));
             report.add(
                 format!(
@@ -374,6 +390,23 @@ struct AppendResult {
     mb_per_s: f64,
     p50_us: u32,
     p99_us: u32,
+    latencies: Vec<u32>,
+}
+
+impl AppendResult {
+    /// The run with the median rate, with latency percentiles over all runs.
+    fn median(mut runs: Vec<AppendResult>) -> AppendResult {
+        let mut all: Vec<u32> = runs
+            .iter()
+            .flat_map(|r| r.latencies.iter().copied())
+            .collect();
+        all.sort_unstable();
+        runs.sort_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s));
+        let mut r = runs.swap_remove(runs.len() / 2);
+        r.p50_us = percentile(&all, 0.50);
+        r.p99_us = percentile(&all, 0.99);
+        r
+    }
 }
 
 fn run_appends(
@@ -429,6 +462,7 @@ fn run_appends(
         mb_per_s: (records * size as u64) as f64 / elapsed / 1e6,
         p50_us: percentile(&lat, 0.50),
         p99_us: percentile(&lat, 0.99),
+        latencies: lat,
     }
 }
 

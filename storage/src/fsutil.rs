@@ -84,6 +84,33 @@ pub(crate) fn set_len(file: &File, len: u64, path: &Path) -> Result<()> {
         .map_err(|e| Error::io("set length of", path, e))
 }
 
+/// Drops `len` bytes at `offset` of `file` from the page cache (posix_fadvise DONTNEED).
+/// Advisory: the data is on disk already, so a failure only costs memory and is ignored.
+pub(crate) fn drop_cache(file: &File, offset: u64, len: u64) {
+    // std has no fadvise; libc's is the direct call.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
+/// Asks the kernel to read `len` bytes at `offset` into the page cache now (posix_fadvise
+/// WILLNEED), without waiting. Advisory; failures are ignored.
+pub(crate) fn will_need(file: &File, offset: u64, len: u64) {
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        );
+    }
+}
+
 /// Reserves `len` bytes of disk for `file` so later appends neither allocate blocks nor
 /// grow the file. Falls back to a sparse `set_len` where the file system has no fallocate.
 pub(crate) fn preallocate(file: &File, len: u64, path: &Path) -> Result<()> {

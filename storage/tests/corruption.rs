@@ -40,11 +40,23 @@ fn poke(path: &Path, offset: u64, f: impl Fn(u8) -> u8) {
     file.sync_all().unwrap();
 }
 
+/// A log of one unsealed segment as a crash leaves it (see `crash_image`).
 fn one_segment_log(records: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), plain()).unwrap();
     fill(&log, 1, records + 1, 10);
-    drop(log);
+    let image = crash_image(&log, dir.path());
+    let segs = segment_files(image.path());
+    assert_eq!(segs.len(), 1);
+    (image, segs[0].clone())
+}
+
+/// The same log closed cleanly: its one segment is sealed.
+fn one_sealed_segment_log(records: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), plain()).unwrap();
+    fill(&log, 1, records + 1, 10);
+    log.close().unwrap();
     let segs = segment_files(dir.path());
     assert_eq!(segs.len(), 1);
     (dir, segs[0].clone())
@@ -76,6 +88,46 @@ fn flipped_byte_mid_log_fails_open_with_file_and_offset() {
     );
     // Nothing was changed by the refused open.
     assert!(dir.path().join("salvage").read_dir().is_err());
+}
+
+#[test]
+fn verify_on_open_finds_a_flipped_byte_in_a_cleanly_closed_log() {
+    let (dir, seg) = one_sealed_segment_log(100);
+    poke(&seg, offset_of(40) + REC + 3, |b| b ^ 0x01);
+    // A plain open reads footers only; the damaged record is refused when read.
+    let log = Log::open(dir.path(), plain()).unwrap();
+    match log.get(40).unwrap_err() {
+        Error::Corruption { file, offset, .. } => {
+            assert_eq!((file, offset), (seg.clone(), offset_of(40)))
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    drop(log);
+    let verify = Options {
+        verify_on_open: true,
+        ..plain()
+    };
+    match Log::open(dir.path(), verify.clone()).unwrap_err() {
+        Error::Corruption {
+            file,
+            offset,
+            reason,
+        } => {
+            assert_eq!((file, offset), (seg.clone(), offset_of(40)), "{reason}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    // Salvage with verification keeps records 1..40 and moves the rest aside.
+    let salvage = Options {
+        recovery_mode: RecoveryMode::Salvage,
+        ..verify
+    };
+    let log = Log::open(dir.path(), salvage).unwrap();
+    assert_eq!(
+        log.recovery_report().salvaged.as_ref().unwrap().offset,
+        offset_of(40)
+    );
+    check(&log, 1, 40);
 }
 
 #[test]

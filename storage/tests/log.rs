@@ -380,3 +380,27 @@ fn lowering_record_bytes_max_keeps_existing_records_readable() {
         .unwrap_err();
     assert!(err.to_string().contains("record_bytes_max"), "{err}");
 }
+
+#[test]
+fn clean_close_seals_so_reopen_scans_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_options()).unwrap();
+    fill(&log, 1, 200, 10);
+    let image = crash_image(&log, dir.path());
+    log.close().unwrap();
+    // Every segment, the last included, ends with the footer magic.
+    for seg in segment_files(dir.path()) {
+        let data = std::fs::read(&seg).unwrap();
+        assert_eq!(&data[data.len() - 8..], b"CATHFTR\0", "{}", seg.display());
+    }
+    let log = Log::open(dir.path(), small_options()).unwrap();
+    assert_eq!(log.recovery_report().scanned_bytes, 0);
+    check(&log, 1, 200);
+    // Appends go on in a new segment.
+    fill(&log, 200, 210, 5);
+    check(&log, 1, 210);
+    // What a crash leaves is scanned: its unsealed last segment.
+    let log = Log::open(image.path(), small_options()).unwrap();
+    assert!(log.recovery_report().scanned_bytes > 0);
+    check(&log, 1, 200);
+}

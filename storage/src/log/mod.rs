@@ -140,6 +140,16 @@ struct Queue {
     /// Index the next append must start at; `None` for a new log, which takes any.
     next: Option<u64>,
     closing: bool,
+    /// While the writer gathers a round it waits for this many requests; until then a push
+    /// does not wake it (each wake is a context switch the appenders pay for).
+    gathering_for: usize,
+}
+
+impl Queue {
+    /// Whether a push that made the queue `len` long must wake the writer.
+    fn must_wake_writer(&self) -> bool {
+        self.gathering_for == 0 || self.requests.len() >= self.gathering_for
+    }
 }
 
 /// Records encoded on the appender's thread, waiting for their indexes.
@@ -515,8 +525,11 @@ impl Inner {
             durability,
             done,
         });
+        let wake = q.must_wake_writer();
         drop(q);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         Ok(first)
     }
 

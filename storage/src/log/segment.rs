@@ -118,6 +118,23 @@ pub(crate) fn looks_sealed(bytes: &[u8]) -> bool {
         && &bytes[bytes.len() - 8..] == FOOTER_MAGIC
 }
 
+/// Where the footer of a sealed segment of `len` bytes starts, read from its trailer;
+/// `None` when the file does not end with a trailer (not sealed, or damaged).
+pub(crate) fn footer_start(file: &File, len: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    if len < SEGMENT_HEADER_BYTES + FOOTER_TRAILER_BYTES {
+        return None;
+    }
+    let mut t = [0u8; FOOTER_TRAILER_BYTES as usize];
+    file.read_exact_at(&mut t, len - FOOTER_TRAILER_BYTES)
+        .ok()?;
+    if &t[24..32] != FOOTER_MAGIC {
+        return None;
+    }
+    let data_end = u32::from_le_bytes(t[16..20].try_into().unwrap()) as u64;
+    (data_end < len).then_some(data_end)
+}
+
 /// An immutable, sealed segment, read through a memory map.
 ///
 /// Invariant kept by [`Log`](crate::Log): the map is only touched while the log's state lock

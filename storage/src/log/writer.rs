@@ -79,7 +79,12 @@ pub(crate) struct Writer {
     spare: Option<JoinHandle<Result<File>>>,
     /// Durable requests (appends and syncs) the previous round carried.
     last_round_durable: usize,
+    /// Bytes of the active segment below this offset were dropped from the page cache.
+    dropped_until: u64,
 }
+
+/// Drop-behind works in steps of at least this many bytes (one fadvise call per step).
+const DROP_STEP_BYTES: u64 = 1 << 20;
 
 impl Writer {
     pub fn new(inner: Arc<Inner>) -> Writer {
@@ -101,6 +106,7 @@ impl Writer {
             after_sync: Vec::new(),
             spare: None,
             last_round_durable: 0,
+            dropped_until: 0,
         };
         w.prepare_spare();
         w
@@ -124,9 +130,13 @@ impl Writer {
             self.inner.counters.add(|c| &c.rounds, 1);
             self.round(round);
         }
-        // Closing: make buffered appends durable before the lock is released.
-        if self.inner.failed.get().is_none() && self.unsynced {
-            if let Err(e) = self.sync() {
+        // Closing: seal the active segment (which also makes buffered appends durable), so
+        // that the next open reads footers only and scans nothing.
+        if self.inner.failed.get().is_none()
+            && self.file.is_some()
+            && self.end > SEGMENT_HEADER_BYTES
+        {
+            if let Err(e) = self.seal() {
                 self.inner.fail(e);
             }
         }
@@ -149,6 +159,7 @@ impl Writer {
             return q;
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_micros(wait);
+        q.gathering_for = want;
         while q.requests.len() < want && !q.closing {
             let now = std::time::Instant::now();
             if now >= deadline {
@@ -156,6 +167,7 @@ impl Writer {
             }
             q = self.inner.work.wait_timeout(q, deadline - now).unwrap().0;
         }
+        q.gathering_for = 0;
         q
     }
 
@@ -323,10 +335,25 @@ impl Writer {
             fsutil::sync_data(file, path)?;
             self.inner.counters.add(|c| &c.syncs, 1);
             self.unsynced = false;
+            self.drop_behind(self.end);
         }
         let next = self.inner.state.read().unwrap().next_index;
         self.inner.durable_next.store(next, Ordering::Release);
         Ok(())
+    }
+
+    /// Drops synced bytes more than `cache_behind_bytes` behind `synced_end` from the page
+    /// cache, in steps of `DROP_STEP_BYTES`.
+    fn drop_behind(&mut self, synced_end: u64) {
+        let (Some(window), Some((file, _))) = (self.inner.options.cache_behind_bytes, &self.file)
+        else {
+            return;
+        };
+        let upto = synced_end.saturating_sub(window) & !4095;
+        if upto >= self.dropped_until + DROP_STEP_BYTES {
+            fsutil::drop_cache(file, self.dropped_until, upto - self.dropped_until);
+            self.dropped_until = upto;
+        }
     }
 
     /// Writes the footer, cuts the preallocated tail, syncs, and hands the segment to
@@ -348,6 +375,7 @@ impl Writer {
         )));
         fsutil::sync_data(&file, &path)?;
         self.unsynced = false;
+        self.drop_behind(self.end);
         let sealed = SealedSegment::open(&path, self.inner.log_id, first)?;
         let mut st = self.inner.state.write().unwrap();
         st.active = None;
@@ -388,6 +416,7 @@ impl Writer {
         self.file = Some((file, path));
         self.end = SEGMENT_HEADER_BYTES;
         self.unsynced = false;
+        self.dropped_until = 0;
         self.prepare_spare();
         Ok(())
     }
@@ -460,6 +489,7 @@ impl Writer {
             a.offsets.truncate(keep);
             a.end = cut;
             self.end = cut;
+            self.dropped_until = self.dropped_until.min(cut);
         } else if st.sealed.last().is_some_and(|s| s.last_index() >= from) {
             // Unseal: the segment holding `from` becomes the active one again. Its map is
             // dropped (under the write lock) before the file is shortened.
@@ -478,6 +508,7 @@ impl Writer {
             let file = Arc::new(file);
             self.file = Some((file.clone(), path.clone()));
             self.end = cut;
+            self.dropped_until = self.dropped_until.min(cut);
             st.active = Some(Active {
                 path,
                 file,

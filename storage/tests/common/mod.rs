@@ -94,3 +94,25 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("{test}: seed = {seed} (replay with CATHEDRAL_SEED={seed})");
     seed
 }
+
+/// What a crash would leave: a copy of `dir` taken while `log` is open, after a sync, so
+/// the active segment is unsealed (as after SIGKILL or power loss). The copy holds no lock.
+pub fn crash_image(log: &Log, dir: &Path) -> tempfile::TempDir {
+    log.sync().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(dir, image.path());
+    image
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
