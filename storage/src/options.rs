@@ -80,7 +80,7 @@ impl Default for Options {
             batch_records_max: 65_536,
             batch_bytes_max: 64 << 20,
             queue_bytes_max: 256 << 20,
-            compress_threshold_bytes: Some(4096),
+            compress_threshold_bytes: Some(8192),
             compression_level: 1,
             group_commit_wait_us: 100,
             cache_behind_bytes: Some(4 << 20),
