@@ -512,9 +512,13 @@ fn raw_bandwidth(root: &Path, total: u64, direct: bool) -> f64 {
     mb
 }
 
-/// Writes `count` records of `record` bytes to writer 0's stream and syncs.
+/// Writes `count` records of `record` bytes to writer 0's stream, syncs and closes.
 fn fill(kind: Kind, dir: &Path, count: u64, record: usize) {
-    let subject = Subject::open(kind, dir);
+    fill_into(&Subject::open(kind, dir), count, record);
+}
+
+/// Writes `count` records of `record` bytes to writer 0's stream, 1 MiB a call, and syncs.
+fn fill_into(subject: &Subject, count: u64, record: usize) {
     let per_batch = (1 << 20) / record;
     let data = payloads(record, per_batch, 99);
     let refs: Vec<&[u8]> = data.iter().map(|p| p.as_slice()).collect();
@@ -534,16 +538,7 @@ fn child_fill(args: Vec<String>) -> ! {
     let count: u64 = args[2].parse().expect("count");
     let record: usize = args[3].parse().expect("record");
     let subject = Subject::open(kind, &dir);
-    let per_batch = (1 << 20) / record;
-    let data = payloads(record, per_batch, 99);
-    let refs: Vec<&[u8]> = data.iter().map(|p| p.as_slice()).collect();
-    let mut done = 0;
-    while done < count {
-        let n = (count - done).min(per_batch as u64) as usize;
-        subject.append_buffered(0, &refs[..n]);
-        done += n as u64;
-    }
-    subject.sync();
+    fill_into(&subject, count, record);
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     unreachable!("SIGKILL returned")
 }

@@ -310,14 +310,8 @@ impl Log {
     /// The record at `index`; `None` past the end, [`Error::Purged`] before the start.
     pub fn get(&self, index: u64) -> Result<Option<Record>> {
         let st = self.inner.read_state()?;
-        if index >= st.next_index {
+        if !st.holds(index)? {
             return Ok(None);
-        }
-        if index < st.first_index {
-            return Err(Error::Purged {
-                index,
-                first_index: st.first_index,
-            });
         }
         let mut out = Vec::with_capacity(1);
         self.inner.read_into(&st, index..index + 1, &mut out)?;
@@ -346,14 +340,8 @@ impl Log {
     /// Term of the record at `index`, reading only its header.
     pub fn term(&self, index: u64) -> Result<Option<u64>> {
         let st = self.inner.read_state()?;
-        if index >= st.next_index {
+        if !st.holds(index)? {
             return Ok(None);
-        }
-        if index < st.first_index {
-            return Err(Error::Purged {
-                index,
-                first_index: st.first_index,
-            });
         }
         if index + 1 == st.next_index {
             return Ok(st.last_term);
@@ -669,6 +657,20 @@ enum Seg<'a> {
 }
 
 impl State {
+    /// Whether `index` is in the log: `false` past its end, [`Error::Purged`] before its start.
+    fn holds(&self, index: u64) -> Result<bool> {
+        if index >= self.next_index {
+            return Ok(false);
+        }
+        if index < self.first_index {
+            return Err(Error::Purged {
+                index,
+                first_index: self.first_index,
+            });
+        }
+        Ok(true)
+    }
+
     /// The segment holding `index`, which the caller checked lies inside the log.
     fn segment_of(&self, index: u64) -> Seg<'_> {
         if let Some(a) = &self.active {
