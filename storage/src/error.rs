@@ -64,6 +64,14 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A snapshot chunk was refused; the receiver is unchanged and can take the right one.
+    #[error("snapshot chunk at offset {offset} rejected: {reason}")]
+    ChunkRejected { offset: u64, reason: String },
+
+    /// An import of a snapshot older than one already held, without force.
+    #[error("snapshot {given} is older than {held}, already held; force the import to install it anyway")]
+    SnapshotOlder { given: String, held: String },
+
     /// The log failed stop after the error in `cause`; it accepts no more calls.
     #[error("log stopped after a fatal error: {cause}")]
     Stopped { cause: Arc<Error> },

@@ -10,6 +10,8 @@
 //!   (`log/segment.rs`), the group-commit writer thread (`log/writer.rs`) and recovery on
 //!   open (`log/recovery.rs`).
 //! - `meta`: the metadata file (vote, committed, purged), replaced atomically.
+//! - `snapshot`: snapshot files, the [`SnapshotStore`], chunked transfer, export and import.
+//! - `compaction`: the [`CompactionPolicy`], a pure function deciding snapshots and purges.
 //! - `options`: [`Options`] and the named bounds.
 //! - `fsutil`: file-system calls with failpoints, atomic replace, and the directory lock.
 //! - `error`: [`Error`] and [`Result`].
@@ -21,6 +23,7 @@
 //! <dir>/meta               metadata, atomically replaced
 //! <dir>/log/<first>.seg    segments named by their first index, 20 digits
 //! <dir>/log/prealloc.tmp   the next segment, preallocated ahead of need
+//! <dir>/snapshots/*.snap   snapshots (a SnapshotStore opened on this directory)
 //! <dir>/salvage/<time>/    what salvage mode moved aside
 //! ```
 //!
@@ -34,16 +37,25 @@
 //! assert_eq!(log.get(1).unwrap().unwrap().payload, b"hello");
 //! ```
 
+mod compaction;
 mod error;
 mod fsutil;
 mod log;
 mod meta;
 mod options;
+mod snapshot;
 
+pub use compaction::{CompactionDecision, CompactionPolicy};
 pub use error::{Error, Result};
 pub use fsutil::DirLock;
 pub use log::{Entry, Log, Record, RecoveryReport, Salvaged, Stats, TornTail};
 pub use meta::{Metadata, META_FIELD_BYTES_MAX};
 pub use options::{
     Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
+};
+pub use snapshot::{
+    describe as describe_snapshot, export as export_snapshot, verify_file as verify_snapshot,
+    Chunk, ChunkReceiver, ChunkSender, Progress, ReceiverLimits, SnapshotInfo, SnapshotMeta,
+    SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotWriter, CHUNK_BYTES_DEFAULT,
+    SNAPSHOT_META_BYTES_MAX,
 };

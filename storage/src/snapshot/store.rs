@@ -1,0 +1,434 @@
+//! The snapshot store: a directory of snapshot files, written through a streaming writer and
+//! installed atomically (temporary file, fsync, rename, directory fsync).
+//!
+//! A crash at any moment leaves the previous snapshots intact: a snapshot is visible only
+//! once renamed to its final `*.snap` name, after its bytes are synced; temporaries end in
+//! `.tmp`, are never listed, and are removed when the store is opened.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::format::{self, Checksummed, Parsed, SnapshotMeta};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Options of a [`SnapshotStore`].
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// Snapshots kept; older ones are deleted after a new one is installed.
+    pub keep: usize,
+    /// zstd level of snapshot bodies.
+    pub compression_level: i32,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            keep: 2,
+            compression_level: 1,
+        }
+    }
+}
+
+/// One installed snapshot, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub path: PathBuf,
+    pub meta: SnapshotMeta,
+    /// Bytes of the file.
+    pub file_bytes: u64,
+    /// Bytes of the body before compression.
+    pub body_bytes: u64,
+}
+
+impl SnapshotInfo {
+    fn from_parsed(path: PathBuf, parsed: Parsed, file_bytes: u64) -> SnapshotInfo {
+        SnapshotInfo {
+            path,
+            meta: parsed.meta,
+            file_bytes,
+            body_bytes: parsed.body_len,
+        }
+    }
+
+    /// Order of recency: last log id, then creation time.
+    fn key(&self) -> (bool, u64, u64, u64) {
+        let (i, t) = self.meta.last.unwrap_or((0, 0));
+        (self.meta.last.is_some(), i, t, self.meta.created_ms)
+    }
+
+    /// `index:term` of the last included entry, for messages.
+    pub fn describe(&self) -> String {
+        match self.meta.last {
+            Some((i, t)) => format!("{i}:{t} ({})", self.path.display()),
+            None => format!("the initial state ({})", self.path.display()),
+        }
+    }
+}
+
+/// A directory of snapshots.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+    options: SnapshotOptions,
+}
+
+const SUFFIX: &str = ".snap";
+
+impl SnapshotStore {
+    /// Opens (creating) the store in `dir`, removing temporaries a crash left behind.
+    pub fn open(dir: impl AsRef<Path>, options: SnapshotOptions) -> Result<SnapshotStore> {
+        let dir = dir.as_ref().to_path_buf();
+        if options.keep == 0 {
+            return Err(Error::InvalidArgument(
+                "snapshot option keep must be at least 1".into(),
+            ));
+        }
+        fsutil::create_dir_all(&dir)?;
+        let mut removed = false;
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                fsutil::remove_file(&entry.path())?;
+                removed = true;
+            }
+        }
+        if removed {
+            fsutil::sync_dir(&dir)?;
+        }
+        Ok(SnapshotStore { dir, options })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts a snapshot. Write the body into the returned writer, then `finish` it.
+    pub fn writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter> {
+        SnapshotWriter::create(self.clone(), meta)
+    }
+
+    /// Every snapshot, oldest first. Checks headers and trailers, not checksums (readers do).
+    /// A `*.snap` file that does not parse is skipped with a warning.
+    pub fn list(&self) -> Result<Vec<SnapshotInfo>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let path = entry.path();
+            if !entry.file_name().to_string_lossy().ends_with(SUFFIX) {
+                continue;
+            }
+            match describe(&path) {
+                Ok(info) => out.push(info),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot")
+                }
+            }
+        }
+        out.sort_by_key(|i| i.key());
+        Ok(out)
+    }
+
+    /// The newest snapshot, if any.
+    pub fn latest(&self) -> Result<Option<SnapshotInfo>> {
+        Ok(self.list()?.pop())
+    }
+
+    /// Opens `info` for reading after checking its whole-file checksum.
+    pub fn read(&self, info: &SnapshotInfo) -> Result<SnapshotReader> {
+        SnapshotReader::open(&info.path)
+    }
+
+    /// Places the snapshot file at `path` into the store: checks its checksum and version,
+    /// refuses one older than the newest held unless `force`, copies it in atomically and
+    /// applies retention. With `force`, newer snapshots are renamed to `*.superseded` (kept,
+    /// never listed) so the imported one becomes the latest.
+    pub fn import(&self, path: &Path, force: bool) -> Result<SnapshotInfo> {
+        let parsed = format::verify(path)?;
+        let given = SnapshotInfo::from_parsed(path.to_path_buf(), parsed, 0);
+        let newer: Vec<SnapshotInfo> = self
+            .list()?
+            .into_iter()
+            .filter(|held| held.key() > given.key())
+            .collect();
+        if let Some(held) = newer.last() {
+            if !force {
+                return Err(Error::SnapshotOlder {
+                    given: given.describe(),
+                    held: held.describe(),
+                });
+            }
+        }
+        let tmp = self.tmp_path();
+        if let Err(e) = copy_verified(path, &tmp) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // Newer snapshots step aside first, so retention cannot drop the imported one.
+        let mut aside = Vec::new();
+        for held in &newer {
+            let mut to = held.path.clone().into_os_string();
+            to.push(".superseded");
+            let to = PathBuf::from(to);
+            fsutil::rename(&held.path, &to)?;
+            aside.push((held.path.clone(), to));
+        }
+        match self.install(&tmp) {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                for (from, to) in aside {
+                    let _ = fs::rename(&to, &from);
+                }
+                let _ = fsutil::sync_dir(&self.dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Verifies the complete snapshot file `tmp` (inside this store's directory), renames
+    /// it to its final name, syncs the directory and applies retention.
+    pub(crate) fn install(&self, tmp: &Path) -> Result<SnapshotInfo> {
+        let parsed = format::verify(tmp)?;
+        File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("fsync", tmp, e))?;
+        let (i, t) = parsed.meta.last.unwrap_or((0, 0));
+        let name = format!(
+            "{i:020}-{t:020}-{:013}-{:08x}{SUFFIX}",
+            parsed.meta.created_ms, parsed.crc
+        );
+        let path = self.dir.join(name);
+        fsutil::rename(tmp, &path)?;
+        fsutil::sync_dir(&self.dir)?;
+        let bytes = fs::metadata(&path)
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        let info = SnapshotInfo::from_parsed(path, parsed, bytes);
+        self.retain()?;
+        Ok(info)
+    }
+
+    /// Deletes all but the newest `keep` snapshots. Returns what it deleted.
+    pub fn retain(&self) -> Result<Vec<PathBuf>> {
+        let list = self.list()?;
+        let doomed: Vec<PathBuf> = list
+            .iter()
+            .take(list.len().saturating_sub(self.options.keep))
+            .map(|i| i.path.clone())
+            .collect();
+        for p in &doomed {
+            fsutil::remove_file(p)?;
+        }
+        if !doomed.is_empty() {
+            fsutil::sync_dir(&self.dir)?;
+        }
+        Ok(doomed)
+    }
+
+    pub(crate) fn tmp_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("incoming-{:016x}.snap.tmp", rand::random::<u64>()))
+    }
+}
+
+/// Header, metadata and sizes of the snapshot at `path` (structure checked, not the CRC).
+pub fn describe(path: &Path) -> Result<SnapshotInfo> {
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let parsed = format::parse(&mut f, len, path)?;
+    Ok(SnapshotInfo::from_parsed(path.to_path_buf(), parsed, len))
+}
+
+/// Checks the whole-file checksum and version of the snapshot at `path`.
+pub fn verify_file(path: &Path) -> Result<SnapshotInfo> {
+    let parsed = format::verify(path)?;
+    let len = fs::metadata(path)
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    Ok(SnapshotInfo::from_parsed(path.to_path_buf(), parsed, len))
+}
+
+/// Copies the snapshot at `from` to `to` as one portable file, checking the copied bytes'
+/// checksum on the way; `to` appears complete and synced, or not at all.
+pub fn export(from: &Path, to: &Path) -> Result<SnapshotInfo> {
+    let tmp = fsutil::tmp_path(to);
+    let done = copy_verified(from, &tmp).and_then(|()| {
+        fsutil::rename(&tmp, to)?;
+        fsutil::sync_dir(
+            to.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+    });
+    if let Err(e) = done {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    verify_file(to)
+}
+
+/// Copies `from` to `to` (synced), checking the CRC-32 of what was read against the trailer.
+fn copy_verified(from: &Path, to: &Path) -> Result<()> {
+    let parsed = format::verify(from)?;
+    let mut src = File::open(from).map_err(|e| Error::io("open", from, e))?;
+    let len = src
+        .metadata()
+        .map_err(|e| Error::io("stat", from, e))?
+        .len();
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(to)
+        .map_err(|e| Error::io("create", to, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let covered = len - format::TRAILER_BYTES + 16;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(|e| Error::io("read", from, e))?;
+        if n == 0 {
+            break;
+        }
+        let hashed = (covered.saturating_sub(at)).min(n as u64) as usize;
+        hasher.update(&buf[..hashed]);
+        dst.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", to, e))?;
+        at += n as u64;
+    }
+    if at != len || hasher.finalize() != parsed.crc {
+        return Err(Error::corruption(
+            from,
+            0,
+            "snapshot changed or was damaged while it was copied",
+        ));
+    }
+    dst.sync_all().map_err(|e| Error::io("fsync", to, e))
+}
+
+/// Streams a snapshot body into a temporary file; [`finish`](SnapshotWriter::finish)
+/// installs it. Dropped unfinished, it removes its temporary file.
+pub struct SnapshotWriter {
+    store: SnapshotStore,
+    tmp: PathBuf,
+    encoder: Option<zstd::stream::Encoder<'static, Checksummed<BufWriter<File>>>>,
+    header_bytes: u64,
+    body_bytes: u64,
+}
+
+impl SnapshotWriter {
+    fn create(store: SnapshotStore, meta: SnapshotMeta) -> Result<SnapshotWriter> {
+        let header = format::encode_header(&meta)?;
+        let tmp = store.tmp_path();
+        let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let mut out = Checksummed {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: crc32fast::Hasher::new(),
+            written: 0,
+        };
+        let io = |e: io::Error| Error::io("write", &tmp, e);
+        out.write_all(&header).map_err(io)?;
+        let mut encoder =
+            zstd::stream::Encoder::new(out, store.options.compression_level).map_err(io)?;
+        // zstd's own frame checksum (XXH64 of the body) also catches a bad decompression.
+        encoder.include_checksum(true).map_err(io)?;
+        Ok(SnapshotWriter {
+            store,
+            tmp: tmp.clone(),
+            encoder: Some(encoder),
+            header_bytes: header.len() as u64,
+            body_bytes: 0,
+        })
+    }
+
+    /// Completes the file (trailer, fsync), installs it atomically and applies retention.
+    pub fn finish(mut self) -> Result<SnapshotInfo> {
+        let encoder = self.encoder.take().expect("finish called once");
+        let io = |e: io::Error| Error::io("write", &self.tmp, e);
+        let mut out = encoder.finish().map_err(io)?;
+        let stored = out.written - self.header_bytes;
+        out.write_all(&format::encode_trailer_fields(self.body_bytes, stored))
+            .map_err(io)?;
+        let crc = out.hasher.clone().finalize();
+        let mut file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+        file.write_all(&format::encode_trailer_end(crc))
+            .map_err(io)?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync", &self.tmp, e))?;
+        drop(file);
+        let info = self.store.install(&self.tmp);
+        if info.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        info
+    }
+}
+
+impl Write for SnapshotWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self
+            .encoder
+            .as_mut()
+            .expect("write after finish")
+            .write(buf)?;
+        self.body_bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.as_mut().expect("flush after finish").flush()
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if self.encoder.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Streams a verified snapshot's body. Reading past the end checks the body's length.
+pub struct SnapshotReader {
+    pub info: SnapshotInfo,
+    decoder: zstd::stream::Decoder<'static, BufReader<io::Take<File>>>,
+    read: u64,
+}
+
+impl SnapshotReader {
+    /// Checks the whole-file checksum, then opens the body for streaming.
+    pub fn open(path: &Path) -> Result<SnapshotReader> {
+        let info = verify_file(path)?;
+        let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let parsed = format::parse(&mut f, info.file_bytes, path)?;
+        f.seek(SeekFrom::Start(parsed.body_at))
+            .map_err(|e| Error::io("read", path, e))?;
+        let body = BufReader::with_capacity(1 << 20, f.take(parsed.stored_len));
+        let decoder =
+            zstd::stream::Decoder::with_buffer(body).map_err(|e| Error::io("read", path, e))?;
+        Ok(SnapshotReader {
+            info,
+            decoder,
+            read: 0,
+        })
+    }
+}
+
+impl Read for SnapshotReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.decoder.read(buf)?;
+        self.read += n as u64;
+        if n == 0 && !buf.is_empty() && self.read != self.info.body_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot body ended after {} bytes; the trailer says {}",
+                    self.read, self.info.body_bytes
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
