@@ -1,0 +1,552 @@
+//! The Command vocabulary: every decision the cluster makes, as one log entry.
+//!
+//! Entries are encoded as a versioned envelope (`CommandEnvelope`) with postcard; a decoder
+//! refuses versions it does not know. Every command carries the proposer's timestamp; apply
+//! never reads a clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Invalid, Result};
+use crate::ConsensusError;
+
+/// Identifier of a job, assigned by the state machine in log order.
+pub type JobId = u64;
+/// Identifier of a node, chosen when it first starts.
+pub type NodeId = u64;
+/// Identifier of a workflow, assigned by the state machine in log order.
+pub type WorkflowId = u64;
+
+/// Version of the entry encoding written by this build.
+pub const COMMAND_VERSION: u16 = 1;
+
+/// Bounds of a job spec; input past one is rejected with the bound's name.
+pub mod limits {
+    pub const JOB_NAME_BYTES_MAX: usize = 256;
+    pub const COMMAND_ARGS_MAX: usize = 1024;
+    pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
+    pub const ENV_VARS_MAX: usize = 256;
+    pub const ENV_BYTES_MAX: usize = 64 * 1024;
+    pub const CONSTRAINTS_MAX: usize = 64;
+    pub const TAG_BYTES_MAX: usize = 256;
+    pub const DEPENDENCIES_MAX: usize = 1024;
+    pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+    pub const TIMEOUT_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
+    pub const ATTEMPTS_MAX: u32 = 100;
+    pub const BACKOFF_MS_MAX: u64 = 24 * 3600 * 1000;
+    pub const MEMORY_BYTES_MAX: u64 = 1 << 40;
+    pub const CPU_MILLIS_MAX: u32 = 1024 * 1000;
+    pub const WORKFLOW_JOBS_MAX: usize = 10_000;
+    pub const OUTPUT_TAIL_BYTES_MAX: usize = 4096;
+    pub const SUBMIT_BATCH_MAX: usize = 10_000;
+}
+
+/// How an attempt is isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SandboxKind {
+    /// Let the executor choose the strongest available.
+    #[default]
+    Default,
+    Process,
+    Bubblewrap,
+}
+
+/// Retries: attempts and exponential backoff between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Growth per retry in thousandths (2000 doubles). Integer, so every node computes
+    /// the same delay.
+    pub multiplier_milli: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 60_000,
+            multiplier_milli: 2000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `next` (2 for the first retry).
+    pub fn backoff_ms(&self, next: u32) -> u64 {
+        let mut d = self.initial_backoff_ms;
+        for _ in 2..next {
+            d = d.saturating_mul(self.multiplier_milli as u64) / 1000;
+            if d >= self.max_backoff_ms {
+                break;
+            }
+        }
+        d.min(self.max_backoff_ms)
+    }
+}
+
+/// What a job asks of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Resources {
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+}
+
+/// A job as a user submits it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    /// Program and arguments (argv); not run through a shell.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub resources: Resources,
+    /// Tags a node must carry, `key = value`.
+    pub constraints: BTreeMap<String, String>,
+    /// 0: no timeout.
+    pub timeout_ms: u64,
+    pub retry: RetryPolicy,
+    /// Higher runs first.
+    pub priority: i32,
+    pub depends_on: Vec<JobId>,
+    pub idempotency_key: Option<String>,
+    pub sandbox: SandboxKind,
+}
+
+impl JobSpec {
+    /// A spec running `command` with every other field at its default.
+    pub fn new(name: &str, command: &[&str]) -> JobSpec {
+        JobSpec {
+            name: name.to_string(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            resources: Resources::default(),
+            constraints: BTreeMap::new(),
+            timeout_ms: 0,
+            retry: RetryPolicy::default(),
+            priority: 0,
+            depends_on: Vec::new(),
+            idempotency_key: None,
+            sandbox: SandboxKind::Default,
+        }
+    }
+
+    /// Checks every field against its bound. The error names the field and the bound.
+    pub fn validate(&self) -> std::result::Result<(), Invalid> {
+        use limits::*;
+        let bad = |field: &str, reason: String| Err(Invalid::new(field, reason));
+        if self.name.is_empty() || self.name.len() > JOB_NAME_BYTES_MAX {
+            return bad(
+                "name",
+                format!("must be 1..={JOB_NAME_BYTES_MAX} bytes (JOB_NAME_BYTES_MAX)"),
+            );
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return bad("command", "must name a program".into());
+        }
+        if self.command.len() > COMMAND_ARGS_MAX {
+            return bad(
+                "command",
+                format!(
+                    "{} arguments > COMMAND_ARGS_MAX {COMMAND_ARGS_MAX}",
+                    self.command.len()
+                ),
+            );
+        }
+        let cmd_bytes: usize = self.command.iter().map(|a| a.len()).sum();
+        if cmd_bytes > COMMAND_BYTES_MAX {
+            return bad(
+                "command",
+                format!("{cmd_bytes} bytes > COMMAND_BYTES_MAX {COMMAND_BYTES_MAX}"),
+            );
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return bad("command", "arguments must not contain NUL".into());
+        }
+        if self.env.len() > ENV_VARS_MAX {
+            return bad(
+                "env",
+                format!("{} variables > ENV_VARS_MAX {ENV_VARS_MAX}", self.env.len()),
+            );
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env_bytes > ENV_BYTES_MAX {
+            return bad(
+                "env",
+                format!("{env_bytes} bytes > ENV_BYTES_MAX {ENV_BYTES_MAX}"),
+            );
+        }
+        if let Some(k) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return bad("env", format!("invalid variable name {k:?}"));
+        }
+        if self.resources.cpu_millis > CPU_MILLIS_MAX {
+            return bad(
+                "resources.cpu_millis",
+                format!("> CPU_MILLIS_MAX {CPU_MILLIS_MAX}"),
+            );
+        }
+        if self.resources.memory_bytes > MEMORY_BYTES_MAX {
+            return bad(
+                "resources.memory_bytes",
+                format!("> MEMORY_BYTES_MAX {MEMORY_BYTES_MAX}"),
+            );
+        }
+        if self.constraints.len() > CONSTRAINTS_MAX {
+            return bad(
+                "constraints",
+                format!(
+                    "{} > CONSTRAINTS_MAX {CONSTRAINTS_MAX}",
+                    self.constraints.len()
+                ),
+            );
+        }
+        if let Some((k, v)) = self
+            .constraints
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > TAG_BYTES_MAX || v.len() > TAG_BYTES_MAX)
+        {
+            return bad(
+                "constraints",
+                format!("invalid tag {k:?}={v:?} (TAG_BYTES_MAX {TAG_BYTES_MAX})"),
+            );
+        }
+        if self.timeout_ms > TIMEOUT_MS_MAX {
+            return bad(
+                "timeout_ms",
+                format!("{} > TIMEOUT_MS_MAX {TIMEOUT_MS_MAX}", self.timeout_ms),
+            );
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 || r.max_attempts > ATTEMPTS_MAX {
+            return bad(
+                "retry.max_attempts",
+                format!("must be 1..={ATTEMPTS_MAX} (ATTEMPTS_MAX)"),
+            );
+        }
+        if r.initial_backoff_ms > r.max_backoff_ms || r.max_backoff_ms > BACKOFF_MS_MAX {
+            return bad(
+                "retry",
+                format!(
+                    "need initial_backoff_ms <= max_backoff_ms <= BACKOFF_MS_MAX {BACKOFF_MS_MAX}"
+                ),
+            );
+        }
+        if r.multiplier_milli < 1000 || r.multiplier_milli > 100_000 {
+            return bad(
+                "retry.multiplier_milli",
+                "must be 1000..=100000 (1x..100x)".into(),
+            );
+        }
+        if self.depends_on.len() > DEPENDENCIES_MAX {
+            return bad(
+                "depends_on",
+                format!(
+                    "{} > DEPENDENCIES_MAX {DEPENDENCIES_MAX}",
+                    self.depends_on.len()
+                ),
+            );
+        }
+        if let Some(k) = &self.idempotency_key {
+            if k.is_empty() || k.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+                return bad(
+                    "idempotency_key",
+                    format!(
+                        "must be 1..={IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One job of a workflow; `after` names other jobs of the same workflow by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowJob {
+    pub key: String,
+    pub spec: JobSpec,
+    pub after: Vec<String>,
+}
+
+/// One placement decision of the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub job: JobId,
+    pub attempt: u32,
+    pub node: NodeId,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// The attempt exceeded the job's timeout.
+    TimedOut,
+    /// The node running it failed or restarted and the attempt is gone.
+    Lost,
+}
+
+/// The replicated outcome of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub exit: Exit,
+    pub duration_ms: u64,
+    /// The last bytes of the attempt's output (at most OUTPUT_TAIL_BYTES_MAX).
+    pub output_tail: Vec<u8>,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.exit == Exit::Code(0)
+    }
+}
+
+/// What a node is in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Coordinator,
+    Worker,
+    Standalone,
+}
+
+/// How much work a node takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub slots: u32,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+}
+
+/// A node as it registers itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub address: String,
+    pub role: Role,
+    pub tags: BTreeMap<String, String>,
+    pub capacity: Capacity,
+}
+
+/// Every decision the cluster records. `at_ms` is the proposer's clock, the only time
+/// apply ever sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    SubmitJobs {
+        at_ms: u64,
+        jobs: Vec<JobSpec>,
+    },
+    SubmitWorkflow {
+        at_ms: u64,
+        name: String,
+        jobs: Vec<WorkflowJob>,
+    },
+    AssignTasks {
+        at_ms: u64,
+        assignments: Vec<Assignment>,
+    },
+    TaskStarted {
+        at_ms: u64,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+    },
+    TaskFinished {
+        at_ms: u64,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+        outcome: Outcome,
+    },
+    CancelJob {
+        at_ms: u64,
+        job: JobId,
+        reason: String,
+    },
+    NodeRegistered {
+        at_ms: u64,
+        node: NodeInfo,
+    },
+    NodeFailed {
+        at_ms: u64,
+        node: NodeId,
+    },
+    NodeRetired {
+        at_ms: u64,
+        node: NodeId,
+    },
+    /// Records the state hash at this entry's index on every node.
+    Checkpoint {
+        at_ms: u64,
+    },
+    /// The leader's hash at an earlier checkpoint index; every node compares its own.
+    CheckpointHash {
+        at_ms: u64,
+        index: u64,
+        hash: [u8; 32],
+    },
+}
+
+impl Command {
+    /// The proposer's timestamp.
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            Command::SubmitJobs { at_ms, .. }
+            | Command::SubmitWorkflow { at_ms, .. }
+            | Command::AssignTasks { at_ms, .. }
+            | Command::TaskStarted { at_ms, .. }
+            | Command::TaskFinished { at_ms, .. }
+            | Command::CancelJob { at_ms, .. }
+            | Command::NodeRegistered { at_ms, .. }
+            | Command::NodeFailed { at_ms, .. }
+            | Command::NodeRetired { at_ms, .. }
+            | Command::Checkpoint { at_ms }
+            | Command::CheckpointHash { at_ms, .. } => *at_ms,
+        }
+    }
+
+    /// The command's kind, for filters and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::SubmitJobs { .. } => "submit_jobs",
+            Command::SubmitWorkflow { .. } => "submit_workflow",
+            Command::AssignTasks { .. } => "assign_tasks",
+            Command::TaskStarted { .. } => "task_started",
+            Command::TaskFinished { .. } => "task_finished",
+            Command::CancelJob { .. } => "cancel_job",
+            Command::NodeRegistered { .. } => "node_registered",
+            Command::NodeFailed { .. } => "node_failed",
+            Command::NodeRetired { .. } => "node_retired",
+            Command::Checkpoint { .. } => "checkpoint",
+            Command::CheckpointHash { .. } => "checkpoint_hash",
+        }
+    }
+
+    /// The log entry bytes: a versioned envelope. // Format: consensus/src/command.rs (postcard of CommandEnvelope).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(&CommandEnvelope {
+            version: COMMAND_VERSION,
+            command: self.clone(),
+        })
+        .expect("commands always encode")
+    }
+
+    /// Decodes log entry bytes, refusing unknown versions.
+    pub fn decode(bytes: &[u8]) -> Result<Command> {
+        let version: u16 = postcard::take_from_bytes::<u16>(bytes)
+            .map_err(|e| ConsensusError::Decode(e.to_string()))?
+            .0;
+        if version != COMMAND_VERSION {
+            return Err(ConsensusError::UnsupportedVersion {
+                found: version,
+                supported: COMMAND_VERSION,
+            });
+        }
+        let env: CommandEnvelope =
+            postcard::from_bytes(bytes).map_err(|e| ConsensusError::Decode(e.to_string()))?;
+        Ok(env.command)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CommandEnvelope {
+    version: u16,
+    command: Command,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_and_refuse_unknown_versions() {
+        let c = Command::SubmitJobs {
+            at_ms: 5,
+            jobs: vec![JobSpec::new("hello", &["echo", "hello"])],
+        };
+        assert_eq!(Command::decode(&c.encode()).unwrap(), c);
+        let mut bytes = c.encode();
+        bytes[0] = 9; // postcard varint of the version
+        assert!(matches!(
+            Command::decode(&bytes),
+            Err(ConsensusError::UnsupportedVersion { found: 9, .. })
+        ));
+        assert!(Command::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field_and_bound() {
+        let ok = JobSpec::new("j", &["true"]);
+        ok.validate().unwrap();
+        let cases: Vec<(JobSpec, &str)> = vec![
+            (
+                JobSpec {
+                    command: vec![],
+                    ..ok.clone()
+                },
+                "command",
+            ),
+            (
+                JobSpec {
+                    name: String::new(),
+                    ..ok.clone()
+                },
+                "name",
+            ),
+            (
+                JobSpec {
+                    name: "x".repeat(300),
+                    ..ok.clone()
+                },
+                "JOB_NAME_BYTES_MAX",
+            ),
+            (
+                JobSpec {
+                    timeout_ms: limits::TIMEOUT_MS_MAX + 1,
+                    ..ok.clone()
+                },
+                "TIMEOUT_MS_MAX",
+            ),
+            (
+                JobSpec {
+                    retry: RetryPolicy {
+                        max_attempts: 0,
+                        ..Default::default()
+                    },
+                    ..ok.clone()
+                },
+                "max_attempts",
+            ),
+            (
+                JobSpec {
+                    command: vec!["a".repeat(70_000)],
+                    ..ok.clone()
+                },
+                "COMMAND_BYTES_MAX",
+            ),
+        ];
+        for (spec, want) in cases {
+            let e = spec.validate().unwrap_err();
+            assert!(e.to_string().contains(want), "{e} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            multiplier_milli: 2000,
+        };
+        let d: Vec<u64> = (2..=7).map(|n| r.backoff_ms(n)).collect();
+        assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+}

@@ -1,0 +1,27 @@
+//! Cathedral's replicated state: the [`Command`] vocabulary every log entry carries, and
+//! the deterministic [`ClusterState`] every node applies it to.
+//!
+//! # Layout
+//!
+//! - `command`: [`Command`], [`JobSpec`] and its validation and bounds (`limits`), the
+//!   versioned entry encoding.
+//! - `state`: [`ClusterState`] — `apply`, the state hash, snapshots, and the queries the
+//!   server and scheduler use.
+//! - `error`: [`ConsensusError`] and [`Invalid`] (a rejected command's field and reason).
+//!
+//! The Raft adapters over the storage crate (log store, state machine, snapshots) build on
+//! these types.
+
+mod command;
+mod error;
+mod state;
+
+pub use command::{
+    limits, Assignment, Capacity, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome,
+    Resources, RetryPolicy, Role, SandboxKind, WorkflowId, WorkflowJob, COMMAND_VERSION,
+};
+pub use error::{ConsensusError, Invalid, Result};
+pub use state::{
+    hex, Attempt, ClusterState, Counters, Job, JobState, Load, Node, NodeStatus, Response,
+    Workflow, CHECKPOINTS_KEPT,
+};

@@ -1,0 +1,1285 @@
+//! `ClusterState`: the deterministic model of jobs, workflows and nodes that every node
+//! applies, entry by entry, in log order.
+//!
+//! `apply(index, command)` is a pure function of the state and the entry: no clock (time is
+//! the proposer's `at_ms`), no randomness, no I/O, and only ordered maps, so every node and
+//! every offline replay reaches the same state and the same [`ClusterState::hash`].
+//!
+//! ```text
+//!            assign           started          exit 0
+//!  Pending ─────────▶ Assigned ──────▶ Running ───────▶ Succeeded
+//!     ▲                  │                │  failure, timeout or node lost:
+//!     └──── retry ◀──────┴────────────────┘  retries left → Pending (after backoff),
+//!                                            none left → Failed / TimedOut
+//!  any non-final state ── cancel ──▶ Cancelled; a dependency that ends unsuccessfully
+//!  cancels its dependents, saying why.
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{
+    limits, Assignment, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome, WorkflowId,
+    WorkflowJob,
+};
+use crate::error::{ConsensusError, Invalid, Result};
+
+/// Checkpoint hashes kept for comparison with the leader's.
+pub const CHECKPOINTS_KEPT: usize = 64;
+const SNAPSHOT_VERSION: u16 = 1;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum JobState {
+    Pending,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::TimedOut
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Assigned => "assigned",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::TimedOut => "timed out",
+        }
+    }
+}
+
+/// One try at running a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub node: NodeId,
+    pub assigned_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub outcome: Option<Outcome>,
+}
+
+/// A job and its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Why the job is in a final state other than succeeded.
+    pub reason: Option<String>,
+    pub submitted_at_ms: u64,
+    /// A retry waits until then.
+    pub not_before_ms: u64,
+    pub attempts: Vec<Attempt>,
+    pub workflow: Option<WorkflowId>,
+    /// Jobs that depend on this one.
+    pub dependents: Vec<JobId>,
+}
+
+impl Job {
+    /// The attempt in flight (assigned or running), if any.
+    pub fn current_attempt(&self) -> Option<&Attempt> {
+        matches!(self.state, JobState::Assigned | JobState::Running)
+            .then(|| self.attempts.last())
+            .flatten()
+    }
+}
+
+/// Whether a node takes work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    Alive,
+    Failed,
+    Retired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub info: NodeInfo,
+    pub status: NodeStatus,
+    pub registered_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workflow {
+    pub id: WorkflowId,
+    pub name: String,
+    /// Workflow key → job.
+    pub jobs: BTreeMap<String, JobId>,
+    pub submitted_at_ms: u64,
+}
+
+/// Counts of what apply refused or found, replicated like the rest of the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Reports about an attempt that is no longer current (fencing).
+    pub fenced_reports: u64,
+    /// Assignments that no longer fit the state when applied.
+    pub ignored_assignments: u64,
+    /// Commands rejected as a whole.
+    pub rejected_commands: u64,
+    /// Checkpoint hashes that differed from the leader's.
+    pub divergences: u64,
+}
+
+/// What applying one command produced, for the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// New (or, for a repeated idempotency key, existing) job ids, in order.
+    Submitted {
+        jobs: Vec<JobId>,
+    },
+    WorkflowSubmitted {
+        workflow: WorkflowId,
+        jobs: BTreeMap<String, JobId>,
+    },
+    Assigned {
+        accepted: u32,
+        ignored: u32,
+    },
+    Rejected(Invalid),
+    /// Not applicable to the current state (a stale report, an unknown id); counted.
+    Ignored {
+        reason: String,
+    },
+    Done,
+    CheckpointRecorded {
+        hash: [u8; 32],
+    },
+    CheckpointCompared {
+        matched: bool,
+    },
+}
+
+/// Resources an attempt in flight holds on a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub slots: u32,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// The replicated state. See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    jobs: BTreeMap<JobId, Job>,
+    workflows: BTreeMap<WorkflowId, Workflow>,
+    nodes: BTreeMap<NodeId, Node>,
+    idempotency: BTreeMap<String, JobId>,
+    next_job: JobId,
+    next_workflow: WorkflowId,
+    checkpoints: BTreeMap<u64, [u8; 32]>,
+    counters: Counters,
+    last_applied: Option<u64>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            jobs: BTreeMap::new(),
+            workflows: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            idempotency: BTreeMap::new(),
+            next_job: 1,
+            next_workflow: 1,
+            checkpoints: BTreeMap::new(),
+            counters: Counters::default(),
+            last_applied: None,
+        }
+    }
+}
+
+impl ClusterState {
+    pub fn new() -> ClusterState {
+        ClusterState::default()
+    }
+
+    /// Applies the entry at `index`. Pure: the same state and entry give the same result.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Response {
+        self.last_applied = Some(index);
+        let response = match command {
+            Command::SubmitJobs { at_ms, jobs } => self.submit_jobs(*at_ms, jobs),
+            Command::SubmitWorkflow { at_ms, name, jobs } => {
+                self.submit_workflow(*at_ms, name, jobs)
+            }
+            Command::AssignTasks { at_ms, assignments } => self.assign(*at_ms, assignments),
+            Command::TaskStarted {
+                at_ms,
+                job,
+                attempt,
+                node,
+            } => self.started(*at_ms, *job, *attempt, *node),
+            Command::TaskFinished {
+                at_ms,
+                job,
+                attempt,
+                node,
+                outcome,
+            } => self.finished(*at_ms, *job, *attempt, *node, outcome),
+            Command::CancelJob { at_ms, job, reason } => self.cancel(*at_ms, *job, reason),
+            Command::NodeRegistered { at_ms, node } => self.register(*at_ms, node),
+            Command::NodeFailed { at_ms, node } => {
+                self.node_down(*at_ms, *node, NodeStatus::Failed)
+            }
+            Command::NodeRetired { at_ms, node } => {
+                self.node_down(*at_ms, *node, NodeStatus::Retired)
+            }
+            Command::Checkpoint { .. } => {
+                let hash = self.hash();
+                self.checkpoints.insert(index, hash);
+                while self.checkpoints.len() > CHECKPOINTS_KEPT {
+                    self.checkpoints.pop_first();
+                }
+                Response::CheckpointRecorded { hash }
+            }
+            Command::CheckpointHash {
+                index: at, hash, ..
+            } => match self.checkpoints.get(at) {
+                Some(mine) if mine == hash => Response::CheckpointCompared { matched: true },
+                Some(mine) => {
+                    self.counters.divergences += 1;
+                    tracing::error!(
+                        checkpoint = at,
+                        local = %hex(mine),
+                        leader = %hex(hash),
+                        "STATE DIVERGENCE: this node's state hash differs from the leader's"
+                    );
+                    Response::CheckpointCompared { matched: false }
+                }
+                None => Response::Ignored {
+                    reason: format!("no local checkpoint at index {at}"),
+                },
+            },
+        };
+        match &response {
+            Response::Rejected(_) => self.counters.rejected_commands += 1,
+            Response::Ignored { .. }
+                if matches!(
+                    command,
+                    Command::TaskStarted { .. } | Command::TaskFinished { .. }
+                ) =>
+            {
+                self.counters.fenced_reports += 1
+            }
+            _ => {}
+        }
+        response
+    }
+
+    fn submit_jobs(&mut self, at: u64, specs: &[JobSpec]) -> Response {
+        if specs.is_empty() || specs.len() > limits::SUBMIT_BATCH_MAX {
+            return Response::Rejected(Invalid::new(
+                "jobs",
+                format!(
+                    "must hold 1..={} jobs (SUBMIT_BATCH_MAX)",
+                    limits::SUBMIT_BATCH_MAX
+                ),
+            ));
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            if let Err(e) = self.check_spec(spec) {
+                return Response::Rejected(e.at(&format!("jobs[{i}]")));
+            }
+        }
+        let jobs = specs
+            .iter()
+            .map(|spec| self.create_job(at, spec.clone(), None))
+            .collect();
+        Response::Submitted { jobs }
+    }
+
+    /// Spec validity plus references: every dependency must exist.
+    fn check_spec(&self, spec: &JobSpec) -> std::result::Result<(), Invalid> {
+        spec.validate()?;
+        if let Some(d) = spec.depends_on.iter().find(|d| !self.jobs.contains_key(d)) {
+            return Err(Invalid::new("depends_on", format!("unknown job {d}")));
+        }
+        Ok(())
+    }
+
+    /// Creates a job (or returns the one its idempotency key names).
+    fn create_job(&mut self, at: u64, spec: JobSpec, workflow: Option<WorkflowId>) -> JobId {
+        if let Some(existing) = spec
+            .idempotency_key
+            .as_ref()
+            .and_then(|k| self.idempotency.get(k))
+        {
+            return *existing;
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        if let Some(k) = &spec.idempotency_key {
+            self.idempotency.insert(k.clone(), id);
+        }
+        let mut deps: Vec<JobId> = spec.depends_on.clone();
+        deps.sort_unstable();
+        deps.dedup();
+        let blocked_by = deps.iter().copied().find(|d| {
+            let s = self.jobs[d].state;
+            s.is_final() && s != JobState::Succeeded
+        });
+        for d in &deps {
+            self.jobs.get_mut(d).expect("checked").dependents.push(id);
+        }
+        let mut job = Job {
+            id,
+            spec,
+            state: JobState::Pending,
+            reason: None,
+            submitted_at_ms: at,
+            not_before_ms: at,
+            attempts: Vec::new(),
+            workflow,
+            dependents: Vec::new(),
+        };
+        if let Some(d) = blocked_by {
+            job.state = JobState::Cancelled;
+            job.reason = Some(format!("dependency {d} {}", self.jobs[&d].state.name()));
+        }
+        self.jobs.insert(id, job);
+        id
+    }
+
+    fn submit_workflow(&mut self, at: u64, name: &str, jobs: &[WorkflowJob]) -> Response {
+        let reject = |field: &str, reason: String| Response::Rejected(Invalid::new(field, reason));
+        if name.is_empty() || name.len() > limits::JOB_NAME_BYTES_MAX {
+            return reject(
+                "name",
+                format!(
+                    "must be 1..={} bytes (JOB_NAME_BYTES_MAX)",
+                    limits::JOB_NAME_BYTES_MAX
+                ),
+            );
+        }
+        if jobs.is_empty() || jobs.len() > limits::WORKFLOW_JOBS_MAX {
+            return reject(
+                "jobs",
+                format!(
+                    "must hold 1..={} jobs (WORKFLOW_JOBS_MAX)",
+                    limits::WORKFLOW_JOBS_MAX
+                ),
+            );
+        }
+        let mut keys: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, j) in jobs.iter().enumerate() {
+            if j.key.is_empty() || j.key.len() > limits::JOB_NAME_BYTES_MAX {
+                return reject(&format!("jobs[{i}].key"), "must be 1..=256 bytes".into());
+            }
+            if keys.insert(&j.key, i).is_some() {
+                return reject(
+                    &format!("jobs[{i}].key"),
+                    format!("duplicate key {:?}", j.key),
+                );
+            }
+            if let Err(e) = self.check_spec(&j.spec) {
+                return Response::Rejected(e.at(&format!("jobs[{i}]")));
+            }
+        }
+        for (i, j) in jobs.iter().enumerate() {
+            if let Some(a) = j.after.iter().find(|a| !keys.contains_key(a.as_str())) {
+                return reject(
+                    &format!("jobs[{i}].after"),
+                    format!("unknown job key {a:?}"),
+                );
+            }
+        }
+        // Kahn's algorithm in input order: deterministic, and finds cycles.
+        let mut indegree: Vec<usize> = jobs.iter().map(|j| j.after.len()).collect();
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+        for (i, j) in jobs.iter().enumerate() {
+            for a in &j.after {
+                users[keys[a.as_str()]].push(i);
+            }
+        }
+        let mut ready: VecDeque<usize> = (0..jobs.len()).filter(|&i| indegree[i] == 0).collect();
+        let mut order = Vec::with_capacity(jobs.len());
+        while let Some(i) = ready.pop_front() {
+            order.push(i);
+            for &u in &users[i] {
+                indegree[u] -= 1;
+                if indegree[u] == 0 {
+                    ready.push_back(u);
+                }
+            }
+        }
+        if order.len() != jobs.len() {
+            let stuck: Vec<&str> = (0..jobs.len())
+                .filter(|&i| indegree[i] > 0)
+                .map(|i| jobs[i].key.as_str())
+                .collect();
+            return reject(
+                "jobs",
+                format!("dependency cycle among: {}", stuck.join(", ")),
+            );
+        }
+        let workflow = self.next_workflow;
+        self.next_workflow += 1;
+        let mut ids: BTreeMap<String, JobId> = BTreeMap::new();
+        for i in order {
+            let j = &jobs[i];
+            let mut spec = j.spec.clone();
+            spec.depends_on
+                .extend(j.after.iter().map(|a| ids[a.as_str()]));
+            let id = self.create_job(at, spec, Some(workflow));
+            ids.insert(j.key.clone(), id);
+        }
+        self.workflows.insert(
+            workflow,
+            Workflow {
+                id: workflow,
+                name: name.to_string(),
+                jobs: ids.clone(),
+                submitted_at_ms: at,
+            },
+        );
+        Response::WorkflowSubmitted {
+            workflow,
+            jobs: ids,
+        }
+    }
+
+    fn assign(&mut self, at: u64, assignments: &[Assignment]) -> Response {
+        let (mut accepted, mut ignored) = (0, 0);
+        for a in assignments {
+            if self.assignable(at, a) {
+                let job = self.jobs.get_mut(&a.job).expect("checked");
+                job.attempts.push(Attempt {
+                    number: a.attempt,
+                    node: a.node,
+                    assigned_at_ms: at,
+                    started_at_ms: None,
+                    finished_at_ms: None,
+                    outcome: None,
+                });
+                job.state = JobState::Assigned;
+                accepted += 1;
+            } else {
+                ignored += 1;
+            }
+        }
+        self.counters.ignored_assignments += ignored as u64;
+        Response::Assigned { accepted, ignored }
+    }
+
+    fn assignable(&self, at: u64, a: &Assignment) -> bool {
+        let Some(job) = self.jobs.get(&a.job) else {
+            return false;
+        };
+        let node_alive = self
+            .nodes
+            .get(&a.node)
+            .is_some_and(|n| n.status == NodeStatus::Alive);
+        job.state == JobState::Pending
+            && a.attempt as usize == job.attempts.len() + 1
+            && job.not_before_ms <= at
+            && node_alive
+            && self.dependencies_succeeded(job)
+    }
+
+    fn dependencies_succeeded(&self, job: &Job) -> bool {
+        job.spec.depends_on.iter().all(|d| {
+            self.jobs
+                .get(d)
+                .is_some_and(|j| j.state == JobState::Succeeded)
+        })
+    }
+
+    /// The job whose current attempt is `attempt` on `node`, or why a report about it is
+    /// stale.
+    fn current(
+        &mut self,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+    ) -> std::result::Result<&mut Job, String> {
+        let j = self
+            .jobs
+            .get_mut(&job)
+            .ok_or_else(|| format!("unknown job {job}"))?;
+        match j.current_attempt() {
+            Some(a) if a.number == attempt && a.node == node => Ok(j),
+            Some(a) => Err(format!(
+                "job {job}: attempt {attempt} on node {node} is not current (attempt {} on node {})",
+                a.number, a.node
+            )),
+            None => Err(format!("job {job} is {}, no attempt in flight", j.state.name())),
+        }
+    }
+
+    fn started(&mut self, at: u64, job: JobId, attempt: u32, node: NodeId) -> Response {
+        match self.current(job, attempt, node) {
+            Ok(j) if j.state == JobState::Assigned => {
+                j.state = JobState::Running;
+                j.attempts.last_mut().expect("current").started_at_ms = Some(at);
+                Response::Done
+            }
+            Ok(_) => Response::Ignored {
+                reason: format!("job {job} attempt {attempt} already running"),
+            },
+            Err(reason) => Response::Ignored { reason },
+        }
+    }
+
+    fn finished(
+        &mut self,
+        at: u64,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+        outcome: &Outcome,
+    ) -> Response {
+        if let Err(reason) = self.current(job, attempt, node) {
+            return Response::Ignored { reason };
+        }
+        let mut outcome = outcome.clone();
+        let tail = &mut outcome.output_tail;
+        if tail.len() > limits::OUTPUT_TAIL_BYTES_MAX {
+            tail.drain(..tail.len() - limits::OUTPUT_TAIL_BYTES_MAX);
+        }
+        self.end_attempt(at, job, outcome);
+        Response::Done
+    }
+
+    /// Records the current attempt's outcome and moves the job on: succeeded, retried after
+    /// backoff, or finally failed / timed out (cancelling its dependents).
+    fn end_attempt(&mut self, at: u64, job: JobId, outcome: Outcome) {
+        let j = self.jobs.get_mut(&job).expect("caller checked");
+        let a = j.attempts.last_mut().expect("attempt in flight");
+        a.finished_at_ms = Some(at);
+        let exit = outcome.exit;
+        let success = outcome.succeeded();
+        a.outcome = Some(outcome);
+        let attempts = j.attempts.len() as u32;
+        if success {
+            j.state = JobState::Succeeded;
+            return;
+        }
+        if attempts < j.spec.retry.max_attempts {
+            j.state = JobState::Pending;
+            j.not_before_ms = at.saturating_add(j.spec.retry.backoff_ms(attempts + 1));
+            return;
+        }
+        j.state = if exit == Exit::TimedOut {
+            JobState::TimedOut
+        } else {
+            JobState::Failed
+        };
+        j.reason = Some(match exit {
+            Exit::Code(c) => format!("exited with status {c} after {attempts} attempt(s)"),
+            Exit::Signal(s) => format!("killed by signal {s} after {attempts} attempt(s)"),
+            Exit::TimedOut => format!("timed out after {attempts} attempt(s)"),
+            Exit::Lost => format!("lost with its node after {attempts} attempt(s)"),
+        });
+        self.cancel_dependents(job);
+    }
+
+    /// Cancels every job that (transitively) depends on `root`, which ended unsuccessfully.
+    fn cancel_dependents(&mut self, root: JobId) {
+        let mut queue: VecDeque<(JobId, JobId)> = self.jobs[&root]
+            .dependents
+            .iter()
+            .map(|&d| (d, root))
+            .collect();
+        let mut seen = BTreeSet::new();
+        while let Some((id, because)) = queue.pop_front() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let state = self.jobs[&because].state;
+            let j = self.jobs.get_mut(&id).expect("dependents exist");
+            if j.state.is_final() {
+                continue;
+            }
+            j.state = JobState::Cancelled;
+            j.reason = Some(format!("dependency {because} {}", state.name()));
+            queue.extend(j.dependents.iter().map(|&d| (d, id)));
+        }
+    }
+
+    fn cancel(&mut self, at: u64, job: JobId, reason: &str) -> Response {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return Response::Ignored {
+                reason: format!("unknown job {job}"),
+            };
+        };
+        if j.state.is_final() {
+            return Response::Ignored {
+                reason: format!("job {job} is already {}", j.state.name()),
+            };
+        }
+        if matches!(j.state, JobState::Assigned | JobState::Running) {
+            if let Some(a) = j.attempts.last_mut() {
+                a.finished_at_ms = Some(at);
+            }
+        }
+        j.state = JobState::Cancelled;
+        j.reason = Some(if reason.is_empty() {
+            "cancelled".to_string()
+        } else {
+            format!("cancelled: {reason}")
+        });
+        self.cancel_dependents(job);
+        Response::Done
+    }
+
+    fn register(&mut self, at: u64, info: &NodeInfo) -> Response {
+        let registered_at_ms = self.nodes.get(&info.id).map_or(at, |n| n.registered_at_ms);
+        self.nodes.insert(
+            info.id,
+            Node {
+                info: info.clone(),
+                status: NodeStatus::Alive,
+                registered_at_ms,
+                updated_at_ms: at,
+            },
+        );
+        Response::Done
+    }
+
+    /// Marks a node failed or retired; its attempts in flight are lost and retried (or fail).
+    fn node_down(&mut self, at: u64, node: NodeId, status: NodeStatus) -> Response {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return Response::Ignored {
+                reason: format!("unknown node {node}"),
+            };
+        };
+        n.status = status;
+        n.updated_at_ms = at;
+        let lost: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.current_attempt().is_some_and(|a| a.node == node))
+            .map(|j| j.id)
+            .collect();
+        for job in lost {
+            self.end_attempt(
+                at,
+                job,
+                Outcome {
+                    exit: Exit::Lost,
+                    duration_ms: 0,
+                    output_tail: Vec::new(),
+                },
+            );
+        }
+        Response::Done
+    }
+
+    /// Hash of the canonical encoding of the whole state (BLAKE3, 32 bytes).
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&postcard::to_stdvec(self).expect("state always encodes")).as_bytes()
+    }
+
+    /// The state as snapshot bytes (versioned).
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&(SNAPSHOT_VERSION, self)).expect("state always encodes")
+    }
+
+    /// A state from snapshot bytes.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState> {
+        let (version, rest): (u16, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| ConsensusError::Decode(e.to_string()))?;
+        if version != SNAPSHOT_VERSION {
+            return Err(ConsensusError::UnsupportedVersion {
+                found: version,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        postcard::from_bytes(rest).map_err(|e| ConsensusError::Decode(e.to_string()))
+    }
+
+    // Queries for the server and the scheduler.
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    pub fn jobs_in(&self, state: JobState) -> impl Iterator<Item = &Job> {
+        self.jobs.values().filter(move |j| j.state == state)
+    }
+
+    pub fn workflow(&self, id: WorkflowId) -> Option<&Workflow> {
+        self.workflows.get(&id)
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(&id)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Jobs that may be assigned at `now_ms`: pending, past their backoff, every dependency
+    /// succeeded; highest priority first, then submission order.
+    pub fn runnable(&self, now_ms: u64) -> Vec<&Job> {
+        let mut v: Vec<&Job> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                j.state == JobState::Pending
+                    && j.not_before_ms <= now_ms
+                    && self.dependencies_succeeded(j)
+            })
+            .collect();
+        v.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.id));
+        v
+    }
+
+    /// `(job, attempt)` of every attempt in flight on `node`.
+    pub fn running_on(&self, node: NodeId) -> Vec<(JobId, u32)> {
+        self.jobs
+            .values()
+            .filter_map(|j| {
+                j.current_attempt()
+                    .filter(|a| a.node == node)
+                    .map(|a| (j.id, a.number))
+            })
+            .collect()
+    }
+
+    /// What the attempts in flight on `node` hold.
+    pub fn load(&self, node: NodeId) -> Load {
+        let mut l = Load::default();
+        for j in self.jobs.values() {
+            if j.current_attempt().is_some_and(|a| a.node == node) {
+                l.slots += 1;
+                l.cpu_millis += j.spec.resources.cpu_millis as u64;
+                l.memory_bytes += j.spec.resources.memory_bytes;
+            }
+        }
+        l
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn last_applied(&self) -> Option<u64> {
+        self.last_applied
+    }
+
+    /// The hash recorded at a checkpoint index, if still kept.
+    pub fn checkpoint(&self, index: u64) -> Option<[u8; 32]> {
+        self.checkpoints.get(&index).copied()
+    }
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Capacity, RetryPolicy, Role};
+
+    fn node(id: NodeId) -> Command {
+        Command::NodeRegistered {
+            at_ms: 0,
+            node: NodeInfo {
+                id,
+                address: format!("127.0.0.1:{}", 7000 + id),
+                role: Role::Worker,
+                tags: BTreeMap::new(),
+                capacity: Capacity {
+                    slots: 4,
+                    cpu_millis: 4000,
+                    memory_bytes: 1 << 30,
+                },
+            },
+        }
+    }
+
+    fn submit(s: &mut ClusterState, i: &mut u64, spec: JobSpec) -> JobId {
+        *i += 1;
+        match s.apply(
+            *i,
+            &Command::SubmitJobs {
+                at_ms: 10,
+                jobs: vec![spec],
+            },
+        ) {
+            Response::Submitted { jobs } => jobs[0],
+            other => panic!("submit: {other:?}"),
+        }
+    }
+
+    fn run(
+        s: &mut ClusterState,
+        i: &mut u64,
+        at: u64,
+        job: JobId,
+        attempt: u32,
+        n: NodeId,
+        exit: Exit,
+    ) {
+        *i += 1;
+        let r = s.apply(
+            *i,
+            &Command::AssignTasks {
+                at_ms: at,
+                assignments: vec![Assignment {
+                    job,
+                    attempt,
+                    node: n,
+                }],
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Assigned {
+                accepted: 1,
+                ignored: 0
+            },
+            "assign {job}#{attempt}"
+        );
+        *i += 1;
+        assert_eq!(
+            s.apply(
+                *i,
+                &Command::TaskStarted {
+                    at_ms: at,
+                    job,
+                    attempt,
+                    node: n
+                }
+            ),
+            Response::Done
+        );
+        *i += 1;
+        let outcome = Outcome {
+            exit,
+            duration_ms: 5,
+            output_tail: b"out".to_vec(),
+        };
+        assert_eq!(
+            s.apply(
+                *i,
+                &Command::TaskFinished {
+                    at_ms: at + 5,
+                    job,
+                    attempt,
+                    node: n,
+                    outcome
+                }
+            ),
+            Response::Done
+        );
+    }
+
+    #[test]
+    fn a_job_runs_and_succeeds_once() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.apply(0, &node(1));
+        let j = submit(&mut s, &mut i, JobSpec::new("hello", &["echo", "hello"]));
+        assert_eq!(
+            s.runnable(10).iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![j]
+        );
+        run(&mut s, &mut i, 20, j, 1, 1, Exit::Code(0));
+        assert_eq!(s.job(j).unwrap().state, JobState::Succeeded);
+        // A late duplicate report is fenced and changes nothing.
+        let before = s.clone();
+        let late = Command::TaskFinished {
+            at_ms: 99,
+            job: j,
+            attempt: 1,
+            node: 1,
+            outcome: Outcome {
+                exit: Exit::Code(1),
+                duration_ms: 0,
+                output_tail: vec![],
+            },
+        };
+        assert!(matches!(s.apply(100, &late), Response::Ignored { .. }));
+        assert_eq!(s.counters().fenced_reports, 1);
+        assert_eq!(s.jobs, before.jobs);
+    }
+
+    #[test]
+    fn retries_wait_for_backoff_from_the_proposers_clock() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.apply(0, &node(1));
+        let mut spec = JobSpec::new("flaky", &["false"]);
+        spec.retry = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            multiplier_milli: 2000,
+        };
+        let j = submit(&mut s, &mut i, spec);
+        run(&mut s, &mut i, 20, j, 1, 1, Exit::Code(1));
+        let job = s.job(j).unwrap();
+        assert_eq!(
+            (job.state, job.not_before_ms),
+            (JobState::Pending, 25 + 100)
+        );
+        assert!(s.runnable(124).is_empty() && s.runnable(125).len() == 1);
+        // Assigning before the backoff ends is ignored.
+        i += 1;
+        let early = Command::AssignTasks {
+            at_ms: 50,
+            assignments: vec![Assignment {
+                job: j,
+                attempt: 2,
+                node: 1,
+            }],
+        };
+        assert_eq!(
+            s.apply(i, &early),
+            Response::Assigned {
+                accepted: 0,
+                ignored: 1
+            }
+        );
+        run(&mut s, &mut i, 200, j, 2, 1, Exit::Signal(9));
+        assert_eq!(s.job(j).unwrap().not_before_ms, 205 + 200);
+        run(&mut s, &mut i, 500, j, 3, 1, Exit::Code(0));
+        let job = s.job(j).unwrap();
+        assert_eq!((job.state, job.attempts.len()), (JobState::Succeeded, 3));
+    }
+
+    #[test]
+    fn failure_cancels_dependents_and_says_why() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.apply(0, &node(1));
+        let a = submit(&mut s, &mut i, JobSpec::new("a", &["false"]));
+        let b = submit(
+            &mut s,
+            &mut i,
+            JobSpec {
+                depends_on: vec![a],
+                ..JobSpec::new("b", &["true"])
+            },
+        );
+        let c = submit(
+            &mut s,
+            &mut i,
+            JobSpec {
+                depends_on: vec![b],
+                ..JobSpec::new("c", &["true"])
+            },
+        );
+        assert_eq!(s.runnable(10).len(), 1, "only a is runnable");
+        run(&mut s, &mut i, 20, a, 1, 1, Exit::Code(2));
+        assert_eq!(s.job(a).unwrap().state, JobState::Failed);
+        assert_eq!(
+            s.job(b).unwrap().reason.as_deref(),
+            Some("dependency 1 failed")
+        );
+        assert_eq!(
+            s.job(c).unwrap().reason.as_deref(),
+            Some("dependency 2 cancelled")
+        );
+        // A job submitted later on a failed dependency never runs either.
+        let d = submit(
+            &mut s,
+            &mut i,
+            JobSpec {
+                depends_on: vec![a],
+                ..JobSpec::new("d", &["true"])
+            },
+        );
+        assert_eq!(s.job(d).unwrap().state, JobState::Cancelled);
+    }
+
+    #[test]
+    fn node_failure_requeues_or_fails_its_attempts_and_fences_old_reports() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.apply(0, &node(1));
+        s.apply(0, &node(2));
+        let mut spec = JobSpec::new("long", &["sleep", "60"]);
+        spec.retry.max_attempts = 2;
+        let j = submit(&mut s, &mut i, spec);
+        let once = submit(&mut s, &mut i, JobSpec::new("once", &["sleep", "60"]));
+        i += 1;
+        s.apply(
+            i,
+            &Command::AssignTasks {
+                at_ms: 20,
+                assignments: vec![
+                    Assignment {
+                        job: j,
+                        attempt: 1,
+                        node: 1,
+                    },
+                    Assignment {
+                        job: once,
+                        attempt: 1,
+                        node: 1,
+                    },
+                ],
+            },
+        );
+        assert_eq!(s.running_on(1), vec![(j, 1), (once, 1)]);
+        assert_eq!(s.load(1).slots, 2);
+        i += 1;
+        s.apply(i, &Command::NodeFailed { at_ms: 30, node: 1 });
+        assert_eq!(s.job(j).unwrap().state, JobState::Pending);
+        assert_eq!(s.job(once).unwrap().state, JobState::Failed);
+        assert!(s.running_on(1).is_empty());
+        // The old attempt's report arrives late: fenced.
+        i += 1;
+        let late = Command::TaskFinished {
+            at_ms: 40,
+            job: j,
+            attempt: 1,
+            node: 1,
+            outcome: Outcome {
+                exit: Exit::Code(0),
+                duration_ms: 1,
+                output_tail: vec![],
+            },
+        };
+        assert!(matches!(s.apply(i, &late), Response::Ignored { .. }));
+        // A failed node takes no assignment; the retry runs elsewhere and succeeds once.
+        i += 1;
+        let r = s.apply(
+            i,
+            &Command::AssignTasks {
+                at_ms: 5000,
+                assignments: vec![Assignment {
+                    job: j,
+                    attempt: 2,
+                    node: 1,
+                }],
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Assigned {
+                accepted: 0,
+                ignored: 1
+            }
+        );
+        run(&mut s, &mut i, 5000, j, 2, 2, Exit::Code(0));
+        let succeeded = s
+            .job(j)
+            .unwrap()
+            .attempts
+            .iter()
+            .filter(|a| a.outcome.as_ref().is_some_and(|o| o.succeeded()))
+            .count();
+        assert_eq!(succeeded, 1);
+    }
+
+    #[test]
+    fn workflows_are_accepted_or_rejected_whole() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        let wj = |key: &str, after: &[&str]| WorkflowJob {
+            key: key.into(),
+            spec: JobSpec::new(key, &["true"]),
+            after: after.iter().map(|a| a.to_string()).collect(),
+        };
+        let cyclic = Command::SubmitWorkflow {
+            at_ms: 1,
+            name: "w".into(),
+            jobs: vec![
+                wj("a", &["c"]),
+                wj("b", &["a"]),
+                wj("c", &["b"]),
+                wj("d", &[]),
+            ],
+        };
+        let before = s.hash();
+        i += 1;
+        match s.apply(i, &cyclic) {
+            Response::Rejected(e) => assert!(e.reason.contains("cycle among: a, b, c"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let unknown = Command::SubmitWorkflow {
+            at_ms: 1,
+            name: "w".into(),
+            jobs: vec![wj("a", &["zz"])],
+        };
+        i += 1;
+        assert!(
+            matches!(s.apply(i, &unknown), Response::Rejected(e) if e.field == "jobs[0].after")
+        );
+        // Rejections change nothing but the last applied index and the rejection counter.
+        assert_eq!(s.jobs().count(), 0);
+        assert_ne!(s.hash(), before);
+        assert_eq!(s.counters().rejected_commands, 2);
+        let ok = Command::SubmitWorkflow {
+            at_ms: 1,
+            name: "w".into(),
+            jobs: vec![wj("c", &["a", "b"]), wj("a", &[]), wj("b", &["a"])],
+        };
+        i += 1;
+        let Response::WorkflowSubmitted { jobs, .. } = s.apply(i, &ok) else {
+            panic!()
+        };
+        assert_eq!(
+            s.job(jobs["c"]).unwrap().spec.depends_on,
+            vec![jobs["a"], jobs["b"]]
+        );
+        assert_eq!(
+            s.runnable(1).iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![jobs["a"]]
+        );
+    }
+
+    #[test]
+    fn idempotency_key_returns_the_existing_job() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        let spec = JobSpec {
+            idempotency_key: Some("k1".into()),
+            ..JobSpec::new("x", &["true"])
+        };
+        let a = submit(&mut s, &mut i, spec.clone());
+        let b = submit(&mut s, &mut i, spec);
+        assert_eq!(a, b);
+        assert_eq!(s.jobs().count(), 1);
+    }
+
+    #[test]
+    fn invalid_specs_are_rejected_naming_the_problem() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        submit(&mut s, &mut i, JobSpec::new("ok", &["true"]));
+        let bad = Command::SubmitJobs {
+            at_ms: 1,
+            jobs: vec![JobSpec::new("fine", &["true"]), JobSpec::new("empty", &[])],
+        };
+        match s.apply(9, &bad) {
+            Response::Rejected(e) => assert_eq!(e.field, "jobs[1].command"),
+            other => panic!("{other:?}"),
+        }
+        let dep = Command::SubmitJobs {
+            at_ms: 1,
+            jobs: vec![JobSpec {
+                depends_on: vec![42],
+                ..JobSpec::new("d", &["true"])
+            }],
+        };
+        assert!(
+            matches!(s.apply(10, &dep), Response::Rejected(e) if e.reason.contains("unknown job 42"))
+        );
+        assert_eq!(
+            s.jobs().count(),
+            1,
+            "nothing of a rejected batch was created"
+        );
+    }
+
+    #[test]
+    fn checkpoints_detect_divergence() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        submit(&mut s, &mut i, JobSpec::new("x", &["true"]));
+        let Response::CheckpointRecorded { hash } = s.apply(50, &Command::Checkpoint { at_ms: 1 })
+        else {
+            panic!()
+        };
+        let mut other = s.clone();
+        assert_eq!(
+            s.apply(
+                51,
+                &Command::CheckpointHash {
+                    at_ms: 2,
+                    index: 50,
+                    hash
+                }
+            ),
+            Response::CheckpointCompared { matched: true }
+        );
+        let mut wrong = hash;
+        wrong[0] ^= 1;
+        assert_eq!(
+            other.apply(
+                51,
+                &Command::CheckpointHash {
+                    at_ms: 2,
+                    index: 50,
+                    hash: wrong
+                }
+            ),
+            Response::CheckpointCompared { matched: false }
+        );
+        assert_eq!(other.counters().divergences, 1);
+        assert!(matches!(
+            s.apply(
+                52,
+                &Command::CheckpointHash {
+                    at_ms: 2,
+                    index: 7,
+                    hash
+                }
+            ),
+            Response::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn cancel_ends_a_running_job_and_its_dependents() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.apply(0, &node(1));
+        let a = submit(&mut s, &mut i, JobSpec::new("a", &["sleep", "60"]));
+        let b = submit(
+            &mut s,
+            &mut i,
+            JobSpec {
+                depends_on: vec![a],
+                ..JobSpec::new("b", &["true"])
+            },
+        );
+        i += 1;
+        s.apply(
+            i,
+            &Command::AssignTasks {
+                at_ms: 20,
+                assignments: vec![Assignment {
+                    job: a,
+                    attempt: 1,
+                    node: 1,
+                }],
+            },
+        );
+        i += 1;
+        assert_eq!(
+            s.apply(
+                i,
+                &Command::CancelJob {
+                    at_ms: 30,
+                    job: a,
+                    reason: "user".into()
+                }
+            ),
+            Response::Done
+        );
+        assert_eq!(s.job(a).unwrap().reason.as_deref(), Some("cancelled: user"));
+        assert_eq!(s.job(b).unwrap().state, JobState::Cancelled);
+        assert!(s.running_on(1).is_empty());
+        i += 1;
+        assert!(matches!(
+            s.apply(
+                i,
+                &Command::CancelJob {
+                    at_ms: 31,
+                    job: a,
+                    reason: String::new()
+                }
+            ),
+            Response::Ignored { .. }
+        ));
+    }
+}
