@@ -7,13 +7,14 @@
 //!   versioned entry encoding.
 //! - `state`: [`ClusterState`] — `apply`, the state hash, snapshots, and the queries the
 //!   server and scheduler use.
+//! - `raft`: openraft's [`TypeConfig`](raft::TypeConfig), the [`LogStore`](raft::LogStore)
+//!   over the storage crate's log and the [`StateMachine`](raft::StateMachine) over
+//!   `ClusterState` with snapshots in the storage crate's snapshot store.
 //! - `error`: [`ConsensusError`] and [`Invalid`] (a rejected command's field and reason).
-//!
-//! The Raft adapters over the storage crate (log store, state machine, snapshots) build on
-//! these types.
 
 mod command;
 mod error;
+pub mod raft;
 mod state;
 
 pub use command::{

@@ -187,6 +187,17 @@ impl SnapshotStore {
         }
     }
 
+    /// Installs a complete snapshot file received at an [`incoming_path`](Self::incoming_path):
+    /// verifies it, renames it to its final name (no copy), syncs the directory and applies
+    /// retention. On error the file is removed and nothing is installed.
+    pub fn install_incoming(&self, path: &Path) -> Result<SnapshotInfo> {
+        let installed = self.install(path);
+        if installed.is_err() {
+            let _ = fs::remove_file(path);
+        }
+        installed
+    }
+
     /// Verifies the complete snapshot file `tmp` (inside this store's directory), renames
     /// it to its final name, syncs the directory and applies retention.
     pub(crate) fn install(&self, tmp: &Path) -> Result<SnapshotInfo> {
@@ -225,6 +236,12 @@ impl SnapshotStore {
             fsutil::sync_dir(&self.dir)?;
         }
         Ok(doomed)
+    }
+
+    /// A fresh path for a file being received; it ends in `.tmp`, so it is never listed and
+    /// a restart removes it. Hand it to [`import`](Self::import) once complete.
+    pub fn incoming_path(&self) -> PathBuf {
+        self.tmp_path()
     }
 
     pub(crate) fn tmp_path(&self) -> PathBuf {

@@ -1,0 +1,296 @@
+//! openraft's log storage over Cathedral's log engine.
+//!
+//! One openraft entry is one record: index and term from the entry's log id, the payload a
+//! versioned postcard envelope of the whole entry. Appends return at once; the engine's
+//! group-commit thread completes openraft's `LogFlushed` callback after fdatasync (with
+//! the error, too). Vote and purge point go through the engine's atomically replaced
+//! metadata file.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cathedral_storage::{Durability, Log};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
+    StorageIOError, Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::TypeConfig;
+
+/// Version byte leading every entry record.
+pub const ENTRY_VERSION: u8 = 1;
+/// The committed log id is persisted at most this often; it only speeds up a restart.
+const COMMITTED_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
+type StorageResult<T> = Result<T, StorageError<u64>>;
+
+/// Encodes an entry as its log record payload.
+// Format: [ENTRY_VERSION u8][postcard(openraft Entry)].
+pub fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
+    let mut out = vec![ENTRY_VERSION];
+    out.extend(postcard::to_stdvec(entry).expect("entries always encode"));
+    out
+}
+
+/// Decodes a log record payload, refusing unknown versions.
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, String> {
+    match bytes.split_first() {
+        Some((&ENTRY_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!(
+            "entry version {v} is not supported (this build reads {ENTRY_VERSION})"
+        )),
+        None => Err("empty entry record".into()),
+    }
+}
+
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<u64> {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn decode_err(subject: ErrorSubject<u64>, reason: String) -> StorageError<u64> {
+    io_err(
+        subject,
+        ErrorVerb::Read,
+        io::Error::new(io::ErrorKind::InvalidData, reason),
+    )
+}
+
+fn decode_meta<T: DeserializeOwned>(
+    bytes: Option<Vec<u8>>,
+    subject: ErrorSubject<u64>,
+) -> StorageResult<Option<T>> {
+    bytes
+        .map(|b| postcard::from_bytes(&b).map_err(|e| decode_err(subject.clone(), e.to_string())))
+        .transpose()
+}
+
+fn encode_meta<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_stdvec(v).expect("metadata always encodes")
+}
+
+/// openraft's `RaftLogStorage` and `RaftLogReader` over a [`Log`].
+#[derive(Clone)]
+pub struct LogStore {
+    log: Arc<Log>,
+    committed: Arc<Mutex<Committed>>,
+    /// Index of the last purged entry (`u64::MAX`: none), so appends can drop entries the
+    /// purge already covers.
+    purged: Arc<AtomicU64>,
+}
+
+const NOT_PURGED: u64 = u64::MAX;
+
+struct Committed {
+    value: Option<LogId<u64>>,
+    persisted_at: Option<Instant>,
+}
+
+impl LogStore {
+    /// Wraps `log`. Fails when the log's metadata does not decode.
+    pub fn new(log: Arc<Log>) -> StorageResult<LogStore> {
+        let purged: Option<LogId<u64>> = decode_meta(log.metadata().purged, ErrorSubject::Store)?;
+        Ok(LogStore {
+            log,
+            committed: Arc::new(Mutex::new(Committed {
+                value: None,
+                persisted_at: None,
+            })),
+            purged: Arc::new(AtomicU64::new(purged.map_or(NOT_PURGED, |p| p.index))),
+        })
+    }
+
+    /// The underlying log.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// Runs a blocking engine call off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Log) -> cathedral_storage::Result<T> + Send + 'static,
+        subject: ErrorSubject<u64>,
+        verb: ErrorVerb,
+    ) -> StorageResult<T> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || f(&log))
+            .await
+            .map_err(|e| io_err(subject.clone(), verb, io::Error::other(e.to_string())))?
+            .map_err(|e| io_err(subject, verb, e))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(x) => x + 1,
+            Bound::Excluded(x) => *x,
+            Bound::Unbounded => u64::MAX,
+        };
+        let Some(first) = self.log.first_index() else {
+            return Ok(Vec::new());
+        };
+        let records = self
+            .log
+            .read(start.max(first)..end)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        records
+            .iter()
+            .map(|r| {
+                decode_entry(&r.payload)
+                    .map_err(|e| decode_err(ErrorSubject::Logs, format!("record {}: {e}", r.index)))
+            })
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<u64>> =
+            decode_meta(self.log.metadata().purged, ErrorSubject::Store)?;
+        let last_log_id = match self.log.last_index() {
+            Some(i) => {
+                let rec = self
+                    .log
+                    .get(i)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
+                    .expect("last index is readable");
+                let entry =
+                    decode_entry(&rec.payload).map_err(|e| decode_err(ErrorSubject::Logs, e))?;
+                Some(entry.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
+        let bytes = encode_meta(vote);
+        self.blocking(
+            move |log| log.save_vote(bytes),
+            ErrorSubject::Vote,
+            ErrorVerb::Write,
+        )
+        .await
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
+        decode_meta(self.log.metadata().vote, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
+        let persist = {
+            let mut c = self.committed.lock().unwrap();
+            c.value = committed;
+            let due = c
+                .persisted_at
+                .is_none_or(|t| t.elapsed() >= COMMITTED_PERSIST_INTERVAL);
+            if due {
+                c.persisted_at = Some(Instant::now());
+            }
+            due
+        };
+        if persist {
+            let bytes = encode_meta(&committed);
+            self.blocking(
+                move |log| log.save_committed(bytes),
+                ErrorSubject::Store,
+                ErrorVerb::Write,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
+        if let Some(v) = self.committed.lock().unwrap().value {
+            return Ok(Some(v));
+        }
+        Ok(
+            decode_meta::<Option<LogId<u64>>>(self.log.metadata().committed, ErrorSubject::Store)?
+                .flatten(),
+        )
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+    {
+        // Entries at or below the purge point are covered by a snapshot already (openraft
+        // purges up to the applied index when the log lags the state machine); drop them.
+        let purged = self.purged.load(Ordering::Acquire);
+        let payloads: Vec<(u64, u64, Vec<u8>)> = entries
+            .into_iter()
+            .filter(|e| purged == NOT_PURGED || e.log_id.index > purged)
+            .map(|e| (e.log_id.index, e.log_id.leader_id.term, encode_entry(&e)))
+            .collect();
+        if payloads.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        let records: Vec<cathedral_storage::Entry<'_>> = payloads
+            .iter()
+            .map(|(index, term, p)| cathedral_storage::Entry {
+                index: *index,
+                term: *term,
+                payload: p,
+            })
+            .collect();
+        self.log
+            .append_with(&records, Durability::Durable, move |r| {
+                callback.log_io_completed(r.map_err(io::Error::other))
+            })
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        self.blocking(
+            move |log| log.truncate(log_id.index),
+            ErrorSubject::Logs,
+            ErrorVerb::Delete,
+        )
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        let bytes = encode_meta(&log_id);
+        self.blocking(
+            move |log| log.purge(log_id.index, Some(bytes)),
+            ErrorSubject::Logs,
+            ErrorVerb::Delete,
+        )
+        .await?;
+        let purged = &self.purged;
+        let _ = purged.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+            (p == NOT_PURGED || p < log_id.index).then_some(log_id.index)
+        });
+        Ok(())
+    }
+}

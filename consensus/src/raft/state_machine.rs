@@ -1,0 +1,292 @@
+//! openraft's state machine over [`ClusterState`], with snapshots in the storage crate's
+//! [`SnapshotStore`]: built as a stream into a compressed, checksummed file; sent to
+//! followers as that file's bytes; installed only after the receiver verified them; and
+//! loaded at start-up.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use cathedral_storage::{SnapshotMeta as FileMeta, SnapshotStore};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use super::TypeConfig;
+use crate::state::{ClusterState, Response};
+
+type StorageResult<T> = Result<T, StorageError<u64>>;
+
+/// What a snapshot file's caller metadata holds for Raft.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RaftSnapshotMeta {
+    last_log_id: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    snapshot_id: String,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<u64> {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<u64> {
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
+}
+
+/// The replicated state with what Raft needs beside it.
+pub struct StateMachine {
+    state: ClusterState,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    snapshots: SnapshotStore,
+    receiving: Option<PathBuf>,
+}
+
+impl StateMachine {
+    /// Opens the state machine, loading the latest snapshot in `snapshots` if there is one.
+    pub fn open(snapshots: SnapshotStore) -> StorageResult<StateMachine> {
+        let mut sm = StateMachine {
+            state: ClusterState::new(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            snapshots,
+            receiving: None,
+        };
+        if let Some(info) = sm
+            .snapshots
+            .latest()
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+        {
+            sm.load(&info.path)?;
+        }
+        Ok(sm)
+    }
+
+    /// The replicated state, for queries.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// Replaces the state with the snapshot file at `path` (verified first).
+    fn load(&mut self, path: &std::path::Path) -> StorageResult<RaftSnapshotMeta> {
+        let mut reader = cathedral_storage::SnapshotReader::open(path)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let meta: RaftSnapshotMeta = postcard::from_bytes(&reader.info.meta.data).map_err(|e| {
+            snap_err(
+                ErrorVerb::Read,
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            )
+        })?;
+        let mut body = Vec::with_capacity(reader.info.body_bytes as usize);
+        reader
+            .read_to_end(&mut body)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        self.state =
+            ClusterState::from_snapshot(&body).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.membership.clone();
+        Ok(meta)
+    }
+}
+
+/// Writes a snapshot of a copy of the state.
+pub struct SnapshotBuilder {
+    state: ClusterState,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    snapshots: SnapshotStore,
+}
+
+async fn open_snapshot(path: &std::path::Path) -> StorageResult<Box<tokio::fs::File>> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    Ok(Box::new(f))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.state.hash()[0]),
+            None => "initial".to_string(),
+        };
+        let meta = RaftSnapshotMeta {
+            last_log_id: self.last_applied,
+            membership: self.membership.clone(),
+            snapshot_id: snapshot_id.clone(),
+        };
+        let file_meta = FileMeta {
+            last: self.last_applied.map(|l| (l.index, l.leader_id.term)),
+            data: postcard::to_stdvec(&meta).expect("metadata encodes"),
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let body = self.state.to_snapshot();
+        let store = self.snapshots.clone();
+        let info = tokio::task::spawn_blocking(move || {
+            let mut w = store.writer(file_meta)?;
+            w.write_all(&body)
+                .map_err(|e| cathedral_storage::Error::InvalidArgument(e.to_string()))?;
+            w.finish()
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, io::Error::other(e.to_string())))?
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+                snapshot_id,
+            },
+            snapshot: open_snapshot(&info.path).await?,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+    {
+        let mut out = Vec::new();
+        for e in entries {
+            self.last_applied = Some(e.log_id);
+            out.push(match e.payload {
+                EntryPayload::Blank => Response::Done,
+                EntryPayload::Normal(cmd) => self.state.apply(e.log_id.index, &cmd),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                    Response::Done
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            state: self.state.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+        let path = self.snapshots.incoming_path();
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        if let Some(old) = self.receiving.replace(path) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(Box::new(f))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> StorageResult<()> {
+        use std::os::unix::fs::MetadataExt;
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let w = |e: io::Error| snap_err(ErrorVerb::Write, e);
+        let mut given = snapshot;
+        given.flush().await.map_err(w)?;
+        let receiving = self.receiving.take();
+        // Usually the bytes are in the file begin_receiving_snapshot handed out; but any
+        // file may come back, so compare inodes and copy when it is another one.
+        let given_ino = given.metadata().await.map_err(w)?.ino();
+        let path = match receiving {
+            Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.ino() == given_ino) => {
+                given.sync_all().await.map_err(w)?;
+                p
+            }
+            other => {
+                if let Some(p) = other {
+                    let _ = std::fs::remove_file(p);
+                }
+                let p = self.snapshots.incoming_path();
+                let mut copy = tokio::fs::File::create(&p).await.map_err(w)?;
+                given.seek(io::SeekFrom::Start(0)).await.map_err(w)?;
+                let copied = tokio::io::copy(&mut *given, &mut copy).await;
+                let synced = match copied {
+                    Ok(_) => copy.sync_all().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = synced {
+                    let _ = std::fs::remove_file(&p);
+                    return Err(w(e));
+                }
+                p
+            }
+        };
+        drop(given);
+        // The bytes are the sender's snapshot file: verify it (checksum, version), place it.
+        let store = self.snapshots.clone();
+        let info = tokio::task::spawn_blocking(move || store.install_incoming(&path))
+            .await
+            .map_err(|e| w(io::Error::other(e.to_string())))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let loaded = self.load(&info.path)?;
+        if loaded.last_log_id != meta.last_log_id {
+            return Err(sm_err(
+                ErrorVerb::Write,
+                io::Error::other(format!(
+                    "received snapshot holds {:?}, Raft announced {:?}",
+                    loaded.last_log_id, meta.last_log_id
+                )),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let Some(info) = self
+            .snapshots
+            .latest()
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+        else {
+            return Ok(None);
+        };
+        let meta: RaftSnapshotMeta = postcard::from_bytes(&info.meta.data).map_err(|e| {
+            snap_err(
+                ErrorVerb::Read,
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            )
+        })?;
+        Ok(Some(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: meta.last_log_id,
+                last_membership: meta.membership,
+                snapshot_id: meta.snapshot_id,
+            },
+            snapshot: open_snapshot(&info.path).await?,
+        }))
+    }
+}
