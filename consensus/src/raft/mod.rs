@@ -7,10 +7,12 @@
 #![allow(clippy::result_large_err)]
 
 mod log_store;
+mod settings;
 mod state_machine;
 
 pub use log_store::{decode_entry, encode_entry, LogStore, ENTRY_VERSION};
-pub use state_machine::{SnapshotBuilder, StateMachine};
+pub use settings::RaftSettings;
+pub use state_machine::{Applied, AppliedHandle, SnapshotBuilder, StateMachine};
 
 use crate::command::Command;
 use crate::state::Response;

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use cathedral_storage::{SnapshotMeta as FileMeta, SnapshotStore};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -47,20 +48,28 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 
 /// The replicated state with what Raft needs beside it.
 pub struct StateMachine {
-    state: ClusterState,
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
+    applied: Arc<RwLock<Applied>>,
     snapshots: SnapshotStore,
     receiving: Option<PathBuf>,
 }
+
+/// The applied state, shared with readers (queries, the scheduler) through
+/// [`StateMachine::handle`].
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub state: ClusterState,
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+}
+
+/// A read handle on the applied state; it stays valid after the state machine moves into Raft.
+pub type AppliedHandle = Arc<RwLock<Applied>>;
 
 impl StateMachine {
     /// Opens the state machine, loading the latest snapshot in `snapshots` if there is one.
     pub fn open(snapshots: SnapshotStore) -> StorageResult<StateMachine> {
         let mut sm = StateMachine {
-            state: ClusterState::new(),
-            last_applied: None,
-            membership: StoredMembership::default(),
+            applied: Arc::new(RwLock::new(Applied::default())),
             snapshots,
             receiving: None,
         };
@@ -74,9 +83,9 @@ impl StateMachine {
         Ok(sm)
     }
 
-    /// The replicated state, for queries.
-    pub fn state(&self) -> &ClusterState {
-        &self.state
+    /// A read handle on the applied state.
+    pub fn handle(&self) -> AppliedHandle {
+        self.applied.clone()
     }
 
     /// Replaces the state with the snapshot file at `path` (verified first).
@@ -93,10 +102,12 @@ impl StateMachine {
         reader
             .read_to_end(&mut body)
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        self.state =
-            ClusterState::from_snapshot(&body).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.membership.clone();
+        let state = ClusterState::from_snapshot(&body).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        *self.applied.write().unwrap() = Applied {
+            state,
+            last_applied: meta.last_log_id,
+            membership: meta.membership.clone(),
+        };
         Ok(meta)
     }
 }
@@ -162,7 +173,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
-        Ok((self.last_applied, self.membership.clone()))
+        let a = self.applied.read().unwrap();
+        Ok((a.last_applied, a.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
@@ -170,13 +182,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
     {
         let mut out = Vec::new();
+        let mut a = self.applied.write().unwrap();
         for e in entries {
-            self.last_applied = Some(e.log_id);
+            a.last_applied = Some(e.log_id);
             out.push(match e.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(cmd) => self.state.apply(e.log_id.index, &cmd),
+                EntryPayload::Normal(cmd) => a.state.apply(e.log_id.index, &cmd),
                 EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                    a.membership = StoredMembership::new(Some(e.log_id), m);
                     Response::Done
                 }
             });
@@ -185,10 +198,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let a = self.applied.read().unwrap();
         SnapshotBuilder {
-            state: self.state.clone(),
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
+            state: a.state.clone(),
+            last_applied: a.last_applied,
+            membership: a.membership.clone(),
             snapshots: self.snapshots.clone(),
         }
     }
