@@ -4,131 +4,17 @@
 //! and no acknowledged command is lost. Random drops print their seed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cathedral_consensus::raft::{AppliedHandle, LogStore, RaftSettings, StateMachine, TypeConfig};
+use cathedral_consensus::raft::{AppliedHandle, RaftSettings, TypeConfig};
+use cathedral_consensus::testkit::{start_node, Router};
 use cathedral_consensus::{Command, JobId, JobSpec, Response};
-use cathedral_storage::{CompactionPolicy, Log, Options, SnapshotOptions, SnapshotStore};
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
+use cathedral_storage::CompactionPolicy;
 use openraft::{BasicNode, Raft, ServerState};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tempfile::TempDir;
-
-#[derive(Default)]
-struct Router {
-    nodes: Mutex<BTreeMap<u64, Raft<TypeConfig>>>,
-    /// Node → partition group; messages flow only within a group.
-    groups: Mutex<BTreeMap<u64, u32>>,
-    drop_percent: AtomicU32,
-    delay_ms: AtomicU64,
-    rng: Mutex<Option<rand::rngs::StdRng>>,
-}
-
-impl Router {
-    fn reach(&self, from: u64, to: u64) -> Result<Raft<TypeConfig>, io::Error> {
-        let groups = self.groups.lock().unwrap();
-        if groups.get(&from).copied().unwrap_or(0) != groups.get(&to).copied().unwrap_or(0) {
-            return Err(io::Error::other(format!("{from} -> {to}: partitioned")));
-        }
-        drop(groups);
-        let pct = self.drop_percent.load(Ordering::Relaxed);
-        if pct > 0 {
-            let mut rng = self.rng.lock().unwrap();
-            if rng.as_mut().expect("seeded").gen_range(0..100) < pct {
-                return Err(io::Error::other(format!("{from} -> {to}: dropped")));
-            }
-        }
-        self.nodes
-            .lock()
-            .unwrap()
-            .get(&to)
-            .cloned()
-            .ok_or_else(|| io::Error::other(format!("{to} is down")))
-    }
-
-    async fn delay(&self) {
-        let ms = self.delay_ms.load(Ordering::Relaxed);
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Net {
-    router: Arc<Router>,
-    from: u64,
-}
-
-struct Conn {
-    router: Arc<Router>,
-    from: u64,
-    to: u64,
-}
-
-impl RaftNetworkFactory<TypeConfig> for Net {
-    type Network = Conn;
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Conn {
-        Conn {
-            router: self.router.clone(),
-            from: self.from,
-            to: target,
-        }
-    }
-}
-
-fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<u64, BasicNode, E> {
-    RPCError::Unreachable(Unreachable::new(&e))
-}
-
-impl RaftNetwork<TypeConfig> for Conn {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.router.delay().await;
-        let raft = self.router.reach(self.from, self.to).map_err(unreachable)?;
-        raft.append_entries(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
-        self.router.delay().await;
-        let raft = self.router.reach(self.from, self.to).map_err(unreachable)?;
-        raft.install_snapshot(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.router.delay().await;
-        let raft = self.router.reach(self.from, self.to).map_err(unreachable)?;
-        raft.vote(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
-    }
-}
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -162,20 +48,10 @@ impl Cluster {
             .or_insert_with(|| TempDir::new().unwrap())
             .path()
             .to_path_buf();
-        let log = Log::open(dir.join("raft"), Options::default()).unwrap();
-        let snapshots =
-            SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default()).unwrap();
-        let sm = StateMachine::open(snapshots).unwrap();
-        self.handles.insert(id, sm.handle());
-        let config = self.settings.openraft_config("test").unwrap();
-        let net = Net {
-            router: self.router.clone(),
-            from: id,
-        };
-        let raft = Raft::new(id, config, net, LogStore::new(Arc::new(log)).unwrap(), sm)
+        let (_raft, handle) = start_node(&self.router, id, &dir, &self.settings)
             .await
             .unwrap();
-        self.router.nodes.lock().unwrap().insert(id, raft);
+        self.handles.insert(id, handle);
     }
 
     /// Stops node `id` at once (its directory stays for a restart).
