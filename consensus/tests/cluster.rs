@@ -196,6 +196,26 @@ impl Cluster {
     }
 }
 
+/// Snapshots every 20 entries, purging everything they cover.
+fn small_snapshots() -> RaftSettings {
+    RaftSettings {
+        compaction: CompactionPolicy {
+            snapshot_threshold: 20,
+            log_compaction_threshold: 0,
+        },
+        ..RaftSettings::default()
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after `WAIT`.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn cluster(n: u64, settings: RaftSettings) -> (Cluster, Vec<u64>) {
     let mut c = Cluster::new(settings);
     let ids: Vec<u64> = (1..=n).collect();
@@ -277,21 +297,13 @@ async fn follower_restarts_from_disk() {
 async fn lagging_node_catches_up_by_snapshot_after_the_leader_purged() {
     // openraft keeps logs a known follower still needs, so the lagging node here is one the
     // leader has never replicated to: a learner that arrives after compaction.
-    let settings = RaftSettings {
-        compaction: CompactionPolicy {
-            snapshot_threshold: 20,
-            log_compaction_threshold: 0,
-        },
-        ..RaftSettings::default()
-    };
-    let (mut c, ids) = cluster(3, settings).await;
+    let (mut c, ids) = cluster(3, small_snapshots()).await;
     c.write_n(&ids, 60).await;
     let leader = c.leader(&ids).await;
-    let deadline = Instant::now() + WAIT;
-    while c.raft(leader).metrics().borrow().purged.is_none() {
-        assert!(Instant::now() < deadline, "the leader never purged its log");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the leader purges its log", || {
+        c.raft(leader).metrics().borrow().purged.is_some()
+    })
+    .await;
     let purged = c.raft(leader).metrics().borrow().purged.unwrap().index;
     assert!(purged >= 20, "purged only to {purged}");
     c.start(4).await;
@@ -299,18 +311,14 @@ async fn lagging_node_catches_up_by_snapshot_after_the_leader_purged() {
         .add_learner(4, BasicNode::new("node-4"), true)
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let lm = c.raft(4).metrics().borrow().clone();
-        if lm.snapshot.is_some_and(|s| s.index >= purged) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 4 never installed the leader's snapshot: {lm:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("node 4 installs the leader's snapshot", || {
+        c.raft(4)
+            .metrics()
+            .borrow()
+            .snapshot
+            .is_some_and(|s| s.index >= purged)
+    })
+    .await;
     c.write_n(&ids, 5).await;
     c.converge(&[1, 2, 3, 4]).await;
     // A restart of the learner comes back from its installed snapshot and its log.
@@ -321,14 +329,7 @@ async fn lagging_node_catches_up_by_snapshot_after_the_leader_purged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lagging_follower_catches_up_after_restart() {
-    let settings = RaftSettings {
-        compaction: CompactionPolicy {
-            snapshot_threshold: 20,
-            log_compaction_threshold: 0,
-        },
-        ..RaftSettings::default()
-    };
-    let (mut c, ids) = cluster(3, settings).await;
+    let (mut c, ids) = cluster(3, small_snapshots()).await;
     c.write_n(&ids, 5).await;
     let leader = c.leader(&ids).await;
     let lagging = *ids.iter().find(|&&i| i != leader).unwrap();
