@@ -3,7 +3,7 @@
 //! followers as that file's bytes; installed only after the receiver verified them; and
 //! loaded at start-up.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -145,12 +145,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         };
-        let body = self.state.to_snapshot();
+        // The builder owns its copy of the state: stream its encoding into the file.
+        let state = std::mem::take(&mut self.state);
         let store = self.snapshots.clone();
         let info = tokio::task::spawn_blocking(move || {
             let mut w = store.writer(file_meta)?;
-            w.write_all(&body)
-                .map_err(|e| cathedral_storage::Error::InvalidArgument(e.to_string()))?;
+            state.write_snapshot(&mut w).map_err(|e| {
+                cathedral_storage::Error::InvalidArgument(format!("encode state: {e}"))
+            })?;
             w.finish()
         })
         .await
