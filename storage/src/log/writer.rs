@@ -62,13 +62,18 @@ pub(crate) struct Writer {
     inner: Arc<Inner>,
     /// The active segment's file and path, when there is one.
     file: Option<(Arc<File>, PathBuf)>,
-    /// Write position in the active segment (past published and pending bytes alike is
-    /// `end + buf.len()`).
+    /// Write position in the active segment; pending bytes go at `end`, and after them
+    /// the next record at `end + pending_bytes`.
     end: u64,
     /// Bytes written since the last fdatasync of the active segment.
     unsynced: bool,
-    /// Bytes of the current round not yet written, and what publishing them needs.
-    buf: Vec<u8>,
+    /// Encoded batches of the current round. Records are written from where the appenders
+    /// encoded them (one `pwritev`), never copied into a round buffer.
+    held: Vec<Vec<u8>>,
+    /// Bytes not yet written, in file order: `(batch in held, start, end)`.
+    pieces: Vec<(usize, usize, usize)>,
+    pending_bytes: u64,
+    /// What publishing the pending records needs.
     pending_offsets: Vec<u32>,
     pending_next: u64,
     pending_last_term: u64,
@@ -98,7 +103,9 @@ impl Writer {
             file,
             end,
             unsynced: false,
-            buf: Vec::new(),
+            held: Vec::new(),
+            pieces: Vec::new(),
+            pending_bytes: 0,
             pending_offsets: Vec::new(),
             pending_next,
             pending_last_term: 0,
@@ -226,7 +233,7 @@ impl Writer {
                 durability,
                 done,
             } => {
-                let written = self.append(first, &batch);
+                let written = self.append(first, batch);
                 match durability {
                     Durability::Durable => self.after_sync.push(done),
                     Durability::Buffered => self.after_write.push(done),
@@ -261,28 +268,35 @@ impl Writer {
         e
     }
 
-    fn append(&mut self, first: u64, batch: &Encoded) -> Result<()> {
+    fn append(&mut self, first: u64, batch: Encoded) -> Result<()> {
         let seg_max = self.inner.options.segment_bytes_max;
+        let held = self.held.len();
+        self.held.push(batch.bytes);
         let mut start = 0usize;
         for (k, &end) in batch.ends.iter().enumerate() {
-            let rec = &batch.bytes[start..end as usize];
+            let end = end as usize;
+            let len = (end - start) as u64;
             let index = first + k as u64;
-            let pos = self.end + self.buf.len() as u64;
+            let pos = self.end + self.pending_bytes;
             let has_records = pos > SEGMENT_HEADER_BYTES;
             if self.file.is_none() {
                 self.start_segment(index)?;
-            } else if has_records && pos + rec.len() as u64 > seg_max {
+            } else if has_records && pos + len > seg_max {
                 self.write_pending()?;
                 self.seal()?;
                 self.start_segment(index)?;
             }
             self.pending_offsets
-                .push((self.end + self.buf.len() as u64) as u32);
-            self.buf.extend_from_slice(rec);
+                .push((self.end + self.pending_bytes) as u32);
+            match self.pieces.last_mut() {
+                Some((h, _, e)) if *h == held && *e == start => *e = end,
+                _ => self.pieces.push((held, start, end)),
+            }
+            self.pending_bytes += len;
             // Per record, not per batch: a rotation mid-batch publishes what is pending.
             self.pending_next = index + 1;
-            self.pending_last_term = record::term_of(rec);
-            start = end as usize;
+            self.pending_last_term = record::term_of(&self.held[held][start..end]);
+            start = end;
         }
         Ok(())
     }
@@ -291,6 +305,7 @@ impl Writer {
     /// write, durable ones after one fdatasync.
     fn finish_round(&mut self) -> Result<()> {
         self.write_pending()?;
+        self.held.clear();
         for d in self.after_write.drain(..) {
             d(Ok(()));
         }
@@ -303,20 +318,27 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes `buf` to the active segment and publishes the records to readers.
+    /// Writes the pending records to the active segment (one `pwritev`) and publishes
+    /// them to readers.
     fn write_pending(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.pieces.is_empty() {
             return Ok(());
         }
         let (file, path) = self.file.as_ref().expect("pending bytes without a segment");
-        fsutil::write_all_at(file, &self.buf, self.end, path)?;
+        let slices: Vec<&[u8]> = self
+            .pieces
+            .iter()
+            .map(|&(h, s, e)| &self.held[h][s..e])
+            .collect();
+        fsutil::write_all_vectored_at(file, &slices, self.end, path)?;
         let c = &self.inner.counters;
         c.add(|c| &c.writes, 1);
-        c.add(|c| &c.bytes, self.buf.len() as u64);
+        c.add(|c| &c.bytes, self.pending_bytes);
         c.add(|c| &c.records, self.pending_offsets.len() as u64);
         self.unsynced = true;
-        self.end += self.buf.len() as u64;
-        self.buf.clear();
+        self.end += self.pending_bytes;
+        self.pending_bytes = 0;
+        self.pieces.clear();
         let mut st = self.inner.state.write().unwrap();
         let a = st.active.as_mut().expect("active segment");
         a.offsets.append(&mut self.pending_offsets);
