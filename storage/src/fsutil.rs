@@ -3,7 +3,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -20,24 +19,7 @@ fn injected(errno: i32) -> io::Error {
 /// Writes all of `buf` at `pos`. Failpoints: `log::write::err` (EIO before writing),
 /// `log::write::short` (half the bytes land, then EIO), `log::write::enospc`.
 pub(crate) fn write_all_at(file: &File, buf: &[u8], pos: u64, path: &Path) -> Result<()> {
-    fail_point!("log::write::err", |_| Err(Error::io(
-        "write",
-        path,
-        injected(libc::EIO)
-    )));
-    fail_point!("log::write::enospc", |_| Err(Error::io(
-        "write",
-        path,
-        injected(libc::ENOSPC)
-    )));
-    fail_point!("log::write::short", |_| {
-        let half = buf.len() / 2;
-        file.write_all_at(&buf[..half], pos)
-            .map_err(|e| Error::io("write", path, e))?;
-        Err(Error::io("write", path, injected(libc::EIO)))
-    });
-    file.write_all_at(buf, pos)
-        .map_err(|e| Error::io("write", path, e))
+    write_all_vectored_at(file, &[buf], pos, path)
 }
 
 /// Writes all of `slices`, back to back, at `pos` with `pwritev` (in groups of at most
@@ -66,7 +48,7 @@ pub(crate) fn write_all_vectored_at(
         let mut at = pos;
         for s in slices {
             let n = left.min(s.len());
-            file.write_all_at(&s[..n], at)
+            std::os::unix::fs::FileExt::write_all_at(file, &s[..n], at)
                 .map_err(|e| Error::io("write", path, e))?;
             at += n as u64;
             left -= n;
