@@ -48,6 +48,9 @@ fn tag_of(payload: &[u8]) -> u64 {
     u64::from_le_bytes(payload[..8].try_into().unwrap())
 }
 
+// Not a test on its own: `sigkill_never_loses_an_acknowledged_append` (in this file, part of the normal suite)
+// starts this binary again with `--exact <this test> --ignored` and an environment variable
+// naming the directory, then kills it with SIGKILL. Run by hand it fails: the variable is missing.
 #[test]
 #[ignore = "the child process of sigkill_never_loses_an_acknowledged_append, which runs it with --ignored"]
 fn crash_child() {

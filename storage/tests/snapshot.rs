@@ -450,6 +450,9 @@ fn child_len(round: u64) -> u64 {
     }
 }
 
+// Not a test on its own: `sigkill_while_writing_a_snapshot` (in this file, part of the normal suite)
+// starts this binary again with `--exact <this test> --ignored` and an environment variable
+// naming the directory, then kills it with SIGKILL. Run by hand it fails: the variable is missing.
 #[test]
 #[ignore = "the child process of sigkill_while_writing_a_snapshot, which runs it with --ignored"]
 fn snapshot_child() {
