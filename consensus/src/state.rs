@@ -282,8 +282,32 @@ impl ClusterState {
     }
 
     fn submit_jobs(&mut self, at: u64, specs: &[JobSpec]) -> Response {
+        if let Err(e) = self.check_submit(specs) {
+            return Response::Rejected(e);
+        }
+        let jobs = specs
+            .iter()
+            .map(|spec| self.create_job(at, spec.clone(), None))
+            .collect();
+        Response::Submitted { jobs }
+    }
+
+    /// Whether `command` would be accepted by [`apply`](Self::apply) on this state: a
+    /// proposer checks it first so that bad input never takes a log entry. Jobs are never
+    /// removed, so what passes here passes on every later state too.
+    pub fn check(&self, command: &Command) -> std::result::Result<(), Invalid> {
+        match command {
+            Command::SubmitJobs { jobs, .. } => self.check_submit(jobs),
+            Command::SubmitWorkflow { name, jobs, .. } => {
+                self.plan_workflow(name, jobs).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_submit(&self, specs: &[JobSpec]) -> std::result::Result<(), Invalid> {
         if specs.is_empty() || specs.len() > limits::SUBMIT_BATCH_MAX {
-            return Response::Rejected(Invalid::new(
+            return Err(Invalid::new(
                 "jobs",
                 format!(
                     "must hold 1..={} jobs (SUBMIT_BATCH_MAX)",
@@ -292,15 +316,10 @@ impl ClusterState {
             ));
         }
         for (i, spec) in specs.iter().enumerate() {
-            if let Err(e) = self.check_spec(spec) {
-                return Response::Rejected(e.at(&format!("jobs[{i}]")));
-            }
+            self.check_spec(spec)
+                .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
-        let jobs = specs
-            .iter()
-            .map(|spec| self.create_job(at, spec.clone(), None))
-            .collect();
-        Response::Submitted { jobs }
+        Ok(())
     }
 
     /// Spec validity plus references: every dependency must exist.
@@ -355,8 +374,14 @@ impl ClusterState {
         id
     }
 
-    fn submit_workflow(&mut self, at: u64, name: &str, jobs: &[WorkflowJob]) -> Response {
-        let reject = |field: &str, reason: String| Response::Rejected(Invalid::new(field, reason));
+    /// Checks a workflow whole and returns its jobs in creation order (dependencies first;
+    /// Kahn's algorithm in input order, so deterministic), or the first problem found.
+    fn plan_workflow(
+        &self,
+        name: &str,
+        jobs: &[WorkflowJob],
+    ) -> std::result::Result<Vec<usize>, Invalid> {
+        let reject = |field: &str, reason: String| Err(Invalid::new(field, reason));
         if name.is_empty() || name.len() > limits::JOB_NAME_BYTES_MAX {
             return reject(
                 "name",
@@ -386,9 +411,8 @@ impl ClusterState {
                     format!("duplicate key {:?}", j.key),
                 );
             }
-            if let Err(e) = self.check_spec(&j.spec) {
-                return Response::Rejected(e.at(&format!("jobs[{i}]")));
-            }
+            self.check_spec(&j.spec)
+                .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
         for (i, j) in jobs.iter().enumerate() {
             if let Some(a) = j.after.iter().find(|a| !keys.contains_key(a.as_str())) {
@@ -398,7 +422,6 @@ impl ClusterState {
                 );
             }
         }
-        // Kahn's algorithm in input order: deterministic, and finds cycles.
         let mut indegree: Vec<usize> = jobs.iter().map(|j| j.after.len()).collect();
         let mut users: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
         for (i, j) in jobs.iter().enumerate() {
@@ -427,6 +450,14 @@ impl ClusterState {
                 format!("dependency cycle among: {}", stuck.join(", ")),
             );
         }
+        Ok(order)
+    }
+
+    fn submit_workflow(&mut self, at: u64, name: &str, jobs: &[WorkflowJob]) -> Response {
+        let order = match self.plan_workflow(name, jobs) {
+            Ok(order) => order,
+            Err(e) => return Response::Rejected(e),
+        };
         let workflow = self.next_workflow;
         self.next_workflow += 1;
         let mut ids: BTreeMap<String, JobId> = BTreeMap::new();
@@ -1114,8 +1145,13 @@ mod tests {
             ],
         };
         let before = s.hash();
+        // The proposer's check finds the same problem without touching the state.
+        let checked = s.check(&cyclic).unwrap_err();
+        assert_eq!(s.hash(), before);
         i += 1;
-        match s.apply(i, &cyclic) {
+        assert_eq!(s.apply(i, &cyclic), Response::Rejected(checked));
+        let cyclic_again = cyclic.clone();
+        match s.apply(i, &cyclic_again) {
             Response::Rejected(e) => assert!(e.reason.contains("cycle among: a, b, c"), "{e}"),
             other => panic!("{other:?}"),
         }
@@ -1131,12 +1167,13 @@ mod tests {
         // Rejections change nothing but the last applied index and the rejection counter.
         assert_eq!(s.jobs().count(), 0);
         assert_ne!(s.hash(), before);
-        assert_eq!(s.counters().rejected_commands, 2);
+        assert_eq!(s.counters().rejected_commands, 3);
         let ok = Command::SubmitWorkflow {
             at_ms: 1,
             name: "w".into(),
             jobs: vec![wj("c", &["a", "b"]), wj("a", &[]), wj("b", &["a"])],
         };
+        assert_eq!(s.check(&ok), Ok(()));
         i += 1;
         let Response::WorkflowSubmitted { jobs, .. } = s.apply(i, &ok) else {
             panic!()

@@ -277,6 +277,38 @@ fn transfer_completes_with_identical_bytes() {
 }
 
 #[test]
+fn transfer_into_a_given_file_is_verified_in_place_and_installed_by_the_caller() {
+    let (_a, _source, info, b, target) = transfer_setup(1 << 20);
+    // The sender works from an already open file, as Raft hands it over.
+    let open = std::fs::File::open(&info.path).unwrap();
+    let mut sender = ChunkSender::from_file(open, &info.path, 100_000).unwrap();
+    let path = target.incoming_path();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut rx = ChunkReceiver::into_file(file, path.clone(), ReceiverLimits::default());
+    assert_eq!(send_all(&mut sender, &mut rx), Progress::Complete);
+    let checked = rx.finish_in_place().unwrap();
+    assert_eq!(checked.path, path);
+    assert_eq!(target.latest().unwrap(), None, "nothing installed yet");
+    let installed = target.install_incoming(&path).unwrap();
+    assert_same_file(&info.path, &installed.path);
+    assert_eq!(entries(b.path()).len(), 1);
+    // A damaged transfer into a given file removes the file.
+    let mut bytes = std::fs::read(&info.path).unwrap();
+    bytes[7000] ^= 0x10;
+    let damaged = b.path().join("../damaged-in-place.src");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let mut sender = ChunkSender::open(&damaged, 100_000).unwrap();
+    let path = target.incoming_path();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut rx = ChunkReceiver::into_file(file, path.clone(), ReceiverLimits::default());
+    assert_eq!(send_all(&mut sender, &mut rx), Progress::Complete);
+    let err = rx.finish_in_place().unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(!path.exists());
+    std::fs::remove_file(damaged).unwrap();
+}
+
+#[test]
 fn transfer_survives_dropped_corrupted_reordered_duplicate_and_oversized_chunks() {
     let (_a, _source, info, b, target) = transfer_setup(2 << 20);
     let chunk = 100_000u64;

@@ -58,12 +58,18 @@ pub struct ChunkSender {
 impl ChunkSender {
     /// Opens the snapshot at `path`, to be sent in chunks of `chunk_bytes`.
     pub fn open(path: &Path, chunk_bytes: u64) -> Result<ChunkSender> {
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        ChunkSender::from_file(file, path, chunk_bytes)
+    }
+
+    /// Sends a snapshot file that is already open (Raft hands snapshots over as open
+    /// files); `path` names it in errors.
+    pub fn from_file(file: File, path: &Path, chunk_bytes: u64) -> Result<ChunkSender> {
         if chunk_bytes == 0 {
             return Err(Error::InvalidArgument(
                 "chunk_bytes must be positive".into(),
             ));
         }
-        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
         let total = file
             .metadata()
             .map_err(|e| Error::io("stat", path, e))?
@@ -137,9 +143,11 @@ pub enum Progress {
     Complete,
 }
 
-/// Takes chunks in order into a temporary file inside the store's directory.
+/// Takes chunks in order into a temporary file inside the store's directory, or into a
+/// file the caller created ([`ChunkReceiver::into_file`]).
 pub struct ChunkReceiver {
-    store: SnapshotStore,
+    /// Where [`finish`](Self::finish) installs; `None` for a receiver into a given file.
+    store: Option<SnapshotStore>,
     tmp: PathBuf,
     file: Option<File>,
     limits: ReceiverLimits,
@@ -156,13 +164,27 @@ impl ChunkReceiver {
             .open(&tmp)
             .map_err(|e| Error::io("create", &tmp, e))?;
         Ok(ChunkReceiver {
-            store: store.clone(),
+            store: Some(store.clone()),
             tmp,
             file: Some(file),
             limits,
             next_offset: 0,
             total: None,
         })
+    }
+
+    /// Takes chunks into `file`, created empty at `path` by the caller (Raft's state machine
+    /// hands out the file a snapshot is received into); end with
+    /// [`finish_in_place`](Self::finish_in_place).
+    pub fn into_file(file: File, path: PathBuf, limits: ReceiverLimits) -> ChunkReceiver {
+        ChunkReceiver {
+            store: None,
+            tmp: path,
+            file: Some(file),
+            limits,
+            next_offset: 0,
+            total: None,
+        }
     }
 
     /// The offset the next chunk must start at (where a sender resumes).
@@ -236,7 +258,25 @@ impl ChunkReceiver {
 
     /// Checks the complete file's checksum and version and installs it into the store.
     /// On any error the temporary file is removed and nothing is installed.
-    pub fn finish(mut self) -> Result<SnapshotInfo> {
+    pub fn finish(self) -> Result<SnapshotInfo> {
+        let Some(store) = self.store.clone() else {
+            return Err(Error::InvalidArgument(
+                "a receiver into a given file finishes in place".into(),
+            ));
+        };
+        self.complete(|tmp| store.install(tmp))
+    }
+
+    /// Checks the complete file's checksum and version, syncs it and leaves it at its path
+    /// for the caller to install. On any error the file is removed.
+    pub fn finish_in_place(self) -> Result<SnapshotInfo> {
+        self.complete(|tmp| super::store::verify_file(tmp))
+    }
+
+    fn complete(
+        mut self,
+        then: impl FnOnce(&Path) -> Result<SnapshotInfo>,
+    ) -> Result<SnapshotInfo> {
         let complete = self.total == Some(self.next_offset);
         let file = self.file.take().ok_or(Error::Closed)?;
         let result = if !complete {
@@ -249,7 +289,7 @@ impl ChunkReceiver {
         } else {
             file.sync_all()
                 .map_err(|e| Error::io("fsync", &self.tmp, e))
-                .and_then(|()| self.store.install(&self.tmp))
+                .and_then(|()| then(&self.tmp))
         };
         drop(file);
         if result.is_err() {

@@ -1,0 +1,313 @@
+//! The server's configuration: flags, a TOML file (`--config`) and `CATHEDRAL_*`
+//! environment variables. A flag wins over its environment variable, which wins over the
+//! file, which wins over the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cathedral_consensus::raft::RaftSettings;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::error::{Result, ServerError};
+
+/// Most voters a cluster may ask for.
+pub const VOTERS_MAX: u32 = 7;
+
+/// What this node is in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A one-voter cluster of its own, initialised on first start.
+    Standalone,
+    /// A Raft voter (or a learner waiting for promotion).
+    Coordinator,
+    /// A Raft learner that runs jobs; never promoted.
+    Worker,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Coordinator => "coordinator",
+            Role::Worker => "worker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "standalone" => Some(Role::Standalone),
+            "coordinator" => Some(Role::Coordinator),
+            "worker" => Some(Role::Worker),
+            _ => None,
+        }
+    }
+}
+
+/// `cathedral-server` flags. Every one can also be set in the `--config` file (same name,
+/// with `_` for `-`) or by its environment variable.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "cathedral-server",
+    version,
+    about = "A Cathedral node: runs jobs and workflows, keeps the replicated log."
+)]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "CATHEDRAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the log, snapshots and node identity live [default: ./cathedral-data].
+    #[arg(long, env = "CATHEDRAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "CATHEDRAL_BIND", value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Address other nodes and clients use to reach this one [default: the bind address].
+    #[arg(long, env = "CATHEDRAL_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// HTTP listen address for /healthz and /readyz [default: 127.0.0.1:8081].
+    #[arg(long, env = "CATHEDRAL_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// standalone, coordinator or worker [default: standalone].
+    #[arg(long, env = "CATHEDRAL_ROLE", value_enum)]
+    pub role: Option<Role>,
+    /// Any member's address, to join its cluster (coordinator, worker).
+    #[arg(long, env = "CATHEDRAL_JOIN", value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// Desired number of voters; coordinators are promoted until it is reached [default: 3].
+    #[arg(long, env = "CATHEDRAL_VOTERS")]
+    pub voters: Option<u32>,
+    /// Snapshot every this many applied entries [default: 10000].
+    #[arg(long, env = "CATHEDRAL_SNAPSHOT_THRESHOLD")]
+    pub snapshot_threshold: Option<u64>,
+    /// Entries kept in the log behind the latest snapshot [default: 50000].
+    #[arg(long, env = "CATHEDRAL_LOG_COMPACTION_THRESHOLD")]
+    pub log_compaction_threshold: Option<u64>,
+    /// Lower bound of the randomised election timeout [default: 150].
+    #[arg(long, env = "CATHEDRAL_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Upper bound of the randomised election timeout [default: 300].
+    #[arg(long, env = "CATHEDRAL_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Leader heartbeat period [default: 50].
+    #[arg(long, env = "CATHEDRAL_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// How long a write waits for a leader before failing with Unavailable [default: 10000].
+    #[arg(long, env = "CATHEDRAL_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+}
+
+/// The same settings in a TOML file; unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    advertise: Option<String>,
+    http: Option<SocketAddr>,
+    role: Option<Role>,
+    join: Option<String>,
+    voters: Option<u32>,
+    snapshot_threshold: Option<u64>,
+    log_compaction_threshold: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub advertise: String,
+    pub http: SocketAddr,
+    pub role: Role,
+    pub join: Option<String>,
+    pub voters: u32,
+    pub raft: RaftSettings,
+    pub write_timeout_ms: u64,
+}
+
+impl Config {
+    /// Resolves flags (and their environment variables) over the file over the defaults,
+    /// and checks the result.
+    pub fn resolve(args: Args) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = RaftSettings::default();
+        let bind = args
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| "127.0.0.1:50051".parse().expect("valid"));
+        let advertise = args
+            .advertise
+            .or(file.advertise)
+            .unwrap_or_else(|| bind.to_string());
+        let mut raft = defaults.clone();
+        raft.compaction.snapshot_threshold = args
+            .snapshot_threshold
+            .or(file.snapshot_threshold)
+            .unwrap_or(defaults.compaction.snapshot_threshold);
+        raft.compaction.log_compaction_threshold = args
+            .log_compaction_threshold
+            .or(file.log_compaction_threshold)
+            .unwrap_or(defaults.compaction.log_compaction_threshold);
+        raft.election_timeout_min_ms = args
+            .election_timeout_min_ms
+            .or(file.election_timeout_min_ms)
+            .unwrap_or(defaults.election_timeout_min_ms);
+        raft.election_timeout_max_ms = args
+            .election_timeout_max_ms
+            .or(file.election_timeout_max_ms)
+            .unwrap_or(defaults.election_timeout_max_ms);
+        raft.heartbeat_interval_ms = args
+            .heartbeat_interval_ms
+            .or(file.heartbeat_interval_ms)
+            .unwrap_or(defaults.heartbeat_interval_ms);
+        let config = Config {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./cathedral-data")),
+            bind,
+            advertise,
+            http: args
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid")),
+            role: args.role.or(file.role).unwrap_or(Role::Standalone),
+            join: args.join.or(file.join),
+            voters: args.voters.or(file.voters).unwrap_or(3),
+            raft,
+            write_timeout_ms: args
+                .write_timeout_ms
+                .or(file.write_timeout_ms)
+                .unwrap_or(10_000),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if self.voters == 0 || self.voters > VOTERS_MAX {
+            return bad(format!(
+                "--voters must be 1..={VOTERS_MAX} (VOTERS_MAX), got {}",
+                self.voters
+            ));
+        }
+        match (self.role, &self.join) {
+            (Role::Standalone, Some(_)) => {
+                return bad(
+                    "a standalone node does not join; use --role coordinator or worker with --join"
+                        .into(),
+                )
+            }
+            (Role::Worker, None) => {
+                return bad("a worker needs --join ADDR (any member of the cluster)".into())
+            }
+            _ => {}
+        }
+        if self
+            .advertise
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified())
+        {
+            return bad(format!(
+                "--advertise {} is not an address others can reach; set it when binding to all interfaces",
+                self.advertise
+            ));
+        }
+        if !self.advertise.contains(':') {
+            return bad(format!(
+                "--advertise {} needs a port (HOST:PORT)",
+                self.advertise
+            ));
+        }
+        if self.raft.compaction.snapshot_threshold == 0 {
+            return bad("--snapshot-threshold must be positive".into());
+        }
+        self.raft
+            .openraft_config("check")
+            .map_err(|e| ServerError::Config(format!("raft timing: {e}")))?;
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| ServerError::io("read", path, e))?;
+    toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("cathedral-server").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::resolve(Args::default()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./cathedral-data"));
+        assert_eq!(c.bind.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.advertise, "127.0.0.1:50051");
+        assert_eq!(c.http.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.role, Role::Standalone);
+        assert_eq!(c.voters, 3);
+        assert_eq!(c.raft, RaftSettings::default());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:7000\"\nvoters = 5\nrole = \"coordinator\"\nsnapshot_threshold = 50\n",
+        )
+        .unwrap();
+        let c = Config::resolve(parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--voters",
+            "1",
+        ]))
+        .unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.advertise, "127.0.0.1:7000");
+        assert_eq!(c.voters, 1);
+        assert_eq!(c.role, Role::Coordinator);
+        assert_eq!(c.raft.compaction.snapshot_threshold, 50);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "bnid = \"x\"\n").unwrap();
+        let e = Config::resolve(parse(&["--config", file.to_str().unwrap()])).unwrap_err();
+        assert!(e.to_string().contains("unknown field `bnid`"), "{e}");
+        let e = Config::resolve(parse(&["--voters", "9"])).unwrap_err();
+        assert!(e.to_string().contains("VOTERS_MAX"), "{e}");
+        let e = Config::resolve(parse(&["--role", "worker"])).unwrap_err();
+        assert!(e.to_string().contains("needs --join"), "{e}");
+        let e = Config::resolve(parse(&["--bind", "0.0.0.0:1"])).unwrap_err();
+        assert!(e.to_string().contains("--advertise"), "{e}");
+        let e = Config::resolve(parse(&[
+            "--election-timeout-min-ms",
+            "500",
+            "--election-timeout-max-ms",
+            "100",
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("raft timing"), "{e}");
+    }
+}

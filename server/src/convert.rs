@@ -1,0 +1,205 @@
+//! Between the public protobuf messages and the consensus crate's types. Protobuf input is
+//! untrusted: enum values and sizes are checked here, every other bound by
+//! `JobSpec::validate`.
+
+use cathedral_consensus::{
+    Attempt, Exit, Job, JobSpec, JobState, Outcome, Resources, RetryPolicy, SandboxKind,
+    WorkflowJob,
+};
+
+use crate::api::v1 as pb;
+use crate::error::{Result, ServerError};
+
+/// A job's timeout when the request leaves it out.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+pub fn spec_from_pb(spec: Option<pb::JobSpec>, field: &str) -> Result<JobSpec> {
+    let s = spec.ok_or_else(|| ServerError::invalid(field, "missing"))?;
+    let sandbox = match pb::Sandbox::try_from(s.sandbox) {
+        Ok(pb::Sandbox::Default) => SandboxKind::Default,
+        Ok(pb::Sandbox::Process) => SandboxKind::Process,
+        Ok(pb::Sandbox::Bubblewrap) => SandboxKind::Bubblewrap,
+        Err(_) => {
+            return Err(ServerError::invalid(
+                &format!("{field}.sandbox"),
+                format!("unknown value {}", s.sandbox),
+            ))
+        }
+    };
+    let retry = match s.retry {
+        Some(r) => RetryPolicy {
+            max_attempts: r.max_attempts,
+            initial_backoff_ms: r.initial_backoff_ms,
+            max_backoff_ms: r.max_backoff_ms,
+            multiplier_milli: r.multiplier_milli,
+        },
+        None => RetryPolicy::default(),
+    };
+    let spec = JobSpec {
+        name: s.name,
+        command: s.command,
+        env: s.env.into_iter().collect(),
+        resources: Resources {
+            cpu_millis: s.cpu_millis,
+            memory_bytes: s.memory_bytes,
+        },
+        constraints: s.constraints.into_iter().collect(),
+        timeout_ms: s.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+        retry,
+        priority: s.priority,
+        depends_on: s.depends_on,
+        idempotency_key: Some(s.idempotency_key).filter(|k| !k.is_empty()),
+        sandbox,
+    };
+    spec.validate()
+        .map_err(|e| ServerError::from(e.at(field)))?;
+    Ok(spec)
+}
+
+pub fn workflow_jobs_from_pb(jobs: Vec<pb::WorkflowJob>) -> Result<Vec<WorkflowJob>> {
+    jobs.into_iter()
+        .enumerate()
+        .map(|(i, j)| {
+            Ok(WorkflowJob {
+                key: j.key,
+                spec: spec_from_pb(j.spec, &format!("jobs[{i}].spec"))?,
+                after: j.after,
+            })
+        })
+        .collect()
+}
+
+pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
+    pb::JobSpec {
+        name: s.name.clone(),
+        command: s.command.clone(),
+        env: s.env.clone().into_iter().collect(),
+        cpu_millis: s.resources.cpu_millis,
+        memory_bytes: s.resources.memory_bytes,
+        constraints: s.constraints.clone().into_iter().collect(),
+        timeout_ms: Some(s.timeout_ms),
+        retry: Some(pb::RetryPolicy {
+            max_attempts: s.retry.max_attempts,
+            initial_backoff_ms: s.retry.initial_backoff_ms,
+            max_backoff_ms: s.retry.max_backoff_ms,
+            multiplier_milli: s.retry.multiplier_milli,
+        }),
+        priority: s.priority,
+        depends_on: s.depends_on.clone(),
+        idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
+        sandbox: match s.sandbox {
+            SandboxKind::Default => pb::Sandbox::Default,
+            SandboxKind::Process => pb::Sandbox::Process,
+            SandboxKind::Bubblewrap => pb::Sandbox::Bubblewrap,
+        } as i32,
+    }
+}
+
+pub fn state_to_pb(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Assigned => pb::JobState::Assigned,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+        JobState::TimedOut => pb::JobState::TimedOut,
+    }
+}
+
+/// The state filter of ListJobs: `None` for "any".
+pub fn state_from_pb(v: i32) -> Result<Option<JobState>> {
+    Ok(Some(match pb::JobState::try_from(v) {
+        Ok(pb::JobState::Unspecified) => return Ok(None),
+        Ok(pb::JobState::Pending) => JobState::Pending,
+        Ok(pb::JobState::Assigned) => JobState::Assigned,
+        Ok(pb::JobState::Running) => JobState::Running,
+        Ok(pb::JobState::Succeeded) => JobState::Succeeded,
+        Ok(pb::JobState::Failed) => JobState::Failed,
+        Ok(pb::JobState::Cancelled) => JobState::Cancelled,
+        Ok(pb::JobState::TimedOut) => JobState::TimedOut,
+        Err(_) => return Err(ServerError::invalid("state", format!("unknown value {v}"))),
+    }))
+}
+
+pub fn outcome_to_pb(o: &Outcome) -> pb::Outcome {
+    use pb::outcome::Exit as E;
+    pb::Outcome {
+        exit: Some(match o.exit {
+            Exit::Code(c) => E::Code(c),
+            Exit::Signal(s) => E::Signal(s),
+            Exit::TimedOut => E::TimedOut(true),
+            Exit::Lost => E::Lost(true),
+        }),
+        duration_ms: o.duration_ms,
+        output_tail: o.output_tail.clone(),
+    }
+}
+
+fn attempt_to_pb(a: &Attempt) -> pb::Attempt {
+    pb::Attempt {
+        number: a.number,
+        node_id: a.node,
+        assigned_at_ms: a.assigned_at_ms,
+        started_at_ms: a.started_at_ms,
+        finished_at_ms: a.finished_at_ms,
+        outcome: a.outcome.as_ref().map(outcome_to_pb),
+    }
+}
+
+pub fn job_to_pb(j: &Job) -> pb::Job {
+    pb::Job {
+        id: j.id,
+        spec: Some(spec_to_pb(&j.spec)),
+        state: state_to_pb(j.state) as i32,
+        reason: j.reason.clone().unwrap_or_default(),
+        submitted_at_ms: j.submitted_at_ms,
+        not_before_ms: j.not_before_ms,
+        attempts: j.attempts.iter().map(attempt_to_pb).collect(),
+        workflow_id: j.workflow.unwrap_or(0),
+        dependents: j.dependents.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_survives_the_round_trip() {
+        let mut s = JobSpec::new("build", &["make", "-j4"]);
+        s.env.insert("A".into(), "1".into());
+        s.constraints.insert("zone".into(), "a".into());
+        s.timeout_ms = 5000;
+        s.depends_on = vec![3, 4];
+        s.idempotency_key = Some("k".into());
+        s.sandbox = SandboxKind::Process;
+        assert_eq!(spec_from_pb(Some(spec_to_pb(&s)), "spec").unwrap(), s);
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let p = pb::JobSpec {
+            name: "x".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        };
+        let s = spec_from_pb(Some(p.clone()), "spec").unwrap();
+        assert_eq!(s.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(s.idempotency_key, None);
+        let e = spec_from_pb(
+            Some(pb::JobSpec {
+                command: vec![],
+                ..p.clone()
+            }),
+            "spec",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("spec.command"), "{e}");
+        let e = spec_from_pb(Some(pb::JobSpec { sandbox: 9, ..p }), "spec").unwrap_err();
+        assert!(e.to_string().contains("spec.sandbox"), "{e}");
+        assert!(spec_from_pb(None, "spec").is_err());
+        assert!(state_from_pb(42).is_err());
+        assert_eq!(state_from_pb(0).unwrap(), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! The node's identity, `<data-dir>/node.toml`: the node id, generated on first start, and
+//! the cluster id, set once when the node initialises a cluster or joins one. Replaced
+//! atomically (temporary file, fsync, rename, directory fsync); never rewritten with
+//! different values.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServerError};
+
+const FILE: &str = "node.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub node_id: u64,
+    /// Absent until the node initialised or joined a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+}
+
+impl Identity {
+    /// Reads the identity in `dir`, or creates one with a fresh random node id.
+    pub fn load_or_create(dir: &Path) -> Result<Identity> {
+        let path = dir.join(FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let id: Identity = toml::from_str(&text)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+                if id.node_id == 0 {
+                    return Err(ServerError::Config(format!(
+                        "{}: node_id 0 is reserved",
+                        path.display()
+                    )));
+                }
+                Ok(id)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Random ids never need coordination; 0 means "none" in the API.
+                let id = Identity {
+                    node_id: rand::random::<u64>() >> 1 | 1,
+                    cluster_id: None,
+                };
+                id.save(dir)?;
+                Ok(id)
+            }
+            Err(e) => Err(ServerError::io("read", path, e)),
+        }
+    }
+
+    /// Records the cluster this node belongs to. Refuses to change an existing one.
+    pub fn set_cluster(&mut self, dir: &Path, cluster_id: &str) -> Result<()> {
+        match &self.cluster_id {
+            Some(c) if c == cluster_id => Ok(()),
+            Some(c) => Err(ServerError::Config(format!(
+                "this data directory belongs to cluster {c}, not {cluster_id}"
+            ))),
+            None => {
+                self.cluster_id = Some(cluster_id.to_string());
+                self.save(dir)
+            }
+        }
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(FILE);
+        let tmp: PathBuf = dir.join(format!("{FILE}.tmp"));
+        let text = format!(
+            "# Written by cathedral-server; identifies this node. Do not edit.\n{}",
+            toml::to_string(self).map_err(|e| ServerError::Internal(e.to_string()))?
+        );
+        let mut f = std::fs::File::create(&tmp).map_err(|e| ServerError::io("create", &tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| ServerError::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| ServerError::io("rename", &path, e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ServerError::io("fsync", dir, e))
+    }
+}
+
+/// A new cluster id: 16 random bytes in hex.
+pub fn new_cluster_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Identity::load_or_create(dir.path()).unwrap();
+        assert_ne!(a.node_id, 0);
+        assert_eq!(a.cluster_id, None);
+        a.set_cluster(dir.path(), "c1").unwrap();
+        let b = Identity::load_or_create(dir.path()).unwrap();
+        assert_eq!(a, b);
+        let mut b = b;
+        assert!(b.set_cluster(dir.path(), "c2").is_err());
+        assert_eq!(Identity::load_or_create(dir.path()).unwrap(), a);
+    }
+}

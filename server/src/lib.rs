@@ -1,0 +1,37 @@
+//! `cathedral-server`: the gRPC job API, Raft over gRPC, cluster membership, and the wiring
+//! of storage and consensus into a running node.
+//!
+//! # Layout
+//!
+//! - `api`: the code generated from `proto/` (public `cathedral.v1`, internal peer calls).
+//! - `config`: flags, TOML file and environment, resolved into a [`Config`].
+//! - `identity`: `node.toml`, the node and cluster ids.
+//! - `node`: the [`Node`] — Raft over the data directory, writes forwarded to the leader,
+//!   joining, membership upkeep.
+//! - `transport`: openraft's network over gRPC (client side); `peer_service` the server side.
+//! - `service`: the public `JobService` and `ClusterService`; `convert` their messages.
+//! - `output`: job output files and their streaming.
+//! - `http`: `/healthz` and `/readyz`.
+//! - `server`: [`start`] and [`Running::shutdown`].
+
+pub mod api;
+mod config;
+mod convert;
+mod error;
+mod http;
+mod identity;
+mod node;
+mod output;
+mod peer_service;
+mod server;
+mod service;
+mod transport;
+
+pub use config::{Args, Config, Role, VOTERS_MAX};
+pub use convert::DEFAULT_TIMEOUT_MS;
+pub use error::{Result, ServerError};
+pub use node::{Node, ENTRY_BYTES_MAX};
+pub use output::output_path;
+pub use server::{start, Running, REQUEST_BYTES_MAX};
+pub use service::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};
+pub use transport::PEER_MESSAGE_BYTES_MAX;

@@ -1,0 +1,666 @@
+//! One Cathedral node: its Raft instance over the data directory, its identity, and the
+//! paths every write and membership change takes.
+//!
+//! ```text
+//!  API call ──▶ Node::propose ──(leader)──▶ check against applied state ──▶ client_write
+//!                    │
+//!                    └─(follower)──▶ Peer.Forward on the leader ──▶ the same, remotely
+//!                    then: wait until this node applied the entry (read your writes)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cathedral_consensus::raft::{AppliedHandle, LogStore, StateMachine, TypeConfig};
+use cathedral_consensus::{
+    Capacity, Command, Invalid, NodeInfo, NodeStatus, Response, Role as NodeRole,
+};
+use cathedral_storage::{Log, Options, SnapshotOptions, SnapshotStore};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
+use serde::{Deserialize, Serialize};
+
+use crate::api::internal::{JoinReply, JoinRequest, RaftRequest};
+use crate::config::{Config, Role};
+use crate::error::{Result, ServerError};
+use crate::identity::{new_cluster_id, Identity};
+use crate::transport::{decode, encode, Network, Peers};
+
+/// Largest encoded command one write may propose.
+pub const ENTRY_BYTES_MAX: usize = 1 << 20;
+/// How long a Join may take (the new node catches up as a learner first).
+pub const JOIN_TIMEOUT_MS: u64 = 120_000;
+/// Period of the membership and registration upkeep.
+const UPKEEP_INTERVAL_MS: u64 = 500;
+
+/// A write or membership change that only the leader performs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Proposal {
+    Write(Command),
+    RemoveNode(u64),
+}
+
+/// The leader's answer to a forwarded [`Proposal`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposalReply {
+    /// Committed and applied at `index`.
+    Done {
+        index: u64,
+        response: Response,
+    },
+    /// Not the leader (any more); nothing was proposed.
+    NotLeader {
+        leader: Option<u64>,
+    },
+    Invalid(Invalid),
+    NotFound {
+        what: String,
+        id: u64,
+    },
+    Failed(String),
+}
+
+/// The running node.
+pub struct Node {
+    pub id: u64,
+    pub config: Config,
+    pub raft: Raft<TypeConfig>,
+    pub applied: AppliedHandle,
+    pub peers: Arc<Peers>,
+    pub snapshots: SnapshotStore,
+    identity: Mutex<Identity>,
+    log: Mutex<Option<Arc<Log>>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn node_role(role: Role) -> NodeRole {
+    match role {
+        Role::Standalone => NodeRole::Standalone,
+        Role::Coordinator => NodeRole::Coordinator,
+        Role::Worker => NodeRole::Worker,
+    }
+}
+
+impl Node {
+    /// Opens the data directory (locking it), the log, snapshots and identity, and starts
+    /// Raft. Does not initialise or join a cluster: see [`bootstrap`](Self::bootstrap).
+    pub async fn open(config: Config) -> Result<Arc<Node>> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::io("create", dir, e))?;
+        // The log takes the directory's LOCK: a second server on it fails here.
+        let log = Arc::new(Log::open(dir, Options::default())?);
+        let identity = Identity::load_or_create(dir)?;
+        let snapshots = SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default())?;
+        let sm = StateMachine::open(snapshots.clone())
+            .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
+        let applied = sm.handle();
+        let store = LogStore::new(log.clone())
+            .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
+        let peers = Peers::new(identity.node_id);
+        let raft_config = config
+            .raft
+            .openraft_config("cathedral")
+            .map_err(ServerError::Config)?;
+        let raft = Raft::new(
+            identity.node_id,
+            raft_config,
+            Network {
+                peers: peers.clone(),
+            },
+            store,
+            sm,
+        )
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+        Ok(Arc::new(Node {
+            id: identity.node_id,
+            config,
+            raft,
+            applied,
+            peers,
+            snapshots,
+            identity: Mutex::new(identity),
+            log: Mutex::new(Some(log)),
+        }))
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.config.data_dir
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        self.identity.lock().unwrap().cluster_id.clone()
+    }
+
+    fn set_cluster(&self, cluster_id: &str) -> Result<()> {
+        self.identity
+            .lock()
+            .unwrap()
+            .set_cluster(&self.config.data_dir, cluster_id)
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Why this node cannot serve writes yet, or `None` when it can: it belongs to a
+    /// cluster, is a member, and a leader is known.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.cluster_id().is_none() {
+            return Some("not part of a cluster yet (joining)".into());
+        }
+        let m = self.metrics();
+        if m.membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_none()
+        {
+            return Some("not a member of the cluster".into());
+        }
+        if m.current_leader.is_none() {
+            return Some("no leader".into());
+        }
+        None
+    }
+
+    /// The commit index as this node knows it: on the leader, the highest index a majority
+    /// of voters holds; elsewhere the larger of the applied index and the persisted one.
+    pub fn committed_index(&self) -> u64 {
+        let m = self.metrics();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        if let Some(r) = m.replication.as_ref() {
+            let membership = m.membership_config.membership();
+            let mut matched: Vec<u64> = membership
+                .voter_ids()
+                .map(|v| {
+                    if v == self.id {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        r.get(&v).cloned().flatten().map_or(0, |l| l.index)
+                    }
+                })
+                .collect();
+            if !matched.is_empty() {
+                matched.sort_unstable_by(|a, b| b.cmp(a));
+                return matched[matched.len() / 2].max(applied);
+            }
+        }
+        let persisted = self
+            .log
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|l| l.metadata().committed)
+            .and_then(|b| postcard::from_bytes::<Option<openraft::LogId<u64>>>(&b).ok())
+            .flatten()
+            .map_or(0, |l| l.index);
+        persisted.max(applied)
+    }
+
+    /// Initialises a new cluster (standalone, or a coordinator without `--join`) on first
+    /// start, or joins the one `--join` names; a node that already belongs to a cluster
+    /// does neither. Joining retries until it succeeds or the node shuts down.
+    pub async fn bootstrap(self: &Arc<Self>) -> Result<()> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let join = self.config.join.clone();
+        match join {
+            None if !initialized => {
+                let mut members = BTreeMap::new();
+                members.insert(self.id, BasicNode::new(&self.config.advertise));
+                self.raft
+                    .initialize(members)
+                    .await
+                    .map_err(|e| ServerError::Raft(format!("initialise: {e}")))?;
+                self.set_cluster(&new_cluster_id())?;
+                tracing::info!(node = self.id, "initialised a new cluster");
+            }
+            None => {}
+            Some(addr) if self.cluster_id().is_none() || !initialized => {
+                let node = self.clone();
+                tokio::spawn(async move { node.join_until_done(&addr).await });
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn join_until_done(&self, addr: &str) {
+        let mut logged = false;
+        loop {
+            match self.try_join(addr).await {
+                Ok(reply) => {
+                    if let Err(e) = self.set_cluster(&reply.cluster_id) {
+                        tracing::error!("{e}");
+                    }
+                    tracing::info!(via = addr, leader = reply.leader_id, "joined the cluster");
+                    return;
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(via = addr, "cannot join yet, retrying: {e}");
+                        logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn try_join(&self, addr: &str) -> std::result::Result<JoinReply, String> {
+        let mut client = crate::transport::peer_client(crate::transport::channel(addr)?);
+        let mut req = tonic::Request::new(JoinRequest {
+            node_id: self.id,
+            address: self.config.advertise.clone(),
+            role: self.config.role.name().to_string(),
+            slots: default_capacity().slots,
+        });
+        req.set_timeout(Duration::from_millis(JOIN_TIMEOUT_MS));
+        client
+            .join(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string())
+    }
+
+    /// Handles a Join: the leader adds the node as a learner (waiting until it caught up)
+    /// and promotes a coordinator while voters are fewer than `--voters`; any other node
+    /// passes the request to the leader.
+    pub async fn join(&self, req: JoinRequest) -> Result<JoinReply> {
+        let role = Role::parse(&req.role)
+            .filter(|r| *r != Role::Standalone)
+            .ok_or_else(|| {
+                ServerError::invalid("role", format!("{:?}: coordinator or worker", req.role))
+            })?;
+        if req.node_id == 0 {
+            return Err(ServerError::invalid("node_id", "0 is reserved"));
+        }
+        if req.address.is_empty() {
+            return Err(ServerError::invalid("address", "empty"));
+        }
+        let leader = self.leader_or_unavailable().await?;
+        if leader != self.id {
+            let addr = self.address_of(leader).ok_or_else(|| {
+                ServerError::Unavailable(format!("leader {leader} has no known address"))
+            })?;
+            let mut client = self
+                .peers
+                .client(leader, &addr)
+                .map_err(ServerError::Unavailable)?;
+            let mut r = tonic::Request::new(req);
+            r.set_timeout(Duration::from_millis(JOIN_TIMEOUT_MS));
+            return client.join(r).await.map(|r| r.into_inner()).map_err(|s| {
+                ServerError::Unavailable(format!("via leader {leader}: {}", s.message()))
+            });
+        }
+        let cluster_id = self
+            .cluster_id()
+            .ok_or_else(|| ServerError::Unavailable("this node has no cluster id yet".into()))?;
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let known = membership.get_node(&req.node_id).cloned();
+        match known {
+            Some(n) if n.addr != req.address => {
+                return Err(ServerError::invalid(
+                    "address",
+                    format!(
+                        "node {} is a member at {}; remove it before it rejoins at {}",
+                        req.node_id, n.addr, req.address
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(node = req.node_id, addr = %req.address, role = role.name(), "adding a learner");
+                self.raft
+                    .add_learner(req.node_id, BasicNode::new(&req.address), true)
+                    .await
+                    .map_err(|e| raft_write_error("add learner", e))?;
+            }
+        }
+        if role == Role::Coordinator {
+            self.promote_if_wanted(req.node_id).await?;
+        }
+        Ok(JoinReply {
+            cluster_id,
+            leader_id: self.id,
+        })
+    }
+
+    /// Makes learner `id` a voter if voters are fewer than wanted.
+    async fn promote_if_wanted(&self, id: u64) -> Result<()> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.contains(&id) || voters.len() as u32 >= self.config.voters {
+            return Ok(());
+        }
+        tracing::info!(node = id, voters = voters.len(), "promoting to voter");
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await
+            .map_err(|e| raft_write_error("promote", e))?;
+        Ok(())
+    }
+
+    /// The leader's id, or Unavailable after waiting up to the write timeout for one.
+    pub async fn leader_or_unavailable(&self) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
+        loop {
+            if let Some(l) = self.raft.current_leader().await {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                return Err(ServerError::Unavailable(format!(
+                    "no leader elected within {} ms; a majority of voters may be down",
+                    self.config.write_timeout_ms
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The advertised address of member `id`.
+    pub fn address_of(&self, id: u64) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Commits `proposal` through the leader, wherever it is, and waits until this node
+    /// applied it. Retries only while it is sure nothing was proposed (no leader, or the
+    /// node asked is not the leader), up to the write timeout.
+    pub async fn propose(&self, proposal: Proposal) -> Result<(u64, Response)> {
+        if let Proposal::Write(cmd) = &proposal {
+            let bytes = cmd.encode().len();
+            if bytes > ENTRY_BYTES_MAX {
+                return Err(ServerError::invalid(
+                    "request",
+                    format!("encodes to {bytes} bytes; ENTRY_BYTES_MAX is {ENTRY_BYTES_MAX}"),
+                ));
+            }
+        }
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reply = match self.raft.current_leader().await {
+                Some(l) if l == self.id => self.execute(&proposal).await,
+                Some(l) => self.forward(l, &proposal).await?,
+                None => ProposalReply::NotLeader { leader: None },
+            };
+            match reply {
+                ProposalReply::Done { index, response } => {
+                    // Read your writes: this node's answers include the entry from now on.
+                    let _ = self
+                        .raft
+                        .wait(Some(timeout))
+                        .applied_index_at_least(Some(index), "read your write")
+                        .await;
+                    return match response {
+                        Response::Rejected(e) => Err(e.into()),
+                        r => Ok((index, r)),
+                    };
+                }
+                ProposalReply::NotLeader { .. } if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                ProposalReply::NotLeader { .. } => {
+                    return Err(ServerError::Unavailable(format!(
+                        "no leader took the write within {} ms; a majority of voters may be down",
+                        self.config.write_timeout_ms
+                    )))
+                }
+                ProposalReply::Invalid(e) => return Err(e.into()),
+                ProposalReply::NotFound { what, id } => {
+                    return Err(ServerError::NotFound {
+                        what: if what == "node" { "node" } else { "job" },
+                        id,
+                    })
+                }
+                ProposalReply::Failed(m) => return Err(ServerError::Unavailable(m)),
+            }
+        }
+    }
+
+    /// Sends `proposal` to node `leader`. A connection refused is "not leader" (nothing
+    /// was delivered, so retrying is safe); any other failure leaves the outcome unknown
+    /// and is the caller's error.
+    async fn forward(&self, leader: u64, proposal: &Proposal) -> Result<ProposalReply> {
+        let Some(addr) = self.address_of(leader) else {
+            return Ok(ProposalReply::NotLeader { leader: None });
+        };
+        let mut client = self
+            .peers
+            .client(leader, &addr)
+            .map_err(ServerError::Unavailable)?;
+        let mut req = tonic::Request::new(RaftRequest {
+            target: leader,
+            from: self.id,
+            body: encode(proposal),
+        });
+        req.set_timeout(Duration::from_millis(self.config.write_timeout_ms));
+        match client.forward(req).await {
+            Ok(reply) => decode(&reply.get_ref().body).map_err(ServerError::Internal),
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    || s.code() == tonic::Code::FailedPrecondition =>
+            {
+                Ok(ProposalReply::NotLeader { leader: None })
+            }
+            Err(s) => Err(ServerError::Unavailable(format!(
+                "forwarding to leader {leader} failed, the write may or may not have been applied: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// Performs `proposal` on this node, which believes it leads.
+    pub async fn execute(&self, proposal: &Proposal) -> ProposalReply {
+        match proposal {
+            Proposal::Write(cmd) => {
+                // Bad input never takes a log entry: check against the applied state first
+                // (jobs are never removed, so what passes here passes when applied).
+                if let Err(e) = self.applied.read().unwrap().state.check(cmd) {
+                    return ProposalReply::Invalid(e);
+                }
+                self.client_write(cmd.clone()).await
+            }
+            Proposal::RemoveNode(id) => self.remove_node(*id).await,
+        }
+    }
+
+    async fn client_write(&self, cmd: Command) -> ProposalReply {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => ProposalReply::Done {
+                index: r.log_id.index,
+                response: r.data,
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ProposalReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => ProposalReply::Failed(e.to_string()),
+        }
+    }
+
+    async fn remove_node(&self, id: u64) -> ProposalReply {
+        let m = self.metrics();
+        let membership = m.membership_config.membership().clone();
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        if membership.get_node(&id).is_none() {
+            return ProposalReply::NotFound {
+                what: "node".into(),
+                id,
+            };
+        }
+        if is_voter && membership.voter_ids().count() == 1 {
+            return ProposalReply::Invalid(Invalid::new(
+                "node_id",
+                format!("{id} is the only voter; a cluster needs one"),
+            ));
+        }
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        if let Err(e) = self.raft.change_membership(change, false).await {
+            return match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    ProposalReply::NotLeader {
+                        leader: f.leader_id,
+                    }
+                }
+                e => ProposalReply::Failed(format!("remove node {id}: {e}")),
+            };
+        }
+        tracing::info!(node = id, "removed from the cluster");
+        // The node leaves the job state too, if it registered.
+        let registered = self.applied.read().unwrap().state.node(id).is_some();
+        if registered {
+            self.client_write(Command::NodeRetired {
+                at_ms: now_ms(),
+                node: id,
+            })
+            .await
+        } else {
+            ProposalReply::Done {
+                index: self.metrics().last_applied.map_or(0, |l| l.index),
+                response: Response::Done,
+            }
+        }
+    }
+
+    /// Background upkeep, every `UPKEEP_INTERVAL_MS` until shutdown: this node registers
+    /// itself in the job state once it belongs to a cluster; the leader promotes
+    /// coordinator learners while voters are fewer than wanted.
+    pub async fn upkeep(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(UPKEEP_INTERVAL_MS)) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.register_self().await {
+                tracing::debug!("registration pending: {e}");
+            }
+            if self.metrics().state == ServerState::Leader {
+                self.promote_coordinators().await;
+            }
+        }
+    }
+
+    async fn register_self(&self) -> Result<()> {
+        let m = self.metrics();
+        if self.cluster_id().is_none()
+            || m.membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_none()
+        {
+            return Ok(());
+        }
+        let wanted = NodeInfo {
+            id: self.id,
+            address: self.config.advertise.clone(),
+            role: node_role(self.config.role),
+            tags: BTreeMap::new(),
+            capacity: default_capacity(),
+        };
+        let current = self
+            .applied
+            .read()
+            .unwrap()
+            .state
+            .node(self.id)
+            .map(|n| (n.info.clone(), n.status));
+        match current {
+            Some((info, NodeStatus::Alive)) if info == wanted => Ok(()),
+            Some((_, NodeStatus::Retired)) => Ok(()),
+            _ => {
+                self.propose(Proposal::Write(Command::NodeRegistered {
+                    at_ms: now_ms(),
+                    node: wanted,
+                }))
+                .await?;
+                tracing::info!(node = self.id, "registered");
+                Ok(())
+            }
+        }
+    }
+
+    async fn promote_coordinators(&self) {
+        let m = self.metrics();
+        let membership = m.membership_config.membership().clone();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        for id in learners {
+            let coordinator = self
+                .applied
+                .read()
+                .unwrap()
+                .state
+                .node(id)
+                .is_some_and(|n| n.info.role == NodeRole::Coordinator);
+            if coordinator {
+                if let Err(e) = self.promote_if_wanted(id).await {
+                    tracing::warn!(node = id, "promotion failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Stops Raft and closes the log cleanly (sealing its last segment).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        let log = self.log.lock().unwrap().take();
+        if let Some(log) = log {
+            match Arc::try_unwrap(log) {
+                Ok(log) => {
+                    if let Err(e) = log.close() {
+                        tracing::error!("closing the log: {e}");
+                    }
+                }
+                // Raft's tasks still hold it; dropping it stops the writer after
+                // everything acknowledged is durable, only the seal is skipped.
+                Err(_) => tracing::debug!("log still shared at shutdown; not sealed"),
+            }
+        }
+    }
+}
+
+/// What a node offers until the executor measures it (next issue): one slot per CPU.
+fn default_capacity() -> Capacity {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    Capacity {
+        slots: cpus,
+        cpu_millis: cpus * 1000,
+        memory_bytes: 0,
+    }
+}
+
+fn raft_write_error(
+    what: &str,
+    e: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+) -> ServerError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            ServerError::Unavailable(format!("{what}: leadership moved; retry"))
+        }
+        e => ServerError::Raft(format!("{what}: {e}")),
+    }
+}

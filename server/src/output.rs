@@ -1,0 +1,118 @@
+//! Job output files on the node that ran the attempt: `<data-dir>/outputs/<job>/<attempt>.log`,
+//! read from an offset, optionally following the file until the attempt ends.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::api::internal::OutputBytes;
+use crate::node::Node;
+
+/// Bytes per output message.
+pub const OUTPUT_CHUNK_BYTES: usize = 64 * 1024;
+/// How often a follower of an output file looks for new bytes.
+const FOLLOW_POLL_MS: u64 = 200;
+
+/// Where the output of `attempt` of `job` lives on the node that ran it.
+pub fn output_path(data_dir: &Path, job: u64, attempt: u32) -> PathBuf {
+    data_dir
+        .join("outputs")
+        .join(job.to_string())
+        .join(format!("{attempt}.log"))
+}
+
+/// Whether `attempt` of `job` has ended in the applied state (or the job is gone).
+fn attempt_ended(node: &Node, job: u64, attempt: u32) -> bool {
+    let a = node.applied.read().unwrap();
+    match a.state.job(job) {
+        Some(j) => {
+            j.attempts
+                .iter()
+                .find(|x| x.number == attempt)
+                .is_none_or(|x| x.finished_at_ms.is_some())
+                || j.state.is_final()
+        }
+        None => true,
+    }
+}
+
+/// Streams the local output file from `offset` into `tx`; with `follow`, keeps reading
+/// until the attempt has ended and every byte was sent. A missing file is an error unless
+/// following (the attempt may not have written yet).
+pub async fn stream_local(
+    node: Arc<Node>,
+    job: u64,
+    attempt: u32,
+    mut offset: u64,
+    follow: bool,
+    tx: mpsc::Sender<Result<OutputBytes, tonic::Status>>,
+) {
+    let path = output_path(node.data_dir(), job, attempt);
+    loop {
+        // Checked before reading, so bytes written before the end are never missed.
+        let ended = attempt_ended(&node, job, attempt);
+        let p = path.clone();
+        let read = tokio::task::spawn_blocking(move || read_from(&p, offset)).await;
+        let chunks = match read {
+            Ok(Ok(chunks)) => chunks,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound && follow && !ended => {
+                Vec::new()
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = tx
+                    .send(Err(tonic::Status::not_found(format!(
+                        "no output for job {job} attempt {attempt} on node {}",
+                        node.id
+                    ))))
+                    .await;
+                return;
+            }
+            Ok(Err(e)) => {
+                let _ = tx
+                    .send(Err(tonic::Status::internal(format!(
+                        "read {}: {e}",
+                        path.display()
+                    ))))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                return;
+            }
+        };
+        let got_some = !chunks.is_empty();
+        for data in chunks {
+            let len = data.len() as u64;
+            if tx.send(Ok(OutputBytes { offset, data })).await.is_err() {
+                return;
+            }
+            offset += len;
+        }
+        if !follow || (ended && !got_some) {
+            return;
+        }
+        if !got_some {
+            tokio::time::sleep(Duration::from_millis(FOLLOW_POLL_MS)).await;
+        }
+    }
+}
+
+/// Everything in the file after `offset`, in chunks.
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    loop {
+        let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        buf.truncate(n);
+        out.push(buf);
+    }
+}

@@ -1,0 +1,182 @@
+//! Raft over gRPC, server side: the internal `Peer` service.
+
+use std::sync::Arc;
+
+use cathedral_consensus::raft::TypeConfig;
+use cathedral_storage::{Chunk, ChunkReceiver, ReceiverLimits};
+use openraft::error::Fatal;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
+use openraft::{Snapshot, SnapshotMeta, Vote};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::api::internal::peer_server::Peer;
+use crate::api::internal::{
+    FetchOutputRequest, JoinReply, JoinRequest, OutputBytes, RaftReply, RaftRequest, SnapshotChunk,
+};
+use crate::node::{Node, Proposal, ProposalReply};
+use crate::transport::{decode, encode};
+
+pub struct PeerService {
+    pub node: Arc<Node>,
+}
+
+impl PeerService {
+    /// Refuses a request meant for another node (a stale address).
+    fn check_target(&self, target: u64) -> Result<(), Status> {
+        if target != self.node.id {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not {target}",
+                self.node.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn bad(e: String) -> Status {
+    Status::invalid_argument(e)
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        self.check_target(req.target)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.body).map_err(bad)?;
+        let result = self.node.raft.append_entries(rpc).await;
+        Ok(Response::new(RaftReply {
+            body: encode(&result),
+        }))
+    }
+
+    async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        self.check_target(req.target)?;
+        let rpc: VoteRequest<u64> = decode(&req.body).map_err(bad)?;
+        let result = self.node.raft.vote(rpc).await;
+        Ok(Response::new(RaftReply {
+            body: encode(&result),
+        }))
+    }
+
+    /// Receives a snapshot into the file Raft's state machine hands out, checking every
+    /// chunk's offset and CRC and then the whole file's checksum, and only then asks Raft to
+    /// install it. A broken transfer installs nothing.
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        self.check_target(first.target)?;
+        let header = first
+            .header
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first chunk carries no header"))?;
+        let vote: Vote<u64> = decode(&header.vote).map_err(bad)?;
+        let meta: SnapshotMeta<u64, openraft::BasicNode> = decode(&header.meta).map_err(bad)?;
+        let file = self
+            .node
+            .raft
+            .begin_receiving_snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let file = file.into_std().await;
+        // The state machine created the file; its path is only used to remove it on error.
+        let path = file_path(&file);
+        let mut rx = ChunkReceiver::into_file(file, path.clone(), ReceiverLimits::default());
+        let mut next = Some(first);
+        while let Some(c) = next.take() {
+            let chunk = Chunk {
+                offset: c.offset,
+                total_bytes: c.total_bytes,
+                data: c.data,
+                crc: c.crc,
+            };
+            tokio::task::block_in_place(|| rx.accept(&chunk))
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            next = match stream.next().await {
+                Some(Ok(c)) => Some(c),
+                Some(Err(s)) => return Err(s),
+                None => None,
+            };
+        }
+        let info = tokio::task::block_in_place(|| rx.finish_in_place())
+            .map_err(|e| Status::invalid_argument(format!("snapshot rejected: {e}")))?;
+        let file = tokio::fs::File::open(&info.path)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes = info.file_bytes,
+            "snapshot received; installing"
+        );
+        let result: Result<SnapshotResponse<u64>, Fatal<u64>> = self
+            .node
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: Box::new(file),
+                },
+            )
+            .await;
+        Ok(Response::new(RaftReply {
+            body: encode(&result),
+        }))
+    }
+
+    async fn forward(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        self.check_target(req.target)?;
+        let proposal: Proposal = decode(&req.body).map_err(bad)?;
+        let reply = match self.node.raft.current_leader().await {
+            Some(l) if l == self.node.id => self.node.execute(&proposal).await,
+            leader => ProposalReply::NotLeader { leader },
+        };
+        Ok(Response::new(RaftReply {
+            body: encode(&reply),
+        }))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        Ok(Response::new(self.node.join(req.into_inner()).await?))
+    }
+
+    type FetchOutputStream = tokio_stream::wrappers::ReceiverStream<Result<OutputBytes, Status>>;
+
+    async fn fetch_output(
+        &self,
+        req: Request<FetchOutputRequest>,
+    ) -> Result<Response<Self::FetchOutputStream>, Status> {
+        let req = req.into_inner();
+        self.check_target(req.target)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(crate::output::stream_local(
+            self.node.clone(),
+            req.job_id,
+            req.attempt,
+            req.offset,
+            req.follow,
+            tx,
+        ));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+}
+
+/// The path of an open file, read back from /proc (Linux).
+fn file_path(file: &std::fs::File) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .unwrap_or_else(|_| std::path::PathBuf::from("(received snapshot)"))
+}

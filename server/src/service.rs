@@ -1,0 +1,433 @@
+//! The public gRPC API: `JobService` and `ClusterService`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cathedral_consensus::{hex, Command, JobId, Response as Applied};
+use openraft::ServerState;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::api::internal::FetchOutputRequest;
+use crate::api::v1 as pb;
+use crate::api::v1::cluster_service_server::ClusterService;
+use crate::api::v1::job_service_server::JobService;
+use crate::convert::{
+    job_to_pb, outcome_to_pb, spec_from_pb, state_from_pb, state_to_pb, workflow_jobs_from_pb,
+};
+use crate::error::ServerError;
+use crate::node::{Node, Proposal};
+
+/// ListJobs page size when the request leaves it at 0.
+pub const LIST_PAGE_SIZE_DEFAULT: u32 = 100;
+/// Largest ListJobs page.
+pub const LIST_PAGE_SIZE_MAX: u32 = 1000;
+/// Largest cancellation reason.
+pub const CANCEL_REASON_BYTES_MAX: usize = 1024;
+/// How long TriggerSnapshot waits for the snapshot to be written.
+pub const SNAPSHOT_WAIT_MS: u64 = 60_000;
+
+#[derive(Clone)]
+pub struct Api {
+    pub node: Arc<Node>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Api {
+    fn job(&self, id: JobId) -> Result<pb::Job, Status> {
+        let a = self.node.applied.read().unwrap();
+        a.state
+            .job(id)
+            .map(job_to_pb)
+            .ok_or_else(|| ServerError::NotFound { what: "job", id }.into())
+    }
+
+    /// The event describing job `id` now, and whether it has ended.
+    fn event(&self, id: JobId) -> Option<(pb::JobEvent, bool)> {
+        let a = self.node.applied.read().unwrap();
+        let j = a.state.job(id)?;
+        let cur = j.attempts.last();
+        Some((
+            pb::JobEvent {
+                job_id: id,
+                state: state_to_pb(j.state) as i32,
+                attempt: cur.map_or(0, |c| c.number),
+                node_id: cur.map_or(0, |c| c.node),
+                reason: j.reason.clone().unwrap_or_default(),
+                index: a.last_applied.map_or(0, |l| l.index),
+                outcome: cur.and_then(|c| c.outcome.as_ref()).map(outcome_to_pb),
+            },
+            j.state.is_final(),
+        ))
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl JobService for Api {
+    async fn submit_job(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let spec = spec_from_pb(req.into_inner().spec, "spec")?;
+        let cmd = Command::SubmitJobs {
+            at_ms: now_ms(),
+            jobs: vec![spec],
+        };
+        match self.node.propose(Proposal::Write(cmd)).await? {
+            (index, Applied::Submitted { jobs }) if jobs.len() == 1 => {
+                Ok(Response::new(pb::SubmitJobResponse {
+                    job_id: jobs[0],
+                    index,
+                }))
+            }
+            (_, other) => Err(Status::internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn submit_workflow(
+        &self,
+        req: Request<pb::SubmitWorkflowRequest>,
+    ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
+        let req = req.into_inner();
+        let cmd = Command::SubmitWorkflow {
+            at_ms: now_ms(),
+            name: req.name,
+            jobs: workflow_jobs_from_pb(req.jobs)?,
+        };
+        match self.node.propose(Proposal::Write(cmd)).await? {
+            (index, Applied::WorkflowSubmitted { workflow, jobs }) => {
+                Ok(Response::new(pb::SubmitWorkflowResponse {
+                    workflow_id: workflow,
+                    job_ids: jobs.into_iter().collect(),
+                    index,
+                }))
+            }
+            (_, other) => Err(Status::internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        Ok(Response::new(self.job(req.into_inner().job_id)?))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let req = req.into_inner();
+        let state = state_from_pb(req.state)?;
+        let size = match req.page_size {
+            0 => LIST_PAGE_SIZE_DEFAULT,
+            n if n > LIST_PAGE_SIZE_MAX => {
+                return Err(ServerError::invalid(
+                    "page_size",
+                    format!("{n} exceeds LIST_PAGE_SIZE_MAX {LIST_PAGE_SIZE_MAX}"),
+                )
+                .into())
+            }
+            n => n,
+        } as usize;
+        let from: JobId = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse()
+                .map_err(|_| ServerError::invalid("page_token", "not a token this API returned"))?
+        };
+        let a = self.node.applied.read().unwrap();
+        let mut matching = a
+            .state
+            .jobs()
+            .filter(|j| j.id >= from)
+            .filter(|j| state.is_none_or(|s| j.state == s))
+            .filter(|j| j.spec.name.starts_with(&req.name_prefix))
+            .filter(|j| {
+                req.node_id == 0 || j.attempts.last().is_some_and(|x| x.node == req.node_id)
+            });
+        let jobs: Vec<pb::Job> = matching.by_ref().take(size).map(job_to_pb).collect();
+        let next_page_token = matching.next().map_or(String::new(), |j| j.id.to_string());
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs,
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let req = req.into_inner();
+        if req.reason.len() > CANCEL_REASON_BYTES_MAX {
+            return Err(ServerError::invalid(
+                "reason",
+                format!("longer than CANCEL_REASON_BYTES_MAX ({CANCEL_REASON_BYTES_MAX} bytes)"),
+            )
+            .into());
+        }
+        let job = self.job(req.job_id)?;
+        if state_from_pb(job.state)?.is_some_and(|s| s.is_final()) {
+            return Ok(Response::new(pb::CancelJobResponse { job: Some(job) }));
+        }
+        let reason = if req.reason.is_empty() {
+            "cancelled by request".to_string()
+        } else {
+            req.reason
+        };
+        self.node
+            .propose(Proposal::Write(Command::CancelJob {
+                at_ms: now_ms(),
+                job: req.job_id,
+                reason,
+            }))
+            .await?;
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(self.job(req.job_id)?),
+        }))
+    }
+
+    type WatchJobStream = Stream<pb::JobEvent>;
+
+    async fn watch_job(
+        &self,
+        req: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let id = req.into_inner().job_id;
+        let (first, ended) = self
+            .event(id)
+            .ok_or(ServerError::NotFound { what: "job", id })?;
+        let (tx, rx) = mpsc::channel(16);
+        let api = self.clone();
+        let mut metrics = self.node.raft.metrics();
+        tokio::spawn(async move {
+            let mut last = (first.state, first.attempt);
+            if tx.send(Ok(first)).await.is_err() || ended {
+                return;
+            }
+            // Every applied batch moves the metrics; compare the job after each.
+            while metrics.changed().await.is_ok() {
+                let Some((ev, ended)) = api.event(id) else {
+                    return;
+                };
+                if (ev.state, ev.attempt) != last {
+                    last = (ev.state, ev.attempt);
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                if ended {
+                    return;
+                }
+            }
+            let _ = tx
+                .send(Err(Status::unavailable("the node is shutting down")))
+                .await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type GetJobOutputStream = Stream<pb::OutputChunk>;
+
+    async fn get_job_output(
+        &self,
+        req: Request<pb::GetJobOutputRequest>,
+    ) -> Result<Response<Self::GetJobOutputStream>, Status> {
+        let req = req.into_inner();
+        let (attempt, node) = {
+            let a = self.node.applied.read().unwrap();
+            let job = a.state.job(req.job_id).ok_or(ServerError::NotFound {
+                what: "job",
+                id: req.job_id,
+            })?;
+            let at = if req.attempt == 0 {
+                job.attempts.last()
+            } else {
+                job.attempts.iter().find(|x| x.number == req.attempt)
+            };
+            let at = at.ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "job {} has no attempt {}",
+                    req.job_id,
+                    if req.attempt == 0 {
+                        "yet".to_string()
+                    } else {
+                        req.attempt.to_string()
+                    }
+                ))
+            })?;
+            (at.number, at.node)
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let (inner_tx, mut inner_rx) = mpsc::channel(8);
+        if node == self.node.id {
+            tokio::spawn(crate::output::stream_local(
+                self.node.clone(),
+                req.job_id,
+                attempt,
+                0,
+                req.follow,
+                inner_tx,
+            ));
+        } else {
+            let addr = self.node.address_of(node).ok_or_else(|| {
+                Status::unavailable(format!(
+                    "node {node}, which ran the attempt, is not a member"
+                ))
+            })?;
+            let mut client = self
+                .node
+                .peers
+                .client(node, &addr)
+                .map_err(Status::unavailable)?;
+            let mut stream = client
+                .fetch_output(FetchOutputRequest {
+                    target: node,
+                    job_id: req.job_id,
+                    attempt,
+                    offset: 0,
+                    follow: req.follow,
+                })
+                .await?
+                .into_inner();
+            tokio::spawn(async move {
+                use tokio_stream::StreamExt;
+                while let Some(item) = stream.next().await {
+                    if inner_tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        tokio::spawn(async move {
+            while let Some(item) = inner_rx.recv().await {
+                let out = item.map(|b| pb::OutputChunk {
+                    offset: b.offset,
+                    data: b.data,
+                });
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for Api {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let leading = m.state == ServerState::Leader;
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| {
+                let me = *id == self.node.id;
+                pb::Member {
+                    id: *id,
+                    address: n.addr.clone(),
+                    role: if voters.contains(id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
+                    last_contact_ms: (leading && !me)
+                        .then(|| {
+                            self.node
+                                .peers
+                                .since_contact(*id)
+                                .map(|d| d.as_millis() as u64)
+                        })
+                        .flatten()
+                        .or((leading && me).then_some(0)),
+                    matched_index: m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index),
+                }
+            })
+            .collect();
+        let (applied_index, state_hash, jobs) = {
+            let a = self.node.applied.read().unwrap();
+            (
+                a.last_applied.map_or(0, |l| l.index),
+                hex(&a.state.hash()),
+                a.state.jobs().count() as u64,
+            )
+        };
+        let leader_id = m.current_leader.unwrap_or(0);
+        Ok(Response::new(pb::StatusResponse {
+            node_id: self.node.id,
+            cluster_id: self.node.cluster_id().unwrap_or_default(),
+            leader_id,
+            leader_address: m
+                .current_leader
+                .and_then(|l| self.node.address_of(l))
+                .unwrap_or_default(),
+            term: m.current_term,
+            commit_index: self.node.committed_index(),
+            applied_index,
+            state_hash,
+            members,
+            server_state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            jobs,
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let id = req.into_inner().node_id;
+        self.node.propose(Proposal::RemoveNode(id)).await?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _req: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        let target = self.node.metrics().last_applied.map_or(0, |l| l.index);
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let m = self
+            .node
+            .raft
+            .wait(Some(Duration::from_millis(SNAPSHOT_WAIT_MS)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= target),
+                "snapshot written",
+            )
+            .await
+            .map_err(|e| Status::deadline_exceeded(format!("snapshot not written: {e}")))?;
+        Ok(Response::new(pb::TriggerSnapshotResponse {
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        }))
+    }
+}

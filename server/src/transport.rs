@@ -1,0 +1,316 @@
+//! Raft over gRPC, client side: openraft's network factory, one cached channel per peer.
+//!
+//! ```text
+//!  openraft ──▶ PeerConn::append_entries / vote ──▶ Peer.AppendEntries / Peer.Vote
+//!           └─▶ PeerConn::full_snapshot ── ChunkSender ──▶ Peer.InstallSnapshot (stream)
+//! ```
+//!
+//! openraft's messages travel postcard-encoded inside `bytes` fields (compact, and the same
+//! serde encoding the log uses). Every request names its target node; the receiver refuses
+//! one meant for another id, which reaches openraft as "unreachable", as does any failure
+//! to connect.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cathedral_consensus::raft::TypeConfig;
+use cathedral_storage::ChunkSender;
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Snapshot, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::api::internal::peer_client::PeerClient;
+use crate::api::internal::{RaftRequest, SnapshotChunk, SnapshotHeader};
+
+/// Largest message between nodes: up to `max_entries_per_append` entries of up to
+/// `ENTRY_BYTES_MAX` each, with room to spare.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 512 << 20;
+/// Snapshot bytes per InstallSnapshot stream message.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+/// How long to wait for a TCP connection to a peer.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// Encodes an openraft message for a `bytes` field.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("openraft messages encode")
+}
+
+/// Decodes an openraft message from a `bytes` field.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("undecodable message: {e}"))
+}
+
+/// Cached channels to peers, and when each last answered.
+pub struct Peers {
+    pub self_id: u64,
+    channels: Mutex<HashMap<u64, (String, Channel)>>,
+    contact: Mutex<HashMap<u64, Instant>>,
+}
+
+impl Peers {
+    pub fn new(self_id: u64) -> Arc<Peers> {
+        Arc::new(Peers {
+            self_id,
+            channels: Mutex::new(HashMap::new()),
+            contact: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client for node `id` at `addr`; the channel is kept until the address changes.
+    pub fn client(&self, id: u64, addr: &str) -> Result<PeerClient<Channel>, String> {
+        let mut channels = self.channels.lock().unwrap();
+        if let Some((a, ch)) = channels.get(&id) {
+            if a == addr {
+                return Ok(peer_client(ch.clone()));
+            }
+        }
+        let ch = channel(addr)?;
+        channels.insert(id, (addr.to_string(), ch.clone()));
+        Ok(peer_client(ch))
+    }
+
+    fn contacted(&self, id: u64) {
+        self.contact.lock().unwrap().insert(id, Instant::now());
+    }
+
+    /// Time since node `id` last answered an RPC of this node.
+    pub fn since_contact(&self, id: u64) -> Option<Duration> {
+        self.contact.lock().unwrap().get(&id).map(|t| t.elapsed())
+    }
+}
+
+/// A lazily connecting channel to `addr` (`host:port`).
+pub fn channel(addr: &str) -> Result<Channel, String> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+pub fn peer_client(ch: Channel) -> PeerClient<Channel> {
+    PeerClient::new(ch)
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+}
+
+/// openraft's network factory.
+#[derive(Clone)]
+pub struct Network {
+    pub peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConn {
+        PeerConn {
+            peers: self.peers.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerConn {
+    peers: Arc<Peers>,
+    target: u64,
+    addr: String,
+}
+
+/// How a failed call reaches openraft: connection trouble and a wrong node are
+/// "unreachable" (openraft backs off), anything else a network error.
+enum CallError {
+    Unreachable(String),
+    Network(String),
+}
+
+impl CallError {
+    fn from_status(s: tonic::Status) -> CallError {
+        use tonic::Code;
+        match s.code() {
+            Code::Unavailable | Code::FailedPrecondition | Code::DeadlineExceeded => {
+                CallError::Unreachable(s.to_string())
+            }
+            _ => CallError::Network(s.to_string()),
+        }
+    }
+
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<u64, BasicNode, E> {
+        match self {
+            CallError::Unreachable(m) => {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m)))
+            }
+            CallError::Network(m) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(m)))
+            }
+        }
+    }
+
+    fn into_streaming(self) -> StreamingError<TypeConfig, Fatal<u64>> {
+        match self {
+            CallError::Unreachable(m) => {
+                StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m)))
+            }
+            CallError::Network(m) => {
+                StreamingError::Network(NetworkError::new(&std::io::Error::other(m)))
+            }
+        }
+    }
+}
+
+impl PeerConn {
+    fn client(&self) -> Result<PeerClient<Channel>, CallError> {
+        self.peers
+            .client(self.target, &self.addr)
+            .map_err(CallError::Unreachable)
+    }
+
+    fn request<T: Serialize>(&self, body: &T, ttl: Duration) -> tonic::Request<RaftRequest> {
+        let mut req = tonic::Request::new(RaftRequest {
+            target: self.target,
+            from: self.peers.self_id,
+            body: encode(body),
+        });
+        req.set_timeout(ttl);
+        req
+    }
+
+    /// Sends one unary Raft RPC and decodes the remote `Result`.
+    async fn unary<Req, Resp, E, F, Fut>(
+        &self,
+        rpc: Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        F: FnOnce(PeerClient<Channel>, tonic::Request<RaftRequest>) -> Fut,
+        Fut: Future<
+            Output = Result<tonic::Response<crate::api::internal::RaftReply>, tonic::Status>,
+        >,
+    {
+        let client = self.client().map_err(CallError::into_rpc)?;
+        let reply = call(client, self.request(&rpc, option.hard_ttl()))
+            .await
+            .map_err(|s| CallError::from_status(s).into_rpc())?;
+        self.peers.contacted(self.target);
+        let result: Result<Resp, E> =
+            decode(&reply.get_ref().body).map_err(|m| CallError::Network(m).into_rpc::<E>())?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.unary(
+            rpc,
+            &option,
+            |mut c, r| async move { c.append_entries(r).await },
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.unary(rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+
+    /// Never called: [`full_snapshot`](Self::full_snapshot) below replaces openraft's
+    /// chunk-per-RPC transfer with one stream. openraft 0.9 still requires the method.
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        Err(CallError::Network(
+            "snapshots are sent with Peer.InstallSnapshot streams (full_snapshot)".into(),
+        )
+        .into_rpc())
+    }
+
+    /// Streams the snapshot file in CRC-checked chunks (the storage crate's transfer); the
+    /// receiver verifies the whole file before Raft installs it.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<u64>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
+        let mut client = self.client().map_err(CallError::into_streaming)?;
+        let name = PathBuf::from(format!("snapshot {}", snapshot.meta.snapshot_id));
+        let file = snapshot.snapshot.into_std().await;
+        let mut sender = ChunkSender::from_file(file, &name, SNAPSHOT_CHUNK_BYTES)
+            .map_err(|e| CallError::Network(e.to_string()).into_streaming())?;
+        let header = SnapshotHeader {
+            vote: encode(&vote),
+            meta: encode(&snapshot.meta),
+        };
+        let (target, from) = (self.target, self.peers.self_id);
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        // Reading the file is blocking I/O: a blocking task feeds the stream.
+        let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut header = Some(header);
+            while let Some(c) = sender.next_chunk().map_err(|e| e.to_string())? {
+                let msg = SnapshotChunk {
+                    target,
+                    from,
+                    header: header.take(),
+                    offset: c.offset,
+                    total_bytes: c.total_bytes,
+                    data: c.data,
+                    crc: c.crc,
+                };
+                if tx.blocking_send(msg).is_err() {
+                    break; // the call ended early; its status says why
+                }
+            }
+            Ok(())
+        });
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // The whole transfer may take longer than one RPC; give it a generous deadline.
+        req.set_timeout(option.hard_ttl().max(Duration::from_secs(600)));
+        let reply = tokio::select! {
+            r = client.install_snapshot(req) => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let produced = producer
+            .await
+            .map_err(|e| CallError::Network(e.to_string()).into_streaming())?;
+        let reply = reply.map_err(|s| CallError::from_status(s).into_streaming())?;
+        produced.map_err(|e| CallError::Network(e).into_streaming())?;
+        self.peers.contacted(self.target);
+        let result: Result<SnapshotResponse<u64>, Fatal<u64>> =
+            decode(&reply.get_ref().body).map_err(|m| CallError::Network(m).into_streaming())?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}

@@ -1,0 +1,483 @@
+//! `cathedral`: the client CLI. See `cathedral --help`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cathedral_server::api::v1 as pb;
+use cathedral_tools::client::{self, exit, CliError, DEFAULT_SERVER};
+use cathedral_tools::{parse, render, workflow};
+use clap::{CommandFactory, Parser, Subcommand};
+use tokio_stream::StreamExt;
+
+#[derive(Parser)]
+#[command(
+    name = "cathedral",
+    version,
+    about = "Submit and inspect jobs and workflows on a Cathedral cluster."
+)]
+struct Cli {
+    /// Any node's gRPC address.
+    #[arg(long, global = true, env = "CATHEDRAL_ADDR", default_value = DEFAULT_SERVER)]
+    server: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Submit a job; prints its id once the cluster committed it.
+    Submit(SubmitArgs),
+    /// Show one job.
+    Status {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs (every page), oldest first.
+    List {
+        /// pending, assigned, running, succeeded, failed, cancelled or timed_out.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        name_prefix: Option<String>,
+        /// Jobs whose latest attempt is on this node.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Stop after this many jobs.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job (and the jobs that depend on it).
+    Cancel {
+        id: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job attempt's output.
+    Logs {
+        id: u64,
+        /// Attempt number (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+        /// Keep printing until the attempt ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Wait for a job to end; exit code 0 only when it succeeded.
+    Wait {
+        id: u64,
+        /// Give up after this long (exit code 1).
+        #[arg(long)]
+        timeout: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every state change of a job until it ends.
+    Watch {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Workflows (DAGs of jobs).
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCmd,
+    },
+    /// The cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+    /// Snapshots of the replicated state.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args)]
+struct SubmitArgs {
+    /// Job name [default: the program's file name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Time limit per attempt (30s, 5m, 0 for none).
+    #[arg(long, default_value = "30s")]
+    timeout: String,
+    /// Retries after a failed first attempt.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// Run only on nodes carrying this tag (key=value); repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Environment variable for the job (KEY=VALUE); repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// CPU to reserve: cores (0.5) or millicores (500m).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory to reserve (512M, 2G).
+    #[arg(long)]
+    memory: Option<String>,
+    /// A job that must succeed first; repeatable.
+    #[arg(long = "depends-on", value_name = "ID")]
+    depends_on: Vec<u64>,
+    /// Submitting again with the same key returns the first job instead of a new one.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    priority: i32,
+    #[arg(long)]
+    json: bool,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum WorkflowCmd {
+    /// Submit a workflow file (YAML, or JSON by the .json extension).
+    Submit {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Leader, term, indexes, state hash and members, as the node asked sees them.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Write a snapshot now on the node asked; prints the index it covers.
+    Trigger {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "cathedral",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cathedral: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cathedral: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values print")
+    );
+}
+
+async fn run(cli: Cli) -> Result<u8, CliError> {
+    // Input mistakes are reported before anything is sent.
+    let spec = match &cli.command {
+        Cmd::Submit(a) => Some(submit_spec(a.command.clone(), a)?),
+        _ => None,
+    };
+    let ch = client::connect(&cli.server).await?;
+    let mut jobs = client::jobs(ch.clone());
+    match cli.command {
+        Cmd::Submit(a) => {
+            let r = jobs
+                .submit_job(pb::SubmitJobRequest { spec })
+                .await?
+                .into_inner();
+            if a.json {
+                print_json(&serde_json::json!({"job_id": r.job_id, "index": r.index}));
+            } else {
+                println!("{}", r.job_id);
+            }
+        }
+        Cmd::Status { id, json } => {
+            let j = jobs
+                .get_job(pb::GetJobRequest { job_id: id })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&render::job_json(&j));
+            } else {
+                print!("{}", render::job_text(&j));
+            }
+        }
+        Cmd::List {
+            state,
+            name_prefix,
+            node,
+            limit,
+            json,
+        } => {
+            let state = match state {
+                Some(s) => render::state_from_name(&s)
+                    .ok_or_else(|| CliError::invalid(format!("unknown state {s:?}")))?
+                    as i32,
+                None => 0,
+            };
+            let limit = limit.unwrap_or(usize::MAX);
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = jobs
+                    .list_jobs(pb::ListJobsRequest {
+                        state,
+                        name_prefix: name_prefix.clone().unwrap_or_default(),
+                        node_id: node.unwrap_or(0),
+                        page_size: cathedral_server::LIST_PAGE_SIZE_MAX,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(page.jobs);
+                token = page.next_page_token;
+                if token.is_empty() || all.len() >= limit {
+                    break;
+                }
+            }
+            all.truncate(limit);
+            if json {
+                print_json(&serde_json::Value::Array(
+                    all.iter().map(render::job_json).collect(),
+                ));
+            } else {
+                let mut out = std::io::stdout().lock();
+                for j in &all {
+                    let _ = writeln!(out, "{}", render::job_line(j));
+                }
+            }
+        }
+        Cmd::Cancel { id, reason, json } => {
+            let r = jobs
+                .cancel_job(pb::CancelJobRequest { job_id: id, reason })
+                .await?
+                .into_inner();
+            let j = r.job.unwrap_or_default();
+            if json {
+                print_json(&render::job_json(&j));
+            } else {
+                println!("job {}: {}", j.id, render::state_name(j.state));
+            }
+        }
+        Cmd::Logs {
+            id,
+            attempt,
+            follow,
+        } => {
+            let mut s = jobs
+                .get_job_output(pb::GetJobOutputRequest {
+                    job_id: id,
+                    attempt,
+                    follow,
+                })
+                .await?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = s.next().await {
+                let chunk = chunk?;
+                out.write_all(&chunk.data)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| CliError::new(exit::FAILED, format!("stdout: {e}")))?;
+            }
+        }
+        Cmd::Wait { id, timeout, json } => {
+            let deadline = timeout
+                .as_deref()
+                .map(parse::duration_ms)
+                .transpose()
+                .map_err(CliError::invalid)?;
+            let watch = wait_for_end(&mut jobs, id);
+            let last = match deadline {
+                Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), watch)
+                    .await
+                    .map_err(|_| {
+                        CliError::new(
+                            exit::FAILED,
+                            format!("job {id} still running after {ms} ms"),
+                        )
+                    })??,
+                None => watch.await?,
+            };
+            if json {
+                print_json(&render::event_json(&last));
+            } else {
+                println!("{}", render::event_text(&last));
+            }
+            if last.state != pb::JobState::Succeeded as i32 {
+                return Ok(exit::FAILED);
+            }
+        }
+        Cmd::Watch { id, json } => {
+            let mut s = jobs
+                .watch_job(pb::WatchJobRequest { job_id: id })
+                .await?
+                .into_inner();
+            while let Some(ev) = s.next().await {
+                let ev = ev?;
+                if json {
+                    println!("{}", render::event_json(&ev));
+                } else {
+                    println!("{}", render::event_text(&ev));
+                }
+            }
+        }
+        Cmd::Workflow {
+            command: WorkflowCmd::Submit { file, json },
+        } => {
+            let req = workflow::load(&file).map_err(CliError::invalid)?;
+            let r = jobs.submit_workflow(req).await?.into_inner();
+            if json {
+                print_json(&serde_json::json!({
+                    "workflow_id": r.workflow_id,
+                    "job_ids": r.job_ids,
+                    "index": r.index,
+                }));
+            } else {
+                println!("workflow {}", r.workflow_id);
+                let mut ids: Vec<_> = r.job_ids.into_iter().collect();
+                ids.sort_by_key(|(_, id)| *id);
+                for (key, id) in ids {
+                    println!("  {id:>8}  {key}");
+                }
+            }
+        }
+        Cmd::Cluster { command } => {
+            let mut cluster = client::cluster(ch);
+            match command {
+                ClusterCmd::Status { json } => {
+                    let s = cluster.status(pb::StatusRequest {}).await?.into_inner();
+                    if json {
+                        print_json(&render::status_json(&s));
+                    } else {
+                        print!("{}", render::status_text(&s));
+                    }
+                }
+                ClusterCmd::RemoveNode { id } => {
+                    cluster
+                        .remove_node(pb::RemoveNodeRequest { node_id: id })
+                        .await?;
+                    println!("node {id} removed");
+                }
+            }
+        }
+        Cmd::Snapshot {
+            command: SnapshotCmd::Trigger { json },
+        } => {
+            let mut cluster = client::cluster(ch);
+            let r = cluster
+                .trigger_snapshot(pb::TriggerSnapshotRequest {})
+                .await?
+                .into_inner();
+            if json {
+                print_json(&serde_json::json!({"snapshot_index": r.snapshot_index}));
+            } else {
+                println!("snapshot at index {}", r.snapshot_index);
+            }
+        }
+        Cmd::Completions { .. } => unreachable!("handled before connecting"),
+    }
+    Ok(0)
+}
+
+/// The last event of job `id` (the one in which it ended).
+async fn wait_for_end(
+    jobs: &mut cathedral_server::api::v1::job_service_client::JobServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: u64,
+) -> Result<pb::JobEvent, CliError> {
+    let mut s = jobs
+        .watch_job(pb::WatchJobRequest { job_id: id })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(ev) = s.next().await {
+        last = Some(ev?);
+    }
+    last.ok_or_else(|| CliError::new(exit::UNAVAILABLE, "the watch ended without an event"))
+}
+
+fn submit_spec(command: Vec<String>, a: &SubmitArgs) -> Result<pb::JobSpec, CliError> {
+    if command.is_empty() {
+        return Err(CliError::invalid(
+            "no command given; put it after --, e.g. cathedral submit -- echo hello",
+        ));
+    }
+    let kv = |v: &[String]| -> Result<std::collections::HashMap<String, String>, CliError> {
+        v.iter()
+            .map(|s| parse::key_value(s).map_err(CliError::invalid))
+            .collect()
+    };
+    let name = a.name.clone().unwrap_or_else(|| {
+        std::path::Path::new(&command[0])
+            .file_name()
+            .map_or(command[0].clone(), |n| n.to_string_lossy().into_owned())
+    });
+    Ok(pb::JobSpec {
+        name,
+        command,
+        env: kv(&a.env)?,
+        cpu_millis: a
+            .cpu
+            .as_deref()
+            .map(parse::cpu_millis)
+            .transpose()
+            .map_err(CliError::invalid)?
+            .unwrap_or(0),
+        memory_bytes: a
+            .memory
+            .as_deref()
+            .map(parse::bytes)
+            .transpose()
+            .map_err(CliError::invalid)?
+            .unwrap_or(0),
+        constraints: kv(&a.tags)?,
+        timeout_ms: Some(parse::duration_ms(&a.timeout).map_err(CliError::invalid)?),
+        retry: Some(pb::RetryPolicy {
+            max_attempts: a.retries.saturating_add(1),
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 60_000,
+            multiplier_milli: 2000,
+        }),
+        priority: a.priority,
+        depends_on: a.depends_on.clone(),
+        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+        sandbox: pb::Sandbox::Default as i32,
+    })
+}

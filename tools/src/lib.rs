@@ -1,0 +1,13 @@
+//! Cathedral's command-line tools.
+//!
+//! # Layout
+//!
+//! - `client`: connecting to a server, and how gRPC errors become one line and an exit code.
+//! - `parse`: durations, sizes, CPU amounts and `key=value` pairs given on the command line.
+//! - `workflow`: workflow files (YAML or JSON) into a SubmitWorkflow request.
+//! - `render`: jobs, events and cluster status as text or JSON.
+
+pub mod client;
+pub mod parse;
+pub mod render;
+pub mod workflow;

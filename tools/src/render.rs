@@ -1,0 +1,207 @@
+//! Jobs, events and cluster status as text for people or JSON for programs.
+
+use cathedral_server::api::v1 as pb;
+use serde_json::{json, Value};
+
+pub fn state_name(v: i32) -> &'static str {
+    match pb::JobState::try_from(v) {
+        Ok(pb::JobState::Pending) => "pending",
+        Ok(pb::JobState::Assigned) => "assigned",
+        Ok(pb::JobState::Running) => "running",
+        Ok(pb::JobState::Succeeded) => "succeeded",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        Ok(pb::JobState::TimedOut) => "timed_out",
+        _ => "unknown",
+    }
+}
+
+/// Parses a state name as `list --state` takes it.
+pub fn state_from_name(s: &str) -> Option<pb::JobState> {
+    Some(match s.replace('-', "_").as_str() {
+        "pending" => pb::JobState::Pending,
+        "assigned" => pb::JobState::Assigned,
+        "running" => pb::JobState::Running,
+        "succeeded" => pb::JobState::Succeeded,
+        "failed" => pb::JobState::Failed,
+        "cancelled" => pb::JobState::Cancelled,
+        "timed_out" => pb::JobState::TimedOut,
+        _ => return None,
+    })
+}
+
+fn exit_json(o: &pb::Outcome) -> Value {
+    use pb::outcome::Exit;
+    let exit = match o.exit {
+        Some(Exit::Code(c)) => json!({"code": c}),
+        Some(Exit::Signal(s)) => json!({"signal": s}),
+        Some(Exit::TimedOut(_)) => json!("timed_out"),
+        Some(Exit::Lost(_)) => json!("lost"),
+        None => Value::Null,
+    };
+    json!({
+        "exit": exit,
+        "duration_ms": o.duration_ms,
+        "output_tail": String::from_utf8_lossy(&o.output_tail),
+    })
+}
+
+pub fn job_json(j: &pb::Job) -> Value {
+    let spec = j.spec.clone().unwrap_or_default();
+    json!({
+        "id": j.id,
+        "name": spec.name,
+        "state": state_name(j.state),
+        "reason": j.reason,
+        "command": spec.command,
+        "submitted_at_ms": j.submitted_at_ms,
+        "timeout_ms": spec.timeout_ms,
+        "max_attempts": spec.retry.map(|r| r.max_attempts),
+        "constraints": spec.constraints,
+        "depends_on": spec.depends_on,
+        "dependents": j.dependents,
+        "workflow_id": (j.workflow_id != 0).then_some(j.workflow_id),
+        "idempotency_key": (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
+        "attempts": j.attempts.iter().map(|a| json!({
+            "number": a.number,
+            "node_id": a.node_id,
+            "assigned_at_ms": a.assigned_at_ms,
+            "started_at_ms": a.started_at_ms,
+            "finished_at_ms": a.finished_at_ms,
+            "outcome": a.outcome.as_ref().map(exit_json),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn job_text(j: &pb::Job) -> String {
+    let spec = j.spec.clone().unwrap_or_default();
+    let mut s = format!(
+        "job {}  {}\n  state:    {}{}\n  command:  {}\n",
+        j.id,
+        spec.name,
+        state_name(j.state),
+        if j.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", j.reason)
+        },
+        shell_words(&spec.command),
+    );
+    if !spec.depends_on.is_empty() {
+        s += &format!("  after:    {:?}\n", spec.depends_on);
+    }
+    if j.workflow_id != 0 {
+        s += &format!("  workflow: {}\n", j.workflow_id);
+    }
+    for a in &j.attempts {
+        let outcome = a.outcome.as_ref().map_or("in flight".to_string(), |o| {
+            exit_json(o)["exit"].to_string()
+        });
+        s += &format!("  attempt {} on node {}: {outcome}\n", a.number, a.node_id);
+    }
+    s
+}
+
+pub fn job_line(j: &pb::Job) -> String {
+    let spec = j.spec.clone().unwrap_or_default();
+    format!(
+        "{:>8}  {:<10}  {:<24}  {}",
+        j.id,
+        state_name(j.state),
+        spec.name,
+        shell_words(&spec.command)
+    )
+}
+
+pub fn event_json(e: &pb::JobEvent) -> Value {
+    json!({
+        "job_id": e.job_id,
+        "state": state_name(e.state),
+        "attempt": e.attempt,
+        "node_id": e.node_id,
+        "reason": e.reason,
+        "index": e.index,
+        "outcome": e.outcome.as_ref().map(exit_json),
+    })
+}
+
+pub fn event_text(e: &pb::JobEvent) -> String {
+    let mut s = format!("job {}: {}", e.job_id, state_name(e.state));
+    if e.attempt > 0 {
+        s += &format!(" (attempt {} on node {})", e.attempt, e.node_id);
+    }
+    if !e.reason.is_empty() {
+        s += &format!(": {}", e.reason);
+    }
+    s
+}
+
+pub fn status_json(s: &pb::StatusResponse) -> Value {
+    json!({
+        "node_id": s.node_id,
+        "cluster_id": s.cluster_id,
+        "server_state": s.server_state,
+        "leader_id": (s.leader_id != 0).then_some(s.leader_id),
+        "leader_address": s.leader_address,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "state_hash": s.state_hash,
+        "snapshot_index": s.snapshot_index,
+        "purged_index": s.purged_index,
+        "jobs": s.jobs,
+        "members": s.members.iter().map(|m| json!({
+            "id": m.id,
+            "address": m.address,
+            "role": m.role,
+            "last_contact_ms": m.last_contact_ms,
+            "matched_index": m.matched_index,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn status_text(s: &pb::StatusResponse) -> String {
+    let mut t = format!(
+        "cluster {}\nnode {} ({})\nleader {} at {}, term {}\ncommit index {}, applied {}, snapshot {}, purged {}\nstate hash {}\njobs {}\n\nMEMBER                ROLE     ADDRESS                LAST CONTACT  MATCHED\n",
+        s.cluster_id,
+        s.node_id,
+        s.server_state,
+        if s.leader_id == 0 { "none".to_string() } else { s.leader_id.to_string() },
+        if s.leader_address.is_empty() { "-" } else { &s.leader_address },
+        s.term,
+        s.commit_index,
+        s.applied_index,
+        s.snapshot_index,
+        s.purged_index,
+        s.state_hash,
+        s.jobs,
+    );
+    for m in &s.members {
+        t += &format!(
+            "{:<20}  {:<7}  {:<21}  {:>12}  {}\n",
+            m.id,
+            m.role,
+            m.address,
+            m.last_contact_ms.map_or("-".into(), |c| format!("{c} ms")),
+            m.matched_index.map_or("-".into(), |i| i.to_string()),
+        );
+    }
+    t
+}
+
+/// argv as a shell would show it.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
