@@ -3,12 +3,17 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Log filter unless `CATHEDRAL_LOG` says otherwise. openraft reports every failed
+/// replication attempt to a down peer several times a second; `cluster status` shows
+/// the same (last contact, matched index) without flooding the log.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
+
 fn main() -> std::process::ExitCode {
     let args = cathedral_server::Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("CATHEDRAL_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -483,7 +483,16 @@ impl Node {
     }
 
     async fn client_write(&self, cmd: Command) -> ProposalReply {
-        match self.raft.client_write(cmd).await {
+        // A leader cut off from its quorum keeps waiting for a commit that does not come;
+        // the caller hears of it after the write timeout.
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let Ok(written) = tokio::time::timeout(timeout, self.raft.client_write(cmd)).await else {
+            return ProposalReply::Failed(format!(
+                "not committed within {} ms; a majority of voters may be down (the write may still be applied once they return)",
+                self.config.write_timeout_ms
+            ));
+        };
+        match written {
             Ok(r) => ProposalReply::Done {
                 index: r.log_id.index,
                 response: r.data,

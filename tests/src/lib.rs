@@ -1,1 +1,255 @@
+//! The harness of Cathedral's black-box tests: starts real `cathedral-server` processes on
+//! free loopback ports with temporary data directories, runs the `cathedral` CLI, and talks
+//! gRPC to the nodes.
+//!
+//! The binaries must be built first; `cargo test --workspace` does that.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cathedral_server::api::v1 as pb;
+use cathedral_server::api::v1::cluster_service_client::ClusterServiceClient;
+use cathedral_server::api::v1::job_service_client::JobServiceClient;
+use tonic::transport::Channel;
+
+/// How long a node may take to become ready, or a cluster to elect a leader.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path of one of the workspace's binaries, next to the test executable's `deps/`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace` (or `cargo build --bins` first)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// One `cathedral-server` process.
+pub struct Server {
+    pub dir: PathBuf,
+    pub grpc: String,
+    pub http: String,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on `dir` with fresh ports and `extra` flags.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--bind".into(),
+            grpc.clone(),
+            "--http".into(),
+            http.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Server {
+            dir: dir.to_path_buf(),
+            grpc,
+            http,
+            args,
+            child: None,
+            log: dir.with_extension("log"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("server log file");
+        let child = Command::new(bin("cathedral-server"))
+            .args(&self.args)
+            .env_remove("CATHEDRAL_CONFIG")
+            .env_remove("CATHEDRAL_LOG")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start cathedral-server");
+        self.child = Some(child);
+    }
+
+    /// Starts the process again with the same flags (same ports, same data).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns its status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("server did not stop within 20 s of SIGTERM\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process has exited (and its status code).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        let c = self.child.as_mut()?;
+        c.try_wait().expect("wait").map(|s| s.code())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` on the HTTP port: (status code, body).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(&self.http).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Some((code, body))
+    }
+
+    /// Waits until /readyz says ready.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some((200, _)) = self.http_get("/readyz") {
+                return;
+            }
+            if let Some(code) = self.exited() {
+                panic!("server exited with {code:?}\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                panic!("server not ready within {READY_TIMEOUT:?}\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.grpc, args)
+    }
+
+    /// Runs the CLI and returns stdout; panics with stderr unless it exits 0.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "cathedral {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn jobs(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel().await)
+    }
+
+    pub async fn cluster(&self) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(self.channel().await)
+    }
+
+    pub async fn status(&self) -> pb::StatusResponse {
+        self.cluster()
+            .await
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs the `cathedral` CLI against `addr`.
+pub fn cli(addr: &str, args: &[&str]) -> Output {
+    Command::new(bin("cathedral"))
+        .arg("--server")
+        .arg(addr)
+        .args(args)
+        .env_remove("CATHEDRAL_ADDR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cathedral")
+}
+
+/// A job spec running `argv`.
+pub fn spec(name: &str, argv: &[&str]) -> pb::JobSpec {
+    pb::JobSpec {
+        name: name.into(),
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,232 @@
+//! Clusters of real processes: forming with --join, writes through followers, SIGKILL of
+//! the leader, catching up after a restart, a snapshot for a node that joins after log
+//! compaction, node removal, and Unavailable without a quorum.
+
+use std::time::Duration;
+
+use cathedral_server::api::v1 as pb;
+use cathedral_tests::{eventually, spec, Server};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Starts `n` coordinators: the first initialises the cluster, the rest join it.
+async fn cluster(root: &std::path::Path, n: usize, extra: &[&str]) -> Vec<Server> {
+    let mut first_args = vec!["--role", "coordinator"];
+    first_args.extend_from_slice(extra);
+    let mut first = Server::start(&root.join("n0"), &first_args);
+    first.wait_ready();
+    let join = first.grpc.clone();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        let mut args = vec!["--role", "coordinator", "--join", join.as_str()];
+        args.extend_from_slice(extra);
+        let s = Server::start(&root.join(format!("n{i}")), &args);
+        nodes.push(s);
+    }
+    for s in nodes.iter_mut() {
+        s.wait_ready();
+    }
+    let want = n.min(3);
+    let probe = &nodes[0];
+    eventually(WAIT, "every coordinator to become a voter", || async {
+        let st = probe.status().await;
+        let voters = st.members.iter().filter(|m| m.role == "voter").count();
+        (voters == want && st.members.len() == n).then_some(())
+    })
+    .await;
+    nodes
+}
+
+async fn leader_index(nodes: &[Server]) -> usize {
+    eventually(WAIT, "a leader", || async {
+        for (i, s) in nodes.iter().enumerate() {
+            if s.child.is_none() {
+                continue;
+            }
+            let Ok(mut c) = tokio::time::timeout(Duration::from_secs(2), s.cluster()).await else {
+                continue;
+            };
+            if let Ok(st) = c.status(pb::StatusRequest {}).await {
+                if st.get_ref().server_state == "leader" {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Waits until every running node applied the same index with the same state hash.
+async fn converged(nodes: &[&Server]) -> pb::StatusResponse {
+    eventually(WAIT, "all nodes at one applied index and state hash", || async {
+        let mut seen = Vec::new();
+        for s in nodes {
+            seen.push(s.status().await);
+        }
+        let first = seen[0].clone();
+        seen.iter()
+            .all(|st| st.applied_index == first.applied_index && st.state_hash == first.state_hash)
+            .then_some(first)
+    })
+    .await
+}
+
+async fn submit(s: &Server, name: &str) -> u64 {
+    s.jobs()
+        .await
+        .submit_job(pb::SubmitJobRequest {
+            spec: Some(spec(name, &["true"])),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("submit {name} via {}: {e}", s.grpc))
+        .into_inner()
+        .job_id
+}
+
+async fn all_jobs(s: &Server) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = s
+            .jobs()
+            .await
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 7,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        out.extend(page.jobs.iter().map(|j| j.id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_crash_new_leader_no_acknowledged_job_lost_and_the_node_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(tmp.path(), 3, &[]).await;
+    let l = leader_index(&nodes).await;
+    let follower = (l + 1) % 3;
+
+    // Writes through a follower are forwarded, and readable there at once.
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let id = submit(&nodes[follower], &format!("a{i}")).await;
+        let got = nodes[follower]
+            .jobs()
+            .await
+            .get_job(pb::GetJobRequest { job_id: id })
+            .await
+            .expect("read your write on the follower");
+        assert_eq!(got.get_ref().id, id);
+        acked.push(id);
+    }
+    let before = nodes[l].status().await;
+
+    nodes[l].kill9();
+    let l2 = leader_index(&nodes).await;
+    assert_ne!(l2, l);
+    let after = nodes[l2].status().await;
+    assert!(after.term > before.term, "a new term: {} -> {}", before.term, after.term);
+    let other = (0..3).find(|&i| i != l && i != l2).unwrap();
+    for id in &acked {
+        for s in [&nodes[l2], &nodes[other]] {
+            s.jobs()
+                .await
+                .get_job(pb::GetJobRequest { job_id: *id })
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged job {id} lost: {e}"));
+        }
+    }
+    // New writes are accepted, through either survivor.
+    for i in 0..10 {
+        acked.push(submit(&nodes[if i % 2 == 0 { l2 } else { other }], &format!("b{i}")).await);
+    }
+
+    // The killed node restarts with its identity and catches up.
+    nodes[l].restart();
+    nodes[l].wait_ready();
+    let st = converged(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    assert_eq!(st.members.len(), 3);
+    assert_eq!(all_jobs(&nodes[l]).await, acked);
+    assert_eq!(nodes[l].status().await.node_id, before.node_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_joining_after_log_compaction_receives_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = [
+        "--snapshot-threshold",
+        "20",
+        "--log-compaction-threshold",
+        "5",
+    ];
+    let nodes = cluster(tmp.path(), 3, &small).await;
+    let l = leader_index(&nodes).await;
+    let mut acked = Vec::new();
+    for i in 0..80 {
+        acked.push(submit(&nodes[l], &format!("j{i}")).await);
+    }
+    let st = eventually(WAIT, "the leader to purge its log", || async {
+        let st = nodes[l].status().await;
+        (st.purged_index > 20).then_some(st)
+    })
+    .await;
+    assert!(st.snapshot_index > 0);
+
+    let worker_args = ["--role", "worker", "--join", nodes[(l + 1) % 3].grpc.as_str()];
+    let mut worker = Server::start(&tmp.path().join("worker"), &worker_args);
+    worker.wait_ready();
+    let ws = eventually(WAIT, "the worker to install a snapshot", || async {
+        let st = worker.status().await;
+        (st.snapshot_index > 0).then_some(st)
+    })
+    .await;
+    assert!(ws.snapshot_index <= st.applied_index + 10);
+    assert!(
+        worker.log_text().contains("snapshot received"),
+        "{}",
+        worker.log_text()
+    );
+    converged(&[&nodes[0], &nodes[1], &nodes[2], &worker]).await;
+    assert_eq!(all_jobs(&worker).await, acked);
+    let members = nodes[l].status().await.members;
+    let w = members.iter().find(|m| m.id == ws.node_id).expect("worker is a member");
+    assert_eq!(w.role, "learner", "a worker is never promoted");
+
+    // Removing it takes it out of the membership.
+    let out = nodes[l].cli_ok(&["cluster", "remove-node", &ws.node_id.to_string()]);
+    assert!(out.contains("removed"), "{out}");
+    eventually(WAIT, "the worker to leave the membership", || async {
+        let st = nodes[(l + 2) % 3].status().await;
+        (!st.members.iter().any(|m| m.id == ws.node_id)).then_some(())
+    })
+    .await;
+    let out = nodes[l].cli(&["cluster", "remove-node", "12345"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_quorum_writes_fail_with_unavailable_and_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(tmp.path(), 3, &["--write-timeout-ms", "1500"]).await;
+    submit(&nodes[0], "before").await;
+    nodes[1].kill9();
+    nodes[2].kill9();
+    let out = nodes[0].cli(&["submit", "--", "true"]);
+    assert_eq!(out.status.code(), Some(4), "exit code for Unavailable");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unavailable") && err.contains("majority"), "{err}");
+    // Reads still answer from the applied state.
+    assert_eq!(all_jobs(&nodes[0]).await.len(), 1);
+    // The quorum returns, and so do writes.
+    nodes[1].restart();
+    nodes[1].wait_ready();
+    submit(&nodes[0], "after").await;
+}

@@ -1,0 +1,109 @@
+//! One standalone node: start, submit, query, restart (clean and after SIGKILL), and the
+//! data directory's lock and identity.
+
+use cathedral_tests::Server;
+
+fn ids(list_json: &str) -> Vec<u64> {
+    let v: serde_json::Value = serde_json::from_str(list_json).expect("list --json");
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|j| j["id"].as_u64().expect("id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_status_restart_and_everything_is_still_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let mut s = Server::start(&dir, &[]);
+    s.wait_ready();
+    assert_eq!(s.http_get("/healthz").map(|r| r.0), Some(200));
+
+    let id: u64 = s
+        .cli_ok(&["submit", "--name", "hello", "--timeout", "5s", "--", "echo", "hi"])
+        .trim()
+        .parse()
+        .expect("submit prints the job id");
+    let status: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["status", &id.to_string(), "--json"])).unwrap();
+    assert_eq!(status["name"], "hello");
+    assert_eq!(status["state"], "pending");
+    assert_eq!(status["command"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(status["timeout_ms"], 5000);
+    let text = s.cli_ok(&["status", &id.to_string()]);
+    assert!(text.contains("hello") && text.contains("echo hi"), "{text}");
+
+    let mut submitted = vec![id];
+    for i in 0..5 {
+        let out = s.cli_ok(&["submit", "--", "sleep", &i.to_string()]);
+        submitted.push(out.trim().parse().unwrap());
+    }
+    // The same idempotency key gives the same job.
+    let a = s.cli_ok(&["submit", "--idempotency-key", "k1", "--", "true"]);
+    let b = s.cli_ok(&["submit", "--idempotency-key", "k1", "--", "true"]);
+    assert_eq!(a, b);
+    submitted.push(a.trim().parse().unwrap());
+    assert_eq!(ids(&s.cli_ok(&["list", "--json"])), submitted);
+    assert_eq!(
+        ids(&s.cli_ok(&["list", "--json", "--name-prefix", "sle"])).len(),
+        5
+    );
+    let status_before = s.status().await;
+    let node_id = status_before.node_id;
+
+    // A clean stop (SIGTERM) exits 0; the restart keeps identity, cluster and jobs.
+    assert_eq!(s.stop(), Some(0));
+    s.restart();
+    s.wait_ready();
+    let after = s.status().await;
+    assert_eq!(after.node_id, node_id);
+    assert_eq!(after.cluster_id, status_before.cluster_id);
+    assert_eq!(ids(&s.cli_ok(&["list", "--json"])), submitted);
+
+    // After SIGKILL too; and new writes are accepted.
+    s.kill9();
+    s.restart();
+    s.wait_ready();
+    assert_eq!(ids(&s.cli_ok(&["list", "--json"])), submitted);
+    let next: u64 = s.cli_ok(&["submit", "--", "true"]).trim().parse().unwrap();
+    assert!(next > *submitted.iter().max().unwrap());
+    let st = s.status().await;
+    assert_eq!(st.node_id, node_id);
+    assert_eq!(st.server_state, "leader");
+    assert_eq!(st.members.len(), 1);
+    assert_eq!(st.jobs as usize, submitted.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let mut a = Server::start(&dir, &[]);
+    a.wait_ready();
+    let mut b = Server::start(&dir, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(code) = b.exited() {
+            break code;
+        }
+        assert!(std::time::Instant::now() < deadline, "second server kept running");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(1));
+    let log = b.log_text();
+    assert!(log.contains("lock"), "{log}");
+    // The first one is unharmed.
+    a.cli_ok(&["submit", "--", "true"]);
+}
+
+#[test]
+fn bad_flags_exit_2_with_the_reason() {
+    let out = std::process::Command::new(cathedral_tests::bin("cathedral-server"))
+        .args(["--role", "worker"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs --join"), "{err}");
+}
