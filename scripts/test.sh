@@ -4,7 +4,10 @@
 # Environment:
 #   CATHEDRAL_CRASH_KILLS=N   SIGKILL crash loop length (default 20; long run: 1000)
 #   CATHEDRAL_MODEL_CASES=N   model-based test sequences (default 48)
+#   CATHEDRAL_PROP_CASES=N    consensus property-test cases
 #   CATHEDRAL_SEED=N          replay a random test with the seed it printed
+#   CATHEDRAL_PYTHON=PATH     a Python with grpcio for tests/tests/python_client.rs
+#                             (default: a virtual environment this script makes in target/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,44 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
+# Python's grpcio drives the API in one test, as a client that is not ours. Pinned.
+PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
+setup_python() {
+    local venv=target/pyenv
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import grpc_tools, grpc_health, grpc_reflection" 2>/dev/null; then
+        echo "$PWD/$venv/bin/python"
+        return 0
+    fi
+    local py
+    py=$(command -v python3 || true)
+    if [ -z "$py" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq python3 python3-venv >&2 || true
+        py=$(command -v python3 || true)
+    fi
+    [ -n "$py" ] || return 1
+    mkdir -p target
+    if ! "$py" -m venv "$venv" >&2; then
+        if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            apt-get install -y -qq python3-venv >&2 || return 1
+            "$py" -m venv "$venv" >&2 || return 1
+        else
+            return 1
+        fi
+    fi
+    "$venv/bin/pip" install -q "${PY_PACKAGES[@]}" >&2 || return 1
+    echo "$PWD/$venv/bin/python"
+}
+if [ -z "${CATHEDRAL_PYTHON:-}" ]; then
+    if CATHEDRAL_PYTHON=$(setup_python); then
+        export CATHEDRAL_PYTHON
+    else
+        echo "scripts/test.sh: WARNING: could not install Python's grpcio; the Python client test will be skipped" >&2
+        unset CATHEDRAL_PYTHON
+    fi
+fi
+
+# The black-box tests (tests/) start the real binaries: build them first.
+cargo build --bins --locked
 cargo test --workspace --locked
 
 # Fault injection (storage/tests/failpoints.rs) needs the storage crate's `failpoints`

@@ -23,7 +23,13 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("target directory");
     let path = dir.join(name);
     assert!(
@@ -123,7 +129,10 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("server did not stop within 20 s of SIGTERM\n{}", self.log_text());
+                panic!(
+                    "server did not stop within 20 s of SIGTERM\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -143,7 +152,11 @@ impl Server {
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(&self.http).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         let code = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -162,7 +175,10 @@ impl Server {
                 panic!("server exited with {code:?}\n{}", self.log_text());
             }
             if Instant::now() > deadline {
-                panic!("server not ready within {READY_TIMEOUT:?}\n{}", self.log_text());
+                panic!(
+                    "server not ready within {READY_TIMEOUT:?}\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

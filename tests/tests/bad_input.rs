@@ -9,7 +9,11 @@ fn expect_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, says
     match r {
         Err(s) => {
             assert_eq!(s.code(), code, "{s:?}");
-            assert!(s.message().contains(says), "{:?} should mention {says}", s.message());
+            assert!(
+                s.message().contains(says),
+                "{:?} should mention {says}",
+                s.message()
+            );
         }
         Ok(v) => panic!("expected {code:?}, got {v:?}"),
     }
@@ -31,12 +35,16 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         .job_id;
     // The node registers itself in the background; wait until nothing more is written
     // (longer than the upkeep period).
-    let before = eventually(std::time::Duration::from_secs(10), "a quiet node", || async {
-        let a = s.status().await;
-        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-        let b = s.status().await;
-        (a.applied_index == b.applied_index).then_some(b)
-    })
+    let before = eventually(
+        std::time::Duration::from_secs(10),
+        "a quiet node",
+        || async {
+            let a = s.status().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+            let b = s.status().await;
+            (a.applied_index == b.applied_index).then_some(b)
+        },
+    )
     .await;
 
     // Empty command.
@@ -75,7 +83,10 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         .await;
     let e = r.expect_err("a request past REQUEST_BYTES_MAX");
     assert!(
-        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument),
+        matches!(
+            e.code(),
+            Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument
+        ),
         "{e:?}"
     );
     let out = s.cli(&["submit", "--timeout", "soon", "--", "true"]);
@@ -105,7 +116,8 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
     let mut dep = spec("dep", &["true"]);
     dep.depends_on = vec![existing, 777];
     expect_code(
-        jobs.submit_job(pb::SubmitJobRequest { spec: Some(dep) }).await,
+        jobs.submit_job(pb::SubmitJobRequest { spec: Some(dep) })
+            .await,
         Code::InvalidArgument,
         "unknown job 777",
     );

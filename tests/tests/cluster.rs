@@ -59,16 +59,22 @@ async fn leader_index(nodes: &[Server]) -> usize {
 
 /// Waits until every running node applied the same index with the same state hash.
 async fn converged(nodes: &[&Server]) -> pb::StatusResponse {
-    eventually(WAIT, "all nodes at one applied index and state hash", || async {
-        let mut seen = Vec::new();
-        for s in nodes {
-            seen.push(s.status().await);
-        }
-        let first = seen[0].clone();
-        seen.iter()
-            .all(|st| st.applied_index == first.applied_index && st.state_hash == first.state_hash)
-            .then_some(first)
-    })
+    eventually(
+        WAIT,
+        "all nodes at one applied index and state hash",
+        || async {
+            let mut seen = Vec::new();
+            for s in nodes {
+                seen.push(s.status().await);
+            }
+            let first = seen[0].clone();
+            seen.iter()
+                .all(|st| {
+                    st.applied_index == first.applied_index && st.state_hash == first.state_hash
+                })
+                .then_some(first)
+        },
+    )
     .await
 }
 
@@ -133,7 +139,12 @@ async fn leader_crash_new_leader_no_acknowledged_job_lost_and_the_node_catches_u
     let l2 = leader_index(&nodes).await;
     assert_ne!(l2, l);
     let after = nodes[l2].status().await;
-    assert!(after.term > before.term, "a new term: {} -> {}", before.term, after.term);
+    assert!(
+        after.term > before.term,
+        "a new term: {} -> {}",
+        before.term,
+        after.term
+    );
     let other = (0..3).find(|&i| i != l && i != l2).unwrap();
     for id in &acked {
         for s in [&nodes[l2], &nodes[other]] {
@@ -146,7 +157,13 @@ async fn leader_crash_new_leader_no_acknowledged_job_lost_and_the_node_catches_u
     }
     // New writes are accepted, through either survivor.
     for i in 0..10 {
-        acked.push(submit(&nodes[if i % 2 == 0 { l2 } else { other }], &format!("b{i}")).await);
+        acked.push(
+            submit(
+                &nodes[if i % 2 == 0 { l2 } else { other }],
+                &format!("b{i}"),
+            )
+            .await,
+        );
     }
 
     // The killed node restarts with its identity and catches up.
@@ -180,7 +197,12 @@ async fn a_node_joining_after_log_compaction_receives_a_snapshot() {
     .await;
     assert!(st.snapshot_index > 0);
 
-    let worker_args = ["--role", "worker", "--join", nodes[(l + 1) % 3].grpc.as_str()];
+    let worker_args = [
+        "--role",
+        "worker",
+        "--join",
+        nodes[(l + 1) % 3].grpc.as_str(),
+    ];
     let mut worker = Server::start(&tmp.path().join("worker"), &worker_args);
     worker.wait_ready();
     let ws = eventually(WAIT, "the worker to install a snapshot", || async {
@@ -197,7 +219,10 @@ async fn a_node_joining_after_log_compaction_receives_a_snapshot() {
     converged(&[&nodes[0], &nodes[1], &nodes[2], &worker]).await;
     assert_eq!(all_jobs(&worker).await, acked);
     let members = nodes[l].status().await.members;
-    let w = members.iter().find(|m| m.id == ws.node_id).expect("worker is a member");
+    let w = members
+        .iter()
+        .find(|m| m.id == ws.node_id)
+        .expect("worker is a member");
     assert_eq!(w.role, "learner", "a worker is never promoted");
 
     // Removing it takes it out of the membership.
@@ -209,7 +234,12 @@ async fn a_node_joining_after_log_compaction_receives_a_snapshot() {
     })
     .await;
     let out = nodes[l].cli(&["cluster", "remove-node", "12345"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,7 +252,10 @@ async fn without_a_quorum_writes_fail_with_unavailable_and_a_message() {
     let out = nodes[0].cli(&["submit", "--", "true"]);
     assert_eq!(out.status.code(), Some(4), "exit code for Unavailable");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unavailable") && err.contains("majority"), "{err}");
+    assert!(
+        err.contains("unavailable") && err.contains("majority"),
+        "{err}"
+    );
     // Reads still answer from the applied state.
     assert_eq!(all_jobs(&nodes[0]).await.len(), 1);
     // The quorum returns, and so do writes.

@@ -21,7 +21,16 @@ async fn submit_status_restart_and_everything_is_still_there() {
     assert_eq!(s.http_get("/healthz").map(|r| r.0), Some(200));
 
     let id: u64 = s
-        .cli_ok(&["submit", "--name", "hello", "--timeout", "5s", "--", "echo", "hi"])
+        .cli_ok(&[
+            "submit",
+            "--name",
+            "hello",
+            "--timeout",
+            "5s",
+            "--",
+            "echo",
+            "hi",
+        ])
         .trim()
         .parse()
         .expect("submit prints the job id");
@@ -87,7 +96,10 @@ async fn a_second_server_on_the_same_directory_is_refused() {
         if let Some(code) = b.exited() {
             break code;
         }
-        assert!(std::time::Instant::now() < deadline, "second server kept running");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second server kept running"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(code, Some(1));

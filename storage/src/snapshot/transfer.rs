@@ -270,7 +270,7 @@ impl ChunkReceiver {
     /// Checks the complete file's checksum and version, syncs it and leaves it at its path
     /// for the caller to install. On any error the file is removed.
     pub fn finish_in_place(self) -> Result<SnapshotInfo> {
-        self.complete(|tmp| super::store::verify_file(tmp))
+        self.complete(super::store::verify_file)
     }
 
     fn complete(
