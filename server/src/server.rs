@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api;
 use crate::api::internal::peer_server::PeerServer;
@@ -63,7 +63,6 @@ pub async fn start(config: Config) -> Result<Running> {
         .map_err(|e| ServerError::Internal(format!("reflection: {e}")))?;
     let api = Api { node: node.clone() };
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -82,7 +81,11 @@ pub async fn start(config: Config) -> Result<Running> {
             let _ = rx.changed().await;
         };
         if let Err(e) = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped)
+            .serve_with_incoming_shutdown(
+                // Small replies must not wait for delayed ACKs (Nagle).
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stopped,
+            )
             .await
         {
             tracing::error!("gRPC server: {e}");

@@ -85,6 +85,59 @@ async fn submit_status_restart_and_everything_is_still_there() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn workflows_cancel_wait_watch_and_completions_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &[]);
+    s.wait_ready();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflow.yaml");
+    let out: serde_json::Value = serde_json::from_str(&s.cli_ok(&[
+        "workflow",
+        "submit",
+        "--json",
+        example.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let ids = out["job_ids"].as_object().expect("job ids by key");
+    assert_eq!(ids.len(), 4);
+    let build = ids["build"].as_u64().unwrap();
+    let test = ids["test"].as_u64().unwrap();
+    let job: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["status", "--json", &test.to_string()])).unwrap();
+    assert_eq!(job["depends_on"], serde_json::json!([build]));
+    assert_eq!(job["workflow_id"], out["workflow_id"]);
+
+    // Cancelling a job cancels what depends on it; `wait` exits 1 for a job that did not
+    // succeed, and `watch` ends with the final state.
+    let c = s.cli_ok(&["cancel", &build.to_string(), "--reason", "not today"]);
+    assert!(c.contains("cancelled"), "{c}");
+    let w = s.cli(&["wait", &test.to_string(), "--timeout", "20s"]);
+    assert_eq!(w.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&w.stdout).contains("cancelled"));
+    let watched = s.cli_ok(&["watch", "--json", &build.to_string()]);
+    let last: serde_json::Value =
+        serde_json::from_str(watched.lines().last().expect("an event")).unwrap();
+    assert_eq!(last["state"], "cancelled");
+    assert!(last["reason"].as_str().unwrap().contains("not today"));
+    let listed = s.cli_ok(&["list", "--state", "cancelled", "--json"]);
+    assert_eq!(ids_of(&listed).len(), 2, "build and test");
+    // A job that has not run has no output yet.
+    let logs = s.cli(&["logs", &build.to_string()]);
+    assert_eq!(logs.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&logs.stderr).contains("no attempt"));
+
+    let completions = std::process::Command::new(cathedral_tests::bin("cathedral"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(completions.status.success());
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("cathedral"));
+}
+
+fn ids_of(list_json: &str) -> Vec<u64> {
+    ids(list_json)
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_second_server_on_the_same_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
