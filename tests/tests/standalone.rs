@@ -89,7 +89,8 @@ async fn workflows_cancel_wait_watch_and_completions_through_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Server::start(&tmp.path().join("node"), &[]);
     s.wait_ready();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflow.yaml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflow.yaml");
     let out: serde_json::Value = serde_json::from_str(&s.cli_ok(&[
         "workflow",
         "submit",
@@ -124,6 +125,19 @@ async fn workflows_cancel_wait_watch_and_completions_through_the_cli() {
     let logs = s.cli(&["logs", &build.to_string()]);
     assert_eq!(logs.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&logs.stderr).contains("no attempt"));
+
+    // A snapshot on request covers everything applied so far.
+    let applied = s.status().await.applied_index;
+    let snap: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["snapshot", "trigger", "--json"])).unwrap();
+    assert!(
+        snap["snapshot_index"].as_u64().unwrap() >= applied,
+        "{snap}"
+    );
+    assert_eq!(
+        s.status().await.snapshot_index,
+        snap["snapshot_index"].as_u64().unwrap()
+    );
 
     let completions = std::process::Command::new(cathedral_tests::bin("cathedral"))
         .args(["completions", "bash"])
