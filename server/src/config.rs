@@ -13,6 +13,8 @@ use crate::error::{Result, ServerError};
 
 /// Most voters a cluster may ask for.
 pub const VOTERS_MAX: u32 = 7;
+/// Most attempts one node runs at once.
+pub const SLOTS_MAX: u32 = 4096;
 
 /// What this node is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -96,6 +98,21 @@ pub struct Args {
     /// How long a write waits for a leader before failing with Unavailable [default: 10000].
     #[arg(long, env = "CATHEDRAL_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
+    /// Attempts this node runs at once [default: the number of CPUs].
+    #[arg(long, env = "CATHEDRAL_SLOTS")]
+    pub slots: Option<u32>,
+    /// A node not heard from for this long is declared failed by the leader [default: 5000].
+    #[arg(long, env = "CATHEDRAL_NODE_TIMEOUT_MS")]
+    pub node_timeout_ms: Option<u64>,
+    /// Output kept per attempt, in bytes [default: 67108864].
+    #[arg(long, env = "CATHEDRAL_OUTPUT_BYTES_MAX")]
+    pub output_bytes_max: Option<u64>,
+    /// Output kept on this node in all, in bytes; the oldest goes first [default: 1073741824].
+    #[arg(long, env = "CATHEDRAL_OUTPUT_BYTES_TOTAL_MAX")]
+    pub output_bytes_total_max: Option<u64>,
+    /// Output older than this is deleted [default: 168].
+    #[arg(long, env = "CATHEDRAL_OUTPUT_RETENTION_HOURS")]
+    pub output_retention_hours: Option<u64>,
 }
 
 /// The same settings in a TOML file; unknown keys are an error.
@@ -115,6 +132,11 @@ struct FileConfig {
     election_timeout_max_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
+    slots: Option<u32>,
+    node_timeout_ms: Option<u64>,
+    output_bytes_max: Option<u64>,
+    output_bytes_total_max: Option<u64>,
+    output_retention_hours: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -129,6 +151,11 @@ pub struct Config {
     pub voters: u32,
     pub raft: RaftSettings,
     pub write_timeout_ms: u64,
+    pub slots: u32,
+    pub node_timeout_ms: u64,
+    pub output_bytes_max: u64,
+    pub output_bytes_total_max: u64,
+    pub output_retention_hours: u64,
 }
 
 impl Config {
@@ -188,6 +215,25 @@ impl Config {
                 .write_timeout_ms
                 .or(file.write_timeout_ms)
                 .unwrap_or(10_000),
+            slots: args.slots.or(file.slots).unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+            }),
+            node_timeout_ms: args
+                .node_timeout_ms
+                .or(file.node_timeout_ms)
+                .unwrap_or(5_000),
+            output_bytes_max: args
+                .output_bytes_max
+                .or(file.output_bytes_max)
+                .unwrap_or(64 << 20),
+            output_bytes_total_max: args
+                .output_bytes_total_max
+                .or(file.output_bytes_total_max)
+                .unwrap_or(1 << 30),
+            output_retention_hours: args
+                .output_retention_hours
+                .or(file.output_retention_hours)
+                .unwrap_or(168),
         };
         config.check()?;
         Ok(config)
@@ -228,6 +274,15 @@ impl Config {
                 "--advertise {} needs a port (HOST:PORT)",
                 self.advertise
             ));
+        }
+        if self.slots > SLOTS_MAX {
+            return bad(format!(
+                "--slots must be at most {SLOTS_MAX} (SLOTS_MAX), got {}",
+                self.slots
+            ));
+        }
+        if self.node_timeout_ms < 1000 {
+            return bad("--node-timeout-ms must be at least 1000".into());
         }
         if self.raft.compaction.snapshot_threshold == 0 {
             return bad("--snapshot-threshold must be positive".into());

@@ -10,6 +10,9 @@
 //!   joining, membership upkeep.
 //! - `transport`: openraft's network over gRPC (client side); `peer_service` the server side.
 //! - `service`: the public `JobService` and `ClusterService`; `convert` their messages.
+//! - `scheduler`: placement ([`place`]) and overdue attempts ([`overdue`]), pure functions;
+//!   `leader` the leader's loop (liveness from heartbeats, node failure, timeouts,
+//!   assignments); `worker` the loop that runs this node's attempts through the executor.
 //! - `output`: job output files and their streaming.
 //! - `http`: `/healthz` and `/readyz`.
 //! - `server`: [`start`] and [`Running::shutdown`].
@@ -20,18 +23,22 @@ mod convert;
 mod error;
 mod http;
 mod identity;
+mod leader;
 mod node;
 mod output;
 mod peer_service;
+mod scheduler;
 mod server;
 mod service;
 mod transport;
+mod worker;
 
-pub use config::{Args, Config, Role, VOTERS_MAX};
+pub use config::{Args, Config, Role, SLOTS_MAX, VOTERS_MAX};
 pub use convert::DEFAULT_TIMEOUT_MS;
 pub use error::{Result, ServerError};
 pub use node::{Node, ENTRY_BYTES_MAX};
 pub use output::output_path;
+pub use scheduler::{overdue, place, ASSIGNMENTS_PER_ENTRY_MAX};
 pub use server::{start, Running, REQUEST_BYTES_MAX};
 pub use service::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};
 pub use transport::PEER_MESSAGE_BYTES_MAX;

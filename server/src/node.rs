@@ -70,11 +70,13 @@ pub struct Node {
     pub applied: AppliedHandle,
     pub peers: Arc<Peers>,
     pub snapshots: SnapshotStore,
+    /// When each node was last heard from (used while leading).
+    pub liveness: crate::leader::Liveness,
     identity: Mutex<Identity>,
     log: Mutex<Option<Arc<Log>>>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -91,9 +93,13 @@ fn node_role(role: Role) -> NodeRole {
 impl Node {
     /// Opens the data directory (locking it), the log, snapshots and identity, and starts
     /// Raft. Does not initialise or join a cluster: see [`bootstrap`](Self::bootstrap).
-    pub async fn open(config: Config) -> Result<Arc<Node>> {
+    pub async fn open(mut config: Config) -> Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| ServerError::io("create", &config.data_dir, e))?;
+        // Absolute from here on: sandboxes bind paths under it.
+        config.data_dir = std::fs::canonicalize(&config.data_dir)
+            .map_err(|e| ServerError::io("resolve", &config.data_dir, e))?;
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| ServerError::io("create", dir, e))?;
         // The log takes the directory's LOCK: a second server on it fails here.
         let log = Arc::new(Log::open(dir, Options::default())?);
         let identity = Identity::load_or_create(dir)?;
@@ -126,6 +132,7 @@ impl Node {
             applied,
             peers,
             snapshots,
+            liveness: Default::default(),
             identity: Mutex::new(identity),
             log: Mutex::new(Some(log)),
         }))
@@ -263,7 +270,7 @@ impl Node {
             node_id: self.id,
             address: self.config.advertise.clone(),
             role: self.config.role.name().to_string(),
-            slots: default_capacity().slots,
+            slots: self.config.slots,
         });
         req.set_timeout(Duration::from_millis(JOIN_TIMEOUT_MS));
         client
@@ -587,7 +594,7 @@ impl Node {
             address: self.config.advertise.clone(),
             role: node_role(self.config.role),
             tags: BTreeMap::new(),
-            capacity: default_capacity(),
+            capacity: capacity(self.config.slots),
         };
         let current = self
             .applied
@@ -652,14 +659,26 @@ impl Node {
     }
 }
 
-/// What a node offers until the executor measures it (next issue): one slot per CPU.
-fn default_capacity() -> Capacity {
+/// What this node offers: `slots` attempts at once, its CPUs, and its memory.
+fn capacity(slots: u32) -> Capacity {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     Capacity {
-        slots: cpus,
+        slots,
         cpu_millis: cpus * 1000,
-        memory_bytes: 0,
+        memory_bytes: memory_total_bytes(),
     }
+}
+
+/// Physical memory from /proc/meminfo (0, "not accounted", where unreadable).
+fn memory_total_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn raft_write_error(

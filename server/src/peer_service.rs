@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::internal::peer_server::Peer;
 use crate::api::internal::{
-    FetchOutputRequest, JoinReply, JoinRequest, OutputBytes, RaftReply, RaftRequest, SnapshotChunk,
+    FetchOutputRequest, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, OutputBytes,
+    RaftReply, RaftRequest, SnapshotChunk,
 };
 use crate::node::{Node, Proposal, ProposalReply};
 use crate::transport::{decode, encode};
@@ -149,6 +150,16 @@ impl Peer for PeerService {
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         Ok(Response::new(self.node.join(req.into_inner()).await?))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let req = req.into_inner();
+        self.check_target(req.target)?;
+        self.node.liveness.heard(req.node_id);
+        Ok(Response::new(HeartbeatReply {}))
     }
 
     type FetchOutputStream = tokio_stream::wrappers::ReceiverStream<Result<OutputBytes, Status>>;

@@ -101,7 +101,12 @@ pub async fn start(config: Config) -> Result<Running> {
             tracing::error!("HTTP server: {e}");
         }
     });
-    let upkeep = tokio::spawn(node.clone().upkeep(stop_rx));
+    let mut exec_config = cathedral_executor::ExecutorConfig::new(node.data_dir().clone());
+    exec_config.output_bytes_max = node.config.output_bytes_max;
+    let executor = std::sync::Arc::new(cathedral_executor::Executor::new(exec_config));
+    let upkeep = tokio::spawn(node.clone().upkeep(stop_rx.clone()));
+    let leader = tokio::spawn(crate::leader::run(node.clone(), stop_rx.clone()));
+    let worker = tokio::spawn(crate::worker::run(node.clone(), executor, stop_rx));
     node.bootstrap().await?;
     tracing::info!(
         node = node.id,
@@ -116,7 +121,7 @@ pub async fn start(config: Config) -> Result<Running> {
         grpc_addr,
         http_addr,
         stop,
-        tasks: vec![grpc_task, http_task, upkeep],
+        tasks: vec![grpc_task, http_task, upkeep, leader, worker],
     })
 }
 

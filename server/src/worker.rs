@@ -1,0 +1,326 @@
+//! The worker loop, on every node: starts the attempts assigned to this node as soon as
+//! the assignment is applied, reports start and finish through the leader (retrying until
+//! committed), kills attempts the cluster no longer wants (cancelled, timed out, moved), and
+//! after a restart reports attempts it no longer runs as lost.
+//!
+//! ```text
+//!  applied state ──▶ running_on(me) ─┬─ new & slot free ─▶ Executor::start ─▶ TaskStarted
+//!                                    │                      … wait ─▶ TaskFinished
+//!                                    ├─ mine but gone ─▶ cancel (kill)
+//!                                    └─ Running, not here (restart) ─▶ TaskFinished(Lost)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use cathedral_consensus::{Command, Exit, JobId, JobState, Outcome, Response, SandboxKind};
+use cathedral_executor::{AttemptResult, AttemptSpec, Executor, KillReason, SandboxChoice};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ServerError;
+use crate::node::{now_ms, Node, Proposal};
+
+/// How often output retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Pause between retries of a report that could not be committed.
+const REPORT_RETRY_MS: u64 = 500;
+
+type Key = (JobId, u32);
+
+enum Slot {
+    /// Running here; the sender cancels it.
+    Running(Option<oneshot::Sender<()>>),
+    /// Ended here; its report is on its way.
+    Reporting,
+}
+
+/// Runs until `stop`.
+pub async fn run(
+    node: Arc<Node>,
+    executor: Arc<Executor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut applied = node.raft.metrics();
+    let mut mine: BTreeMap<Key, Slot> = BTreeMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
+    let mut last_retention = Instant::now() - RETENTION_INTERVAL;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = applied.changed() => {}
+            Some(k) = done_rx.recv() => { mine.remove(&k); }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        while let Ok(k) = done_rx.try_recv() {
+            mine.remove(&k);
+        }
+        step(&node, &executor, &mut mine, &done_tx);
+        if last_retention.elapsed() >= RETENTION_INTERVAL {
+            last_retention = Instant::now();
+            let n = node.clone();
+            tokio::task::spawn_blocking(move || retention(&n));
+        }
+    }
+    // Shutting down: the attempts are killed with the process (kill_on_drop); their
+    // reports are left to the restart, which reports them lost.
+    for (_, slot) in mine.iter_mut() {
+        if let Slot::Running(c) = slot {
+            if let Some(tx) = c.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// One pass over this node's share of the applied state.
+fn step(
+    node: &Arc<Node>,
+    executor: &Arc<Executor>,
+    mine: &mut BTreeMap<Key, Slot>,
+    done: &mpsc::UnboundedSender<Key>,
+) {
+    if node.cluster_id().is_none() {
+        return;
+    }
+    // (key, started?, spec) of every attempt the state places on this node.
+    let (wanted, slots) = {
+        let a = node.applied.read().unwrap();
+        let slots = a
+            .state
+            .node(node.id)
+            .map_or(0, |n| n.info.capacity.slots as usize);
+        let wanted: Vec<(Key, bool, cathedral_consensus::JobSpec)> = a
+            .state
+            .running_on(node.id)
+            .into_iter()
+            .filter_map(|(job, attempt)| {
+                let j = a.state.job(job)?;
+                Some(((job, attempt), j.state == JobState::Running, j.spec.clone()))
+            })
+            .collect();
+        (wanted, slots)
+    };
+    let wanted_keys: BTreeSet<Key> = wanted.iter().map(|(k, _, _)| *k).collect();
+    // Attempts the cluster no longer wants here: kill them.
+    for (k, slot) in mine.iter_mut() {
+        if !wanted_keys.contains(k) {
+            if let Slot::Running(c) = slot {
+                if c.take().is_some_and(|tx| tx.send(()).is_ok()) {
+                    tracing::info!(
+                        job = k.0,
+                        attempt = k.1,
+                        "attempt no longer wanted here; killing it"
+                    );
+                }
+            }
+        }
+    }
+    for (key, started, spec) in wanted {
+        if mine.contains_key(&key) {
+            continue;
+        }
+        if started {
+            // Recorded as running here, but not running: this node restarted.
+            mine.insert(key, Slot::Reporting);
+            let (node, done) = (node.clone(), done.clone());
+            tokio::spawn(async move {
+                tracing::warn!(
+                    job = key.0,
+                    attempt = key.1,
+                    "attempt lost in a restart; reporting it"
+                );
+                let outcome = Outcome {
+                    exit: Exit::Lost,
+                    duration_ms: 0,
+                    output_tail: b"[cathedral: the node restarted while the attempt ran]".to_vec(),
+                };
+                report_finished(&node, key, outcome).await;
+                let _ = done.send(key);
+            });
+            continue;
+        }
+        let running = mine
+            .values()
+            .filter(|s| matches!(s, Slot::Running(_)))
+            .count();
+        if running >= slots.max(1) {
+            continue;
+        }
+        let mut env = spec.env.clone();
+        env.insert("CATHEDRAL_JOB_ID".into(), key.0.to_string());
+        env.insert("CATHEDRAL_ATTEMPT".into(), key.1.to_string());
+        let attempt = AttemptSpec {
+            job: key.0,
+            attempt: key.1,
+            command: spec.command.clone(),
+            env,
+            timeout_ms: spec.timeout_ms,
+            cpu_millis: spec.resources.cpu_millis,
+            memory_bytes: spec.resources.memory_bytes,
+            pids_max: 0,
+        };
+        let choice = match spec.sandbox {
+            SandboxKind::Default => SandboxChoice::Auto,
+            SandboxKind::Process => SandboxChoice::Process,
+            SandboxKind::Bubblewrap => SandboxChoice::Bwrap,
+        };
+        match executor.start(attempt, choice) {
+            Ok(mut a) => {
+                tracing::info!(
+                    job = key.0,
+                    attempt = key.1,
+                    sandbox = a.sandbox,
+                    "attempt started"
+                );
+                mine.insert(key, Slot::Running(a.canceller()));
+                let (node, done) = (node.clone(), done.clone());
+                tokio::spawn(async move {
+                    report(
+                        &node,
+                        key,
+                        Command::TaskStarted {
+                            at_ms: now_ms(),
+                            job: key.0,
+                            attempt: key.1,
+                            node: node.id,
+                        },
+                    )
+                    .await;
+                    let result = a.wait().await;
+                    report_finished(&node, key, outcome(&result)).await;
+                    let _ = done.send(key);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(job = key.0, attempt = key.1, "cannot start: {e}");
+                mine.insert(key, Slot::Reporting);
+                let (node, done) = (node.clone(), done.clone());
+                tokio::spawn(async move {
+                    let outcome = Outcome {
+                        exit: Exit::Code(127),
+                        duration_ms: 0,
+                        output_tail: format!("[cathedral: {e}]").into_bytes(),
+                    };
+                    report_finished(&node, key, outcome).await;
+                    let _ = done.send(key);
+                });
+            }
+        }
+    }
+}
+
+fn outcome(r: &AttemptResult) -> Outcome {
+    let mut tail = r.output_tail.clone();
+    match r.killed_because {
+        Some(KillReason::MemoryLimit) => {
+            tail.extend_from_slice(b"\n[cathedral: killed by the memory limit]\n")
+        }
+        Some(KillReason::Cancelled) => tail.extend_from_slice(b"\n[cathedral: cancelled]\n"),
+        _ => {}
+    }
+    let keep = cathedral_consensus::limits::OUTPUT_TAIL_BYTES_MAX;
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    Outcome {
+        exit: match r.exit {
+            cathedral_executor::Exit::Code(c) => Exit::Code(c),
+            cathedral_executor::Exit::Signal(s) => Exit::Signal(s),
+            cathedral_executor::Exit::TimedOut => Exit::TimedOut,
+        },
+        duration_ms: r.duration_ms,
+        output_tail: tail,
+    }
+}
+
+async fn report_finished(node: &Node, key: Key, outcome: Outcome) {
+    tracing::info!(job = key.0, attempt = key.1, exit = ?outcome.exit, "attempt ended");
+    report(
+        node,
+        key,
+        Command::TaskFinished {
+            at_ms: now_ms(),
+            job: key.0,
+            attempt: key.1,
+            node: node.id,
+            outcome,
+        },
+    )
+    .await;
+}
+
+/// Proposes a report until it is committed. A report the state ignores (the attempt is
+/// no longer current) is done too: that is fencing, not failure.
+async fn report(node: &Node, key: Key, cmd: Command) {
+    loop {
+        match node.propose(Proposal::Write(cmd.clone())).await {
+            Ok((_, Response::Ignored { reason })) => {
+                tracing::debug!(job = key.0, attempt = key.1, "report ignored: {reason}");
+                return;
+            }
+            Ok(_) => return,
+            Err(ServerError::Invalid { field, reason }) => {
+                tracing::error!(job = key.0, "report refused: {field}: {reason}");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(job = key.0, "report not committed yet: {e}");
+                tokio::time::sleep(Duration::from_millis(REPORT_RETRY_MS)).await;
+            }
+        }
+    }
+}
+
+/// Deletes output files older than the retention age, then the oldest until the total is
+/// within the byte budget. Files of attempts still in flight are kept.
+fn retention(node: &Node) {
+    let root = node.data_dir().join("outputs");
+    let Ok(jobs) = std::fs::read_dir(&root) else {
+        return;
+    };
+    let in_flight: BTreeSet<Key> = {
+        let a = node.applied.read().unwrap();
+        a.state.running_on(node.id).into_iter().collect()
+    };
+    let mut files: Vec<(SystemTime, u64, std::path::PathBuf)> = Vec::new();
+    for j in jobs.flatten() {
+        let Ok(attempts) = std::fs::read_dir(j.path()) else {
+            continue;
+        };
+        let job: Option<u64> = j.file_name().to_str().and_then(|s| s.parse().ok());
+        for f in attempts.flatten() {
+            let attempt: Option<u32> = f
+                .path()
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok());
+            if let (Some(job), Some(attempt)) = (job, attempt) {
+                if in_flight.contains(&(job, attempt)) {
+                    continue;
+                }
+            }
+            if let Ok(m) = f.metadata() {
+                files.push((
+                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    m.len(),
+                    f.path(),
+                ));
+            }
+        }
+    }
+    files.sort();
+    let max_age = Duration::from_secs(node.config.output_retention_hours * 3600);
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    for (modified, len, path) in files {
+        let old = modified.elapsed().is_ok_and(|age| age > max_age);
+        if old || total > node.config.output_bytes_total_max {
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir(dir); // only when empty
+                }
+            }
+        }
+    }
+}
