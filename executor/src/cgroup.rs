@@ -93,7 +93,8 @@ impl CgroupSupport {
 
     /// Creates the group of one attempt with its limits.
     pub fn create(&self, spec: &AttemptSpec, pids_max: u32) -> Result<Group, String> {
-        let name = format!("{}-{}", spec.job, spec.attempt);
+        // Unique per server process: several nodes may share a host and its cgroups.
+        let name = format!("{}-{}-{}", std::process::id(), spec.job, spec.attempt);
         let dirs: Vec<PathBuf> = match self {
             CgroupSupport::V2 { parent } => vec![parent.join(&name)],
             CgroupSupport::V1 { memory, pids, cpu } => {

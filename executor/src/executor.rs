@@ -339,6 +339,11 @@ impl Run {
         let exit = match (killed, status) {
             (Some(KillReason::Timeout), _) => Exit::TimedOut,
             (_, Ok(s)) => match (s.code(), s.signal()) {
+                // bwrap, the parent inside the sandbox, exits 128+N when its program dies
+                // of signal N; report the signal, as for a plain process.
+                (Some(c), _) if self.sandbox == "bwrap" && (129..=192).contains(&c) => {
+                    Exit::Signal(c - 128)
+                }
                 (Some(c), _) => Exit::Code(c),
                 (None, Some(sig)) => Exit::Signal(sig),
                 (None, None) => Exit::Code(-1),

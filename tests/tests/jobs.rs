@@ -1,0 +1,332 @@
+//! Jobs actually run: hello world end to end, a DAG in dependency order, retries with
+//! backoff, timeouts and cancellation that leave no process behind, a memory limit, and a
+//! job surviving the SIGKILL of the node that ran it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cathedral_server::api::v1 as pb;
+use cathedral_tests::{eventually, spec, Server};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn get(s: &Server, id: u64) -> pb::Job {
+    s.jobs()
+        .await
+        .get_job(pb::GetJobRequest { job_id: id })
+        .await
+        .expect("get job")
+        .into_inner()
+}
+
+async fn submit(s: &Server, sp: pb::JobSpec) -> u64 {
+    s.jobs()
+        .await
+        .submit_job(pb::SubmitJobRequest { spec: Some(sp) })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job_id
+}
+
+async fn until_final(s: &Server, id: u64) -> pb::Job {
+    eventually(WAIT, &format!("job {id} to end"), || async {
+        let j = get(s, id).await;
+        (j.state >= pb::JobState::Succeeded as i32).then_some(j)
+    })
+    .await
+}
+
+/// Live processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            !zombie && String::from_utf8_lossy(&cmd).contains(marker)
+        })
+        .count()
+}
+
+fn none_left(marker: &str) {
+    for _ in 0..100 {
+        if processes_with(marker) == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("processes of the attempt ({marker}) survived");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hello_world_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &[]);
+    s.wait_ready();
+    let id = s
+        .cli_ok(&["submit", "--", "echo", "hello"])
+        .trim()
+        .to_string();
+    let waited = s.cli(&["wait", &id, "--timeout", "60s"]);
+    assert_eq!(
+        waited.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("succeeded"));
+    assert_eq!(s.cli_ok(&["logs", &id]), "hello\n");
+    let job: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["status", &id, "--json"])).unwrap();
+    assert_eq!(job["attempts"][0]["outcome"]["exit"]["code"], 0);
+    assert_eq!(job["attempts"][0]["outcome"]["output_tail"], "hello\n");
+    // A failing command: `wait` exits 1.
+    let id = s
+        .cli_ok(&["submit", "--", "sh", "-c", "echo bad >&2; exit 4"])
+        .trim()
+        .to_string();
+    let waited = s.cli(&["wait", &id, "--timeout", "60s"]);
+    assert_eq!(waited.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("exited with status 4"));
+    assert_eq!(s.cli_ok(&["logs", &id]), "bad\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_twenty_job_dag_runs_in_dependency_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &["--slots", "4"]);
+    s.wait_ready();
+    // Job k depends on jobs k-1 and k/2 (k >= 1): chains and fan-ins.
+    let mut jobs = Vec::new();
+    for k in 0..20usize {
+        let mut after = Vec::new();
+        if k >= 1 {
+            after.push(format!("j{}", k - 1));
+            if k / 2 != k - 1 {
+                after.push(format!("j{}", k / 2));
+            }
+        }
+        jobs.push(pb::WorkflowJob {
+            key: format!("j{k}"),
+            spec: Some(spec(&format!("j{k}"), &["sh", "-c", "sleep 0.05"])),
+            after,
+        });
+    }
+    let r = s
+        .jobs()
+        .await
+        .submit_workflow(pb::SubmitWorkflowRequest {
+            name: "dag".into(),
+            jobs: jobs.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut done = BTreeMap::new();
+    for (key, id) in &r.job_ids {
+        let j = until_final(&s, *id).await;
+        assert_eq!(j.state, pb::JobState::Succeeded as i32, "{key}: {j:?}");
+        assert_eq!(j.attempts.len(), 1);
+        done.insert(key.clone(), j);
+    }
+    for wj in &jobs {
+        let me = &done[&wj.key].attempts[0];
+        for a in &wj.after {
+            let dep = &done[a].attempts[0];
+            assert!(
+                me.started_at_ms.unwrap() >= dep.finished_at_ms.unwrap(),
+                "{} started before {a} finished",
+                wj.key
+            );
+            assert!(me.assigned_at_ms >= dep.finished_at_ms.unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_twice_then_succeeding_with_backoff() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &[]);
+    s.wait_ready();
+    let mut sp = spec(
+        "flaky",
+        &[
+            "sh",
+            "-c",
+            "echo attempt $CATHEDRAL_ATTEMPT; [ $CATHEDRAL_ATTEMPT -ge 3 ]",
+        ],
+    );
+    sp.retry = Some(pb::RetryPolicy {
+        max_attempts: 5,
+        initial_backoff_ms: 400,
+        max_backoff_ms: 10_000,
+        multiplier_milli: 2000,
+    });
+    let id = submit(&s, sp).await;
+    let j = until_final(&s, id).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    assert_eq!(j.attempts.len(), 3);
+    let code = |a: &pb::Attempt| match a.outcome.as_ref().unwrap().exit {
+        Some(pb::outcome::Exit::Code(c)) => c,
+        ref e => panic!("{e:?}"),
+    };
+    assert_eq!(
+        j.attempts.iter().map(code).collect::<Vec<_>>(),
+        vec![1, 1, 0]
+    );
+    // Backoff: 400 ms before attempt 2, 800 ms before attempt 3 (the proposer's clock).
+    for (i, wait) in [(1usize, 400u64), (2, 800)] {
+        let gap = j.attempts[i].assigned_at_ms - j.attempts[i - 1].finished_at_ms.unwrap();
+        assert!(
+            gap >= wait,
+            "attempt {} after {gap} ms, backoff {wait} ms",
+            i + 1
+        );
+    }
+    assert_eq!(
+        s.cli_ok(&["logs", &id.to_string(), "--attempt", "2"]),
+        "attempt 2\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_and_cancellation_leave_no_process_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &[]);
+    s.wait_ready();
+    let mut sp = spec("slow", &["sh", "-c", "sleep 61.25 & sleep 61.25"]);
+    sp.timeout_ms = Some(1000);
+    let id = submit(&s, sp).await;
+    let j = until_final(&s, id).await;
+    assert_eq!(j.state, pb::JobState::TimedOut as i32, "{j:?}");
+    none_left("61.25");
+
+    let id = submit(&s, spec("victim", &["sh", "-c", "sleep 62.5 & sleep 62.5"])).await;
+    eventually(WAIT, "the job to run", || async {
+        (get(&s, id).await.state == pb::JobState::Running as i32 && processes_with("62.5") >= 2)
+            .then_some(())
+    })
+    .await;
+    let out = s.cli_ok(&["cancel", &id.to_string()]);
+    assert!(out.contains("cancelled"), "{out}");
+    none_left("62.5");
+    let j = until_final(&s, id).await;
+    assert_eq!(j.state, pb::JobState::Cancelled as i32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_hog_is_killed_and_reported_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &[]);
+    s.wait_ready();
+    if !cgroups_usable() {
+        return;
+    }
+    let mut sp = spec(
+        "hog",
+        &[
+            "python3",
+            "-c",
+            "b = bytearray(400 * 1024 * 1024); print(len(b))",
+        ],
+    );
+    sp.memory_bytes = 64 << 20;
+    let id = submit(&s, sp).await;
+    let j = until_final(&s, id).await;
+    assert_eq!(j.state, pb::JobState::Failed as i32, "{j:?}");
+    let o = j.attempts[0].outcome.as_ref().unwrap();
+    assert_eq!(o.exit, Some(pb::outcome::Exit::Signal(9)));
+    assert!(
+        String::from_utf8_lossy(&o.output_tail).contains("memory limit"),
+        "{o:?}"
+    );
+}
+
+/// Whether the host lets the executor use cgroups; says why not when it does not.
+fn cgroups_usable() -> bool {
+    match cathedral_executor::CgroupSupport::detect() {
+        cathedral_executor::CgroupSupport::None { why } => {
+            eprintln!("SKIPPED: cgroups cannot be used on this host: {why}");
+            false
+        }
+        _ => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_survives_the_sigkill_of_its_node_and_succeeds_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--role", "coordinator", "--node-timeout-ms", "2000"];
+    let mut first = Server::start(&tmp.path().join("n0"), &flags);
+    first.wait_ready();
+    let join = first.grpc.clone();
+    let mut nodes = vec![first];
+    for i in 1..3 {
+        let mut f = flags.to_vec();
+        f.extend(["--join", join.as_str()]);
+        nodes.push(Server::start(&tmp.path().join(format!("n{i}")), &f));
+    }
+    for n in nodes.iter_mut() {
+        n.wait_ready();
+    }
+    eventually(WAIT, "three registered voters", || async {
+        let st = nodes[0].status().await;
+        (st.members.iter().filter(|m| m.role == "voter").count() == 3).then_some(())
+    })
+    .await;
+    let mut sp = spec(
+        "long",
+        &["sh", "-c", "sleep 4; echo done-$CATHEDRAL_ATTEMPT"],
+    );
+    sp.retry = Some(pb::RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_ms: 100,
+        max_backoff_ms: 1000,
+        multiplier_milli: 2000,
+    });
+    let id = submit(&nodes[0], sp).await;
+    let running = eventually(WAIT, "the job to run", || async {
+        let j = get(&nodes[0], id).await;
+        (j.state == pb::JobState::Running as i32).then_some(j)
+    })
+    .await;
+    let victim_id = running.attempts[0].node_id;
+    let mut victim = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.status().await.node_id == victim_id {
+            victim = Some(i);
+        }
+    }
+    let v = victim.expect("the running node is one of ours");
+    nodes[v].kill9();
+    let other = (v + 1) % 3;
+    let j = until_final(&nodes[other], id).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    let succeeded: Vec<&pb::Attempt> = j
+        .attempts
+        .iter()
+        .filter(|a| {
+            a.outcome
+                .as_ref()
+                .is_some_and(|o| o.exit == Some(pb::outcome::Exit::Code(0)))
+        })
+        .collect();
+    assert_eq!(succeeded.len(), 1, "exactly one success: {j:?}");
+    assert_ne!(succeeded[0].node_id, victim_id, "it reran elsewhere");
+    assert_eq!(
+        j.attempts[0].outcome.as_ref().unwrap().exit,
+        Some(pb::outcome::Exit::Lost(true)),
+        "the first attempt was lost with its node"
+    );
+    // The output is fetched from the node that ran it, whichever node is asked.
+    let n = succeeded[0].number;
+    for s in nodes.iter().filter(|s| s.child.is_some()) {
+        let out = s.cli_ok(&["logs", &id.to_string()]);
+        assert_eq!(out, format!("done-{n}\n"));
+    }
+}
