@@ -134,14 +134,13 @@ impl CgroupSupport {
         } else {
             let (m, p, c) = (&group.dirs[0], &group.dirs[1], &group.dirs[2]);
             (if spec.memory_bytes > 0 {
-                w(m, "memory.limit_in_bytes", spec.memory_bytes.to_string()).and_then(|_| {
+                w(m, "memory.limit_in_bytes", spec.memory_bytes.to_string()).map(|_| {
                     // Without swap accounting this file is absent; the limit above holds.
                     let _ = w(
                         m,
                         "memory.memsw.limit_in_bytes",
                         spec.memory_bytes.to_string(),
                     );
-                    Ok(())
                 })
             } else {
                 Ok(())

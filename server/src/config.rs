@@ -98,7 +98,7 @@ pub struct Args {
     /// How long a write waits for a leader before failing with Unavailable [default: 10000].
     #[arg(long, env = "CATHEDRAL_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
-    /// Attempts this node runs at once [default: the number of CPUs].
+    /// Attempts this node runs at once; 0 runs none [default: the number of CPUs].
     #[arg(long, env = "CATHEDRAL_SLOTS")]
     pub slots: Option<u32>,
     /// A node not heard from for this long is declared failed by the leader [default: 5000].

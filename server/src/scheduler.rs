@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cathedral_consensus::{Assignment, ClusterState, JobId, JobState, NodeId, NodeStatus};
+use cathedral_consensus::{Assignment, ClusterState, JobId, JobState, Load, NodeId, NodeStatus};
 
 /// Most assignments proposed in one entry.
 pub const ASSIGNMENTS_PER_ENTRY_MAX: usize = 1000;
@@ -29,13 +29,24 @@ pub fn place(
     now_ms: u64,
     max: usize,
 ) -> Vec<Assignment> {
+    // Load of every node in one pass over the jobs (ClusterState::load per node would
+    // walk them once per node).
+    let mut loads: BTreeMap<NodeId, Load> = BTreeMap::new();
+    for j in state.jobs() {
+        if let Some(a) = j.current_attempt() {
+            let l = loads.entry(a.node).or_default();
+            l.slots += 1;
+            l.cpu_millis += j.spec.resources.cpu_millis as u64;
+            l.memory_bytes += j.spec.resources.memory_bytes;
+        }
+    }
     let mut free: BTreeMap<NodeId, Free> = BTreeMap::new();
     for n in state.nodes() {
         if n.status != NodeStatus::Alive || !alive.contains(&n.info.id) {
             continue;
         }
         let cap = &n.info.capacity;
-        let load = state.load(n.info.id);
+        let load = loads.get(&n.info.id).copied().unwrap_or_default();
         let slots = (cap.slots as u64).saturating_sub(load.slots as u64);
         free.insert(
             n.info.id,

@@ -11,6 +11,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -144,7 +145,7 @@ fn step(
             .values()
             .filter(|s| matches!(s, Slot::Running(_)))
             .count();
-        if running >= slots.max(1) {
+        if running >= slots {
             continue;
         }
         let mut env = spec.env.clone();
@@ -272,18 +273,31 @@ async fn report(node: &Node, key: Key, cmd: Command) {
     }
 }
 
-/// Deletes output files older than the retention age, then the oldest until the total is
-/// within the byte budget. Files of attempts still in flight are kept.
+/// Applies output retention on this node.
 fn retention(node: &Node) {
-    let root = node.data_dir().join("outputs");
-    let Ok(jobs) = std::fs::read_dir(&root) else {
-        return;
-    };
     let in_flight: BTreeSet<Key> = {
         let a = node.applied.read().unwrap();
         a.state.running_on(node.id).into_iter().collect()
     };
-    let mut files: Vec<(SystemTime, u64, std::path::PathBuf)> = Vec::new();
+    let removed = sweep_outputs(
+        &node.data_dir().join("outputs"),
+        &in_flight,
+        Duration::from_secs(node.config.output_retention_hours * 3600),
+        node.config.output_bytes_total_max,
+    );
+    if removed > 0 {
+        tracing::info!(files = removed, "output retention removed old output");
+    }
+}
+
+/// Deletes output files under `root` (`<job>/<attempt>.log`) older than `max_age`, then the
+/// oldest until the total is within `max_total` bytes; files of attempts in `keep` stay.
+/// Returns how many files it deleted.
+fn sweep_outputs(root: &Path, keep: &BTreeSet<Key>, max_age: Duration, max_total: u64) -> usize {
+    let Ok(jobs) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
     for j in jobs.flatten() {
         let Ok(attempts) = std::fs::read_dir(j.path()) else {
             continue;
@@ -296,7 +310,7 @@ fn retention(node: &Node) {
                 .and_then(|s| s.to_str())
                 .and_then(|s| s.parse().ok());
             if let (Some(job), Some(attempt)) = (job, attempt) {
-                if in_flight.contains(&(job, attempt)) {
+                if keep.contains(&(job, attempt)) {
                     continue;
                 }
             }
@@ -310,17 +324,55 @@ fn retention(node: &Node) {
         }
     }
     files.sort();
-    let max_age = Duration::from_secs(node.config.output_retention_hours * 3600);
     let mut total: u64 = files.iter().map(|f| f.1).sum();
+    let mut removed = 0;
     for (modified, len, path) in files {
         let old = modified.elapsed().is_ok_and(|age| age > max_age);
-        if old || total > node.config.output_bytes_total_max {
-            if std::fs::remove_file(&path).is_ok() {
-                total -= len;
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::remove_dir(dir); // only when empty
-                }
+        if (old || total > max_total) && std::fs::remove_file(&path).is_ok() {
+            total -= len;
+            removed += 1;
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir); // only when empty
             }
         }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_deletes_old_then_oldest_and_keeps_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |job: u64, attempt: u32, bytes: usize, age_s: u64| {
+            let d = root.join(job.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            let p = d.join(format!("{attempt}.log"));
+            std::fs::write(&p, vec![b'x'; bytes]).unwrap();
+            let t = SystemTime::now() - Duration::from_secs(age_s);
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            p
+        };
+        let ancient = write(1, 1, 10, 10_000);
+        let old = write(2, 1, 100, 300);
+        let newer = write(3, 1, 100, 200);
+        let newest = write(4, 1, 100, 100);
+        let running = write(5, 1, 1000, 20_000);
+        let keep: BTreeSet<Key> = [(5, 1)].into();
+        // Age limit 1 h removes the ancient file; 250 bytes allowed removes the oldest
+        // remaining one; the in-flight attempt stays whatever its age and size.
+        let n = sweep_outputs(root, &keep, Duration::from_secs(3600), 250);
+        assert_eq!(n, 2);
+        assert!(!ancient.exists() && !old.exists());
+        assert!(newer.exists() && newest.exists() && running.exists());
+        assert!(!root.join("1").exists(), "empty job directories go too");
     }
 }

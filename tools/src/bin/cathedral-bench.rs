@@ -35,6 +35,10 @@ struct Args {
     /// Bytes of argument per job (the command is `true` plus one argument of this size).
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
+    /// Run the jobs: each client waits for its job to succeed (WatchJob) before the next,
+    /// so the figures are jobs per second and latency from submit to success.
+    #[arg(long)]
+    wait: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -85,6 +89,7 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
     let measure_from = start + warmup;
     let end = measure_from + duration;
     let arg = Arc::new("x".repeat(args.payload_bytes));
+    let wait = args.wait;
     let mut tasks = Vec::new();
     for (i, ch) in channels.into_iter().enumerate() {
         let arg = arg.clone();
@@ -107,9 +112,13 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
                     command: vec!["true".into(), arg.to_string()],
                     ..Default::default()
                 };
-                let res = jobs
+                let mut res = jobs
                     .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
-                    .await;
+                    .await
+                    .map(|r| r.into_inner().job_id);
+                if let (true, Ok(id)) = (wait, &res) {
+                    res = until_succeeded(&mut jobs, *id).await.map(|_| *id);
+                }
                 let t1 = Instant::now();
                 if t0 < measure_from || t1 > end {
                     continue;
@@ -135,6 +144,11 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
         errors += r.errors;
         first_error = first_error.or(r.first_error);
     }
+    let what = if args.wait {
+        "jobs succeeded"
+    } else {
+        "committed"
+    };
     let ok = all.len();
     let rate = ok as f64 / duration.as_secs_f64();
     let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
@@ -144,9 +158,10 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
             serde_json::json!({
                 "clients": args.clients,
                 "seconds": duration.as_secs_f64(),
-                "committed": ok,
+                "mode": if args.wait { "submit to success" } else { "submit committed" },
+                "completed": ok,
                 "errors": errors,
-                "submits_per_sec": rate,
+                "per_sec": rate,
                 "p50_ms": ms(0.50),
                 "p99_ms": ms(0.99),
                 "p999_ms": ms(0.999),
@@ -155,7 +170,7 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
         );
     } else {
         println!(
-            "clients {}  duration {:.1}s  committed {ok}  errors {errors}\nsubmits/s {rate:.0}  p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  max {:.2} ms",
+            "clients {}  duration {:.1}s  {what} {ok}  errors {errors}\nper second {rate:.0}  p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  max {:.2} ms",
             args.clients,
             duration.as_secs_f64(),
             ms(0.50),
@@ -171,4 +186,29 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
         return Err("no submit was committed".into());
     }
     Ok(())
+}
+
+/// Waits for job `id` to end; an error unless it succeeded.
+async fn until_succeeded(
+    jobs: &mut cathedral_server::api::v1::job_service_client::JobServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: u64,
+) -> Result<(), tonic::Status> {
+    use tokio_stream::StreamExt;
+    let mut s = jobs
+        .watch_job(pb::WatchJobRequest { job_id: id })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(ev) = s.next().await {
+        last = Some(ev?.state);
+    }
+    match last {
+        Some(s) if s == pb::JobState::Succeeded as i32 => Ok(()),
+        other => Err(tonic::Status::aborted(format!(
+            "job {id} ended as {:?}",
+            other.and_then(|s| pb::JobState::try_from(s).ok())
+        ))),
+    }
 }
