@@ -48,7 +48,10 @@ mod snapshot;
 pub use compaction::{CompactionDecision, CompactionPolicy};
 pub use error::{Error, Result};
 pub use fsutil::DirLock;
-pub use log::{Entry, Log, Record, RecoveryReport, Salvaged, Stats, TornTail};
+pub use log::{
+    inspect, Entry, Finding, FindingKind, InspectReport, Log, Record, RecoveryReport, Salvaged,
+    SegmentReport, Stats, TornTail, Visit,
+};
 pub use meta::{Metadata, META_FIELD_BYTES_MAX};
 pub use options::{
     Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,

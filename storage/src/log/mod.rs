@@ -13,6 +13,7 @@
 //! Truncate and purge travel through the same queue, so they are ordered with appends.
 //! The writer is the only thread that changes files; readers only see published records.
 
+mod inspect;
 mod record;
 mod recovery;
 mod segment;
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
 use crate::meta::{MetaFile, Metadata};
 use crate::options::{Durability, Options, RECORD_BYTES_LIMIT};
+pub use inspect::{inspect, Finding, FindingKind, InspectReport, SegmentReport, Visit};
 use record::{Compression, Header};
 pub use recovery::{RecoveryReport, Salvaged, TornTail};
 use segment::SealedSegment;
