@@ -1,0 +1,404 @@
+//! `cathedral-log`: look inside a data directory without a running server. Read-only; it
+//! takes no lock and changes nothing, so it works on a stopped server's directory, on a
+//! copy, or (with the caveat that the tail may be moving) beside a running server.
+//!
+//! Commands so far: `inspect`, `verify`, `dump`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cathedral_consensus::raft::decode_entry;
+use cathedral_storage::{inspect, FindingKind, InspectReport, SnapshotOptions, SnapshotStore};
+use clap::{Parser, Subcommand};
+use openraft::EntryPayload;
+use serde_json::json;
+
+/// Exit codes.
+const CLEAN: u8 = 0;
+const DAMAGED: u8 = 1;
+const USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "cathedral-log",
+    version,
+    about = "Inspect, verify and dump a Cathedral data directory offline."
+)]
+struct Cli {
+    /// The server's data directory.
+    #[arg(long, env = "CATHEDRAL_DATA_DIR", default_value = "./cathedral-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Segments, snapshots, metadata and totals.
+    Inspect {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every checksum, header, footer and index; exit 0 clean, 1 damage found, 2 error.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Entries, one per line, decoded.
+    Dump {
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only these command kinds (e.g. SubmitJobs, TaskFinished); repeatable.
+        #[arg(long = "type")]
+        kinds: Vec<String>,
+        /// Only entries about this job.
+        #[arg(long)]
+        job: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !cli.data_dir.join("meta").exists() && !cli.data_dir.join("log").exists() {
+        eprintln!(
+            "cathedral-log: {} is not a Cathedral data directory (no meta, no log/)",
+            cli.data_dir.display()
+        );
+        return ExitCode::from(USAGE);
+    }
+    let result = match cli.command {
+        Cmd::Inspect { json } => run_inspect(&cli.data_dir, json),
+        Cmd::Verify { json } => run_verify(&cli.data_dir, json),
+        Cmd::Dump {
+            from,
+            to,
+            kinds,
+            job,
+            json,
+        } => run_dump(&cli.data_dir, from, to, &kinds, job, json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cathedral-log: {e}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn kind_name(k: FindingKind) -> &'static str {
+    match k {
+        FindingKind::TornTail => "torn tail",
+        FindingKind::Corruption => "corruption",
+        FindingKind::Inconsistent => "inconsistent",
+    }
+}
+
+/// The decoded committed and purged log ids and the vote, as text.
+fn metadata_json(r: &InspectReport) -> serde_json::Value {
+    let Some(m) = &r.metadata else {
+        return serde_json::Value::Null;
+    };
+    let decode = |b: &Option<Vec<u8>>| -> serde_json::Value {
+        b.as_ref().map_or(serde_json::Value::Null, |b| {
+            postcard::from_bytes::<Option<openraft::LogId<u64>>>(b)
+                .map(|l| {
+                    l.map_or(
+                        serde_json::Value::Null,
+                        |l| json!({"term": l.leader_id.term, "index": l.index}),
+                    )
+                })
+                .unwrap_or_else(|e| json!(format!("undecodable: {e}")))
+        })
+    };
+    let vote = m.vote.as_ref().map_or(serde_json::Value::Null, |b| {
+        postcard::from_bytes::<openraft::Vote<u64>>(b)
+            .map(|v| json!({"term": v.leader_id.term, "node": v.leader_id.voted_for(), "committed": v.committed}))
+            .unwrap_or_else(|e| json!(format!("undecodable: {e}")))
+    });
+    json!({"vote": vote, "committed": decode(&m.committed), "purged": decode(&m.purged)})
+}
+
+/// Checks that need the consensus encoding: committed within the log.
+fn metadata_findings(r: &InspectReport) -> Vec<String> {
+    let mut out = Vec::new();
+    let committed = r
+        .metadata
+        .as_ref()
+        .and_then(|m| m.committed.as_ref())
+        .and_then(|b| postcard::from_bytes::<Option<openraft::LogId<u64>>>(b).ok())
+        .flatten();
+    if let (Some(c), Some(last)) = (committed, r.last_index()) {
+        if c.index > last {
+            out.push(format!(
+                "committed index {} is past the last index {last}",
+                c.index
+            ));
+        }
+    }
+    out
+}
+
+fn snapshots(dir: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let path = dir.join("snapshots");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let store =
+        SnapshotStore::open(&path, SnapshotOptions::default()).map_err(|e| e.to_string())?;
+    let list = store.list().map_err(|e| e.to_string())?;
+    Ok(list
+        .iter()
+        .map(|i| {
+            let ok = cathedral_storage::verify_snapshot(&i.path);
+            json!({
+                "file": i.path.display().to_string(),
+                "last_index": i.meta.last.map(|l| l.0),
+                "last_term": i.meta.last.map(|l| l.1),
+                "file_bytes": i.file_bytes,
+                "body_bytes": i.body_bytes,
+                "checksum_ok": ok.is_ok(),
+                "error": ok.err().map(|e| e.to_string()),
+            })
+        })
+        .collect())
+}
+
+fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
+    let r = inspect(dir, None).map_err(|e| e.to_string())?;
+    let snaps = snapshots(dir)?;
+    let segments: Vec<serde_json::Value> = r
+        .segments
+        .iter()
+        .map(|s| {
+            json!({
+                "file": s.path.display().to_string(),
+                "first_index": s.first_index,
+                "last_index": s.last_index,
+                "records": s.records,
+                "file_bytes": s.file_bytes,
+                "data_bytes": s.data_bytes,
+                "sealed": s.sealed,
+                "payload_bytes": s.payload_bytes,
+                "stored_payload_bytes": s.stored_payload_bytes,
+                "compression_ratio": if s.stored_payload_bytes > 0 { s.payload_bytes as f64 / s.stored_payload_bytes as f64 } else { 1.0 },
+            })
+        })
+        .collect();
+    let totals = json!({
+        "segments": r.segments.len(),
+        "records": r.records(),
+        "first_index": r.first_index(),
+        "last_index": r.last_index(),
+        "file_bytes": r.segments.iter().map(|s| s.file_bytes).sum::<u64>(),
+        "data_bytes": r.segments.iter().map(|s| s.data_bytes).sum::<u64>(),
+        "findings": r.findings.len(),
+    });
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "log_id": r.log_id.map(|i| format!("{i:016x}")),
+                "purged_through": r.purged_through,
+                "metadata": metadata_json(&r),
+                "segments": segments,
+                "snapshots": snaps,
+                "totals": totals,
+            }))
+            .expect("prints")
+        );
+    } else {
+        println!(
+            "log {}  purged through {}",
+            r.log_id.map_or("-".into(), |i| format!("{i:016x}")),
+            r.purged_through.map_or("-".into(), |p| p.to_string())
+        );
+        println!("metadata {}", metadata_json(&r));
+        println!("\nSEGMENT                          FIRST        LAST     RECORDS       BYTES  SEALED  RATIO");
+        for s in &segments {
+            println!(
+                "{:<28} {:>10} {:>11} {:>11} {:>11}  {:<6}  {:.2}",
+                Path::new(s["file"].as_str().unwrap())
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy(),
+                s["first_index"].to_string(),
+                s["last_index"].to_string(),
+                s["records"].to_string(),
+                s["data_bytes"].to_string(),
+                s["sealed"].to_string(),
+                s["compression_ratio"].as_f64().unwrap_or(1.0),
+            );
+        }
+        println!("\nSNAPSHOT");
+        for s in &snaps {
+            println!(
+                "{}  last index {}  {} bytes  checksum {}",
+                s["file"].as_str().unwrap_or(""),
+                s["last_index"],
+                s["file_bytes"],
+                if s["checksum_ok"] == true {
+                    "ok"
+                } else {
+                    "BAD"
+                }
+            );
+        }
+        println!("\ntotals {totals}");
+    }
+    Ok(CLEAN)
+}
+
+fn run_verify(dir: &Path, as_json: bool) -> Result<u8, String> {
+    let r = inspect(dir, None).map_err(|e| e.to_string())?;
+    let mut findings: Vec<serde_json::Value> = r
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "kind": kind_name(f.kind),
+                "file": f.file.display().to_string(),
+                "offset": f.offset,
+                "reason": f.reason,
+            })
+        })
+        .collect();
+    for m in metadata_findings(&r) {
+        findings.push(json!({
+            "kind": "inconsistent",
+            "file": dir.join("meta").display().to_string(),
+            "offset": 0,
+            "reason": m,
+        }));
+    }
+    for s in snapshots(dir)? {
+        if s["checksum_ok"] != true {
+            findings.push(json!({
+                "kind": "corruption",
+                "file": s["file"],
+                "offset": 0,
+                "reason": s["error"],
+            }));
+        }
+    }
+    let damaged = findings.iter().any(|f| f["kind"] != "torn tail");
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "clean": findings.is_empty(),
+                "records": r.records(),
+                "first_index": r.first_index(),
+                "last_index": r.last_index(),
+                "findings": findings,
+            }))
+            .expect("prints")
+        );
+    } else {
+        for f in &findings {
+            println!(
+                "{}: {} at byte {}: {}",
+                f["kind"].as_str().unwrap_or(""),
+                f["file"].as_str().unwrap_or(""),
+                f["offset"],
+                f["reason"].as_str().unwrap_or("")
+            );
+        }
+        println!(
+            "{} records, indexes {}..={}: {}",
+            r.records(),
+            r.first_index().map_or("-".into(), |i| i.to_string()),
+            r.last_index().map_or("-".into(), |i| i.to_string()),
+            if findings.is_empty() {
+                "clean".to_string()
+            } else if damaged {
+                format!("{} problem(s)", findings.len())
+            } else {
+                "a torn tail only (a normal open or repair cuts it)".to_string()
+            }
+        );
+    }
+    Ok(if damaged { DAMAGED } else { CLEAN })
+}
+
+fn run_dump(
+    dir: &Path,
+    from: Option<u64>,
+    to: Option<u64>,
+    kinds: &[String],
+    job: Option<u64>,
+    as_json: bool,
+) -> Result<u8, String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut errors = Vec::new();
+    let mut visit = |v: cathedral_storage::Visit<'_>| {
+        if from.is_some_and(|f| v.index < f) || to.is_some_and(|t| v.index > t) {
+            return;
+        }
+        let entry = match decode_entry(v.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(format!("entry {}: {e}", v.index));
+                return;
+            }
+        };
+        let (kind, body) = match &entry.payload {
+            EntryPayload::Blank => ("Blank".to_string(), json!(null)),
+            EntryPayload::Membership(m) => ("Membership".to_string(), json!(format!("{m}"))),
+            EntryPayload::Normal(cmd) => (
+                cmd.kind().to_string(),
+                serde_json::to_value(cmd).unwrap_or(json!(null)),
+            ),
+        };
+        if !kinds.is_empty() && !kinds.iter().any(|k| k.eq_ignore_ascii_case(&kind)) {
+            return;
+        }
+        if let Some(j) = job {
+            if !mentions_job(&body, j) {
+                return;
+            }
+        }
+        let line = if as_json {
+            json!({"index": v.index, "term": v.term, "kind": kind, "command": body}).to_string()
+        } else {
+            format!("{:>10} t{:<4} {:<16} {}", v.index, v.term, kind, body)
+        };
+        let _ = writeln!(out, "{line}");
+    };
+    let r = inspect(dir, Some(&mut visit)).map_err(|e| e.to_string())?;
+    for e in &errors {
+        eprintln!("cathedral-log: {e}");
+    }
+    for f in &r.findings {
+        eprintln!(
+            "cathedral-log: {}: {} at byte {}: {}",
+            kind_name(f.kind),
+            f.file.display(),
+            f.offset,
+            f.reason
+        );
+    }
+    Ok(if errors.is_empty() && !r.damaged() {
+        CLEAN
+    } else {
+        DAMAGED
+    })
+}
+
+/// Whether a command (as JSON) names job `id`: a `job` field, or in `assignments`.
+fn mentions_job(body: &serde_json::Value, id: u64) -> bool {
+    let Some(obj) = body.as_object().and_then(|o| o.values().next()) else {
+        return false;
+    };
+    if obj.get("job").and_then(|j| j.as_u64()) == Some(id) {
+        return true;
+    }
+    obj.get("assignments")
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| a.iter().any(|x| x["job"].as_u64() == Some(id)))
+}
