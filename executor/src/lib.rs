@@ -26,5 +26,5 @@ mod spec;
 pub use backend::{Backend, BwrapBackend, ProcessBackend};
 pub use cgroup::CgroupSupport;
 pub use error::{ExecError, Result};
-pub use executor::{Attempt, Executor, ExecutorConfig, SandboxChoice};
+pub use executor::{output_path, Attempt, Executor, ExecutorConfig, SandboxChoice};
 pub use spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};

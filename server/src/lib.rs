@@ -37,7 +37,6 @@ pub use config::{Args, Config, Role, SLOTS_MAX, VOTERS_MAX};
 pub use convert::DEFAULT_TIMEOUT_MS;
 pub use error::{Result, ServerError};
 pub use node::{Node, ENTRY_BYTES_MAX};
-pub use output::output_path;
 pub use scheduler::{overdue, place, ASSIGNMENTS_PER_ENTRY_MAX};
 pub use server::{start, Running, REQUEST_BYTES_MAX};
 pub use service::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};

@@ -1,8 +1,10 @@
-//! Job output files on the node that ran the attempt: `<data-dir>/outputs/<job>/<attempt>.log`,
-//! read from an offset, optionally following the file until the attempt ends.
+//! Job output files on the node that ran the attempt (where the executor writes them,
+//! `<data-dir>/outputs/<job>/<attempt>.log`), read from an offset, optionally following the file until the attempt ends.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use cathedral_executor::output_path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +17,6 @@ use crate::node::Node;
 pub const OUTPUT_CHUNK_BYTES: usize = 64 * 1024;
 /// How often a follower of an output file looks for new bytes.
 const FOLLOW_POLL_MS: u64 = 200;
-
-/// Where the output of `attempt` of `job` lives on the node that ran it.
-pub fn output_path(data_dir: &Path, job: u64, attempt: u32) -> PathBuf {
-    data_dir
-        .join("outputs")
-        .join(job.to_string())
-        .join(format!("{attempt}.log"))
-}
 
 /// Whether `attempt` of `job` has ended in the applied state (or the job is gone).
 fn attempt_ended(node: &Node, job: u64, attempt: u32) -> bool {

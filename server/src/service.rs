@@ -17,7 +17,7 @@ use crate::convert::{
     job_to_pb, outcome_to_pb, spec_from_pb, state_from_pb, state_to_pb, workflow_jobs_from_pb,
 };
 use crate::error::ServerError;
-use crate::node::{Node, Proposal};
+use crate::node::{now_ms, Node, Proposal};
 
 /// ListJobs page size when the request leaves it at 0.
 pub const LIST_PAGE_SIZE_DEFAULT: u32 = 100;
@@ -31,12 +31,6 @@ pub const SNAPSHOT_WAIT_MS: u64 = 60_000;
 #[derive(Clone)]
 pub struct Api {
     pub node: Arc<Node>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Api {

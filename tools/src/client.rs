@@ -98,3 +98,20 @@ pub fn jobs(ch: Channel) -> JobServiceClient<Channel> {
 pub fn cluster(ch: Channel) -> ClusterServiceClient<Channel> {
     ClusterServiceClient::new(ch)
 }
+
+/// Follows job `id` with WatchJob until it ends; returns the last event (the final state).
+pub async fn watch_until_end(
+    jobs: &mut JobServiceClient<Channel>,
+    id: u64,
+) -> Result<cathedral_server::api::v1::JobEvent, tonic::Status> {
+    use tokio_stream::StreamExt;
+    let mut s = jobs
+        .watch_job(cathedral_server::api::v1::WatchJobRequest { job_id: id })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(ev) = s.next().await {
+        last = Some(ev?);
+    }
+    last.ok_or_else(|| tonic::Status::unavailable("the watch ended without an event"))
+}

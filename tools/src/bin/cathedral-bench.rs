@@ -195,20 +195,12 @@ async fn until_succeeded(
     >,
     id: u64,
 ) -> Result<(), tonic::Status> {
-    use tokio_stream::StreamExt;
-    let mut s = jobs
-        .watch_job(pb::WatchJobRequest { job_id: id })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(ev) = s.next().await {
-        last = Some(ev?.state);
+    let last = client::watch_until_end(jobs, id).await?;
+    if last.state == pb::JobState::Succeeded as i32 {
+        return Ok(());
     }
-    match last {
-        Some(s) if s == pb::JobState::Succeeded as i32 => Ok(()),
-        other => Err(tonic::Status::aborted(format!(
-            "job {id} ended as {:?}",
-            other.and_then(|s| pb::JobState::try_from(s).ok())
-        ))),
-    }
+    Err(tonic::Status::aborted(format!(
+        "job {id} ended as {:?}",
+        pb::JobState::try_from(last.state).ok()
+    )))
 }

@@ -322,7 +322,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 .map(parse::duration_ms)
                 .transpose()
                 .map_err(CliError::invalid)?;
-            let watch = wait_for_end(&mut jobs, id);
+            let watch = async { Ok::<_, CliError>(client::watch_until_end(&mut jobs, id).await?) };
             let last = match deadline {
                 Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), watch)
                     .await
@@ -413,24 +413,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Cmd::Completions { .. } => unreachable!("handled before connecting"),
     }
     Ok(0)
-}
-
-/// The last event of job `id` (the one in which it ended).
-async fn wait_for_end(
-    jobs: &mut cathedral_server::api::v1::job_service_client::JobServiceClient<
-        tonic::transport::Channel,
-    >,
-    id: u64,
-) -> Result<pb::JobEvent, CliError> {
-    let mut s = jobs
-        .watch_job(pb::WatchJobRequest { job_id: id })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(ev) = s.next().await {
-        last = Some(ev?);
-    }
-    last.ok_or_else(|| CliError::new(exit::UNAVAILABLE, "the watch ended without an event"))
 }
 
 fn submit_spec(command: Vec<String>, a: &SubmitArgs) -> Result<pb::JobSpec, CliError> {
