@@ -330,3 +330,63 @@ async fn a_job_survives_the_sigkill_of_its_node_and_succeeds_exactly_once() {
         assert_eq!(out, format!("done-{n}\n"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_follow_streams_output_until_the_attempt_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &[]);
+    s.wait_ready();
+    let id = submit(
+        &s,
+        spec(
+            "chatty",
+            &["sh", "-c", "echo first; sleep 1.5; echo second"],
+        ),
+    )
+    .await;
+    eventually(WAIT, "the job to run", || async {
+        (get(&s, id).await.state == pb::JobState::Running as i32).then_some(())
+    })
+    .await;
+    // Started while the job runs: prints what is there, waits for the rest, then ends.
+    let out = s.cli_ok(&["logs", "--follow", &id.to_string()]);
+    assert_eq!(out, "first\nsecond\n");
+    assert_eq!(get(&s, id).await.state, pb::JobState::Succeeded as i32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_lost_in_a_restart_is_reported_lost_and_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &[]);
+    s.wait_ready();
+    let mut sp = spec(
+        "survivor",
+        &["sh", "-c", "[ $CATHEDRAL_ATTEMPT -ge 2 ] || sleep 63.75"],
+    );
+    sp.retry = Some(pb::RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_ms: 100,
+        max_backoff_ms: 1000,
+        multiplier_milli: 2000,
+    });
+    let id = submit(&s, sp).await;
+    eventually(WAIT, "the first attempt to run", || async {
+        (get(&s, id).await.state == pb::JobState::Running as i32 && processes_with("63.75") > 0)
+            .then_some(())
+    })
+    .await;
+    s.kill9();
+    // The restart finds the attempt recorded as running here but not running, and reports
+    // it lost. (Under bubblewrap, the default here, its processes die with the server:
+    // --die-with-parent. A plain-process attempt would outlive a SIGKILLed server.)
+    s.restart();
+    s.wait_ready();
+    let j = until_final(&s, id).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    assert_eq!(j.attempts.len(), 2, "{j:?}");
+    assert_eq!(
+        j.attempts[0].outcome.as_ref().unwrap().exit,
+        Some(pb::outcome::Exit::Lost(true))
+    );
+    none_left("63.75");
+}
