@@ -10,12 +10,14 @@
 //! - `raft`: openraft's [`TypeConfig`](raft::TypeConfig), the [`LogStore`](raft::LogStore)
 //!   over the storage crate's log and the [`StateMachine`](raft::StateMachine) over
 //!   `ClusterState` with snapshots in the storage crate's snapshot store.
+//! - `replay`: offline replay of a data directory (snapshot + log), checking checkpoints.
 //! - `testkit`: an in-process network and node start-up for tests and benchmarks.
 //! - `error`: [`ConsensusError`] and [`Invalid`] (a rejected command's field and reason).
 
 mod command;
 mod error;
 pub mod raft;
+pub mod replay;
 mod state;
 pub mod testkit;
 

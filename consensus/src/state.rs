@@ -763,6 +763,10 @@ impl ClusterState {
         self.workflows.get(&id)
     }
 
+    pub fn workflows(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows.values()
+    }
+
     pub fn node(&self, id: NodeId) -> Option<&Node> {
         self.nodes.get(&id)
     }
@@ -818,6 +822,11 @@ impl ClusterState {
 
     pub fn last_applied(&self) -> Option<u64> {
         self.last_applied
+    }
+
+    /// The index of the newest checkpoint kept, if any.
+    pub fn latest_checkpoint(&self) -> Option<u64> {
+        self.checkpoints.last_key_value().map(|(i, _)| *i)
     }
 
     /// The hash recorded at a checkpoint index, if still kept.

@@ -15,6 +15,8 @@ use crate::error::{Result, ServerError};
 pub const VOTERS_MAX: u32 = 7;
 /// Most attempts one node runs at once.
 pub const SLOTS_MAX: u32 = 4096;
+/// Default log entries between state-hash checkpoints.
+pub const CHECKPOINT_INTERVAL_DEFAULT: u64 = 10_000;
 
 /// What this node is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -113,6 +115,10 @@ pub struct Args {
     /// Output older than this is deleted [default: 168].
     #[arg(long, env = "CATHEDRAL_OUTPUT_RETENTION_HOURS")]
     pub output_retention_hours: Option<u64>,
+    /// The leader records a state-hash checkpoint every this many log entries; 0 never
+    /// [default: 10000].
+    #[arg(long, env = "CATHEDRAL_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<u64>,
 }
 
 /// The same settings in a TOML file; unknown keys are an error.
@@ -137,6 +143,7 @@ struct FileConfig {
     output_bytes_max: Option<u64>,
     output_bytes_total_max: Option<u64>,
     output_retention_hours: Option<u64>,
+    checkpoint_interval: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -156,6 +163,8 @@ pub struct Config {
     pub output_bytes_max: u64,
     pub output_bytes_total_max: u64,
     pub output_retention_hours: u64,
+    /// Log entries between the leader's checkpoints; 0 disables them.
+    pub checkpoint_interval: u64,
 }
 
 impl Config {
@@ -234,6 +243,10 @@ impl Config {
                 .output_retention_hours
                 .or(file.output_retention_hours)
                 .unwrap_or(168),
+            checkpoint_interval: args
+                .checkpoint_interval
+                .or(file.checkpoint_interval)
+                .unwrap_or(CHECKPOINT_INTERVAL_DEFAULT),
         };
         config.check()?;
         Ok(config)

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cathedral_consensus::{Command, Exit, NodeStatus, Outcome};
+use cathedral_consensus::{hex, Command, Exit, NodeStatus, Outcome, Response};
 use openraft::ServerState;
 
 use crate::api::internal::HeartbeatRequest;
@@ -67,7 +67,43 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
         if let Err(e) = lead_once(&node, since).await {
             tracing::debug!("leader duties: {e}");
         }
+        if let Err(e) = checkpoint_if_due(&node).await {
+            tracing::debug!("checkpoint: {e}");
+        }
     }
+}
+
+/// Every `checkpoint_interval` entries: a `Checkpoint` (each node records its state hash at
+/// that index), then a `CheckpointHash` carrying the leader's, which every node — and the
+/// offline replay — compares with its own.
+async fn checkpoint_if_due(node: &Node) -> crate::error::Result<()> {
+    let interval = node.config.checkpoint_interval;
+    if interval == 0 {
+        return Ok(());
+    }
+    let (applied, latest) = {
+        let a = node.applied.read().unwrap();
+        (
+            a.last_applied.map_or(0, |l| l.index),
+            a.state.latest_checkpoint().unwrap_or(0),
+        )
+    };
+    if applied < latest + interval {
+        return Ok(());
+    }
+    let (index, response) = node
+        .propose(Proposal::Write(Command::Checkpoint { at_ms: now_ms() }))
+        .await?;
+    if let Response::CheckpointRecorded { hash } = response {
+        tracing::debug!(index, hash = %hex(&hash), "checkpoint");
+        node.propose(Proposal::Write(Command::CheckpointHash {
+            at_ms: now_ms(),
+            index,
+            hash,
+        }))
+        .await?;
+    }
+    Ok(())
 }
 
 async fn send_heartbeat(node: &Node) {
@@ -94,6 +130,15 @@ async fn send_heartbeat(node: &Node) {
 async fn lead_once(node: &Arc<Node>, since: Instant) -> crate::error::Result<()> {
     let timeout = Duration::from_millis(node.config.node_timeout_ms);
     let now = now_ms();
+    // A node outside the Raft membership (removed, or one of an old cluster whose state
+    // was restored here) can never be heard from: it is failed at once, not after a timeout.
+    let members: BTreeSet<u64> = node
+        .metrics()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
     let (failed, alive, timed_out, assignments) = {
         let a = node.applied.read().unwrap();
         let state = &a.state;
@@ -102,8 +147,9 @@ async fn lead_once(node: &Arc<Node>, since: Instant) -> crate::error::Result<()>
         for n in state.nodes().filter(|n| n.status == NodeStatus::Alive) {
             let id = n.info.id;
             let heard = id == node.id
-                || node.liveness.since(id).is_some_and(|d| d < timeout)
-                || since.elapsed() < timeout;
+                || (members.contains(&id)
+                    && (node.liveness.since(id).is_some_and(|d| d < timeout)
+                        || since.elapsed() < timeout));
             if heard {
                 alive.insert(id);
             } else {
@@ -115,11 +161,18 @@ async fn lead_once(node: &Arc<Node>, since: Instant) -> crate::error::Result<()>
         (failed, alive, timed_out, assignments)
     };
     for id in failed {
-        tracing::warn!(
-            node = id,
-            "no heartbeat within {} ms; declaring it failed",
-            timeout.as_millis()
-        );
+        if members.contains(&id) {
+            tracing::warn!(
+                node = id,
+                "no heartbeat within {} ms; declaring it failed",
+                timeout.as_millis()
+            );
+        } else {
+            tracing::warn!(
+                node = id,
+                "not a member of this cluster; declaring it failed"
+            );
+        }
         node.propose(Proposal::Write(Command::NodeFailed {
             at_ms: now,
             node: id,

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cathedral_consensus::raft::{AppliedHandle, LogStore, StateMachine, TypeConfig};
+use cathedral_consensus::raft::{
+    AppliedHandle, CommittedHandle, LogStore, StateMachine, TypeConfig,
+};
 use cathedral_consensus::{
     Capacity, Command, Invalid, NodeInfo, NodeStatus, Response, Role as NodeRole,
 };
@@ -74,6 +76,8 @@ pub struct Node {
     pub liveness: crate::leader::Liveness,
     identity: Mutex<Identity>,
     log: Mutex<Option<Arc<Log>>>,
+    /// The committed index the log store has not persisted yet; saved at shutdown.
+    committed: CommittedHandle,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -109,6 +113,7 @@ impl Node {
         let applied = sm.handle();
         let store = LogStore::new(log.clone())
             .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
+        let committed = store.committed_handle();
         let peers = Peers::new(identity.node_id);
         let raft_config = config
             .raft
@@ -135,6 +140,7 @@ impl Node {
             liveness: Default::default(),
             identity: Mutex::new(identity),
             log: Mutex::new(Some(log)),
+            committed,
         }))
     }
 
@@ -645,6 +651,11 @@ impl Node {
         }
         let log = self.log.lock().unwrap().take();
         if let Some(log) = log {
+            if let Some(bytes) = self.committed.take_unsaved() {
+                if let Err(e) = log.save_committed(bytes) {
+                    tracing::warn!("saving the committed index: {e}");
+                }
+            }
             match Arc::try_unwrap(log) {
                 Ok(log) => {
                     if let Err(e) = log.close() {

@@ -49,16 +49,16 @@ pub use compaction::{CompactionDecision, CompactionPolicy};
 pub use error::{Error, Result};
 pub use fsutil::DirLock;
 pub use log::{
-    inspect, Entry, Finding, FindingKind, InspectReport, Log, Record, RecoveryReport, Salvaged,
-    SegmentReport, Stats, TornTail, Visit,
+    inspect, inspect_with_progress, Entry, Finding, FindingKind, InspectReport, Log, Record,
+    RecoveryReport, Salvaged, SegmentReport, Stats, TornTail, Visit,
 };
 pub use meta::{Metadata, META_FIELD_BYTES_MAX};
 pub use options::{
     Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
 };
 pub use snapshot::{
-    describe as describe_snapshot, export as export_snapshot, verify_file as verify_snapshot,
-    Chunk, ChunkReceiver, ChunkSender, Progress, ReceiverLimits, SnapshotInfo, SnapshotMeta,
-    SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotWriter, CHUNK_BYTES_DEFAULT,
-    SNAPSHOT_META_BYTES_MAX,
+    describe as describe_snapshot, export as export_snapshot, list_dir as list_snapshots,
+    verify_file as verify_snapshot, Chunk, ChunkReceiver, ChunkSender, Progress, ReceiverLimits,
+    SnapshotInfo, SnapshotMeta, SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotWriter,
+    CHUNK_BYTES_DEFAULT, SNAPSHOT_META_BYTES_MAX,
 };

@@ -82,3 +82,291 @@ fn verify_inspect_and_dump_a_servers_data_directory() {
     assert_eq!(code, Some(2));
     assert!(err.contains("not a Cathedral data directory"), "{err}");
 }
+
+fn json_of(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// `(id, name, state)` of every job, as the server lists them.
+fn listed(s: &Server) -> Vec<(u64, String, String)> {
+    let v = json_of(&s.cli_ok(&["list", "--json"]));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["id"].as_u64().unwrap(),
+                j["name"].as_str().unwrap().to_string(),
+                j["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The applied index and state hash once the node stops changing.
+fn settled(s: &Server) -> (u64, String) {
+    let mut last = (u64::MAX, String::new());
+    for _ in 0..100 {
+        let v = json_of(&s.cli_ok(&["cluster", "status", "--json"]));
+        let now = (
+            v["applied_index"].as_u64().unwrap(),
+            v["state_hash"].as_str().unwrap().to_string(),
+        );
+        if now == last {
+            return now;
+        }
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    panic!("the node kept applying entries");
+}
+
+#[test]
+fn replay_matches_the_live_state_and_a_snapshot_restores_it_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    // Frequent checkpoints and snapshots, so replay crosses both.
+    let mut s = Server::start(
+        &dir,
+        &[
+            "--slots",
+            "2",
+            "--checkpoint-interval",
+            "10",
+            "--snapshot-threshold",
+            "40",
+        ],
+    );
+    s.wait_ready();
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let argv: &[&str] = if i % 5 == 4 { &["false"] } else { &["true"] };
+        let name = format!("j{i}");
+        let mut args = vec!["submit", "--name", &name, "--"];
+        args.extend_from_slice(argv);
+        ids.push(s.cli_ok(&args).trim().to_string());
+    }
+    for id in &ids {
+        let _ = s.cli(&["wait", id]);
+    }
+    let (applied, hash) = settled(&s);
+    let jobs = listed(&s);
+    assert_eq!(jobs.len(), 24);
+
+    // While the server holds the directory, modifying commands are refused.
+    let (code, _, err) = log_tool(&dir, &["repair"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("running server"), "{err}");
+    let (code, _, err) = log_tool(&dir, &["snapshot", "import", "/nonexistent.snap"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("running server"), "{err}");
+    assert_eq!(s.stop(), Some(0));
+
+    // Replay from the latest snapshot and from the first entry: the live hash at the
+    // applied index, every checkpoint matched, the snapshots agreeing with the log.
+    let to = applied.to_string();
+    let (code, out, err) = log_tool(&dir, &["replay", "--json", "--to", &to]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = json_of(&out);
+    assert_eq!(r["start"]["from"], "snapshot", "{r}");
+    assert_eq!(r["last_index"], applied);
+    assert_eq!(r["state_hash"], hash.as_str(), "{r}");
+    assert_eq!(r["jobs"]["succeeded"], 20);
+    assert_eq!(r["jobs"]["failed"], 4);
+    let recorded = r["checkpoints"]["recorded"].as_u64().unwrap();
+    assert_eq!(r["checkpoints"]["matched"], recorded);
+    let (code, out, err) = log_tool(&dir, &["replay", "--json", "--from-start", "--to", &to]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let full = json_of(&out);
+    assert_eq!(full["start"]["from"], "empty");
+    assert_eq!(full["state_hash"], hash.as_str());
+    assert!(
+        full["checkpoints"]["recorded"].as_u64().unwrap() >= 2,
+        "{full}"
+    );
+    assert_eq!(
+        full["checkpoints"]["matched"],
+        full["checkpoints"]["recorded"]
+    );
+    assert!(full["snapshots_compared"].as_u64().unwrap() >= 1, "{full}");
+    // The whole state, and one job's history from submission to its end.
+    let (_, out, _) = log_tool(&dir, &["replay", "--state", "--to", &to]);
+    let st = json_of(&out);
+    assert_eq!(st["state"]["jobs"].as_object().unwrap().len(), 24);
+    let (code, out, _) = log_tool(&dir, &["replay", "--json", "--job", &ids[4]]);
+    assert_eq!(code, Some(0));
+    let h = json_of(&out);
+    let steps: Vec<&str> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.first(), Some(&"submit_jobs"), "{h}");
+    assert_eq!(steps.last(), Some(&"task_finished"), "{h}");
+    assert_eq!(
+        h["history"].as_array().unwrap().last().unwrap()["state"],
+        "failed"
+    );
+
+    // Export the state, describe the file, restore it into a fresh directory and serve it.
+    let file = tmp.path().join("backup.snap");
+    let (code, out, err) = log_tool(
+        &dir,
+        &[
+            "snapshot",
+            "export",
+            "--out",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let e = json_of(&out);
+    assert_eq!(
+        e["state_hash"], r["state_hash"],
+        "the export is the replayed state"
+    );
+    let (code, out, _) = log_tool(
+        &dir,
+        &["snapshot", "status", file.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(code, Some(0));
+    let st = json_of(&out);
+    assert_eq!(st["checksum_ok"], true);
+    assert_eq!(st["jobs"], 24);
+    assert_eq!(st["last_index"], e["last_index"]);
+    // A damaged copy is refused by status (exit 1) and by import (nothing placed).
+    let bad = tmp.path().join("bad.snap");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, out, _) = log_tool(&dir, &["snapshot", "status", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    let fresh = tmp.path().join("restored");
+    let (code, _, err) = log_tool(&fresh, &["snapshot", "import", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        std::fs::read_dir(fresh.join("snapshots")).map_or(true, |mut d| d.next().is_none()),
+        "nothing placed from a damaged file"
+    );
+    let (code, out, err) = log_tool(&fresh, &["snapshot", "import", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let mut restored = Server::start(&fresh, &["--slots", "1"]);
+    restored.wait_ready();
+    assert_eq!(
+        listed(&restored),
+        jobs,
+        "the restored node serves the same jobs"
+    );
+    // And it keeps working: a new job runs there.
+    let id = restored
+        .cli_ok(&["submit", "--", "true"])
+        .trim()
+        .to_string();
+    assert_eq!(restored.cli(&["wait", &id]).status.code(), Some(0));
+    assert_eq!(restored.stop(), Some(0));
+}
+
+#[test]
+fn repair_cuts_a_torn_tail_with_a_backup_and_loses_no_acknowledged_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let mut s = Server::start(&dir, &["--slots", "0"]);
+    s.wait_ready();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            s.cli_ok(&["submit", "--name", &format!("t{i}"), "--", "true"])
+                .trim()
+                .to_string(),
+        );
+    }
+    // A crash: the active segment stays unsealed; then half a record lands after the last
+    // good one, as a write cut short by power loss would leave it.
+    s.kill9();
+    let (_, out, _) = log_tool(&dir, &["inspect", "--json"]);
+    let inspect = json_of(&out);
+    let seg = inspect["segments"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(seg["sealed"], false, "{seg}");
+    let file = seg["file"].as_str().unwrap().to_string();
+    let end = seg["data_bytes"].as_u64().unwrap() as usize;
+    let garbage: Vec<u8> = (0..37u8).map(|b| b.wrapping_mul(37) | 1).collect();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[end..end + garbage.len()].copy_from_slice(&garbage);
+    std::fs::write(&file, &bytes).unwrap();
+
+    let (code, out, _) = log_tool(&dir, &["verify", "--json"]);
+    let v = json_of(&out);
+    assert_eq!(code, Some(0), "a torn tail alone is not damage: {v}");
+    assert_eq!(v["findings"][0]["kind"], "torn tail", "{v}");
+    assert_eq!(v["findings"][0]["offset"], end as u64);
+
+    let (code, out, err) = log_tool(&dir, &["repair", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = json_of(&out);
+    assert_eq!(r["clean"], true, "{r}");
+    assert_eq!(r["cut"]["offset"], end as u64, "{r}");
+    let backup_dir = std::path::PathBuf::from(r["cut"]["backup"].as_str().unwrap());
+    let saved: Vec<_> = std::fs::read_dir(&backup_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(
+        std::fs::read(&saved[0]).unwrap(),
+        garbage,
+        "the backup holds the bytes cut"
+    );
+    let (code, out, _) = log_tool(&dir, &["verify", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(json_of(&out)["clean"], true, "{out}");
+    // Repairing a clean directory does nothing.
+    let (code, out, _) = log_tool(&dir, &["repair"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing to repair"), "{out}");
+
+    s.restart();
+    s.wait_ready();
+    let names: Vec<String> = listed(&s).into_iter().map(|j| j.1).collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    assert_eq!(names, expected, "every acknowledged job survived");
+    assert_eq!(s.stop(), Some(0));
+
+    // Damage before the end: repair refuses and changes nothing; --salvage keeps the valid
+    // prefix and moves the rest aside.
+    let (_, out, _) = log_tool(&dir, &["inspect", "--json"]);
+    let seg = json_of(&out)["segments"][0].clone();
+    let file = seg["file"].as_str().unwrap().to_string();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let pos = (seg["data_bytes"].as_u64().unwrap() / 2) as usize;
+    bytes[pos] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, _, err) = log_tool(&dir, &["repair"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--salvage"), "{err}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "a refused repair changes nothing"
+    );
+    let (code, out, err) = log_tool(&dir, &["repair", "--salvage", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = json_of(&out);
+    assert_eq!(r["clean"], true, "{r}");
+    let moved = std::path::PathBuf::from(r["cut"]["backup"].as_str().unwrap());
+    assert!(std::fs::read_dir(&moved).unwrap().next().is_some(), "{r}");
+    let (code, _, _) = log_tool(&dir, &["verify"]);
+    assert_eq!(code, Some(0));
+    let last = r["last_index"].as_u64().unwrap();
+    assert!(
+        last > 0 && last < seg["last_index"].as_u64().unwrap(),
+        "{r}"
+    );
+}

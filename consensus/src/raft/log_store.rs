@@ -94,6 +94,22 @@ const NOT_PURGED: u64 = u64::MAX;
 struct Committed {
     value: Option<LogId<u64>>,
     persisted_at: Option<Instant>,
+    /// `value` is newer than what the metadata holds.
+    unsaved: bool,
+}
+
+/// The committed log id the store has not persisted yet (it persists at most every
+/// `COMMITTED_PERSIST_INTERVAL`); a shutdown saves it so offline tools and the next start
+/// see the real committed index.
+#[derive(Clone)]
+pub struct CommittedHandle(Arc<Mutex<Committed>>);
+
+impl CommittedHandle {
+    /// The metadata bytes to save, when the persisted value is behind; clears the mark.
+    pub fn take_unsaved(&self) -> Option<Vec<u8>> {
+        let mut c = self.0.lock().unwrap();
+        std::mem::take(&mut c.unsaved).then(|| encode_meta(&c.value))
+    }
 }
 
 impl LogStore {
@@ -105,9 +121,15 @@ impl LogStore {
             committed: Arc::new(Mutex::new(Committed {
                 value: None,
                 persisted_at: None,
+                unsaved: false,
             })),
             purged: Arc::new(AtomicU64::new(purged.map_or(NOT_PURGED, |p| p.index))),
         })
+    }
+
+    /// A handle on the committed log id not yet persisted.
+    pub fn committed_handle(&self) -> CommittedHandle {
+        CommittedHandle(self.committed.clone())
     }
 
     /// The underlying log.
@@ -215,6 +237,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if due {
                 c.persisted_at = Some(Instant::now());
             }
+            c.unsaved = !due;
             due
         };
         if persist {

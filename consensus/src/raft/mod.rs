@@ -10,9 +10,11 @@ mod log_store;
 mod settings;
 mod state_machine;
 
-pub use log_store::{decode_entry, encode_entry, LogStore, ENTRY_VERSION};
+pub use log_store::{decode_entry, encode_entry, CommittedHandle, LogStore, ENTRY_VERSION};
 pub use settings::RaftSettings;
-pub use state_machine::{Applied, AppliedHandle, SnapshotBuilder, StateMachine};
+pub use state_machine::{
+    read_snapshot, Applied, AppliedHandle, RaftSnapshotMeta, SnapshotBuilder, StateMachine,
+};
 
 use crate::command::Command;
 use crate::state::Response;

@@ -22,10 +22,46 @@ type StorageResult<T> = Result<T, StorageError<u64>>;
 
 /// What a snapshot file's caller metadata holds for Raft.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RaftSnapshotMeta {
-    last_log_id: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
-    snapshot_id: String,
+pub struct RaftSnapshotMeta {
+    pub last_log_id: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+    pub snapshot_id: String,
+}
+
+impl RaftSnapshotMeta {
+    /// Decodes a snapshot file's caller metadata.
+    pub fn decode(data: &[u8]) -> io::Result<RaftSnapshotMeta> {
+        postcard::from_bytes(data).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot metadata: {e}"),
+            )
+        })
+    }
+}
+
+/// Reads the snapshot file at `path` (whole-file checksum verified first): its Raft
+/// metadata and the state it holds. For the state machine and the offline tools.
+pub fn read_snapshot(
+    path: &std::path::Path,
+) -> Result<(RaftSnapshotMeta, ClusterState), cathedral_storage::Error> {
+    let mut reader = cathedral_storage::SnapshotReader::open(path)?;
+    let bad = |reason: String| cathedral_storage::Error::Corruption {
+        file: path.to_path_buf(),
+        offset: 0,
+        reason,
+    };
+    let meta = RaftSnapshotMeta::decode(&reader.info.meta.data).map_err(|e| bad(e.to_string()))?;
+    let mut body = Vec::with_capacity(reader.info.body_bytes as usize);
+    reader
+        .read_to_end(&mut body)
+        .map_err(|e| cathedral_storage::Error::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source: std::sync::Arc::new(e),
+        })?;
+    let state = ClusterState::from_snapshot(&body).map_err(|e| bad(e.to_string()))?;
+    Ok((meta, state))
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<u64> {
@@ -90,19 +126,7 @@ impl StateMachine {
 
     /// Replaces the state with the snapshot file at `path` (verified first).
     fn load(&mut self, path: &std::path::Path) -> StorageResult<RaftSnapshotMeta> {
-        let mut reader = cathedral_storage::SnapshotReader::open(path)
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let meta: RaftSnapshotMeta = postcard::from_bytes(&reader.info.meta.data).map_err(|e| {
-            snap_err(
-                ErrorVerb::Read,
-                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-            )
-        })?;
-        let mut body = Vec::with_capacity(reader.info.body_bytes as usize);
-        reader
-            .read_to_end(&mut body)
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let state = ClusterState::from_snapshot(&body).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let (meta, state) = read_snapshot(path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         *self.applied.write().unwrap() = Applied {
             state,
             last_applied: meta.last_log_id,
@@ -290,12 +314,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         else {
             return Ok(None);
         };
-        let meta: RaftSnapshotMeta = postcard::from_bytes(&info.meta.data).map_err(|e| {
-            snap_err(
-                ErrorVerb::Read,
-                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-            )
-        })?;
+        let meta =
+            RaftSnapshotMeta::decode(&info.meta.data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: meta.last_log_id,

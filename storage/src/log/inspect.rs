@@ -134,7 +134,17 @@ fn from_error(e: Error) -> std::result::Result<Finding, Error> {
 /// Inspects the log in `dir` (the directory holding `meta` and `log/`). With `visit`, every
 /// valid entry's decoded payload is passed to it in index order; entries after a finding
 /// inside a segment are not visited. I/O errors are returned; damage is reported.
-pub fn inspect(dir: &Path, mut visit: Option<&mut dyn FnMut(Visit<'_>)>) -> Result<InspectReport> {
+pub fn inspect(dir: &Path, visit: Option<&mut dyn FnMut(Visit<'_>)>) -> Result<InspectReport> {
+    inspect_with_progress(dir, visit, &mut |_, _| {})
+}
+
+/// [`inspect`], calling `progress(bytes_done, bytes_total)` of the segment files as it goes
+/// (after each segment, and once before the first).
+pub fn inspect_with_progress(
+    dir: &Path,
+    mut visit: Option<&mut dyn FnMut(Visit<'_>)>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<InspectReport> {
     let mut report = InspectReport::default();
     let meta_path = dir.join("meta");
     match MetaFile::load(&meta_path) {
@@ -162,6 +172,12 @@ pub fn inspect(dir: &Path, mut visit: Option<&mut dyn FnMut(Visit<'_>)>) -> Resu
         Err(e) => return Err(Error::io("list", &log_dir, e)),
     }
     segs.sort();
+    let total: u64 = segs
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    let mut done = 0u64;
+    progress(0, total);
     if report.metadata.is_none() && !segs.is_empty() && report.findings.is_empty() {
         report.findings.push(finding(
             FindingKind::Corruption,
@@ -320,6 +336,8 @@ pub fn inspect(dir: &Path, mut visit: Option<&mut dyn FnMut(Visit<'_>)>) -> Resu
             prev_term = Some(h.term);
         }
         expected = seg.last_index.map(|l| l + 1).or(Some(first));
+        done += seg.file_bytes;
+        progress(done.min(total), total);
         report.segments.push(seg);
     }
     Ok(report)

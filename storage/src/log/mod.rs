@@ -31,7 +31,9 @@ use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
 use crate::meta::{MetaFile, Metadata};
 use crate::options::{Durability, Options, RECORD_BYTES_LIMIT};
-pub use inspect::{inspect, Finding, FindingKind, InspectReport, SegmentReport, Visit};
+pub use inspect::{
+    inspect, inspect_with_progress, Finding, FindingKind, InspectReport, SegmentReport, Visit,
+};
 use record::{Compression, Header};
 pub use recovery::{RecoveryReport, Salvaged, TornTail};
 use segment::SealedSegment;

@@ -215,8 +215,12 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
                     let data = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
                     let end = (scan.end + tail) as usize;
                     let name = format!("{}.from-{}", segment::file_name(first), scan.end);
-                    fs::write(moved_to.join(name), &data[scan.end as usize..end])
-                        .map_err(|e| Error::io("write", &moved_to, e))?;
+                    // The copy is synced before the segment is cut: the bytes are never only
+                    // in the page cache when the original goes.
+                    let copy = moved_to.join(name);
+                    fs::write(&copy, &data[scan.end as usize..end])
+                        .and_then(|()| File::open(&copy)?.sync_all())
+                        .map_err(|e| Error::io("write", &copy, e))?;
                 }
                 let mut moved_files = Vec::new();
                 let whole_from = if scan.end == 0 { k } else { k + 1 };

@@ -11,8 +11,8 @@ mod transfer;
 
 pub use format::{SnapshotMeta, SNAPSHOT_META_BYTES_MAX};
 pub use store::{
-    describe, export, verify_file, SnapshotInfo, SnapshotOptions, SnapshotReader, SnapshotStore,
-    SnapshotWriter,
+    describe, export, list_dir, verify_file, SnapshotInfo, SnapshotOptions, SnapshotReader,
+    SnapshotStore, SnapshotWriter,
 };
 pub use transfer::{
     Chunk, ChunkReceiver, ChunkSender, Progress, ReceiverLimits, CHUNK_BYTES_DEFAULT,

@@ -112,22 +112,7 @@ impl SnapshotStore {
     /// Every snapshot, oldest first. Checks headers and trailers, not checksums (readers do).
     /// A `*.snap` file that does not parse is skipped with a warning.
     pub fn list(&self) -> Result<Vec<SnapshotInfo>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
-            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
-            let path = entry.path();
-            if !entry.file_name().to_string_lossy().ends_with(SUFFIX) {
-                continue;
-            }
-            match describe(&path) {
-                Ok(info) => out.push(info),
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot")
-                }
-            }
-        }
-        out.sort_by_key(|i| i.key());
-        Ok(out)
+        list_dir(&self.dir)
     }
 
     /// The newest snapshot, if any.
@@ -250,6 +235,34 @@ impl SnapshotStore {
     }
 }
 
+/// Every snapshot in the store directory `dir`, oldest first, without opening a store:
+/// read-only (no temporaries removed), and empty when `dir` does not exist. Checks headers
+/// and trailers, not checksums; a `*.snap` file that does not parse is skipped with a
+/// warning.
+pub fn list_dir(dir: &Path) -> Result<Vec<SnapshotInfo>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().ends_with(SUFFIX) {
+            continue;
+        }
+        match describe(&path) {
+            Ok(info) => out.push(info),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot")
+            }
+        }
+    }
+    out.sort_by_key(|i| i.key());
+    Ok(out)
+}
+
 /// Header, metadata and sizes of the snapshot at `path` (structure checked, not the CRC).
 pub fn describe(path: &Path) -> Result<SnapshotInfo> {
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
@@ -328,17 +341,51 @@ fn copy_verified(from: &Path, to: &Path) -> Result<()> {
 /// Streams a snapshot body into a temporary file; [`finish`](SnapshotWriter::finish)
 /// installs it. Dropped unfinished, it removes its temporary file.
 pub struct SnapshotWriter {
-    store: SnapshotStore,
+    target: Target,
     tmp: PathBuf,
     encoder: Option<zstd::stream::Encoder<'static, Checksummed<BufWriter<File>>>>,
     header_bytes: u64,
     body_bytes: u64,
 }
 
+/// Where a finished snapshot goes.
+enum Target {
+    /// Installed into a store (retention applied).
+    Store(SnapshotStore),
+    /// A standalone file (an export), placed atomically.
+    File(PathBuf),
+}
+
 impl SnapshotWriter {
     fn create(store: SnapshotStore, meta: SnapshotMeta) -> Result<SnapshotWriter> {
-        let header = format::encode_header(&meta)?;
         let tmp = store.tmp_path();
+        let level = store.options.compression_level;
+        Self::start(Target::Store(store), tmp, meta, level)
+    }
+
+    /// A writer of a standalone snapshot file at `path` (for export): the file appears
+    /// complete and synced when [`finish`](Self::finish) returns, or not at all.
+    pub fn to_file(
+        path: &Path,
+        meta: SnapshotMeta,
+        compression_level: i32,
+    ) -> Result<SnapshotWriter> {
+        let tmp = fsutil::tmp_path(path);
+        Self::start(
+            Target::File(path.to_path_buf()),
+            tmp,
+            meta,
+            compression_level,
+        )
+    }
+
+    fn start(
+        target: Target,
+        tmp: PathBuf,
+        meta: SnapshotMeta,
+        level: i32,
+    ) -> Result<SnapshotWriter> {
+        let header = format::encode_header(&meta)?;
         let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         let mut out = Checksummed {
             inner: BufWriter::with_capacity(1 << 20, file),
@@ -347,12 +394,11 @@ impl SnapshotWriter {
         };
         let io = |e: io::Error| Error::io("write", &tmp, e);
         out.write_all(&header).map_err(io)?;
-        let mut encoder =
-            zstd::stream::Encoder::new(out, store.options.compression_level).map_err(io)?;
+        let mut encoder = zstd::stream::Encoder::new(out, level).map_err(io)?;
         // zstd's own frame checksum (XXH64 of the body) also catches a bad decompression.
         encoder.include_checksum(true).map_err(io)?;
         Ok(SnapshotWriter {
-            store,
+            target,
             tmp: tmp.clone(),
             encoder: Some(encoder),
             header_bytes: header.len() as u64,
@@ -360,7 +406,8 @@ impl SnapshotWriter {
         })
     }
 
-    /// Completes the file (trailer, fsync), installs it atomically and applies retention.
+    /// Completes the file (trailer, fsync), installs it atomically and applies retention (or,
+    /// made by [`to_file`](Self::to_file), renames it into place and checks it).
     pub fn finish(mut self) -> Result<SnapshotInfo> {
         let encoder = self.encoder.take().expect("finish called once");
         let io = |e: io::Error| Error::io("write", &self.tmp, e);
@@ -375,7 +422,18 @@ impl SnapshotWriter {
         file.sync_all()
             .map_err(|e| Error::io("fsync", &self.tmp, e))?;
         drop(file);
-        let info = self.store.install(&self.tmp);
+        let info = match &self.target {
+            Target::Store(store) => store.install(&self.tmp),
+            Target::File(to) => fsutil::rename(&self.tmp, to)
+                .and_then(|()| {
+                    fsutil::sync_dir(
+                        to.parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .unwrap_or(Path::new(".")),
+                    )
+                })
+                .and_then(|()| verify_file(to)),
+        };
         if info.is_err() {
             let _ = fs::remove_file(&self.tmp);
         }

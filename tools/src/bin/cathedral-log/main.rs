@@ -1,28 +1,39 @@
-//! `cathedral-log`: look inside a data directory without a running server. Read-only; it
-//! takes no lock and changes nothing, so it works on a stopped server's directory, on a
-//! copy, or (with the caveat that the tail may be moving) beside a running server.
+//! `cathedral-log`: look inside a data directory without a running server.
 //!
-//! Commands so far: `inspect`, `verify`, `dump`.
+//! The reading commands (`inspect`, `verify`, `dump`, `replay`, `snapshot export`,
+//! `snapshot status`) take no lock and change nothing, so they work on a stopped server's
+//! directory, on a copy, or (with the caveat that the tail may be moving) beside a running
+//! server. The modifying ones (`repair`, `snapshot import`) take the directory's lock and
+//! refuse while a server holds it.
+//!
+//! Exit codes: 0 clean, 1 damage or divergence found, 2 usage or I/O error (or refused).
+
+mod progress;
+mod repair;
+mod replay;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cathedral_consensus::raft::decode_entry;
-use cathedral_storage::{inspect, FindingKind, InspectReport, SnapshotOptions, SnapshotStore};
+use cathedral_consensus::replay::ReplayOptions;
+use cathedral_storage::{inspect_with_progress, list_snapshots, FindingKind, InspectReport};
 use clap::{Parser, Subcommand};
 use openraft::EntryPayload;
 use serde_json::json;
 
 /// Exit codes.
-const CLEAN: u8 = 0;
-const DAMAGED: u8 = 1;
-const USAGE: u8 = 2;
+pub(crate) const CLEAN: u8 = 0;
+pub(crate) const DAMAGED: u8 = 1;
+pub(crate) const USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
     name = "cathedral-log",
     version,
-    about = "Inspect, verify and dump a Cathedral data directory offline."
+    about = "Inspect, verify, dump, replay and repair a Cathedral data directory offline; export and import snapshots.",
+    after_help = "Exit codes: 0 clean, 1 damage or divergence found, 2 usage or I/O error (or refused: a server holds the directory)."
 )]
 struct Cli {
     /// The server's data directory.
@@ -59,10 +70,89 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild the state from the latest snapshot plus the log, checking every checkpoint;
+    /// print a summary, the whole state (--state), or one job's history (--job).
+    Replay {
+        /// Stop after this index.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Replay the whole log from its first entry (it must be complete), comparing every
+        /// snapshot on the way.
+        #[arg(long)]
+        from_start: bool,
+        /// Print the history of this job.
+        #[arg(long)]
+        job: Option<u64>,
+        /// Print the whole state as JSON (with the summary).
+        #[arg(long)]
+        state: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a torn tail, copying the bytes to <data-dir>/salvage/ first; refuses damage
+    /// before the end unless --salvage. Refused while a server holds the directory.
+    Repair {
+        /// Keep the valid prefix and move everything after the first damage aside.
+        #[arg(long)]
+        salvage: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export, import or describe a snapshot file.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Write the state (replayed through the recorded committed index, or --to) as one
+    /// portable snapshot file; --held copies the newest held snapshot instead.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, conflicts_with = "held")]
+        to: Option<u64>,
+        #[arg(long)]
+        held: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify FILE and place it: into a fresh data directory as a restore (the server started
+    /// on it serves its jobs as a new cluster), into a node's directory when it fits the log.
+    /// Refused while a server holds the directory.
+    Import {
+        file: PathBuf,
+        /// Replace newer snapshots (kept aside as *.superseded).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A snapshot file's metadata, sizes, checksum and contents summary.
+    Status {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that need no data directory, or may create one.
+    let early = match &cli.command {
+        Cmd::Snapshot {
+            command: SnapshotCmd::Status { file, json },
+        } => Some(snapshot::cmd_status(file, *json)),
+        Cmd::Snapshot {
+            command: SnapshotCmd::Import { file, force, json },
+        } => Some(snapshot::cmd_import(&cli.data_dir, file, *force, *json)),
+        _ => None,
+    };
+    if let Some(result) = early {
+        return finish(result);
+    }
     if !cli.data_dir.join("meta").exists() && !cli.data_dir.join("log").exists() {
         eprintln!(
             "cathedral-log: {} is not a Cathedral data directory (no meta, no log/)",
@@ -80,7 +170,37 @@ fn main() -> ExitCode {
             job,
             json,
         } => run_dump(&cli.data_dir, from, to, &kinds, job, json),
+        Cmd::Replay {
+            to,
+            from_start,
+            job,
+            state,
+            json,
+        } => replay::cmd_replay(
+            &cli.data_dir,
+            &ReplayOptions {
+                to,
+                from_start,
+                job,
+            },
+            state,
+            json,
+        ),
+        Cmd::Repair { salvage, json } => repair::cmd_repair(&cli.data_dir, salvage, json),
+        Cmd::Snapshot { command } => match command {
+            SnapshotCmd::Export {
+                out,
+                to,
+                held,
+                json,
+            } => snapshot::cmd_export(&cli.data_dir, &out, to, held, json),
+            SnapshotCmd::Import { .. } | SnapshotCmd::Status { .. } => unreachable!("ran above"),
+        },
     };
+    finish(result)
+}
+
+fn finish(result: Result<u8, String>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -90,7 +210,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn kind_name(k: FindingKind) -> &'static str {
+/// Refuses (with a message naming the lock) while a server holds `dir`.
+pub(crate) fn refuse_if_locked(dir: &Path) -> Result<(), String> {
+    repair::lock(dir).map(drop)
+}
+
+/// The committed index recorded in the metadata, if any.
+pub(crate) fn committed_index(r: &InspectReport) -> Option<u64> {
+    r.metadata
+        .as_ref()
+        .and_then(|m| m.committed.as_ref())
+        .and_then(|b| postcard::from_bytes::<Option<openraft::LogId<u64>>>(b).ok())
+        .flatten()
+        .map(|l| l.index)
+}
+
+/// Inspects with a progress bar on a terminal.
+fn inspect_bar(
+    dir: &Path,
+    visit: Option<&mut dyn FnMut(cathedral_storage::Visit<'_>)>,
+    label: &'static str,
+) -> Result<InspectReport, String> {
+    let bar = progress::Bar::new(label);
+    let r = inspect_with_progress(dir, visit, &mut |d, t| bar.update(d, t));
+    bar.finish();
+    r.map_err(|e| e.to_string())
+}
+
+pub(crate) fn kind_name(k: FindingKind) -> &'static str {
     match k {
         FindingKind::TornTail => "torn tail",
         FindingKind::Corruption => "corruption",
@@ -126,31 +273,16 @@ fn metadata_json(r: &InspectReport) -> serde_json::Value {
 /// Checks that need the consensus encoding: committed within the log.
 fn metadata_findings(r: &InspectReport) -> Vec<String> {
     let mut out = Vec::new();
-    let committed = r
-        .metadata
-        .as_ref()
-        .and_then(|m| m.committed.as_ref())
-        .and_then(|b| postcard::from_bytes::<Option<openraft::LogId<u64>>>(b).ok())
-        .flatten();
-    if let (Some(c), Some(last)) = (committed, r.last_index()) {
-        if c.index > last {
-            out.push(format!(
-                "committed index {} is past the last index {last}",
-                c.index
-            ));
+    if let (Some(c), Some(last)) = (committed_index(r), r.last_index()) {
+        if c > last {
+            out.push(format!("committed index {c} is past the last index {last}"));
         }
     }
     out
 }
 
 fn snapshots(dir: &Path) -> Result<Vec<serde_json::Value>, String> {
-    let path = dir.join("snapshots");
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let store =
-        SnapshotStore::open(&path, SnapshotOptions::default()).map_err(|e| e.to_string())?;
-    let list = store.list().map_err(|e| e.to_string())?;
+    let list = list_snapshots(&dir.join("snapshots")).map_err(|e| e.to_string())?;
     Ok(list
         .iter()
         .map(|i| {
@@ -169,7 +301,7 @@ fn snapshots(dir: &Path) -> Result<Vec<serde_json::Value>, String> {
 }
 
 fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
-    let r = inspect(dir, None).map_err(|e| e.to_string())?;
+    let r = inspect_bar(dir, None, "inspect")?;
     let snaps = snapshots(dir)?;
     let segments: Vec<serde_json::Value> = r
         .segments
@@ -254,7 +386,7 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
 }
 
 fn run_verify(dir: &Path, as_json: bool) -> Result<u8, String> {
-    let r = inspect(dir, None).map_err(|e| e.to_string())?;
+    let r = inspect_bar(dir, None, "verify")?;
     let mut findings: Vec<serde_json::Value> = r
         .findings
         .iter()
@@ -370,7 +502,7 @@ fn run_dump(
         };
         let _ = writeln!(out, "{line}");
     };
-    let r = inspect(dir, Some(&mut visit)).map_err(|e| e.to_string())?;
+    let r = inspect_bar(dir, Some(&mut visit), "dump")?;
     for e in &errors {
         eprintln!("cathedral-log: {e}");
     }

@@ -1,0 +1,149 @@
+//! `repair`: cuts a torn tail, or with `--salvage` everything from the first damage on, after
+//! copying what it removes into `<dir>/salvage/<time>/` (synced before anything is cut).
+//! Refuses while a server holds the directory.
+//!
+//! The cutting itself is the storage crate's salvage-mode open, which is what a server
+//! would do; this command adds the refusal of mid-log damage without `--salvage`, the
+//! committed index brought back within the log, and a check afterwards.
+
+use std::path::Path;
+
+use cathedral_storage::{inspect, DirLock, Log, Options, RecoveryMode};
+use openraft::{CommittedLeaderId, LogId};
+use serde_json::json;
+
+use crate::{committed_index, kind_name, CLEAN, DAMAGED};
+
+pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String> {
+    crate::refuse_if_locked(dir)?;
+    let before = inspect(dir, None).map_err(|e| e.to_string())?;
+    if before.findings.is_empty() {
+        report(
+            as_json,
+            json!({"repaired": false, "clean": true, "message": "nothing to repair"}),
+        );
+        return Ok(CLEAN);
+    }
+    if before.damaged() && !salvage {
+        for f in &before.findings {
+            eprintln!(
+                "{}: {} at byte {}: {}",
+                kind_name(f.kind),
+                f.file.display(),
+                f.offset,
+                f.reason
+            );
+        }
+        eprintln!(
+            "cathedral-log: the log is damaged before its end; repair only cuts a torn tail. \
+             `repair --salvage` keeps the valid prefix and moves everything after the first \
+             damage to {}/salvage/ (entries there are lost to this node; in a cluster it \
+             catches up from the leader)",
+            dir.display()
+        );
+        return Ok(DAMAGED);
+    }
+    let options = Options {
+        recovery_mode: RecoveryMode::Salvage,
+        verify_on_open: true,
+        preallocate: false,
+        ..Options::default()
+    };
+    let log = Log::open(dir, options).map_err(|e| format!("open for repair: {e}"))?;
+    let recovery = log.recovery_report().clone();
+    // A committed index past the new end would make Raft look for entries that are gone:
+    // bring it back to the last entry kept (a lower committed index is always safe).
+    let mut committed_note = None;
+    if let Some(c) = committed_index(&before) {
+        let last = log.last_entry();
+        if last.is_none_or(|(i, _)| i < c) {
+            let to: Option<LogId<u64>> =
+                last.map(|(i, t)| LogId::new(CommittedLeaderId::new(t, 0), i));
+            log.save_committed(postcard::to_stdvec(&to).expect("encodes"))
+                .map_err(|e| format!("save committed: {e}"))?;
+            committed_note = Some(format!(
+                "committed index lowered from {c} to {}",
+                to.map_or("-".into(), |l| l.index.to_string())
+            ));
+        }
+    }
+    log.close().map_err(|e| format!("close: {e}"))?;
+    let after = inspect(dir, None).map_err(|e| e.to_string())?;
+    let cut = recovery.salvaged.as_ref().map(|s| {
+        json!({
+            "file": s.file.display().to_string(),
+            "offset": s.offset,
+            "reason": s.reason,
+            "bytes": s.bytes,
+            "backup": s.moved_to.display().to_string(),
+            "moved_files": s.moved_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        })
+    });
+    let clean = after.findings.is_empty();
+    let value = json!({
+        "repaired": cut.is_some(),
+        "cut": cut,
+        "committed": committed_note,
+        "last_index": after.last_index(),
+        "clean": clean,
+        "remaining_findings": after.findings.iter().map(|f| format!("{}: {} at byte {}: {}", kind_name(f.kind), f.file.display(), f.offset, f.reason)).collect::<Vec<_>>(),
+    });
+    if as_json {
+        report(true, value);
+    } else {
+        match &recovery.salvaged {
+            Some(s) => {
+                println!(
+                    "cut {} at byte {} ({}): {} bytes copied to {} first",
+                    s.file.display(),
+                    s.offset,
+                    s.reason,
+                    s.bytes,
+                    s.moved_to.display()
+                );
+                for f in &s.moved_files {
+                    println!("moved {} aside", f.display());
+                }
+            }
+            None => println!("nothing was cut"),
+        }
+        if let Some(n) = &committed_note {
+            println!("{n}");
+        }
+        println!(
+            "the log now ends at index {}: {}",
+            after.last_index().map_or("-".into(), |i| i.to_string()),
+            if clean { "clean" } else { "still damaged" }
+        );
+        for f in &after.findings {
+            println!(
+                "{}: {} at byte {}: {}",
+                kind_name(f.kind),
+                f.file.display(),
+                f.offset,
+                f.reason
+            );
+        }
+    }
+    Ok(if clean { CLEAN } else { DAMAGED })
+}
+
+fn report(as_json: bool, v: serde_json::Value) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("prints"));
+    } else if let Some(m) = v["message"].as_str() {
+        println!("{m}");
+    }
+}
+
+/// Keeps the lock for the life of a modifying command.
+pub fn lock(dir: &Path) -> Result<DirLock, String> {
+    DirLock::acquire(dir).map_err(|e| match e {
+        cathedral_storage::Error::Locked { .. } => format!(
+            "{} is in use by a running server (it holds {}); stop the server first",
+            dir.display(),
+            dir.join("LOCK").display()
+        ),
+        other => other.to_string(),
+    })
+}

@@ -1,0 +1,214 @@
+//! `replay`: the data directory's state rebuilt from its snapshot and log, with every
+//! checkpoint checked (the work is in `cathedral_consensus::replay`).
+
+use std::path::Path;
+
+use cathedral_consensus::replay::{replay, Replay, ReplayOptions, Start};
+use cathedral_consensus::JobState;
+use serde_json::json;
+
+use crate::progress::Bar;
+use crate::{committed_index, CLEAN, DAMAGED};
+
+const STATES: [JobState; 7] = [
+    JobState::Pending,
+    JobState::Assigned,
+    JobState::Running,
+    JobState::Succeeded,
+    JobState::Failed,
+    JobState::Cancelled,
+    JobState::TimedOut,
+];
+
+/// Replays with a progress bar on a terminal.
+pub fn run_replay(dir: &Path, options: &ReplayOptions) -> Result<Replay, String> {
+    let bar = Bar::new("replay");
+    let r = replay(dir, options, &mut |done, total| bar.update(done, total));
+    bar.finish();
+    r.map_err(|e| e.to_string())
+}
+
+/// A summary of the replayed state: where it started, how far it got, jobs by state,
+/// nodes, Raft members, checkpoints, the state hash.
+pub fn summary(r: &Replay) -> serde_json::Value {
+    let jobs: serde_json::Map<String, serde_json::Value> = STATES
+        .iter()
+        .map(|s| (s.name().to_string(), json!(r.state.jobs_in(*s).count())))
+        .collect();
+    let nodes: Vec<serde_json::Value> = r
+        .state
+        .nodes()
+        .map(|n| {
+            json!({
+                "id": n.info.id,
+                "address": n.info.address,
+                "role": format!("{:?}", n.info.role).to_lowercase(),
+                "status": format!("{:?}", n.status).to_lowercase(),
+                "slots": n.info.capacity.slots,
+            })
+        })
+        .collect();
+    let m = r.membership.membership();
+    let voters: Vec<u64> = m.voter_ids().collect();
+    let learners: Vec<u64> = m.learner_ids().collect();
+    json!({
+        "start": match &r.start {
+            Start::Empty => json!({"from": "empty"}),
+            Start::Restored { path } => json!({"from": "restored", "file": path.display().to_string()}),
+            Start::Snapshot { path, index, term } =>
+                json!({"from": "snapshot", "file": path.display().to_string(), "index": index, "term": term}),
+        },
+        "last_index": r.last.map(|l| l.index),
+        "last_term": r.last.map(|l| l.leader_id.term),
+        "committed_recorded": committed_index(&r.log),
+        "entries_applied": r.entries,
+        "bytes_applied": r.bytes,
+        "jobs_total": r.state.jobs().count(),
+        "jobs": jobs,
+        "workflows": r.state.workflows().count(),
+        "nodes": nodes,
+        "raft": {"voters": voters, "learners": learners},
+        "checkpoints": {
+            "recorded": r.checkpoints,
+            "matched": r.checkpoints_matched,
+            "unverifiable": r.checkpoints_unverifiable,
+        },
+        "snapshots_compared": r.snapshots_compared,
+        "counters": {
+            "fenced_reports": r.state.counters().fenced_reports,
+            "ignored_assignments": r.state.counters().ignored_assignments,
+            "rejected_commands": r.state.counters().rejected_commands,
+            "divergences": r.state.counters().divergences,
+        },
+        "state_hash": r.state_hash(),
+        "findings": r.findings,
+        "log_findings": r.log.findings.iter().map(|f| json!({
+            "kind": crate::kind_name(f.kind),
+            "file": f.file.display().to_string(),
+            "offset": f.offset,
+            "reason": f.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn cmd_replay(
+    dir: &Path,
+    options: &ReplayOptions,
+    whole_state: bool,
+    as_json: bool,
+) -> Result<u8, String> {
+    let r = run_replay(dir, options)?;
+    let damaged = !r.findings.is_empty() || r.log.damaged();
+    if let Some(job) = options.job {
+        if r.state.job(job).is_none() {
+            return Err(format!(
+                "job {job} does not exist as of index {}",
+                r.last.map_or("-".into(), |l| l.index.to_string())
+            ));
+        }
+        if as_json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "job": job,
+                    "history": r.history,
+                    "now": serde_json::to_value(r.state.job(job)).unwrap_or_default(),
+                    "findings": r.findings,
+                }))
+                .expect("prints")
+            );
+        } else {
+            println!(
+                "{:>10} {:>5} {:>15}  {:<16} {:<10} NOTE",
+                "INDEX", "TERM", "AT_MS", "COMMAND", "STATE"
+            );
+            for e in &r.history {
+                println!(
+                    "{:>10} {:>5} {:>15}  {:<16} {:<10} {}",
+                    e.index, e.term, e.at_ms, e.command, e.state, e.note
+                );
+            }
+            print_findings(&r);
+        }
+        return Ok(if damaged { DAMAGED } else { CLEAN });
+    }
+    let mut s = summary(&r);
+    if as_json || whole_state {
+        if whole_state {
+            s["state"] = serde_json::to_value(&r.state).map_err(|e| e.to_string())?;
+        }
+        println!("{}", serde_json::to_string_pretty(&s).expect("prints"));
+        return Ok(if damaged { DAMAGED } else { CLEAN });
+    }
+    match &r.start {
+        Start::Empty => println!("replayed from the first entry"),
+        Start::Restored { path } => println!(
+            "replayed from the restored state {} and the first entry on",
+            path.display()
+        ),
+        Start::Snapshot { path, index, term } => println!(
+            "replayed from snapshot {} (through {index}, term {term})",
+            path.display()
+        ),
+    }
+    println!(
+        "applied {} entries ({} bytes) through index {} (term {})",
+        r.entries,
+        r.bytes,
+        r.last.map_or("-".into(), |l| l.index.to_string()),
+        r.last.map_or("-".into(), |l| l.leader_id.term.to_string()),
+    );
+    if let (Some(c), Some(l)) = (s["committed_recorded"].as_u64(), r.last) {
+        if l.index > c {
+            println!(
+                "note: the recorded committed index is {c}; entries after it may not have been \
+                 committed yet (the record lags the real one by up to a second)"
+            );
+        }
+    }
+    let by_state: Vec<String> = STATES
+        .iter()
+        .map(|st| format!("{} {}", st.name(), s["jobs"][st.name()]))
+        .collect();
+    println!("jobs: {} — {}", s["jobs_total"], by_state.join(", "));
+    println!("workflows: {}", s["workflows"]);
+    println!(
+        "raft voters {}, learners {}",
+        s["raft"]["voters"], s["raft"]["learners"]
+    );
+    for n in s["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "node {:>20}  {:<12} {:<8} {:<8} slots {}",
+            n["id"],
+            n["role"].as_str().unwrap_or(""),
+            n["status"].as_str().unwrap_or(""),
+            n["address"].as_str().unwrap_or(""),
+            n["slots"]
+        );
+    }
+    println!(
+        "checkpoints: {} recorded, {} matched the leader's hash, {} older than the start",
+        r.checkpoints, r.checkpoints_matched, r.checkpoints_unverifiable
+    );
+    if options.from_start {
+        println!("snapshots compared with the log: {}", r.snapshots_compared);
+    }
+    println!("state hash {}", r.state_hash());
+    print_findings(&r);
+    Ok(if damaged { DAMAGED } else { CLEAN })
+}
+
+fn print_findings(r: &Replay) {
+    for f in &r.findings {
+        println!("FINDING at index {}: {}", f.index, f.reason);
+    }
+    for f in &r.log.findings {
+        println!(
+            "{}: {} at byte {}: {}",
+            crate::kind_name(f.kind),
+            f.file.display(),
+            f.offset,
+            f.reason
+        );
+    }
+}
