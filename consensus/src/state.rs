@@ -186,6 +186,129 @@ pub struct ClusterState {
     checkpoints: BTreeMap<u64, [u8; 32]>,
     counters: Counters,
     last_applied: Option<u64>,
+    /// Derived: per-job digests behind [`hash`](Self::hash). Not encoded, not compared.
+    #[serde(skip)]
+    digests: JobDigests,
+}
+
+/// Per-job digests behind the state hash, kept up to date incrementally, so a hash costs
+/// O(jobs changed since the last one) instead of O(all jobs) — checkpoints come every
+/// `checkpoint_interval` entries on every node and in every replay, and all jobs are
+/// kept. Derived state: never encoded, rebuilt in full on the first hash after a snapshot
+/// load, ignored by equality. Every place that changes a job calls [`touch`](Self::touch)
+/// first; a test compares the incremental hash with a full rebuild after every entry.
+#[derive(Default)]
+struct JobDigests(std::sync::Mutex<Digests>);
+
+#[derive(Default, Clone)]
+struct Digests {
+    /// `each` and `sum` describe every job but those in `dirty`.
+    valid: bool,
+    each: BTreeMap<JobId, [u8; 32]>,
+    /// The sum of every digest, as a 256-bit integer (wrapping): order-independent, so a
+    /// changed job is one subtraction and one addition.
+    sum: [u64; 4],
+    dirty: BTreeSet<JobId>,
+}
+
+impl JobDigests {
+    fn touch(&mut self, id: JobId) {
+        let d = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        if d.valid {
+            d.dirty.insert(id);
+        }
+    }
+
+    /// The digest of all jobs: their count and the sum of `BLAKE3(id, job)`.
+    fn of(&self, jobs: &BTreeMap<JobId, Job>) -> [u8; 32] {
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let digest = |j: &Job| -> [u8; 32] {
+            *blake3::hash(&postcard::to_stdvec(j).expect("jobs always encode")).as_bytes()
+        };
+        if !d.valid {
+            d.each.clear();
+            d.sum = [0; 4];
+            for (id, j) in jobs {
+                let h = digest(j);
+                wide_add(&mut d.sum, &h, false);
+                d.each.insert(*id, h);
+            }
+            d.dirty.clear();
+            d.valid = true;
+        } else {
+            for id in std::mem::take(&mut d.dirty) {
+                if let Some(old) = d.each.remove(&id) {
+                    wide_add(&mut d.sum, &old, true);
+                }
+                if let Some(j) = jobs.get(&id) {
+                    let h = digest(j);
+                    wide_add(&mut d.sum, &h, false);
+                    d.each.insert(id, h);
+                }
+            }
+        }
+        let mut out = [0u8; 32];
+        for (k, limb) in d.sum.iter().enumerate() {
+            out[k * 8..k * 8 + 8].copy_from_slice(&limb.to_le_bytes());
+        }
+        out
+    }
+}
+
+/// `sum += h` (or `-=`) modulo 2^256, little-endian limbs.
+fn wide_add(sum: &mut [u64; 4], h: &[u8; 32], subtract: bool) {
+    let mut carry = false;
+    for (k, limb) in sum.iter_mut().enumerate() {
+        let x = u64::from_le_bytes(h[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let (r, c) = if subtract {
+            let (a, b1) = limb.overflowing_sub(x);
+            let (a, b2) = a.overflowing_sub(carry as u64);
+            (a, b1 || b2)
+        } else {
+            let (a, c1) = limb.overflowing_add(x);
+            let (a, c2) = a.overflowing_add(carry as u64);
+            (a, c1 || c2)
+        };
+        *limb = r;
+        carry = c;
+    }
+}
+
+impl Clone for JobDigests {
+    fn clone(&self) -> Self {
+        JobDigests(std::sync::Mutex::new(
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        ))
+    }
+}
+
+impl PartialEq for JobDigests {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JobDigests {}
+
+impl std::fmt::Debug for JobDigests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobDigests")
+    }
+}
+
+/// What the state hash covers: everything, with the jobs as their digest.
+#[derive(Serialize)]
+struct HashView<'a> {
+    jobs: u64,
+    jobs_digest: [u8; 32],
+    workflows: &'a BTreeMap<WorkflowId, Workflow>,
+    nodes: &'a BTreeMap<NodeId, Node>,
+    idempotency: &'a BTreeMap<String, JobId>,
+    next_job: JobId,
+    next_workflow: WorkflowId,
+    checkpoints: &'a BTreeMap<u64, [u8; 32]>,
+    counters: &'a Counters,
+    last_applied: Option<u64>,
 }
 
 impl Default for ClusterState {
@@ -200,6 +323,7 @@ impl Default for ClusterState {
             checkpoints: BTreeMap::new(),
             counters: Counters::default(),
             last_applied: None,
+            digests: JobDigests::default(),
         }
     }
 }
@@ -353,6 +477,7 @@ impl ClusterState {
             s.is_final() && s != JobState::Succeeded
         });
         for d in &deps {
+            self.digests.touch(*d);
             self.jobs.get_mut(d).expect("checked").dependents.push(id);
         }
         let mut job = Job {
@@ -370,6 +495,7 @@ impl ClusterState {
             job.state = JobState::Cancelled;
             job.reason = Some(format!("dependency {d} {}", self.jobs[&d].state.name()));
         }
+        self.digests.touch(id);
         self.jobs.insert(id, job);
         id
     }
@@ -488,6 +614,7 @@ impl ClusterState {
         let (mut accepted, mut ignored) = (0, 0);
         for a in assignments {
             if self.assignable(at, a) {
+                self.digests.touch(a.job);
                 let job = self.jobs.get_mut(&a.job).expect("checked");
                 job.attempts.push(Attempt {
                     number: a.attempt,
@@ -538,6 +665,7 @@ impl ClusterState {
         attempt: u32,
         node: NodeId,
     ) -> std::result::Result<&mut Job, String> {
+        self.digests.touch(job);
         let j = self
             .jobs
             .get_mut(&job)
@@ -589,6 +717,7 @@ impl ClusterState {
     /// Records the current attempt's outcome and moves the job on: succeeded, retried after
     /// backoff, or finally failed / timed out (cancelling its dependents).
     fn end_attempt(&mut self, at: u64, job: JobId, outcome: Outcome) {
+        self.digests.touch(job);
         let j = self.jobs.get_mut(&job).expect("caller checked");
         let a = j.attempts.last_mut().expect("attempt in flight");
         a.finished_at_ms = Some(at);
@@ -632,6 +761,7 @@ impl ClusterState {
                 continue;
             }
             let state = self.jobs[&because].state;
+            self.digests.touch(id);
             let j = self.jobs.get_mut(&id).expect("dependents exist");
             if j.state.is_final() {
                 continue;
@@ -643,6 +773,7 @@ impl ClusterState {
     }
 
     fn cancel(&mut self, at: u64, job: JobId, reason: &str) -> Response {
+        self.digests.touch(job);
         let Some(j) = self.jobs.get_mut(&job) else {
             return Response::Ignored {
                 reason: format!("unknown job {job}"),
@@ -711,9 +842,23 @@ impl ClusterState {
         Response::Done
     }
 
-    /// Hash of the canonical encoding of the whole state (BLAKE3, 32 bytes).
+    /// The state hash (BLAKE3, 32 bytes) over the canonical encoding of everything but the
+    /// jobs, their count and the sum of their digests (see `JobDigests`): equal states give
+    /// equal hashes on every node and in every replay.
     pub fn hash(&self) -> [u8; 32] {
-        *blake3::hash(&postcard::to_stdvec(self).expect("state always encodes")).as_bytes()
+        let view = HashView {
+            jobs: self.jobs.len() as u64,
+            jobs_digest: self.digests.of(&self.jobs),
+            workflows: &self.workflows,
+            nodes: &self.nodes,
+            idempotency: &self.idempotency,
+            next_job: self.next_job,
+            next_workflow: self.next_workflow,
+            checkpoints: &self.checkpoints,
+            counters: &self.counters,
+            last_applied: self.last_applied,
+        };
+        *blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes")).as_bytes()
     }
 
     /// The state as snapshot bytes (versioned).

@@ -124,6 +124,16 @@ fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
             );
         }
         check_invariants(&a)?;
+        // The hash is kept incrementally (per-job digests touched by apply): after every
+        // entry it equals the hash of the same state rebuilt from scratch.
+        let rebuilt = ClusterState::from_snapshot(&a.to_snapshot())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(
+            a.hash(),
+            rebuilt.hash(),
+            "incremental hash went stale at {}",
+            index
+        );
     }
     prop_assert_eq!(a.hash(), b.hash());
     prop_assert!(a == b);
