@@ -969,6 +969,14 @@ impl ClusterState {
         self.last_applied
     }
 
+    /// Prepares a restored state to start a new log at index 0: drops what refers to the old
+    /// log's indexes (its checkpoints and last applied index). Jobs, workflows, nodes and
+    /// counters stay.
+    pub fn rebase(&mut self) {
+        self.checkpoints.clear();
+        self.last_applied = None;
+    }
+
     /// The index of the newest checkpoint kept, if any.
     pub fn latest_checkpoint(&self) -> Option<u64> {
         self.checkpoints.last_key_value().map(|(i, _)| *i)

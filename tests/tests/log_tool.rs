@@ -253,20 +253,33 @@ fn replay_matches_the_live_state_and_a_snapshot_restores_it_elsewhere() {
     );
     let (code, out, err) = log_tool(&fresh, &["snapshot", "import", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
-    let mut restored = Server::start(&fresh, &["--slots", "1"]);
+    let mut restored = Server::start(&fresh, &["--slots", "1", "--checkpoint-interval", "5"]);
     restored.wait_ready();
     assert_eq!(
         listed(&restored),
         jobs,
         "the restored node serves the same jobs"
     );
-    // And it keeps working: a new job runs there.
-    let id = restored
-        .cli_ok(&["submit", "--", "true"])
-        .trim()
-        .to_string();
-    assert_eq!(restored.cli(&["wait", &id]).status.code(), Some(0));
+    // And it keeps working: new jobs run there, checkpoints are taken in the new log, and
+    // replaying the restored directory gives the live hash.
+    for _ in 0..3 {
+        let id = restored
+            .cli_ok(&["submit", "--", "true"])
+            .trim()
+            .to_string();
+        assert_eq!(restored.cli(&["wait", &id]).status.code(), Some(0));
+    }
+    let (applied, hash) = settled(&restored);
     assert_eq!(restored.stop(), Some(0));
+    let (code, out, err) = log_tool(&fresh, &["replay", "--json", "--to", &applied.to_string()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = json_of(&out);
+    assert_eq!(r["start"]["from"], "restored", "{r}");
+    assert_eq!(r["state_hash"], hash.as_str(), "{r}");
+    assert_eq!(r["jobs_total"], 27);
+    let recorded = r["checkpoints"]["recorded"].as_u64().unwrap();
+    assert!(recorded >= 1, "{r}");
+    assert_eq!(r["checkpoints"]["matched"], recorded, "{r}");
 }
 
 #[test]

@@ -188,8 +188,12 @@ pub fn cmd_import(dir: &Path, file: &Path, force: bool, as_json: bool) -> Result
                 created_ms: now_ms(),
             })
             .map_err(|e| e.to_string())?;
-        let mut body = SnapshotReader::open(file).map_err(|e| e.to_string())?;
-        std::io::copy(&mut body, &mut w).map_err(|e| format!("copy the state: {e}"))?;
+        // The old log's checkpoint indexes mean nothing in the new one.
+        let mut state = state;
+        state.rebase();
+        state
+            .write_snapshot(&mut w)
+            .map_err(|e| format!("write the state: {e}"))?;
         let info = w.finish().map_err(|e| e.to_string())?;
         let v = json!({
             "mode": "restore",
