@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Cathedral's test command: installs what a fresh machine lacks, then runs the whole suite.
+# Cathedral's test command (the README's, and all .ci/run runs): installs what a fresh
+# machine lacks, runs the whole suite, then the lints (clippy with warnings denied, rustfmt).
 #
 # Environment:
 #   CATHEDRAL_CRASH_KILLS=N   SIGKILL crash loop length (default 20; long run: 1000)
@@ -72,3 +73,16 @@ cargo test --workspace --locked
 # `fail` crate's failpoints for every crate built alongside, and raft-engine (a benchmark
 # peer) does not build that way.
 cargo test -p cathedral-storage --features failpoints --locked --test failpoints
+
+# Lints: warnings are errors. clippy and rustfmt come with rustup's default profile; a
+# minimal toolchain gets them added here.
+if command -v rustup >/dev/null 2>&1; then
+    for c in clippy rustfmt; do
+        rustup component list --installed 2>/dev/null | grep -q "^$c" \
+            || rustup component add "$c" >/dev/null 2>&1 \
+            || echo "scripts/test.sh: WARNING: could not add the $c component" >&2
+    done
+fi
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p cathedral-storage --all-targets --features failpoints --locked -- -D warnings
+cargo fmt --all -- --check
