@@ -145,11 +145,15 @@ pub fn replay(
     let restored = matches!(&base, Some((_, None, _, _)));
     if (options.from_start || options.job.is_some()) && !restored {
         for s in &snapshots {
-            if let Ok((meta, state)) = read_snapshot(&s.path) {
-                if let Some(l) = meta.last_log_id {
-                    run.compare_at
-                        .insert(l.index, (s.path.clone(), state.hash()));
-                }
+            // The base snapshot is in memory already; the others are read once here.
+            let read = match &base {
+                Some((path, last, _, state)) if *path == s.path => Some((*last, state.hash())),
+                _ => read_snapshot(&s.path)
+                    .ok()
+                    .map(|(meta, state)| (meta.last_log_id, state.hash())),
+            };
+            if let Some((Some(l), hash)) = read {
+                run.compare_at.insert(l.index, (s.path.clone(), hash));
             }
         }
         if !options.from_start {

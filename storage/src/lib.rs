@@ -52,7 +52,7 @@ pub use log::{
     inspect, inspect_with_progress, Entry, Finding, FindingKind, InspectReport, Log, Record,
     RecoveryReport, Salvaged, SegmentReport, Stats, TornTail, Visit,
 };
-pub use meta::{Metadata, META_FIELD_BYTES_MAX};
+pub use meta::{read_metadata, Metadata, META_FIELD_BYTES_MAX};
 pub use options::{
     Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
 };

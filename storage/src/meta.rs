@@ -25,6 +25,12 @@ pub struct Metadata {
 }
 
 /// Everything the metadata file holds.
+/// The metadata of the log in `dir` (the directory holding `meta`), read without the lock
+/// and without touching the segments; `None` when there is no metadata file.
+pub fn read_metadata(dir: &Path) -> Result<Option<Metadata>> {
+    Ok(MetaFile::load(&dir.join("meta"))?.map(|m| m.user))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MetaFile {
     /// Random identity of this log, repeated in every segment header.

@@ -18,7 +18,9 @@ use std::process::ExitCode;
 
 use cathedral_consensus::raft::decode_entry;
 use cathedral_consensus::replay::ReplayOptions;
-use cathedral_storage::{inspect_with_progress, list_snapshots, FindingKind, InspectReport};
+use cathedral_storage::{
+    inspect_with_progress, list_snapshots, Finding, FindingKind, InspectReport,
+};
 use clap::{Parser, Subcommand};
 use openraft::EntryPayload;
 use serde_json::json;
@@ -215,14 +217,18 @@ pub(crate) fn refuse_if_locked(dir: &Path) -> Result<(), String> {
     repair::lock(dir).map(drop)
 }
 
-/// The committed index recorded in the metadata, if any.
-pub(crate) fn committed_index(r: &InspectReport) -> Option<u64> {
-    r.metadata
-        .as_ref()
+/// The committed index recorded in `metadata`, if any.
+pub(crate) fn committed_of(metadata: Option<&cathedral_storage::Metadata>) -> Option<u64> {
+    metadata
         .and_then(|m| m.committed.as_ref())
         .and_then(|b| postcard::from_bytes::<Option<openraft::LogId<u64>>>(b).ok())
         .flatten()
         .map(|l| l.index)
+}
+
+/// The committed index recorded in an inspection's metadata, if any.
+pub(crate) fn committed_index(r: &InspectReport) -> Option<u64> {
+    committed_of(r.metadata.as_ref())
 }
 
 /// Inspects with a progress bar on a terminal.
@@ -235,6 +241,27 @@ fn inspect_bar(
     let r = inspect_with_progress(dir, visit, &mut |d, t| bar.update(d, t));
     bar.finish();
     r.map_err(|e| e.to_string())
+}
+
+/// A storage finding as one line: `kind: file at byte N: reason`.
+pub(crate) fn finding_line(f: &Finding) -> String {
+    format!(
+        "{}: {} at byte {}: {}",
+        kind_name(f.kind),
+        f.file.display(),
+        f.offset,
+        f.reason
+    )
+}
+
+/// A storage finding as JSON.
+pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
+    json!({
+        "kind": kind_name(f.kind),
+        "file": f.file.display().to_string(),
+        "offset": f.offset,
+        "reason": f.reason,
+    })
 }
 
 pub(crate) fn kind_name(k: FindingKind) -> &'static str {
@@ -387,18 +414,7 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
 
 fn run_verify(dir: &Path, as_json: bool) -> Result<u8, String> {
     let r = inspect_bar(dir, None, "verify")?;
-    let mut findings: Vec<serde_json::Value> = r
-        .findings
-        .iter()
-        .map(|f| {
-            json!({
-                "kind": kind_name(f.kind),
-                "file": f.file.display().to_string(),
-                "offset": f.offset,
-                "reason": f.reason,
-            })
-        })
-        .collect();
+    let mut findings: Vec<serde_json::Value> = r.findings.iter().map(finding_json).collect();
     for m in metadata_findings(&r) {
         findings.push(json!({
             "kind": "inconsistent",
@@ -507,13 +523,7 @@ fn run_dump(
         eprintln!("cathedral-log: {e}");
     }
     for f in &r.findings {
-        eprintln!(
-            "cathedral-log: {}: {} at byte {}: {}",
-            kind_name(f.kind),
-            f.file.display(),
-            f.offset,
-            f.reason
-        );
+        eprintln!("cathedral-log: {}", finding_line(f));
     }
     Ok(if errors.is_empty() && !r.damaged() {
         CLEAN

@@ -12,7 +12,7 @@ use cathedral_storage::{inspect, DirLock, Log, Options, RecoveryMode};
 use openraft::{CommittedLeaderId, LogId};
 use serde_json::json;
 
-use crate::{committed_index, kind_name, CLEAN, DAMAGED};
+use crate::{committed_index, finding_line, CLEAN, DAMAGED};
 
 pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String> {
     crate::refuse_if_locked(dir)?;
@@ -26,13 +26,7 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
     }
     if before.damaged() && !salvage {
         for f in &before.findings {
-            eprintln!(
-                "{}: {} at byte {}: {}",
-                kind_name(f.kind),
-                f.file.display(),
-                f.offset,
-                f.reason
-            );
+            eprintln!("{}", finding_line(f));
         }
         eprintln!(
             "cathedral-log: the log is damaged before its end; repair only cuts a torn tail. \
@@ -86,7 +80,7 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
         "committed": committed_note,
         "last_index": after.last_index(),
         "clean": clean,
-        "remaining_findings": after.findings.iter().map(|f| format!("{}: {} at byte {}: {}", kind_name(f.kind), f.file.display(), f.offset, f.reason)).collect::<Vec<_>>(),
+        "remaining_findings": after.findings.iter().map(finding_line).collect::<Vec<_>>(),
     });
     if as_json {
         report(true, value);
@@ -116,13 +110,7 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
             if clean { "clean" } else { "still damaged" }
         );
         for f in &after.findings {
-            println!(
-                "{}: {} at byte {}: {}",
-                kind_name(f.kind),
-                f.file.display(),
-                f.offset,
-                f.reason
-            );
+            println!("{}", finding_line(f));
         }
     }
     Ok(if clean { CLEAN } else { DAMAGED })

@@ -82,12 +82,7 @@ pub fn summary(r: &Replay) -> serde_json::Value {
         },
         "state_hash": r.state_hash(),
         "findings": r.findings,
-        "log_findings": r.log.findings.iter().map(|f| json!({
-            "kind": crate::kind_name(f.kind),
-            "file": f.file.display().to_string(),
-            "offset": f.offset,
-            "reason": f.reason,
-        })).collect::<Vec<_>>(),
+        "log_findings": r.log.findings.iter().map(crate::finding_json).collect::<Vec<_>>(),
     })
 }
 
@@ -203,12 +198,6 @@ fn print_findings(r: &Replay) {
         println!("FINDING at index {}: {}", f.index, f.reason);
     }
     for f in &r.log.findings {
-        println!(
-            "{}: {} at byte {}: {}",
-            crate::kind_name(f.kind),
-            f.file.display(),
-            f.offset,
-            f.reason
-        );
+        println!("{}", crate::finding_line(f));
     }
 }

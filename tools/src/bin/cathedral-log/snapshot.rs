@@ -18,14 +18,14 @@ use cathedral_consensus::raft::{read_snapshot, RaftSnapshotMeta};
 use cathedral_consensus::replay::ReplayOptions;
 use cathedral_consensus::{hex, ClusterState};
 use cathedral_storage::{
-    describe_snapshot, export_snapshot, inspect, list_snapshots, verify_snapshot, SnapshotMeta,
-    SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotWriter,
+    describe_snapshot, export_snapshot, inspect, list_snapshots, read_metadata, verify_snapshot,
+    SnapshotMeta, SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotWriter,
 };
 use openraft::StoredMembership;
 use serde_json::json;
 
 use crate::progress::Bar;
-use crate::{committed_index, CLEAN, DAMAGED};
+use crate::{committed_of, CLEAN, DAMAGED};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -84,8 +84,9 @@ pub fn cmd_export(
     }
     // Only committed entries belong in a snapshot: stop at the recorded committed index
     // unless told otherwise.
-    let log = inspect(dir, None).map_err(|e| e.to_string())?;
-    let to = match (to, committed_index(&log)) {
+    // The metadata alone: no pass over the log before the replay's own.
+    let metadata = read_metadata(dir).map_err(|e| e.to_string())?;
+    let to = match (to, committed_of(metadata.as_ref())) {
         (Some(t), _) => Some(t),
         (None, Some(c)) => Some(c),
         (None, None) => None,
@@ -156,7 +157,17 @@ pub fn cmd_import(dir: &Path, file: &Path, force: bool, as_json: bool) -> Result
     let _lock = crate::repair::lock(dir)?;
     // Everything is checked before anything is placed: checksum, metadata, the state.
     let (meta, state) = read_snapshot(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let log = inspect(dir, None).map_err(|e| e.to_string())?;
+    // One pass over the log: its shape, and the term at the snapshot's last index.
+    let at = meta.last_log_id.map(|l| l.index);
+    let mut term_at = None;
+    let log = {
+        let mut visit = |v: cathedral_storage::Visit<'_>| {
+            if Some(v.index) == at {
+                term_at = Some(v.term);
+            }
+        };
+        inspect(dir, Some(&mut visit)).map_err(|e| e.to_string())?
+    };
     let fresh = log.metadata.is_none() && log.segments.is_empty();
     let store = SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default())
         .map_err(|e| e.to_string())?;
@@ -220,15 +231,6 @@ pub fn cmd_import(dir: &Path, file: &Path, force: bool, as_json: bool) -> Result
         );
     };
     let s = last.index;
-    let mut term_at = None;
-    {
-        let mut visit = |v: cathedral_storage::Visit<'_>| {
-            if v.index == s {
-                term_at = Some(v.term);
-            }
-        };
-        inspect(dir, Some(&mut visit)).map_err(|e| e.to_string())?;
-    }
     // The log continues from the snapshot when it holds the snapshot's entry (same term) or
     // starts right after it.
     let start = log
