@@ -1,13 +1,14 @@
 //! Criterion benchmark of the scheduler's placement, a pure function: 10,000 pending jobs
 //! over 100 live nodes (16 slots each, a quarter with a `zone` tag, one job in ten
-//! constrained to a zone), one call deciding a full entry's worth of assignments.
+//! constrained to a zone), one call deciding a full entry's worth of assignments, with each
+//! placement strategy.
 //!
 //! `cargo bench -p cathedral-benches --bench placement`
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use cathedral_consensus::{Capacity, ClusterState, Command, JobSpec, NodeInfo, Role};
-use cathedral_server::{place, ASSIGNMENTS_PER_ENTRY_MAX};
+use cathedral_server::{place, Candidates, Placement, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn placement(c: &mut Criterion) {
@@ -50,14 +51,25 @@ fn placement(c: &mut Criterion) {
         .collect();
     index += 1;
     s.apply(index, &Command::SubmitJobs { at_ms: 0, jobs });
-    let alive: BTreeSet<u64> = (1..=100).collect();
-    let decided = place(&s, &alive, 1, ASSIGNMENTS_PER_ENTRY_MAX).len();
-    assert_eq!(decided, ASSIGNMENTS_PER_ENTRY_MAX);
+    // Every node alive and available, advertising the tags it registered.
+    let alive: Candidates = s
+        .nodes()
+        .map(|n| (n.info.id, n.info.tags.clone()))
+        .collect();
     let mut g = c.benchmark_group("place");
-    g.throughput(Throughput::Elements(decided as u64));
-    g.bench_function("10k_pending_100_nodes", |b| {
-        b.iter(|| place(&s, &alive, 1, ASSIGNMENTS_PER_ENTRY_MAX))
-    });
+    for (name, placement) in [
+        ("10k_pending_100_nodes", Placement::LeastLoaded),
+        ("10k_pending_100_nodes_round_robin", Placement::RoundRobin),
+        ("10k_pending_100_nodes_random", Placement::Random),
+    ] {
+        let mut strategy = Strategy::new(placement, 7);
+        let decided = place(&s, &alive, 1, ASSIGNMENTS_PER_ENTRY_MAX, &mut strategy).len();
+        assert_eq!(decided, ASSIGNMENTS_PER_ENTRY_MAX);
+        g.throughput(Throughput::Elements(decided as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| place(&s, &alive, 1, ASSIGNMENTS_PER_ENTRY_MAX, &mut strategy))
+        });
+    }
     g.finish();
 }
 

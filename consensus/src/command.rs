@@ -382,6 +382,11 @@ pub enum Command {
         at_ms: u64,
         node: NodeId,
     },
+    /// A failed node is back (gossip sees it alive again); it may be given work.
+    NodeRecovered {
+        at_ms: u64,
+        node: NodeId,
+    },
     /// Records the state hash at this entry's index on every node.
     Checkpoint {
         at_ms: u64,
@@ -407,6 +412,7 @@ impl Command {
             | Command::NodeRegistered { at_ms, .. }
             | Command::NodeFailed { at_ms, .. }
             | Command::NodeRetired { at_ms, .. }
+            | Command::NodeRecovered { at_ms, .. }
             | Command::Checkpoint { at_ms }
             | Command::CheckpointHash { at_ms, .. } => *at_ms,
         }
@@ -424,6 +430,7 @@ impl Command {
             Command::NodeRegistered { .. } => "node_registered",
             Command::NodeFailed { .. } => "node_failed",
             Command::NodeRetired { .. } => "node_retired",
+            Command::NodeRecovered { .. } => "node_recovered",
             Command::Checkpoint { .. } => "checkpoint",
             Command::CheckpointHash { .. } => "checkpoint_hash",
         }

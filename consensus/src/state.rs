@@ -363,6 +363,7 @@ impl ClusterState {
             Command::NodeRetired { at_ms, node } => {
                 self.node_down(*at_ms, *node, NodeStatus::Retired)
             }
+            Command::NodeRecovered { at_ms, node } => self.node_recovered(*at_ms, *node),
             Command::Checkpoint { .. } => {
                 let hash = self.hash();
                 self.checkpoints.insert(index, hash);
@@ -811,6 +812,23 @@ impl ClusterState {
             },
         );
         Response::Done
+    }
+
+    /// A failed node alive again; a retired one stays retired.
+    fn node_recovered(&mut self, at: u64, node: NodeId) -> Response {
+        match self.nodes.get_mut(&node) {
+            None => Response::Ignored {
+                reason: format!("unknown node {node}"),
+            },
+            Some(n) if n.status != NodeStatus::Failed => Response::Ignored {
+                reason: format!("node {node} is {:?}, not failed", n.status),
+            },
+            Some(n) => {
+                n.status = NodeStatus::Alive;
+                n.updated_at_ms = at;
+                Response::Done
+            }
+        }
     }
 
     /// Marks a node failed or retired; its attempts in flight are lost and retried (or fail).
@@ -1277,6 +1295,18 @@ mod tests {
                 ignored: 1
             }
         );
+        // Recovered, node 1 takes work again; a recovery of a node not failed is ignored.
+        i += 1;
+        assert_eq!(
+            s.apply(i, &Command::NodeRecovered { at_ms: 41, node: 1 }),
+            Response::Done
+        );
+        assert_eq!(s.node(1).unwrap().status, NodeStatus::Alive);
+        i += 1;
+        assert!(matches!(
+            s.apply(i, &Command::NodeRecovered { at_ms: 42, node: 2 }),
+            Response::Ignored { .. }
+        ));
         run(&mut s, &mut i, 5000, j, 2, 2, Exit::Code(0));
         let succeeded = s
             .job(j)

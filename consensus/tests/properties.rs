@@ -61,6 +61,7 @@ fn command() -> impl Strategy<Value = Command> {
         }}),
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeFailed { at_ms, node }),
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRetired { at_ms, node }),
+        1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRecovered { at_ms, node }),
         1 => at.prop_map(|at_ms| Command::Checkpoint { at_ms }),
     ]
 }

@@ -2,14 +2,17 @@
 //! environment variables. A flag wins over its environment variable, which wins over the
 //! file, which wins over the default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cathedral_consensus::raft::RaftSettings;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::error::{Result, ServerError};
+use crate::gossip::{GossipSettings, GOSSIP_PORT_DEFAULT};
 
 /// Most voters a cluster may ask for.
 pub const VOTERS_MAX: u32 = 7;
@@ -17,6 +20,11 @@ pub const VOTERS_MAX: u32 = 7;
 pub const SLOTS_MAX: u32 = 4096;
 /// Default log entries between state-hash checkpoints.
 pub const CHECKPOINT_INTERVAL_DEFAULT: u64 = 10_000;
+/// Default delay between gossip declaring a node failed and the leader committing it.
+pub const FAILURE_GRACE_MS_DEFAULT: u64 = 1_000;
+/// Bounds of `--gossip-interval-ms`.
+pub const GOSSIP_INTERVAL_MS_MIN: u64 = 10;
+pub const GOSSIP_INTERVAL_MS_MAX: u64 = 60_000;
 
 /// What this node is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -103,7 +111,8 @@ pub struct Args {
     /// Attempts this node runs at once; 0 runs none [default: the number of CPUs].
     #[arg(long, env = "CATHEDRAL_SLOTS")]
     pub slots: Option<u32>,
-    /// A node not heard from for this long is declared failed by the leader [default: 5000].
+    /// A registered node that gossip has not seen alive for this long after this node
+    /// became leader is declared failed [default: 5000].
     #[arg(long, env = "CATHEDRAL_NODE_TIMEOUT_MS")]
     pub node_timeout_ms: Option<u64>,
     /// Output kept per attempt, in bytes [default: 67108864].
@@ -119,6 +128,77 @@ pub struct Args {
     /// [default: 10000].
     #[arg(long, env = "CATHEDRAL_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Option<u64>,
+    /// Gossip (UDP) listen address [default: port 7946 on the --bind host].
+    #[arg(long, env = "CATHEDRAL_GOSSIP_BIND", value_name = "ADDR")]
+    pub gossip_bind: Option<SocketAddr>,
+    /// Gossip address others use to reach this node [default: --gossip-bind, or the
+    /// --advertise host with the gossip port when binding to all interfaces].
+    #[arg(long, env = "CATHEDRAL_GOSSIP_ADVERTISE", value_name = "ADDR")]
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Gossip addresses (HOST:PORT) of other nodes, comma-separated; with --join, the
+    /// member named there also tells its own.
+    #[arg(
+        long,
+        env = "CATHEDRAL_SEEDS",
+        value_name = "ADDRS",
+        value_delimiter = ','
+    )]
+    pub seeds: Vec<String>,
+    /// Shared secret that authenticates every gossip datagram; every node of a cluster
+    /// needs the same one [default: none, with a warning].
+    #[arg(
+        long,
+        env = "CATHEDRAL_CLUSTER_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_key: Option<String>,
+    /// Period of a gossip round [default: 500].
+    #[arg(long, env = "CATHEDRAL_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// Phi above which the failure detector declares a node failed [default: 8].
+    #[arg(long, env = "CATHEDRAL_PHI_THRESHOLD")]
+    pub phi_threshold: Option<f64>,
+    /// A node seeing fewer than this fraction of known nodes alive is on the minority side
+    /// of a partition [default: 0.5].
+    #[arg(long, env = "CATHEDRAL_PARTITION_QUORUM")]
+    pub partition_quorum: Option<f64>,
+    /// How long below the quorum fraction before a node reports itself partitioned and
+    /// stops taking work [default: 30000].
+    #[arg(long, env = "CATHEDRAL_PARTITION_GRACE_MS")]
+    pub partition_grace_ms: Option<u64>,
+    /// How long after gossip declares a node failed the leader commits node-failed
+    /// [default: 1000].
+    #[arg(long, env = "CATHEDRAL_FAILURE_GRACE_MS")]
+    pub failure_grace_ms: Option<u64>,
+    /// A tag this node advertises (zone=eu-1, gpu=a100); repeatable. `available=false`
+    /// keeps work off it. Changed at run time with `cathedral node tag set`.
+    #[arg(
+        long = "tag",
+        env = "CATHEDRAL_TAGS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub tags: Vec<String>,
+    /// How the leader picks among the nodes that fit a job: least-loaded, round-robin or
+    /// random [default: least-loaded].
+    #[arg(long, env = "CATHEDRAL_PLACEMENT", value_enum)]
+    pub placement: Option<Placement>,
+    /// Seed of the random placement [default: 0].
+    #[arg(long, env = "CATHEDRAL_PLACEMENT_SEED")]
+    pub placement_seed: Option<u64>,
+}
+
+/// How the leader chooses among the nodes that fit a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// The node with the smallest share of its slots in use (ties to the lower id).
+    LeastLoaded,
+    /// The next fitting node after the one chosen last.
+    RoundRobin,
+    /// A fitting node drawn from a generator seeded by --placement-seed.
+    Random,
 }
 
 /// The same settings in a TOML file; unknown keys are an error.
@@ -144,6 +224,18 @@ struct FileConfig {
     output_bytes_total_max: Option<u64>,
     output_retention_hours: Option<u64>,
     checkpoint_interval: Option<u64>,
+    gossip_bind: Option<SocketAddr>,
+    gossip_advertise: Option<SocketAddr>,
+    seeds: Option<Vec<String>>,
+    cluster_key: Option<String>,
+    gossip_interval_ms: Option<u64>,
+    phi_threshold: Option<f64>,
+    partition_quorum: Option<f64>,
+    partition_grace_ms: Option<u64>,
+    failure_grace_ms: Option<u64>,
+    tags: Option<BTreeMap<String, String>>,
+    placement: Option<Placement>,
+    placement_seed: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -165,6 +257,14 @@ pub struct Config {
     pub output_retention_hours: u64,
     /// Log entries between the leader's checkpoints; 0 disables them.
     pub checkpoint_interval: u64,
+    pub gossip: GossipSettings,
+    /// Delay between gossip declaring a node failed and the leader proposing it.
+    pub failure_grace_ms: u64,
+    /// The operator's tags from flags and file (run-time changes are kept in the data
+    /// directory and applied over these).
+    pub tags: BTreeMap<String, String>,
+    pub placement: Placement,
+    pub placement_seed: u64,
 }
 
 impl Config {
@@ -205,6 +305,54 @@ impl Config {
             .heartbeat_interval_ms
             .or(file.heartbeat_interval_ms)
             .unwrap_or(defaults.heartbeat_interval_ms);
+        let gossip_bind = args
+            .gossip_bind
+            .or(file.gossip_bind)
+            .unwrap_or_else(|| SocketAddr::new(bind.ip(), GOSSIP_PORT_DEFAULT));
+        let gossip_advertise = match args.gossip_advertise.or(file.gossip_advertise) {
+            Some(a) => a,
+            None if gossip_bind.ip().is_unspecified() => {
+                let host = advertise.rsplit_once(':').map_or("", |(h, _)| h);
+                let ip = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .map_err(|_| {
+                        ServerError::Config(format!(
+                            "--gossip-bind {gossip_bind} listens on all interfaces and the --advertise host {host:?} is not an IP address; set --gossip-advertise"
+                        ))
+                    })?;
+                SocketAddr::new(ip, gossip_bind.port())
+            }
+            None => gossip_bind,
+        };
+        let mut tags = file.tags.unwrap_or_default();
+        for t in &args.tags {
+            let (k, v) = t
+                .split_once('=')
+                .ok_or_else(|| ServerError::Config(format!("--tag {t:?}: expected KEY=VALUE")))?;
+            tags.insert(k.to_string(), v.to_string());
+        }
+        let mut gossip = GossipSettings::new(gossip_bind);
+        gossip.advertise = gossip_advertise;
+        gossip.seeds = if args.seeds.is_empty() {
+            file.seeds.unwrap_or_default()
+        } else {
+            args.seeds
+        };
+        gossip.cluster_key = args.cluster_key.or(file.cluster_key);
+        if let Some(ms) = args.gossip_interval_ms.or(file.gossip_interval_ms) {
+            gossip.interval = Duration::from_millis(ms);
+        }
+        if let Some(phi) = args.phi_threshold.or(file.phi_threshold) {
+            gossip.phi_threshold = phi;
+        }
+        if let Some(q) = args.partition_quorum.or(file.partition_quorum) {
+            gossip.quorum_fraction = q;
+        }
+        if let Some(ms) = args.partition_grace_ms.or(file.partition_grace_ms) {
+            gossip.partition_grace = Duration::from_millis(ms);
+        }
         let config = Config {
             data_dir: args
                 .data_dir
@@ -247,6 +395,17 @@ impl Config {
                 .checkpoint_interval
                 .or(file.checkpoint_interval)
                 .unwrap_or(CHECKPOINT_INTERVAL_DEFAULT),
+            gossip,
+            failure_grace_ms: args
+                .failure_grace_ms
+                .or(file.failure_grace_ms)
+                .unwrap_or(FAILURE_GRACE_MS_DEFAULT),
+            tags,
+            placement: args
+                .placement
+                .or(file.placement)
+                .unwrap_or(Placement::LeastLoaded),
+            placement_seed: args.placement_seed.or(file.placement_seed).unwrap_or(0),
         };
         config.check()?;
         Ok(config)
@@ -297,6 +456,42 @@ impl Config {
         if self.node_timeout_ms < 1000 {
             return bad("--node-timeout-ms must be at least 1000".into());
         }
+        let g = &self.gossip;
+        if g.interval < Duration::from_millis(GOSSIP_INTERVAL_MS_MIN)
+            || g.interval > Duration::from_millis(GOSSIP_INTERVAL_MS_MAX)
+        {
+            return bad(format!(
+                "--gossip-interval-ms must be {GOSSIP_INTERVAL_MS_MIN}..={GOSSIP_INTERVAL_MS_MAX}, got {}",
+                g.interval.as_millis()
+            ));
+        }
+        if !(g.phi_threshold.is_finite() && g.phi_threshold >= 1.0) {
+            return bad(format!(
+                "--phi-threshold must be at least 1, got {}",
+                g.phi_threshold
+            ));
+        }
+        if !(g.quorum_fraction > 0.0 && g.quorum_fraction <= 1.0) {
+            return bad(format!(
+                "--partition-quorum must be in (0, 1], got {}",
+                g.quorum_fraction
+            ));
+        }
+        if g.bind.port() == 0 {
+            return bad("--gossip-bind needs a fixed port: others gossip with it".into());
+        }
+        if g.advertise.ip().is_unspecified() || g.advertise.port() == 0 {
+            return bad(format!(
+                "--gossip-advertise {} is not an address others can reach",
+                g.advertise
+            ));
+        }
+        if g.cluster_key.as_deref() == Some("") {
+            return bad("--cluster-key is empty".into());
+        }
+        if let Err(e) = crate::gossip::check_tags(&self.tags) {
+            return bad(format!("--tag: {e}"));
+        }
         if self.raft.compaction.snapshot_threshold == 0 {
             return bad("--snapshot-threshold must be positive".into());
         }
@@ -331,6 +526,57 @@ mod tests {
         assert_eq!(c.role, Role::Standalone);
         assert_eq!(c.voters, 3);
         assert_eq!(c.raft, RaftSettings::default());
+        assert_eq!(c.gossip.bind.to_string(), "127.0.0.1:7946");
+        assert_eq!(c.gossip.advertise.to_string(), "127.0.0.1:7946");
+        assert_eq!(c.gossip.phi_threshold, 8.0);
+        assert_eq!(c.gossip.quorum_fraction, 0.5);
+        assert_eq!(c.gossip.partition_grace.as_millis(), 30_000);
+        assert_eq!(c.placement, Placement::LeastLoaded);
+        assert!(c.tags.is_empty());
+    }
+
+    #[test]
+    fn gossip_settings_and_tags_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "seeds = [\"10.0.0.1:7946\"]\nplacement = \"round-robin\"\n[tags]\nzone = \"a\"\nrack = \"1\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--bind",
+            "0.0.0.0:7000",
+            "--advertise",
+            "10.1.2.3:7000",
+            "--gossip-bind",
+            "0.0.0.0:8000",
+            "--tag",
+            "zone=b",
+            "--cluster-key",
+            "k",
+        ]))
+        .unwrap();
+        assert_eq!(c.gossip.advertise.to_string(), "10.1.2.3:8000");
+        assert_eq!(c.gossip.seeds, vec!["10.0.0.1:7946".to_string()]);
+        assert_eq!(c.gossip.cluster_key.as_deref(), Some("k"));
+        assert_eq!(c.placement, Placement::RoundRobin);
+        assert_eq!(c.tags["zone"], "b", "a flag wins over the file");
+        assert_eq!(c.tags["rack"], "1");
+        for (args, why) in [
+            (vec!["--tag", "zone"], "KEY=VALUE"),
+            (vec!["--tag", "role=x"], "--role"),
+            (vec!["--phi-threshold", "0"], "--phi-threshold"),
+            (vec!["--partition-quorum", "1.5"], "--partition-quorum"),
+            (vec!["--gossip-interval-ms", "1"], "--gossip-interval-ms"),
+            (vec!["--gossip-bind", "127.0.0.1:0"], "fixed port"),
+            (vec!["--cluster-key", ""], "empty"),
+        ] {
+            let e = Config::resolve(parse(&args)).unwrap_err().to_string();
+            assert!(e.contains(why), "{args:?}: {e}");
+        }
     }
 
     #[test]

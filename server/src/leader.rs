@@ -1,70 +1,42 @@
-//! The leader's loop: tracks node liveness from heartbeats, declares silent nodes failed,
-//! times out overdue attempts, and proposes the scheduler's placements. Every other node
-//! sends heartbeats to whoever leads.
+//! The leader's loop: turns gossip's view into node-failed and node-recovered entries,
+//! times out overdue attempts, and proposes the scheduler's placements.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cathedral_consensus::{hex, Command, Exit, NodeStatus, Outcome, Response};
 use openraft::ServerState;
 
-use crate::api::internal::HeartbeatRequest;
+use crate::gossip::Liveness;
 use crate::node::{now_ms, Node, Proposal};
-use crate::scheduler::{overdue, place, ASSIGNMENTS_PER_ENTRY_MAX};
+use crate::scheduler::{overdue, place, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
 
-/// How often nodes send heartbeats to the leader.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
 /// Period of the leader loop when nothing is applied in between.
 const LEADER_TICK_MS: u64 = 200;
 /// Extra time past a job's timeout before the leader times an attempt out itself.
 pub const TIMEOUT_SLACK_MS: u64 = 5_000;
 
-/// When each node was last heard from, as this node (when leading) saw it.
-#[derive(Default)]
-pub struct Liveness {
-    seen: Mutex<HashMap<u64, Instant>>,
-}
-
-impl Liveness {
-    pub fn heard(&self, node: u64) {
-        self.seen.lock().unwrap().insert(node, Instant::now());
-    }
-
-    fn since(&self, node: u64) -> Option<Duration> {
-        self.seen.lock().unwrap().get(&node).map(|t| t.elapsed())
-    }
-
-    fn reset(&self) {
-        self.seen.lock().unwrap().clear();
-    }
-}
-
-/// Runs until `stop`: while leading, liveness, timeouts and placement; always, heartbeats.
+/// Runs until `stop`: while leading, node failure and recovery, timeouts and placement.
 pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut applied = node.raft.metrics();
+    let mut view = node.gossip.watch();
     let mut leading_since: Option<Instant> = None;
-    let mut last_heartbeat = Instant::now() - Duration::from_secs(60);
+    let mut strategy = Strategy::new(node.config.placement, node.config.placement_seed);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = applied.changed() => {}
+            _ = view.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(LEADER_TICK_MS)) => {}
         }
-        if last_heartbeat.elapsed() >= Duration::from_millis(HEARTBEAT_INTERVAL_MS) {
-            last_heartbeat = Instant::now();
-            let n = node.clone();
-            tokio::spawn(async move { send_heartbeat(&n).await });
-        }
         if node.metrics().state != ServerState::Leader {
-            if leading_since.take().is_some() {
-                node.liveness.reset();
-            }
+            leading_since = None;
             continue;
         }
-        // A new leader gives every node a full timeout to be heard from.
+        // A new leader gives every node a full timeout to be seen by gossip.
         let since = *leading_since.get_or_insert_with(Instant::now);
-        if let Err(e) = lead_once(&node, since).await {
+        if let Err(e) = lead_once(&node, since, &mut strategy).await {
             tracing::debug!("leader duties: {e}");
         }
         if let Err(e) = checkpoint_if_due(&node).await {
@@ -106,30 +78,24 @@ async fn checkpoint_if_due(node: &Node) -> crate::error::Result<()> {
     Ok(())
 }
 
-async fn send_heartbeat(node: &Node) {
-    let Some(leader) = node.metrics().current_leader else {
-        return;
-    };
-    if leader == node.id {
-        return;
-    }
-    let Some(addr) = node.address_of(leader) else {
-        return;
-    };
-    let Ok(mut client) = node.peers.client(leader, &addr) else {
-        return;
-    };
-    let mut req = tonic::Request::new(HeartbeatRequest {
-        target: leader,
-        node_id: node.id,
-    });
-    req.set_timeout(Duration::from_millis(HEARTBEAT_INTERVAL_MS * 2));
-    let _ = client.heartbeat(req).await;
+/// Why the leader declares a node failed.
+#[derive(Debug)]
+enum Down {
+    NotMember,
+    Dead(Duration),
+    Left,
+    Unseen,
 }
 
-async fn lead_once(node: &Arc<Node>, since: Instant) -> crate::error::Result<()> {
-    let timeout = Duration::from_millis(node.config.node_timeout_ms);
+async fn lead_once(
+    node: &Arc<Node>,
+    since: Instant,
+    strategy: &mut Strategy,
+) -> crate::error::Result<()> {
+    let unseen_timeout = Duration::from_millis(node.config.node_timeout_ms);
+    let grace = Duration::from_millis(node.config.failure_grace_ms);
     let now = now_ms();
+    let view = node.gossip.view();
     // A node outside the Raft membership (removed, or one of an old cluster whose state
     // was restored here) can never be heard from: it is failed at once, not after a timeout.
     let members: BTreeSet<u64> = node
@@ -139,41 +105,83 @@ async fn lead_once(node: &Arc<Node>, since: Instant) -> crate::error::Result<()>
         .nodes()
         .map(|(id, _)| *id)
         .collect();
-    let (failed, alive, timed_out, assignments) = {
+    let (failed, recovered, timed_out, assignments) = {
         let a = node.applied.read().unwrap();
         let state = &a.state;
-        let mut alive = BTreeSet::new();
         let mut failed = Vec::new();
-        for n in state.nodes().filter(|n| n.status == NodeStatus::Alive) {
+        let mut recovered = Vec::new();
+        let mut candidates = Candidates::new();
+        for n in state.nodes() {
             let id = n.info.id;
-            let heard = id == node.id
-                || (members.contains(&id)
-                    && (node.liveness.since(id).is_some_and(|d| d < timeout)
-                        || since.elapsed() < timeout));
-            if heard {
-                alive.insert(id);
-            } else {
-                failed.push(id);
+            let seen = view.member(id);
+            match n.status {
+                NodeStatus::Alive => {
+                    let down = if id == node.id {
+                        None
+                    } else if !members.contains(&id) {
+                        Some(Down::NotMember)
+                    } else {
+                        match seen.map(|m| (m.liveness, m.since.elapsed())) {
+                            Some((Liveness::Dead, for_)) if for_ >= grace => Some(Down::Dead(for_)),
+                            Some((Liveness::Left, _)) => Some(Down::Left),
+                            Some((Liveness::Alive | Liveness::Dead, _)) => None,
+                            None | Some((Liveness::Joining, _)) => {
+                                (since.elapsed() >= unseen_timeout).then_some(Down::Unseen)
+                            }
+                        }
+                    };
+                    match down {
+                        Some(why) => failed.push((id, why)),
+                        None => {
+                            if let Some(m) = seen.filter(|m| m.available()) {
+                                candidates.insert(id, m.tags.clone());
+                            }
+                        }
+                    }
+                }
+                NodeStatus::Failed => {
+                    if members.contains(&id) && seen.is_some_and(|m| m.liveness == Liveness::Alive)
+                    {
+                        recovered.push(id);
+                    }
+                }
+                NodeStatus::Retired => {}
             }
         }
         let timed_out = overdue(state, now, TIMEOUT_SLACK_MS);
-        let assignments = place(state, &alive, now, ASSIGNMENTS_PER_ENTRY_MAX);
-        (failed, alive, timed_out, assignments)
+        let assignments = place(state, &candidates, now, ASSIGNMENTS_PER_ENTRY_MAX, strategy);
+        (failed, recovered, timed_out, assignments)
     };
-    for id in failed {
-        if members.contains(&id) {
-            tracing::warn!(
-                node = id,
-                "no heartbeat within {} ms; declaring it failed",
-                timeout.as_millis()
-            );
-        } else {
-            tracing::warn!(
+    for (id, why) in failed {
+        match why {
+            Down::NotMember => tracing::warn!(
                 node = id,
                 "not a member of this cluster; declaring it failed"
-            );
+            ),
+            Down::Dead(for_) => tracing::warn!(
+                node = id,
+                "gossip declared it failed {} ms ago; committing node-failed",
+                for_.as_millis()
+            ),
+            Down::Left => tracing::info!(node = id, "it left the cluster; committing node-failed"),
+            Down::Unseen => tracing::warn!(
+                node = id,
+                "gossip has not seen it alive within {} ms; declaring it failed",
+                unseen_timeout.as_millis()
+            ),
         }
         node.propose(Proposal::Write(Command::NodeFailed {
+            at_ms: now,
+            node: id,
+        }))
+        .await?;
+    }
+    for id in recovered {
+        tracing::info!(
+            node = id,
+            "gossip sees it alive again; committing node-recovered"
+        );
+        node.propose(Proposal::Write(Command::NodeRecovered {
             at_ms: now,
             node: id,
         }))
@@ -196,7 +204,7 @@ async fn lead_once(node: &Arc<Node>, since: Instant) -> crate::error::Result<()>
         .await?;
     }
     if !assignments.is_empty() {
-        tracing::debug!(count = assignments.len(), nodes = alive.len(), "assigning");
+        tracing::debug!(count = assignments.len(), "assigning");
         node.propose(Proposal::Write(Command::AssignTasks {
             at_ms: now,
             assignments,

@@ -11,8 +11,10 @@
 //! - `transport`: openraft's network over gRPC (client side); `peer_service` the server side.
 //! - `service`: the public `JobService` and `ClusterService`; `convert` their messages.
 //! - `scheduler`: placement ([`place`]) and overdue attempts ([`overdue`]), pure functions;
-//!   `leader` the leader's loop (liveness from heartbeats, node failure, timeouts,
+//!   `leader` the leader's loop (node failure and recovery from gossip, timeouts,
 //!   assignments); `worker` the loop that runs this node's attempts through the executor.
+//! - `gossip`: membership over chitchat (phi-accrual detection, tags, partitions), with
+//!   an authenticated UDP transport; `tags` the run-time tag overlay file.
 //! - `output`: job output files and their streaming.
 //! - `http`: `/healthz` and `/readyz`.
 //! - `server`: [`start`] and [`Running::shutdown`].
@@ -21,6 +23,7 @@ pub mod api;
 mod config;
 mod convert;
 mod error;
+pub mod gossip;
 mod http;
 mod identity;
 mod leader;
@@ -30,14 +33,15 @@ mod peer_service;
 mod scheduler;
 mod server;
 mod service;
+mod tags;
 mod transport;
 mod worker;
 
-pub use config::{Args, Config, Role, SLOTS_MAX, VOTERS_MAX};
+pub use config::{Args, Config, Placement, Role, SLOTS_MAX, VOTERS_MAX};
 pub use convert::DEFAULT_TIMEOUT_MS;
 pub use error::{Result, ServerError};
 pub use node::{Node, ENTRY_BYTES_MAX};
-pub use scheduler::{overdue, place, ASSIGNMENTS_PER_ENTRY_MAX};
+pub use scheduler::{overdue, place, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
 pub use server::{start, Running, REQUEST_BYTES_MAX};
 pub use service::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};
 pub use transport::PEER_MESSAGE_BYTES_MAX;

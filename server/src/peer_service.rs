@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::internal::peer_server::Peer;
 use crate::api::internal::{
-    FetchOutputRequest, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, OutputBytes,
-    RaftReply, RaftRequest, SnapshotChunk,
+    FetchOutputRequest, GossipSeedsReply, GossipSeedsRequest, JoinReply, JoinRequest, OutputBytes,
+    RaftReply, RaftRequest, SetTagsReply, SetTagsRequest, SnapshotChunk,
 };
 use crate::node::{Node, Proposal, ProposalReply};
 use crate::transport::{decode, encode};
@@ -152,14 +152,26 @@ impl Peer for PeerService {
         Ok(Response::new(self.node.join(req.into_inner()).await?))
     }
 
-    async fn heartbeat(
+    async fn gossip_seeds(
         &self,
-        req: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatReply>, Status> {
+        _req: Request<GossipSeedsRequest>,
+    ) -> Result<Response<GossipSeedsReply>, Status> {
+        Ok(Response::new(GossipSeedsReply {
+            seeds: self.node.gossip_seeds(),
+        }))
+    }
+
+    async fn set_tags(
+        &self,
+        req: Request<SetTagsRequest>,
+    ) -> Result<Response<SetTagsReply>, Status> {
         let req = req.into_inner();
         self.check_target(req.target)?;
-        self.node.liveness.heard(req.node_id);
-        Ok(Response::new(HeartbeatReply {}))
+        let set = req.set.into_iter().collect();
+        let tags = self.node.set_tags(&set, &req.unset).await?;
+        Ok(Response::new(SetTagsReply {
+            tags: tags.into_iter().collect(),
+        }))
     }
 
     type FetchOutputStream = tokio_stream::wrappers::ReceiverStream<Result<OutputBytes, Status>>;

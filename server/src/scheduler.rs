@@ -1,10 +1,14 @@
-//! Placement and the leader's duties. [`place`] and [`overdue`] are pure functions of the
-//! applied state, the set of live nodes and the time; the leader loop in `leader.rs`
-//! proposes what they decide.
+//! Placement and the leader's duties. [`place`] and [`overdue`] are functions of the applied
+//! state, the candidate nodes (from gossip), the time and the strategy's memory; the leader
+//! loop in `leader.rs` proposes what they decide.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use cathedral_consensus::{Assignment, ClusterState, JobId, JobState, Load, NodeId, NodeStatus};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::Placement;
 
 /// Most assignments proposed in one entry.
 pub const ASSIGNMENTS_PER_ENTRY_MAX: usize = 1000;
@@ -18,16 +22,71 @@ struct Free {
     memory: Option<u64>,
 }
 
+/// The nodes the leader may place work on — alive and `available=true` in gossip — each
+/// with the tags it advertises.
+pub type Candidates = BTreeMap<NodeId, BTreeMap<String, String>>;
+
+/// How to choose among the nodes that fit a job, with what the choice remembers.
+#[derive(Debug, Clone)]
+pub enum Strategy {
+    /// Least used slots over total (compared exactly), ties to the lower node id.
+    LeastLoaded,
+    /// The first fitting node after the one chosen last, wrapping around.
+    RoundRobin { last: Option<NodeId> },
+    /// Uniformly among the fitting nodes, from a seeded generator.
+    Random(StdRng),
+}
+
+impl Strategy {
+    pub fn new(placement: Placement, seed: u64) -> Strategy {
+        match placement {
+            Placement::LeastLoaded => Strategy::LeastLoaded,
+            Placement::RoundRobin => Strategy::RoundRobin { last: None },
+            Placement::Random => Strategy::Random(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    fn choose(&mut self, fitting: &[(NodeId, Free)]) -> Option<NodeId> {
+        match self {
+            Strategy::LeastLoaded => fitting
+                .iter()
+                // used/total as a fraction: a/b < c/d  <=>  a*d < c*b (exact, deterministic).
+                .min_by(|(ia, a), (ib, b)| {
+                    let (ua, ub) = (a.total_slots - a.slots, b.total_slots - b.slots);
+                    (ua * b.total_slots)
+                        .cmp(&(ub * a.total_slots))
+                        .then(ia.cmp(ib))
+                })
+                .map(|(id, _)| *id),
+            Strategy::RoundRobin { last } => {
+                let next = fitting
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .find(|id| last.is_none_or(|l| *id > l))
+                    .or_else(|| fitting.first().map(|(id, _)| *id));
+                if next.is_some() {
+                    *last = next;
+                }
+                next
+            }
+            Strategy::Random(rng) => {
+                (!fitting.is_empty()).then(|| fitting[rng.gen_range(0..fitting.len())].0)
+            }
+        }
+    }
+}
+
 /// Decides where runnable jobs go. Jobs in order of priority, then submission; only those
-/// whose dependencies succeeded and whose backoff has passed; only live nodes whose tags
-/// satisfy the job's constraints and that have a free slot and enough CPU and memory (a
-/// node that declares 0 CPU or memory does not account for it); the least loaded node
-/// (used slots over total, compared exactly) first, ties to the lower node id.
+/// whose dependencies succeeded and whose backoff has passed; only candidate nodes (alive
+/// in the job state and available in gossip) whose advertised tags satisfy the job's
+/// constraints and that have a free slot and enough CPU and memory (a node that declares
+/// 0 CPU or memory does not account for it); among those, the one `strategy` picks.
 pub fn place(
     state: &ClusterState,
-    alive: &BTreeSet<NodeId>,
+    candidates: &Candidates,
     now_ms: u64,
     max: usize,
+    strategy: &mut Strategy,
 ) -> Vec<Assignment> {
     // Load of every node in one pass over the jobs (ClusterState::load per node would
     // walk them once per node).
@@ -42,7 +101,7 @@ pub fn place(
     }
     let mut free: BTreeMap<NodeId, Free> = BTreeMap::new();
     for n in state.nodes() {
-        if n.status != NodeStatus::Alive || !alive.contains(&n.info.id) {
+        if n.status != NodeStatus::Alive || !candidates.contains_key(&n.info.id) {
             continue;
         }
         let cap = &n.info.capacity;
@@ -64,35 +123,33 @@ pub fn place(
     if free.values().all(|f| f.slots == 0) {
         return out;
     }
+    let mut fitting: Vec<(NodeId, Free)> = Vec::with_capacity(free.len());
     for job in state.runnable(now_ms) {
         if out.len() >= max {
             break;
         }
         let need_cpu = job.spec.resources.cpu_millis as u64;
         let need_mem = job.spec.resources.memory_bytes;
-        let best = free
-            .iter()
-            .filter(|(_, f)| {
-                f.slots > 0
-                    && f.cpu.is_none_or(|c| c >= need_cpu)
-                    && f.memory.is_none_or(|m| m >= need_mem)
-            })
-            .filter(|(id, _)| {
-                let tags = &state.node(**id).expect("listed").info.tags;
-                job.spec
-                    .constraints
-                    .iter()
-                    .all(|(k, v)| tags.get(k) == Some(v))
-            })
-            // used/total as a fraction: a/b < c/d  <=>  a*d < c*b (exact, deterministic).
-            .min_by(|(ia, a), (ib, b)| {
-                let (ua, ub) = (a.total_slots - a.slots, b.total_slots - b.slots);
-                (ua * b.total_slots)
-                    .cmp(&(ub * a.total_slots))
-                    .then(ia.cmp(ib))
-            })
-            .map(|(id, _)| *id);
-        let Some(node) = best else { continue };
+        fitting.clear();
+        fitting.extend(
+            free.iter()
+                .filter(|(_, f)| {
+                    f.slots > 0
+                        && f.cpu.is_none_or(|c| c >= need_cpu)
+                        && f.memory.is_none_or(|m| m >= need_mem)
+                })
+                .filter(|(id, _)| {
+                    let tags = &candidates[*id];
+                    job.spec
+                        .constraints
+                        .iter()
+                        .all(|(k, v)| tags.get(k) == Some(v))
+                })
+                .map(|(id, f)| (*id, *f)),
+        );
+        let Some(node) = strategy.choose(&fitting) else {
+            continue;
+        };
         let f = free.get_mut(&node).expect("chosen from the map");
         f.slots -= 1;
         if let Some(c) = f.cpu.as_mut() {
@@ -175,7 +232,8 @@ mod tests {
             i += 1;
             s.apply(i, &c);
         }
-        let alive: BTreeSet<NodeId> = [1, 2, 3].into();
+        let alive = candidates(&s, &[1, 2, 3]);
+        let ll = &mut Strategy::LeastLoaded;
         let mut low = JobSpec::new("low", &["true"]);
         low.priority = -1;
         submit(&mut s, &mut i, low); // job 1
@@ -188,7 +246,7 @@ mod tests {
         for _ in 0..6 {
             submit(&mut s, &mut i, JobSpec::new("plain", &["true"])); // jobs 4..=9
         }
-        let a = place(&s, &alive, 0, 100);
+        let a = place(&s, &alive, 0, 100, ll);
         let by_job: BTreeMap<JobId, NodeId> = a.iter().map(|x| (x.job, x.node)).collect();
         assert_eq!(by_job[&2], 2, "the constraint picks zone b");
         assert!(!by_job.contains_key(&3), "no node has 3000 millicores");
@@ -201,10 +259,74 @@ mod tests {
         assert_eq!((per_node(1), per_node(2), per_node(3)), (2, 1, 4));
         assert!(a.iter().all(|x| x.attempt == 1));
         // Same input, same decision.
-        assert_eq!(place(&s, &alive, 0, 100), a);
+        assert_eq!(place(&s, &alive, 0, 100, ll), a);
         // Dead nodes get nothing; the cap bounds the batch.
-        assert!(place(&s, &BTreeSet::new(), 0, 100).is_empty());
-        assert_eq!(place(&s, &alive, 0, 3).len(), 3);
+        assert!(place(&s, &Candidates::new(), 0, 100, ll).is_empty());
+        assert_eq!(place(&s, &alive, 0, 3, ll).len(), 3);
+        // The advertised tags decide, not the registered ones: zone b moved to node 3.
+        let mut moved = alive.clone();
+        moved.get_mut(&2).unwrap().insert("zone".into(), "c".into());
+        moved.get_mut(&3).unwrap().insert("zone".into(), "b".into());
+        let a = place(&s, &moved, 0, 100, ll);
+        assert_eq!(a.iter().find(|x| x.job == 2).unwrap().node, 3);
+    }
+
+    /// Candidates with the tags each node registered.
+    fn candidates(s: &ClusterState, ids: &[NodeId]) -> Candidates {
+        ids.iter()
+            .map(|id| (*id, s.node(*id).unwrap().info.tags.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_and_random_strategies() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        for id in 1..=3 {
+            i += 1;
+            s.apply(i, &node(id, 10, &[]));
+        }
+        for _ in 0..7 {
+            submit(&mut s, &mut i, JobSpec::new("plain", &["true"]));
+        }
+        let alive = candidates(&s, &[1, 2, 3]);
+        let mut rr = Strategy::new(Placement::RoundRobin, 0);
+        let nodes: Vec<NodeId> = place(&s, &alive, 0, 100, &mut rr)
+            .iter()
+            .map(|a| a.node)
+            .collect();
+        assert_eq!(nodes, vec![1, 2, 3, 1, 2, 3, 1]);
+        // The cursor carries over to the next round.
+        let next: Vec<NodeId> = place(&s, &alive, 0, 2, &mut rr)
+            .iter()
+            .map(|a| a.node)
+            .collect();
+        assert_eq!(next, vec![2, 3]);
+        // Random: the same seed, the same choices; every node used.
+        let draw = |seed| -> Vec<NodeId> {
+            let mut r = Strategy::new(Placement::Random, seed);
+            place(&s, &alive, 0, 100, &mut r)
+                .iter()
+                .map(|a| a.node)
+                .collect()
+        };
+        assert_eq!(draw(42), draw(42));
+        let mut used = draw(42);
+        used.sort();
+        used.dedup();
+        assert!(used.len() >= 2, "{used:?}");
+        // Unavailable nodes (absent from the candidates) get nothing, whatever the strategy.
+        let only3 = candidates(&s, &[3]);
+        for p in [
+            Placement::LeastLoaded,
+            Placement::RoundRobin,
+            Placement::Random,
+        ] {
+            let a = place(&s, &only3, 0, 100, &mut Strategy::new(p, 1));
+            assert!(
+                a.iter().all(|x| x.node == 3) && a.len() == 7,
+                "{p:?}: {a:?}"
+            );
+        }
     }
 
     #[test]

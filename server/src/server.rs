@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -106,12 +107,15 @@ pub async fn start(config: Config) -> Result<Running> {
     let executor = std::sync::Arc::new(cathedral_executor::Executor::new(exec_config));
     let upkeep = tokio::spawn(node.clone().upkeep(stop_rx.clone()));
     let leader = tokio::spawn(crate::leader::run(node.clone(), stop_rx.clone()));
-    let worker = tokio::spawn(crate::worker::run(node.clone(), executor, stop_rx));
+    let worker = tokio::spawn(crate::worker::run(node.clone(), executor, stop_rx.clone()));
     node.bootstrap().await?;
+    let gossip_join = tokio::spawn(join_gossip(node.clone(), stop_rx.clone()));
+    let peers = tokio::spawn(remember_peers(node.clone(), stop_rx));
     tracing::info!(
         node = node.id,
         grpc = %grpc_addr,
         http = %http_addr,
+        gossip = %node.gossip.gossip_addr(),
         data_dir = %node.data_dir().display(),
         role = node.config.role.name(),
         "cathedral-server started"
@@ -121,13 +125,82 @@ pub async fn start(config: Config) -> Result<Running> {
         grpc_addr,
         http_addr,
         stop,
-        tasks: vec![grpc_task, http_task, upkeep, leader, worker],
+        tasks: vec![
+            grpc_task,
+            http_task,
+            upkeep,
+            leader,
+            worker,
+            gossip_join,
+            peers,
+        ],
     })
 }
 
+/// Attempts at asking the `--join` member for gossip seeds, a second apart.
+const SEED_FETCH_ATTEMPTS: u32 = 10;
+/// How often the live peers' gossip addresses are saved for the next start.
+const PEERS_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Joins gossip through the configured seeds, the peers of the last run, and those the
+/// `--join` member names. A failure is logged and shown by `cathedral cluster nodes`;
+/// chitchat keeps contacting the configured seeds every round regardless.
+async fn join_gossip(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut seeds = node.gossip.settings().seeds.clone();
+    if let Some(addr) = node.config.join.clone() {
+        for attempt in 1..=SEED_FETCH_ATTEMPTS {
+            match node.fetch_gossip_seeds(&addr).await {
+                Ok(found) => {
+                    for s in found {
+                        if !seeds.contains(&s) {
+                            seeds.push(s);
+                        }
+                    }
+                    break;
+                }
+                Err(e) if attempt == SEED_FETCH_ATTEMPTS => {
+                    tracing::warn!(via = %addr, "cannot get gossip seeds from the --join member: {e}")
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    tokio::select! {
+        _ = stop.changed() => {}
+        r = node.gossip.join(&seeds) => {
+            if let Err(e) = r {
+                tracing::error!("{e}");
+            }
+        }
+    }
+}
+
+/// Saves the live peers' gossip addresses whenever they change.
+async fn remember_peers(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut saved: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(PEERS_SAVE_INTERVAL) => {}
+        }
+        let mut peers = node.gossip_seeds();
+        peers.remove(0); // this node's own
+        peers.sort();
+        if !peers.is_empty() && peers != saved {
+            node.save_known_peers(&peers);
+            saved = peers;
+        }
+    }
+}
+
 impl Running {
-    /// Stops serving, stops Raft and closes the log.
+    /// Leaves gossip (announcing it), stops serving, stops Raft and closes the log.
     pub async fn shutdown(self) {
+        self.node.gossip.leave().await;
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;

@@ -17,6 +17,7 @@ use crate::convert::{
     job_to_pb, outcome_to_pb, spec_from_pb, state_from_pb, state_to_pb, workflow_jobs_from_pb,
 };
 use crate::error::ServerError;
+use crate::gossip::TAGS_MAX;
 use crate::node::{now_ms, Node, Proposal};
 
 /// ListJobs page size when the request leaves it at 0.
@@ -71,6 +72,7 @@ impl JobService for Api {
         req: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let spec = spec_from_pb(req.into_inner().spec, "spec")?;
+        self.node.refuse_if_partitioned()?;
         let cmd = Command::SubmitJobs {
             at_ms: now_ms(),
             jobs: vec![spec],
@@ -91,6 +93,7 @@ impl JobService for Api {
         req: Request<pb::SubmitWorkflowRequest>,
     ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
         let req = req.into_inner();
+        self.node.refuse_if_partitioned()?;
         let cmd = Command::SubmitWorkflow {
             at_ms: now_ms(),
             name: req.name,
@@ -397,6 +400,39 @@ impl ClusterService for Api {
         let id = req.into_inner().node_id;
         self.node.propose(Proposal::RemoveNode(id)).await?;
         Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        Ok(Response::new(self.node.list_nodes()))
+    }
+
+    async fn set_node_tags(
+        &self,
+        req: Request<pb::SetNodeTagsRequest>,
+    ) -> Result<Response<pb::SetNodeTagsResponse>, Status> {
+        let req = req.into_inner();
+        if req.set.len() + req.unset.len() > 2 * TAGS_MAX {
+            return Err(ServerError::invalid(
+                "tag",
+                format!(
+                    "{} changes in one call, more than 2 × TAGS_MAX ({})",
+                    req.set.len() + req.unset.len(),
+                    2 * TAGS_MAX
+                ),
+            )
+            .into());
+        }
+        let set = req.set.into_iter().collect();
+        let tags = self
+            .node
+            .set_node_tags(req.node_id, &set, &req.unset)
+            .await?;
+        Ok(Response::new(pb::SetNodeTagsResponse {
+            tags: tags.into_iter().collect(),
+        }))
     }
 
     async fn trigger_snapshot(

@@ -57,6 +57,11 @@ pub async fn run(
             mine.remove(&k);
         }
         step(&node, &executor, &mut mine, &done_tx);
+        let running = mine
+            .values()
+            .filter(|s| matches!(s, Slot::Running(_)))
+            .count();
+        node.gossip.set_load(running as u64).await;
         if last_retention.elapsed() >= RETENTION_INTERVAL {
             last_retention = Instant::now();
             let n = node.clone();
@@ -145,7 +150,8 @@ fn step(
             .values()
             .filter(|s| matches!(s, Slot::Running(_)))
             .count();
-        if running >= slots {
+        // A partitioned (or leaving) node starts nothing new.
+        if running >= slots || !node.gossip.accepting_work() {
             continue;
         }
         let mut env = spec.env.clone();

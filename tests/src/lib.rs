@@ -48,12 +48,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback UDP port nobody listens on right now (gossip).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral UDP port")
+        .port()
+}
+
 /// One `cathedral-server` process.
 pub struct Server {
     pub dir: PathBuf,
     pub grpc: String,
     pub http: String,
     pub args: Vec<String>,
+    /// Gossip (UDP) address.
+    pub gossip: String,
     pub child: Option<Child>,
     pub log: PathBuf,
 }
@@ -72,11 +82,21 @@ impl Server {
             http.clone(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        // Every server on this host needs its own gossip port.
+        let gossip = match extra.iter().position(|a| *a == "--gossip-bind") {
+            Some(i) => extra[i + 1].to_string(),
+            None => {
+                let g = format!("127.0.0.1:{}", free_udp_port());
+                args.extend(["--gossip-bind".to_string(), g.clone()]);
+                g
+            }
+        };
         let mut s = Server {
             dir: dir.to_path_buf(),
             grpc,
             http,
             args,
+            gossip,
             child: None,
             log: dir.with_extension("log"),
         };

@@ -189,6 +189,79 @@ pub fn status_text(s: &pb::StatusResponse) -> String {
     t
 }
 
+fn tags_text(tags: &std::collections::HashMap<String, String>) -> String {
+    let mut kv: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    kv.sort();
+    kv.join(",")
+}
+
+pub fn nodes_json(r: &pb::ListNodesResponse) -> Value {
+    let g = r.gossip.clone().unwrap_or_default();
+    json!({
+        "node_id": r.node_id,
+        "health": r.health,
+        "alive": r.alive,
+        "known": r.known,
+        "join_error": (!r.join_error.is_empty()).then_some(&r.join_error),
+        "gossip": {
+            "datagrams_sent": g.datagrams_sent,
+            "bytes_sent": g.bytes_sent,
+            "datagrams_received": g.datagrams_received,
+            "bytes_received": g.bytes_received,
+            "rejected_mac": g.rejected_mac,
+            "malformed": g.malformed,
+            "events_dropped": g.events_dropped,
+        },
+        "nodes": r.nodes.iter().map(|n| json!({
+            "id": n.id,
+            "address": n.address,
+            "role": n.role,
+            "state": n.state,
+            "gossip_state": n.gossip_state,
+            "phi": n.phi,
+            "tags": n.tags.iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "running": n.running,
+            "slots": n.slots,
+            "gossip_address": n.gossip_address,
+            "version": n.version,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn nodes_text(r: &pb::ListNodesResponse) -> String {
+    let mut t = format!(
+        "seen from node {}: {} ({} of {} known nodes alive)
+",
+        r.node_id, r.health, r.alive, r.known
+    );
+    if !r.join_error.is_empty() {
+        t += &format!("gossip join failed: {}\n", r.join_error);
+    }
+    if let Some(g) = &r.gossip {
+        if g.rejected_mac > 0 {
+            t += &format!(
+                "{} gossip datagrams dropped for a bad MAC (another --cluster-key?)\n",
+                g.rejected_mac
+            );
+        }
+    }
+    t += "\nNODE                  ROLE         STATE         GOSSIP    PHI     LOAD     ADDRESS                TAGS\n";
+    for n in &r.nodes {
+        t += &format!(
+            "{:<20}  {:<11}  {:<12}  {:<8}  {:>5}  {:>7}  {:<21}  {}\n",
+            n.id,
+            n.role,
+            n.state,
+            n.gossip_state,
+            n.phi.map_or("-".into(), |p| format!("{p:.1}")),
+            format!("{}/{}", n.running, n.slots),
+            n.address,
+            tags_text(&n.tags),
+        );
+    }
+    t
+}
+
 /// argv as a shell would show it.
 pub fn shell_words(argv: &[String]) -> String {
     argv.iter()

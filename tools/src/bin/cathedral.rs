@@ -93,6 +93,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ClusterCmd,
     },
+    /// One node: its tags.
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
     /// Snapshots of the replicated state.
     Snapshot {
         #[command(subcommand)]
@@ -159,6 +164,36 @@ enum ClusterCmd {
     },
     /// Remove a node from the cluster.
     RemoveNode { id: u64 },
+    /// Every node with its state, gossip liveness, phi, load and tags.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// A node's tags.
+    Tag {
+        #[command(subcommand)]
+        command: TagCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TagCmd {
+    /// Set tags on node ID (kept across its restarts, spread by gossip); prints its tags.
+    Set {
+        id: u64,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Remove tags from node ID; prints its tags.
+    Unset {
+        id: u64,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -388,12 +423,41 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                         print!("{}", render::status_text(&s));
                     }
                 }
+                ClusterCmd::Nodes { json } => {
+                    let r = cluster
+                        .list_nodes(pb::ListNodesRequest {})
+                        .await?
+                        .into_inner();
+                    if json {
+                        print_json(&render::nodes_json(&r));
+                    } else {
+                        print!("{}", render::nodes_text(&r));
+                    }
+                }
                 ClusterCmd::RemoveNode { id } => {
                     cluster
                         .remove_node(pb::RemoveNodeRequest { node_id: id })
                         .await?;
                     println!("node {id} removed");
                 }
+            }
+        }
+        Cmd::Node {
+            command: NodeCmd::Tag { command },
+        } => {
+            let (node_id, set, unset) = tag_change(command)?;
+            let r = client::cluster(ch)
+                .set_node_tags(pb::SetNodeTagsRequest {
+                    node_id,
+                    set,
+                    unset,
+                })
+                .await?
+                .into_inner();
+            let mut tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            tags.sort();
+            for t in tags {
+                println!("{t}");
             }
         }
         Cmd::Snapshot {
@@ -413,6 +477,21 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Cmd::Completions { .. } => unreachable!("handled before connecting"),
     }
     Ok(0)
+}
+
+type TagChange = (u64, std::collections::HashMap<String, String>, Vec<String>);
+
+fn tag_change(cmd: TagCmd) -> Result<TagChange, CliError> {
+    Ok(match cmd {
+        TagCmd::Set { id, tags } => {
+            let set = tags
+                .iter()
+                .map(|t| parse::key_value(t).map_err(CliError::invalid))
+                .collect::<Result<_, _>>()?;
+            (id, set, Vec::new())
+        }
+        TagCmd::Unset { id, keys } => (id, Default::default(), keys),
+    })
 }
 
 fn submit_spec(command: Vec<String>, a: &SubmitArgs) -> Result<pb::JobSpec, CliError> {

@@ -1,0 +1,1009 @@
+//! Gossip membership: which nodes exist, which are alive, what each offers.
+//!
+//! Built on chitchat (scuttlebutt gossip with a phi-accrual failure detector and per-node
+//! key-values) over [`transport::AuthenticatedUdp`]. Each node publishes a small state:
+//!
+//! ```text
+//!   id, grpc, role, version, capacity ("slots/cpu_millis/memory_bytes"), load (attempts
+//!   running), cluster (the Raft cluster id once known), leaving, and tag:<key> for every tag:
+//!   role=…, available=true|false, and the operator's own (zone=…, --tag k=v, `node tag set`)
+//! ```
+//!
+//! A monitor turns chitchat's state into a [`View`] every tick (one per node id, the newest
+//! generation of it), emits [`Event`]s on a bounded broadcast channel, and decides this
+//! node's [`Health`]: fewer than `quorum_fraction` of the known nodes alive for longer than
+//! the grace period means this node is on the minority side of a partition; it then
+//! publishes `available=false` and stops taking work until the partition heals.
+//!
+//! The leader reads the view (level-triggered, so nothing depends on not missing an event)
+//! to propose node-failed and node-recovered and to place work; see `leader.rs`.
+
+pub mod transport;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chitchat::{
+    spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
+    ProtocolVersion,
+};
+use rand::Rng;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use transport::{AuthenticatedUdp, ClusterKey, Counters, CountersSnapshot, Faults};
+
+/// Default gossip port (on the gRPC bind host).
+pub const GOSSIP_PORT_DEFAULT: u16 = 7946;
+/// Default period of a gossip round.
+pub const GOSSIP_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Default phi above which a node is considered failed.
+pub const PHI_THRESHOLD_DEFAULT: f64 = 8.0;
+/// Default fraction of known nodes that must be alive for this node to consider itself on
+/// the majority side.
+pub const QUORUM_FRACTION_DEFAULT: f64 = 0.5;
+/// Default time below the quorum fraction before this node reports itself partitioned.
+pub const PARTITION_GRACE_MS_DEFAULT: u64 = 30_000;
+/// Capacity of the event channel (tokio keeps the next power of two, 1,024); a subscriber
+/// further behind misses events and is told how many.
+pub const EVENT_CHANNEL_CAPACITY: usize = 1_000;
+/// Seeds are tried at most this many times when joining.
+pub const JOIN_ATTEMPTS_MAX: u32 = 10;
+/// First delay between join attempts; doubles up to [`JOIN_BACKOFF_MAX`].
+pub const JOIN_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+pub const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Each join delay is varied by up to this fraction either way.
+pub const JOIN_JITTER: f64 = 0.25;
+/// Longest a leaving node waits for its `leaving` mark to spread.
+pub const LEAVE_WAIT_MAX: Duration = Duration::from_secs(5);
+/// Most tags an operator may set on a node (`role` and `available` not counted).
+pub const TAGS_MAX: usize = 32;
+pub const TAG_KEY_BYTES_MAX: usize = 64;
+pub const TAG_VALUE_BYTES_MAX: usize = 256;
+/// How long chitchat keeps the state of a dead node before forgetting it.
+pub const DEAD_NODE_FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+const TAG_PREFIX: &str = "tag:";
+/// chitchat's cluster name; clusters are told apart by the `cluster` key and the MAC key.
+const CHITCHAT_CLUSTER: &str = "cathedral";
+
+/// How this node gossips.
+#[derive(Debug, Clone)]
+pub struct GossipSettings {
+    pub bind: SocketAddr,
+    /// The address others gossip with (the bind address unless that is unspecified).
+    pub advertise: SocketAddr,
+    /// Addresses (HOST:PORT) chitchat keeps contacting until they answer.
+    pub seeds: Vec<String>,
+    pub interval: Duration,
+    pub phi_threshold: f64,
+    pub quorum_fraction: f64,
+    pub partition_grace: Duration,
+    /// The secret every datagram's MAC is keyed with; `None` uses the empty key (a warning
+    /// is logged: anyone can then gossip into the cluster).
+    pub cluster_key: Option<String>,
+    /// Seed of the test hooks' drop decisions.
+    pub fault_seed: u64,
+}
+
+impl GossipSettings {
+    /// Settings for `bind` with the defaults (tests and benchmarks).
+    pub fn new(bind: SocketAddr) -> GossipSettings {
+        GossipSettings {
+            bind,
+            advertise: bind,
+            seeds: Vec::new(),
+            interval: Duration::from_millis(GOSSIP_INTERVAL_MS_DEFAULT),
+            phi_threshold: PHI_THRESHOLD_DEFAULT,
+            quorum_fraction: QUORUM_FRACTION_DEFAULT,
+            partition_grace: Duration::from_millis(PARTITION_GRACE_MS_DEFAULT),
+            cluster_key: None,
+            fault_seed: 0,
+        }
+    }
+}
+
+/// What this node publishes about itself.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub node_id: u64,
+    pub grpc: String,
+    pub role: String,
+    /// The operator's tags (`--tag`, `node tag set`).
+    pub tags: BTreeMap<String, String>,
+    pub slots: u32,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+}
+
+/// Whether a node is up, as gossip sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Heard of, but its heartbeats have not yet been sampled enough to judge.
+    Joining,
+    Alive,
+    /// Its phi went past the threshold.
+    Dead,
+    /// It announced it was shutting down.
+    Left,
+}
+
+impl Liveness {
+    pub fn name(self) -> &'static str {
+        match self {
+            Liveness::Joining => "joining",
+            Liveness::Alive => "alive",
+            Liveness::Dead => "failed",
+            Liveness::Left => "left",
+        }
+    }
+}
+
+/// This node's own standing in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Seeds are configured and none has answered yet.
+    Unknown,
+    Healthy,
+    /// Fewer than the quorum fraction of known nodes alive, within the grace period.
+    Suspect,
+    /// Past the grace period: this node is on the minority side; it takes no work.
+    Partitioned,
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Suspect => "suspect",
+            Health::Partitioned => "partitioned",
+        }
+    }
+}
+
+/// One node as gossip sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub id: u64,
+    pub generation: u64,
+    pub gossip: SocketAddr,
+    pub grpc: String,
+    pub role: String,
+    pub version: String,
+    pub cluster: String,
+    /// Every tag, `role` and `available` included.
+    pub tags: BTreeMap<String, String>,
+    pub capacity: String,
+    /// Attempts running on it, as it last published.
+    pub load: u64,
+    pub liveness: Liveness,
+    /// Suspicion: the time since its heartbeat last advanced over chitchat's timeout at the
+    /// threshold, times the threshold (so `phi > threshold` is chitchat's "dead"). `None`
+    /// before it has been sampled.
+    pub phi: Option<f64>,
+    /// When `liveness` last changed, as this node saw it.
+    pub since: Instant,
+}
+
+impl Member {
+    /// Alive and advertising `available=true`: may be given work.
+    pub fn available(&self) -> bool {
+        self.liveness == Liveness::Alive && self.tags.get("available").is_some_and(|v| v == "true")
+    }
+}
+
+/// The cluster as this node sees it at one moment.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub me: u64,
+    pub health: Health,
+    /// Known nodes alive (this one included) and known nodes (not left, not still joining).
+    pub alive: usize,
+    pub known: usize,
+    pub members: BTreeMap<u64, Member>,
+}
+
+impl View {
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.get(&id)
+    }
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Joined {
+        node: u64,
+    },
+    Left {
+        node: u64,
+    },
+    Failed {
+        node: u64,
+    },
+    Recovered {
+        node: u64,
+    },
+    TagsUpdated {
+        node: u64,
+        tags: BTreeMap<String, String>,
+    },
+    PartitionDetected {
+        alive: usize,
+        known: usize,
+    },
+    PartitionHealed {
+        alive: usize,
+        known: usize,
+    },
+}
+
+/// What a subscriber receives: an event, or how many it missed by falling behind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Event(Event),
+    Missed(u64),
+}
+
+/// A subscription to [`Event`]s.
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Events {
+    /// The next event, or how many were missed; `None` once membership stopped.
+    pub async fn next(&mut self) -> Option<Received> {
+        match self.rx.recv().await {
+            Ok(e) => Some(Received::Event(e)),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                self.dropped.fetch_add(n, Ordering::Relaxed);
+                Some(Received::Missed(n))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_next(&mut self) -> Option<Received> {
+        match self.rx.try_recv() {
+            Ok(e) => Some(Received::Event(e)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                self.dropped.fetch_add(n, Ordering::Relaxed);
+                Some(Received::Missed(n))
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("gossip: {0}")]
+    Start(String),
+    #[error(
+        "gossip: none of the seeds answered after {attempts} attempts ({}); check the addresses, that UDP reaches them, and that every node has the same --cluster-key",
+        seeds.join(", ")
+    )]
+    NoSeedAnswered { seeds: Vec<String>, attempts: u32 },
+    #[error("invalid {field}: {reason}")]
+    InvalidTag { field: String, reason: String },
+    #[error("gossip has stopped on this node")]
+    Stopped,
+}
+
+fn invalid_tag(field: &str, reason: impl Into<String>) -> GossipError {
+    GossipError::InvalidTag {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks one operator tag: key and value bounds, the key's characters, the reserved keys.
+pub fn check_tag(key: &str, value: &str) -> Result<(), GossipError> {
+    if key.is_empty() || key.len() > TAG_KEY_BYTES_MAX {
+        return Err(invalid_tag(
+            "tag",
+            format!("key {key:?} must be 1..={TAG_KEY_BYTES_MAX} bytes (TAG_KEY_BYTES_MAX)"),
+        ));
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c))
+    {
+        return Err(invalid_tag(
+            "tag",
+            format!("key {key:?} may hold only letters, digits and _ - . /"),
+        ));
+    }
+    if key == "role" {
+        return Err(invalid_tag(
+            "tag",
+            "`role` is set by the node's --role and cannot be changed",
+        ));
+    }
+    if value.len() > TAG_VALUE_BYTES_MAX {
+        return Err(invalid_tag(
+            "tag",
+            format!(
+                "value of {key:?} is {} bytes, more than TAG_VALUE_BYTES_MAX ({TAG_VALUE_BYTES_MAX})",
+                value.len()
+            ),
+        ));
+    }
+    if key == "available" && value != "true" && value != "false" {
+        return Err(invalid_tag(
+            "tag",
+            format!("`available` is true or false, not {value:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a whole set of operator tags.
+pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), GossipError> {
+    for (k, v) in tags {
+        check_tag(k, v)?;
+    }
+    let counted = tags.keys().filter(|k| *k != "available").count();
+    if counted > TAGS_MAX {
+        return Err(invalid_tag(
+            "tag",
+            format!("{counted} tags, more than TAGS_MAX ({TAGS_MAX})"),
+        ));
+    }
+    Ok(())
+}
+
+/// What only this node decides about what it publishes.
+struct Local {
+    published: Published,
+    cluster: String,
+    partitioned: bool,
+    leaving: bool,
+    load: u64,
+}
+
+impl Local {
+    /// The key-values this node gossips.
+    fn key_values(&self) -> Vec<(String, String)> {
+        let p = &self.published;
+        let mut kv = vec![
+            ("id".to_string(), p.node_id.to_string()),
+            ("grpc".to_string(), p.grpc.clone()),
+            ("role".to_string(), p.role.clone()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            (
+                "capacity".to_string(),
+                format!("{}/{}/{}", p.slots, p.cpu_millis, p.memory_bytes),
+            ),
+            ("load".to_string(), self.load.to_string()),
+            ("cluster".to_string(), self.cluster.clone()),
+            ("leaving".to_string(), self.leaving.to_string()),
+        ];
+        for (k, v) in self.tags() {
+            kv.push((format!("{TAG_PREFIX}{k}"), v));
+        }
+        kv
+    }
+
+    /// Every tag this node advertises.
+    fn tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.published.tags.clone();
+        let operator = tags.get("available").is_none_or(|v| v == "true");
+        let available = operator && !self.partitioned && !self.leaving;
+        tags.insert("available".into(), available.to_string());
+        tags.insert("role".into(), self.published.role.clone());
+        tags
+    }
+}
+
+/// Per chitchat node: when its heartbeat last advanced, and its last detection timeout.
+struct Sample {
+    heartbeat: u64,
+    at: Instant,
+    timeout: Option<Duration>,
+}
+
+/// The monitor's memory between ticks.
+struct Tracker {
+    samples: HashMap<ChitchatId, Sample>,
+    /// Nodes (generations) seen alive at least once.
+    ever_alive: HashSet<ChitchatId>,
+    /// When the alive fraction first fell below the quorum fraction (this stretch).
+    below_since: Option<Instant>,
+    /// Whether any other node has been seen alive (ends `Health::Unknown`).
+    contacted: bool,
+}
+
+/// A running gossip membership.
+pub struct Membership {
+    id: u64,
+    settings: GossipSettings,
+    handle: tokio::sync::Mutex<Option<ChitchatHandle>>,
+    chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    counters: Arc<Counters>,
+    faults: Arc<Faults>,
+    events: broadcast::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+    view: watch::Sender<Arc<View>>,
+    local: Mutex<Local>,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+    join_error: Mutex<Option<String>>,
+}
+
+fn generation_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Membership {
+    /// Binds the gossip socket and starts gossiping (with the configured seeds, which
+    /// chitchat keeps contacting every round) and the monitor.
+    pub async fn start(
+        settings: GossipSettings,
+        published: Published,
+    ) -> Result<Arc<Membership>, GossipError> {
+        check_tags(&published.tags)?;
+        if settings.cluster_key.is_none() {
+            tracing::warn!(
+                "no --cluster-key: gossip datagrams are authenticated with the empty key, so anyone who can reach the gossip port can take part"
+            );
+        }
+        let counters = Arc::new(Counters::default());
+        let faults = Arc::new(Faults::new(settings.fault_seed));
+        let transport = AuthenticatedUdp {
+            key: ClusterKey::derive(settings.cluster_key.as_deref().unwrap_or("")),
+            counters: counters.clone(),
+            faults: faults.clone(),
+        };
+        let id = published.node_id;
+        let local = Local {
+            published,
+            cluster: String::new(),
+            partitioned: false,
+            leaving: false,
+            load: 0,
+        };
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(id.to_string(), generation_now(), settings.advertise),
+            cluster_id: CHITCHAT_CLUSTER.to_string(),
+            gossip_interval: settings.interval,
+            listen_addr: settings.bind,
+            seed_nodes: settings.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: settings.phi_threshold,
+                sampling_window_size: 1_000,
+                max_interval: Duration::from_secs(10),
+                initial_interval: settings.interval,
+                dead_node_grace_period: DEAD_NODE_FORGET_AFTER,
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            // Every node runs this same chitchat version, so the compressed digest is safe.
+            protocol_version: ProtocolVersion::V1,
+        };
+        let handle = spawn_chitchat(config, local.key_values(), &transport)
+            .await
+            .map_err(|e| GossipError::Start(format!("{e:#}")))?;
+        let chitchat = handle.chitchat();
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        let has_seeds = !settings.seeds.is_empty();
+        let view = View {
+            me: id,
+            health: if has_seeds {
+                Health::Unknown
+            } else {
+                Health::Healthy
+            },
+            alive: 1,
+            known: 1,
+            members: BTreeMap::new(),
+        };
+        let m = Arc::new(Membership {
+            id,
+            settings,
+            handle: tokio::sync::Mutex::new(Some(handle)),
+            chitchat,
+            counters,
+            faults,
+            events,
+            dropped: Arc::new(AtomicU64::new(0)),
+            view: watch::channel(Arc::new(view)).0,
+            local: Mutex::new(local),
+            monitor: Mutex::new(None),
+            join_error: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&m);
+        let tick = (m.settings.interval / 2).min(Duration::from_millis(100));
+        let mut tracker = Tracker {
+            samples: HashMap::new(),
+            ever_alive: HashSet::new(),
+            below_since: None,
+            contacted: !has_seeds,
+        };
+        // The first view (this node alone) before anyone asks.
+        m.observe(&mut tracker).await;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(m) = weak.upgrade() else { return };
+                m.observe(&mut tracker).await;
+            }
+        });
+        *m.monitor.lock().unwrap() = Some(task);
+        Ok(m)
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.id
+    }
+
+    /// The address others gossip with.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.settings.advertise
+    }
+
+    pub fn settings(&self) -> &GossipSettings {
+        &self.settings
+    }
+
+    /// The latest view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that sees every new view.
+    pub fn watch(&self) -> watch::Receiver<Arc<View>> {
+        self.view.subscribe()
+    }
+
+    /// Subscribes to events from now on.
+    pub fn subscribe(&self) -> Events {
+        Events {
+            rx: self.events.subscribe(),
+            dropped: self.dropped.clone(),
+        }
+    }
+
+    /// Events slow subscribers missed, in all.
+    pub fn events_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// The test hooks (loss, blocked destinations).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The last join failure, if the last join failed.
+    pub fn join_error(&self) -> Option<String> {
+        self.join_error.lock().unwrap().clone()
+    }
+
+    /// False while partitioned or leaving: this node takes no new work.
+    pub fn accepting_work(&self) -> bool {
+        let l = self.local.lock().unwrap();
+        !l.partitioned && !l.leaving
+    }
+
+    /// The operator's tags on this node.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        self.local.lock().unwrap().published.tags.clone()
+    }
+
+    /// Records the Raft cluster id; nodes that publish another one are ignored.
+    pub async fn set_cluster(&self, cluster: &str) {
+        let changed = {
+            let mut l = self.local.lock().unwrap();
+            let changed = l.cluster != cluster;
+            l.cluster = cluster.to_string();
+            changed
+        };
+        if changed {
+            self.republish().await;
+        }
+    }
+
+    /// Publishes the number of attempts running here.
+    pub async fn set_load(&self, running: u64) {
+        let changed = {
+            let mut l = self.local.lock().unwrap();
+            let changed = l.load != running;
+            l.load = running;
+            changed
+        };
+        if changed {
+            self.republish().await;
+        }
+    }
+
+    /// Sets and removes operator tags; returns the resulting operator tags. Nothing changes
+    /// when any of them is invalid.
+    pub async fn set_tags(
+        &self,
+        set: &BTreeMap<String, String>,
+        unset: &[String],
+    ) -> Result<BTreeMap<String, String>, GossipError> {
+        let tags = {
+            let mut l = self.local.lock().unwrap();
+            let mut tags = l.published.tags.clone();
+            for k in unset {
+                if k == "role" {
+                    return Err(invalid_tag("tag", "`role` cannot be removed"));
+                }
+                tags.remove(k);
+            }
+            tags.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            check_tags(&tags)?;
+            l.published.tags = tags.clone();
+            tags
+        };
+        self.republish().await;
+        Ok(tags)
+    }
+
+    /// Writes this node's key-values into chitchat (it gossips only what changed).
+    async fn republish(&self) {
+        let kv = self.local.lock().unwrap().key_values();
+        let mut c = self.chitchat.lock().await;
+        let state = c.self_node_state();
+        let stale: Vec<String> = state
+            .key_values()
+            .filter(|(k, _)| k.starts_with(TAG_PREFIX) && !kv.iter().any(|(n, _)| n == k))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        for k in stale {
+            state.delete(&k);
+        }
+        for (k, v) in kv {
+            if state.get(&k) != Some(v.as_str()) {
+                state.set(k, v);
+            }
+        }
+    }
+
+    /// Contacts `seeds` until one answers: up to [`JOIN_ATTEMPTS_MAX`] attempts, each
+    /// trying every seed, with exponential backoff from [`JOIN_BACKOFF_INITIAL`] to
+    /// [`JOIN_BACKOFF_MAX`] and ±[`JOIN_JITTER`] jitter between them. Returns the attempt
+    /// that succeeded (0 when there was no seed but this node).
+    pub async fn join(&self, seeds: &[String]) -> Result<u32, GossipError> {
+        self.join_with(
+            seeds,
+            JOIN_ATTEMPTS_MAX,
+            JOIN_BACKOFF_INITIAL,
+            JOIN_BACKOFF_MAX,
+        )
+        .await
+    }
+
+    /// [`join`](Self::join) with another schedule (tests).
+    pub async fn join_with(
+        &self,
+        seeds: &[String],
+        attempts: u32,
+        initial: Duration,
+        max: Duration,
+    ) -> Result<u32, GossipError> {
+        let me = self.settings.advertise;
+        let seeds: Vec<String> = seeds
+            .iter()
+            .filter(|s| s.parse::<SocketAddr>().ok() != Some(me))
+            .cloned()
+            .collect();
+        if seeds.is_empty() {
+            return Ok(0);
+        }
+        let mut delay = initial;
+        for attempt in 1..=attempts {
+            let mut addrs = Vec::new();
+            for s in &seeds {
+                match tokio::net::lookup_host(s.as_str()).await {
+                    Ok(found) => addrs.extend(found.filter(|a| *a != me)),
+                    Err(e) => tracing::debug!(seed = %s, "cannot resolve seed: {e}"),
+                }
+            }
+            {
+                let handle = self.handle.lock().await;
+                let handle = handle.as_ref().ok_or(GossipError::Stopped)?;
+                for a in &addrs {
+                    let _ = handle.gossip(*a);
+                }
+            }
+            let jitter = rand::thread_rng().gen_range(-JOIN_JITTER..=JOIN_JITTER);
+            let wait = delay.mul_f64(1.0 + jitter);
+            let deadline = Instant::now() + wait;
+            loop {
+                if self.heard_from_another().await {
+                    tracing::info!(attempt, "gossip: joined through the seeds");
+                    *self.join_error.lock().unwrap() = None;
+                    return Ok(attempt);
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10).min(wait)).await;
+            }
+            tracing::debug!(attempt, ?wait, "gossip: no seed answered yet");
+            delay = (delay * 2).min(max);
+        }
+        let e = GossipError::NoSeedAnswered { seeds, attempts };
+        *self.join_error.lock().unwrap() = Some(e.to_string());
+        Err(e)
+    }
+
+    /// Whether chitchat holds the state of any node but this one.
+    async fn heard_from_another(&self) -> bool {
+        let c = self.chitchat.lock().await;
+        let me = c.self_chitchat_id().clone();
+        c.node_states().keys().any(|id| *id != me)
+    }
+
+    /// Announces that this node is leaving, waits (at most [`LEAVE_WAIT_MAX`]) for that to
+    /// spread — a few gossip rounds, more for a larger cluster — and stops gossiping.
+    pub async fn leave(&self) {
+        self.local.lock().unwrap().leaving = true;
+        self.republish().await;
+        let peers = self
+            .view()
+            .members
+            .values()
+            .filter(|m| m.id != self.id && m.liveness == Liveness::Alive)
+            .count();
+        if peers > 0 {
+            // Each round a node gossips with 3 others: the mark reaches everyone in about
+            // log3(n) rounds; 3 more cover loss.
+            let rounds = 3 + (peers as f64).log(3.0).ceil() as u32;
+            let wait = (self.settings.interval * rounds).min(LEAVE_WAIT_MAX);
+            tokio::time::sleep(wait).await;
+        }
+        self.stop().await;
+    }
+
+    /// Stops gossip at once, announcing nothing: to the others this node just went silent
+    /// (what a crash looks like).
+    pub async fn stop(&self) {
+        if let Some(task) = self.monitor.lock().unwrap().take() {
+            task.abort();
+        }
+        if let Some(handle) = self.handle.lock().await.take() {
+            let _ = handle.shutdown().await;
+        }
+    }
+
+    /// One monitor tick: reads chitchat, builds the view, emits the differences, decides
+    /// health.
+    async fn observe(&self, tracker: &mut Tracker) {
+        let now = Instant::now();
+        let previous = self.view();
+        let (cluster, published_tags) = {
+            let l = self.local.lock().unwrap();
+            (l.cluster.clone(), l.tags())
+        };
+        let threshold = self.settings.phi_threshold;
+        // Newest generation per node id, with its liveness and phi.
+        let mut newest: BTreeMap<u64, Member> = BTreeMap::new();
+        {
+            let c = self.chitchat.lock().await;
+            let me = c.self_chitchat_id().clone();
+            let live: HashSet<&ChitchatId> = c.live_nodes().collect();
+            for (cid, state) in c.node_states() {
+                let Some(id) = state.get("id").and_then(|v| v.parse::<u64>().ok()) else {
+                    continue;
+                };
+                let peer_cluster = state.get("cluster").unwrap_or("");
+                if !cluster.is_empty() && !peer_cluster.is_empty() && peer_cluster != cluster {
+                    continue;
+                }
+                if newest
+                    .get(&id)
+                    .is_some_and(|m| m.generation > cid.generation_id)
+                {
+                    continue;
+                }
+                let heartbeat: u64 = state.heartbeat().into();
+                let sample = tracker.samples.entry(cid.clone()).or_insert(Sample {
+                    heartbeat,
+                    at: now,
+                    timeout: None,
+                });
+                if sample.heartbeat != heartbeat {
+                    sample.heartbeat = heartbeat;
+                    sample.at = now;
+                }
+                if let Some(t) = c.failure_detection_timeout(cid) {
+                    sample.timeout = Some(t);
+                }
+                let is_me = *cid == me;
+                let leaving = state.get("leaving") == Some("true");
+                let liveness = if leaving {
+                    Liveness::Left
+                } else if is_me || live.contains(cid) {
+                    tracker.ever_alive.insert(cid.clone());
+                    Liveness::Alive
+                } else if tracker.ever_alive.contains(cid) {
+                    // chitchat also calls a node dead until it has sampled two heartbeats;
+                    // only one seen alive before has failed.
+                    Liveness::Dead
+                } else {
+                    Liveness::Joining
+                };
+                let phi = if is_me {
+                    Some(0.0)
+                } else {
+                    sample.timeout.filter(|t| !t.is_zero()).map(|t| {
+                        threshold * now.duration_since(sample.at).as_secs_f64() / t.as_secs_f64()
+                    })
+                };
+                let tags = if is_me {
+                    published_tags.clone()
+                } else {
+                    state
+                        .key_values()
+                        .filter_map(|(k, v)| {
+                            k.strip_prefix(TAG_PREFIX)
+                                .map(|k| (k.to_string(), v.to_string()))
+                        })
+                        .collect()
+                };
+                newest.insert(
+                    id,
+                    Member {
+                        id,
+                        generation: cid.generation_id,
+                        gossip: cid.gossip_advertise_addr,
+                        grpc: state.get("grpc").unwrap_or("").to_string(),
+                        role: state.get("role").unwrap_or("").to_string(),
+                        version: state.get("version").unwrap_or("").to_string(),
+                        cluster: peer_cluster.to_string(),
+                        tags,
+                        capacity: state.get("capacity").unwrap_or("").to_string(),
+                        load: state.get("load").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        liveness,
+                        phi,
+                        since: now,
+                    },
+                );
+            }
+            // Forget samples of states chitchat forgot.
+            tracker
+                .samples
+                .retain(|cid, _| c.node_states().contains_key(cid));
+            tracker
+                .ever_alive
+                .retain(|cid| c.node_states().contains_key(cid));
+        }
+        let mut events = Vec::new();
+        for (id, m) in newest.iter_mut() {
+            let before = previous.members.get(id);
+            // A new generation still being sampled keeps the standing the node had.
+            if m.liveness == Liveness::Joining {
+                if let Some(b) = before.filter(|b| b.liveness != Liveness::Joining) {
+                    m.liveness = b.liveness;
+                }
+            }
+            match before {
+                Some(b) if b.liveness == m.liveness => m.since = b.since,
+                _ => {}
+            }
+            if *id == self.id {
+                continue;
+            }
+            let was = before.map(|b| b.liveness);
+            match (was, m.liveness) {
+                (None | Some(Liveness::Joining), Liveness::Alive) => {
+                    events.push(Event::Joined { node: *id })
+                }
+                (Some(Liveness::Dead), Liveness::Alive) => {
+                    events.push(Event::Recovered { node: *id })
+                }
+                (Some(Liveness::Left), Liveness::Alive) => events.push(Event::Joined { node: *id }),
+                (Some(Liveness::Alive), Liveness::Dead) => events.push(Event::Failed { node: *id }),
+                (Some(a), Liveness::Left) if a != Liveness::Left => {
+                    events.push(Event::Left { node: *id })
+                }
+                _ => {}
+            }
+            if let Some(b) = before {
+                if b.tags != m.tags && m.liveness != Liveness::Left {
+                    events.push(Event::TagsUpdated {
+                        node: *id,
+                        tags: m.tags.clone(),
+                    });
+                }
+            }
+        }
+        // Health: this node and the others it knows (alive or failed, not left or joining).
+        let others = newest
+            .values()
+            .filter(|m| m.id != self.id)
+            .filter(|m| matches!(m.liveness, Liveness::Alive | Liveness::Dead));
+        let (mut alive, mut known) = (1usize, 1usize);
+        for m in others {
+            known += 1;
+            if m.liveness == Liveness::Alive {
+                alive += 1;
+                tracker.contacted = true;
+            }
+        }
+        let below = (alive as f64) < self.settings.quorum_fraction * known as f64;
+        let health = if below {
+            let since = *tracker.below_since.get_or_insert(now);
+            if now.duration_since(since) >= self.settings.partition_grace {
+                Health::Partitioned
+            } else {
+                Health::Suspect
+            }
+        } else {
+            tracker.below_since = None;
+            if tracker.contacted {
+                Health::Healthy
+            } else {
+                Health::Unknown
+            }
+        };
+        if health != previous.health {
+            if health == Health::Partitioned {
+                tracing::warn!(
+                    alive,
+                    known,
+                    "gossip: partitioned (minority side); this node takes no work until it heals"
+                );
+                events.push(Event::PartitionDetected { alive, known });
+            } else if previous.health == Health::Partitioned {
+                tracing::info!(alive, known, "gossip: the partition healed");
+                events.push(Event::PartitionHealed { alive, known });
+            }
+        }
+        let partitioned = health == Health::Partitioned;
+        let republish = {
+            let mut l = self.local.lock().unwrap();
+            let changed = l.partitioned != partitioned;
+            l.partitioned = partitioned;
+            changed
+        };
+        if republish {
+            self.republish().await;
+        }
+        if let Some(me) = newest.get_mut(&self.id) {
+            me.tags = self.local.lock().unwrap().tags();
+        }
+        self.view.send_replace(Arc::new(View {
+            me: self.id,
+            health,
+            alive,
+            known,
+            members: newest,
+        }));
+        for e in events {
+            tracing::debug!(?e, "gossip event");
+            let _ = self.events.send(e);
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(task) = self.monitor.lock().unwrap().take() {
+            task.abort();
+        }
+        if let Ok(mut h) = self.handle.try_lock() {
+            if let Some(h) = h.take() {
+                h.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
