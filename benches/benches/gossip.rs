@@ -15,11 +15,12 @@
 //! cargo build --release --bins
 //! cargo bench -p cathedral-benches --bench gossip -- [--nodes 10,50,100] [--trials 5]
 //!     [--traffic-secs 10] [--server-bin target/release/cathedral-server] [--detect-trials 10]
+//!     [--skip-tags]
 //! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +57,14 @@ fn args() -> Args {
             }
             "--trials" => a.trials = it.next().expect("N").parse().expect("a number"),
             "--traffic-secs" => a.traffic_secs = it.next().expect("N").parse().expect("a number"),
-            "--server-bin" => a.server_bin = Some(it.next().expect("PATH").into()),
+            "--server-bin" => {
+                // cargo bench runs in the package's directory; a relative path may be the
+                // workspace's.
+                let p = PathBuf::from(it.next().expect("PATH"));
+                let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+                a.server_bin = Some(if p.exists() { p } else { root.join(p) });
+            }
+            "--skip-tags" => a.nodes.clear(),
             "--detect-trials" => a.detect_trials = it.next().expect("N").parse().expect("a number"),
             _ => {} // cargo bench passes --bench
         }
@@ -187,7 +195,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn start(bin: &PathBuf, dir: PathBuf, extra: &[&str]) -> Proc {
+    fn start(bin: &Path, dir: PathBuf, extra: &[&str]) -> Proc {
         let grpc = format!("127.0.0.1:{}", free_tcp());
         let mut args: Vec<String> = vec![
             "--data-dir".into(),
@@ -205,7 +213,7 @@ impl Proc {
         let mut p = Proc {
             args,
             grpc,
-            bin: bin.clone(),
+            bin: bin.to_path_buf(),
             child: None,
         };
         p.spawn();
@@ -270,7 +278,7 @@ async fn until_state(coord: &str, id: u64, state: &str, within: Duration) -> Dur
     }
 }
 
-async fn detection(a: &Args, bin: &PathBuf) {
+async fn detection(a: &Args, bin: &Path) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let coord = Proc::start(
         bin,

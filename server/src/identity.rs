@@ -65,21 +65,27 @@ impl Identity {
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(FILE);
-        let tmp: PathBuf = dir.join(format!("{FILE}.tmp"));
         let text = format!(
             "# Written by cathedral-server; identifies this node. Do not edit.\n{}",
             toml::to_string(self).map_err(|e| ServerError::Internal(e.to_string()))?
         );
-        let mut f = std::fs::File::create(&tmp).map_err(|e| ServerError::io("create", &tmp, e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| ServerError::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| ServerError::io("rename", &path, e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ServerError::io("fsync", dir, e))
+        write_durably(dir, FILE, text.as_bytes())
     }
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new file, never
+/// a mix: a temporary file, fsync, rename, fsync of the directory.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| ServerError::io("create", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ServerError::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| ServerError::io("rename", &path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ServerError::io("fsync", dir, e))
 }
 
 /// A new cluster id: 16 random bytes in hex.

@@ -34,7 +34,7 @@ pub enum Strategy {
     /// The first fitting node after the one chosen last, wrapping around.
     RoundRobin { last: Option<NodeId> },
     /// Uniformly among the fitting nodes, from a seeded generator.
-    Random(StdRng),
+    Random(Box<StdRng>),
 }
 
 impl Strategy {
@@ -42,7 +42,7 @@ impl Strategy {
         match placement {
             Placement::LeastLoaded => Strategy::LeastLoaded,
             Placement::RoundRobin => Strategy::RoundRobin { last: None },
-            Placement::Random => Strategy::Random(StdRng::seed_from_u64(seed)),
+            Placement::Random => Strategy::Random(Box::new(StdRng::seed_from_u64(seed))),
         }
     }
 

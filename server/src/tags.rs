@@ -3,7 +3,6 @@
 //! at start the flags' tags, minus `unset`, plus `set`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -57,19 +56,10 @@ impl TagOverlay {
         }
     }
 
-    /// Writes the overlay durably (temporary file, fsync, rename, fsync of the directory).
+    /// Writes the overlay durably.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = Self::path(dir);
-        let tmp = dir.join(format!("{FILE}.tmp"));
         let text = toml::to_string(self).map_err(|e| ServerError::Internal(e.to_string()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| ServerError::io("create", &tmp, e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| ServerError::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| ServerError::io("rename", &path, e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ServerError::io("sync", dir, e))
+        crate::identity::write_durably(dir, FILE, text.as_bytes())
     }
 }
 

@@ -289,3 +289,35 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// How long `until_final` waits for a job to end.
+pub const JOB_WAIT: Duration = Duration::from_secs(90);
+
+pub async fn get(s: &Server, id: u64) -> pb::Job {
+    s.jobs()
+        .await
+        .get_job(pb::GetJobRequest { job_id: id })
+        .await
+        .expect("get job")
+        .into_inner()
+}
+
+/// Submits `sp`; its job id.
+pub async fn submit(s: &Server, sp: pb::JobSpec) -> u64 {
+    s.jobs()
+        .await
+        .submit_job(pb::SubmitJobRequest { spec: Some(sp) })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job_id
+}
+
+/// Waits (up to [`JOB_WAIT`]) until job `id` has ended.
+pub async fn until_final(s: &Server, id: u64) -> pb::Job {
+    eventually(JOB_WAIT, &format!("job {id} to end"), || async {
+        let j = get(s, id).await;
+        (j.state >= pb::JobState::Succeeded as i32).then_some(j)
+    })
+    .await
+}

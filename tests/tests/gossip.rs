@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use cathedral_server::api::v1 as pb;
-use cathedral_tests::{eventually, spec, Server};
+use cathedral_tests::{eventually, get, spec, submit, until_final, Server};
 
 const WAIT: Duration = Duration::from_secs(90);
 const KEY: &str = "integration-test-key";
@@ -22,33 +22,6 @@ async fn nodes(s: &Server) -> pb::ListNodesResponse {
 
 async fn node_view(s: &Server, id: u64) -> Option<pb::NodeView> {
     nodes(s).await.nodes.into_iter().find(|n| n.id == id)
-}
-
-async fn submit(s: &Server, sp: pb::JobSpec) -> u64 {
-    s.jobs()
-        .await
-        .submit_job(pb::SubmitJobRequest { spec: Some(sp) })
-        .await
-        .expect("submit")
-        .into_inner()
-        .job_id
-}
-
-async fn get(s: &Server, id: u64) -> pb::Job {
-    s.jobs()
-        .await
-        .get_job(pb::GetJobRequest { job_id: id })
-        .await
-        .expect("get job")
-        .into_inner()
-}
-
-async fn until_final(s: &Server, id: u64) -> pb::Job {
-    eventually(WAIT, &format!("job {id} to end"), || async {
-        let j = get(s, id).await;
-        (j.state >= pb::JobState::Succeeded as i32).then_some(j)
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,36 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cathedral_server::api::v1 as pb;
-use cathedral_tests::{eventually, spec, Server};
+use cathedral_tests::{eventually, get, spec, submit, until_final, Server};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn get(s: &Server, id: u64) -> pb::Job {
-    s.jobs()
-        .await
-        .get_job(pb::GetJobRequest { job_id: id })
-        .await
-        .expect("get job")
-        .into_inner()
-}
-
-async fn submit(s: &Server, sp: pb::JobSpec) -> u64 {
-    s.jobs()
-        .await
-        .submit_job(pb::SubmitJobRequest { spec: Some(sp) })
-        .await
-        .expect("submit")
-        .into_inner()
-        .job_id
-}
-
-async fn until_final(s: &Server, id: u64) -> pb::Job {
-    eventually(WAIT, &format!("job {id} to end"), || async {
-        let j = get(s, id).await;
-        (j.state >= pb::JobState::Succeeded as i32).then_some(j)
-    })
-    .await
-}
 
 /// Live processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> usize {

@@ -196,7 +196,7 @@ fn tags_text(tags: &std::collections::HashMap<String, String>) -> String {
 }
 
 pub fn nodes_json(r: &pb::ListNodesResponse) -> Value {
-    let g = r.gossip.clone().unwrap_or_default();
+    let g = r.gossip.unwrap_or_default();
     json!({
         "node_id": r.node_id,
         "health": r.health,
