@@ -321,3 +321,15 @@ pub async fn until_final(s: &Server, id: u64) -> pb::Job {
     })
     .await
 }
+
+/// The attempts of `j` that exited 0.
+pub fn succeeded_attempts(j: &pb::Job) -> Vec<&pb::Attempt> {
+    j.attempts
+        .iter()
+        .filter(|a| {
+            a.outcome
+                .as_ref()
+                .is_some_and(|o| o.exit == Some(pb::outcome::Exit::Code(0)))
+        })
+        .collect()
+}

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use cathedral_server::api::v1 as pb;
-use cathedral_tests::{eventually, get, spec, submit, until_final, Server};
+use cathedral_tests::{eventually, get, spec, submit, succeeded_attempts, until_final, Server};
 
 const WAIT: Duration = Duration::from_secs(90);
 const KEY: &str = "integration-test-key";
@@ -162,15 +162,7 @@ async fn tags_steer_placement_and_a_sigkilled_worker_is_failed_and_its_job_rerun
     eprintln!("kill -9 → node-failed committed in {:?}", killed.elapsed());
     let j = until_final(&coord, id).await;
     assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
-    let succeeded: Vec<&pb::Attempt> = j
-        .attempts
-        .iter()
-        .filter(|a| {
-            a.outcome
-                .as_ref()
-                .is_some_and(|o| o.exit == Some(pb::outcome::Exit::Code(0)))
-        })
-        .collect();
+    let succeeded = succeeded_attempts(&j);
     assert_eq!(succeeded.len(), 1, "exactly one success: {j:?}");
     assert_eq!(
         succeeded[0].node_id, ids[other],

@@ -978,13 +978,30 @@ impl Membership {
         if let Some(me) = newest.get_mut(&self.id) {
             me.tags = self.local.lock().unwrap().tags();
         }
-        self.view.send_replace(Arc::new(View {
+        // Watchers (the leader's loop) wake only for changes that matter to them; phi and
+        // heartbeat timing change every tick and are read from `view()` when asked.
+        let significant = health != previous.health
+            || newest.len() != previous.members.len()
+            || newest.iter().any(|(id, m)| {
+                previous.members.get(id).is_none_or(|b| {
+                    b.liveness != m.liveness
+                        || b.tags != m.tags
+                        || b.load != m.load
+                        || b.generation != m.generation
+                        || b.grpc != m.grpc
+                })
+            });
+        let view = Arc::new(View {
             me: self.id,
             health,
             alive,
             known,
             members: newest,
-        }));
+        });
+        self.view.send_if_modified(|v| {
+            *v = view;
+            significant
+        });
         for e in events {
             tracing::debug!(?e, "gossip event");
             let _ = self.events.send(e);
