@@ -14,6 +14,7 @@
 //! - `compaction`: the [`CompactionPolicy`], a pure function deciding snapshots and purges.
 //! - `options`: [`Options`] and the named bounds.
 //! - `fsutil`: file-system calls with failpoints, atomic replace, and the directory lock.
+//! - `finding`: [`Finding`] — a problem the read-only checks found (file, byte, reason).
 //! - `error`: [`Error`] and [`Result`].
 //!
 //! # A data directory
@@ -39,6 +40,7 @@
 
 mod compaction;
 mod error;
+mod finding;
 mod fsutil;
 mod log;
 mod meta;
@@ -47,18 +49,20 @@ mod snapshot;
 
 pub use compaction::{CompactionDecision, CompactionPolicy};
 pub use error::{Error, Result};
+pub use finding::{Finding, FindingKind};
 pub use fsutil::DirLock;
 pub use log::{
-    inspect, inspect_with_progress, Entry, Finding, FindingKind, InspectReport, Log, Record,
-    RecoveryReport, Salvaged, SegmentReport, Stats, TornTail, Visit,
+    inspect, inspect_with_progress, Entry, InspectReport, Log, Record, RecoveryReport, Salvaged,
+    SegmentReport, Stats, TornTail, Visit,
 };
-pub use meta::{read_metadata, Metadata, META_FIELD_BYTES_MAX};
+pub use meta::{read_metadata, read_purge_point, Metadata, META_FIELD_BYTES_MAX};
 pub use options::{
     Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
 };
 pub use snapshot::{
-    describe as describe_snapshot, export as export_snapshot, list_dir as list_snapshots,
-    verify_file as verify_snapshot, Chunk, ChunkReceiver, ChunkSender, Progress, ReceiverLimits,
-    SnapshotInfo, SnapshotMeta, SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotWriter,
-    CHUNK_BYTES_DEFAULT, SNAPSHOT_META_BYTES_MAX,
+    describe as describe_snapshot, export as export_snapshot, survey as survey_snapshots,
+    verify_file as verify_snapshot, Chunk, ChunkReceiver, ChunkSender, CoverageGap,
+    DamagedSnapshot, Progress, ReceiverLimits, SnapshotInfo, SnapshotMeta, SnapshotOptions,
+    SnapshotReader, SnapshotStore, SnapshotSurvey, SnapshotWriter, CHUNK_BYTES_DEFAULT,
+    DAMAGED_SUFFIX, SNAPSHOT_META_BYTES_MAX, SUPERSEDED_SUFFIX,
 };

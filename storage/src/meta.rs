@@ -31,6 +31,12 @@ pub fn read_metadata(dir: &Path) -> Result<Option<Metadata>> {
     Ok(MetaFile::load(&dir.join("meta"))?.map(|m| m.user))
 }
 
+/// The purge point of the log in `dir`: every index up to and including it was compacted
+/// away (`None`: nothing purged, or no metadata file). Read-only, without the lock.
+pub fn read_purge_point(dir: &Path) -> Result<Option<u64>> {
+    Ok(MetaFile::load(&dir.join("meta"))?.and_then(|m| m.purged_through))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MetaFile {
     /// Random identity of this log, repeated in every segment header.

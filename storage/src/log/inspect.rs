@@ -10,29 +10,10 @@ use std::path::{Path, PathBuf};
 use super::record::{self, Header, RECORD_HEADER_BYTES};
 use super::segment::{self, SealedSegment, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Result};
+use crate::finding::{Finding, FindingKind};
 use crate::meta::{MetaFile, Metadata};
 use crate::options::RECORD_BYTES_LIMIT;
-
-/// What kind of problem a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FindingKind {
-    /// A partial last write at the end of the log; a normal open cuts it (`repair` too).
-    TornTail,
-    /// Damage with valid data after it, a broken header, footer or metadata file.
-    Corruption,
-    /// Files that are each intact but do not fit together (gaps, overlaps, terms going
-    /// down, a purge point past the data).
-    Inconsistent,
-}
-
-/// One problem found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub kind: FindingKind,
-    pub file: PathBuf,
-    pub offset: u64,
-    pub reason: String,
-}
+use crate::snapshot::{survey, SnapshotSurvey};
 
 /// One segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +41,9 @@ pub struct InspectReport {
     /// Every index up to and including this one was purged.
     pub purged_through: Option<u64>,
     pub segments: Vec<SegmentReport>,
+    /// Every file under `snapshots/`, checksums verified.
+    pub snapshots: SnapshotSurvey,
+    /// Log damage, snapshot damage, and a compacted log no valid snapshot covers.
     pub findings: Vec<Finding>,
 }
 
@@ -97,43 +81,19 @@ pub struct Visit<'a> {
 }
 
 fn finding(kind: FindingKind, file: &Path, offset: u64, reason: impl Into<String>) -> Finding {
-    Finding {
-        kind,
-        file: file.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
+    Finding::new(kind, file, offset, reason)
 }
 
 fn from_error(e: Error) -> std::result::Result<Finding, Error> {
-    match e {
-        Error::Corruption {
-            file,
-            offset,
-            reason,
-        } => Ok(Finding {
-            kind: FindingKind::Corruption,
-            file,
-            offset,
-            reason,
-        }),
-        Error::UnsupportedVersion {
-            file,
-            found,
-            supported,
-        } => Ok(Finding {
-            kind: FindingKind::Corruption,
-            file,
-            offset: 8,
-            reason: format!("format version {found}, this build reads {supported}"),
-        }),
-        other => Err(other),
-    }
+    Finding::from_error(e)
 }
 
-/// Inspects the log in `dir` (the directory holding `meta` and `log/`). With `visit`, every
-/// valid entry's decoded payload is passed to it in index order; entries after a finding
-/// inside a segment are not visited. I/O errors are returned; damage is reported.
+/// Inspects the data directory `dir` (holding `meta`, `log/` and `snapshots/`). With
+/// `visit`, every valid entry's decoded payload is passed to it in index order; entries
+/// after a finding inside a segment are not visited. Every snapshot's checksum is verified,
+/// every file under `snapshots/` is a valid snapshot or a finding, and a compacted log
+/// whose start no valid snapshot holds is a finding. I/O errors are returned; damage is
+/// reported.
 pub fn inspect(dir: &Path, visit: Option<&mut dyn FnMut(Visit<'_>)>) -> Result<InspectReport> {
     inspect_with_progress(dir, visit, &mut |_, _| {})
 }
@@ -229,8 +189,8 @@ pub fn inspect_with_progress(
                 &path,
                 24,
                 format!(
-                    "segment starts at index {first}, the previous one ended at {}",
-                    e - 1
+                    "segment starts at index {first}, the previous one should have ended at {}",
+                    e.checked_sub(1).map_or("-".into(), |l| l.to_string())
                 ),
             )),
             None if n == 0 => {
@@ -248,6 +208,14 @@ pub fn inspect_with_progress(
                 }
             }
             _ => {}
+        }
+        if segment::footer_with_damaged_magic(&bytes) {
+            report.findings.push(finding(
+                FindingKind::Corruption,
+                &path,
+                seg.file_bytes - 8,
+                "sealed segment whose footer magic is damaged (the footer checksum matches)",
+            ));
         }
         // The valid records of this segment: (offset, header).
         let mut records: Vec<(u64, Header)> = Vec::new();
@@ -339,6 +307,19 @@ pub fn inspect_with_progress(
         done += seg.file_bytes;
         progress(done.min(total), total);
         report.segments.push(seg);
+    }
+    report.snapshots = survey(&dir.join("snapshots"), true)?;
+    report.findings.extend(report.snapshots.findings());
+    // The log is compacted through its purge point: the state before it must be in a
+    // valid snapshot. (Without a purge point nothing was compacted away: the storage
+    // engine lets a log begin at any index.)
+    if let Some(gap) = report.snapshots.gap(report.purged_through) {
+        report.findings.push(finding(
+            FindingKind::Inconsistent,
+            &dir.join("snapshots"),
+            0,
+            gap.to_string(),
+        ));
     }
     Ok(report)
 }

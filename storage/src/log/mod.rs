@@ -31,9 +31,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
 use crate::meta::{MetaFile, Metadata};
 use crate::options::{Durability, Options, RECORD_BYTES_LIMIT};
-pub use inspect::{
-    inspect, inspect_with_progress, Finding, FindingKind, InspectReport, SegmentReport, Visit,
-};
+pub use inspect::{inspect, inspect_with_progress, InspectReport, SegmentReport, Visit};
 use record::{Compression, Header};
 pub use recovery::{RecoveryReport, Salvaged, TornTail};
 use segment::SealedSegment;
@@ -357,6 +355,12 @@ impl Log {
     pub fn first_index(&self) -> Option<u64> {
         let st = self.inner.state.read().unwrap();
         (st.first_index < st.next_index).then_some(st.first_index)
+    }
+
+    /// The purge point: every index up to and including it was compacted away (`None`:
+    /// nothing purged yet).
+    pub fn purged_through(&self) -> Option<u64> {
+        self.inner.meta.lock().unwrap().purged_through
     }
 
     /// Last appended (written, maybe not yet durable) index, or `None` when empty.

@@ -118,6 +118,25 @@ pub(crate) fn looks_sealed(bytes: &[u8]) -> bool {
         && &bytes[bytes.len() - 8..] == FOOTER_MAGIC
 }
 
+/// Whether the file ends with a footer trailer that is intact but for its magic: a sealed
+/// segment whose magic was damaged, not a crash's leftovers (a crash never writes a
+/// trailer whose checksum matches the offsets before it).
+pub(crate) fn footer_with_damaged_magic(bytes: &[u8]) -> bool {
+    let len = bytes.len() as u64;
+    if len < SEGMENT_HEADER_BYTES + FOOTER_TRAILER_BYTES || looks_sealed(bytes) {
+        return false;
+    }
+    let t = (len - FOOTER_TRAILER_BYTES) as usize;
+    let trailer = &bytes[t..];
+    let count = u64::from_le_bytes(trailer[8..16].try_into().unwrap());
+    let data_end = u32::from_le_bytes(trailer[16..20].try_into().unwrap()) as u64;
+    let crc = u32::from_le_bytes(trailer[20..24].try_into().unwrap());
+    count > 0
+        && data_end >= SEGMENT_HEADER_BYTES
+        && count.checked_mul(4).and_then(|o| o.checked_add(data_end)) == Some(t as u64)
+        && crc32fast::hash(&bytes[data_end as usize..t + 20]) == crc
+}
+
 /// Where the footer of a sealed segment of `len` bytes starts, read from its trailer;
 /// `None` when the file does not end with a trailer (not sealed, or damaged).
 pub(crate) fn footer_start(file: &File, len: u64) -> Option<u64> {

@@ -135,6 +135,12 @@ pub(crate) fn parse(file: &mut File, len: u64, path: &Path) -> Result<Parsed> {
             "no trailer: the snapshot is incomplete (a write was cut short?)".into(),
         ));
     }
+    if t[20..24] != [0u8; 4] {
+        return Err(bad(
+            len - TRAILER_BYTES + 20,
+            "reserved trailer bytes are not zero".into(),
+        ));
+    }
     let body_len = u64::from_le_bytes(t[0..8].try_into().unwrap());
     let stored_len = u64::from_le_bytes(t[8..16].try_into().unwrap());
     let crc = u32::from_le_bytes(t[16..20].try_into().unwrap());

@@ -10,6 +10,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Checksummed, Parsed, SnapshotMeta};
+use super::survey::{survey, SnapshotSurvey, SUPERSEDED_SUFFIX};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -53,7 +54,7 @@ impl SnapshotInfo {
     }
 
     /// Order of recency: last log id, then creation time.
-    fn key(&self) -> (bool, u64, u64, u64) {
+    pub(crate) fn key(&self) -> (bool, u64, u64, u64) {
         let (i, t) = self.meta.last.unwrap_or((0, 0));
         (self.meta.last.is_some(), i, t, self.meta.created_ms)
     }
@@ -74,7 +75,7 @@ pub struct SnapshotStore {
     options: SnapshotOptions,
 }
 
-const SUFFIX: &str = ".snap";
+pub(crate) const SUFFIX: &str = ".snap";
 
 impl SnapshotStore {
     /// Opens (creating) the store in `dir`, removing temporaries a crash left behind.
@@ -109,10 +110,28 @@ impl SnapshotStore {
         SnapshotWriter::create(self.clone(), meta)
     }
 
-    /// Every snapshot, oldest first. Checks headers and trailers, not checksums (readers do).
-    /// A `*.snap` file that does not parse is skipped with a warning.
+    /// Every snapshot whose header and trailer are valid, oldest first (checksums are
+    /// checked by readers). Damaged files are not in it: [`survey`](Self::survey) lists
+    /// them, and a server sets them aside at start (or refuses to start when it needs them).
     pub fn list(&self) -> Result<Vec<SnapshotInfo>> {
-        list_dir(&self.dir)
+        Ok(survey(&self.dir, false)?.snapshots)
+    }
+
+    /// Every file of the store, each a valid snapshot or a finding; `checksums` verifies
+    /// every valid-looking snapshot's whole-file checksum too.
+    pub fn survey(&self, checksums: bool) -> Result<SnapshotSurvey> {
+        survey(&self.dir, checksums)
+    }
+
+    /// Renames the damaged snapshot `path` of this store to `*.snap.damaged`: kept for the
+    /// operator, never listed or read again, still reported by the offline tools.
+    pub fn set_aside(&self, path: &Path) -> Result<PathBuf> {
+        let mut to = path.as_os_str().to_owned();
+        to.push(".damaged");
+        let to = PathBuf::from(to);
+        fsutil::rename(path, &to)?;
+        fsutil::sync_dir(&self.dir)?;
+        Ok(to)
     }
 
     /// The newest snapshot, if any.
@@ -154,7 +173,7 @@ impl SnapshotStore {
         let mut aside = Vec::new();
         for held in &newer {
             let mut to = held.path.clone().into_os_string();
-            to.push(".superseded");
+            to.push(&SUPERSEDED_SUFFIX[SUFFIX.len()..]);
             let to = PathBuf::from(to);
             fsutil::rename(&held.path, &to)?;
             aside.push((held.path.clone(), to));
@@ -233,34 +252,6 @@ impl SnapshotStore {
         self.dir
             .join(format!("incoming-{:016x}.snap.tmp", rand::random::<u64>()))
     }
-}
-
-/// Every snapshot in the store directory `dir`, oldest first, without opening a store:
-/// read-only (no temporaries removed), and empty when `dir` does not exist. Checks headers
-/// and trailers, not checksums; a `*.snap` file that does not parse is skipped with a
-/// warning.
-pub fn list_dir(dir: &Path) -> Result<Vec<SnapshotInfo>> {
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io("list", dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        let path = entry.path();
-        if !entry.file_name().to_string_lossy().ends_with(SUFFIX) {
-            continue;
-        }
-        match describe(&path) {
-            Ok(info) => out.push(info),
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable snapshot")
-            }
-        }
-    }
-    out.sort_by_key(|i| i.key());
-    Ok(out)
 }
 
 /// Header, metadata and sizes of the snapshot at `path` (structure checked, not the CRC).
