@@ -29,7 +29,6 @@ pub mod limits {
     pub const ENV_VARS_MAX: usize = 256;
     pub const ENV_BYTES_MAX: usize = 64 * 1024;
     pub const CONSTRAINTS_MAX: usize = 64;
-    pub const TAG_BYTES_MAX: usize = 256;
     pub const DEPENDENCIES_MAX: usize = 1024;
     pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
     pub const TIMEOUT_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
@@ -186,6 +185,15 @@ impl JobSpec {
         {
             return bad("env", format!("invalid variable name {k:?}"));
         }
+        // A value is handed to execve as `NAME=value\0`: a NUL inside would cut it short.
+        if let Some(k) = self
+            .env
+            .iter()
+            .find(|(_, v)| v.contains('\0'))
+            .map(|(k, _)| k)
+        {
+            return bad("env", format!("the value of {k:?} must not contain NUL"));
+        }
         if self.resources.cpu_millis > CPU_MILLIS_MAX {
             return bad(
                 "resources.cpu_millis",
@@ -207,15 +215,14 @@ impl JobSpec {
                 ),
             );
         }
-        if let Some((k, v)) = self
-            .constraints
-            .iter()
-            .find(|(k, v)| k.is_empty() || k.len() > TAG_BYTES_MAX || v.len() > TAG_BYTES_MAX)
-        {
-            return bad(
-                "constraints",
-                format!("invalid tag {k:?}={v:?} (TAG_BYTES_MAX {TAG_BYTES_MAX})"),
-            );
+        // The rule node tags follow: a constraint no node could ever carry is refused here
+        // rather than left pending forever.
+        for (k, v) in &self.constraints {
+            if let Err(reason) =
+                crate::tags::check_key(k).and_then(|()| crate::tags::check_value(k, v))
+            {
+                return bad("constraints", reason);
+            }
         }
         if self.timeout_ms > TIMEOUT_MS_MAX {
             return bad(
@@ -537,6 +544,27 @@ mod tests {
                     ..ok.clone()
                 },
                 "COMMAND_BYTES_MAX",
+            ),
+            (
+                JobSpec {
+                    env: [("A".to_string(), "x\0y".to_string())].into(),
+                    ..ok.clone()
+                },
+                "must not contain NUL",
+            ),
+            (
+                JobSpec {
+                    constraints: [("zone name".to_string(), "x".to_string())].into(),
+                    ..ok.clone()
+                },
+                "letters, digits",
+            ),
+            (
+                JobSpec {
+                    constraints: [("k".repeat(65), "x".to_string())].into(),
+                    ..ok.clone()
+                },
+                "TAG_KEY_BYTES_MAX",
             ),
         ];
         for (spec, want) in cases {

@@ -10,6 +10,7 @@
 //! - `raft`: openraft's [`TypeConfig`](raft::TypeConfig), the [`LogStore`](raft::LogStore)
 //!   over the storage crate's log and the [`StateMachine`](raft::StateMachine) over
 //!   `ClusterState` with snapshots in the storage crate's snapshot store.
+//! - `tags`: the one rule for node tags and job constraints, with its bounds.
 //! - `replay`: offline replay of a data directory (snapshot + log), checking checkpoints.
 //! - `testkit`: an in-process network and node start-up for tests and benchmarks.
 //! - `error`: [`ConsensusError`] and [`Invalid`] (a rejected command's field and reason).
@@ -19,6 +20,7 @@ mod error;
 pub mod raft;
 pub mod replay;
 mod state;
+pub mod tags;
 pub mod testkit;
 
 pub use command::{

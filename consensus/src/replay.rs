@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cathedral_storage::{inspect_with_progress, list_snapshots, InspectReport, Visit};
+use cathedral_storage::{
+    inspect_with_progress, read_purge_point, survey_snapshots, InspectReport, Visit,
+};
 use openraft::{BasicNode, EntryPayload, LogId, StoredMembership};
 use serde::Serialize;
 
@@ -111,7 +113,23 @@ pub fn replay(
     options: &ReplayOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Replay, cathedral_storage::Error> {
-    let snapshots: Vec<_> = list_snapshots(&dir.join("snapshots"))?
+    // Damaged snapshot files are findings of the inspection below; only valid ones are
+    // starting points.
+    let survey = survey_snapshots(&dir.join("snapshots"), true)?;
+    if options.from_start {
+        if let Some(p) = read_purge_point(dir).ok().flatten() {
+            if survey.gap(Some(p)).is_none() {
+                let held = survey.newest().map_or(String::new(), |s| {
+                    format!(" (held in {})", s.path.display())
+                });
+                return Err(cathedral_storage::Error::InvalidArgument(format!(
+                    "--from-start needs the whole log, but entries 0..={p} are no longer held: they were compacted into a snapshot{held}; replay without --from-start starts from the newest snapshot"
+                )));
+            }
+        }
+    }
+    let snapshots: Vec<_> = survey
+        .snapshots
         .into_iter()
         .filter(|s| match (options.to, s.meta.last) {
             (Some(to), Some((i, _))) => i <= to,

@@ -410,11 +410,57 @@ impl ClusterState {
         if let Err(e) = self.check_submit(specs) {
             return Response::Rejected(e);
         }
+        // A key this state holds names its job: `create_job` answers with it (a repeat).
         let jobs = specs
             .iter()
             .map(|spec| self.create_job(at, spec.clone(), None))
             .collect();
         Response::Submitted { jobs }
+    }
+
+    /// The answer to `command` when it repeats a request this state already accepted, so
+    /// a proposer answers it without a log entry: a submission whose every job carries an
+    /// idempotency key this state holds (the jobs those keys name), or a workflow whose
+    /// jobs are exactly the jobs of one workflow by their keys (that workflow). `None`: not
+    /// a repeat. [`apply`](Self::apply) gives the same answer for a repeat that was
+    /// proposed anyway (two copies in flight), so the result does not depend on timing.
+    pub fn repeat(&self, command: &Command) -> Option<Response> {
+        match command {
+            Command::SubmitJobs { jobs, .. } => {
+                let ids: Option<Vec<JobId>> = jobs.iter().map(|s| self.job_of_key(s)).collect();
+                ids.filter(|ids| !ids.is_empty())
+                    .map(|jobs| Response::Submitted { jobs })
+            }
+            Command::SubmitWorkflow { jobs, .. } => {
+                self.repeated_workflow(jobs)
+                    .map(|w| Response::WorkflowSubmitted {
+                        workflow: w.id,
+                        jobs: w.jobs.clone(),
+                    })
+            }
+            _ => None,
+        }
+    }
+
+    /// The job `spec`'s idempotency key names, if any.
+    fn job_of_key(&self, spec: &JobSpec) -> Option<JobId> {
+        spec.idempotency_key
+            .as_ref()
+            .and_then(|k| self.idempotency.get(k))
+            .copied()
+    }
+
+    /// The workflow `jobs` repeat: every job's idempotency key names the job of that
+    /// workflow under the same workflow key, and the workflow has no other job.
+    fn repeated_workflow(&self, jobs: &[WorkflowJob]) -> Option<&Workflow> {
+        let first = self.job_of_key(&jobs.first()?.spec)?;
+        let w = self.workflows.get(&self.jobs.get(&first)?.workflow?)?;
+        let same = w.jobs.len() == jobs.len()
+            && jobs.iter().all(|j| {
+                self.job_of_key(&j.spec)
+                    .is_some_and(|id| w.jobs.get(&j.key) == Some(&id))
+            });
+        same.then_some(w)
     }
 
     /// Whether `command` would be accepted by [`apply`](Self::apply) on this state: a
@@ -444,7 +490,7 @@ impl ClusterState {
             self.check_spec(spec)
                 .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
-        Ok(())
+        unique_keys(specs.iter())
     }
 
     /// Spec validity plus references: every dependency must exist.
@@ -541,6 +587,24 @@ impl ClusterState {
             self.check_spec(&j.spec)
                 .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
+        unique_keys(jobs.iter().map(|j| &j.spec))?;
+        // A workflow repeats a submitted one whole (answered with it, see `repeat`) or
+        // names only new idempotency keys: a job of another submission cannot become part
+        // of this one.
+        for (i, j) in jobs.iter().enumerate() {
+            if let Some(id) = self.job_of_key(&j.spec) {
+                return reject(
+                    &format!("jobs[{i}].idempotency_key"),
+                    format!(
+                        "{:?} already names job {id}{}; a workflow may reuse idempotency keys only to repeat a whole submitted workflow",
+                        j.spec.idempotency_key.as_deref().unwrap_or(""),
+                        self.jobs[&id]
+                            .workflow
+                            .map_or(String::new(), |w| format!(" of workflow {w}"))
+                    ),
+                );
+            }
+        }
         for (i, j) in jobs.iter().enumerate() {
             if let Some(a) = j.after.iter().find(|a| !keys.contains_key(a.as_str())) {
                 return reject(
@@ -581,6 +645,13 @@ impl ClusterState {
     }
 
     fn submit_workflow(&mut self, at: u64, name: &str, jobs: &[WorkflowJob]) -> Response {
+        // A repeat (proposed twice before either applied) answers with the first.
+        if let Some(w) = self.repeated_workflow(jobs) {
+            return Response::WorkflowSubmitted {
+                workflow: w.id,
+                jobs: w.jobs.clone(),
+            };
+        }
         let order = match self.plan_workflow(name, jobs) {
             Ok(order) => order,
             Err(e) => return Response::Rejected(e),
@@ -1006,6 +1077,23 @@ impl ClusterState {
     }
 }
 
+/// Refuses two jobs of one request with the same idempotency key: they would collapse into
+/// one job (and a workflow would lose a dependency).
+fn unique_keys<'a>(specs: impl Iterator<Item = &'a JobSpec>) -> std::result::Result<(), Invalid> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, spec) in specs.enumerate() {
+        if let Some(k) = spec.idempotency_key.as_deref() {
+            if let Some(first) = seen.insert(k, i) {
+                return Err(Invalid::new(
+                    &format!("jobs[{i}].idempotency_key"),
+                    format!("{k:?} is also the key of jobs[{first}]; keys must differ within one request"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Lower-case hex of a hash.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -1388,9 +1476,96 @@ mod tests {
             ..JobSpec::new("x", &["true"])
         };
         let a = submit(&mut s, &mut i, spec.clone());
-        let b = submit(&mut s, &mut i, spec);
+        let repeat = Command::SubmitJobs {
+            at_ms: 9,
+            jobs: vec![spec.clone()],
+        };
+        assert_eq!(
+            s.repeat(&repeat),
+            Some(Response::Submitted { jobs: vec![a] }),
+            "a proposer answers the repeat without an entry"
+        );
+        let b = submit(&mut s, &mut i, spec.clone());
         assert_eq!(a, b);
         assert_eq!(s.jobs().count(), 1);
+        // Not a repeat while any job of the request is new.
+        let mixed = Command::SubmitJobs {
+            at_ms: 9,
+            jobs: vec![spec.clone(), JobSpec::new("y", &["true"])],
+        };
+        assert_eq!(s.repeat(&mixed), None);
+        // Two jobs of one request may not share a key.
+        let twice = Command::SubmitJobs {
+            at_ms: 9,
+            jobs: vec![
+                JobSpec {
+                    idempotency_key: Some("k2".into()),
+                    ..JobSpec::new("p", &["true"])
+                },
+                JobSpec {
+                    idempotency_key: Some("k2".into()),
+                    ..JobSpec::new("q", &["true"])
+                },
+            ],
+        };
+        assert!(s.check(&twice).unwrap_err().reason.contains("jobs[0]"));
+    }
+
+    #[test]
+    fn a_repeated_workflow_is_the_first_one_and_partial_repeats_are_refused() {
+        let mut s = ClusterState::new();
+        let wj = |key: &str, idem: &str, after: &[&str]| WorkflowJob {
+            key: key.into(),
+            spec: JobSpec {
+                idempotency_key: Some(idem.into()),
+                ..JobSpec::new(key, &["true"])
+            },
+            after: after.iter().map(|a| a.to_string()).collect(),
+        };
+        let flow = Command::SubmitWorkflow {
+            at_ms: 1,
+            name: "f".into(),
+            jobs: vec![wj("a", "ka", &[]), wj("b", "kb", &["a"])],
+        };
+        let first = s.apply(1, &flow);
+        let Response::WorkflowSubmitted { workflow, jobs } = first.clone() else {
+            panic!("{first:?}");
+        };
+        assert_eq!(s.repeat(&flow), Some(first.clone()));
+        // Proposed twice anyway (both in flight): applied, the second is the first.
+        assert_eq!(s.apply(2, &flow), first);
+        assert_eq!(s.workflows().count(), 1);
+        assert_eq!(s.jobs().count(), 2);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(workflow, 1);
+        // The same keys under other workflow keys, a subset, or mixed with new keys.
+        for jobs in [
+            vec![wj("x", "ka", &[]), wj("y", "kb", &["x"])],
+            vec![wj("a", "ka", &[])],
+            vec![wj("a", "ka", &[]), wj("c", "kc", &["a"])],
+        ] {
+            let c = Command::SubmitWorkflow {
+                at_ms: 3,
+                name: "g".into(),
+                jobs,
+            };
+            assert_eq!(s.repeat(&c), None);
+            let e = s.check(&c).unwrap_err();
+            assert!(e.reason.contains("already names job"), "{e}");
+        }
+        // Two jobs of one workflow with one key.
+        let dup = Command::SubmitWorkflow {
+            at_ms: 4,
+            name: "d".into(),
+            jobs: vec![wj("a", "same", &[]), wj("b", "same", &["a"])],
+        };
+        assert!(s
+            .check(&dup)
+            .unwrap_err()
+            .reason
+            .contains("also the key of jobs[0]"));
+        assert!(matches!(s.apply(5, &dup), Response::Rejected(_)));
+        assert_eq!(s.jobs().count(), 2);
     }
 
     #[test]
