@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::error::{Result, ServerError};
-use crate::gossip::{GossipSettings, GOSSIP_PORT_DEFAULT};
+use crate::gossip::GossipSettings;
 
 /// Most voters a cluster may ask for.
 pub const VOTERS_MAX: u32 = 7;
@@ -128,7 +128,7 @@ pub struct Args {
     /// [default: 10000].
     #[arg(long, env = "CATHEDRAL_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Option<u64>,
-    /// Gossip (UDP) listen address [default: port 7946 on the --bind host].
+    /// Gossip (UDP) listen address [default: the --bind address, over UDP].
     #[arg(long, env = "CATHEDRAL_GOSSIP_BIND", value_name = "ADDR")]
     pub gossip_bind: Option<SocketAddr>,
     /// Gossip address others use to reach this node [default: --gossip-bind, or the
@@ -308,7 +308,9 @@ impl Config {
         let gossip_bind = args
             .gossip_bind
             .or(file.gossip_bind)
-            .unwrap_or_else(|| SocketAddr::new(bind.ip(), GOSSIP_PORT_DEFAULT));
+            // UDP on the gRPC (TCP) port: every node on a host already has a port of its
+            // own, so the default never collides with another node's.
+            .unwrap_or(bind);
         let gossip_advertise = match args.gossip_advertise.or(file.gossip_advertise) {
             Some(a) => a,
             None if gossip_bind.ip().is_unspecified() => {
@@ -526,8 +528,9 @@ mod tests {
         assert_eq!(c.role, Role::Standalone);
         assert_eq!(c.voters, 3);
         assert_eq!(c.raft, RaftSettings::default());
-        assert_eq!(c.gossip.bind.to_string(), "127.0.0.1:7946");
-        assert_eq!(c.gossip.advertise.to_string(), "127.0.0.1:7946");
+        // Gossip takes the gRPC port over UDP: nodes sharing a host never collide.
+        assert_eq!(c.gossip.bind.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.gossip.advertise.to_string(), "127.0.0.1:50051");
         assert_eq!(c.gossip.phi_threshold, 8.0);
         assert_eq!(c.gossip.quorum_fraction, 0.5);
         assert_eq!(c.gossip.partition_grace.as_millis(), 30_000);

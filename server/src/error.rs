@@ -25,6 +25,9 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The data directory cannot be served as it is (damage the node cannot work around).
+    #[error("data directory {}: {reason}", dir.display())]
+    DataDir { dir: PathBuf, reason: String },
     #[error("storage: {0}")]
     Storage(#[from] cathedral_storage::Error),
     /// Raft stopped or failed on this node.

@@ -112,6 +112,7 @@ impl Node {
         let log = Arc::new(Log::open(dir, Options::default())?);
         let identity = Identity::load_or_create(dir)?;
         let snapshots = SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default())?;
+        check_snapshots(dir, &snapshots, log.purged_through())?;
         let sm = StateMachine::open(snapshots.clone())
             .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
         let applied = sm.handle();
@@ -629,6 +630,13 @@ impl Node {
                 ));
             }
         }
+        // A repeat of an accepted request is answered from this node's state: no log entry,
+        // the original ids (a key found here is committed).
+        if let Proposal::Write(cmd) = &proposal {
+            if let Some(answer) = self.answer_repeat(cmd) {
+                return Ok(answer);
+            }
+        }
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
         let deadline = Instant::now() + timeout;
         loop {
@@ -703,10 +711,22 @@ impl Node {
         }
     }
 
+    /// The answer to `cmd` when it repeats a request the applied state holds, with the
+    /// applied index it was read at.
+    fn answer_repeat(&self, cmd: &Command) -> Option<(u64, Response)> {
+        let a = self.applied.read().unwrap();
+        a.state
+            .repeat(cmd)
+            .map(|r| (a.last_applied.map_or(0, |l| l.index), r))
+    }
+
     /// Performs `proposal` on this node, which believes it leads.
     pub async fn execute(&self, proposal: &Proposal) -> ProposalReply {
         match proposal {
             Proposal::Write(cmd) => {
+                if let Some((index, response)) = self.answer_repeat(cmd) {
+                    return ProposalReply::Done { index, response };
+                }
                 // Bad input never takes a log entry: check against the applied state first
                 // (jobs are never removed, so what passes here passes when applied).
                 if let Err(e) = self.applied.read().unwrap().state.check(cmd) {
@@ -893,6 +913,45 @@ impl Node {
             }
         }
     }
+}
+
+/// Checks every snapshot (whole-file checksums) before Raft reads any. A damaged snapshot
+/// the node needs — the log was compacted past everything the valid ones hold — stops the
+/// start with what is damaged and how to restore; one it does not need is set aside as
+/// `*.snap.damaged` (kept, reported by `cathedral-log verify`) and logged, so Raft never
+/// reads or sends it.
+fn check_snapshots(
+    dir: &std::path::Path,
+    snapshots: &SnapshotStore,
+    purged_through: Option<u64>,
+) -> Result<()> {
+    let survey = snapshots.survey(true)?;
+    if let Some(gap) = survey.gap(purged_through) {
+        return Err(ServerError::DataDir {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "{gap}. This node cannot rebuild its state. Restore it from a peer (move the directory aside and start the node again with --join ADDR of a member: the leader sends it a snapshot), or from an export (`cathedral-log --data-dir NEW snapshot import FILE`, then start on NEW). `cathedral-log --data-dir {} verify` lists every damaged file.",
+                dir.display()
+            ),
+        });
+    }
+    for d in survey.damaged.iter().filter(|d| !d.set_aside) {
+        let to = snapshots.set_aside(&d.finding.file)?;
+        tracing::error!(
+            file = %d.finding.file.display(),
+            offset = d.finding.offset,
+            reason = %d.finding.reason,
+            moved_to = %to.display(),
+            "damaged snapshot set aside; the state is rebuilt from the valid snapshots and the log"
+        );
+    }
+    for d in survey.damaged.iter().filter(|d| d.set_aside) {
+        tracing::warn!(file = %d.finding.file.display(), "a damaged snapshot set aside earlier is still here; remove it once looked at");
+    }
+    for p in &survey.unknown {
+        tracing::warn!(file = %p.display(), "not a snapshot file, in the snapshot directory");
+    }
+    Ok(())
 }
 
 /// What this node offers: `slots` attempts at once, its CPUs, and its memory.

@@ -23,6 +23,15 @@ use crate::transport::PEER_MESSAGE_BYTES_MAX;
 
 /// Largest public API request (tonic's default, named).
 pub const REQUEST_BYTES_MAX: usize = 4 << 20;
+/// HTTP/2 streams one connection may have open at once (watches, forwarded writes, calls).
+pub const HTTP2_CONCURRENT_STREAMS_MAX: u32 = 1024;
+/// Streams a client may open and cancel before the server has taken them up, per
+/// connection, before the connection is closed as a rapid-reset attack
+/// (CVE-2023-44487). h2's default (20) closes connections of ordinary clients that open
+/// and cancel many watches in a row; this bound still closes an attacker's connection after
+/// this many, while `HTTP2_CONCURRENT_STREAMS_MAX` bounds what any connection holds at
+/// once and h2 still bounds the streams it must reset itself (1024 per connection).
+pub const HTTP2_PENDING_RESET_STREAMS_MAX: usize = 1024;
 
 /// A started server.
 pub struct Running {
@@ -64,6 +73,8 @@ pub async fn start(config: Config) -> Result<Running> {
         .map_err(|e| ServerError::Internal(format!("reflection: {e}")))?;
     let api = Api { node: node.clone() };
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(HTTP2_CONCURRENT_STREAMS_MAX)
+        .http2_max_pending_accept_reset_streams(Some(HTTP2_PENDING_RESET_STREAMS_MAX))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -135,9 +135,15 @@ impl JobService for Api {
         let from: JobId = if req.page_token.is_empty() {
             0
         } else {
+            // Exactly what `next_page_token` holds (a job id in canonical decimal), so a
+            // token is never taken for one it is not.
             req.page_token
-                .parse()
-                .map_err(|_| ServerError::invalid("page_token", "not a token this API returned"))?
+                .parse::<JobId>()
+                .ok()
+                .filter(|id| *id > 0 && id.to_string() == req.page_token)
+                .ok_or_else(|| {
+                    ServerError::invalid("page_token", "not a token this API returned")
+                })?
         };
         let a = self.node.applied.read().unwrap();
         let mut matching = a

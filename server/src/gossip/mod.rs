@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cathedral_consensus::tags;
 use chitchat::{
     spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
     ProtocolVersion,
@@ -36,8 +37,6 @@ use tokio::task::JoinHandle;
 
 use transport::{AuthenticatedUdp, ClusterKey, Counters, CountersSnapshot, Faults};
 
-/// Default gossip port (on the gRPC bind host).
-pub const GOSSIP_PORT_DEFAULT: u16 = 7946;
 /// Default period of a gossip round.
 pub const GOSSIP_INTERVAL_MS_DEFAULT: u64 = 500;
 /// Default phi above which a node is considered failed.
@@ -59,10 +58,8 @@ pub const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub const JOIN_JITTER: f64 = 0.25;
 /// Longest a leaving node waits for its `leaving` mark to spread.
 pub const LEAVE_WAIT_MAX: Duration = Duration::from_secs(5);
-/// Most tags an operator may set on a node (`role` and `available` not counted).
-pub const TAGS_MAX: usize = 32;
-pub const TAG_KEY_BYTES_MAX: usize = 64;
-pub const TAG_VALUE_BYTES_MAX: usize = 256;
+/// Most operator tags on one node (the tag rule is `cathedral_consensus::tags`).
+pub use cathedral_consensus::tags::TAGS_MAX;
 /// How long chitchat keeps the state of a dead node before forgetting it.
 pub const DEAD_NODE_FORGET_AFTER: Duration = Duration::from_secs(3600);
 
@@ -303,36 +300,16 @@ fn invalid_tag(field: &str, reason: impl Into<String>) -> GossipError {
     }
 }
 
-/// Checks one operator tag: key and value bounds, the key's characters, the reserved keys.
+/// Checks one operator tag: the tag rule every node and job constraint follows
+/// (`cathedral_consensus::tags`), then the keys reserved for the node itself.
 pub fn check_tag(key: &str, value: &str) -> Result<(), GossipError> {
-    if key.is_empty() || key.len() > TAG_KEY_BYTES_MAX {
-        return Err(invalid_tag(
-            "tag",
-            format!("key {key:?} must be 1..={TAG_KEY_BYTES_MAX} bytes (TAG_KEY_BYTES_MAX)"),
-        ));
-    }
-    if !key
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c))
-    {
-        return Err(invalid_tag(
-            "tag",
-            format!("key {key:?} may hold only letters, digits and _ - . /"),
-        ));
-    }
+    tags::check_key(key)
+        .and_then(|()| tags::check_value(key, value))
+        .map_err(|reason| invalid_tag("tag", reason))?;
     if key == "role" {
         return Err(invalid_tag(
             "tag",
             "`role` is set by the node's --role and cannot be changed",
-        ));
-    }
-    if value.len() > TAG_VALUE_BYTES_MAX {
-        return Err(invalid_tag(
-            "tag",
-            format!(
-                "value of {key:?} is {} bytes, more than TAG_VALUE_BYTES_MAX ({TAG_VALUE_BYTES_MAX})",
-                value.len()
-            ),
         ));
     }
     if key == "available" && value != "true" && value != "false" {
