@@ -18,9 +18,7 @@ use std::process::ExitCode;
 
 use cathedral_consensus::raft::decode_entry;
 use cathedral_consensus::replay::ReplayOptions;
-use cathedral_storage::{
-    inspect_with_progress, list_snapshots, Finding, FindingKind, InspectReport,
-};
+use cathedral_storage::{inspect_with_progress, Finding, FindingKind, InspectReport};
 use clap::{Parser, Subcommand};
 use openraft::EntryPayload;
 use serde_json::json;
@@ -272,64 +270,103 @@ pub(crate) fn kind_name(k: FindingKind) -> &'static str {
     }
 }
 
-/// The decoded committed and purged log ids and the vote, as text.
+/// The decoded vote, committed and purged log ids, as JSON (a field that does not decode
+/// says so).
 fn metadata_json(r: &InspectReport) -> serde_json::Value {
     let Some(m) = &r.metadata else {
         return serde_json::Value::Null;
     };
-    let decode = |b: &Option<Vec<u8>>| -> serde_json::Value {
-        b.as_ref().map_or(serde_json::Value::Null, |b| {
-            postcard::from_bytes::<Option<openraft::LogId<u64>>>(b)
-                .map(|l| {
-                    l.map_or(
-                        serde_json::Value::Null,
-                        |l| json!({"term": l.leader_id.term, "index": l.index}),
-                    )
-                })
-                .unwrap_or_else(|e| json!(format!("undecodable: {e}")))
-        })
-    };
+    let log_id = |l: openraft::LogId<u64>| json!({"term": l.leader_id.term, "index": l.index});
+    let undecodable = |e: postcard::Error| json!(format!("undecodable: {e}"));
+    // The log store writes `committed` as an optional log id and `purged` as a plain one
+    // (FORMAT.md, "What the consensus crate stores").
+    let committed = m.committed.as_ref().map_or(serde_json::Value::Null, |b| {
+        postcard::from_bytes::<Option<openraft::LogId<u64>>>(b)
+            .map(|l| l.map_or(serde_json::Value::Null, log_id))
+            .unwrap_or_else(undecodable)
+    });
+    let purged = m.purged.as_ref().map_or(serde_json::Value::Null, |b| {
+        postcard::from_bytes::<openraft::LogId<u64>>(b)
+            .map(log_id)
+            .unwrap_or_else(undecodable)
+    });
     let vote = m.vote.as_ref().map_or(serde_json::Value::Null, |b| {
         postcard::from_bytes::<openraft::Vote<u64>>(b)
             .map(|v| json!({"term": v.leader_id.term, "node": v.leader_id.voted_for(), "committed": v.committed}))
-            .unwrap_or_else(|e| json!(format!("undecodable: {e}")))
+            .unwrap_or_else(undecodable)
     });
-    json!({"vote": vote, "committed": decode(&m.committed), "purged": decode(&m.purged)})
+    json!({"vote": vote, "committed": committed, "purged": purged})
 }
 
-/// Checks that need the consensus encoding: committed within the log.
+/// Checks that need the consensus encoding: every metadata field decodes, committed within
+/// the log, the purged id at the purge point.
 fn metadata_findings(r: &InspectReport) -> Vec<String> {
     let mut out = Vec::new();
+    let m = metadata_json(r);
+    for field in ["vote", "committed", "purged"] {
+        if let Some(e) = m[field].as_str() {
+            out.push(format!("metadata field {field} is {e}"));
+        }
+    }
     if let (Some(c), Some(last)) = (committed_index(r), r.last_index()) {
         if c > last {
             out.push(format!("committed index {c} is past the last index {last}"));
         }
     }
+    if let (Some(p), Some(through)) = (m["purged"]["index"].as_u64(), r.purged_through) {
+        if p != through {
+            out.push(format!(
+                "the purged log id names index {p}, the purge point is {through}"
+            ));
+        }
+    }
     out
 }
 
-fn snapshots(dir: &Path) -> Result<Vec<serde_json::Value>, String> {
-    let list = list_snapshots(&dir.join("snapshots")).map_err(|e| e.to_string())?;
-    Ok(list
-        .iter()
-        .map(|i| {
-            let ok = cathedral_storage::verify_snapshot(&i.path);
-            json!({
-                "file": i.path.display().to_string(),
-                "last_index": i.meta.last.map(|l| l.0),
-                "last_term": i.meta.last.map(|l| l.1),
-                "file_bytes": i.file_bytes,
-                "body_bytes": i.body_bytes,
-                "checksum_ok": ok.is_ok(),
-                "error": ok.err().map(|e| e.to_string()),
-            })
-        })
-        .collect())
+/// Every finding: the storage inspection's (log, metadata, snapshots) and the consensus
+/// checks of the metadata.
+fn all_findings(dir: &Path, r: &InspectReport) -> Vec<serde_json::Value> {
+    let mut findings: Vec<serde_json::Value> = r.findings.iter().map(finding_json).collect();
+    for m in metadata_findings(r) {
+        findings.push(json!({
+            "kind": "inconsistent",
+            "file": dir.join("meta").display().to_string(),
+            "offset": 0,
+            "reason": m,
+        }));
+    }
+    findings
+}
+
+/// The snapshot directory as JSON: valid snapshots, damaged files, files kept aside.
+fn snapshots_json(r: &InspectReport) -> serde_json::Value {
+    let s = &r.snapshots;
+    json!({
+        "valid": s.snapshots.iter().map(|i| json!({
+            "file": i.path.display().to_string(),
+            "last_index": i.meta.last.map(|l| l.0),
+            "last_term": i.meta.last.map(|l| l.1),
+            "file_bytes": i.file_bytes,
+            "body_bytes": i.body_bytes,
+            "checksum_ok": true,
+        })).collect::<Vec<_>>(),
+        "damaged": s.damaged.iter().map(|d| json!({
+            "file": d.finding.file.display().to_string(),
+            "offset": d.finding.offset,
+            "reason": d.finding.reason,
+            "last_index_by_name": d.named_last.map(|l| l.0),
+            "set_aside": d.set_aside,
+        })).collect::<Vec<_>>(),
+        "kept": s.kept.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "unknown": s.unknown.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    })
 }
 
 fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
     let r = inspect_bar(dir, None, "inspect")?;
-    let snaps = snapshots(dir)?;
+    let snaps = snapshots_json(&r);
+    let findings = all_findings(dir, &r);
+    let damaged = findings.iter().any(|f| f["kind"] != "torn tail");
     let segments: Vec<serde_json::Value> = r
         .segments
         .iter()
@@ -355,7 +392,8 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
         "last_index": r.last_index(),
         "file_bytes": r.segments.iter().map(|s| s.file_bytes).sum::<u64>(),
         "data_bytes": r.segments.iter().map(|s| s.data_bytes).sum::<u64>(),
-        "findings": r.findings.len(),
+        "snapshots": r.snapshots.snapshots.len(),
+        "findings": findings.len(),
     });
     if as_json {
         println!(
@@ -366,6 +404,7 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
                 "metadata": metadata_json(&r),
                 "segments": segments,
                 "snapshots": snaps,
+                "findings": findings,
                 "totals": totals,
             }))
             .expect("prints")
@@ -381,9 +420,9 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
         for s in &segments {
             println!(
                 "{:<28} {:>10} {:>11} {:>11} {:>11}  {:<6}  {:.2}",
-                Path::new(s["file"].as_str().unwrap())
+                Path::new(s["file"].as_str().unwrap_or(""))
                     .file_name()
-                    .unwrap()
+                    .unwrap_or_default()
                     .to_string_lossy(),
                 s["first_index"].to_string(),
                 s["last_index"].to_string(),
@@ -394,45 +433,53 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
             );
         }
         println!("\nSNAPSHOT");
-        for s in &snaps {
+        for s in snaps["valid"].as_array().into_iter().flatten() {
             println!(
-                "{}  last index {}  {} bytes  checksum {}",
+                "{}  last index {}  {} bytes  checksum ok",
                 s["file"].as_str().unwrap_or(""),
                 s["last_index"],
                 s["file_bytes"],
-                if s["checksum_ok"] == true {
-                    "ok"
-                } else {
-                    "BAD"
-                }
             );
+        }
+        for s in snaps["damaged"].as_array().into_iter().flatten() {
+            println!(
+                "{}  DAMAGED at byte {}: {}",
+                s["file"].as_str().unwrap_or(""),
+                s["offset"],
+                s["reason"].as_str().unwrap_or(""),
+            );
+        }
+        for p in snaps["kept"].as_array().into_iter().flatten() {
+            println!("{}  kept aside (never read)", p.as_str().unwrap_or(""));
+        }
+        for p in snaps["unknown"].as_array().into_iter().flatten() {
+            println!("{}  NOT A SNAPSHOT FILE", p.as_str().unwrap_or(""));
+        }
+        if !findings.is_empty() {
+            println!("\nFINDINGS");
+            print_findings(&findings);
         }
         println!("\ntotals {totals}");
     }
-    Ok(CLEAN)
+    Ok(if damaged { DAMAGED } else { CLEAN })
+}
+
+/// Findings (as JSON) one per line: `kind: file at byte N: reason`.
+fn print_findings(findings: &[serde_json::Value]) {
+    for f in findings {
+        println!(
+            "{}: {} at byte {}: {}",
+            f["kind"].as_str().unwrap_or(""),
+            f["file"].as_str().unwrap_or(""),
+            f["offset"],
+            f["reason"].as_str().unwrap_or("")
+        );
+    }
 }
 
 fn run_verify(dir: &Path, as_json: bool) -> Result<u8, String> {
     let r = inspect_bar(dir, None, "verify")?;
-    let mut findings: Vec<serde_json::Value> = r.findings.iter().map(finding_json).collect();
-    for m in metadata_findings(&r) {
-        findings.push(json!({
-            "kind": "inconsistent",
-            "file": dir.join("meta").display().to_string(),
-            "offset": 0,
-            "reason": m,
-        }));
-    }
-    for s in snapshots(dir)? {
-        if s["checksum_ok"] != true {
-            findings.push(json!({
-                "kind": "corruption",
-                "file": s["file"],
-                "offset": 0,
-                "reason": s["error"],
-            }));
-        }
-    }
+    let findings = all_findings(dir, &r);
     let damaged = findings.iter().any(|f| f["kind"] != "torn tail");
     if as_json {
         println!(
@@ -442,25 +489,19 @@ fn run_verify(dir: &Path, as_json: bool) -> Result<u8, String> {
                 "records": r.records(),
                 "first_index": r.first_index(),
                 "last_index": r.last_index(),
+                "snapshots": r.snapshots.snapshots.len(),
                 "findings": findings,
             }))
             .expect("prints")
         );
     } else {
-        for f in &findings {
-            println!(
-                "{}: {} at byte {}: {}",
-                f["kind"].as_str().unwrap_or(""),
-                f["file"].as_str().unwrap_or(""),
-                f["offset"],
-                f["reason"].as_str().unwrap_or("")
-            );
-        }
+        print_findings(&findings);
         println!(
-            "{} records, indexes {}..={}: {}",
+            "{} records, indexes {}..={}, {} valid snapshot(s): {}",
             r.records(),
             r.first_index().map_or("-".into(), |i| i.to_string()),
             r.last_index().map_or("-".into(), |i| i.to_string()),
+            r.snapshots.snapshots.len(),
             if findings.is_empty() {
                 "clean".to_string()
             } else if damaged {

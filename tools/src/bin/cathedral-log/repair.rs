@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use cathedral_storage::{inspect, DirLock, Log, Options, RecoveryMode};
+use cathedral_storage::{inspect, DirLock, Finding, InspectReport, Log, Options, RecoveryMode};
 use openraft::{CommittedLeaderId, LogId};
 use serde_json::json;
 
@@ -17,15 +17,31 @@ use crate::{committed_index, finding_line, CLEAN, DAMAGED};
 pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String> {
     crate::refuse_if_locked(dir)?;
     let before = inspect(dir, None).map_err(|e| e.to_string())?;
-    if before.findings.is_empty() {
+    // Repair works on the log; damaged snapshots are named, never touched (their state is
+    // restored from a peer or an export, not cut).
+    let snapshot_damage = snapshot_findings(dir, &before);
+    for f in &snapshot_damage {
+        eprintln!("{} (repair does not change snapshots)", finding_line(f));
+    }
+    let before_log = log_findings(dir, &before);
+    if before_log.is_empty() {
+        if !snapshot_damage.is_empty() {
+            eprintln!(
+                "cathedral-log: the log needs no repair; the damaged snapshot files above are left as they are (a server sets aside the ones it does not need and refuses to start without one it needs)"
+            );
+            return Ok(DAMAGED);
+        }
         report(
             as_json,
             json!({"repaired": false, "clean": true, "message": "nothing to repair"}),
         );
         return Ok(CLEAN);
     }
-    if before.damaged() && !salvage {
-        for f in &before.findings {
+    let log_damaged = before_log
+        .iter()
+        .any(|f| f.kind != cathedral_storage::FindingKind::TornTail);
+    if log_damaged && !salvage {
+        for f in &before_log {
             eprintln!("{}", finding_line(f));
         }
         eprintln!(
@@ -73,14 +89,16 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
             "moved_files": s.moved_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         })
     });
-    let clean = after.findings.is_empty();
+    let after_log = log_findings(dir, &after);
+    let clean = after_log.is_empty();
     let value = json!({
         "repaired": cut.is_some(),
         "cut": cut,
         "committed": committed_note,
         "last_index": after.last_index(),
         "clean": clean,
-        "remaining_findings": after.findings.iter().map(finding_line).collect::<Vec<_>>(),
+        "remaining_findings": after_log.iter().map(|f| finding_line(f)).collect::<Vec<_>>(),
+        "snapshot_findings": snapshot_damage.iter().map(|f| finding_line(f)).collect::<Vec<_>>(),
     });
     if as_json {
         report(true, value);
@@ -109,11 +127,33 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
             after.last_index().map_or("-".into(), |i| i.to_string()),
             if clean { "clean" } else { "still damaged" }
         );
-        for f in &after.findings {
+        for f in &after_log {
             println!("{}", finding_line(f));
         }
     }
-    Ok(if clean { CLEAN } else { DAMAGED })
+    Ok(if clean && snapshot_damage.is_empty() {
+        CLEAN
+    } else {
+        DAMAGED
+    })
+}
+
+/// Findings about the log and its metadata.
+fn log_findings<'a>(dir: &Path, r: &'a InspectReport) -> Vec<&'a Finding> {
+    let snaps = dir.join("snapshots");
+    r.findings
+        .iter()
+        .filter(|f| !f.file.starts_with(&snaps))
+        .collect()
+}
+
+/// Findings about the snapshot directory.
+fn snapshot_findings<'a>(dir: &Path, r: &'a InspectReport) -> Vec<&'a Finding> {
+    let snaps = dir.join("snapshots");
+    r.findings
+        .iter()
+        .filter(|f| f.file.starts_with(&snaps))
+        .collect()
 }
 
 fn report(as_json: bool, v: serde_json::Value) {

@@ -18,7 +18,7 @@ use cathedral_consensus::raft::{read_snapshot, RaftSnapshotMeta};
 use cathedral_consensus::replay::ReplayOptions;
 use cathedral_consensus::{hex, ClusterState};
 use cathedral_storage::{
-    describe_snapshot, export_snapshot, inspect, list_snapshots, read_metadata, verify_snapshot,
+    describe_snapshot, export_snapshot, inspect, read_metadata, survey_snapshots, verify_snapshot,
     SnapshotMeta, SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotWriter,
 };
 use openraft::StoredMembership;
@@ -55,13 +55,22 @@ pub fn cmd_export(
         ));
     }
     if held {
-        let Some(latest) = list_snapshots(&dir.join("snapshots"))
-            .map_err(|e| e.to_string())?
-            .pop()
-        else {
+        // The newest snapshot whose checksum is good; damaged ones are named.
+        let survey = survey_snapshots(&dir.join("snapshots"), true).map_err(|e| e.to_string())?;
+        let Some(latest) = survey.snapshots.last().cloned() else {
+            let damaged: Vec<String> = survey
+                .damaged
+                .iter()
+                .map(|d| crate::finding_line(&d.finding))
+                .collect();
             return Err(format!(
-                "{} holds no snapshot; export without --held writes one from the log",
-                dir.display()
+                "{} holds no valid snapshot{}; export without --held writes one from the log",
+                dir.display(),
+                if damaged.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", damaged.join("; "))
+                }
             ));
         };
         let info = export_snapshot(&latest.path, out).map_err(|e| e.to_string())?;
