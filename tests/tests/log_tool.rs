@@ -386,3 +386,223 @@ fn repair_cuts_a_torn_tail_with_a_backup_and_loses_no_acknowledged_entry() {
         "{r}"
     );
 }
+
+/// Copies a data directory (no LOCK) so each case starts from the same bytes.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn snapshot_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Starts a server on `dir` expecting it to refuse; returns what it printed.
+fn refused_start(dir: &std::path::Path) -> String {
+    let mut s = Server::start(dir, &["--slots", "0"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(code) = s.exited() {
+            assert_ne!(code, Some(0), "{}", s.log_text());
+            return s.log_text();
+        }
+        if let Some((200, _)) = s.http_get("/readyz") {
+            panic!(
+                "the server started on a directory it cannot rebuild:\n{}",
+                s.log_text()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server neither started nor refused:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn damaged_snapshots_are_found_by_every_reader_and_refused_by_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    // Small thresholds: the log is snapshotted and compacted while the test writes.
+    let mut s = Server::start(
+        &dir,
+        &[
+            "--slots",
+            "0",
+            "--snapshot-threshold",
+            "20",
+            "--log-compaction-threshold",
+            "5",
+        ],
+    );
+    s.wait_ready();
+    for i in 0..90 {
+        s.cli_ok(&["submit", "--name", &format!("j{i}"), "--", "true"]);
+    }
+    let purged = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let v = json_of(&s.cli_ok(&["cluster", "status", "--json"]));
+            let p = v["purged_index"].as_u64().unwrap_or(0);
+            if p > 20 {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "no purge: {v}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    assert_eq!(s.stop(), Some(0));
+
+    // Healthy and compacted: clean; the purged id decodes; --from-start is refused (exit 2)
+    // because the range is not held, not reported as damage.
+    let (code, out, err) = log_tool(&dir, &["verify", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, _) = log_tool(&dir, &["inspect", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let inspect = json_of(&out);
+    assert!(
+        inspect["purged_through"].as_u64().unwrap() >= purged,
+        "{inspect}"
+    );
+    assert_eq!(
+        inspect["metadata"]["purged"]["index"], inspect["purged_through"],
+        "{inspect}"
+    );
+    let (code, out, err) = log_tool(&dir, &["replay", "--from-start"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("no longer held"), "{err}");
+    let (code, out, err) = log_tool(&dir, &["replay", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let held = snapshot_files(&dir);
+    assert!(!held.is_empty());
+
+    // Each kind of damage to every snapshot: verify, inspect and replay exit 1 naming the
+    // file, and the server refuses to start naming it and saying how to restore.
+    type Damage = fn(&mut Vec<u8>);
+    let cases: Vec<(&str, Damage)> = vec![
+        ("magic", |b| b[0] ^= 0xff),
+        ("version", |b| b[8] = 7),
+        ("header length", |b| {
+            b[12..16].copy_from_slice(&u32::MAX.to_le_bytes())
+        }),
+        ("trailer length", |b| {
+            let n = b.len();
+            b[n - 24] ^= 0x10
+        }),
+        ("truncated", |b| {
+            let n = b.len();
+            b.truncate(n - 1000.min(n / 2))
+        }),
+        ("zeroed 4 KiB block across the trailer", |b| {
+            let n = b.len();
+            let from = n.saturating_sub(2048);
+            b.truncate(from);
+            b.resize(from + 4096, 0)
+        }),
+        ("body bit", |b| {
+            let n = b.len();
+            b[n / 2] ^= 0x04
+        }),
+    ];
+    for (k, (what, damage)) in cases.into_iter().enumerate() {
+        let case = tmp.path().join(format!("case{k}"));
+        copy_dir(&dir, &case);
+        let files = snapshot_files(&case);
+        for f in &files {
+            let mut bytes = std::fs::read(f).unwrap();
+            damage(&mut bytes);
+            std::fs::write(f, &bytes).unwrap();
+        }
+        let named = files[0].display().to_string();
+        let (code, out, _) = log_tool(&case, &["verify", "--json"]);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        let v = json_of(&out);
+        let findings = v["findings"].as_array().unwrap();
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["file"] == named.as_str() && f["kind"] == "corruption"),
+            "{what}: {v}"
+        );
+        assert!(
+            findings.iter().any(|f| f["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no valid snapshot holds them")),
+            "{what}: {v}"
+        );
+        let (code, out, _) = log_tool(&case, &["inspect"]);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        assert!(out.contains(&format!("{named}  DAMAGED")), "{what}: {out}");
+        let (code, out, _) = log_tool(&case, &["replay"]);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        let text = refused_start(&case);
+        assert!(text.contains(&named), "{what}: {text}");
+        assert!(text.contains("Restore it from a peer"), "{what}: {text}");
+        assert!(
+            !text.contains("Failed to get log entries"),
+            "{what}: {text}"
+        );
+    }
+
+    // Every snapshot deleted from the compacted directory: a finding naming the gap, and
+    // the same refusal.
+    let gone = tmp.path().join("gone");
+    copy_dir(&dir, &gone);
+    for f in snapshot_files(&gone) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let (code, out, _) = log_tool(&gone, &["verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("there is no snapshot file"), "{out}");
+    let text = refused_start(&gone);
+    assert!(text.contains("there is no snapshot file"), "{text}");
+
+    // A snapshot the node does not need (the log was never compacted, so it is rebuilt
+    // from the first entry): the server sets it aside (kept, named in its log) and serves
+    // every job; verify still reports it.
+    let whole = tmp.path().join("whole");
+    let mut s = Server::start(&whole, &["--slots", "0", "--snapshot-threshold", "20"]);
+    s.wait_ready();
+    for i in 0..30 {
+        s.cli_ok(&["submit", "--name", &format!("w{i}"), "--", "true"]);
+    }
+    assert_eq!(s.stop(), Some(0));
+    let newest = snapshot_files(&whole).pop().expect("a snapshot was taken");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&newest, &bytes).unwrap();
+    let (code, out, _) = log_tool(&whole, &["verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&newest.display().to_string()), "{out}");
+    s.restart();
+    s.wait_ready();
+    assert_eq!(listed(&s).len(), 30);
+    assert!(
+        s.log_text().contains("damaged snapshot set aside"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(s.stop(), Some(0));
+    let (code, out, _) = log_tool(&whole, &["verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(".snap.damaged"), "{out}");
+    assert!(out.contains("set aside"), "{out}");
+}
