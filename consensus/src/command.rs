@@ -404,6 +404,14 @@ pub enum Command {
         index: u64,
         hash: [u8; 32],
     },
+    /// Several commands proposed together as one entry (the leader batches concurrent
+    /// writes, so they share one append and one fdatasync). Applied in order, each on its
+    /// own: one rejected command rejects only itself. Never nested, never holds a
+    /// checkpoint.
+    Batch {
+        at_ms: u64,
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -421,7 +429,8 @@ impl Command {
             | Command::NodeRetired { at_ms, .. }
             | Command::NodeRecovered { at_ms, .. }
             | Command::Checkpoint { at_ms }
-            | Command::CheckpointHash { at_ms, .. } => *at_ms,
+            | Command::CheckpointHash { at_ms, .. }
+            | Command::Batch { at_ms, .. } => *at_ms,
         }
     }
 
@@ -440,6 +449,24 @@ impl Command {
             Command::NodeRecovered { .. } => "node_recovered",
             Command::Checkpoint { .. } => "checkpoint",
             Command::CheckpointHash { .. } => "checkpoint_hash",
+            Command::Batch { .. } => "batch",
+        }
+    }
+
+    /// Whether the leader may put this command in a [`Batch`](Command::Batch): not a batch
+    /// itself, not a checkpoint (whose hash names its entry's index alone).
+    pub fn batchable(&self) -> bool {
+        !matches!(
+            self,
+            Command::Batch { .. } | Command::Checkpoint { .. } | Command::CheckpointHash { .. }
+        )
+    }
+
+    /// The commands this one stands for: a batch's, or itself.
+    pub fn commands(&self) -> &[Command] {
+        match self {
+            Command::Batch { commands, .. } => commands,
+            other => std::slice::from_ref(other),
         }
     }
 
@@ -450,6 +477,13 @@ impl Command {
             command: self.clone(),
         })
         .expect("commands always encode")
+    }
+
+    /// Bytes of the command's postcard encoding (what a log entry carries of it), measured
+    /// without building it.
+    pub fn encoded_len(&self) -> usize {
+        postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default())
+            .expect("commands always encode")
     }
 
     /// Decodes log entry bytes, refusing unknown versions.

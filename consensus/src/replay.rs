@@ -354,6 +354,23 @@ impl Run {
             EntryPayload::Membership(m) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
             }
+            // A batch's commands one by one (the state's apply does the same), so the
+            // history and the checkpoint counts see each.
+            EntryPayload::Normal(Command::Batch { at_ms, commands }) => {
+                for c in commands {
+                    if c.batchable() {
+                        self.apply(v.index, v.term, c);
+                    } else {
+                        self.state.apply(
+                            v.index,
+                            &Command::Batch {
+                                at_ms: *at_ms,
+                                commands: vec![c.clone()],
+                            },
+                        );
+                    }
+                }
+            }
             EntryPayload::Normal(cmd) => self.apply(v.index, v.term, cmd),
         }
         if let Some((path, hash)) = self.compare_at.remove(&v.index) {

@@ -164,6 +164,8 @@ pub enum Response {
     CheckpointCompared {
         matched: bool,
     },
+    /// A batch's responses, one per command, in order.
+    Batch(Vec<Response>),
 }
 
 /// Resources an attempt in flight holds on a node.
@@ -189,6 +191,82 @@ pub struct ClusterState {
     /// Derived: per-job digests behind [`hash`](Self::hash). Not encoded, not compared.
     #[serde(skip)]
     digests: JobDigests,
+    /// Derived: the pending queue and the attempts in flight per node, so the scheduler
+    /// and the worker read what concerns them instead of walking every job. Not encoded,
+    /// not compared; rebuilt after a snapshot load.
+    #[serde(skip)]
+    index: JobIndex,
+}
+
+/// Indexes over the jobs, kept in step with them: [`ClusterState::touch`] takes a job out
+/// before it changes, and the end of every applied command puts the jobs it touched back
+/// under their new state. A test checks them against a full rebuild after every entry.
+#[derive(Default, Clone)]
+struct JobIndex {
+    /// Jobs in state pending, in scheduling order: higher priority first, then older.
+    pending: BTreeSet<(std::cmp::Reverse<i32>, JobId)>,
+    /// Jobs with an attempt in flight (assigned or running), by the node running it.
+    active: BTreeMap<NodeId, BTreeSet<JobId>>,
+    /// Jobs touched by the command being applied, to index again when it ends.
+    touched: BTreeSet<JobId>,
+}
+
+impl JobIndex {
+    fn insert(&mut self, j: &Job) {
+        if j.state == JobState::Pending {
+            self.pending
+                .insert((std::cmp::Reverse(j.spec.priority), j.id));
+        }
+        if let Some(a) = j.current_attempt() {
+            self.active.entry(a.node).or_default().insert(j.id);
+        }
+    }
+
+    fn remove(&mut self, j: &Job) {
+        if j.state == JobState::Pending {
+            self.pending
+                .remove(&(std::cmp::Reverse(j.spec.priority), j.id));
+        }
+        if let Some(a) = j.current_attempt() {
+            if let Some(set) = self.active.get_mut(&a.node) {
+                set.remove(&j.id);
+                if set.is_empty() {
+                    self.active.remove(&a.node);
+                }
+            }
+        }
+    }
+
+    fn rebuilt(jobs: &BTreeMap<JobId, Job>) -> JobIndex {
+        let mut index = JobIndex::default();
+        for j in jobs.values() {
+            index.insert(j);
+        }
+        index
+    }
+
+    fn same(&self, other: &JobIndex) -> bool {
+        self.pending == other.pending && self.active == other.active
+    }
+}
+
+impl PartialEq for JobIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JobIndex {}
+
+impl std::fmt::Debug for JobIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "JobIndex {{ pending: {}, active nodes: {} }}",
+            self.pending.len(),
+            self.active.len()
+        )
+    }
 }
 
 /// Per-job digests behind the state hash, kept up to date incrementally, so a hash costs
@@ -324,6 +402,7 @@ impl Default for ClusterState {
             counters: Counters::default(),
             last_applied: None,
             digests: JobDigests::default(),
+            index: JobIndex::default(),
         }
     }
 }
@@ -334,7 +413,52 @@ impl ClusterState {
     }
 
     /// Applies the entry at `index`. Pure: the same state and entry give the same result.
+    /// A batch is its commands applied one after another at the same index (so replaying
+    /// them one by one gives the same state).
     pub fn apply(&mut self, index: u64, command: &Command) -> Response {
+        match command {
+            Command::Batch { commands, .. } => Response::Batch(
+                commands
+                    .iter()
+                    .map(|c| {
+                        if c.batchable() {
+                            self.apply_one(index, c)
+                        } else {
+                            self.last_applied = Some(index);
+                            self.counters.rejected_commands += 1;
+                            Response::Rejected(Invalid::new(
+                                "batch",
+                                format!("a {} cannot be part of a batch", c.kind()),
+                            ))
+                        }
+                    })
+                    .collect(),
+            ),
+            other => self.apply_one(index, other),
+        }
+    }
+
+    fn apply_one(&mut self, index: u64, command: &Command) -> Response {
+        let response = self.apply_command(index, command);
+        for id in std::mem::take(&mut self.index.touched) {
+            if let Some(j) = self.jobs.get(&id) {
+                self.index.insert(j);
+            }
+        }
+        response
+    }
+
+    /// Marks job `id` as about to change: its digest is recomputed at the next hash, and it
+    /// leaves the indexes until the command ends. Every change to a job goes through here.
+    fn touch(&mut self, id: JobId) {
+        self.digests.touch(id);
+        if let Some(j) = self.jobs.get(&id) {
+            self.index.remove(j);
+        }
+        self.index.touched.insert(id);
+    }
+
+    fn apply_command(&mut self, index: u64, command: &Command) -> Response {
         self.last_applied = Some(index);
         let response = match command {
             Command::SubmitJobs { at_ms, jobs } => self.submit_jobs(*at_ms, jobs),
@@ -364,6 +488,7 @@ impl ClusterState {
                 self.node_down(*at_ms, *node, NodeStatus::Retired)
             }
             Command::NodeRecovered { at_ms, node } => self.node_recovered(*at_ms, *node),
+            Command::Batch { .. } => unreachable!("apply takes batches apart"),
             Command::Checkpoint { .. } => {
                 let hash = self.hash();
                 self.checkpoints.insert(index, hash);
@@ -524,7 +649,7 @@ impl ClusterState {
             s.is_final() && s != JobState::Succeeded
         });
         for d in &deps {
-            self.digests.touch(*d);
+            self.touch(*d);
             self.jobs.get_mut(d).expect("checked").dependents.push(id);
         }
         let mut job = Job {
@@ -542,7 +667,7 @@ impl ClusterState {
             job.state = JobState::Cancelled;
             job.reason = Some(format!("dependency {d} {}", self.jobs[&d].state.name()));
         }
-        self.digests.touch(id);
+        self.touch(id);
         self.jobs.insert(id, job);
         id
     }
@@ -686,7 +811,7 @@ impl ClusterState {
         let (mut accepted, mut ignored) = (0, 0);
         for a in assignments {
             if self.assignable(at, a) {
-                self.digests.touch(a.job);
+                self.touch(a.job);
                 let job = self.jobs.get_mut(&a.job).expect("checked");
                 job.attempts.push(Attempt {
                     number: a.attempt,
@@ -737,7 +862,7 @@ impl ClusterState {
         attempt: u32,
         node: NodeId,
     ) -> std::result::Result<&mut Job, String> {
-        self.digests.touch(job);
+        self.touch(job);
         let j = self
             .jobs
             .get_mut(&job)
@@ -789,7 +914,7 @@ impl ClusterState {
     /// Records the current attempt's outcome and moves the job on: succeeded, retried after
     /// backoff, or finally failed / timed out (cancelling its dependents).
     fn end_attempt(&mut self, at: u64, job: JobId, outcome: Outcome) {
-        self.digests.touch(job);
+        self.touch(job);
         let j = self.jobs.get_mut(&job).expect("caller checked");
         let a = j.attempts.last_mut().expect("attempt in flight");
         a.finished_at_ms = Some(at);
@@ -833,7 +958,7 @@ impl ClusterState {
                 continue;
             }
             let state = self.jobs[&because].state;
-            self.digests.touch(id);
+            self.touch(id);
             let j = self.jobs.get_mut(&id).expect("dependents exist");
             if j.state.is_final() {
                 continue;
@@ -845,7 +970,7 @@ impl ClusterState {
     }
 
     fn cancel(&mut self, at: u64, job: JobId, reason: &str) -> Response {
-        self.digests.touch(job);
+        self.touch(job);
         let Some(j) = self.jobs.get_mut(&job) else {
             return Response::Ignored {
                 reason: format!("unknown job {job}"),
@@ -912,11 +1037,10 @@ impl ClusterState {
         n.status = status;
         n.updated_at_ms = at;
         let lost: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|j| j.current_attempt().is_some_and(|a| a.node == node))
-            .map(|j| j.id)
-            .collect();
+            .index
+            .active
+            .get(&node)
+            .map_or(Vec::new(), |ids| ids.iter().copied().collect());
         for job in lost {
             self.end_attempt(
                 at,
@@ -976,7 +1100,16 @@ impl ClusterState {
                 supported: SNAPSHOT_VERSION,
             });
         }
-        postcard::from_bytes(rest).map_err(|e| ConsensusError::Decode(e.to_string()))
+        let mut state: ClusterState =
+            postcard::from_bytes(rest).map_err(|e| ConsensusError::Decode(e.to_string()))?;
+        state.index = JobIndex::rebuilt(&state.jobs);
+        Ok(state)
+    }
+
+    /// Whether the derived indexes equal a rebuild from the jobs (tests call it after every
+    /// entry).
+    pub fn indexes_consistent(&self) -> bool {
+        self.index.touched.is_empty() && self.index.same(&JobIndex::rebuilt(&self.jobs))
     }
 
     // Queries for the server and the scheduler.
@@ -991,6 +1124,23 @@ impl ClusterState {
 
     pub fn jobs_in(&self, state: JobState) -> impl Iterator<Item = &Job> {
         self.jobs.values().filter(move |j| j.state == state)
+    }
+
+    /// Jobs with ids from `from` on, in id order (a page of a listing).
+    pub fn jobs_from(&self, from: JobId) -> impl Iterator<Item = &Job> {
+        self.jobs.range(from..).map(|(_, j)| j)
+    }
+
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Jobs with an attempt in flight (assigned or running), on any node.
+    pub fn active_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.index
+            .active
+            .values()
+            .flat_map(|ids| ids.iter().map(|id| &self.jobs[id]))
     }
 
     pub fn workflow(&self, id: WorkflowId) -> Option<&Workflow> {
@@ -1011,41 +1161,34 @@ impl ClusterState {
 
     /// Jobs that may be assigned at `now_ms`: pending, past their backoff, every dependency
     /// succeeded; highest priority first, then submission order.
-    pub fn runnable(&self, now_ms: u64) -> Vec<&Job> {
-        let mut v: Vec<&Job> = self
-            .jobs
-            .values()
-            .filter(|j| {
-                j.state == JobState::Pending
-                    && j.not_before_ms <= now_ms
-                    && self.dependencies_succeeded(j)
-            })
-            .collect();
-        v.sort_by_key(|j| (std::cmp::Reverse(j.spec.priority), j.id));
-        v
+    pub fn runnable(&self, now_ms: u64) -> impl Iterator<Item = &Job> {
+        self.index
+            .pending
+            .iter()
+            .map(|(_, id)| &self.jobs[id])
+            .filter(move |j| j.not_before_ms <= now_ms && self.dependencies_succeeded(j))
     }
 
     /// `(job, attempt)` of every attempt in flight on `node`.
     pub fn running_on(&self, node: NodeId) -> Vec<(JobId, u32)> {
-        self.jobs
-            .values()
-            .filter_map(|j| {
-                j.current_attempt()
-                    .filter(|a| a.node == node)
-                    .map(|a| (j.id, a.number))
-            })
-            .collect()
+        self.index.active.get(&node).map_or(Vec::new(), |ids| {
+            ids.iter()
+                .filter_map(|id| {
+                    let j = &self.jobs[id];
+                    j.current_attempt().map(|a| (j.id, a.number))
+                })
+                .collect()
+        })
     }
 
     /// What the attempts in flight on `node` hold.
     pub fn load(&self, node: NodeId) -> Load {
         let mut l = Load::default();
-        for j in self.jobs.values() {
-            if j.current_attempt().is_some_and(|a| a.node == node) {
-                l.slots += 1;
-                l.cpu_millis += j.spec.resources.cpu_millis as u64;
-                l.memory_bytes += j.spec.resources.memory_bytes;
-            }
+        for id in self.index.active.get(&node).into_iter().flatten() {
+            let j = &self.jobs[id];
+            l.slots += 1;
+            l.cpu_millis += j.spec.resources.cpu_millis as u64;
+            l.memory_bytes += j.spec.resources.memory_bytes;
         }
         l
     }
@@ -1203,10 +1346,7 @@ mod tests {
         let (mut s, mut i) = (ClusterState::new(), 0);
         s.apply(0, &node(1));
         let j = submit(&mut s, &mut i, JobSpec::new("hello", &["echo", "hello"]));
-        assert_eq!(
-            s.runnable(10).iter().map(|j| j.id).collect::<Vec<_>>(),
-            vec![j]
-        );
+        assert_eq!(s.runnable(10).map(|j| j.id).collect::<Vec<_>>(), vec![j]);
         run(&mut s, &mut i, 20, j, 1, 1, Exit::Code(0));
         assert_eq!(s.job(j).unwrap().state, JobState::Succeeded);
         // A late duplicate report is fenced and changes nothing.
@@ -1245,7 +1385,7 @@ mod tests {
             (job.state, job.not_before_ms),
             (JobState::Pending, 25 + 100)
         );
-        assert!(s.runnable(124).is_empty() && s.runnable(125).len() == 1);
+        assert!(s.runnable(124).next().is_none() && s.runnable(125).count() == 1);
         // Assigning before the backoff ends is ignored.
         i += 1;
         let early = Command::AssignTasks {
@@ -1291,7 +1431,7 @@ mod tests {
                 ..JobSpec::new("c", &["true"])
             },
         );
-        assert_eq!(s.runnable(10).len(), 1, "only a is runnable");
+        assert_eq!(s.runnable(10).count(), 1, "only a is runnable");
         run(&mut s, &mut i, 20, a, 1, 1, Exit::Code(2));
         assert_eq!(s.job(a).unwrap().state, JobState::Failed);
         assert_eq!(
@@ -1463,7 +1603,7 @@ mod tests {
             vec![jobs["a"], jobs["b"]]
         );
         assert_eq!(
-            s.runnable(1).iter().map(|j| j.id).collect::<Vec<_>>(),
+            s.runnable(1).map(|j| j.id).collect::<Vec<_>>(),
             vec![jobs["a"]]
         );
     }

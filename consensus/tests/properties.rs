@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use cathedral_consensus::{
     Assignment, Capacity, ClusterState, Command, Exit, JobSpec, JobState, NodeInfo, Outcome,
-    RetryPolicy, Role, WorkflowJob,
+    Response, RetryPolicy, Role, WorkflowJob,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -135,9 +135,43 @@ fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
             "incremental hash went stale at {}",
             index
         );
+        // The pending queue and the attempts in flight per node are kept incrementally too.
+        prop_assert!(a.indexes_consistent(), "indexes went stale at {}", index);
     }
     prop_assert_eq!(a.hash(), b.hash());
     prop_assert!(a == b);
+    // The same commands, consecutive ones grouped into batches (as the leader proposes
+    // them): a batch applied at the index of its last command gives the state the commands
+    // give one entry at a time.
+    let mut c = ClusterState::new();
+    let mut i = 0;
+    while i < cmds.len() {
+        let mut end = i + 1;
+        while end < cmds.len() && end - i < 4 && cmds[i].batchable() && cmds[end].batchable() {
+            end += 1;
+        }
+        let index = end as u64;
+        if end - i == 1 {
+            c.apply(index, &cmds[i]);
+        } else {
+            let batch = Command::Batch {
+                at_ms: 0,
+                commands: cmds[i..end].to_vec(),
+            };
+            let decoded =
+                Command::decode(&batch.encode()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&decoded, &batch);
+            let r = c.apply(index, &decoded);
+            prop_assert!(
+                matches!(&r, Response::Batch(rs) if rs.len() == end - i),
+                "{:?}",
+                r
+            );
+        }
+        prop_assert!(c.indexes_consistent());
+        i = end;
+    }
+    prop_assert_eq!(c.hash(), a.hash(), "batched and one by one differ");
     if let Some(r) = restored {
         prop_assert_eq!(r.hash(), a.hash(), "snapshot + replay diverged");
     }
