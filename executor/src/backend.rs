@@ -1,29 +1,29 @@
 //! Sandbox backends: each turns an attempt into the command that runs it. The executor
 //! adds what every backend shares (process group, rlimits, cgroup, output, kill).
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{ExecError, Result};
+use crate::spawn::{Launch, DEFAULT_PATH};
 use crate::spec::AttemptSpec;
-
-/// `PATH` for a program whose environment names none.
-pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// How an attempt is isolated.
 pub trait Backend: Send + Sync {
     /// "process" or "bwrap": reported in every outcome.
     fn name(&self) -> &'static str;
-    /// The command that runs `spec` with `work_dir` as its working (and only writable)
-    /// directory. Its environment must be exactly the spec's (plus a default `PATH`).
-    fn command(&self, spec: &AttemptSpec, work_dir: &Path) -> Result<Command>;
+    /// What runs `spec` with `work_dir` as its working (and only writable) directory. Its
+    /// environment is exactly the spec's (plus a default `PATH`).
+    fn launch(&self, spec: &AttemptSpec, work_dir: &Path) -> Result<Launch>;
 }
 
-fn environment(cmd: &mut Command, spec: &AttemptSpec) {
-    cmd.env_clear().envs(&spec.env);
-    if !spec.env.contains_key("PATH") {
-        cmd.env("PATH", DEFAULT_PATH);
-    }
+fn environment(spec: &AttemptSpec) -> BTreeMap<String, String> {
+    let mut env = spec.env.clone();
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    env
 }
 
 /// A plain process in its own session and process group.
@@ -34,12 +34,14 @@ impl Backend for ProcessBackend {
         "process"
     }
 
-    fn command(&self, spec: &AttemptSpec, work_dir: &Path) -> Result<Command> {
+    fn launch(&self, spec: &AttemptSpec, work_dir: &Path) -> Result<Launch> {
         let (program, args) = spec.command.split_first().ok_or(ExecError::EmptyCommand)?;
-        let mut cmd = Command::new(program);
-        cmd.args(args).current_dir(work_dir);
-        environment(&mut cmd, spec);
-        Ok(cmd)
+        Ok(Launch {
+            program: program.into(),
+            args: args.iter().map(OsString::from).collect(),
+            env: environment(spec),
+            cwd: work_dir.to_path_buf(),
+        })
     }
 }
 
@@ -79,31 +81,46 @@ impl Backend for BwrapBackend {
         "bwrap"
     }
 
-    fn command(&self, spec: &AttemptSpec, work_dir: &Path) -> Result<Command> {
+    fn launch(&self, spec: &AttemptSpec, work_dir: &Path) -> Result<Launch> {
         if spec.command.is_empty() {
             return Err(ExecError::EmptyCommand);
         }
         let work = work_dir.as_os_str();
-        let mut cmd = Command::new(&self.bwrap);
-        cmd.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
-            .args(["--tmpfs", "/tmp"])
-            .arg("--bind")
-            .arg(work)
-            .arg(work)
-            .arg("--chdir")
-            .arg(work)
-            .args([
+        let mut args: Vec<OsString> = [
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        args.extend([work.into(), work.into(), "--chdir".into(), work.into()]);
+        args.extend(
+            [
                 "--unshare-net",
                 "--unshare-pid",
                 "--unshare-ipc",
                 "--unshare-uts",
                 "--die-with-parent",
                 "--",
-            ])
-            .args(&spec.command)
-            .current_dir(work_dir);
+            ]
+            .iter()
+            .map(OsString::from),
+        );
+        args.extend(spec.command.iter().map(OsString::from));
         // bwrap hands its own environment to the program.
-        environment(&mut cmd, spec);
-        Ok(cmd)
+        Ok(Launch {
+            program: self.bwrap.clone().into_os_string(),
+            args,
+            env: environment(spec),
+            cwd: work_dir.to_path_buf(),
+        })
     }
 }

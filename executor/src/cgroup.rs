@@ -91,14 +91,12 @@ impl CgroupSupport {
         }
     }
 
-    /// Creates the group of one attempt with its limits.
-    pub fn create(&self, spec: &AttemptSpec, pids_max: u32) -> Result<Group, String> {
-        // Unique per server process: several nodes may share a host and its cgroups.
-        let name = format!("{}-{}-{}", std::process::id(), spec.job, spec.attempt);
+    /// Creates a new, empty group (one directory per hierarchy) named `name`.
+    fn new_group(&self, name: &str) -> Result<Group, String> {
         let dirs: Vec<PathBuf> = match self {
-            CgroupSupport::V2 { parent } => vec![parent.join(&name)],
+            CgroupSupport::V2 { parent } => vec![parent.join(name)],
             CgroupSupport::V1 { memory, pids, cpu } => {
-                vec![memory.join(&name), pids.join(&name), cpu.join(&name)]
+                vec![memory.join(name), pids.join(name), cpu.join(name)]
             }
             CgroupSupport::None { why } => return Err(why.clone()),
         };
@@ -109,55 +107,102 @@ impl CgroupSupport {
                 Err(e) => return Err(format!("create {}: {e}", d.display())),
             }
         }
-        let group = Group {
+        Ok(Group {
             v2: matches!(self, CgroupSupport::V2 { .. }),
             dirs,
+            oom_base: 0,
+            pids_base: 0,
+            peak_reset: true,
+            uses: 0,
+            limits: None,
+        })
+    }
+
+    /// The parent directories groups are made under.
+    fn parents(&self) -> Vec<&Path> {
+        match self {
+            CgroupSupport::V2 { parent } => vec![parent],
+            CgroupSupport::V1 { memory, pids, cpu } => vec![memory, pids, cpu],
+            CgroupSupport::None { .. } => Vec::new(),
+        }
+    }
+}
+
+/// The groups of attempts: created as needed and kept for the next attempts once empty
+/// (creating and destroying a cgroup costs the kernel far more than rewriting a few limit
+/// files: it was a sixth of a trivial job's cost, BENCHMARKS.md).
+#[derive(Debug)]
+pub struct Cgroups {
+    pub support: CgroupSupport,
+    idle: std::sync::Mutex<Vec<Group>>,
+}
+
+/// The next group name's number in this process.
+static GROUP_NAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Empty groups kept for reuse at most.
+pub const IDLE_GROUPS_MAX: usize = 256;
+
+impl Cgroups {
+    pub fn new(support: CgroupSupport) -> Cgroups {
+        // Groups of server processes that are gone (`<pid>-<n>`, empty once their attempts
+        // are) go; those of other servers running on this host stay.
+        for parent in support.parents() {
+            for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let owner: Option<i32> = name.split('-').next().and_then(|p| p.parse().ok());
+                // SAFETY: signal 0 only checks that the process exists.
+                let gone = owner.is_some_and(|pid| {
+                    pid != std::process::id() as i32
+                        && unsafe { libc::kill(pid, 0) } != 0
+                        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                });
+                if gone && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        Cgroups {
+            support,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.support.describe()
+    }
+
+    /// A group for one attempt with its limits: an idle one when there is one.
+    pub fn take(&self, spec: &AttemptSpec, pids_max: u32) -> Result<Group, String> {
+        let reused = self.idle.lock().unwrap().pop();
+        let mut group = match reused {
+            Some(g) => g,
+            None => {
+                // Unique on the host: several nodes may share it and its cgroups, and one
+                // process may run several executors (tests).
+                let n = GROUP_NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.support
+                    .new_group(&format!("{}-{n}", std::process::id()))?
+            }
         };
-        let w = |dir: &Path, file: &str, value: String| {
-            std::fs::write(dir.join(file), &value)
-                .map_err(|e| format!("write {value} to {}: {e}", dir.join(file).display()))
-        };
-        let quota = (spec.cpu_millis > 0).then(|| spec.cpu_millis as u64 * CPU_PERIOD_US / 1000);
-        let result = if group.v2 {
-            let d = &group.dirs[0];
-            (if spec.memory_bytes > 0 {
-                w(d, "memory.max", spec.memory_bytes.to_string())
-                    .and_then(|_| w(d, "memory.swap.max", "0".into()).or(Ok(())))
-            } else {
-                Ok(())
-            })
-            .and_then(|_| w(d, "pids.max", pids_max.to_string()))
-            .and_then(|_| match quota {
-                Some(q) => w(d, "cpu.max", format!("{q} {CPU_PERIOD_US}")),
-                None => Ok(()),
-            })
-        } else {
-            let (m, p, c) = (&group.dirs[0], &group.dirs[1], &group.dirs[2]);
-            (if spec.memory_bytes > 0 {
-                w(m, "memory.limit_in_bytes", spec.memory_bytes.to_string()).map(|_| {
-                    // Without swap accounting this file is absent; the limit above holds.
-                    let _ = w(
-                        m,
-                        "memory.memsw.limit_in_bytes",
-                        spec.memory_bytes.to_string(),
-                    );
-                })
-            } else {
-                Ok(())
-            })
-            .and_then(|_| w(p, "pids.max", pids_max.to_string()))
-            .and_then(|_| match quota {
-                Some(q) => w(c, "cpu.cfs_period_us", CPU_PERIOD_US.to_string())
-                    .and_then(|_| w(c, "cpu.cfs_quota_us", q.to_string())),
-                None => Ok(()),
-            })
-        };
-        match result {
+        match group.prepare(spec, pids_max) {
             Ok(()) => Ok(group),
             Err(e) => {
                 group.remove();
                 Err(e)
             }
+        }
+    }
+
+    /// Takes back the group of an ended attempt: kept when `empty` (its processes all
+    /// gone, see [`Group::kill_all`]), removed otherwise.
+    pub fn give_back(&self, group: Group, empty: bool) {
+        let mut idle = self.idle.lock().unwrap();
+        if empty && idle.len() < IDLE_GROUPS_MAX {
+            idle.push(group);
+        } else {
+            drop(idle);
+            group.remove();
         }
     }
 }
@@ -172,14 +217,132 @@ fn probe(parent: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create groups under {}: {e}", parent.display()))
 }
 
-/// One attempt's cgroup (one directory per hierarchy).
+/// One attempt's cgroup (one directory per hierarchy). Groups are reused from attempt to
+/// attempt (see [`Cgroups`]): the counters read at the end are compared with what they
+/// were at the start.
 #[derive(Debug)]
 pub struct Group {
     v2: bool,
     dirs: Vec<PathBuf>,
+    /// `oom_kill` and pids `max` event counts when this attempt began.
+    oom_base: u64,
+    pids_base: u64,
+    /// Whether the peak memory counter was reset for this attempt.
+    peak_reset: bool,
+    /// Attempts this group has served.
+    uses: u64,
+    /// The limits last written: `(memory bytes, CPU quota, pids)`; unchanged ones are not
+    /// written again.
+    limits: Option<(u64, Option<u64>, u32)>,
+}
+
+/// What the counters of a group say about the attempt that just ended in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub oom_killed: bool,
+    pub pids_limited: bool,
+    pub memory_peak: Option<u64>,
+}
+
+/// The `name N` counter of a flat keyed file (`memory.events`, `pids.events`,
+/// `memory.oom_control`), 0 where absent.
+fn counter(path: &Path, name: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Group {
+    /// Sets every limit for the next attempt — including "none" for what it does not
+    /// limit, since the group may have served another; limits equal to the last ones are
+    /// left as they are — and resets the peak counter where the kernel allows. The event
+    /// counters' baselines were read when the last attempt ended (a new group's are 0).
+    fn prepare(&mut self, spec: &AttemptSpec, pids_max: u32) -> Result<(), String> {
+        let w = |dir: &Path, file: &str, value: String| {
+            std::fs::write(dir.join(file), &value)
+                .map_err(|e| format!("write {value} to {}: {e}", dir.join(file).display()))
+        };
+        let quota = (spec.cpu_millis > 0).then(|| spec.cpu_millis as u64 * CPU_PERIOD_US / 1000);
+        let wanted = (spec.memory_bytes, quota, pids_max);
+        let same = self.limits == Some(wanted);
+        self.limits = None;
+        if self.v2 {
+            let d = &self.dirs[0];
+            if !same {
+                if spec.memory_bytes > 0 {
+                    w(d, "memory.max", spec.memory_bytes.to_string())?;
+                    let _ = w(d, "memory.swap.max", "0".into());
+                } else {
+                    w(d, "memory.max", "max".into())?;
+                    let _ = w(d, "memory.swap.max", "max".into());
+                }
+                w(d, "pids.max", pids_max.to_string())?;
+                match quota {
+                    Some(q) => w(d, "cpu.max", format!("{q} {CPU_PERIOD_US}"))?,
+                    None => w(d, "cpu.max", format!("max {CPU_PERIOD_US}"))?,
+                }
+            }
+            // memory.peak resets only per open file (Linux 6.12): a reused group's peak is
+            // not this attempt's alone.
+            self.peak_reset = !self.reused();
+        } else {
+            let (m, p, c) = (&self.dirs[0], &self.dirs[1], &self.dirs[2]);
+            if !same {
+                // memsw must stay at or above the memory limit: lift both, then set both.
+                let _ = w(m, "memory.memsw.limit_in_bytes", "-1".into());
+                w(m, "memory.limit_in_bytes", "-1".into())?;
+                if spec.memory_bytes > 0 {
+                    w(m, "memory.limit_in_bytes", spec.memory_bytes.to_string())?;
+                    // Without swap accounting this file is absent; the limit above holds.
+                    let _ = w(
+                        m,
+                        "memory.memsw.limit_in_bytes",
+                        spec.memory_bytes.to_string(),
+                    );
+                }
+                w(p, "pids.max", pids_max.to_string())?;
+                match quota {
+                    Some(q) => {
+                        w(c, "cpu.cfs_period_us", CPU_PERIOD_US.to_string())?;
+                        w(c, "cpu.cfs_quota_us", q.to_string())?;
+                    }
+                    None => w(c, "cpu.cfs_quota_us", "-1".into())?,
+                }
+            }
+            self.peak_reset =
+                !self.reused() || w(m, "memory.max_usage_in_bytes", "0".into()).is_ok();
+        }
+        self.limits = Some(wanted);
+        self.uses += 1;
+        Ok(())
+    }
+
+    /// Reads what the attempt that just ended did to the counters, and keeps their values
+    /// as the next attempt's baselines.
+    pub fn finish(&mut self) -> Ended {
+        let (events, pids_dir) = if self.v2 {
+            ("memory.events", &self.dirs[0])
+        } else {
+            ("memory.oom_control", &self.dirs[1])
+        };
+        let oom = counter(&self.dirs[0].join(events), "oom_kill");
+        let pids = counter(&pids_dir.join("pids.events"), "max");
+        let ended = Ended {
+            oom_killed: oom > self.oom_base,
+            pids_limited: pids > self.pids_base,
+            memory_peak: self.memory_peak(),
+        };
+        self.oom_base = oom;
+        self.pids_base = pids;
+        ended
+    }
+
+    fn reused(&self) -> bool {
+        self.uses > 0
+    }
+
     /// The `cgroup.procs` files the child writes "0" to before exec (joining every group).
     pub fn procs_files(&self) -> Vec<CString> {
         self.dirs
@@ -203,15 +366,16 @@ impl Group {
         out
     }
 
-    /// SIGKILLs every process in the group until none is left (or 2 s passed).
-    pub fn kill_all(&self) {
+    /// SIGKILLs every process in the group until none is left (or 2 s passed); whether
+    /// it is empty.
+    pub fn kill_all(&self) -> bool {
         if self.v2 && std::fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {
             // The kernel kills them all, forks included.
         }
         for _ in 0..200 {
             let pids = self.pids();
             if pids.is_empty() {
-                return;
+                return true;
             }
             for p in pids {
                 unsafe {
@@ -220,25 +384,14 @@ impl Group {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        self.pids().is_empty()
     }
 
-    /// Whether the kernel's OOM killer acted in this group.
-    pub fn oom_killed(&self) -> bool {
-        if self.v2 {
-            let ev =
-                std::fs::read_to_string(self.dirs[0].join("memory.events")).unwrap_or_default();
-            return ev
-                .lines()
-                .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"));
+    /// Highest memory use of the group during this attempt, where the kernel can tell.
+    fn memory_peak(&self) -> Option<u64> {
+        if !self.peak_reset {
+            return None;
         }
-        let oc =
-            std::fs::read_to_string(self.dirs[0].join("memory.oom_control")).unwrap_or_default();
-        oc.lines()
-            .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
-    }
-
-    /// Highest memory use of the group.
-    pub fn memory_peak(&self) -> Option<u64> {
         let file = if self.v2 {
             "memory.peak"
         } else {
@@ -249,19 +402,6 @@ impl Group {
             .trim()
             .parse()
             .ok()
-    }
-
-    /// Whether fork was refused for hitting pids.max.
-    pub fn pids_limited(&self) -> bool {
-        let d = if self.v2 {
-            &self.dirs[0]
-        } else {
-            &self.dirs[1]
-        };
-        std::fs::read_to_string(d.join("pids.events"))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.strip_prefix("max ").is_some_and(|n| n.trim() != "0"))
     }
 
     /// Removes the (empty) group directories.

@@ -2,9 +2,8 @@
 //! timeouts and cancellation, and reports how they ended.
 
 use std::collections::VecDeque;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BwrapBackend, ProcessBackend};
-use crate::cgroup::{CgroupSupport, Group};
+use crate::cgroup::{CgroupSupport, Cgroups, Group};
 use crate::error::{ExecError, Result};
+use crate::spawn::{spawn, ChildProcess, Setup};
 use crate::spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};
 
 /// Which sandbox an attempt asks for.
@@ -57,21 +57,22 @@ pub const TAIL_BYTES: usize = 4096;
 
 pub struct Executor {
     config: ExecutorConfig,
+    work_dirs: Arc<WorkDirs>,
     process: ProcessBackend,
     bwrap: Option<BwrapBackend>,
-    cgroups: CgroupSupport,
+    cgroups: Arc<Cgroups>,
 }
 
 impl Executor {
     /// Detects bubblewrap and cgroups once.
     pub fn new(config: ExecutorConfig) -> Executor {
-        let cgroups = if config.cgroups {
+        let cgroups = Arc::new(Cgroups::new(if config.cgroups {
             CgroupSupport::detect()
         } else {
             CgroupSupport::None {
                 why: "disabled by configuration".into(),
             }
-        };
+        }));
         let bwrap = BwrapBackend::detect();
         tracing::info!(
             bwrap = bwrap.is_some(),
@@ -79,6 +80,7 @@ impl Executor {
             "executor ready"
         );
         Executor {
+            work_dirs: Arc::new(WorkDirs::new(config.data_dir.join("work"))),
             config,
             process: ProcessBackend,
             bwrap,
@@ -87,7 +89,7 @@ impl Executor {
     }
 
     pub fn cgroups(&self) -> &CgroupSupport {
-        &self.cgroups
+        &self.cgroups.support
     }
 
     pub fn has_bwrap(&self) -> bool {
@@ -115,109 +117,80 @@ impl Executor {
             .data_dir
             .join("work")
             .join(format!("{}-{}", spec.job, spec.attempt));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(|e| ExecError::io("create", &work, e))?;
+        self.work_dirs.take(&work)?;
         let output = self.output_path(spec.job, spec.attempt);
         if let Some(dir) = output.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ExecError::io("create", dir, e))?;
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir).map_err(|e| ExecError::io("create", dir, e))?;
+            }
         }
-        let out_file =
-            std::fs::File::create(&output).map_err(|e| ExecError::io("create", &output, e))?;
-        let mut cmd = backend.command(&spec, &work)?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-
+        // The file is created by the first byte of output (a program that writes nothing
+        // costs no file); one left by an earlier start of this attempt goes now.
+        if output.exists() {
+            std::fs::remove_file(&output).map_err(|e| ExecError::io("remove", &output, e))?;
+        }
+        let launch = backend.launch(&spec, &work)?;
         let pids_max = if spec.pids_max > 0 {
             spec.pids_max
         } else {
             self.config.pids_max
         };
-        let (group, limits) = match self.cgroups.create(&spec, pids_max) {
+        let (group, limits) = match self.cgroups.take(&spec, pids_max) {
             Ok(g) => (Some(g), self.cgroups.describe()),
             Err(why) => (None, format!("not applied: {why}")),
         };
-        let procs = group.as_ref().map(|g| g.procs_files()).unwrap_or_default();
-        // SAFETY: only async-signal-safe calls between fork and exec: setsid, setrlimit,
-        // open/write/close on paths prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
+        // In the child, before exec: its own session and process group (so a kill reaches
+        // everything it starts), no core dumps, a bounded number of open files, its cgroup.
+        let setup = Setup {
+            setsid: true,
+            rlimits: vec![
+                (libc::RLIMIT_CORE as libc::c_int, 0),
+                (libc::RLIMIT_NOFILE as libc::c_int, OPEN_FILES_MAX),
+            ],
+            cgroup_procs: group.as_ref().map(|g| g.procs_files()).unwrap_or_default(),
+        };
+        let spawned = match spawn(&launch, &setup) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(g) = group {
+                    self.cgroups.give_back(g, true);
                 }
-                let core = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                let files = libc::rlimit {
-                    rlim_cur: OPEN_FILES_MAX,
-                    rlim_max: OPEN_FILES_MAX,
-                };
-                if libc::setrlimit(libc::RLIMIT_CORE, &core) != 0
-                    || libc::setrlimit(libc::RLIMIT_NOFILE, &files) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for p in &procs {
-                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                    if n != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            if let Some(g) = &group {
-                g.remove();
+                self.work_dirs.give_back(&work);
+                return Err(ExecError::Spawn {
+                    program: spec.command[0].clone(),
+                    source: e,
+                });
             }
-            ExecError::Spawn {
-                program: spec.command[0].clone(),
-                source: e,
-            }
-        })?;
-        let pid = child.id().unwrap_or(0);
+        };
+        let child = spawned.child;
+        let pid = child.id();
         let sink = Arc::new(Mutex::new(Sink {
-            file: out_file,
+            path: output.clone(),
+            file: None,
             written: 0,
             cap: self.config.output_bytes_max,
             truncated: false,
             tail: VecDeque::with_capacity(TAIL_BYTES),
         }));
-        let readers: Vec<JoinHandle<()>> = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|mut r| {
+        // stdout and stderr share one pipe, so the file holds them in the order written.
+        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(spawned.output)
+            .map_err(|e| ExecError::io("read the output pipe of", &output, e))?;
+        let readers: Vec<JoinHandle<()>> = vec![{
             let sink = sink.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
-                while let Ok(n) = r.read(&mut buf).await {
+                while let Ok(n) = reader.read(&mut buf).await {
                     if n == 0 {
                         break;
                     }
                     sink.lock().unwrap().write(&buf[..n]);
                 }
             })
-        })
-        .collect();
+        }];
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let run = Run {
+            work_dirs: self.work_dirs.clone(),
+            cgroups: self.cgroups.clone(),
             sandbox: backend.name(),
             timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
             grace: Duration::from_millis(self.config.grace_ms),
@@ -236,17 +209,95 @@ impl Executor {
     }
 }
 
-/// Where the output of `attempt` of `job` lives under `data_dir`.
+/// Where the output of `attempt` of `job` lives under `data_dir`: one flat directory,
+/// `outputs/<job>-<attempt>.log` (a directory per job cost an inode allocation per job).
 pub fn output_path(data_dir: &Path, job: u64, attempt: u32) -> PathBuf {
+    data_dir
+        .join("outputs")
+        .join(format!("{job}-{attempt}.log"))
+}
+
+/// Where earlier versions kept it (`outputs/<job>/<attempt>.log`); still read.
+pub fn legacy_output_path(data_dir: &Path, job: u64, attempt: u32) -> PathBuf {
     data_dir
         .join("outputs")
         .join(job.to_string())
         .join(format!("{attempt}.log"))
 }
 
-/// Output capture: the file up to its cap, and the last bytes for the outcome.
+/// Empty work directories kept for the next attempts: an attempt's directory is an empty
+/// one renamed to its name, and renamed back once emptied, so a trivial job costs no
+/// directory creation or removal (ext4 spends most of a mkdir looking for an inode that
+/// was not deleted recently). Pool members live in `work/.pool/`.
+struct WorkDirs {
+    pool: PathBuf,
+    free: Mutex<Vec<PathBuf>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// Empty directories kept at most.
+const WORK_DIRS_KEPT_MAX: usize = 256;
+
+impl WorkDirs {
+    fn new(root: PathBuf) -> WorkDirs {
+        let pool = root.join(".pool");
+        // Members left by the last run were empty when given back.
+        let free: Vec<PathBuf> = std::fs::read_dir(&pool)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        WorkDirs {
+            pool,
+            free: Mutex::new(free),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Makes `work` an empty directory.
+    fn take(&self, work: &Path) -> Result<()> {
+        // A directory of the same attempt left by a crash is not reused.
+        if work.exists() {
+            let _ = std::fs::remove_dir_all(work);
+        }
+        while let Some(dir) = self.free.lock().unwrap().pop() {
+            if std::fs::rename(&dir, work).is_ok() {
+                return Ok(());
+            }
+        }
+        std::fs::create_dir_all(work).map_err(|e| ExecError::io("create", work, e))
+    }
+
+    /// Empties `work` and keeps it for a later attempt (or removes it).
+    fn give_back(&self, work: &Path) {
+        let emptied = std::fs::read_dir(work).is_ok_and(|entries| {
+            entries.flatten().all(|e| {
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p).is_ok(),
+                    _ => std::fs::remove_file(&p).is_ok(),
+                }
+            })
+        });
+        let kept = emptied && self.free.lock().unwrap().len() < WORK_DIRS_KEPT_MAX && {
+            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let to = self.pool.join(format!("{}-{n}", std::process::id()));
+            (self.pool.is_dir() || std::fs::create_dir_all(&self.pool).is_ok())
+                && std::fs::rename(work, &to).is_ok()
+                && {
+                    self.free.lock().unwrap().push(to);
+                    true
+                }
+        };
+        if !kept {
+            let _ = std::fs::remove_dir_all(work);
+        }
+    }
+}
+
+/// Output capture: the file up to its cap (created at the first byte), and the last bytes
+/// for the outcome.
 struct Sink {
-    file: std::fs::File,
+    path: PathBuf,
+    file: Option<std::fs::File>,
     written: u64,
     cap: u64,
     truncated: bool,
@@ -256,16 +307,22 @@ struct Sink {
 impl Sink {
     fn write(&mut self, data: &[u8]) {
         use std::io::Write;
+        if self.file.is_none() {
+            match std::fs::File::create(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => tracing::warn!(path = %self.path.display(), "cannot keep output: {e}"),
+            }
+        }
         let room = self.cap.saturating_sub(self.written) as usize;
         let keep = data.len().min(room);
-        if keep > 0 && self.file.write_all(&data[..keep]).is_ok() {
-            self.written += keep as u64;
-        }
-        if keep < data.len() && !self.truncated {
-            self.truncated = true;
-            let _ = self
-                .file
-                .write_all(b"\n[cathedral: output truncated at the per-attempt cap]\n");
+        if let Some(file) = self.file.as_mut() {
+            if keep > 0 && file.write_all(&data[..keep]).is_ok() {
+                self.written += keep as u64;
+            }
+            if keep < data.len() && !self.truncated {
+                self.truncated = true;
+                let _ = file.write_all(b"\n[cathedral: output truncated at the per-attempt cap]\n");
+            }
         }
         for &b in data {
             if self.tail.len() == TAIL_BYTES {
@@ -277,6 +334,8 @@ impl Sink {
 }
 
 struct Run {
+    work_dirs: Arc<WorkDirs>,
+    cgroups: Arc<Cgroups>,
     sandbox: &'static str,
     timeout: Option<Duration>,
     grace: Duration,
@@ -287,8 +346,8 @@ struct Run {
 
 impl Run {
     async fn supervise(
-        self,
-        mut child: tokio::process::Child,
+        mut self,
+        mut child: ChildProcess,
         pid: u32,
         readers: Vec<JoinHandle<()>>,
         sink: Arc<Mutex<Sink>>,
@@ -314,28 +373,44 @@ impl Run {
             _ = cancelled => { killed = Some(KillReason::Cancelled); self.terminate(&mut child, pid).await }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        // Nothing of the attempt outlives it: stray children of a finished program too.
+        // Nothing of the attempt outlives it: stray children of a finished program too. The
+        // cgroup and directory work after the exit is file-system work: off the async
+        // threads, on the blocking pool.
         kill_group(pid, libc::SIGKILL);
-        if let Some(g) = &self.group {
-            g.kill_all();
-        }
+        let group = self.group.take();
+        let (group, empty) = match group {
+            Some(g) => tokio::task::spawn_blocking(move || {
+                let empty = g.kill_all();
+                (Some(g), empty)
+            })
+            .await
+            .unwrap_or((None, false)),
+            None => (None, true),
+        };
         for r in readers {
             let _ = r.await;
         }
-        let oom = self.group.as_ref().is_some_and(|g| g.oom_killed());
+        let work = std::mem::take(&mut self.work);
+        let (work_dirs, cgroups) = (self.work_dirs.clone(), self.cgroups.clone());
+        let ended = tokio::task::spawn_blocking(move || {
+            let ended = group.map(|mut g| {
+                let e = g.finish();
+                cgroups.give_back(g, empty);
+                e
+            });
+            work_dirs.give_back(&work);
+            ended
+        })
+        .await
+        .ok()
+        .flatten();
+        let oom = ended.is_some_and(|e| e.oom_killed);
+        let pids_limited = ended.is_some_and(|e| e.pids_limited);
+        let memory_peak_bytes = ended.and_then(|e| e.memory_peak);
         if oom && killed.is_none() {
             killed = Some(KillReason::MemoryLimit);
         }
-        let pids_note = self
-            .group
-            .as_ref()
-            .is_some_and(|g| g.pids_limited())
-            .then_some("; fork refused at pids.max");
-        let memory_peak_bytes = self.group.as_ref().and_then(|g| g.memory_peak());
-        if let Some(g) = &self.group {
-            g.remove();
-        }
-        let _ = std::fs::remove_dir_all(&self.work);
+        let pids_note = pids_limited.then_some("; fork refused at pids.max");
         let exit = match (killed, status) {
             (Some(KillReason::Timeout), _) => Exit::TimedOut,
             (_, Ok(s)) => match (s.code(), s.signal()) {
@@ -369,7 +444,7 @@ impl Run {
     /// cgroup; returns the program's status.
     async fn terminate(
         &self,
-        child: &mut tokio::process::Child,
+        child: &mut ChildProcess,
         pid: u32,
     ) -> std::io::Result<std::process::ExitStatus> {
         kill_group(pid, libc::SIGTERM);

@@ -2,7 +2,7 @@
 //! its output captured to a file. Knows nothing of Raft: a spec goes in, an outcome comes out.
 //!
 //! ```text
-//!  AttemptSpec ─▶ Executor::start ─▶ Backend::command (process | bwrap)
+//!  AttemptSpec ─▶ Executor::start ─▶ Backend::launch (process | bwrap) ─▶ spawn
 //!                      │               └─ setsid, rlimits, cgroup join before exec
 //!                      ├─ stdout+stderr ─▶ <data>/outputs/<job>/<attempt>.log (capped)
 //!                      └─ timeout / cancel ─▶ SIGTERM group, grace, SIGKILL (+ cgroup)
@@ -14,6 +14,8 @@
 //! - `spec`: [`AttemptSpec`], [`AttemptResult`], [`Exit`], [`KillReason`].
 //! - `backend`: the [`Backend`] trait and its [`ProcessBackend`] and [`BwrapBackend`].
 //! - `cgroup`: memory, CPU and pids limits through cgroup v2 or v1, where the host allows.
+//! - `spawn`: starting a program with its setup (session, rlimits, cgroup) without copying
+//!   the server's address space (clone with CLONE_VM | CLONE_VFORK), waited for by pidfd.
 //! - `executor`: [`Executor`] (choosing a backend, starting attempts) and [`Attempt`].
 //! - `error`: [`ExecError`].
 
@@ -21,10 +23,14 @@ mod backend;
 mod cgroup;
 mod error;
 mod executor;
+mod spawn;
 mod spec;
 
 pub use backend::{Backend, BwrapBackend, ProcessBackend};
 pub use cgroup::CgroupSupport;
 pub use error::{ExecError, Result};
-pub use executor::{output_path, Attempt, Executor, ExecutorConfig, SandboxChoice};
+pub use executor::{
+    legacy_output_path, output_path, Attempt, Executor, ExecutorConfig, SandboxChoice,
+};
+pub use spawn::{Launch, DEFAULT_PATH};
 pub use spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};

@@ -195,6 +195,43 @@ async fn memory_and_pids_limits_where_cgroups_allow() {
     let r = a.wait().await;
     assert!(r.limits.contains("pids.max"), "{r:?}");
     assert!(!group_alive(pgid));
+
+    // Groups are reused: the next attempts in them start with no limit they did not ask
+    // for and no event of an earlier attempt.
+    for job in 8..12 {
+        let r = ex
+            .start(
+                AttemptSpec::new(
+                    job,
+                    1,
+                    &[
+                        "python3",
+                        "-c",
+                        "import os\npids = []\nfor _ in range(80):\n    p = os.fork()\n    if p == 0:\n        os._exit(0)\n    pids.append(p)\nfor p in pids:\n    os.waitpid(p, 0)\nb = bytearray(100 * 1024 * 1024)\nprint('ok')",
+                    ],
+                ),
+                SandboxChoice::Process,
+            )
+            .unwrap()
+            .wait()
+            .await;
+        assert_eq!(r.exit, Exit::Code(0), "job {job}: {r:?}");
+        assert_eq!(r.killed_because, None, "job {job}: {r:?}");
+        assert!(!r.limits.contains("pids.max"), "job {job}: {r:?}");
+    }
+    // And a limit asked for again holds again in a reused group.
+    let mut hog = AttemptSpec::new(
+        12,
+        1,
+        &[
+            "python3",
+            "-c",
+            "b = bytearray(400 * 1024 * 1024); print(len(b))",
+        ],
+    );
+    hog.memory_bytes = 64 << 20;
+    let r = ex.start(hog, SandboxChoice::Process).unwrap().wait().await;
+    assert_eq!(r.killed_because, Some(KillReason::MemoryLimit), "{r:?}");
 }
 
 #[tokio::test]
