@@ -96,13 +96,14 @@ pub struct Args {
     /// Entries kept in the log behind the latest snapshot [default: 50000].
     #[arg(long, env = "CATHEDRAL_LOG_COMPACTION_THRESHOLD")]
     pub log_compaction_threshold: Option<u64>,
-    /// Lower bound of the randomised election timeout [default: 150].
+    /// Lower bound of the randomised election timeout [default: 100].
     #[arg(long, env = "CATHEDRAL_ELECTION_TIMEOUT_MIN_MS")]
     pub election_timeout_min_ms: Option<u64>,
-    /// Upper bound of the randomised election timeout [default: 300].
+    /// Upper bound of the randomised election timeout; also the leader lease a follower
+    /// waits out before it campaigns [default: 150].
     #[arg(long, env = "CATHEDRAL_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
-    /// Leader heartbeat period [default: 50].
+    /// Leader heartbeat period [default: 30].
     #[arg(long, env = "CATHEDRAL_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
     /// How long a write waits for a leader before failing with Unavailable [default: 10000].

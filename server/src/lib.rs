@@ -20,9 +20,11 @@
 //! - `server`: [`start`] and [`Running::shutdown`].
 
 pub mod api;
+mod batcher;
 mod config;
 mod convert;
 mod error;
+mod forwarder;
 pub mod gossip;
 mod http;
 mod identity;

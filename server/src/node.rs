@@ -2,7 +2,7 @@
 //! paths every write and membership change takes.
 //!
 //! ```text
-//!  API call ──▶ Node::propose ──(leader)──▶ check against applied state ──▶ client_write
+//!  API call ──▶ Node::propose ──(leader)──▶ check against applied state ──▶ batcher ──▶ client_write
 //!                    │
 //!                    └─(follower)──▶ Peer.Forward on the leader ──▶ the same, remotely
 //!                    then: wait until this node applied the entry (read your writes)
@@ -24,18 +24,21 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 
-use crate::api::internal::{JoinReply, JoinRequest, RaftRequest};
+use crate::api::internal::{JoinReply, JoinRequest};
 use crate::config::{Config, Role};
 use crate::error::{Result, ServerError};
 use crate::gossip::{GossipError, Membership, Published};
 use crate::identity::{new_cluster_id, Identity};
 use crate::tags::TagOverlay;
-use crate::transport::{decode, encode, Network, Peers};
+use crate::transport::{Network, Peers};
 
 /// Largest encoded command one write may propose.
 pub const ENTRY_BYTES_MAX: usize = 1 << 20;
 /// How long a Join may take (the new node catches up as a learner first).
 pub const JOIN_TIMEOUT_MS: u64 = 120_000;
+/// Longest pause before a write that found no leader is tried again (it is tried at once
+/// when a new leader becomes known).
+const NOT_LEADER_RETRY_MS: u64 = 50;
 /// Period of the membership and registration upkeep.
 const UPKEEP_INTERVAL_MS: u64 = 500;
 
@@ -82,6 +85,12 @@ pub struct Node {
     log: Mutex<Option<Arc<Log>>>,
     /// The committed index the log store has not persisted yet; saved at shutdown.
     committed: CommittedHandle,
+    /// Concurrent writes, batched into entries (used while this node leads).
+    batcher: crate::batcher::Batcher,
+    /// Writes on their way to the leader, forwarded together (used while another leads).
+    forwarder: crate::forwarder::Forwarder,
+    /// Notified when an AppendEntries from a leader was taken (see `quiet_start`).
+    leader_heard: Arc<tokio::sync::Notify>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -158,7 +167,21 @@ impl Node {
         )
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let leader_heard = Arc::new(tokio::sync::Notify::new());
+        quiet_start(&raft, &config.raft, leader_heard.clone());
+        let batcher = crate::batcher::Batcher::start(
+            raft.clone(),
+            Duration::from_millis(config.write_timeout_ms),
+        );
+        let forwarder = crate::forwarder::Forwarder::start(
+            peers.clone(),
+            identity.node_id,
+            Duration::from_millis(config.write_timeout_ms),
+        );
         Ok(Arc::new(Node {
+            leader_heard,
+            batcher,
+            forwarder,
             id: identity.node_id,
             config,
             raft,
@@ -233,7 +256,7 @@ impl Node {
         let mut ids: BTreeSet<u64> = state.nodes().map(|n| n.info.id).collect();
         ids.extend(view.members.keys().copied());
         let mut running: BTreeMap<u64, u32> = BTreeMap::new();
-        for j in state.jobs() {
+        for j in state.active_jobs() {
             if let Some(at) = j.current_attempt() {
                 *running.entry(at.node).or_default() += 1;
             }
@@ -621,14 +644,15 @@ impl Node {
     /// applied it. Retries only while it is sure nothing was proposed (no leader, or the
     /// node asked is not the leader), up to the write timeout.
     pub async fn propose(&self, proposal: Proposal) -> Result<(u64, Response)> {
-        if let Proposal::Write(cmd) = &proposal {
-            let bytes = cmd.encode().len();
-            if bytes > ENTRY_BYTES_MAX {
-                return Err(ServerError::invalid(
-                    "request",
-                    format!("encodes to {bytes} bytes; ENTRY_BYTES_MAX is {ENTRY_BYTES_MAX}"),
-                ));
-            }
+        let bytes = match &proposal {
+            Proposal::Write(cmd) => cmd.encoded_len(),
+            Proposal::RemoveNode(_) => 16,
+        };
+        if bytes > ENTRY_BYTES_MAX {
+            return Err(ServerError::invalid(
+                "request",
+                format!("encodes to {bytes} bytes; ENTRY_BYTES_MAX is {ENTRY_BYTES_MAX}"),
+            ));
         }
         // A repeat of an accepted request is answered from this node's state: no log entry,
         // the original ids (a key found here is committed).
@@ -640,26 +664,39 @@ impl Node {
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
         let deadline = Instant::now() + timeout;
         loop {
-            let reply = match self.raft.current_leader().await {
+            let asked = self.raft.current_leader().await;
+            let reply = match asked {
                 Some(l) if l == self.id => self.execute(&proposal).await,
-                Some(l) => self.forward(l, &proposal).await?,
+                Some(l) => match self.address_of(l) {
+                    Some(addr) => {
+                        self.forwarder
+                            .forward(l, addr, proposal.clone(), bytes)
+                            .await?
+                    }
+                    None => ProposalReply::NotLeader { leader: None },
+                },
                 None => ProposalReply::NotLeader { leader: None },
             };
             match reply {
                 ProposalReply::Done { index, response } => {
                     // Read your writes: this node's answers include the entry from now on.
-                    let _ = self
-                        .raft
-                        .wait(Some(timeout))
-                        .applied_index_at_least(Some(index), "read your write")
-                        .await;
+                    if self.applied_index() < index {
+                        let _ = self
+                            .raft
+                            .wait(Some(timeout))
+                            .applied_index_at_least(Some(index), "read your write")
+                            .await;
+                    }
                     return match response {
                         Response::Rejected(e) => Err(e.into()),
                         r => Ok((index, r)),
                     };
                 }
                 ProposalReply::NotLeader { .. } if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Nothing was proposed: try again as soon as this node sees another
+                    // leader (an election ending), or after a short pause.
+                    self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
+                        .await;
                 }
                 ProposalReply::NotLeader { .. } => {
                     return Err(ServerError::Unavailable(format!(
@@ -679,36 +716,37 @@ impl Node {
         }
     }
 
-    /// Sends `proposal` to node `leader`. A connection refused is "not leader" (nothing
-    /// was delivered, so retrying is safe); any other failure leaves the outcome unknown
-    /// and is the caller's error.
-    async fn forward(&self, leader: u64, proposal: &Proposal) -> Result<ProposalReply> {
-        let Some(addr) = self.address_of(leader) else {
-            return Ok(ProposalReply::NotLeader { leader: None });
-        };
-        let mut client = self
-            .peers
-            .client(leader, &addr)
-            .map_err(ServerError::Unavailable)?;
-        let mut req = tonic::Request::new(RaftRequest {
-            target: leader,
-            from: self.id,
-            body: encode(proposal),
-        });
-        req.set_timeout(Duration::from_millis(self.config.write_timeout_ms));
-        match client.forward(req).await {
-            Ok(reply) => decode(&reply.get_ref().body).map_err(ServerError::Internal),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    || s.code() == tonic::Code::FailedPrecondition =>
-            {
-                Ok(ProposalReply::NotLeader { leader: None })
+    /// Waits until this node knows a leader other than `was`, at most `max`.
+    async fn leader_change(&self, was: Option<u64>, max: Duration) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(max, async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if m.current_leader.is_some() && m.current_leader != was {
+                        return;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
             }
-            Err(s) => Err(ServerError::Unavailable(format!(
-                "forwarding to leader {leader} failed, the write may or may not have been applied: {}",
-                s.message()
-            ))),
-        }
+        })
+        .await;
+    }
+
+    /// An AppendEntries from a leader was taken: this node may campaign from now on.
+    pub fn heard_leader(&self) {
+        self.leader_heard.notify_one();
+    }
+
+    /// The index of the last entry this node applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+            .read()
+            .unwrap()
+            .last_applied
+            .map_or(0, |l| l.index)
     }
 
     /// The answer to `cmd` when it repeats a request the applied state holds, with the
@@ -732,7 +770,7 @@ impl Node {
                 if let Err(e) = self.applied.read().unwrap().state.check(cmd) {
                     return ProposalReply::Invalid(e);
                 }
-                self.client_write(cmd.clone()).await
+                self.batcher.write(cmd.clone(), cmd.encoded_len()).await
             }
             Proposal::RemoveNode(id) => self.remove_node(*id).await,
         }
@@ -953,6 +991,42 @@ fn check_snapshots(
     }
     Ok(())
 }
+
+/// A restarted member of a multi-voter cluster does not campaign until it has heard from
+/// a leader (or `QUIET_START_MS` passed with none): its log is likely behind, so its votes
+/// would be refused, and openraft 0.9 then remembers having seen a greater log and delays
+/// this node's next election by twice the maximum election timeout — in the next failover,
+/// perhaps long after. A lone voter campaigns at once.
+fn quiet_start(
+    raft: &Raft<TypeConfig>,
+    settings: &cathedral_consensus::raft::RaftSettings,
+    leader_heard: Arc<tokio::sync::Notify>,
+) {
+    let voters = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    if voters < 2 {
+        return;
+    }
+    raft.runtime_config().elect(false);
+    let (raft, quiet) = (
+        raft.clone(),
+        Duration::from_millis(QUIET_START_MS.max(4 * settings.election_timeout_max_ms)),
+    );
+    tokio::spawn(async move {
+        // (A leader's vote restored from disk is no news of a live leader: wait for one to
+        // send entries.)
+        let _ = tokio::time::timeout(quiet, leader_heard.notified()).await;
+        raft.runtime_config().elect(true);
+    });
+}
+
+/// Longest a restarted member waits to hear a leader before it may campaign itself.
+const QUIET_START_MS: u64 = 1000;
 
 /// What this node offers: `slots` attempts at once, its CPUs, and its memory.
 fn capacity(slots: u32) -> Capacity {

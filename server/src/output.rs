@@ -1,10 +1,13 @@
 //! Job output files on the node that ran the attempt (where the executor writes them,
-//! `<data-dir>/outputs/<job>/<attempt>.log`), read from an offset, optionally following the file until the attempt ends.
+//! `<data-dir>/outputs/<job>-<attempt>.log`, or `<job>/<attempt>.log` from earlier
+//! versions), read from an offset, optionally following the file until the attempt ends.
+//! The executor creates the file at the first byte of output, so an attempt that wrote
+//! nothing has none: its output is empty.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use cathedral_executor::output_path;
+use cathedral_executor::{legacy_output_path, output_path};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +36,17 @@ fn attempt_ended(node: &Node, job: u64, attempt: u32) -> bool {
     }
 }
 
+/// Whether a missing output file means "no output (yet)": the attempt is running, or it
+/// ended having written nothing (its outcome's tail is empty). Otherwise the file was
+/// there and is gone (output retention).
+fn nothing_written(node: &Node, job: u64, attempt: u32) -> bool {
+    let a = node.applied.read().unwrap();
+    a.state
+        .job(job)
+        .and_then(|j| j.attempts.iter().find(|x| x.number == attempt))
+        .is_some_and(|x| x.outcome.as_ref().is_none_or(|o| o.output_tail.is_empty()))
+}
+
 /// Streams the local output file from `offset` into `tx`; with `follow`, keeps reading
 /// until the attempt has ended and every byte was sent. A missing file is an error unless
 /// following (the attempt may not have written yet).
@@ -44,7 +58,12 @@ pub async fn stream_local(
     follow: bool,
     tx: mpsc::Sender<Result<OutputBytes, tonic::Status>>,
 ) {
-    let path = output_path(node.data_dir(), job, attempt);
+    let mut path = output_path(node.data_dir(), job, attempt);
+    // Written by an earlier version: its layout.
+    let legacy = legacy_output_path(node.data_dir(), job, attempt);
+    if !path.exists() && legacy.exists() {
+        path = legacy;
+    }
     loop {
         // Checked before reading, so bytes written before the end are never missed.
         let ended = attempt_ended(&node, job, attempt);
@@ -53,6 +72,15 @@ pub async fn stream_local(
         let chunks = match read {
             Ok(Ok(chunks)) => chunks,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound && follow && !ended => {
+                Vec::new()
+            }
+            Ok(Err(e))
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && nothing_written(&node, job, attempt) =>
+            {
+                if ended || !follow {
+                    return;
+                }
                 Vec::new()
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {

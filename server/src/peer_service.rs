@@ -49,6 +49,9 @@ impl Peer for PeerService {
         self.check_target(req.target)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.body).map_err(bad)?;
         let result = self.node.raft.append_entries(rpc).await;
+        if result.as_ref().is_ok_and(|r| r.is_success()) {
+            self.node.heard_leader();
+        }
         Ok(Response::new(RaftReply {
             body: encode(&result),
         }))
@@ -145,6 +148,46 @@ impl Peer for PeerService {
         };
         Ok(Response::new(RaftReply {
             body: encode(&reply),
+        }))
+    }
+
+    /// Proposals a follower forwarded together: each goes through this node's write path
+    /// at once (so the batcher can put them in one entry), answered in order.
+    async fn forward_batch(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let req = req.into_inner();
+        self.check_target(req.target)?;
+        let proposals: Vec<Proposal> = decode(&req.body).map_err(bad)?;
+        if proposals.len() > crate::forwarder::FORWARD_BATCH_MAX {
+            return Err(bad(format!(
+                "{} proposals in one batch, more than FORWARD_BATCH_MAX {}",
+                proposals.len(),
+                crate::forwarder::FORWARD_BATCH_MAX
+            )));
+        }
+        let leading = self.node.raft.current_leader().await;
+        let replies: Vec<ProposalReply> = if leading == Some(self.node.id) {
+            let tasks: Vec<_> = proposals
+                .into_iter()
+                .map(|p| {
+                    let node = self.node.clone();
+                    tokio::spawn(async move { node.execute(&p).await })
+                })
+                .collect();
+            let mut replies = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                replies.push(t.await.unwrap_or_else(|e| {
+                    ProposalReply::Failed(format!("the write task failed: {e}"))
+                }));
+            }
+            replies
+        } else {
+            vec![ProposalReply::NotLeader { leader: leading }; proposals.len()]
+        };
+        Ok(Response::new(RaftReply {
+            body: encode(&replies),
         }))
     }
 

@@ -88,10 +88,9 @@ pub fn place(
     max: usize,
     strategy: &mut Strategy,
 ) -> Vec<Assignment> {
-    // Load of every node in one pass over the jobs (ClusterState::load per node would
-    // walk them once per node).
+    // Load of every node in one pass over the attempts in flight.
     let mut loads: BTreeMap<NodeId, Load> = BTreeMap::new();
-    for j in state.jobs() {
+    for j in state.active_jobs() {
         if let Some(a) = j.current_attempt() {
             let l = loads.entry(a.node).or_default();
             l.slots += 1;
@@ -171,7 +170,8 @@ pub fn place(
 /// reports a timeout itself; this catches the ones it does not).
 pub fn overdue(state: &ClusterState, now_ms: u64, slack_ms: u64) -> Vec<(JobId, u32, NodeId)> {
     state
-        .jobs_in(JobState::Running)
+        .active_jobs()
+        .filter(|j| j.state == JobState::Running)
         .filter_map(|j| {
             let a = j.current_attempt()?;
             let started = a.started_at_ms?;

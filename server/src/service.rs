@@ -148,8 +148,7 @@ impl JobService for Api {
         let a = self.node.applied.read().unwrap();
         let mut matching = a
             .state
-            .jobs()
-            .filter(|j| j.id >= from)
+            .jobs_from(from)
             .filter(|j| state.is_none_or(|s| j.state == s))
             .filter(|j| j.spec.name.starts_with(&req.name_prefix))
             .filter(|j| {
@@ -368,7 +367,7 @@ impl ClusterService for Api {
             (
                 a.last_applied.map_or(0, |l| l.index),
                 hex(&a.state.hash()),
-                a.state.jobs().count() as u64,
+                a.state.job_count() as u64,
             )
         };
         let leader_id = m.current_leader.unwrap_or(0);

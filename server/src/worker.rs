@@ -96,13 +96,16 @@ fn step(
             .state
             .node(node.id)
             .map_or(0, |n| n.info.capacity.slots as usize);
-        let wanted: Vec<(Key, bool, cathedral_consensus::JobSpec)> = a
+        // The spec only of attempts new here (the others run already).
+        let wanted: Vec<(Key, bool, Option<cathedral_consensus::JobSpec>)> = a
             .state
             .running_on(node.id)
             .into_iter()
             .filter_map(|(job, attempt)| {
                 let j = a.state.job(job)?;
-                Some(((job, attempt), j.state == JobState::Running, j.spec.clone()))
+                let key = (job, attempt);
+                let spec = (!mine.contains_key(&key)).then(|| j.spec.clone());
+                Some((key, j.state == JobState::Running, spec))
             })
             .collect();
         (wanted, slots)
@@ -123,9 +126,9 @@ fn step(
         }
     }
     for (key, started, spec) in wanted {
-        if mine.contains_key(&key) {
+        let Some(spec) = spec.filter(|_| !mine.contains_key(&key)) else {
             continue;
-        }
+        };
         if started {
             // Recorded as running here, but not running: this node restarted.
             mine.insert(key, Slot::Reporting);
@@ -172,17 +175,42 @@ fn step(
             SandboxKind::Process => SandboxChoice::Process,
             SandboxKind::Bubblewrap => SandboxChoice::Bwrap,
         };
-        match executor.start(attempt, choice) {
-            Ok(mut a) => {
-                tracing::info!(
-                    job = key.0,
-                    attempt = key.1,
-                    sandbox = a.sandbox,
-                    "attempt started"
-                );
-                mine.insert(key, Slot::Running(a.canceller()));
-                let (node, done) = (node.clone(), done.clone());
-                tokio::spawn(async move {
+        // The start (work directory, output file, cgroup, spawn) is file-system work: it
+        // runs on the blocking pool, so the async threads keep serving while many attempts
+        // start at once. The slot is taken now; a cancel that comes first is kept and
+        // passed on once the attempt runs.
+        let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
+        mine.insert(key, Slot::Running(Some(cancel_tx)));
+        let (node, done, executor) = (node.clone(), done.clone(), executor.clone());
+        tokio::spawn(async move {
+            let started = tokio::task::spawn_blocking({
+                let executor = executor.clone();
+                move || executor.start(attempt, choice)
+            })
+            .await
+            .map_err(|e| {
+                cathedral_executor::ExecError::Unavailable(if e.is_panic() {
+                    "the start panicked"
+                } else {
+                    "the start was cancelled"
+                })
+            })
+            .and_then(|r| r);
+            match started {
+                Ok(mut a) => {
+                    tracing::info!(
+                        job = key.0,
+                        attempt = key.1,
+                        sandbox = a.sandbox,
+                        "attempt started"
+                    );
+                    if let Some(kill) = a.canceller() {
+                        tokio::spawn(async move {
+                            if cancel_rx.await.is_ok() {
+                                let _ = kill.send(());
+                            }
+                        });
+                    }
                     report(
                         &node,
                         key,
@@ -196,24 +224,19 @@ fn step(
                     .await;
                     let result = a.wait().await;
                     report_finished(&node, key, outcome(&result)).await;
-                    let _ = done.send(key);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(job = key.0, attempt = key.1, "cannot start: {e}");
-                mine.insert(key, Slot::Reporting);
-                let (node, done) = (node.clone(), done.clone());
-                tokio::spawn(async move {
+                }
+                Err(e) => {
+                    tracing::warn!(job = key.0, attempt = key.1, "cannot start: {e}");
                     let outcome = Outcome {
                         exit: Exit::Code(127),
                         duration_ms: 0,
                         output_tail: format!("[cathedral: {e}]").into_bytes(),
                     };
                     report_finished(&node, key, outcome).await;
-                    let _ = done.send(key);
-                });
+                }
             }
-        }
+            let _ = done.send(key);
+        });
     }
 }
 
@@ -296,37 +319,44 @@ fn retention(node: &Node) {
     }
 }
 
-/// Deletes output files under `root` (`<job>/<attempt>.log`) older than `max_age`, then the
-/// oldest until the total is within `max_total` bytes; files of attempts in `keep` stay.
-/// Returns how many files it deleted.
+/// Deletes output files under `root` (`<job>-<attempt>.log`, and earlier versions'
+/// `<job>/<attempt>.log`) older than `max_age`, then the oldest until the total is within
+/// `max_total` bytes; files of attempts in `keep` stay. Returns how many files it deleted.
 fn sweep_outputs(root: &Path, keep: &BTreeSet<Key>, max_age: Duration, max_total: u64) -> usize {
-    let Ok(jobs) = std::fs::read_dir(root) else {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return 0;
     };
     let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
-    for j in jobs.flatten() {
-        let Ok(attempts) = std::fs::read_dir(j.path()) else {
-            continue;
-        };
-        let job: Option<u64> = j.file_name().to_str().and_then(|s| s.parse().ok());
-        for f in attempts.flatten() {
-            let attempt: Option<u32> = f
-                .path()
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse().ok());
-            if let (Some(job), Some(attempt)) = (job, attempt) {
-                if keep.contains(&(job, attempt)) {
-                    continue;
-                }
+    let mut consider = |path: PathBuf, key: Option<Key>| {
+        if key.is_some_and(|k| keep.contains(&k)) {
+            return;
+        }
+        if let Ok(m) = path.metadata() {
+            files.push((
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                m.len(),
+                path,
+            ));
+        }
+    };
+    let number = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok());
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            // Earlier layout: a directory per job.
+            let job = number(Some(&name));
+            for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                let attempt = number(f.path().file_stem().and_then(|s| s.to_str()));
+                let key = job.zip(attempt).map(|(j, a)| (j, a as u32));
+                consider(f.path(), key);
             }
-            if let Ok(m) = f.metadata() {
-                files.push((
-                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    m.len(),
-                    f.path(),
-                ));
-            }
+        } else {
+            let key = name.strip_suffix(".log").and_then(|stem| {
+                let (j, a) = stem.split_once('-')?;
+                Some((number(Some(j))?, number(Some(a))? as u32))
+            });
+            consider(path, key);
         }
     }
     files.sort();
@@ -337,8 +367,8 @@ fn sweep_outputs(root: &Path, keep: &BTreeSet<Key>, max_age: Duration, max_total
         if (old || total > max_total) && std::fs::remove_file(&path).is_ok() {
             total -= len;
             removed += 1;
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::remove_dir(dir); // only when empty
+            if let Some(dir) = path.parent().filter(|d| *d != root) {
+                let _ = std::fs::remove_dir(dir); // an earlier layout's job directory, when empty
             }
         }
     }
@@ -353,10 +383,15 @@ mod tests {
     fn retention_deletes_old_then_oldest_and_keeps_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        // Jobs 1 and 2 in the earlier layout (a directory per job), the others flat.
         let write = |job: u64, attempt: u32, bytes: usize, age_s: u64| {
-            let d = root.join(job.to_string());
-            std::fs::create_dir_all(&d).unwrap();
-            let p = d.join(format!("{attempt}.log"));
+            let p = if job <= 2 {
+                let d = root.join(job.to_string());
+                std::fs::create_dir_all(&d).unwrap();
+                d.join(format!("{attempt}.log"))
+            } else {
+                root.join(format!("{job}-{attempt}.log"))
+            };
             std::fs::write(&p, vec![b'x'; bytes]).unwrap();
             let t = SystemTime::now() - Duration::from_secs(age_s);
             std::fs::File::options()
