@@ -39,6 +39,9 @@ struct Args {
     /// so the figures are jobs per second and latency from submit to success.
     #[arg(long)]
     wait: bool,
+    /// The jobs' sandbox: default (the strongest the node has), process or bubblewrap.
+    #[arg(long, default_value = "default", value_parser = ["default", "process", "bubblewrap"])]
+    sandbox: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -90,6 +93,11 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
     let end = measure_from + duration;
     let arg = Arc::new("x".repeat(args.payload_bytes));
     let wait = args.wait;
+    let sandbox = match args.sandbox.as_str() {
+        "process" => pb::Sandbox::Process,
+        "bubblewrap" => pb::Sandbox::Bubblewrap,
+        _ => pb::Sandbox::Default,
+    } as i32;
     let mut tasks = Vec::new();
     for (i, ch) in channels.into_iter().enumerate() {
         let arg = arg.clone();
@@ -110,6 +118,7 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
                 let spec = pb::JobSpec {
                     name: format!("bench-{i}-{n}"),
                     command: vec!["true".into(), arg.to_string()],
+                    sandbox,
                     ..Default::default()
                 };
                 let mut res = jobs

@@ -536,28 +536,50 @@ fn run_dump(
                 return;
             }
         };
-        let (kind, body) = match &entry.payload {
-            EntryPayload::Blank => ("Blank".to_string(), json!(null)),
-            EntryPayload::Membership(m) => ("Membership".to_string(), json!(format!("{m}"))),
-            EntryPayload::Normal(cmd) => (
-                cmd.kind().to_string(),
-                serde_json::to_value(cmd).unwrap_or(json!(null)),
-            ),
-        };
-        if !kinds.is_empty() && !kinds.iter().any(|k| k.eq_ignore_ascii_case(&kind)) {
-            return;
-        }
-        if let Some(j) = job {
-            if !mentions_job(&body, j) {
-                return;
+        // A batch is shown as its commands, each on its own line with the entry's index
+        // and its place in the batch, so filters see every command.
+        let items: Vec<DumpItem> = match &entry.payload {
+            EntryPayload::Blank => vec![("Blank".to_string(), json!(null), None)],
+            EntryPayload::Membership(m) => {
+                vec![("Membership".to_string(), json!(format!("{m}")), None)]
             }
-        }
-        let line = if as_json {
-            json!({"index": v.index, "term": v.term, "kind": kind, "command": body}).to_string()
-        } else {
-            format!("{:>10} t{:<4} {:<16} {}", v.index, v.term, kind, body)
+            EntryPayload::Normal(cmd) => {
+                let all = cmd.commands();
+                let batched = matches!(cmd, cathedral_consensus::Command::Batch { .. });
+                all.iter()
+                    .enumerate()
+                    .map(|(k, c)| {
+                        (
+                            c.kind().to_string(),
+                            serde_json::to_value(c).unwrap_or(json!(null)),
+                            batched.then_some((k + 1, all.len())),
+                        )
+                    })
+                    .collect()
+            }
         };
-        let _ = writeln!(out, "{line}");
+        for (kind, body, batch) in items {
+            if !kinds.is_empty() && !kinds.iter().any(|k| k.eq_ignore_ascii_case(&kind)) {
+                continue;
+            }
+            if let Some(j) = job {
+                if !mentions_job(&body, j) {
+                    continue;
+                }
+            }
+            let line = if as_json {
+                let mut v =
+                    json!({"index": v.index, "term": v.term, "kind": kind, "command": body});
+                if let Some((k, n)) = batch {
+                    v["batch"] = json!({"position": k, "of": n});
+                }
+                v.to_string()
+            } else {
+                let at = batch.map_or(String::new(), |(k, n)| format!(" [{k}/{n}]"));
+                format!("{:>10} t{:<4} {:<16} {}{at}", v.index, v.term, kind, body)
+            };
+            let _ = writeln!(out, "{line}");
+        }
     };
     let r = inspect_bar(dir, Some(&mut visit), "dump")?;
     for e in &errors {
@@ -572,6 +594,9 @@ fn run_dump(
         DAMAGED
     })
 }
+
+/// One command of a dumped entry: kind, body, and `(position, of)` within a batch.
+type DumpItem = (String, serde_json::Value, Option<(usize, usize)>);
 
 /// Whether a command (as JSON) names job `id`: a `job` field, or in `assignments`.
 fn mentions_job(body: &serde_json::Value, id: u64) -> bool {
