@@ -1,4 +1,5 @@
-//! Generates the protobuf-2 `Entry` message raft-engine needs (pure Rust, no protoc).
+//! Generates the protobuf-2 `Entry` message raft-engine needs and the gRPC client of the
+//! part of etcd's API the side-by-side benchmark calls (pure Rust, no protoc).
 
 use std::path::Path;
 
@@ -21,4 +22,11 @@ fn main() {
         .collect();
     std::fs::write(&path, code).expect("write entry.rs");
     println!("cargo:rerun-if-changed=proto/entry.proto");
+
+    let fds = protox::compile(["etcd/kv.proto"], ["proto"]).expect("compile proto/etcd/kv.proto");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_fds(fds)
+        .expect("generate the etcd client");
+    println!("cargo:rerun-if-changed=proto/etcd/kv.proto");
 }
