@@ -412,6 +412,13 @@ pub enum Command {
         at_ms: u64,
         commands: Vec<Command>,
     },
+    /// `command` applied at most once under request id `id` (see `requests`): a copy of an
+    /// id already answered gets the first answer and changes nothing. Wraps a client or
+    /// worker write; never a batch, a checkpoint or another request.
+    Request {
+        id: crate::requests::RequestId,
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -431,6 +438,46 @@ impl Command {
             | Command::Checkpoint { at_ms }
             | Command::CheckpointHash { at_ms, .. }
             | Command::Batch { at_ms, .. } => *at_ms,
+            Command::Request { command, .. } => command.at_ms(),
+        }
+    }
+
+    /// Sets the proposer's timestamp (a batch's own, not its commands').
+    pub fn set_at_ms(&mut self, t: u64) {
+        match self {
+            Command::SubmitJobs { at_ms, .. }
+            | Command::SubmitWorkflow { at_ms, .. }
+            | Command::AssignTasks { at_ms, .. }
+            | Command::TaskStarted { at_ms, .. }
+            | Command::TaskFinished { at_ms, .. }
+            | Command::CancelJob { at_ms, .. }
+            | Command::NodeRegistered { at_ms, .. }
+            | Command::NodeFailed { at_ms, .. }
+            | Command::NodeRetired { at_ms, .. }
+            | Command::NodeRecovered { at_ms, .. }
+            | Command::Checkpoint { at_ms }
+            | Command::CheckpointHash { at_ms, .. }
+            | Command::Batch { at_ms, .. } => *at_ms = t,
+            Command::Request { command, .. } => command.set_at_ms(t),
+        }
+    }
+
+    /// `self` as a request under `id`, applied at most once. A request stays as it is.
+    pub fn once(self, id: crate::requests::RequestId) -> Command {
+        match self {
+            r @ Command::Request { .. } => r,
+            c => Command::Request {
+                id,
+                command: Box::new(c),
+            },
+        }
+    }
+
+    /// The command a request wraps, or itself.
+    pub fn inner(&self) -> &Command {
+        match self {
+            Command::Request { command, .. } => command,
+            other => other,
         }
     }
 
@@ -450,6 +497,7 @@ impl Command {
             Command::Checkpoint { .. } => "checkpoint",
             Command::CheckpointHash { .. } => "checkpoint_hash",
             Command::Batch { .. } => "batch",
+            Command::Request { command, .. } => command.kind(),
         }
     }
 
@@ -457,7 +505,7 @@ impl Command {
     /// itself, not a checkpoint (whose hash names its entry's index alone).
     pub fn batchable(&self) -> bool {
         !matches!(
-            self,
+            self.inner(),
             Command::Batch { .. } | Command::Checkpoint { .. } | Command::CheckpointHash { .. }
         )
     }

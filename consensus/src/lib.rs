@@ -10,6 +10,8 @@
 //! - `raft`: openraft's [`TypeConfig`](raft::TypeConfig), the [`LogStore`](raft::LogStore)
 //!   over the storage crate's log and the [`StateMachine`](raft::StateMachine) over
 //!   `ClusterState` with snapshots in the storage crate's snapshot store.
+//! - `requests`: the answered-request table that makes a write with a request id apply
+//!   at most once ([`Command::Request`]).
 //! - `tags`: the one rule for node tags and job constraints, with its bounds.
 //! - `replay`: offline replay of a data directory (snapshot + log), checking checkpoints.
 //! - `testkit`: an in-process network and node start-up for tests and benchmarks.
@@ -19,6 +21,7 @@ mod command;
 mod error;
 pub mod raft;
 pub mod replay;
+pub mod requests;
 mod state;
 pub mod tags;
 pub mod testkit;

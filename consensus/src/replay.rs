@@ -392,7 +392,16 @@ impl Run {
 
     fn apply(&mut self, index: u64, term: u64, cmd: &Command) {
         let before = self.job.map(|j| self.mark(j));
+        // A copy of a request already answered changes nothing; its history line says so.
+        let repeat_of = match cmd {
+            Command::Request { id, command } => match self.state.requests().lookup(id, command) {
+                crate::requests::Lookup::Answered(a) => Some((id.clone(), a.index)),
+                _ => None,
+            },
+            _ => None,
+        };
         let response = self.state.apply(index, cmd);
+        let cmd = cmd.inner();
         match (&response, cmd) {
             (Response::CheckpointRecorded { .. }, _) => self.checkpoints += 1,
             (Response::CheckpointCompared { matched: true }, _) => self.checkpoints_matched += 1,
@@ -421,8 +430,13 @@ impl Run {
             let created = matches!(&response, Response::Submitted { jobs } if jobs.contains(&job))
                 || matches!(&response, Response::WorkflowSubmitted { jobs, .. } if jobs.values().any(|j| *j == job));
             if after.is_some() && (after != before || created || names_job(cmd, job)) {
-                self.history
-                    .push(self.event(index, term, cmd, job, &response));
+                let mut event = self.event(index, term, cmd, job, &response);
+                if let Some((id, first)) = repeat_of {
+                    event.note = format!(
+                        "repeat of request {id:?} (answered at index {first}), not applied again"
+                    );
+                }
+                self.history.push(event);
             }
         }
     }

@@ -24,10 +24,13 @@ use crate::command::{
     WorkflowJob,
 };
 use crate::error::{ConsensusError, Invalid, Result};
+use crate::requests::{Lookup, RequestId, Requests};
 
 /// Checkpoint hashes kept for comparison with the leader's.
 pub const CHECKPOINTS_KEPT: usize = 64;
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 appends the answered-request table after the state; version 1 (no table)
+/// still loads, with an empty table.
+const SNAPSHOT_VERSION: u16 = 2;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -196,6 +199,10 @@ pub struct ClusterState {
     /// not compared; rebuilt after a snapshot load.
     #[serde(skip)]
     index: JobIndex,
+    /// Answered request ids (at-most-once writes). Replicated, hashed and snapshotted, but
+    /// encoded after the rest (snapshot version 2), so version 1 snapshots still load.
+    #[serde(skip)]
+    requests: Requests,
 }
 
 /// Indexes over the jobs, kept in step with them: [`ClusterState::touch`] takes a job out
@@ -387,6 +394,14 @@ struct HashView<'a> {
     checkpoints: &'a BTreeMap<u64, [u8; 32]>,
     counters: &'a Counters,
     last_applied: Option<u64>,
+    /// Left out while nothing was ever answered, so states of logs written before request
+    /// ids existed hash as they always did.
+    #[serde(skip_serializing_if = "pristine")]
+    requests: &'a Requests,
+}
+
+fn pristine(r: &&Requests) -> bool {
+    r.is_pristine()
 }
 
 impl Default for ClusterState {
@@ -403,6 +418,7 @@ impl Default for ClusterState {
             last_applied: None,
             digests: JobDigests::default(),
             index: JobIndex::default(),
+            requests: Requests::default(),
         }
     }
 }
@@ -458,7 +474,44 @@ impl ClusterState {
         self.index.touched.insert(id);
     }
 
+    /// Applies `command` under request id `id` unless the id was answered already.
+    fn apply_request(&mut self, index: u64, id: &RequestId, command: &Command) -> Response {
+        self.last_applied = Some(index);
+        let refused = id.check().err().or_else(|| {
+            (!command.batchable() || matches!(command, Command::Request { .. })).then(|| {
+                Invalid::new(
+                    "request",
+                    format!("a {} cannot be a request", command.kind()),
+                )
+            })
+        });
+        if let Some(e) = refused {
+            self.counters.rejected_commands += 1;
+            return Response::Rejected(e);
+        }
+        match self.requests.lookup(id, command) {
+            Lookup::Answered(a) => {
+                let first = a.response.clone();
+                self.requests.count_repeat();
+                first
+            }
+            Lookup::Conflict(e) => {
+                self.requests.count_conflict();
+                self.counters.rejected_commands += 1;
+                Response::Rejected(e)
+            }
+            Lookup::New => {
+                let response = self.apply_command(index, command);
+                self.requests.remember(id, command, index, response.clone());
+                response
+            }
+        }
+    }
+
     fn apply_command(&mut self, index: u64, command: &Command) -> Response {
+        if let Command::Request { id, command } = command {
+            return self.apply_request(index, id, command);
+        }
         self.last_applied = Some(index);
         let response = match command {
             Command::SubmitJobs { at_ms, jobs } => self.submit_jobs(*at_ms, jobs),
@@ -489,6 +542,7 @@ impl ClusterState {
             }
             Command::NodeRecovered { at_ms, node } => self.node_recovered(*at_ms, *node),
             Command::Batch { .. } => unreachable!("apply takes batches apart"),
+            Command::Request { .. } => unreachable!("taken above"),
             Command::Checkpoint { .. } => {
                 let hash = self.hash();
                 self.checkpoints.insert(index, hash);
@@ -551,6 +605,11 @@ impl ClusterState {
     /// proposed anyway (two copies in flight), so the result does not depend on timing.
     pub fn repeat(&self, command: &Command) -> Option<Response> {
         match command {
+            Command::Request { id, command } => match self.requests.lookup(id, command) {
+                Lookup::Answered(a) => Some(a.response.clone()),
+                Lookup::Conflict(_) => None,
+                Lookup::New => self.repeat(command),
+            },
             Command::SubmitJobs { jobs, .. } => {
                 let ids: Option<Vec<JobId>> = jobs.iter().map(|s| self.job_of_key(s)).collect();
                 ids.filter(|ids| !ids.is_empty())
@@ -593,6 +652,19 @@ impl ClusterState {
     /// removed, so what passes here passes on every later state too.
     pub fn check(&self, command: &Command) -> std::result::Result<(), Invalid> {
         match command {
+            Command::Request { id, command } => {
+                id.check()?;
+                if !command.batchable() || matches!(**command, Command::Request { .. }) {
+                    return Err(Invalid::new(
+                        "request",
+                        format!("a {} cannot be a request", command.kind()),
+                    ));
+                }
+                if let Lookup::Conflict(e) = self.requests.lookup(id, command) {
+                    return Err(e);
+                }
+                self.check(command)
+            }
             Command::SubmitJobs { jobs, .. } => self.check_submit(jobs),
             Command::SubmitWorkflow { name, jobs, .. } => {
                 self.plan_workflow(name, jobs).map(|_| ())
@@ -1070,13 +1142,15 @@ impl ClusterState {
             checkpoints: &self.checkpoints,
             counters: &self.counters,
             last_applied: self.last_applied,
+            requests: &self.requests,
         };
         *blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes")).as_bytes()
     }
 
     /// The state as snapshot bytes (versioned).
     pub fn to_snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(&(SNAPSHOT_VERSION, self)).expect("state always encodes")
+        postcard::to_stdvec(&(SNAPSHOT_VERSION, self, &self.requests))
+            .expect("state always encodes")
     }
 
     /// Streams the state's snapshot encoding (the same bytes as [`to_snapshot`]) into `w`,
@@ -1085,7 +1159,7 @@ impl ClusterState {
     /// [`to_snapshot`]: ClusterState::to_snapshot
     pub fn write_snapshot<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
         let w = std::io::BufWriter::with_capacity(1 << 16, w);
-        postcard::to_io(&(SNAPSHOT_VERSION, self), w)
+        postcard::to_io(&(SNAPSHOT_VERSION, self, &self.requests), w)
             .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
@@ -1094,14 +1168,18 @@ impl ClusterState {
     pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState> {
         let (version, rest): (u16, &[u8]) =
             postcard::take_from_bytes(bytes).map_err(|e| ConsensusError::Decode(e.to_string()))?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(ConsensusError::UnsupportedVersion {
                 found: version,
                 supported: SNAPSHOT_VERSION,
             });
         }
-        let mut state: ClusterState =
-            postcard::from_bytes(rest).map_err(|e| ConsensusError::Decode(e.to_string()))?;
+        let decode = |e: postcard::Error| ConsensusError::Decode(e.to_string());
+        let (mut state, rest): (ClusterState, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(decode)?;
+        if version >= 2 {
+            state.requests = postcard::from_bytes(rest).map_err(decode)?;
+        }
         state.index = JobIndex::rebuilt(&state.jobs);
         Ok(state)
     }
@@ -1191,6 +1269,11 @@ impl ClusterState {
             l.memory_bytes += j.spec.resources.memory_bytes;
         }
         l
+    }
+
+    /// The answered-request table (at-most-once writes).
+    pub fn requests(&self) -> &Requests {
+        &self.requests
     }
 
     pub fn counters(&self) -> &Counters {
@@ -1849,5 +1932,136 @@ mod tests {
             ),
             Response::Ignored { .. }
         ));
+    }
+
+    fn request(id: &str, at_ms: u64, name: &str) -> Command {
+        Command::SubmitJobs {
+            at_ms,
+            jobs: vec![JobSpec::new(name, &["echo", name])],
+        }
+        .once(RequestId::Client(id.into()))
+    }
+
+    #[test]
+    fn a_request_applies_once_and_its_copies_get_the_first_answer() {
+        let mut s = ClusterState::new();
+        let first = s.apply(1, &request("r1", 10, "a"));
+        assert_eq!(first, Response::Submitted { jobs: vec![1] });
+        // A resend (new timestamp), also inside a batch: answered, not applied.
+        assert_eq!(s.apply(2, &request("r1", 99, "a")), first);
+        let batch = Command::Batch {
+            at_ms: 100,
+            commands: vec![request("r1", 100, "a"), request("r2", 100, "b")],
+        };
+        assert_eq!(
+            s.apply(3, &batch),
+            Response::Batch(vec![first.clone(), Response::Submitted { jobs: vec![2] }])
+        );
+        assert_eq!(s.job_count(), 2);
+        assert_eq!(s.requests().repeats(), 2);
+        // The proposer's shortcut gives the same answer without an entry.
+        assert_eq!(s.repeat(&request("r1", 200, "a")), Some(first));
+        // The same id for another request is refused, before and at apply.
+        assert!(s.check(&request("r1", 200, "other")).is_err());
+        assert!(matches!(
+            s.apply(4, &request("r1", 200, "other")),
+            Response::Rejected(e) if e.to_string().contains("another request")
+        ));
+        assert_eq!(s.job_count(), 2);
+        // A request wraps one write: not a checkpoint, not another request.
+        let nested = request("r3", 1, "x").once(RequestId::Client("outer".into()));
+        assert!(
+            matches!(nested, Command::Request { ref command, .. } if !matches!(**command, Command::Request { .. }))
+        );
+        let checkpoint = Command::Request {
+            id: RequestId::Client("r4".into()),
+            command: Box::new(Command::Checkpoint { at_ms: 1 }),
+        };
+        assert!(s.check(&checkpoint).is_err());
+        assert!(matches!(s.apply(5, &checkpoint), Response::Rejected(_)));
+    }
+
+    #[test]
+    fn the_request_table_survives_a_snapshot_and_is_hashed() {
+        let mut a = ClusterState::new();
+        let mut b = ClusterState::new();
+        for (i, s) in [&mut a, &mut b].into_iter().enumerate() {
+            s.apply(1, &node(1));
+            s.apply(2, &request("r1", 10, "a"));
+            // The same jobs, one state without request ids.
+            if i == 0 {
+                s.apply(3, &request("r2", 11, "b"));
+            } else {
+                s.apply(
+                    3,
+                    &Command::SubmitJobs {
+                        at_ms: 11,
+                        jobs: vec![JobSpec::new("b", &["echo", "b"])],
+                    },
+                );
+            }
+        }
+        assert_eq!(a.jobs().collect::<Vec<_>>(), b.jobs().collect::<Vec<_>>());
+        assert_ne!(a.hash(), b.hash(), "the table is part of the state hash");
+        let restored = ClusterState::from_snapshot(&a.to_snapshot()).unwrap();
+        assert_eq!(restored, a);
+        assert_eq!(restored.hash(), a.hash());
+        assert_eq!(restored.requests().len(), 2);
+        // Still deduplicated after the restore.
+        let mut r = restored;
+        assert_eq!(
+            r.apply(4, &request("r2", 50, "b")),
+            Response::Submitted { jobs: vec![2] }
+        );
+        assert_eq!(r.job_count(), 2);
+    }
+
+    #[test]
+    fn a_state_without_requests_hashes_and_loads_as_before() {
+        let mut s = ClusterState::new();
+        s.apply(1, &node(1));
+        s.apply(
+            2,
+            &Command::SubmitJobs {
+                at_ms: 10,
+                jobs: vec![JobSpec::new("a", &["true"])],
+            },
+        );
+        // Version 1 snapshots (no table) load, with an empty table and the same hash.
+        let v1 = postcard::to_stdvec(&(1u16, &s)).unwrap();
+        let loaded = ClusterState::from_snapshot(&v1).unwrap();
+        assert_eq!(loaded, s);
+        assert_eq!(loaded.hash(), s.hash());
+        // An empty table adds nothing to the hash: it is the hash of the view as it was
+        // before request ids existed.
+        #[derive(Serialize)]
+        struct Before<'a> {
+            jobs: u64,
+            jobs_digest: [u8; 32],
+            workflows: &'a BTreeMap<WorkflowId, Workflow>,
+            nodes: &'a BTreeMap<NodeId, Node>,
+            idempotency: &'a BTreeMap<String, JobId>,
+            next_job: JobId,
+            next_workflow: WorkflowId,
+            checkpoints: &'a BTreeMap<u64, [u8; 32]>,
+            counters: &'a Counters,
+            last_applied: Option<u64>,
+        }
+        let before = Before {
+            jobs: s.jobs.len() as u64,
+            jobs_digest: s.digests.of(&s.jobs),
+            workflows: &s.workflows,
+            nodes: &s.nodes,
+            idempotency: &s.idempotency,
+            next_job: s.next_job,
+            next_workflow: s.next_workflow,
+            checkpoints: &s.checkpoints,
+            counters: &s.counters,
+            last_applied: s.last_applied,
+        };
+        let old = *blake3::hash(&postcard::to_stdvec(&before).unwrap()).as_bytes();
+        assert_eq!(old, s.hash());
+        s.apply(3, &request("r1", 10, "b"));
+        assert_ne!(old, s.hash());
     }
 }

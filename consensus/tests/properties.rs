@@ -3,10 +3,14 @@
 //! - two instances applying the same sequence reach the same state and hash;
 //! - a snapshot taken at any step and restored continues to the same hash;
 //! - no job ever has two succeeded attempts;
-//! - a job never has an attempt before all its dependencies succeeded.
+//! - a job never has an attempt before all its dependencies succeeded;
+//! - the commands grouped into batches give the same state;
+//! - the commands sent as requests, some twice (resends), give the same jobs, and every
+//!   copy gets its first answer.
 
 use std::collections::BTreeMap;
 
+use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
     Assignment, Capacity, ClusterState, Command, Exit, JobSpec, JobState, NodeInfo, Outcome,
     Response, RetryPolicy, Role, WorkflowJob,
@@ -172,6 +176,45 @@ fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
         i = end;
     }
     prop_assert_eq!(c.hash(), a.hash(), "batched and one by one differ");
+    // The same commands as requests, every third sent again one entry later with a later
+    // timestamp (a resend to a new leader): each copy is answered with the first answer,
+    // changes nothing, and the jobs end as the commands applied once leave them.
+    let mut d = ClusterState::new();
+    let mut index = 0u64;
+    let mut resend: Option<(Command, Response)> = None;
+    for (i, cmd) in cmds.iter().enumerate() {
+        let req = if cmd.batchable() {
+            cmd.clone().once(RequestId::Node {
+                node: 1,
+                incarnation: 7,
+                seq: i as u64,
+            })
+        } else {
+            cmd.clone()
+        };
+        index += 1;
+        let first = d.apply(index, &req);
+        if let Some((copy, answer)) = resend.take() {
+            index += 1;
+            prop_assert_eq!(d.apply(index, &copy), answer);
+        }
+        if i % 3 == 0 && req.batchable() {
+            let mut copy = req.clone();
+            copy.set_at_ms(cmd.at_ms() + 1_000);
+            resend = Some((copy, first));
+        }
+        prop_assert!(d.indexes_consistent());
+    }
+    if let Some((copy, answer)) = resend {
+        prop_assert_eq!(d.apply(index + 1, &copy), answer);
+    }
+    prop_assert!(
+        d.jobs().eq(a.jobs()),
+        "requests sent twice changed the jobs"
+    );
+    let restored_d = ClusterState::from_snapshot(&d.to_snapshot())
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(restored_d.hash(), d.hash());
     if let Some(r) = restored {
         prop_assert_eq!(r.hash(), a.hash(), "snapshot + replay diverged");
     }

@@ -1,0 +1,369 @@
+//! At-most-once writes: the answered-request table (client sessions, Raft dissertation
+//! §6.3).
+//!
+//! A write that may reach the log twice — a follower resending it to a new leader while
+//! the first copy may still commit, a client retrying at another node — travels as
+//! [`Command::Request`](crate::Command::Request) with a request id. Apply looks the id up
+//! here first: an id already answered is not applied again, and the copy gets the first
+//! copy's answer. The table is part of the replicated state (snapshotted, in the state
+//! hash), so every node and every replay dedupes the same copies.
+//!
+//! The table is bounded: it remembers the last [`REQUESTS_REMEMBERED_MAX`] answered ids, and
+//! none older than [`REQUEST_RETENTION_MS`] (counted on the latest proposer time apply has
+//! seen, the only clock apply knows).
+//! A copy arriving later than that is applied as new, so a retry must come within the
+//! retention; a server's own resends come within its write timeout, far inside it.
+//!
+//! An id names one request: a copy whose command differs from the first (other than in its
+//! timestamp) is refused, not answered with another request's result.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Command;
+use crate::error::Invalid;
+use crate::state::Response;
+
+/// Longest request id, in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Answered request ids remembered at most; the oldest is forgotten first.
+pub const REQUESTS_REMEMBERED_MAX: usize = 100_000;
+/// How long an answered request id is remembered (proposer time), at most.
+pub const REQUEST_RETENTION_MS: u64 = 10 * 60 * 1000;
+
+/// Names one request. A client names its own (its retries carry the same); a node names
+/// the writes that arrive without one (its resends carry the same), so the two never
+/// collide.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RequestId {
+    /// Chosen by a client: 1..=[`REQUEST_ID_BYTES_MAX`] bytes, no control characters.
+    Client(String),
+    /// Assigned by node `node` in its run `incarnation` (random per start), `seq`-th.
+    Node {
+        node: u64,
+        incarnation: u64,
+        seq: u64,
+    },
+}
+
+impl RequestId {
+    /// Whether the id is well formed (a client's within its bounds).
+    pub fn check(&self) -> Result<(), Invalid> {
+        let RequestId::Client(id) = self else {
+            return Ok(());
+        };
+        if id.is_empty() || id.len() > REQUEST_ID_BYTES_MAX {
+            return Err(Invalid::new(
+                "request_id",
+                format!("must hold 1..={REQUEST_ID_BYTES_MAX} bytes (REQUEST_ID_BYTES_MAX)"),
+            ));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Invalid::new(
+                "request_id",
+                "must not contain control characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestId::Client(id) => write!(f, "{id:?}"),
+            RequestId::Node {
+                node,
+                incarnation,
+                seq,
+            } => write!(f, "node {node} run {incarnation:016x} #{seq}"),
+        }
+    }
+}
+
+/// A request id's first answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    /// When the first copy was applied: the latest proposer time seen by then.
+    pub at_ms: u64,
+    /// The log index of the entry that applied it.
+    pub index: u64,
+    /// What the command is, without its timestamp (see [`fingerprint`]).
+    pub fingerprint: [u8; 16],
+    pub response: Response,
+}
+
+/// The answered-request table. See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requests {
+    answered: BTreeMap<RequestId, Answered>,
+    /// Ids in the order they were answered, for eviction.
+    order: VecDeque<RequestId>,
+    /// The latest proposer time seen; retention counts back from it.
+    clock_ms: u64,
+    /// Copies answered from the table instead of applied.
+    repeats: u64,
+    /// Copies refused because their id named another request.
+    conflicts: u64,
+    remembered_max: usize,
+    retention_ms: u64,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests::with_bounds(REQUESTS_REMEMBERED_MAX, REQUEST_RETENTION_MS)
+    }
+}
+
+/// What the table says of a copy of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Not answered yet (or forgotten): apply it.
+    New,
+    /// Answered: this is the first copy's answer.
+    Answered(&'a Answered),
+    /// The id was answered for a different command.
+    Conflict(Invalid),
+}
+
+impl Requests {
+    /// A table with other bounds (tests); every node of a cluster must use the same.
+    pub fn with_bounds(remembered_max: usize, retention_ms: u64) -> Requests {
+        Requests {
+            answered: BTreeMap::new(),
+            order: VecDeque::new(),
+            clock_ms: 0,
+            repeats: 0,
+            conflicts: 0,
+            remembered_max,
+            retention_ms,
+        }
+    }
+
+    /// What the table knows of a copy of `command` under `id`.
+    pub fn lookup(&self, id: &RequestId, command: &Command) -> Lookup<'_> {
+        match self.answered.get(id) {
+            None => Lookup::New,
+            Some(a) if a.fingerprint == fingerprint(command) => Lookup::Answered(a),
+            Some(a) => Lookup::Conflict(Invalid::new(
+                "request_id",
+                format!(
+                    "{id} already names another request (answered at log index {}); use a new id for a new request",
+                    a.index
+                ),
+            )),
+        }
+    }
+
+    /// Counts a copy answered from the table.
+    pub(crate) fn count_repeat(&mut self) {
+        self.repeats += 1;
+    }
+
+    /// Counts a copy refused for naming another request.
+    pub(crate) fn count_conflict(&mut self) {
+        self.conflicts += 1;
+    }
+
+    /// Remembers `id`'s first answer, then forgets what is past the bounds.
+    pub(crate) fn remember(
+        &mut self,
+        id: &RequestId,
+        command: &Command,
+        index: u64,
+        response: Response,
+    ) {
+        // Time only moves forward here: a proposer whose clock is behind the others' gets
+        // the table's time, so its ids are kept for the whole retention too.
+        self.clock_ms = self.clock_ms.max(command.at_ms());
+        let answered = Answered {
+            at_ms: self.clock_ms,
+            index,
+            fingerprint: fingerprint(command),
+            response,
+        };
+        if self.answered.insert(id.clone(), answered).is_none() {
+            self.order.push_back(id.clone());
+        }
+        self.evict();
+    }
+
+    fn evict(&mut self) {
+        let horizon = self.clock_ms.saturating_sub(self.retention_ms);
+        while let Some(oldest) = self.order.front() {
+            let expired = self.answered.get(oldest).is_none_or(|a| a.at_ms < horizon);
+            if self.order.len() <= self.remembered_max && !expired {
+                break;
+            }
+            let id = self.order.pop_front().expect("a front");
+            self.answered.remove(&id);
+        }
+    }
+
+    /// Answered ids remembered now.
+    pub fn len(&self) -> usize {
+        self.answered.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answered.is_empty()
+    }
+
+    /// Copies answered from the table so far.
+    pub fn repeats(&self) -> u64 {
+        self.repeats
+    }
+
+    /// Copies refused for naming another request so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts
+    }
+
+    /// Whether the table is as a fresh state has it (nothing answered, nothing counted):
+    /// then it adds nothing to the state hash, so logs written before request ids existed
+    /// hash as they always did.
+    pub(crate) fn is_pristine(&self) -> bool {
+        self.answered.is_empty() && self.repeats == 0 && self.conflicts == 0
+    }
+}
+
+/// 16 bytes of BLAKE3 over the command's encoding with its timestamp zeroed: a resend or a
+/// client's retry carries a new timestamp but is the same request.
+pub fn fingerprint(command: &Command) -> [u8; 16] {
+    let mut timeless = command.clone();
+    timeless.set_at_ms(0);
+    let mut h = blake3::Hasher::new();
+    postcard::to_io(&timeless, &mut h).expect("commands always encode");
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::JobSpec;
+
+    fn submit(at_ms: u64, name: &str) -> Command {
+        Command::SubmitJobs {
+            at_ms,
+            jobs: vec![JobSpec::new(name, &["true"])],
+        }
+    }
+
+    fn c(id: &str) -> RequestId {
+        RequestId::Client(id.into())
+    }
+
+    fn answered(jobs: Vec<u64>) -> Response {
+        Response::Submitted { jobs }
+    }
+
+    #[test]
+    fn a_copy_gets_the_first_answer_and_a_different_command_is_refused() {
+        let mut t = Requests::default();
+        assert_eq!(t.lookup(&c("r1"), &submit(1, "a")), Lookup::New);
+        t.remember(&c("r1"), &submit(1, "a"), 7, answered(vec![1]));
+        // The same request later (a resend has a new timestamp).
+        match t.lookup(&c("r1"), &submit(99, "a")) {
+            Lookup::Answered(a) => {
+                assert_eq!(a.index, 7);
+                assert_eq!(a.response, answered(vec![1]));
+            }
+            other => panic!("expected the first answer, got {other:?}"),
+        }
+        match t.lookup(&c("r1"), &submit(1, "b")) {
+            Lookup::Conflict(e) => assert!(e.to_string().contains("another request"), "{e}"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(t.lookup(&c("r2"), &submit(1, "a")), Lookup::New);
+    }
+
+    #[test]
+    fn the_oldest_ids_are_forgotten_at_the_bound() {
+        let mut t = Requests::with_bounds(3, u64::MAX);
+        for i in 0..5u64 {
+            t.remember(&c(&format!("r{i}")), &submit(i, "a"), i, answered(vec![i]));
+        }
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.lookup(&c("r0"), &submit(0, "a")), Lookup::New);
+        assert_eq!(t.lookup(&c("r1"), &submit(1, "a")), Lookup::New);
+        assert!(matches!(
+            t.lookup(&c("r2"), &submit(2, "a")),
+            Lookup::Answered(_)
+        ));
+        assert!(matches!(
+            t.lookup(&c("r4"), &submit(4, "a")),
+            Lookup::Answered(_)
+        ));
+        // The named bound holds for the default table too.
+        let mut d = Requests::default();
+        for i in 0..(REQUESTS_REMEMBERED_MAX as u64 + 10) {
+            d.remember(&c(&i.to_string()), &submit(5, "a"), i, Response::Done);
+        }
+        assert_eq!(d.len(), REQUESTS_REMEMBERED_MAX);
+        assert_eq!(d.lookup(&c("9"), &submit(5, "a")), Lookup::New);
+        assert!(matches!(
+            d.lookup(&c("10"), &submit(5, "a")),
+            Lookup::Answered(_)
+        ));
+    }
+
+    #[test]
+    fn ids_older_than_the_retention_are_forgotten() {
+        let mut t = Requests::with_bounds(100, 1_000);
+        t.remember(&c("old"), &submit(10_000, "a"), 1, Response::Done);
+        t.remember(&c("mid"), &submit(10_500, "a"), 2, Response::Done);
+        assert_eq!(t.len(), 2);
+        // 11,001 - 1,000 > 10,000: "old" is past the retention, "mid" is not.
+        t.remember(&c("new"), &submit(11_001, "a"), 3, Response::Done);
+        assert_eq!(t.lookup(&c("old"), &submit(0, "a")), Lookup::New);
+        assert!(matches!(
+            t.lookup(&c("mid"), &submit(0, "a")),
+            Lookup::Answered(_)
+        ));
+        // A proposer whose clock is behind does not bring time back: its id is kept from
+        // the table's time, as long as any other.
+        t.remember(&c("late"), &submit(5, "a"), 4, Response::Done);
+        assert!(matches!(
+            t.lookup(&c("late"), &submit(0, "a")),
+            Lookup::Answered(_)
+        ));
+        t.remember(&c("next"), &submit(11_600, "a"), 5, Response::Done);
+        assert_eq!(t.lookup(&c("mid"), &submit(0, "a")), Lookup::New);
+        assert!(matches!(
+            t.lookup(&c("late"), &submit(0, "a")),
+            Lookup::Answered(_)
+        ));
+    }
+
+    #[test]
+    fn request_ids_are_bounded_and_printable() {
+        assert!(c("a").check().is_ok());
+        assert!(c(&"x".repeat(REQUEST_ID_BYTES_MAX)).check().is_ok());
+        assert!(c(&"x".repeat(REQUEST_ID_BYTES_MAX + 1)).check().is_err());
+        assert!(c("").check().is_err());
+        assert!(c("a\nb").check().is_err());
+        let node = RequestId::Node {
+            node: 1,
+            incarnation: 2,
+            seq: 3,
+        };
+        assert!(node.check().is_ok());
+        // A client cannot name a node's request.
+        assert_ne!(c(&node.to_string()), node);
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_only_the_timestamp() {
+        assert_eq!(fingerprint(&submit(1, "a")), fingerprint(&submit(2, "a")));
+        assert_ne!(fingerprint(&submit(1, "a")), fingerprint(&submit(1, "b")));
+        let cancel = |job| Command::CancelJob {
+            at_ms: 1,
+            job,
+            reason: "r".into(),
+        };
+        assert_ne!(fingerprint(&cancel(1)), fingerprint(&cancel(2)));
+    }
+}
