@@ -7,11 +7,17 @@
 //!  propose (follower) ──▶ queue ──▶ forwarder ──ForwardBatch──▶ leader: execute each ──▶ replies
 //!                                   ≤ FORWARDS_IN_FLIGHT_MAX calls at once
 //! ```
+//!
+//! A call is abandoned as soon as this node sees another leader (or none) than the one it
+//! went to: a frozen or dead leader does not hold the writes in it, or a call slot, until
+//! the timeout. Their outcome is then unknown; the proposer resends them to the new leader
+//! under the same request ids (see `Node::propose`), which the state applies once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use openraft::{BasicNode, RaftMetrics};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::api::internal::RaftRequest;
 use crate::error::{Result, ServerError};
@@ -41,23 +47,31 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts forwarding for node `from`; a call not answered within `timeout` fails every
-    /// write in it (they may still be applied: the error says so).
-    pub fn start(peers: Arc<Peers>, from: u64, timeout: Duration) -> Forwarder {
+    /// Starts forwarding for node `from`; a call not answered within `timeout`, or still
+    /// on its way when `metrics` shows another leader, fails every write in it (they may
+    /// still be applied: the error says so).
+    pub fn start(
+        peers: Arc<Peers>,
+        from: u64,
+        metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+        timeout: Duration,
+    ) -> Forwarder {
         let (tx, rx) = mpsc::channel(FORWARD_QUEUE_MAX);
-        tokio::spawn(run(peers, from, rx, timeout));
+        tokio::spawn(run(peers, from, metrics, rx, timeout));
         Forwarder { tx }
     }
 
-    /// Sends `proposal` (`bytes` encoded) to `leader` at `addr` with the next batch. A
-    /// connection refused or a node that is not the leader is `NotLeader` (nothing was
-    /// proposed, so retrying is safe); any other failure leaves the outcome unknown.
+    /// Sends `proposal` (`bytes` encoded) to `leader` at `addr` with the next batch and
+    /// waits at most `wait` for the answer. A connection refused or a node that is not the
+    /// leader is `NotLeader` (nothing was proposed); a failure with an unknown outcome is
+    /// `Unavailable`.
     pub async fn forward(
         &self,
         leader: u64,
         addr: String,
         proposal: Proposal,
         bytes: usize,
+        wait: Duration,
     ) -> Result<ProposalReply> {
         let (reply, rx) = oneshot::channel();
         let item = Item {
@@ -70,12 +84,24 @@ impl Forwarder {
         if self.tx.send(item).await.is_err() {
             return Err(ServerError::Unavailable("the node is shutting down".into()));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(ServerError::Unavailable("the node is shutting down".into())))
+        match tokio::time::timeout(wait, rx).await {
+            Ok(answer) => answer.unwrap_or_else(|_| {
+                Err(ServerError::Unavailable("the node is shutting down".into()))
+            }),
+            Err(_) => Err(ServerError::Unavailable(format!(
+                "leader {leader} did not answer within the write timeout; the write may or may not have been applied"
+            ))),
+        }
     }
 }
 
-async fn run(peers: Arc<Peers>, from: u64, mut rx: mpsc::Receiver<Item>, timeout: Duration) {
+async fn run(
+    peers: Arc<Peers>,
+    from: u64,
+    metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+    mut rx: mpsc::Receiver<Item>,
+    timeout: Duration,
+) {
     let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     let mut held: Option<Item> = None;
     loop {
@@ -102,8 +128,9 @@ async fn run(peers: Arc<Peers>, from: u64, mut rx: mpsc::Receiver<Item>, timeout
             batch.push(i);
         }
         let peers = peers.clone();
+        let moved = leader_moved(metrics.clone(), leader);
         tokio::spawn(async move {
-            send(&peers, from, leader, &addr, batch, timeout).await;
+            send(&peers, from, leader, &addr, batch, timeout, moved).await;
             drop(permit);
         });
     }
@@ -116,6 +143,7 @@ async fn send(
     addr: &str,
     batch: Vec<Item>,
     timeout: Duration,
+    moved: impl std::future::Future<Output = ()>,
 ) {
     let (proposals, replies): (Vec<Proposal>, Vec<oneshot::Sender<Result<ProposalReply>>>) =
         batch.into_iter().map(|i| (i.proposal, i.reply)).unzip();
@@ -131,7 +159,19 @@ async fn send(
                 body: encode(&proposals),
             });
             req.set_timeout(timeout);
-            match client.forward_batch(req).await {
+            let answer = tokio::select! {
+                a = client.forward_batch(req) => Some(a),
+                _ = moved => None,
+            };
+            match answer {
+                None => (0..n)
+                    .map(|_| {
+                        Err(ServerError::Unavailable(format!(
+                            "leader {leader} was replaced while the write was on its way to it; it may or may not have been applied"
+                        )))
+                    })
+                    .collect(),
+                Some(answer) => match answer {
                 Ok(reply) => match decode::<Vec<ProposalReply>>(&reply.get_ref().body) {
                     Ok(rs) if rs.len() == n => rs.into_iter().map(Ok).collect(),
                     Ok(rs) => (0..n)
@@ -162,10 +202,24 @@ async fn send(
                         )))
                     })
                     .collect(),
+                },
             }
         }
     };
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);
+    }
+}
+
+/// Resolves once `metrics` shows a leader other than `leader`, or none.
+async fn leader_moved(mut metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>, leader: u64) {
+    loop {
+        if metrics.borrow_and_update().current_leader != Some(leader) {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            // Raft stopped: the node is shutting down; the call's own timeout ends it.
+            std::future::pending::<()>().await;
+        }
     }
 }

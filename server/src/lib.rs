@@ -39,6 +39,9 @@ mod tags;
 mod transport;
 mod worker;
 
+pub use cathedral_consensus::requests::{
+    REQUESTS_REMEMBERED_MAX, REQUEST_ID_BYTES_MAX, REQUEST_RETENTION_MS,
+};
 pub use config::{Args, Config, Placement, Role, SLOTS_MAX, VOTERS_MAX};
 pub use convert::DEFAULT_TIMEOUT_MS;
 pub use error::{Result, ServerError};

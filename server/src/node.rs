@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use cathedral_consensus::raft::{
     AppliedHandle, CommittedHandle, LogStore, StateMachine, TypeConfig,
 };
+use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
     Capacity, Command, Invalid, NodeInfo, NodeStatus, Response, Role as NodeRole,
 };
@@ -91,6 +92,11 @@ pub struct Node {
     forwarder: crate::forwarder::Forwarder,
     /// Notified when an AppendEntries from a leader was taken (see `quiet_start`).
     leader_heard: Arc<tokio::sync::Notify>,
+    /// This run of the node, random per start: request ids it assigns never repeat an
+    /// earlier run's.
+    incarnation: u64,
+    /// The next request id's sequence number in this run.
+    next_request: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -176,9 +182,12 @@ impl Node {
         let forwarder = crate::forwarder::Forwarder::start(
             peers.clone(),
             identity.node_id,
+            raft.metrics(),
             Duration::from_millis(config.write_timeout_ms),
         );
         Ok(Arc::new(Node {
+            incarnation: rand::random(),
+            next_request: std::sync::atomic::AtomicU64::new(1),
             leader_heard,
             batcher,
             forwarder,
@@ -640,10 +649,33 @@ impl Node {
             .map(|n| n.addr.clone())
     }
 
+    /// A request id no other write of any run of any node carries.
+    pub fn new_request_id(&self) -> RequestId {
+        RequestId::Node {
+            node: self.id,
+            incarnation: self.incarnation,
+            seq: self
+                .next_request
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Commits `proposal` through the leader, wherever it is, and waits until this node
-    /// applied it. Retries only while it is sure nothing was proposed (no leader, or the
-    /// node asked is not the leader), up to the write timeout.
+    /// applied it, within the write timeout.
+    ///
+    /// Every write goes as a request (the caller's id, or one this node assigns), which
+    /// the state applies at most once; so when the outcome of a try is unknown — the leader
+    /// it was forwarded to was replaced or stopped answering, a leader lost its office
+    /// mid-write — the same request is sent again to whoever leads now, at once. Only a
+    /// membership change (`RemoveNode`) is not resent after an unknown outcome.
     pub async fn propose(&self, proposal: Proposal) -> Result<(u64, Response)> {
+        let proposal = match proposal {
+            Proposal::Write(cmd) if cmd.batchable() => {
+                Proposal::Write(cmd.once(self.new_request_id()))
+            }
+            other => other,
+        };
+        let resendable = matches!(&proposal, Proposal::Write(Command::Request { .. }));
         let bytes = match &proposal {
             Proposal::Write(cmd) => cmd.encoded_len(),
             Proposal::RemoveNode(_) => 16,
@@ -665,17 +697,33 @@ impl Node {
         let deadline = Instant::now() + timeout;
         loop {
             let asked = self.raft.current_leader().await;
-            let reply = match asked {
-                Some(l) if l == self.id => self.execute(&proposal).await,
+            let tried = match asked {
+                Some(l) if l == self.id => Ok(self.execute(&proposal).await),
                 Some(l) => match self.address_of(l) {
                     Some(addr) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
                         self.forwarder
-                            .forward(l, addr, proposal.clone(), bytes)
-                            .await?
+                            .forward(l, addr, proposal.clone(), bytes, left)
+                            .await
                     }
-                    None => ProposalReply::NotLeader { leader: None },
+                    None => Ok(ProposalReply::NotLeader { leader: None }),
                 },
-                None => ProposalReply::NotLeader { leader: None },
+                None => Ok(ProposalReply::NotLeader { leader: None }),
+            };
+            let reply = match tried {
+                Ok(ProposalReply::Failed(m)) | Err(ServerError::Unavailable(m)) => {
+                    // The outcome is unknown. A request is sent again (to the new leader as
+                    // soon as one is known); anything else reports it.
+                    if resendable && Instant::now() < deadline {
+                        tracing::debug!(leader = ?asked, "resending a write: {m}");
+                        self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
+                            .await;
+                        continue;
+                    }
+                    return Err(ServerError::Unavailable(m));
+                }
+                Err(e) => return Err(e),
+                Ok(r) => r,
             };
             match reply {
                 ProposalReply::Done { index, response } => {
@@ -683,7 +731,7 @@ impl Node {
                     if self.applied_index() < index {
                         let _ = self
                             .raft
-                            .wait(Some(timeout))
+                            .wait(Some(deadline.saturating_duration_since(Instant::now())))
                             .applied_index_at_least(Some(index), "read your write")
                             .await;
                     }

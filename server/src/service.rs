@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{hex, Command, JobId, Response as Applied};
 use openraft::ServerState;
 use tokio::sync::mpsc;
@@ -65,18 +66,33 @@ impl Api {
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
+/// `cmd` under the client's request id, if it gave one (see the proto's "Retrying
+/// writes"); without one, the node assigns an id when it proposes.
+fn with_request_id(cmd: Command, request_id: String) -> Result<Command, Status> {
+    if request_id.is_empty() {
+        return Ok(cmd);
+    }
+    let id = RequestId::Client(request_id);
+    id.check().map_err(|e| Status::from(ServerError::from(e)))?;
+    Ok(cmd.once(id))
+}
+
 #[tonic::async_trait]
 impl JobService for Api {
     async fn submit_job(
         &self,
         req: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = spec_from_pb(req.into_inner().spec, "spec")?;
+        let req = req.into_inner();
+        let spec = spec_from_pb(req.spec, "spec")?;
         self.node.refuse_if_partitioned()?;
-        let cmd = Command::SubmitJobs {
-            at_ms: now_ms(),
-            jobs: vec![spec],
-        };
+        let cmd = with_request_id(
+            Command::SubmitJobs {
+                at_ms: now_ms(),
+                jobs: vec![spec],
+            },
+            req.request_id,
+        )?;
         match self.node.propose(Proposal::Write(cmd)).await? {
             (index, Applied::Submitted { jobs }) if jobs.len() == 1 => {
                 Ok(Response::new(pb::SubmitJobResponse {
@@ -94,11 +110,14 @@ impl JobService for Api {
     ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
         let req = req.into_inner();
         self.node.refuse_if_partitioned()?;
-        let cmd = Command::SubmitWorkflow {
-            at_ms: now_ms(),
-            name: req.name,
-            jobs: workflow_jobs_from_pb(req.jobs)?,
-        };
+        let cmd = with_request_id(
+            Command::SubmitWorkflow {
+                at_ms: now_ms(),
+                name: req.name,
+                jobs: workflow_jobs_from_pb(req.jobs)?,
+            },
+            req.request_id,
+        )?;
         match self.node.propose(Proposal::Write(cmd)).await? {
             (index, Applied::WorkflowSubmitted { workflow, jobs }) => {
                 Ok(Response::new(pb::SubmitWorkflowResponse {
@@ -183,13 +202,15 @@ impl JobService for Api {
         } else {
             req.reason
         };
-        self.node
-            .propose(Proposal::Write(Command::CancelJob {
+        let cmd = with_request_id(
+            Command::CancelJob {
                 at_ms: now_ms(),
                 job: req.job_id,
                 reason,
-            }))
-            .await?;
+            },
+            req.request_id,
+        )?;
+        self.node.propose(Proposal::Write(cmd)).await?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(self.job(req.job_id)?),
         }))

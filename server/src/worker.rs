@@ -280,9 +280,11 @@ async fn report_finished(node: &Node, key: Key, outcome: Outcome) {
     .await;
 }
 
-/// Proposes a report until it is committed. A report the state ignores (the attempt is
-/// no longer current) is done too: that is fencing, not failure.
+/// Proposes a report until it is committed, as one request (one id across its retries,
+/// so it is applied once). A report the state ignores (the attempt is no longer current)
+/// is done too: that is fencing, not failure.
 async fn report(node: &Node, key: Key, cmd: Command) {
+    let cmd = cmd.once(node.new_request_id());
     loop {
         match node.propose(Proposal::Write(cmd.clone())).await {
             Ok((_, Response::Ignored { reason })) => {
