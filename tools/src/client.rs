@@ -1,6 +1,7 @@
 //! Connecting to a server, and turning failures into one clear line and an exit code.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use cathedral_server::api::v1::cluster_service_client::ClusterServiceClient;
 use cathedral_server::api::v1::job_service_client::JobServiceClient;
@@ -10,6 +11,16 @@ use tonic::transport::{Channel, Endpoint};
 pub const DEFAULT_SERVER: &str = "127.0.0.1:50051";
 /// How long to wait for the TCP connection.
 pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// How long one try of a write may take before the next server is tried: longer than a
+/// server's own write timeout (10 s by default), so a server that answers is heard.
+pub const WRITE_TRY_TIMEOUT_MS: u64 = 15_000;
+/// HTTP/2 pings on every connection this often, and a server that does not answer one
+/// within `KEEPALIVE_TIMEOUT_MS` counts as gone: a frozen server fails a call in seconds
+/// (and a write moves on to the next server) instead of holding it.
+pub const KEEPALIVE_INTERVAL_MS: u64 = 1_000;
+pub const KEEPALIVE_TIMEOUT_MS: u64 = 2_000;
+/// Pause after every server was tried once, before trying them again.
+pub const WRITE_RETRY_PAUSE_MS: u64 = 200;
 
 /// Exit codes of the CLI.
 pub mod exit {
@@ -61,6 +72,90 @@ impl From<tonic::Status> for CliError {
     }
 }
 
+/// The servers of `--server`: one address, or several separated by commas.
+pub fn addresses(list: &str) -> Result<Vec<String>, CliError> {
+    let all: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    if all.is_empty() {
+        return Err(CliError::invalid("--server names no address"));
+    }
+    Ok(all)
+}
+
+/// Connects to the first of `servers` that accepts a connection.
+pub async fn connect_any(servers: &[String]) -> Result<Channel, CliError> {
+    let mut last = None;
+    for addr in servers {
+        match connect(addr).await {
+            Ok(ch) => return Ok(ch),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| CliError::invalid("--server names no address")))
+}
+
+/// A new request id for a write: 128 random bits in hex. Retries of the write carry it, so
+/// the cluster applies the write once however often it is sent.
+pub fn new_request_id() -> String {
+    format!("cli-{:032x}", rand::random::<u128>())
+}
+
+/// Whether a failed call may not have reached the cluster's decision (so the same request,
+/// under the same request id, is tried again).
+fn outcome_unknown(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
+}
+
+/// Sends a write with `call`, trying `servers` in turn while the outcome is unknown (a
+/// server down, frozen, without a leader, or a broken connection) until `retry_for` has
+/// passed. Safe only for a request that carries a request id (see `new_request_id`):
+/// the cluster applies it at most once and answers a retry with the first answer.
+pub async fn write<T, F, Fut>(
+    servers: &[String],
+    retry_for: Duration,
+    mut call: F,
+) -> Result<T, CliError>
+where
+    F: FnMut(JobServiceClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + retry_for;
+    let mut tries = 0usize;
+    loop {
+        let addr = &servers[tries % servers.len()];
+        tries += 1;
+        let failed = match connect(addr).await {
+            Err(e) => e,
+            Ok(ch) => {
+                let wait = Duration::from_millis(WRITE_TRY_TIMEOUT_MS);
+                match tokio::time::timeout(wait, call(jobs(ch))).await {
+                    Ok(Ok(r)) => return Ok(r.into_inner()),
+                    Ok(Err(s)) if outcome_unknown(&s) => CliError::from(s),
+                    Ok(Err(s)) => return Err(s.into()),
+                    Err(_) => CliError::new(
+                        exit::UNAVAILABLE,
+                        format!("{addr} did not answer within {WRITE_TRY_TIMEOUT_MS} ms"),
+                    ),
+                }
+            }
+        };
+        if Instant::now() >= deadline {
+            return Err(failed);
+        }
+        if tries.is_multiple_of(servers.len()) {
+            tokio::time::sleep(Duration::from_millis(WRITE_RETRY_PAUSE_MS)).await;
+        }
+    }
+}
+
 /// Connects to `addr` (`host:port`, or a full `http://` URI).
 pub async fn connect(addr: &str) -> Result<Channel, CliError> {
     let uri = if addr.contains("://") {
@@ -71,6 +166,9 @@ pub async fn connect(addr: &str) -> Result<Channel, CliError> {
     let endpoint = Endpoint::from_shared(uri)
         .map_err(|e| CliError::invalid(format!("bad server address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
+        .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     endpoint.connect().await.map_err(|e| {
         CliError::new(

@@ -115,6 +115,8 @@ fn to_request(file: File) -> Result<pb::SubmitWorkflowRequest, String> {
     Ok(pb::SubmitWorkflowRequest {
         name: file.name,
         jobs,
+        // The CLI sets it when it sends the request.
+        request_id: String::new(),
     })
 }
 

@@ -122,7 +122,10 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
                     ..Default::default()
                 };
                 let mut res = jobs
-                    .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+                    .submit_job(pb::SubmitJobRequest {
+                        spec: Some(spec),
+                        ..Default::default()
+                    })
                     .await
                     .map(|r| r.into_inner().job_id);
                 if let (true, Ok(id)) = (wait, &res) {

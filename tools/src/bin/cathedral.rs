@@ -17,9 +17,17 @@ use tokio_stream::StreamExt;
     about = "Submit and inspect jobs and workflows on a Cathedral cluster."
 )]
 struct Cli {
-    /// Any node's gRPC address.
+    /// Any node's gRPC address; several, comma-separated, for writes to fail over to.
     #[arg(long, global = true, env = "CATHEDRAL_ADDR", default_value = DEFAULT_SERVER)]
     server: String,
+    /// Request id of a write (submit, cancel, workflow submit) [default: a new random id].
+    /// The cluster applies an id once: sending the same write again with it is safe.
+    #[arg(long, global = true, value_name = "ID")]
+    request_id: Option<String>,
+    /// How long a write whose outcome is unknown (server down or frozen, no leader) is
+    /// tried again, at every --server in turn, under its request id; 0: not at all.
+    #[arg(long, global = true, default_value = "30s", value_name = "DURATION")]
+    write_retry: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -235,6 +243,77 @@ fn main() -> ExitCode {
     }
 }
 
+/// The writes: sent under one request id, tried at every server in turn while their
+/// outcome is unknown.
+async fn write(
+    command: Cmd,
+    spec: Option<pb::JobSpec>,
+    servers: &[String],
+    retry_for: std::time::Duration,
+    request_id: String,
+) -> Result<u8, CliError> {
+    match command {
+        Cmd::Submit(a) => {
+            let req = pb::SubmitJobRequest { spec, request_id };
+            let r = client::write(servers, retry_for, |mut c| {
+                let req = req.clone();
+                async move { c.submit_job(req).await }
+            })
+            .await?;
+            if a.json {
+                print_json(&serde_json::json!({"job_id": r.job_id, "index": r.index}));
+            } else {
+                println!("{}", r.job_id);
+            }
+        }
+        Cmd::Cancel { id, reason, json } => {
+            let req = pb::CancelJobRequest {
+                job_id: id,
+                reason,
+                request_id,
+            };
+            let r = client::write(servers, retry_for, |mut c| {
+                let req = req.clone();
+                async move { c.cancel_job(req).await }
+            })
+            .await?;
+            let j = r.job.unwrap_or_default();
+            if json {
+                print_json(&render::job_json(&j));
+            } else {
+                println!("job {}: {}", j.id, render::state_name(j.state));
+            }
+        }
+        Cmd::Workflow {
+            command: WorkflowCmd::Submit { file, json },
+        } => {
+            let mut req = workflow::load(&file).map_err(CliError::invalid)?;
+            req.request_id = request_id;
+            let r = client::write(servers, retry_for, |mut c| {
+                let req = req.clone();
+                async move { c.submit_workflow(req).await }
+            })
+            .await?;
+            if json {
+                print_json(&serde_json::json!({
+                    "workflow_id": r.workflow_id,
+                    "job_ids": r.job_ids,
+                    "index": r.index,
+                }));
+            } else {
+                println!("workflow {}", r.workflow_id);
+                let mut ids: Vec<_> = r.job_ids.into_iter().collect();
+                ids.sort_by_key(|(_, id)| *id);
+                for (key, id) in ids {
+                    println!("  {id:>8}  {key}");
+                }
+            }
+        }
+        _ => unreachable!("only writes come here"),
+    }
+    Ok(0)
+}
+
 fn print_json(v: &serde_json::Value) {
     println!(
         "{}",
@@ -248,19 +327,28 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Cmd::Submit(a) => Some(submit_spec(a.command.clone(), a)?),
         _ => None,
     };
-    let ch = client::connect(&cli.server).await?;
+    let servers = client::addresses(&cli.server)?;
+    let retry_for = std::time::Duration::from_millis(
+        parse::duration_ms(&cli.write_retry)
+            .map_err(|e| CliError::invalid(format!("--write-retry: {e}")))?,
+    );
+    let request_id = cli
+        .request_id
+        .clone()
+        .unwrap_or_else(client::new_request_id);
+    // Writes connect per try (they fail over); everything else reads from one server.
+    let is_write = matches!(
+        cli.command,
+        Cmd::Submit(_) | Cmd::Cancel { .. } | Cmd::Workflow { .. }
+    );
+    if is_write {
+        return write(cli.command, spec, &servers, retry_for, request_id).await;
+    }
+    let ch = client::connect_any(&servers).await?;
     let mut jobs = client::jobs(ch.clone());
     match cli.command {
-        Cmd::Submit(a) => {
-            let r = jobs
-                .submit_job(pb::SubmitJobRequest { spec })
-                .await?
-                .into_inner();
-            if a.json {
-                print_json(&serde_json::json!({"job_id": r.job_id, "index": r.index}));
-            } else {
-                println!("{}", r.job_id);
-            }
+        Cmd::Submit(_) | Cmd::Cancel { .. } | Cmd::Workflow { .. } => {
+            unreachable!("writes are sent above")
         }
         Cmd::Status { id, json } => {
             let j = jobs
@@ -316,18 +404,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 for j in &all {
                     let _ = writeln!(out, "{}", render::job_line(j));
                 }
-            }
-        }
-        Cmd::Cancel { id, reason, json } => {
-            let r = jobs
-                .cancel_job(pb::CancelJobRequest { job_id: id, reason })
-                .await?
-                .into_inner();
-            let j = r.job.unwrap_or_default();
-            if json {
-                print_json(&render::job_json(&j));
-            } else {
-                println!("job {}: {}", j.id, render::state_name(j.state));
             }
         }
         Cmd::Logs {
@@ -389,26 +465,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                     println!("{}", render::event_json(&ev));
                 } else {
                     println!("{}", render::event_text(&ev));
-                }
-            }
-        }
-        Cmd::Workflow {
-            command: WorkflowCmd::Submit { file, json },
-        } => {
-            let req = workflow::load(&file).map_err(CliError::invalid)?;
-            let r = jobs.submit_workflow(req).await?.into_inner();
-            if json {
-                print_json(&serde_json::json!({
-                    "workflow_id": r.workflow_id,
-                    "job_ids": r.job_ids,
-                    "index": r.index,
-                }));
-            } else {
-                println!("workflow {}", r.workflow_id);
-                let mut ids: Vec<_> = r.job_ids.into_iter().collect();
-                ids.sort_by_key(|(_, id)| *id);
-                for (key, id) in ids {
-                    println!("  {id:>8}  {key}");
                 }
             }
         }

@@ -537,11 +537,12 @@ fn run_dump(
             }
         };
         // A batch is shown as its commands, each on its own line with the entry's index
-        // and its place in the batch, so filters see every command.
+        // and its place in the batch, so filters see every command; a request as the
+        // command it carries, with its request id.
         let items: Vec<DumpItem> = match &entry.payload {
-            EntryPayload::Blank => vec![("Blank".to_string(), json!(null), None)],
+            EntryPayload::Blank => vec![("Blank".to_string(), json!(null), None, None)],
             EntryPayload::Membership(m) => {
-                vec![("Membership".to_string(), json!(format!("{m}")), None)]
+                vec![("Membership".to_string(), json!(format!("{m}")), None, None)]
             }
             EntryPayload::Normal(cmd) => {
                 let all = cmd.commands();
@@ -549,16 +550,22 @@ fn run_dump(
                 all.iter()
                     .enumerate()
                     .map(|(k, c)| {
+                        let request = match c {
+                            cathedral_consensus::Command::Request { id, .. } => Some(id),
+                            _ => None,
+                        };
+                        let c = c.inner();
                         (
                             c.kind().to_string(),
                             serde_json::to_value(c).unwrap_or(json!(null)),
                             batched.then_some((k + 1, all.len())),
+                            request,
                         )
                     })
                     .collect()
             }
         };
-        for (kind, body, batch) in items {
+        for (kind, body, batch, request) in items {
             if !kinds.is_empty() && !kinds.iter().any(|k| k.eq_ignore_ascii_case(&kind)) {
                 continue;
             }
@@ -573,10 +580,17 @@ fn run_dump(
                 if let Some((k, n)) = batch {
                     v["batch"] = json!({"position": k, "of": n});
                 }
+                if let Some(r) = request {
+                    v["request"] = serde_json::to_value(r).unwrap_or(json!(null));
+                }
                 v.to_string()
             } else {
                 let at = batch.map_or(String::new(), |(k, n)| format!(" [{k}/{n}]"));
-                format!("{:>10} t{:<4} {:<16} {}{at}", v.index, v.term, kind, body)
+                let req = request.map_or(String::new(), |r| format!(" request {r}"));
+                format!(
+                    "{:>10} t{:<4} {:<16} {}{at}{req}",
+                    v.index, v.term, kind, body
+                )
             };
             let _ = writeln!(out, "{line}");
         }
@@ -595,8 +609,14 @@ fn run_dump(
     })
 }
 
-/// One command of a dumped entry: kind, body, and `(position, of)` within a batch.
-type DumpItem = (String, serde_json::Value, Option<(usize, usize)>);
+/// One command of a dumped entry: kind, body, `(position, of)` within a batch, and the
+/// request id it was proposed under.
+type DumpItem<'a> = (
+    String,
+    serde_json::Value,
+    Option<(usize, usize)>,
+    Option<&'a cathedral_consensus::requests::RequestId>,
+);
 
 /// Whether a command (as JSON) names job `id`: a `job` field, or in `assignments`.
 fn mentions_job(body: &serde_json::Value, id: u64) -> bool {
