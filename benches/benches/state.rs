@@ -1,10 +1,13 @@
 //! Criterion benchmark of `ClusterState::apply`: the full life of a job (submit, assign,
-//! start, finish) as four commands, on a state already holding many jobs.
+//! start, finish) as four commands, on a state already holding many jobs; and the same
+//! four as requests (`Command::Request`, as every write is proposed), whose ids go through
+//! the answered-request table (full, at `REQUESTS_REMEMBERED_MAX`, once 25,000 jobs ran).
 //!
 //! `cargo bench -p cathedral-benches --bench state`
 
 use std::collections::BTreeMap;
 
+use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
     Assignment, Capacity, ClusterState, Command, Exit, JobSpec, NodeInfo, Outcome, Role,
 };
@@ -12,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn lifecycle(c: &mut Criterion) {
     let mut g = c.benchmark_group("apply");
-    for preload in [0u64, 100_000] {
+    for (preload, as_requests) in [(0u64, false), (0, true), (100_000, false), (100_000, true)] {
         let mut s = ClusterState::new();
         let mut index = 0u64;
         for n in 1..=16u64 {
@@ -37,6 +40,7 @@ fn lifecycle(c: &mut Criterion) {
         }
         let spec = JobSpec::new("bench", &["echo", "hello"]);
         let mut next_job = 1u64;
+        let mut seq = 0u64;
         let mut one = |s: &mut ClusterState, index: &mut u64| {
             let job = next_job;
             next_job += 1;
@@ -72,9 +76,19 @@ fn lifecycle(c: &mut Criterion) {
                     },
                 },
             ];
-            for c in &cmds {
+            for c in cmds {
                 *index += 1;
-                s.apply(*index, c);
+                if as_requests {
+                    seq += 1;
+                    let id = RequestId::Node {
+                        node,
+                        incarnation: 7,
+                        seq,
+                    };
+                    s.apply(*index, &c.once(id));
+                } else {
+                    s.apply(*index, &c);
+                }
             }
         };
         for _ in 0..preload {
@@ -82,7 +96,10 @@ fn lifecycle(c: &mut Criterion) {
         }
         g.throughput(Throughput::Elements(4));
         g.bench_function(
-            format!("job-lifecycle-4-commands/{preload}-jobs-held"),
+            format!(
+                "job-lifecycle-4-{}/{preload}-jobs-held",
+                if as_requests { "requests" } else { "commands" }
+            ),
             |b| b.iter(|| one(&mut s, &mut index)),
         );
     }

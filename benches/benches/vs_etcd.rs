@@ -469,6 +469,8 @@ impl Writer {
                         command: vec!["true".into(), arg.clone()],
                         ..Default::default()
                     }),
+                    // The node assigns the request id, as for any client that sends none.
+                    ..Default::default()
                 })
                 .await
                 .map(drop)
@@ -774,6 +776,7 @@ async fn jobs_per_sec(a: &Args, sandbox: pb::Sandbox, clients: usize) -> (f64, u
                             sandbox: sandbox as i32,
                             ..Default::default()
                         }),
+                        ..Default::default()
                     })
                     .await
                 {

@@ -135,6 +135,22 @@ impl Server {
         }
     }
 
+    /// SIGSTOP: the process stops where it is (sockets open, nothing answered).
+    pub fn freeze(&self) {
+        let c = self.child.as_ref().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        let c = self.child.as_ref().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGCONT);
+        }
+    }
+
     /// SIGTERM, then waits for a clean exit; returns its status code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
@@ -253,6 +269,61 @@ impl Drop for Server {
     }
 }
 
+/// How long cluster helpers wait for a cluster to form or elect.
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts `n` coordinators: the first initialises the cluster, the rest join it.
+pub async fn cluster(root: &std::path::Path, n: usize, extra: &[&str]) -> Vec<Server> {
+    let mut first_args = vec!["--role", "coordinator"];
+    first_args.extend_from_slice(extra);
+    let mut first = Server::start(&root.join("n0"), &first_args);
+    first.wait_ready();
+    let join = first.grpc.clone();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        let mut args = vec!["--role", "coordinator", "--join", join.as_str()];
+        args.extend_from_slice(extra);
+        let s = Server::start(&root.join(format!("n{i}")), &args);
+        nodes.push(s);
+    }
+    for s in nodes.iter_mut() {
+        s.wait_ready();
+    }
+    let want = n.min(3);
+    let probe = &nodes[0];
+    eventually(
+        CLUSTER_WAIT,
+        "every coordinator to become a voter",
+        || async {
+            let st = probe.status().await;
+            let voters = st.members.iter().filter(|m| m.role == "voter").count();
+            (voters == want && st.members.len() == n).then_some(())
+        },
+    )
+    .await;
+    nodes
+}
+
+pub async fn leader_index(nodes: &[Server]) -> usize {
+    eventually(CLUSTER_WAIT, "a leader", || async {
+        for (i, s) in nodes.iter().enumerate() {
+            if s.child.is_none() {
+                continue;
+            }
+            let Ok(mut c) = tokio::time::timeout(Duration::from_secs(2), s.cluster()).await else {
+                continue;
+            };
+            if let Ok(st) = c.status(pb::StatusRequest {}).await {
+                if st.get_ref().server_state == "leader" {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
 /// Runs the `cathedral` CLI against `addr`.
 pub fn cli(addr: &str, args: &[&str]) -> Output {
     Command::new(bin("cathedral"))
@@ -306,7 +377,10 @@ pub async fn get(s: &Server, id: u64) -> pb::Job {
 pub async fn submit(s: &Server, sp: pb::JobSpec) -> u64 {
     s.jobs()
         .await
-        .submit_job(pb::SubmitJobRequest { spec: Some(sp) })
+        .submit_job(pb::SubmitJobRequest {
+            spec: Some(sp),
+            ..Default::default()
+        })
         .await
         .expect("submit")
         .into_inner()

@@ -28,6 +28,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
     let existing = jobs
         .submit_job(pb::SubmitJobRequest {
             spec: Some(spec("ok", &["true"])),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -41,13 +42,18 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
     expect_code(
         jobs.submit_job(pb::SubmitJobRequest {
             spec: Some(spec("empty", &[])),
+            request_id: String::new(),
         })
         .await,
         Code::InvalidArgument,
         "spec.command",
     );
     expect_code(
-        jobs.submit_job(pb::SubmitJobRequest { spec: None }).await,
+        jobs.submit_job(pb::SubmitJobRequest {
+            spec: None,
+            ..Default::default()
+        })
+        .await,
         Code::InvalidArgument,
         "spec",
     );
@@ -60,6 +66,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
     expect_code(
         jobs.submit_job(pb::SubmitJobRequest {
             spec: Some(spec("big", &["echo", &big])),
+            request_id: String::new(),
         })
         .await,
         Code::InvalidArgument,
@@ -69,6 +76,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
     let r = jobs
         .submit_job(pb::SubmitJobRequest {
             spec: Some(spec("huge", &["echo", &huge])),
+            request_id: String::new(),
         })
         .await;
     let e = r.expect_err("a request past REQUEST_BYTES_MAX");
@@ -87,6 +95,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         jobs.cancel_job(pb::CancelJobRequest {
             job_id: 424242,
             reason: String::new(),
+            request_id: String::new(),
         })
         .await,
         Code::NotFound,
@@ -100,8 +109,11 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
     let mut dep = spec("dep", &["true"]);
     dep.depends_on = vec![existing, 777];
     expect_code(
-        jobs.submit_job(pb::SubmitJobRequest { spec: Some(dep) })
-            .await,
+        jobs.submit_job(pb::SubmitJobRequest {
+            spec: Some(dep),
+            ..Default::default()
+        })
+        .await,
         Code::InvalidArgument,
         "unknown job 777",
     );
@@ -129,6 +141,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         jobs.submit_workflow(pb::SubmitWorkflowRequest {
             name: "w".into(),
             jobs: vec![wj("a", &["b"]), wj("b", &["a"])],
+            request_id: String::new(),
         })
         .await,
         Code::InvalidArgument,
@@ -138,6 +151,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         jobs.submit_workflow(pb::SubmitWorkflowRequest {
             name: "w".into(),
             jobs: vec![wj("a", &["nope"])],
+            request_id: String::new(),
         })
         .await,
         Code::InvalidArgument,
@@ -273,6 +287,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
     let first = jobs
         .submit_job(pb::SubmitJobRequest {
             spec: Some(keyed("first", "k-first")),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -286,6 +301,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
     let flow = || pb::SubmitWorkflowRequest {
         name: "flow".into(),
         jobs: vec![wj("a", "k-a", &[]), wj("b", "k-b", &["a"])],
+        request_id: String::new(),
     };
     let w = jobs.submit_workflow(flow()).await.unwrap().into_inner();
     let before = quiet(&s).await;
@@ -294,8 +310,11 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
     let mut nul = spec("nul", &["true"]);
     nul.env.insert("A".into(), "x\0y".into());
     expect_code(
-        jobs.submit_job(pb::SubmitJobRequest { spec: Some(nul) })
-            .await,
+        jobs.submit_job(pb::SubmitJobRequest {
+            spec: Some(nul),
+            ..Default::default()
+        })
+        .await,
         Code::InvalidArgument,
         "must not contain NUL",
     );
@@ -304,6 +323,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
         jobs.submit_workflow(pb::SubmitWorkflowRequest {
             name: "dup".into(),
             jobs: vec![wj("a", "same", &[]), wj("b", "same", &["a"])],
+            request_id: String::new(),
         })
         .await,
         Code::InvalidArgument,
@@ -314,6 +334,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
         jobs.submit_workflow(pb::SubmitWorkflowRequest {
             name: "partial".into(),
             jobs: vec![wj("a", "k-first", &[]), wj("z", "k-new", &["a"])],
+            request_id: String::new(),
         })
         .await,
         Code::InvalidArgument,
@@ -327,8 +348,11 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
         let mut c = spec("c", &["true"]);
         c.constraints.insert(key.into(), "x".into());
         expect_code(
-            jobs.submit_job(pb::SubmitJobRequest { spec: Some(c) })
-                .await,
+            jobs.submit_job(pb::SubmitJobRequest {
+                spec: Some(c),
+                ..Default::default()
+            })
+            .await,
             Code::InvalidArgument,
             says,
         );
@@ -390,6 +414,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
     let again = jobs
         .submit_job(pb::SubmitJobRequest {
             spec: Some(keyed("first", "k-first")),
+            request_id: String::new(),
         })
         .await
         .unwrap()

@@ -5,57 +5,9 @@
 use std::time::Duration;
 
 use cathedral_server::api::v1 as pb;
-use cathedral_tests::{eventually, spec, Server};
+use cathedral_tests::{cluster, eventually, leader_index, spec, Server};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Starts `n` coordinators: the first initialises the cluster, the rest join it.
-async fn cluster(root: &std::path::Path, n: usize, extra: &[&str]) -> Vec<Server> {
-    let mut first_args = vec!["--role", "coordinator"];
-    first_args.extend_from_slice(extra);
-    let mut first = Server::start(&root.join("n0"), &first_args);
-    first.wait_ready();
-    let join = first.grpc.clone();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        let mut args = vec!["--role", "coordinator", "--join", join.as_str()];
-        args.extend_from_slice(extra);
-        let s = Server::start(&root.join(format!("n{i}")), &args);
-        nodes.push(s);
-    }
-    for s in nodes.iter_mut() {
-        s.wait_ready();
-    }
-    let want = n.min(3);
-    let probe = &nodes[0];
-    eventually(WAIT, "every coordinator to become a voter", || async {
-        let st = probe.status().await;
-        let voters = st.members.iter().filter(|m| m.role == "voter").count();
-        (voters == want && st.members.len() == n).then_some(())
-    })
-    .await;
-    nodes
-}
-
-async fn leader_index(nodes: &[Server]) -> usize {
-    eventually(WAIT, "a leader", || async {
-        for (i, s) in nodes.iter().enumerate() {
-            if s.child.is_none() {
-                continue;
-            }
-            let Ok(mut c) = tokio::time::timeout(Duration::from_secs(2), s.cluster()).await else {
-                continue;
-            };
-            if let Ok(st) = c.status(pb::StatusRequest {}).await {
-                if st.get_ref().server_state == "leader" {
-                    return Some(i);
-                }
-            }
-        }
-        None
-    })
-    .await
-}
 
 /// Waits until every running node applied the same index with the same state hash.
 async fn converged(nodes: &[&Server]) -> pb::StatusResponse {
@@ -83,6 +35,7 @@ async fn submit(s: &Server, name: &str) -> u64 {
         .await
         .submit_job(pb::SubmitJobRequest {
             spec: Some(spec(name, &["true"])),
+            request_id: String::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("submit {name} via {}: {e}", s.grpc))

@@ -96,6 +96,7 @@ async fn a_twenty_job_dag_runs_in_dependency_order() {
         .submit_workflow(pb::SubmitWorkflowRequest {
             name: "dag".into(),
             jobs: jobs.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

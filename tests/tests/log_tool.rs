@@ -55,6 +55,16 @@ fn verify_inspect_and_dump_a_servers_data_directory() {
     let (code, out, _) = log_tool(&dir, &["dump", "--json", "--type", "submit_jobs"]);
     assert_eq!(code, Some(0));
     assert_eq!(out.lines().count(), 30);
+    // Every write went as a request: the dump names its id (the CLI's).
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["request"]["Client"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("cli-")),
+            "{line}"
+        );
+    }
     let (_, out, _) = log_tool(&dir, &["dump", "--job", ids[7].trim()]);
     assert!(out.contains("cancel_job"), "{out}");
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Two builds of cathedral-server against each other: committed SubmitJobs per second on one
+# node (16 and 64 clients) and on three coordinators (64 clients spread over them), the
+# builds alternating for ROUNDS rounds on fresh data directories, then the median of each
+# and the ratio B / A. For measuring what one change costs or gives.
+#
+#   scripts/bench-ab.sh A_SERVER_BIN B_SERVER_BIN [ROUNDS] [SECONDS]   (defaults 3 and 10)
+#
+# e.g. keep the release binary of the commit before a change, then:
+#   cp target/release/cathedral-server /tmp/before      # (before the change)
+#   cargo build --release --bins && scripts/bench-ab.sh /tmp/before target/release/cathedral-server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$(realpath "$1")
+B=$(realpath "$2")
+ROUNDS=${3:-3}
+SECS=${4:-10}
+[ -x target/release/cathedral-bench ] || cargo build --release --locked --bin cathedral-bench >&2
+[ -x target/release/cathedral ] || cargo build --release --locked --bin cathedral >&2
+BENCH=$PWD/target/release/cathedral-bench
+CLI=$PWD/target/release/cathedral
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+start() { # bin name port http [flags…]
+    local bin=$1 name=$2 port=$3 http=$4; shift 4
+    "$bin" --data-dir "$TMP/$name" --bind 127.0.0.1:$port --http 127.0.0.1:$http \
+        --gossip-bind 127.0.0.1:$port --slots 0 "$@" >"$TMP/$name.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 200); do
+        curl -sf "127.0.0.1:$http/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "node $name did not become ready" >&2; cat "$TMP/$name.log" >&2; exit 1
+}
+stop_all() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; PIDS=(); rm -rf "${TMP:?}"/*; }
+rate() { # servers clients → writes/s
+    "$BENCH" --server "$1" --clients "$2" --duration "${SECS}s" --warmup 2s \
+        | awk '/^per second/ {print $3}'
+}
+three_voters() {
+    for _ in $(seq 1 100); do
+        [ "$("$CLI" --server "127.0.0.1:$1" cluster status 2>/dev/null | grep -c voter)" = 3 ] && return 0
+        sleep 0.1
+    done
+    echo "three voters expected" >&2; exit 1
+}
+
+declare -A R
+for round in $(seq 1 "$ROUNDS"); do
+    for which in A B; do
+        bin=${!which}
+        start "$bin" solo 19051 19081
+        R[$which,1n16]+="$(rate 127.0.0.1:19051 16) "
+        R[$which,1n64]+="$(rate 127.0.0.1:19051 64) "
+        stop_all
+        start "$bin" c1 19061 19091 --role coordinator
+        start "$bin" c2 19062 19092 --role coordinator --join 127.0.0.1:19061
+        start "$bin" c3 19063 19093 --role coordinator --join 127.0.0.1:19061
+        three_voters 19061
+        R[$which,3n64]+="$(rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 64) "
+        stop_all
+        echo "round $round $which: 1n16 ${R[$which,1n16]##* } …" >&2
+    done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "| workload | A writes/s | B writes/s | B / A |"
+echo "|---|---:|---:|---:|"
+for k in 1n16 1n64 3n64; do
+    a=$(echo "${R[A,$k]}" | median)
+    b=$(echo "${R[B,$k]}" | median)
+    label=$(case $k in 1n16) echo "1 node, 16 clients";; 1n64) echo "1 node, 64 clients";; 3n64) echo "3 nodes, 64 clients spread";; esac)
+    echo "| $label | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}') |"
+done
