@@ -5,6 +5,7 @@
 # and the ratio B / A. For measuring what one change costs or gives.
 #
 #   scripts/bench-ab.sh A_SERVER_BIN B_SERVER_BIN [ROUNDS] [SECONDS]   (defaults 3 and 10)
+#   WORKLOADS="1n16 1n64 3n64" (default all three) picks the workloads.
 #
 # e.g. keep the release binary of the commit before a change, then:
 #   cp target/release/cathedral-server /tmp/before      # (before the change)
@@ -15,6 +16,8 @@ A=$(realpath "$1")
 B=$(realpath "$2")
 ROUNDS=${3:-3}
 SECS=${4:-10}
+WORKLOADS=${WORKLOADS:-1n16 1n64 3n64}
+want() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 [ -x target/release/cathedral-bench ] || cargo build --release --locked --bin cathedral-bench >&2
 [ -x target/release/cathedral ] || cargo build --release --locked --bin cathedral >&2
 BENCH=$PWD/target/release/cathedral-bench
@@ -52,25 +55,29 @@ declare -A R
 for round in $(seq 1 "$ROUNDS"); do
     for which in A B; do
         bin=${!which}
-        start "$bin" solo 19051 19081
-        R[$which,1n16]+="$(rate 127.0.0.1:19051 16) "
-        R[$which,1n64]+="$(rate 127.0.0.1:19051 64) "
-        stop_all
-        start "$bin" c1 19061 19091 --role coordinator
-        start "$bin" c2 19062 19092 --role coordinator --join 127.0.0.1:19061
-        start "$bin" c3 19063 19093 --role coordinator --join 127.0.0.1:19061
-        three_voters 19061
-        R[$which,3n64]+="$(rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 64) "
-        stop_all
-        echo "round $round $which: 1n16 ${R[$which,1n16]##* } …" >&2
+        if want 1n16 || want 1n64; then
+            start "$bin" solo 19051 19081
+            want 1n16 && R[$which,1n16]+="$(rate 127.0.0.1:19051 16) "
+            want 1n64 && R[$which,1n64]+="$(rate 127.0.0.1:19051 64) "
+            stop_all
+        fi
+        if want 3n64; then
+            start "$bin" c1 19061 19091 --role coordinator
+            start "$bin" c2 19062 19092 --role coordinator --join 127.0.0.1:19061
+            start "$bin" c3 19063 19093 --role coordinator --join 127.0.0.1:19061
+            three_voters 19061
+            R[$which,3n64]+="$(rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 64) "
+            stop_all
+        fi
+        echo "round $round $which done" >&2
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| workload | A writes/s | B writes/s | B / A |"
-echo "|---|---:|---:|---:|"
-for k in 1n16 1n64 3n64; do
+echo "| workload | A writes/s | B writes/s | B / A | A rounds | B rounds |"
+echo "|---|---:|---:|---:|---|---|"
+for k in $WORKLOADS; do
     a=$(echo "${R[A,$k]}" | median)
     b=$(echo "${R[B,$k]}" | median)
     label=$(case $k in 1n16) echo "1 node, 16 clients";; 1n64) echo "1 node, 64 clients";; 3n64) echo "3 nodes, 64 clients spread";; esac)
-    echo "| $label | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}') |"
+    echo "| $label | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}') | ${R[A,$k]}| ${R[B,$k]}|"
 done

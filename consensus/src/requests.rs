@@ -228,13 +228,30 @@ impl Requests {
     }
 }
 
-/// 16 bytes of BLAKE3 over the command's encoding with its timestamp zeroed: a resend or a
+/// 16 bytes of BLAKE3 over the command's encoding without its timestamp: a resend or a
 /// client's retry carries a new timestamp but is the same request.
+///
+/// Every command's postcard encoding is its variant index, then its `at_ms` (the first
+/// field of every variant; both varints), then the rest; the fingerprint skips the
+/// `at_ms` bytes rather than clone the command to zero it (this runs on every node for
+/// every write). A test pins the layout for every variant.
 pub fn fingerprint(command: &Command) -> [u8; 16] {
-    let mut timeless = command.clone();
-    timeless.set_at_ms(0);
+    let bytes = postcard::to_stdvec(command).expect("commands always encode");
+    let skip = |b: &[u8]| -> Option<(usize, usize)> {
+        let (_, after_variant) = postcard::take_from_bytes::<u32>(b).ok()?;
+        let (_, after_time) = postcard::take_from_bytes::<u64>(after_variant).ok()?;
+        Some((b.len() - after_variant.len(), b.len() - after_time.len()))
+    };
     let mut h = blake3::Hasher::new();
-    postcard::to_io(&timeless, &mut h).expect("commands always encode");
+    match skip(&bytes) {
+        Some((variant_end, time_end)) => {
+            h.update(&bytes[..variant_end]);
+            h.update(&bytes[time_end..]);
+        }
+        None => {
+            h.update(&bytes);
+        }
+    }
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.finalize().as_bytes()[..16]);
     out
@@ -357,7 +374,96 @@ mod tests {
 
     #[test]
     fn the_fingerprint_ignores_only_the_timestamp() {
-        assert_eq!(fingerprint(&submit(1, "a")), fingerprint(&submit(2, "a")));
+        use crate::command::{Assignment, Exit, Outcome};
+        // Every variant: the timestamp (any size of varint) does not count, the rest does.
+        let every = |at_ms: u64| {
+            vec![
+                submit(at_ms, "a"),
+                Command::SubmitWorkflow {
+                    at_ms,
+                    name: "w".into(),
+                    jobs: vec![],
+                },
+                Command::AssignTasks {
+                    at_ms,
+                    assignments: vec![Assignment {
+                        job: 1,
+                        attempt: 1,
+                        node: 2,
+                    }],
+                },
+                Command::TaskStarted {
+                    at_ms,
+                    job: 1,
+                    attempt: 1,
+                    node: 2,
+                },
+                Command::TaskFinished {
+                    at_ms,
+                    job: 1,
+                    attempt: 1,
+                    node: 2,
+                    outcome: Outcome {
+                        exit: Exit::Code(0),
+                        duration_ms: 3,
+                        output_tail: vec![],
+                    },
+                },
+                Command::CancelJob {
+                    at_ms,
+                    job: 1,
+                    reason: "r".into(),
+                },
+                Command::NodeRegistered {
+                    at_ms,
+                    node: crate::command::NodeInfo {
+                        id: 1,
+                        address: "a".into(),
+                        role: crate::command::Role::Worker,
+                        tags: Default::default(),
+                        capacity: crate::command::Capacity {
+                            slots: 1,
+                            cpu_millis: 1,
+                            memory_bytes: 1,
+                        },
+                    },
+                },
+                Command::NodeFailed { at_ms, node: 1 },
+                Command::NodeRetired { at_ms, node: 1 },
+                Command::NodeRecovered { at_ms, node: 1 },
+                Command::Checkpoint { at_ms },
+                Command::CheckpointHash {
+                    at_ms,
+                    index: 1,
+                    hash: [0; 32],
+                },
+                Command::Batch {
+                    at_ms,
+                    commands: vec![],
+                },
+            ]
+        };
+        let prints: Vec<[u8; 16]> = every(1).iter().map(fingerprint).collect();
+        for later in [2, 300, 1 << 40, u64::MAX] {
+            let again: Vec<[u8; 16]> = every(later).iter().map(fingerprint).collect();
+            assert_eq!(prints, again, "at_ms {later}");
+        }
+        let distinct: std::collections::BTreeSet<_> = prints.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            prints.len(),
+            "every variant prints differently"
+        );
+        // The at_ms bytes are exactly what is skipped: the encoding with at_ms 0.
+        for c in every(0) {
+            let mut h = blake3::Hasher::new();
+            let bytes = postcard::to_stdvec(&c).unwrap();
+            let (_, rest) = postcard::take_from_bytes::<u32>(&bytes).unwrap();
+            let variant_len = bytes.len() - rest.len();
+            h.update(&bytes[..variant_len]);
+            h.update(&bytes[variant_len + 1..]);
+            assert_eq!(fingerprint(&c)[..], h.finalize().as_bytes()[..16]);
+        }
         assert_ne!(fingerprint(&submit(1, "a")), fingerprint(&submit(1, "b")));
         let cancel = |job| Command::CancelJob {
             at_ms: 1,
