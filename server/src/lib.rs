@@ -19,7 +19,8 @@
 //! - `http`: `/healthz` and `/readyz`.
 //! - `server`: [`start`] and [`Running::shutdown`].
 
-pub mod api;
+/// The gRPC API (protos, generated code, bounds): the `cathedral-api` crate.
+pub use cathedral_api as api;
 mod batcher;
 mod config;
 mod convert;

@@ -21,10 +21,7 @@ use crate::error::ServerError;
 use crate::gossip::TAGS_MAX;
 use crate::node::{now_ms, Node, Proposal};
 
-/// ListJobs page size when the request leaves it at 0.
-pub const LIST_PAGE_SIZE_DEFAULT: u32 = 100;
-/// Largest ListJobs page.
-pub const LIST_PAGE_SIZE_MAX: u32 = 1000;
+pub use crate::api::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};
 /// Largest cancellation reason.
 pub const CANCEL_REASON_BYTES_MAX: usize = 1024;
 /// How long TriggerSnapshot waits for the snapshot to be written.

@@ -24,7 +24,7 @@ fn python_grpcio_drives_the_api() {
     let out = Command::new(python)
         .arg(repo.join("tests/python/client.py"))
         .arg(&s.grpc)
-        .arg(repo.join("server/proto"))
+        .arg(repo.join("api/proto"))
         .arg(tmp.path().join("stubs"))
         .output()
         .expect("run python");

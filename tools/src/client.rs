@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use cathedral_server::api::v1::cluster_service_client::ClusterServiceClient;
-use cathedral_server::api::v1::job_service_client::JobServiceClient;
+use cathedral_api::v1::cluster_service_client::ClusterServiceClient;
+use cathedral_api::v1::job_service_client::JobServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 /// Where the CLI connects when neither `--server` nor `CATHEDRAL_ADDR` says.
@@ -201,10 +201,10 @@ pub fn cluster(ch: Channel) -> ClusterServiceClient<Channel> {
 pub async fn watch_until_end(
     jobs: &mut JobServiceClient<Channel>,
     id: u64,
-) -> Result<cathedral_server::api::v1::JobEvent, tonic::Status> {
+) -> Result<cathedral_api::v1::JobEvent, tonic::Status> {
     use tokio_stream::StreamExt;
     let mut s = jobs
-        .watch_job(cathedral_server::api::v1::WatchJobRequest { job_id: id })
+        .watch_job(cathedral_api::v1::WatchJobRequest { job_id: id })
         .await?
         .into_inner();
     let mut last = None;

@@ -1,6 +1,6 @@
 //! Jobs, events and cluster status as text for people or JSON for programs.
 
-use cathedral_server::api::v1 as pb;
+use cathedral_api::v1 as pb;
 use serde_json::{json, Value};
 
 pub fn state_name(v: i32) -> &'static str {

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cathedral_server::api::v1 as pb;
+use cathedral_api::v1 as pb;
 use serde::Deserialize;
 
 use crate::parse;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cathedral_server::api::v1 as pb;
+use cathedral_api::v1 as pb;
 use cathedral_tools::client::{self, DEFAULT_SERVER};
 use cathedral_tools::parse;
 use clap::Parser;
@@ -202,9 +202,7 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
 
 /// Waits for job `id` to end; an error unless it succeeded.
 async fn until_succeeded(
-    jobs: &mut cathedral_server::api::v1::job_service_client::JobServiceClient<
-        tonic::transport::Channel,
-    >,
+    jobs: &mut cathedral_api::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
     id: u64,
 ) -> Result<(), tonic::Status> {
     let last = client::watch_until_end(jobs, id).await?;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cathedral_server::api::v1 as pb;
+use cathedral_api::v1 as pb;
 use cathedral_tools::client::{self, exit, CliError, DEFAULT_SERVER};
 use cathedral_tools::{parse, render, workflow};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -383,7 +383,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                         state,
                         name_prefix: name_prefix.clone().unwrap_or_default(),
                         node_id: node.unwrap_or(0),
-                        page_size: cathedral_server::LIST_PAGE_SIZE_MAX,
+                        page_size: cathedral_api::LIST_PAGE_SIZE_MAX,
                         page_token: token,
                     })
                     .await?
