@@ -1,4 +1,5 @@
-//! Cathedral's command-line tools.
+//! Cathedral's clients: what the `cathedral` CLI and the `cathedral-bench` load generator
+//! share. Built on `cathedral-api` alone.
 //!
 //! # Layout
 //!

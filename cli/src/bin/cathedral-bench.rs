@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cathedral_api::v1 as pb;
-use cathedral_tools::client::{self, DEFAULT_SERVER};
-use cathedral_tools::parse;
+use cathedral_cli::client::{self, DEFAULT_SERVER};
+use cathedral_cli::parse;
 use clap::Parser;
 use hdrhistogram::Histogram;
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cathedral_api::v1 as pb;
-use cathedral_tools::client::{self, exit, CliError, DEFAULT_SERVER};
-use cathedral_tools::{parse, render, workflow};
+use cathedral_cli::client::{self, exit, CliError, DEFAULT_SERVER};
+use cathedral_cli::{parse, render, workflow};
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_stream::StreamExt;
 
