@@ -1,15 +1,14 @@
 //! The Command vocabulary: every decision the cluster makes, as one log entry.
 //!
-//! Entries are encoded as a versioned envelope (`CommandEnvelope`) with postcard; a decoder
-//! refuses versions it does not know. Every command carries the proposer's timestamp; apply
-//! never reads a clock.
+//! A command is stored inside a log entry record (`raft::encode_entry`: a version byte,
+//! then postcard of openraft's entry, whose payload is the command). Every command carries
+//! the proposer's timestamp; apply never reads a clock.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Invalid, Result};
-use crate::ConsensusError;
+use crate::error::Invalid;
 
 /// Identifier of a job, assigned by the state machine in log order.
 pub type JobId = u64;
@@ -17,9 +16,6 @@ pub type JobId = u64;
 pub type NodeId = u64;
 /// Identifier of a workflow, assigned by the state machine in log order.
 pub type WorkflowId = u64;
-
-/// Version of the entry encoding written by this build.
-pub const COMMAND_VERSION: u16 = 1;
 
 /// Bounds of a job spec; input past one is rejected with the bound's name.
 pub mod limits {
@@ -518,64 +514,17 @@ impl Command {
         }
     }
 
-    /// The log entry bytes: a versioned envelope. // Format: consensus/src/command.rs (postcard of CommandEnvelope).
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(&CommandEnvelope {
-            version: COMMAND_VERSION,
-            command: self.clone(),
-        })
-        .expect("commands always encode")
-    }
-
     /// Bytes of the command's postcard encoding (what a log entry carries of it), measured
     /// without building it.
     pub fn encoded_len(&self) -> usize {
         postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default())
             .expect("commands always encode")
     }
-
-    /// Decodes log entry bytes, refusing unknown versions.
-    pub fn decode(bytes: &[u8]) -> Result<Command> {
-        let version: u16 = postcard::take_from_bytes::<u16>(bytes)
-            .map_err(|e| ConsensusError::Decode(e.to_string()))?
-            .0;
-        if version != COMMAND_VERSION {
-            return Err(ConsensusError::UnsupportedVersion {
-                found: version,
-                supported: COMMAND_VERSION,
-            });
-        }
-        let env: CommandEnvelope =
-            postcard::from_bytes(bytes).map_err(|e| ConsensusError::Decode(e.to_string()))?;
-        Ok(env.command)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct CommandEnvelope {
-    version: u16,
-    command: Command,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encode_decode_and_refuse_unknown_versions() {
-        let c = Command::SubmitJobs {
-            at_ms: 5,
-            jobs: vec![JobSpec::new("hello", &["echo", "hello"])],
-        };
-        assert_eq!(Command::decode(&c.encode()).unwrap(), c);
-        let mut bytes = c.encode();
-        bytes[0] = 9; // postcard varint of the version
-        assert!(matches!(
-            Command::decode(&bytes),
-            Err(ConsensusError::UnsupportedVersion { found: 9, .. })
-        ));
-        assert!(Command::decode(&[]).is_err());
-    }
 
     #[test]
     fn validation_names_the_field_and_bound() {

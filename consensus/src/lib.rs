@@ -3,8 +3,7 @@
 //!
 //! # Layout
 //!
-//! - `command`: [`Command`], [`JobSpec`] and its validation and bounds (`limits`), the
-//!   versioned entry encoding.
+//! - `command`: [`Command`], [`JobSpec`] and its validation and bounds (`limits`).
 //! - `state`: [`ClusterState`] — `apply`, the state hash, snapshots, and the queries the
 //!   server and scheduler use.
 //! - `raft`: openraft's [`TypeConfig`](raft::TypeConfig), the [`LogStore`](raft::LogStore)
@@ -28,7 +27,7 @@ pub mod testkit;
 
 pub use command::{
     limits, Assignment, Capacity, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome,
-    Resources, RetryPolicy, Role, SandboxKind, WorkflowId, WorkflowJob, COMMAND_VERSION,
+    Resources, RetryPolicy, Role, SandboxKind, WorkflowId, WorkflowJob,
 };
 pub use error::{ConsensusError, Invalid, Result};
 pub use state::{

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use cathedral_consensus::raft::{decode_entry, encode_entry, TypeConfig};
 use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
     Assignment, Capacity, ClusterState, Command, Exit, JobSpec, JobState, NodeInfo, Outcome,
@@ -105,6 +106,21 @@ fn check_invariants(s: &ClusterState) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `cmd` encoded as the log entry record at `index` and decoded again.
+fn through_the_log(index: u64, cmd: &Command) -> Result<Command, TestCaseError> {
+    let entry = openraft::Entry::<TypeConfig> {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        payload: openraft::EntryPayload::Normal(cmd.clone()),
+    };
+    match decode_entry(&encode_entry(&entry))
+        .map_err(TestCaseError::fail)?
+        .payload
+    {
+        openraft::EntryPayload::Normal(c) => Ok(c),
+        _ => Err(TestCaseError::fail("not a normal entry")),
+    }
+}
+
 fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
     let (mut a, mut b) = (ClusterState::new(), ClusterState::new());
     let snap_at = cmds.len() / 2;
@@ -112,8 +128,7 @@ fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
     for (i, c) in cmds.iter().enumerate() {
         let index = i as u64 + 1;
         // The entry goes through its encoding, as it would through the log.
-        let decoded =
-            Command::decode(&c.encode()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let decoded = through_the_log(index, c)?;
         prop_assert_eq!(&decoded, c);
         let ra = a.apply(index, c);
         let rb = b.apply(index, &decoded);
@@ -162,8 +177,7 @@ fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
                 at_ms: 0,
                 commands: cmds[i..end].to_vec(),
             };
-            let decoded =
-                Command::decode(&batch.encode()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let decoded = through_the_log(index, &batch)?;
             prop_assert_eq!(&decoded, &batch);
             let r = c.apply(index, &decoded);
             prop_assert!(

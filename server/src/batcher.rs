@@ -23,12 +23,12 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::node::{now_ms, ProposalReply, ENTRY_BYTES_MAX};
+use crate::node::{now_ms, ProposalReply, WRITE_BYTES_MAX};
 
 /// Most commands in one batch.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
-/// Most encoded command bytes in one batch.
-pub const BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX;
+/// Most encoded command bytes in one batch: its entry then stays within `ENTRY_BYTES_MAX`.
+pub const BATCH_BYTES_MAX: usize = WRITE_BYTES_MAX;
 /// Writes waiting for a batch; callers wait for room beyond it.
 pub const QUEUE_MAX: usize = 16 * 1024;
 

@@ -46,7 +46,7 @@ pub use cathedral_consensus::requests::{
 pub use config::{Args, Config, Placement, Role, SLOTS_MAX, VOTERS_MAX};
 pub use convert::DEFAULT_TIMEOUT_MS;
 pub use error::{Result, ServerError};
-pub use node::{Node, ENTRY_BYTES_MAX};
+pub use node::{Node, ENTRY_BYTES_MAX, WRITE_BYTES_MAX};
 pub use scheduler::{overdue, place, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
 pub use server::{start, Running, REQUEST_BYTES_MAX};
 pub use service::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};

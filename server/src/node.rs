@@ -33,8 +33,13 @@ use crate::identity::{new_cluster_id, Identity};
 use crate::tags::TagOverlay;
 use crate::transport::{Network, Peers};
 
-/// Largest encoded command one write may propose.
+/// Largest log entry record a write makes: the bytes the log stores (version, log id and
+/// the encoded command or batch).
 pub const ENTRY_BYTES_MAX: usize = 1 << 20;
+/// Largest encoded write (its command, with its request id): what `ENTRY_BYTES_MAX` leaves
+/// after an entry's framing, so that every entry the write goes into stays within it.
+pub const WRITE_BYTES_MAX: usize =
+    ENTRY_BYTES_MAX - cathedral_consensus::raft::ENTRY_FRAMING_BYTES_MAX;
 /// How long a Join may take (the new node catches up as a learner first).
 pub const JOIN_TIMEOUT_MS: u64 = 120_000;
 /// Longest pause before a write that found no leader is tried again (it is tried at once
@@ -680,10 +685,12 @@ impl Node {
             Proposal::Write(cmd) => cmd.encoded_len(),
             Proposal::RemoveNode(_) => 16,
         };
-        if bytes > ENTRY_BYTES_MAX {
+        if bytes > WRITE_BYTES_MAX {
             return Err(ServerError::invalid(
                 "request",
-                format!("encodes to {bytes} bytes; ENTRY_BYTES_MAX is {ENTRY_BYTES_MAX}"),
+                format!(
+                    "encodes to {bytes} bytes; WRITE_BYTES_MAX is {WRITE_BYTES_MAX} (ENTRY_BYTES_MAX {ENTRY_BYTES_MAX} less an entry's framing)"
+                ),
             ));
         }
         // A repeat of an accepted request is answered from this node's state: no log entry,

@@ -178,13 +178,35 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         "page_token",
     );
 
+    // A write larger than an entry may hold (each job within its own bounds), under
+    // REQUEST_BYTES_MAX: refused by name before it is proposed.
+    let big = |n: usize| pb::SubmitWorkflowRequest {
+        name: "big".into(),
+        jobs: (0..n)
+            .map(|i| pb::WorkflowJob {
+                key: format!("k{i}"),
+                spec: Some(spec("big", &["echo", &"x".repeat(60 * 1024)])),
+                after: vec![],
+            })
+            .collect(),
+        request_id: String::new(),
+    };
+    expect_code(
+        jobs.submit_workflow(big(20)).await,
+        Code::InvalidArgument,
+        "WRITE_BYTES_MAX",
+    );
+
     // Nothing above took a log entry or touched the state.
     let after = s.status().await;
     assert_eq!(after.applied_index, before.applied_index);
     assert_eq!(after.state_hash, before.state_hash);
     assert_eq!(after.jobs, 1);
-    // And the node still takes good input.
+    // And the node still takes good input, up to the bound: 16 such jobs fit one entry.
     s.cli_ok(&["submit", "--", "true"]);
+    jobs.submit_workflow(big(16))
+        .await
+        .expect("a workflow within WRITE_BYTES_MAX");
 }
 
 /// A gRPC message frame: the 5-byte prefix (not compressed, length) and the message.

@@ -31,6 +31,13 @@ const COMMITTED_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
+/// The most bytes a log entry record adds around its command: the version byte, the log
+/// id (term, leader node and index, varints of up to 10 bytes each), the payload's tag, and
+/// a batch's own header (variant, timestamp, length). A command of `n` encoded bytes, alone
+/// or in a batch of commands summing to `n`, makes a record of at most
+/// `n + ENTRY_FRAMING_BYTES_MAX` bytes (a test pins it).
+pub const ENTRY_FRAMING_BYTES_MAX: usize = 64;
+
 /// Encodes an entry as its log record payload.
 // Format: [ENTRY_VERSION u8][postcard(openraft Entry)].
 pub fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
@@ -315,5 +322,71 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             (p == NOT_PURGED || p < log_id.index).then_some(log_id.index)
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, JobSpec};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    fn entry(term: u64, node: u64, index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, node), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_unknown_versions_are_refused() {
+        let e = entry(
+            3,
+            1,
+            9,
+            Command::SubmitJobs {
+                at_ms: 5,
+                jobs: vec![JobSpec::new("hello", &["echo", "hello"])],
+            },
+        );
+        let bytes = encode_entry(&e);
+        assert_eq!(bytes[0], ENTRY_VERSION);
+        let back = decode_entry(&bytes).unwrap();
+        assert_eq!(back.log_id, e.log_id);
+        assert!(
+            matches!(back.payload, EntryPayload::Normal(ref c) if matches!(e.payload, EntryPayload::Normal(ref d) if c == d))
+        );
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(decode_entry(&other).unwrap_err().contains("version 9"));
+        assert!(decode_entry(&[]).is_err());
+    }
+
+    #[test]
+    fn the_framing_of_an_entry_stays_within_its_bound() {
+        // The largest ids and timestamp there are, around a command alone and in a batch.
+        let cmd = Command::SubmitJobs {
+            at_ms: u64::MAX,
+            jobs: vec![JobSpec::new(&"n".repeat(300), &["echo", &"x".repeat(5000)])],
+        };
+        let n = cmd.encoded_len();
+        let alone = encode_entry(&entry(u64::MAX, u64::MAX, u64::MAX, cmd.clone()));
+        assert!(
+            alone.len() <= n + ENTRY_FRAMING_BYTES_MAX,
+            "{} > {n} + framing",
+            alone.len()
+        );
+        let commands = vec![cmd; 200];
+        let sum: usize = commands.iter().map(Command::encoded_len).sum();
+        let batch = Command::Batch {
+            at_ms: u64::MAX,
+            commands,
+        };
+        let batched = encode_entry(&entry(u64::MAX, u64::MAX, u64::MAX, batch));
+        assert!(
+            batched.len() <= sum + ENTRY_FRAMING_BYTES_MAX,
+            "{} > {sum} + framing",
+            batched.len()
+        );
     }
 }

@@ -10,7 +10,9 @@ mod log_store;
 mod settings;
 mod state_machine;
 
-pub use log_store::{decode_entry, encode_entry, CommittedHandle, LogStore, ENTRY_VERSION};
+pub use log_store::{
+    decode_entry, encode_entry, CommittedHandle, LogStore, ENTRY_FRAMING_BYTES_MAX, ENTRY_VERSION,
+};
 pub use settings::RaftSettings;
 pub use state_machine::{
     read_snapshot, Applied, AppliedHandle, RaftSnapshotMeta, SnapshotBuilder, StateMachine,
