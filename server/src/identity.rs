@@ -3,8 +3,7 @@
 //! atomically (temporary file, fsync, rename, directory fsync); never rewritten with
 //! different values.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,23 +68,11 @@ impl Identity {
             "# Written by cathedral-server; identifies this node. Do not edit.\n{}",
             toml::to_string(self).map_err(|e| ServerError::Internal(e.to_string()))?
         );
-        write_durably(dir, FILE, text.as_bytes())
+        Ok(cathedral_storage::replace_atomically(
+            &dir.join(FILE),
+            text.as_bytes(),
+        )?)
     }
-}
-
-/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new file, never
-/// a mix: a temporary file, fsync, rename, fsync of the directory.
-pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let path = dir.join(name);
-    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| ServerError::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| ServerError::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| ServerError::io("rename", &path, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ServerError::io("fsync", dir, e))
 }
 
 /// A new cluster id: 16 random bytes in hex.

@@ -413,9 +413,8 @@ impl Node {
     /// Remembers the gossip addresses of the live peers, seeds for the next start.
     pub fn save_known_peers(&self, peers: &[String]) {
         let path = self.config.data_dir.join(KNOWN_PEERS_FILE);
-        let tmp = path.with_extension("tmp");
         let text: String = peers.iter().map(|p| format!("{p}\n")).collect();
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)) {
+        if let Err(e) = cathedral_storage::replace_atomically(&path, text.as_bytes()) {
             tracing::warn!("saving {}: {e}", path.display());
         }
     }

@@ -59,7 +59,10 @@ impl TagOverlay {
     /// Writes the overlay durably.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let text = toml::to_string(self).map_err(|e| ServerError::Internal(e.to_string()))?;
-        crate::identity::write_durably(dir, FILE, text.as_bytes())
+        Ok(cathedral_storage::replace_atomically(
+            &dir.join(FILE),
+            text.as_bytes(),
+        )?)
     }
 }
 

@@ -198,9 +198,11 @@ pub(crate) fn preallocate(file: &File, len: u64, path: &Path) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, directory fsync.
-/// Readers see either the old contents or the new, never a mix.
-pub(crate) fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` atomically: temporary file (`PATH.tmp`), fsync, rename,
+/// directory fsync. Readers — and a restart after a crash at any point — see either the
+/// old contents or the new, never a mix or nothing. The workspace's one helper for small
+/// files replaced whole (metadata here; identity, tags and known peers in the server).
+pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(path);
     {

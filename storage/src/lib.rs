@@ -50,7 +50,7 @@ mod snapshot;
 pub use compaction::{CompactionDecision, CompactionPolicy};
 pub use error::{Error, Result};
 pub use finding::{Finding, FindingKind};
-pub use fsutil::DirLock;
+pub use fsutil::{replace_atomically, DirLock};
 pub use log::{
     inspect, inspect_with_progress, Entry, InspectReport, Log, Record, RecoveryReport, Salvaged,
     SegmentReport, Stats, TornTail, Visit,
