@@ -79,12 +79,91 @@ async fn checkpoint_if_due(node: &Node) -> crate::error::Result<()> {
 }
 
 /// Why the leader declares a node failed.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Down {
     NotMember,
     Dead(Duration),
     Left,
     Unseen,
+}
+
+/// What gossip says of a node: its liveness, for how long, and whether it takes work.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    liveness: Liveness,
+    for_: Duration,
+    available: bool,
+}
+
+/// One registered node as the leader sees it.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    /// The leader itself (never declared failed by itself).
+    is_self: bool,
+    status: NodeStatus,
+    /// In the Raft membership.
+    member: bool,
+    /// `None`: gossip has not heard of it.
+    seen: Option<Seen>,
+}
+
+/// The timeouts the classification applies.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// How long this node has led (a new leader gives every node a full timeout).
+    leading_for: Duration,
+    /// A node gossip never saw alive within this long of the leadership is failed.
+    unseen_timeout: Duration,
+    /// A node gossip calls dead is failed only after this long.
+    grace: Duration,
+}
+
+/// What the leader does about one registered node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Commit node-failed (its attempts are requeued).
+    Fail(Down),
+    /// Commit node-recovered.
+    Recover,
+    /// Alive and taking work: a placement candidate.
+    Candidate,
+    /// Nothing to do (alive but not available, within a grace, retired, still failed).
+    Leave,
+}
+
+/// The leader's judgement of one node, a pure function of what it knows: a node outside
+/// the Raft membership (removed, or one of an old cluster whose state was restored here)
+/// can never be heard from, so it fails at once; a node gossip calls dead fails after the
+/// grace; one that left fails at once; one gossip never saw fails after the unseen timeout
+/// counted from the start of this leadership; a failed member gossip sees alive recovers.
+fn classify(n: Facts, t: Timing) -> Verdict {
+    match n.status {
+        NodeStatus::Alive => {
+            let down = if n.is_self {
+                None
+            } else if !n.member {
+                Some(Down::NotMember)
+            } else {
+                match n.seen.map(|s| (s.liveness, s.for_)) {
+                    Some((Liveness::Dead, for_)) if for_ >= t.grace => Some(Down::Dead(for_)),
+                    Some((Liveness::Left, _)) => Some(Down::Left),
+                    Some((Liveness::Alive | Liveness::Dead, _)) => None,
+                    None | Some((Liveness::Joining, _)) => {
+                        (t.leading_for >= t.unseen_timeout).then_some(Down::Unseen)
+                    }
+                }
+            };
+            match down {
+                Some(why) => Verdict::Fail(why),
+                None if n.seen.is_some_and(|s| s.available) => Verdict::Candidate,
+                None => Verdict::Leave,
+            }
+        }
+        NodeStatus::Failed if n.member && n.seen.is_some_and(|s| s.liveness == Liveness::Alive) => {
+            Verdict::Recover
+        }
+        NodeStatus::Failed | NodeStatus::Retired => Verdict::Leave,
+    }
 }
 
 async fn lead_once(
@@ -96,8 +175,6 @@ async fn lead_once(
     let grace = Duration::from_millis(node.config.failure_grace_ms);
     let now = now_ms();
     let view = node.gossip.view();
-    // A node outside the Raft membership (removed, or one of an old cluster whose state
-    // was restored here) can never be heard from: it is failed at once, not after a timeout.
     let members: BTreeSet<u64> = node
         .metrics()
         .membership_config
@@ -105,6 +182,11 @@ async fn lead_once(
         .nodes()
         .map(|(id, _)| *id)
         .collect();
+    let timing = Timing {
+        leading_for: since.elapsed(),
+        unseen_timeout,
+        grace,
+    };
     let (failed, recovered, timed_out, assignments) = {
         let a = node.applied.read().unwrap();
         let state = &a.state;
@@ -114,38 +196,25 @@ async fn lead_once(
         for n in state.nodes() {
             let id = n.info.id;
             let seen = view.member(id);
-            match n.status {
-                NodeStatus::Alive => {
-                    let down = if id == node.id {
-                        None
-                    } else if !members.contains(&id) {
-                        Some(Down::NotMember)
-                    } else {
-                        match seen.map(|m| (m.liveness, m.since.elapsed())) {
-                            Some((Liveness::Dead, for_)) if for_ >= grace => Some(Down::Dead(for_)),
-                            Some((Liveness::Left, _)) => Some(Down::Left),
-                            Some((Liveness::Alive | Liveness::Dead, _)) => None,
-                            None | Some((Liveness::Joining, _)) => {
-                                (since.elapsed() >= unseen_timeout).then_some(Down::Unseen)
-                            }
-                        }
-                    };
-                    match down {
-                        Some(why) => failed.push((id, why)),
-                        None => {
-                            if let Some(m) = seen.filter(|m| m.available()) {
-                                candidates.insert(id, m.tags.clone());
-                            }
-                        }
+            let facts = Facts {
+                is_self: id == node.id,
+                status: n.status,
+                member: members.contains(&id),
+                seen: seen.map(|m| Seen {
+                    liveness: m.liveness,
+                    for_: m.since.elapsed(),
+                    available: m.available(),
+                }),
+            };
+            match classify(facts, timing) {
+                Verdict::Fail(why) => failed.push((id, why)),
+                Verdict::Recover => recovered.push(id),
+                Verdict::Candidate => {
+                    if let Some(m) = seen {
+                        candidates.insert(id, m.tags.clone());
                     }
                 }
-                NodeStatus::Failed => {
-                    if members.contains(&id) && seen.is_some_and(|m| m.liveness == Liveness::Alive)
-                    {
-                        recovered.push(id);
-                    }
-                }
-                NodeStatus::Retired => {}
+                Verdict::Leave => {}
             }
         }
         let timed_out = overdue(state, now, TIMEOUT_SLACK_MS);
@@ -212,4 +281,106 @@ async fn lead_once(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        leading_for: Duration::from_secs(10),
+        unseen_timeout: Duration::from_secs(5),
+        grace: Duration::from_secs(2),
+    };
+
+    fn alive(seen: Option<(Liveness, u64, bool)>) -> Facts {
+        Facts {
+            is_self: false,
+            status: NodeStatus::Alive,
+            member: true,
+            seen: seen.map(|(liveness, secs, available)| Seen {
+                liveness,
+                for_: Duration::from_secs(secs),
+                available,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_live_available_member_is_a_candidate_and_an_unavailable_one_is_left() {
+        assert_eq!(
+            classify(alive(Some((Liveness::Alive, 1, true))), T),
+            Verdict::Candidate
+        );
+        assert_eq!(
+            classify(alive(Some((Liveness::Alive, 1, false))), T),
+            Verdict::Leave
+        );
+    }
+
+    #[test]
+    fn dead_fails_only_after_the_grace_and_left_at_once() {
+        assert_eq!(
+            classify(alive(Some((Liveness::Dead, 1, false))), T),
+            Verdict::Leave
+        );
+        assert_eq!(
+            classify(alive(Some((Liveness::Dead, 2, false))), T),
+            Verdict::Fail(Down::Dead(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            classify(alive(Some((Liveness::Left, 0, false))), T),
+            Verdict::Fail(Down::Left)
+        );
+    }
+
+    #[test]
+    fn unseen_fails_after_the_timeout_counted_from_the_leadership() {
+        let early = Timing {
+            leading_for: Duration::from_secs(4),
+            ..T
+        };
+        assert_eq!(classify(alive(None), early), Verdict::Leave);
+        assert_eq!(
+            classify(alive(Some((Liveness::Joining, 60, false))), early),
+            Verdict::Leave
+        );
+        assert_eq!(classify(alive(None), T), Verdict::Fail(Down::Unseen));
+        assert_eq!(
+            classify(alive(Some((Liveness::Joining, 0, false))), T),
+            Verdict::Fail(Down::Unseen)
+        );
+    }
+
+    #[test]
+    fn a_non_member_fails_at_once_and_the_leader_never_fails_itself() {
+        let outsider = Facts {
+            member: false,
+            ..alive(Some((Liveness::Alive, 1, true)))
+        };
+        assert_eq!(classify(outsider, T), Verdict::Fail(Down::NotMember));
+        let me = Facts {
+            is_self: true,
+            member: false,
+            ..alive(None)
+        };
+        assert_eq!(classify(me, T), Verdict::Leave);
+    }
+
+    #[test]
+    fn a_failed_member_seen_alive_recovers_and_nothing_else_does() {
+        let failed = |member, liveness| Facts {
+            status: NodeStatus::Failed,
+            member,
+            ..alive(Some((liveness, 1, true)))
+        };
+        assert_eq!(classify(failed(true, Liveness::Alive), T), Verdict::Recover);
+        assert_eq!(classify(failed(false, Liveness::Alive), T), Verdict::Leave);
+        assert_eq!(classify(failed(true, Liveness::Dead), T), Verdict::Leave);
+        let retired = Facts {
+            status: NodeStatus::Retired,
+            ..alive(Some((Liveness::Alive, 1, true)))
+        };
+        assert_eq!(classify(retired, T), Verdict::Leave);
+    }
 }
