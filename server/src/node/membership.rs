@@ -1,0 +1,307 @@
+//! Membership: bootstrap or join, promotion of coordinators to voters, node removal, and
+//! the upkeep that registers this node in the job state.
+
+use super::*;
+
+impl Node {
+    /// Initialises a new cluster (standalone, or a coordinator without `--join`) on first
+    /// start, or joins the one `--join` names; a node that already belongs to a cluster
+    /// does neither. Joining retries until it succeeds or the node shuts down.
+    pub async fn bootstrap(self: &Arc<Self>) -> Result<()> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let join = self.config.join.clone();
+        match join {
+            None if !initialized => {
+                let mut members = BTreeMap::new();
+                members.insert(self.id, BasicNode::new(&self.config.advertise));
+                self.raft
+                    .initialize(members)
+                    .await
+                    .map_err(|e| ServerError::Raft(format!("initialise: {e}")))?;
+                self.set_cluster(&new_cluster_id()).await?;
+                tracing::info!(node = self.id, "initialised a new cluster");
+            }
+            None => {}
+            Some(addr) if self.cluster_id().is_none() || !initialized => {
+                let node = self.clone();
+                tokio::spawn(async move { node.join_until_done(&addr).await });
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    pub(super) async fn join_until_done(&self, addr: &str) {
+        let mut logged = false;
+        loop {
+            match self.try_join(addr).await {
+                Ok(reply) => {
+                    if let Err(e) = self.set_cluster(&reply.cluster_id).await {
+                        tracing::error!("{e}");
+                    }
+                    tracing::info!(via = addr, leader = reply.leader_id, "joined the cluster");
+                    return;
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(via = addr, "cannot join yet, retrying: {e}");
+                        logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn try_join(&self, addr: &str) -> std::result::Result<JoinReply, String> {
+        let mut client = crate::transport::peer_client(crate::transport::channel(addr)?);
+        let mut req = tonic::Request::new(JoinRequest {
+            node_id: self.id,
+            address: self.config.advertise.clone(),
+            role: self.config.role.name().to_string(),
+            slots: self.config.slots,
+        });
+        req.set_timeout(Duration::from_millis(JOIN_TIMEOUT_MS));
+        client
+            .join(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string())
+    }
+
+    /// Handles a Join: the leader adds the node as a learner (waiting until it caught up)
+    /// and promotes a coordinator while voters are fewer than `--voters`; any other node
+    /// passes the request to the leader.
+    pub async fn join(&self, req: JoinRequest) -> Result<JoinReply> {
+        let role = Role::parse(&req.role)
+            .filter(|r| *r != Role::Standalone)
+            .ok_or_else(|| {
+                ServerError::invalid("role", format!("{:?}: coordinator or worker", req.role))
+            })?;
+        if req.node_id == 0 {
+            return Err(ServerError::invalid("node_id", "0 is reserved"));
+        }
+        if req.address.is_empty() {
+            return Err(ServerError::invalid("address", "empty"));
+        }
+        let leader = self.leader_or_unavailable().await?;
+        if leader != self.id {
+            let addr = self.address_of(leader).ok_or_else(|| {
+                ServerError::Unavailable(format!("leader {leader} has no known address"))
+            })?;
+            let mut client = self
+                .peers
+                .client(leader, &addr)
+                .map_err(ServerError::Unavailable)?;
+            let mut r = tonic::Request::new(req);
+            r.set_timeout(Duration::from_millis(JOIN_TIMEOUT_MS));
+            return client.join(r).await.map(|r| r.into_inner()).map_err(|s| {
+                ServerError::Unavailable(format!("via leader {leader}: {}", s.message()))
+            });
+        }
+        let cluster_id = self
+            .cluster_id()
+            .ok_or_else(|| ServerError::Unavailable("this node has no cluster id yet".into()))?;
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let known = membership.get_node(&req.node_id).cloned();
+        match known {
+            Some(n) if n.addr != req.address => {
+                return Err(ServerError::invalid(
+                    "address",
+                    format!(
+                        "node {} is a member at {}; remove it before it rejoins at {}",
+                        req.node_id, n.addr, req.address
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(node = req.node_id, addr = %req.address, role = role.name(), "adding a learner");
+                self.raft
+                    .add_learner(req.node_id, BasicNode::new(&req.address), true)
+                    .await
+                    .map_err(|e| raft_write_error("add learner", e))?;
+            }
+        }
+        if role == Role::Coordinator {
+            self.promote_if_wanted(req.node_id).await?;
+        }
+        Ok(JoinReply {
+            cluster_id,
+            leader_id: self.id,
+        })
+    }
+
+    /// Makes learner `id` a voter if voters are fewer than wanted.
+    pub(super) async fn promote_if_wanted(&self, id: u64) -> Result<()> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.contains(&id) || voters.len() as u32 >= self.config.voters {
+            return Ok(());
+        }
+        tracing::info!(node = id, voters = voters.len(), "promoting to voter");
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await
+            .map_err(|e| raft_write_error("promote", e))?;
+        Ok(())
+    }
+
+    pub(super) async fn remove_node(&self, id: u64) -> ProposalReply {
+        let m = self.metrics();
+        let membership = m.membership_config.membership().clone();
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        if membership.get_node(&id).is_none() {
+            return ProposalReply::NotFound {
+                what: "node".into(),
+                id,
+            };
+        }
+        if is_voter && membership.voter_ids().count() == 1 {
+            return ProposalReply::Invalid(Invalid::new(
+                "node_id",
+                format!("{id} is the only voter; a cluster needs one"),
+            ));
+        }
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        if let Err(e) = self.raft.change_membership(change, false).await {
+            return match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    ProposalReply::NotLeader {
+                        leader: f.leader_id,
+                    }
+                }
+                e => ProposalReply::Failed(format!("remove node {id}: {e}")),
+            };
+        }
+        tracing::info!(node = id, "removed from the cluster");
+        // The node leaves the job state too, if it registered.
+        let registered = self.applied.read().unwrap().state.node(id).is_some();
+        if registered {
+            self.client_write(Command::NodeRetired {
+                at_ms: now_ms(),
+                node: id,
+            })
+            .await
+        } else {
+            ProposalReply::Done {
+                index: self.metrics().last_applied.map_or(0, |l| l.index),
+                response: Response::Done,
+            }
+        }
+    }
+
+    /// Background upkeep, every `UPKEEP_INTERVAL_MS` until shutdown: this node registers
+    /// itself in the job state once it belongs to a cluster; the leader promotes
+    /// coordinator learners while voters are fewer than wanted.
+    pub async fn upkeep(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(UPKEEP_INTERVAL_MS)) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.register_self().await {
+                tracing::debug!("registration pending: {e}");
+            }
+            if self.metrics().state == ServerState::Leader {
+                self.promote_coordinators().await;
+            }
+        }
+    }
+
+    pub(super) async fn register_self(&self) -> Result<()> {
+        let m = self.metrics();
+        if self.cluster_id().is_none()
+            || m.membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_none()
+        {
+            return Ok(());
+        }
+        let wanted = NodeInfo {
+            id: self.id,
+            address: self.config.advertise.clone(),
+            role: node_role(self.config.role),
+            tags: self.gossip.tags(),
+            capacity: capacity(self.config.slots),
+        };
+        let current = self
+            .applied
+            .read()
+            .unwrap()
+            .state
+            .node(self.id)
+            .map(|n| (n.info.clone(), n.status));
+        match current {
+            Some((info, NodeStatus::Alive)) if info == wanted => Ok(()),
+            // Only the leader brings a failed node back (node-recovered, once gossip sees
+            // it alive); registering would revive it behind the detector's back.
+            Some((_, NodeStatus::Retired | NodeStatus::Failed)) => Ok(()),
+            _ => {
+                self.propose(Proposal::Write(Command::NodeRegistered {
+                    at_ms: now_ms(),
+                    node: wanted,
+                }))
+                .await?;
+                tracing::info!(node = self.id, "registered");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn promote_coordinators(&self) {
+        let m = self.metrics();
+        let membership = m.membership_config.membership().clone();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        for id in learners {
+            let coordinator = self
+                .applied
+                .read()
+                .unwrap()
+                .state
+                .node(id)
+                .is_some_and(|n| n.info.role == NodeRole::Coordinator);
+            if coordinator {
+                if let Err(e) = self.promote_if_wanted(id).await {
+                    tracing::warn!(node = id, "promotion failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// What this node offers: `slots` attempts at once, its CPUs, and its memory.
+pub(super) fn capacity(slots: u32) -> Capacity {
+    Capacity {
+        slots,
+        cpu_millis: cpu_millis(),
+        memory_bytes: memory_total_bytes(),
+    }
+}
+
+pub(super) fn cpu_millis() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as u32 * 1000
+}
+
+/// Physical memory from /proc/meminfo (0, "not accounted", where unreadable).
+pub(super) fn memory_total_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

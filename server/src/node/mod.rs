@@ -1,0 +1,413 @@
+//! One Cathedral node: its Raft instance over the data directory, its identity, and the
+//! paths every write and membership change takes.
+//!
+//! ```text
+//!  API call ──▶ Node::propose ──(leader)──▶ check against applied state ──▶ batcher ──▶ client_write
+//!                    │
+//!                    └─(follower)──▶ forwarder: ForwardBatch to the leader ──▶ the same
+//!                    then: wait until this node applied the entry (read your writes);
+//!                    an unknown outcome (leader replaced or gone): the same request again
+//! ```
+//!
+//! # Layout
+//!
+//! - `mod.rs`: the `Node` and its start (`open`: data directory, log, snapshots checked,
+//!   state machine, gossip, Raft, a quiet start after a restart), its status and shutdown.
+//! - `write`: the write path — request ids, `propose`, `execute` on the leader, resends.
+//! - `membership`: bootstrap, join, promotion, removal, registration upkeep.
+//! - `gossip_side`: tags, the partition check, the node list, gossip seeds, known peers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cathedral_consensus::raft::{
+    AppliedHandle, CommittedHandle, LogStore, StateMachine, TypeConfig,
+};
+use cathedral_consensus::requests::RequestId;
+use cathedral_consensus::{
+    Capacity, Command, Invalid, NodeInfo, NodeStatus, Response, Role as NodeRole,
+};
+use cathedral_storage::{Log, Options, SnapshotOptions, SnapshotStore};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
+use serde::{Deserialize, Serialize};
+
+use crate::api::internal::{JoinReply, JoinRequest};
+use crate::config::{Config, Role};
+use crate::error::{Result, ServerError};
+use crate::gossip::{GossipError, Membership, Published};
+use crate::identity::{new_cluster_id, Identity};
+use crate::tags::TagOverlay;
+use crate::transport::{Network, Peers};
+
+/// Largest log entry record a write makes: the bytes the log stores (version, log id and
+/// the encoded command or batch).
+pub const ENTRY_BYTES_MAX: usize = 1 << 20;
+/// Largest encoded write (its command, with its request id): what `ENTRY_BYTES_MAX` leaves
+/// after an entry's framing, so that every entry the write goes into stays within it.
+pub const WRITE_BYTES_MAX: usize =
+    ENTRY_BYTES_MAX - cathedral_consensus::raft::ENTRY_FRAMING_BYTES_MAX;
+/// How long a Join may take (the new node catches up as a learner first).
+pub const JOIN_TIMEOUT_MS: u64 = 120_000;
+/// Longest pause before a write that found no leader is tried again (it is tried at once
+/// when a new leader becomes known).
+const NOT_LEADER_RETRY_MS: u64 = 50;
+/// Period of the membership and registration upkeep.
+const UPKEEP_INTERVAL_MS: u64 = 500;
+
+/// A write or membership change that only the leader performs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Proposal {
+    Write(Command),
+    RemoveNode(u64),
+}
+
+/// The leader's answer to a forwarded [`Proposal`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposalReply {
+    /// Committed and applied at `index`.
+    Done {
+        index: u64,
+        response: Response,
+    },
+    /// Not the leader (any more); nothing was proposed.
+    NotLeader {
+        leader: Option<u64>,
+    },
+    Invalid(Invalid),
+    NotFound {
+        what: String,
+        id: u64,
+    },
+    Failed(String),
+}
+
+/// The running node.
+pub struct Node {
+    pub id: u64,
+    pub config: Config,
+    pub raft: Raft<TypeConfig>,
+    pub applied: AppliedHandle,
+    pub peers: Arc<Peers>,
+    pub snapshots: SnapshotStore,
+    /// Gossip membership: liveness, tags and load of every node.
+    pub gossip: Arc<Membership>,
+    /// Run-time tag changes, persisted in the data directory.
+    tag_overlay: tokio::sync::Mutex<TagOverlay>,
+    identity: Mutex<Identity>,
+    log: Mutex<Option<Arc<Log>>>,
+    /// The committed index the log store has not persisted yet; saved at shutdown.
+    committed: CommittedHandle,
+    /// Concurrent writes, batched into entries (used while this node leads).
+    batcher: crate::batcher::Batcher,
+    /// Writes on their way to the leader, forwarded together (used while another leads).
+    forwarder: crate::forwarder::Forwarder,
+    /// Notified when an AppendEntries from a leader was taken (see `quiet_start`).
+    leader_heard: Arc<tokio::sync::Notify>,
+    /// This run of the node, random per start: request ids it assigns never repeat an
+    /// earlier run's.
+    incarnation: u64,
+    /// The next request id's sequence number in this run.
+    next_request: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn node_role(role: Role) -> NodeRole {
+    match role {
+        Role::Standalone => NodeRole::Standalone,
+        Role::Coordinator => NodeRole::Coordinator,
+        Role::Worker => NodeRole::Worker,
+    }
+}
+
+mod gossip_side;
+mod membership;
+mod write;
+
+use gossip_side::*;
+use membership::*;
+use write::*;
+
+impl Node {
+    /// Opens the data directory (locking it), the log, snapshots and identity, and starts
+    /// Raft. Does not initialise or join a cluster: see [`bootstrap`](Self::bootstrap).
+    pub async fn open(mut config: Config) -> Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| ServerError::io("create", &config.data_dir, e))?;
+        // Absolute from here on: sandboxes bind paths under it.
+        config.data_dir = std::fs::canonicalize(&config.data_dir)
+            .map_err(|e| ServerError::io("resolve", &config.data_dir, e))?;
+        let dir = &config.data_dir;
+        // The log takes the directory's LOCK: a second server on it fails here.
+        let log = Arc::new(Log::open(dir, Options::default())?);
+        let identity = Identity::load_or_create(dir)?;
+        let snapshots = SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default())?;
+        check_snapshots(dir, &snapshots, log.purged_through())?;
+        let sm = StateMachine::open(snapshots.clone())
+            .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
+        let applied = sm.handle();
+        let store = LogStore::new(log.clone())
+            .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
+        let committed = store.committed_handle();
+        let overlay = TagOverlay::load(dir)?;
+        let published = Published {
+            node_id: identity.node_id,
+            grpc: config.advertise.clone(),
+            role: config.role.name().to_string(),
+            tags: overlay.apply(&config.tags),
+            slots: config.slots,
+            cpu_millis: cpu_millis(),
+            memory_bytes: memory_total_bytes(),
+        };
+        let mut gossip_settings = config.gossip.clone();
+        // Peers this node gossiped with before a restart are seeds too.
+        for p in read_known_peers(dir) {
+            if !gossip_settings.seeds.contains(&p) {
+                gossip_settings.seeds.push(p);
+            }
+        }
+        let gossip = Membership::start(gossip_settings, published)
+            .await
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        if let Some(c) = identity.cluster_id.as_deref() {
+            gossip.set_cluster(c).await;
+        }
+        let peers = Peers::new(identity.node_id);
+        let raft_config = config
+            .raft
+            .openraft_config("cathedral")
+            .map_err(ServerError::Config)?;
+        let raft = Raft::new(
+            identity.node_id,
+            raft_config,
+            Network {
+                peers: peers.clone(),
+            },
+            store,
+            sm,
+        )
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let leader_heard = Arc::new(tokio::sync::Notify::new());
+        quiet_start(&raft, &config.raft, leader_heard.clone());
+        let batcher = crate::batcher::Batcher::start(
+            raft.clone(),
+            Duration::from_millis(config.write_timeout_ms),
+        );
+        let forwarder = crate::forwarder::Forwarder::start(
+            peers.clone(),
+            identity.node_id,
+            raft.metrics(),
+            Duration::from_millis(config.write_timeout_ms),
+        );
+        Ok(Arc::new(Node {
+            incarnation: rand::random(),
+            next_request: std::sync::atomic::AtomicU64::new(1),
+            leader_heard,
+            batcher,
+            forwarder,
+            id: identity.node_id,
+            config,
+            raft,
+            applied,
+            peers,
+            snapshots,
+            gossip,
+            tag_overlay: tokio::sync::Mutex::new(overlay),
+            identity: Mutex::new(identity),
+            log: Mutex::new(Some(log)),
+            committed,
+        }))
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.config.data_dir
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        self.identity.lock().unwrap().cluster_id.clone()
+    }
+
+    async fn set_cluster(&self, cluster_id: &str) -> Result<()> {
+        self.identity
+            .lock()
+            .unwrap()
+            .set_cluster(&self.config.data_dir, cluster_id)?;
+        self.gossip.set_cluster(cluster_id).await;
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Why this node cannot serve writes yet, or `None` when it can: it belongs to a
+    /// cluster, is a member, and a leader is known.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.cluster_id().is_none() {
+            return Some("not part of a cluster yet (joining)".into());
+        }
+        let m = self.metrics();
+        if m.membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_none()
+        {
+            return Some("not a member of the cluster".into());
+        }
+        if m.current_leader.is_none() {
+            return Some("no leader".into());
+        }
+        None
+    }
+
+    /// The commit index as this node knows it: on the leader, the highest index a majority
+    /// of voters holds; elsewhere the larger of the applied index and the persisted one.
+    pub fn committed_index(&self) -> u64 {
+        let m = self.metrics();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        if let Some(r) = m.replication.as_ref() {
+            let membership = m.membership_config.membership();
+            let mut matched: Vec<u64> = membership
+                .voter_ids()
+                .map(|v| {
+                    if v == self.id {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        r.get(&v).cloned().flatten().map_or(0, |l| l.index)
+                    }
+                })
+                .collect();
+            if !matched.is_empty() {
+                matched.sort_unstable_by(|a, b| b.cmp(a));
+                return matched[matched.len() / 2].max(applied);
+            }
+        }
+        let persisted = self
+            .log
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|l| l.metadata().committed)
+            .and_then(|b| postcard::from_bytes::<Option<openraft::LogId<u64>>>(&b).ok())
+            .flatten()
+            .map_or(0, |l| l.index);
+        persisted.max(applied)
+    }
+
+    /// The index of the last entry this node applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+            .read()
+            .unwrap()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    /// Stops Raft and closes the log cleanly (sealing its last segment).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        let log = self.log.lock().unwrap().take();
+        if let Some(log) = log {
+            if let Some(bytes) = self.committed.take_unsaved() {
+                if let Err(e) = log.save_committed(bytes) {
+                    tracing::warn!("saving the committed index: {e}");
+                }
+            }
+            match Arc::try_unwrap(log) {
+                Ok(log) => {
+                    if let Err(e) = log.close() {
+                        tracing::error!("closing the log: {e}");
+                    }
+                }
+                // Raft's tasks still hold it; dropping it stops the writer after
+                // everything acknowledged is durable, only the seal is skipped.
+                Err(_) => tracing::debug!("log still shared at shutdown; not sealed"),
+            }
+        }
+    }
+}
+
+/// Checks every snapshot (whole-file checksums) before Raft reads any. A damaged snapshot
+/// the node needs — the log was compacted past everything the valid ones hold — stops the
+/// start with what is damaged and how to restore; one it does not need is set aside as
+/// `*.snap.damaged` (kept, reported by `cathedral-log verify`) and logged, so Raft never
+/// reads or sends it.
+fn check_snapshots(
+    dir: &std::path::Path,
+    snapshots: &SnapshotStore,
+    purged_through: Option<u64>,
+) -> Result<()> {
+    let survey = snapshots.survey(true)?;
+    if let Some(gap) = survey.gap(purged_through) {
+        return Err(ServerError::DataDir {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "{gap}. This node cannot rebuild its state. Restore it from a peer (move the directory aside and start the node again with --join ADDR of a member: the leader sends it a snapshot), or from an export (`cathedral-log --data-dir NEW snapshot import FILE`, then start on NEW). `cathedral-log --data-dir {} verify` lists every damaged file.",
+                dir.display()
+            ),
+        });
+    }
+    for d in survey.damaged.iter().filter(|d| !d.set_aside) {
+        let to = snapshots.set_aside(&d.finding.file)?;
+        tracing::error!(
+            file = %d.finding.file.display(),
+            offset = d.finding.offset,
+            reason = %d.finding.reason,
+            moved_to = %to.display(),
+            "damaged snapshot set aside; the state is rebuilt from the valid snapshots and the log"
+        );
+    }
+    for d in survey.damaged.iter().filter(|d| d.set_aside) {
+        tracing::warn!(file = %d.finding.file.display(), "a damaged snapshot set aside earlier is still here; remove it once looked at");
+    }
+    for p in &survey.unknown {
+        tracing::warn!(file = %p.display(), "not a snapshot file, in the snapshot directory");
+    }
+    Ok(())
+}
+
+/// A restarted member of a multi-voter cluster does not campaign until it has heard from
+/// a leader (or `QUIET_START_MS` passed with none): its log is likely behind, so its votes
+/// would be refused, and openraft 0.9 then remembers having seen a greater log and delays
+/// this node's next election by twice the maximum election timeout — in the next failover,
+/// perhaps long after. A lone voter campaigns at once.
+fn quiet_start(
+    raft: &Raft<TypeConfig>,
+    settings: &cathedral_consensus::raft::RaftSettings,
+    leader_heard: Arc<tokio::sync::Notify>,
+) {
+    let voters = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    if voters < 2 {
+        return;
+    }
+    raft.runtime_config().elect(false);
+    let (raft, quiet) = (
+        raft.clone(),
+        Duration::from_millis(QUIET_START_MS.max(4 * settings.election_timeout_max_ms)),
+    );
+    tokio::spawn(async move {
+        // (A leader's vote restored from disk is no news of a live leader: wait for one to
+        // send entries.)
+        let _ = tokio::time::timeout(quiet, leader_heard.notified()).await;
+        raft.runtime_config().elect(true);
+    });
+}
+
+/// Longest a restarted member waits to hear a leader before it may campaign itself.
+const QUIET_START_MS: u64 = 1000;

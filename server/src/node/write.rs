@@ -1,0 +1,238 @@
+//! The write path: every write goes under a request id to the leader — proposed here
+//! through the batcher when this node leads, forwarded otherwise — and is sent again to a
+//! new leader when its outcome is unknown; then read-your-writes.
+
+use super::*;
+
+impl Node {
+    /// The leader's id, or Unavailable after waiting up to the write timeout for one.
+    pub async fn leader_or_unavailable(&self) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
+        loop {
+            if let Some(l) = self.raft.current_leader().await {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                return Err(ServerError::Unavailable(format!(
+                    "no leader elected within {} ms; a majority of voters may be down",
+                    self.config.write_timeout_ms
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The advertised address of member `id`.
+    pub fn address_of(&self, id: u64) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// A request id no other write of any run of any node carries.
+    pub fn new_request_id(&self) -> RequestId {
+        RequestId::Node {
+            node: self.id,
+            incarnation: self.incarnation,
+            seq: self
+                .next_request
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Commits `proposal` through the leader, wherever it is, and waits until this node
+    /// applied it, within the write timeout.
+    ///
+    /// Every write goes as a request (the caller's id, or one this node assigns), which
+    /// the state applies at most once; so when the outcome of a try is unknown — the leader
+    /// it was forwarded to was replaced or stopped answering, a leader lost its office
+    /// mid-write — the same request is sent again to whoever leads now, at once. Only a
+    /// membership change (`RemoveNode`) is not resent after an unknown outcome.
+    pub async fn propose(&self, proposal: Proposal) -> Result<(u64, Response)> {
+        let proposal = match proposal {
+            Proposal::Write(cmd) if cmd.batchable() => {
+                Proposal::Write(cmd.once(self.new_request_id()))
+            }
+            other => other,
+        };
+        let resendable = matches!(&proposal, Proposal::Write(Command::Request { .. }));
+        let bytes = match &proposal {
+            Proposal::Write(cmd) => cmd.encoded_len(),
+            Proposal::RemoveNode(_) => 16,
+        };
+        if bytes > WRITE_BYTES_MAX {
+            return Err(ServerError::invalid(
+                "request",
+                format!(
+                    "encodes to {bytes} bytes; WRITE_BYTES_MAX is {WRITE_BYTES_MAX} (ENTRY_BYTES_MAX {ENTRY_BYTES_MAX} less an entry's framing)"
+                ),
+            ));
+        }
+        // A repeat of an accepted request is answered from this node's state: no log entry,
+        // the original ids (a key found here is committed).
+        if let Proposal::Write(cmd) = &proposal {
+            if let Some(answer) = self.answer_repeat(cmd) {
+                return Ok(answer);
+            }
+        }
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let asked = self.raft.current_leader().await;
+            let tried = match asked {
+                Some(l) if l == self.id => Ok(self.execute(&proposal).await),
+                Some(l) => match self.address_of(l) {
+                    Some(addr) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        self.forwarder
+                            .forward(l, addr, proposal.clone(), bytes, left)
+                            .await
+                    }
+                    None => Ok(ProposalReply::NotLeader { leader: None }),
+                },
+                None => Ok(ProposalReply::NotLeader { leader: None }),
+            };
+            let reply = match tried {
+                Ok(ProposalReply::Failed(m)) | Err(ServerError::Unavailable(m)) => {
+                    // The outcome is unknown. A request is sent again (to the new leader as
+                    // soon as one is known); anything else reports it.
+                    if resendable && Instant::now() < deadline {
+                        tracing::debug!(leader = ?asked, "resending a write: {m}");
+                        self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
+                            .await;
+                        continue;
+                    }
+                    return Err(ServerError::Unavailable(m));
+                }
+                Err(e) => return Err(e),
+                Ok(r) => r,
+            };
+            match reply {
+                ProposalReply::Done { index, response } => {
+                    // Read your writes: this node's answers include the entry from now on.
+                    if self.applied_index() < index {
+                        let _ = self
+                            .raft
+                            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+                            .applied_index_at_least(Some(index), "read your write")
+                            .await;
+                    }
+                    return match response {
+                        Response::Rejected(e) => Err(e.into()),
+                        r => Ok((index, r)),
+                    };
+                }
+                ProposalReply::NotLeader { .. } if Instant::now() < deadline => {
+                    // Nothing was proposed: try again as soon as this node sees another
+                    // leader (an election ending), or after a short pause.
+                    self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
+                        .await;
+                }
+                ProposalReply::NotLeader { .. } => {
+                    return Err(ServerError::Unavailable(format!(
+                        "no leader took the write within {} ms; a majority of voters may be down",
+                        self.config.write_timeout_ms
+                    )))
+                }
+                ProposalReply::Invalid(e) => return Err(e.into()),
+                ProposalReply::NotFound { what, id } => {
+                    return Err(ServerError::NotFound {
+                        what: if what == "node" { "node" } else { "job" },
+                        id,
+                    })
+                }
+                ProposalReply::Failed(m) => return Err(ServerError::Unavailable(m)),
+            }
+        }
+    }
+
+    /// Waits until this node knows a leader other than `was`, at most `max`.
+    pub(super) async fn leader_change(&self, was: Option<u64>, max: Duration) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(max, async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if m.current_leader.is_some() && m.current_leader != was {
+                        return;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// An AppendEntries from a leader was taken: this node may campaign from now on.
+    pub fn heard_leader(&self) {
+        self.leader_heard.notify_one();
+    }
+
+    /// The answer to `cmd` when it repeats a request the applied state holds, with the
+    /// applied index it was read at.
+    pub(super) fn answer_repeat(&self, cmd: &Command) -> Option<(u64, Response)> {
+        let a = self.applied.read().unwrap();
+        a.state
+            .repeat(cmd)
+            .map(|r| (a.last_applied.map_or(0, |l| l.index), r))
+    }
+
+    /// Performs `proposal` on this node, which believes it leads.
+    pub async fn execute(&self, proposal: &Proposal) -> ProposalReply {
+        match proposal {
+            Proposal::Write(cmd) => {
+                if let Some((index, response)) = self.answer_repeat(cmd) {
+                    return ProposalReply::Done { index, response };
+                }
+                // Bad input never takes a log entry: check against the applied state first
+                // (jobs are never removed, so what passes here passes when applied).
+                if let Err(e) = self.applied.read().unwrap().state.check(cmd) {
+                    return ProposalReply::Invalid(e);
+                }
+                self.batcher.write(cmd.clone(), cmd.encoded_len()).await
+            }
+            Proposal::RemoveNode(id) => self.remove_node(*id).await,
+        }
+    }
+
+    pub(super) async fn client_write(&self, cmd: Command) -> ProposalReply {
+        // A leader cut off from its quorum keeps waiting for a commit that does not come;
+        // the caller hears of it after the write timeout.
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let Ok(written) = tokio::time::timeout(timeout, self.raft.client_write(cmd)).await else {
+            return ProposalReply::Failed(format!(
+                "not committed within {} ms; a majority of voters may be down (the write may still be applied once they return)",
+                self.config.write_timeout_ms
+            ));
+        };
+        match written {
+            Ok(r) => ProposalReply::Done {
+                index: r.log_id.index,
+                response: r.data,
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ProposalReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => ProposalReply::Failed(e.to_string()),
+        }
+    }
+}
+
+pub(super) fn raft_write_error(
+    what: &str,
+    e: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+) -> ServerError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            ServerError::Unavailable(format!("{what}: leadership moved; retry"))
+        }
+        e => ServerError::Raft(format!("{what}: {e}")),
+    }
+}
