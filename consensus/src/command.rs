@@ -130,6 +130,9 @@ impl JobSpec {
     }
 
     /// Checks every field against its bound. The error names the field and the bound.
+    ///
+    /// Long on purpose: one check per field, in the field order of `JobSpec`, so every
+    /// bound a spec has is read in one place (split up, a new field's check is easy to miss).
     pub fn validate(&self) -> std::result::Result<(), Invalid> {
         use limits::*;
         let bad = |field: &str, reason: String| Err(Invalid::new(field, reason));

@@ -184,6 +184,10 @@ pub struct Spawned {
 
 /// Starts `launch` with `setup`. Its stdin is /dev/null; its stdout and stderr go, in the
 /// order written, to the returned pipe.
+///
+/// Long on purpose: everything the vforked child will read (paths, argv, envp, limits) is
+/// prepared here, the signal mask is held around the clone, and the child's error is read
+/// back, in one function, so each `unsafe` block sits next to the invariant it relies on.
 pub fn spawn(launch: &Launch, setup: &Setup) -> io::Result<Spawned> {
     let path_var = launch
         .env

@@ -271,6 +271,9 @@ pub struct Config {
 impl Config {
     /// Resolves flags (and their environment variables) over the file over the defaults,
     /// and checks the result.
+    ///
+    /// Long because it holds one layered line per setting; one settings type with serde and
+    /// clap layered (issue 18) is to replace it.
     pub fn resolve(args: Args) -> Result<Config> {
         let file = match &args.config {
             Some(path) => read_file(path)?,

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cathedral_consensus::{hex, Command, Exit, NodeStatus, Outcome, Response};
+use cathedral_consensus::{
+    hex, Assignment, Command, Exit, JobId, NodeId, NodeStatus, Outcome, Response,
+};
 use openraft::ServerState;
 
 use crate::gossip::Liveness;
@@ -221,6 +223,42 @@ async fn lead_once(
         let assignments = place(state, &candidates, now, ASSIGNMENTS_PER_ENTRY_MAX, strategy);
         (failed, recovered, timed_out, assignments)
     };
+    commit(
+        node,
+        now,
+        unseen_timeout,
+        Decisions {
+            failed,
+            recovered,
+            timed_out,
+            assignments,
+        },
+    )
+    .await
+}
+
+/// What one pass of the leader decided, to commit in this order.
+struct Decisions {
+    failed: Vec<(NodeId, Down)>,
+    recovered: Vec<NodeId>,
+    timed_out: Vec<(JobId, u32, NodeId)>,
+    assignments: Vec<Assignment>,
+}
+
+/// Commits a pass's decisions: node-failed (saying why), node-recovered, timeouts of
+/// overdue attempts, then the placements as one entry.
+async fn commit(
+    node: &Arc<Node>,
+    now: u64,
+    unseen_timeout: Duration,
+    d: Decisions,
+) -> crate::error::Result<()> {
+    let Decisions {
+        failed,
+        recovered,
+        timed_out,
+        assignments,
+    } = d;
     for (id, why) in failed {
         match why {
             Down::NotMember => tracing::warn!(

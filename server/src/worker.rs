@@ -132,21 +132,7 @@ fn step(
         if started {
             // Recorded as running here, but not running: this node restarted.
             mine.insert(key, Slot::Reporting);
-            let (node, done) = (node.clone(), done.clone());
-            tokio::spawn(async move {
-                tracing::warn!(
-                    job = key.0,
-                    attempt = key.1,
-                    "attempt lost in a restart; reporting it"
-                );
-                let outcome = Outcome {
-                    exit: Exit::Lost,
-                    duration_ms: 0,
-                    output_tail: b"[cathedral: the node restarted while the attempt ran]".to_vec(),
-                };
-                report_finished(&node, key, outcome).await;
-                let _ = done.send(key);
-            });
+            tokio::spawn(report_lost(node.clone(), key, done.clone()));
             continue;
         }
         let running = mine
@@ -181,62 +167,15 @@ fn step(
         // passed on once the attempt runs.
         let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
         mine.insert(key, Slot::Running(Some(cancel_tx)));
-        let (node, done, executor) = (node.clone(), done.clone(), executor.clone());
-        tokio::spawn(async move {
-            let started = tokio::task::spawn_blocking({
-                let executor = executor.clone();
-                move || executor.start(attempt, choice)
-            })
-            .await
-            .map_err(|e| {
-                cathedral_executor::ExecError::Unavailable(if e.is_panic() {
-                    "the start panicked"
-                } else {
-                    "the start was cancelled"
-                })
-            })
-            .and_then(|r| r);
-            match started {
-                Ok(mut a) => {
-                    tracing::info!(
-                        job = key.0,
-                        attempt = key.1,
-                        sandbox = a.sandbox,
-                        "attempt started"
-                    );
-                    if let Some(kill) = a.canceller() {
-                        tokio::spawn(async move {
-                            if cancel_rx.await.is_ok() {
-                                let _ = kill.send(());
-                            }
-                        });
-                    }
-                    report(
-                        &node,
-                        key,
-                        Command::TaskStarted {
-                            at_ms: now_ms(),
-                            job: key.0,
-                            attempt: key.1,
-                            node: node.id,
-                        },
-                    )
-                    .await;
-                    let result = a.wait().await;
-                    report_finished(&node, key, outcome(&result)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(job = key.0, attempt = key.1, "cannot start: {e}");
-                    let outcome = Outcome {
-                        exit: Exit::Code(127),
-                        duration_ms: 0,
-                        output_tail: format!("[cathedral: {e}]").into_bytes(),
-                    };
-                    report_finished(&node, key, outcome).await;
-                }
-            }
-            let _ = done.send(key);
-        });
+        tokio::spawn(run_attempt(
+            node.clone(),
+            executor.clone(),
+            key,
+            attempt,
+            choice,
+            cancel_rx,
+            done.clone(),
+        ));
     }
 }
 
@@ -262,6 +201,89 @@ fn outcome(r: &AttemptResult) -> Outcome {
         duration_ms: r.duration_ms,
         output_tail: tail,
     }
+}
+
+/// Reports an attempt the state has running here that this node no longer runs (it
+/// restarted), then frees its slot.
+async fn report_lost(node: Arc<Node>, key: Key, done: mpsc::UnboundedSender<Key>) {
+    tracing::warn!(
+        job = key.0,
+        attempt = key.1,
+        "attempt lost in a restart; reporting it"
+    );
+    let outcome = Outcome {
+        exit: Exit::Lost,
+        duration_ms: 0,
+        output_tail: b"[cathedral: the node restarted while the attempt ran]".to_vec(),
+    };
+    report_finished(&node, key, outcome).await;
+    let _ = done.send(key);
+}
+
+/// One attempt on this node: starts it on the blocking pool (work directory, output file,
+/// cgroup, spawn), passes a cancel on, reports its start and its end, then frees its slot.
+async fn run_attempt(
+    node: Arc<Node>,
+    executor: Arc<Executor>,
+    key: Key,
+    attempt: AttemptSpec,
+    choice: SandboxChoice,
+    cancel_rx: oneshot::Receiver<()>,
+    done: mpsc::UnboundedSender<Key>,
+) {
+    let started = tokio::task::spawn_blocking({
+        let executor = executor.clone();
+        move || executor.start(attempt, choice)
+    })
+    .await
+    .map_err(|e| {
+        cathedral_executor::ExecError::Unavailable(if e.is_panic() {
+            "the start panicked"
+        } else {
+            "the start was cancelled"
+        })
+    })
+    .and_then(|r| r);
+    match started {
+        Ok(mut a) => {
+            tracing::info!(
+                job = key.0,
+                attempt = key.1,
+                sandbox = a.sandbox,
+                "attempt started"
+            );
+            if let Some(kill) = a.canceller() {
+                tokio::spawn(async move {
+                    if cancel_rx.await.is_ok() {
+                        let _ = kill.send(());
+                    }
+                });
+            }
+            report(
+                &node,
+                key,
+                Command::TaskStarted {
+                    at_ms: now_ms(),
+                    job: key.0,
+                    attempt: key.1,
+                    node: node.id,
+                },
+            )
+            .await;
+            let result = a.wait().await;
+            report_finished(&node, key, outcome(&result)).await;
+        }
+        Err(e) => {
+            tracing::warn!(job = key.0, attempt = key.1, "cannot start: {e}");
+            let outcome = Outcome {
+                exit: Exit::Code(127),
+                duration_ms: 0,
+                output_tail: format!("[cathedral: {e}]").into_bytes(),
+            };
+            report_finished(&node, key, outcome).await;
+        }
+    }
+    let _ = done.send(key);
 }
 
 async fn report_finished(node: &Node, key: Key, outcome: Outcome) {

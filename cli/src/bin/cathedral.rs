@@ -321,6 +321,8 @@ fn print_json(v: &serde_json::Value) {
     );
 }
 
+/// Runs one command. Long on purpose: one short match arm per read subcommand (the writes
+/// are in `write`), so the whole CLI surface reads top to bottom like `--help`.
 async fn run(cli: Cli) -> Result<u8, CliError> {
     // Input mistakes are reported before anything is sent.
     let spec = match &cli.command {

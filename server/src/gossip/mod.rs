@@ -860,75 +860,16 @@ impl Membership {
                 .ever_alive
                 .retain(|cid| c.node_states().contains_key(cid));
         }
-        let mut events = Vec::new();
-        for (id, m) in newest.iter_mut() {
-            let before = previous.members.get(id);
-            // A new generation still being sampled keeps the standing the node had.
-            if m.liveness == Liveness::Joining {
-                if let Some(b) = before.filter(|b| b.liveness != Liveness::Joining) {
-                    m.liveness = b.liveness;
-                }
-            }
-            match before {
-                Some(b) if b.liveness == m.liveness => m.since = b.since,
-                _ => {}
-            }
-            if *id == self.id {
-                continue;
-            }
-            let was = before.map(|b| b.liveness);
-            match (was, m.liveness) {
-                (None | Some(Liveness::Joining), Liveness::Alive) => {
-                    events.push(Event::Joined { node: *id })
-                }
-                (Some(Liveness::Dead), Liveness::Alive) => {
-                    events.push(Event::Recovered { node: *id })
-                }
-                (Some(Liveness::Left), Liveness::Alive) => events.push(Event::Joined { node: *id }),
-                (Some(Liveness::Alive), Liveness::Dead) => events.push(Event::Failed { node: *id }),
-                (Some(a), Liveness::Left) if a != Liveness::Left => {
-                    events.push(Event::Left { node: *id })
-                }
-                _ => {}
-            }
-            if let Some(b) = before {
-                if b.tags != m.tags && m.liveness != Liveness::Left {
-                    events.push(Event::TagsUpdated {
-                        node: *id,
-                        tags: m.tags.clone(),
-                    });
-                }
-            }
-        }
-        // Health: this node and the others it knows (alive or failed, not left or joining).
-        let others = newest
-            .values()
-            .filter(|m| m.id != self.id)
-            .filter(|m| matches!(m.liveness, Liveness::Alive | Liveness::Dead));
-        let (mut alive, mut known) = (1usize, 1usize);
-        for m in others {
-            known += 1;
-            if m.liveness == Liveness::Alive {
-                alive += 1;
-                tracker.contacted = true;
-            }
-        }
-        let below = (alive as f64) < self.settings.quorum_fraction * known as f64;
-        let health = if below {
-            let since = *tracker.below_since.get_or_insert(now);
-            if now.duration_since(since) >= self.settings.partition_grace {
-                Health::Partitioned
-            } else {
-                Health::Suspect
-            }
-        } else {
-            tracker.below_since = None;
-            if tracker.contacted {
-                Health::Healthy
-            } else {
-                Health::Unknown
-            }
-        };
+        let mut events = diff(self.id, &previous.members, &mut newest);
+        let (health, alive, known) = judge_health(
+            self.id,
+            &newest,
+            self.settings.quorum_fraction,
+            self.settings.partition_grace,
+            now,
+            &mut tracker.contacted,
+            &mut tracker.below_since,
+        );
         if health != previous.health {
             if health == Health::Partitioned {
                 tracing::warn!(
@@ -955,19 +896,8 @@ impl Membership {
         if let Some(me) = newest.get_mut(&self.id) {
             me.tags = self.local.lock().unwrap().tags();
         }
-        // Watchers (the leader's loop) wake only for changes that matter to them; phi and
-        // heartbeat timing change every tick and are read from `view()` when asked.
-        let significant = health != previous.health
-            || newest.len() != previous.members.len()
-            || newest.iter().any(|(id, m)| {
-                previous.members.get(id).is_none_or(|b| {
-                    b.liveness != m.liveness
-                        || b.tags != m.tags
-                        || b.load != m.load
-                        || b.generation != m.generation
-                        || b.grpc != m.grpc
-                })
-            });
+        // Watchers (the leader's loop) wake only for changes that matter to them.
+        let significant = significant(&previous, health, &newest);
         let view = Arc::new(View {
             me: self.id,
             health,
@@ -984,6 +914,117 @@ impl Membership {
             let _ = self.events.send(e);
         }
     }
+}
+
+/// The events between two views of the members (pure): joins, failures, recoveries,
+/// departures and tag changes of the other nodes. Also settles `newest` against
+/// `previous`: a new generation still being sampled (joining) keeps the standing the node
+/// had, and `since` is kept while the liveness is unchanged.
+fn diff(
+    me: u64,
+    previous: &BTreeMap<u64, Member>,
+    newest: &mut BTreeMap<u64, Member>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (id, m) in newest.iter_mut() {
+        let before = previous.get(id);
+        if m.liveness == Liveness::Joining {
+            if let Some(b) = before.filter(|b| b.liveness != Liveness::Joining) {
+                m.liveness = b.liveness;
+            }
+        }
+        match before {
+            Some(b) if b.liveness == m.liveness => m.since = b.since,
+            _ => {}
+        }
+        if *id == me {
+            continue;
+        }
+        let was = before.map(|b| b.liveness);
+        match (was, m.liveness) {
+            (None | Some(Liveness::Joining), Liveness::Alive) => {
+                events.push(Event::Joined { node: *id })
+            }
+            (Some(Liveness::Dead), Liveness::Alive) => events.push(Event::Recovered { node: *id }),
+            (Some(Liveness::Left), Liveness::Alive) => events.push(Event::Joined { node: *id }),
+            (Some(Liveness::Alive), Liveness::Dead) => events.push(Event::Failed { node: *id }),
+            (Some(a), Liveness::Left) if a != Liveness::Left => {
+                events.push(Event::Left { node: *id })
+            }
+            _ => {}
+        }
+        if let Some(b) = before {
+            if b.tags != m.tags && m.liveness != Liveness::Left {
+                events.push(Event::TagsUpdated {
+                    node: *id,
+                    tags: m.tags.clone(),
+                });
+            }
+        }
+    }
+    events
+}
+
+/// This node's health from the members it knows (pure but for the two pieces of memory it
+/// keeps): counted are this node and the others alive or failed (not left, not joining);
+/// below `quorum_fraction` alive it is suspect, and partitioned once that lasted `grace`;
+/// otherwise healthy once any other node was seen alive, unknown before. Returns the health
+/// and the alive and known counts.
+fn judge_health(
+    me: u64,
+    members: &BTreeMap<u64, Member>,
+    quorum_fraction: f64,
+    grace: Duration,
+    now: Instant,
+    contacted: &mut bool,
+    below_since: &mut Option<Instant>,
+) -> (Health, usize, usize) {
+    let others = members
+        .values()
+        .filter(|m| m.id != me)
+        .filter(|m| matches!(m.liveness, Liveness::Alive | Liveness::Dead));
+    let (mut alive, mut known) = (1usize, 1usize);
+    for m in others {
+        known += 1;
+        if m.liveness == Liveness::Alive {
+            alive += 1;
+            *contacted = true;
+        }
+    }
+    let below = (alive as f64) < quorum_fraction * known as f64;
+    let health = if below {
+        let since = *below_since.get_or_insert(now);
+        if now.duration_since(since) >= grace {
+            Health::Partitioned
+        } else {
+            Health::Suspect
+        }
+    } else {
+        *below_since = None;
+        if *contacted {
+            Health::Healthy
+        } else {
+            Health::Unknown
+        }
+    };
+    (health, alive, known)
+}
+
+/// Whether a new view matters to watchers: health, membership, liveness, tags, load,
+/// generation or address changed. Phi and heartbeat timing change every tick; they are
+/// read from `view()` when asked.
+fn significant(previous: &View, health: Health, newest: &BTreeMap<u64, Member>) -> bool {
+    health != previous.health
+        || newest.len() != previous.members.len()
+        || newest.iter().any(|(id, m)| {
+            previous.members.get(id).is_none_or(|b| {
+                b.liveness != m.liveness
+                    || b.tags != m.tags
+                    || b.load != m.load
+                    || b.generation != m.generation
+                    || b.grpc != m.grpc
+            })
+        })
 }
 
 impl Drop for Membership {

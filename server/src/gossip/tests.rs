@@ -517,3 +517,174 @@ fn tags_are_checked_against_their_bounds() {
         .to_string()
         .contains("TAGS_MAX"));
 }
+
+// ---------------------------------------------------------------------------------------
+// The pure parts of a monitor tick: the view diff, health, significance.
+
+fn member(id: u64, liveness: Liveness, tags: &[(&str, &str)], since: Instant) -> Member {
+    Member {
+        id,
+        generation: 1,
+        gossip: "127.0.0.1:1".parse().unwrap(),
+        grpc: format!("127.0.0.1:{}", 5000 + id),
+        role: "coordinator".into(),
+        version: "0".into(),
+        cluster: String::new(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        capacity: String::new(),
+        load: 0,
+        liveness,
+        phi: Some(0.0),
+        since,
+    }
+}
+
+fn members(ms: Vec<Member>) -> BTreeMap<u64, Member> {
+    ms.into_iter().map(|m| (m.id, m)).collect()
+}
+
+#[test]
+fn the_diff_names_every_transition_of_the_other_nodes() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let before = members(vec![
+        member(1, Liveness::Alive, &[], t0), // me
+        member(2, Liveness::Joining, &[], t0),
+        member(3, Liveness::Alive, &[], t0),
+        member(4, Liveness::Dead, &[], t0),
+        member(5, Liveness::Alive, &[], t0),
+        member(6, Liveness::Alive, &[("zone", "a")], t0),
+    ]);
+    let mut now = members(vec![
+        member(1, Liveness::Dead, &[], t1),
+        member(2, Liveness::Alive, &[], t1),
+        member(3, Liveness::Dead, &[], t1),
+        member(4, Liveness::Alive, &[], t1),
+        member(5, Liveness::Left, &[], t1),
+        member(6, Liveness::Alive, &[("zone", "b")], t1),
+        member(7, Liveness::Alive, &[], t1),
+    ]);
+    let events = diff(1, &before, &mut now);
+    assert_eq!(
+        events,
+        vec![
+            Event::Joined { node: 2 },
+            Event::Failed { node: 3 },
+            Event::Recovered { node: 4 },
+            Event::Left { node: 5 },
+            Event::TagsUpdated {
+                node: 6,
+                tags: [("zone".to_string(), "b".to_string())].into()
+            },
+            Event::Joined { node: 7 },
+        ]
+    );
+    // `since` is kept while the liveness stays, and moves when it changes.
+    assert_eq!(now[&6].since, t0);
+    assert_eq!(now[&3].since, t1);
+}
+
+#[test]
+fn a_new_generation_still_joining_keeps_the_standing_the_node_had() {
+    let t0 = Instant::now();
+    let before = members(vec![member(2, Liveness::Alive, &[], t0)]);
+    let mut now = members(vec![member(
+        2,
+        Liveness::Joining,
+        &[],
+        t0 + Duration::from_secs(1),
+    )]);
+    assert!(diff(1, &before, &mut now).is_empty());
+    assert_eq!(now[&2].liveness, Liveness::Alive);
+    assert_eq!(now[&2].since, t0);
+}
+
+#[test]
+fn health_is_suspect_below_the_quorum_then_partitioned_after_the_grace() {
+    let t0 = Instant::now();
+    let grace = Duration::from_secs(30);
+    let (mut contacted, mut below) = (false, None);
+    let alone = members(vec![member(1, Liveness::Alive, &[], t0)]);
+    let h = judge_health(1, &alone, 0.5, grace, t0, &mut contacted, &mut below);
+    assert_eq!(h, (Health::Unknown, 1, 1), "nobody seen yet");
+    let two_of_three = members(vec![
+        member(1, Liveness::Alive, &[], t0),
+        member(2, Liveness::Alive, &[], t0),
+        member(3, Liveness::Dead, &[], t0),
+        member(4, Liveness::Joining, &[], t0),
+        member(5, Liveness::Left, &[], t0),
+    ]);
+    let h = judge_health(1, &two_of_three, 0.5, grace, t0, &mut contacted, &mut below);
+    assert_eq!(
+        h,
+        (Health::Healthy, 2, 3),
+        "joining and left nodes do not count"
+    );
+    let one_of_three = members(vec![
+        member(1, Liveness::Alive, &[], t0),
+        member(2, Liveness::Dead, &[], t0),
+        member(3, Liveness::Dead, &[], t0),
+    ]);
+    let h = judge_health(1, &one_of_three, 0.5, grace, t0, &mut contacted, &mut below);
+    assert_eq!(h.0, Health::Suspect);
+    let later = t0 + grace;
+    let h = judge_health(
+        1,
+        &one_of_three,
+        0.5,
+        grace,
+        later,
+        &mut contacted,
+        &mut below,
+    );
+    assert_eq!(h, (Health::Partitioned, 1, 3));
+    let h = judge_health(
+        1,
+        &two_of_three,
+        0.5,
+        grace,
+        later,
+        &mut contacted,
+        &mut below,
+    );
+    assert_eq!(h.0, Health::Healthy, "healed");
+    assert_eq!(below, None);
+}
+
+#[test]
+fn only_changes_that_matter_wake_the_watchers() {
+    let t0 = Instant::now();
+    let previous = View {
+        me: 1,
+        health: Health::Healthy,
+        alive: 2,
+        known: 2,
+        members: members(vec![
+            member(1, Liveness::Alive, &[], t0),
+            member(2, Liveness::Alive, &[], t0),
+        ]),
+    };
+    let mut same = previous.members.clone();
+    same.get_mut(&2).unwrap().phi = Some(3.5);
+    assert!(!significant(&previous, Health::Healthy, &same), "phi alone");
+    assert!(significant(&previous, Health::Suspect, &same), "health");
+    let mut loaded = previous.members.clone();
+    loaded.get_mut(&2).unwrap().load = 3;
+    assert!(significant(&previous, Health::Healthy, &loaded), "load");
+    let mut tagged = previous.members.clone();
+    tagged
+        .get_mut(&2)
+        .unwrap()
+        .tags
+        .insert("k".into(), "v".into());
+    assert!(significant(&previous, Health::Healthy, &tagged), "tags");
+    let mut fewer = previous.members.clone();
+    fewer.remove(&2);
+    assert!(
+        significant(&previous, Health::Healthy, &fewer),
+        "membership"
+    );
+}
