@@ -36,7 +36,7 @@ pub struct Launch {
 }
 
 /// What the child does between the clone and the exec.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Setup {
     /// Start a new session (and process group) led by the child.
     pub setsid: bool,
@@ -185,10 +185,68 @@ pub struct Spawned {
 /// Starts `launch` with `setup`. Its stdin is /dev/null; its stdout and stderr go, in the
 /// order written, to the returned pipe.
 ///
+/// The clone happens on one thread that lives as long as the process (see `spawner`): a
+/// child's parent-death signal — bubblewrap's `--die-with-parent` uses `PR_SET_PDEATHSIG`
+/// — fires when the *thread* that cloned it exits, not the process, and callers run on
+/// tokio's blocking pool, whose idle threads exit after 10 s. Cloned there, every sandboxed
+/// attempt was killed 10 s after it started.
+pub fn spawn(launch: &Launch, setup: &Setup) -> io::Result<Spawned> {
+    let (pid, output) = spawner::clone_on_spawner(launch, setup)?;
+    Ok(Spawned {
+        child: ChildProcess::new(pid),
+        output,
+    })
+}
+
+/// The one thread every child is cloned from.
+mod spawner {
+    use super::*;
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+
+    type Reply = io::Result<(i32, OwnedFd)>;
+    type Request = (Launch, Setup, mpsc::SyncSender<Reply>);
+
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+
+    fn start() -> Mutex<mpsc::Sender<Request>> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("cathedral-spawner".into())
+            .spawn(move || {
+                // Lives until the process ends: its children's parent-death signal is then
+                // the process's death.
+                for (launch, setup, reply) in rx {
+                    let _ = reply.send(clone_child(&launch, &setup));
+                }
+            })
+            .expect("start the spawner thread");
+        Mutex::new(tx)
+    }
+
+    /// Clones `launch` on the spawner thread and waits for it: the child's pid and the
+    /// read end of its output pipe.
+    pub(super) fn clone_on_spawner(launch: &Launch, setup: &Setup) -> Reply {
+        let (reply, answer) = mpsc::sync_channel(1);
+        SPAWNER
+            .get_or_init(start)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((launch.clone(), setup.clone(), reply))
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+        answer
+            .recv()
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?
+    }
+}
+
+/// Clones and execs `launch` with `setup` on the calling thread: the child's pid and the
+/// read end of its output pipe.
+///
 /// Long on purpose: everything the vforked child will read (paths, argv, envp, limits) is
 /// prepared here, the signal mask is held around the clone, and the child's error is read
 /// back, in one function, so each `unsafe` block sits next to the invariant it relies on.
-pub fn spawn(launch: &Launch, setup: &Setup) -> io::Result<Spawned> {
+fn clone_child(launch: &Launch, setup: &Setup) -> io::Result<(i32, OwnedFd)> {
     let path_var = launch
         .env
         .get("PATH")
@@ -284,10 +342,7 @@ pub fn spawn(launch: &Launch, setup: &Setup) -> io::Result<Spawned> {
         let e = io::Error::from_raw_os_error(err);
         return Err(io::Error::new(e.kind(), format!("cannot {what}: {e}")));
     }
-    Ok(Spawned {
-        child: ChildProcess::new(pid),
-        output: read_end,
-    })
+    Ok((pid, read_end))
 }
 
 /// A child started by [`spawn`], waited for without blocking a thread, killed if dropped

@@ -276,3 +276,38 @@ async fn inside_bwrap_no_network_and_no_writes_outside_the_work_directory() {
         "own pid namespace: {text}"
     );
 }
+
+/// An attempt outlives the thread that started it. Attempts are started from tokio's
+/// blocking pool, whose idle threads exit; bubblewrap's `--die-with-parent` signal follows
+/// the thread that cloned it, so the clone must not happen on such a thread (it used to:
+/// every sandboxed attempt died 10 s after it started).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_outlives_the_thread_that_started_it() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ex = std::sync::Arc::new(executor(dir.path()));
+    if !ex.has_bwrap() {
+        eprintln!(
+            "SKIPPED: bubblewrap is not installed or cannot run here (scripts/test.sh installs it)"
+        );
+        return;
+    }
+    let starter = ex.clone();
+    let handle = tokio::runtime::Handle::current();
+    // A thread that starts the attempt and ends while it runs (after bubblewrap has set
+    // its parent-death signal), as an idle pool thread does.
+    let a = std::thread::spawn(move || {
+        let _in_runtime = handle.enter();
+        let a = starter.start(sh(9, "sleep 2; echo survived"), SandboxChoice::Bwrap);
+        std::thread::sleep(Duration::from_millis(700));
+        a
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    assert_eq!(a.sandbox, "bwrap");
+    let out = a.output.clone();
+    let r = a.wait().await;
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    assert_eq!(r.exit, Exit::Code(0), "{text}");
+    assert!(text.contains("survived"), "{text}");
+}
