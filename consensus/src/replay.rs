@@ -115,7 +115,7 @@ pub fn replay(
 ) -> Result<Replay, cathedral_storage::Error> {
     // Damaged snapshot files are findings of the inspection below; only valid ones are
     // starting points.
-    let survey = survey_snapshots(&dir.join("snapshots"), true)?;
+    let survey = survey_snapshots(&cathedral_storage::snapshots_dir(dir), true)?;
     if options.from_start {
         if let Some(p) = read_purge_point(dir).ok().flatten() {
             if survey.gap(Some(p)).is_none() {

@@ -149,8 +149,11 @@ pub async fn start_node(
     settings: &RaftSettings,
 ) -> Result<(Raft<TypeConfig>, AppliedHandle), String> {
     let log = Log::open(dir.join("raft"), Options::default()).map_err(|e| e.to_string())?;
-    let snapshots = SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default())
-        .map_err(|e| e.to_string())?;
+    let snapshots = SnapshotStore::open(
+        cathedral_storage::snapshots_dir(dir),
+        SnapshotOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let sm = StateMachine::open(snapshots).map_err(|e| e.to_string())?;
     let handle = sm.handle();
     let config = settings.openraft_config("local")?;

@@ -60,9 +60,9 @@ pub use options::{
     Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
 };
 pub use snapshot::{
-    describe as describe_snapshot, export as export_snapshot, survey as survey_snapshots,
-    verify_file as verify_snapshot, Chunk, ChunkReceiver, ChunkSender, CoverageGap,
-    DamagedSnapshot, Progress, ReceiverLimits, SnapshotInfo, SnapshotMeta, SnapshotOptions,
-    SnapshotReader, SnapshotStore, SnapshotSurvey, SnapshotWriter, CHUNK_BYTES_DEFAULT,
-    DAMAGED_SUFFIX, SNAPSHOT_META_BYTES_MAX, SUPERSEDED_SUFFIX,
+    describe as describe_snapshot, export as export_snapshot, snapshots_dir,
+    survey as survey_snapshots, verify_file as verify_snapshot, Chunk, ChunkReceiver, ChunkSender,
+    CoverageGap, DamagedSnapshot, Progress, ReceiverLimits, SnapshotInfo, SnapshotMeta,
+    SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotSurvey, SnapshotWriter,
+    CHUNK_BYTES_DEFAULT, DAMAGED_SUFFIX, SNAPSHOTS_DIR, SNAPSHOT_META_BYTES_MAX, SUPERSEDED_SUFFIX,
 };

@@ -148,7 +148,10 @@ impl Node {
         // The log takes the directory's LOCK: a second server on it fails here.
         let log = Arc::new(Log::open(dir, Options::default())?);
         let identity = Identity::load_or_create(dir)?;
-        let snapshots = SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default())?;
+        let snapshots = SnapshotStore::open(
+            cathedral_storage::snapshots_dir(dir),
+            SnapshotOptions::default(),
+        )?;
         check_snapshots(dir, &snapshots, log.purged_through())?;
         let sm = StateMachine::open(snapshots.clone())
             .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;

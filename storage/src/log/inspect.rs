@@ -308,7 +308,7 @@ pub fn inspect_with_progress(
         progress(done.min(total), total);
         report.segments.push(seg);
     }
-    report.snapshots = survey(&dir.join("snapshots"), true)?;
+    report.snapshots = survey(&crate::snapshots_dir(dir), true)?;
     report.findings.extend(report.snapshots.findings());
     // The log is compacted through its purge point: the state before it must be in a
     // valid snapshot. (Without a purge point nothing was compacted away: the storage
@@ -316,7 +316,7 @@ pub fn inspect_with_progress(
     if let Some(gap) = report.snapshots.gap(report.purged_through) {
         report.findings.push(finding(
             FindingKind::Inconsistent,
-            &dir.join("snapshots"),
+            &crate::snapshots_dir(dir),
             0,
             gap.to_string(),
         ));

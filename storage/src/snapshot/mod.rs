@@ -23,3 +23,12 @@ pub use survey::{
 pub use transfer::{
     Chunk, ChunkReceiver, ChunkSender, Progress, ReceiverLimits, CHUNK_BYTES_DEFAULT,
 };
+
+/// The snapshot store's directory inside a data directory: `DATA_DIR/snapshots`.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+
+/// The snapshot directory of data directory `data_dir` (every reader and the server use
+/// this; the name is part of the on-disk layout in FORMAT.md).
+pub fn snapshots_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join(SNAPSHOTS_DIR)
+}

@@ -140,7 +140,7 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
 
 /// Findings about the log and its metadata.
 fn log_findings<'a>(dir: &Path, r: &'a InspectReport) -> Vec<&'a Finding> {
-    let snaps = dir.join("snapshots");
+    let snaps = cathedral_storage::snapshots_dir(dir);
     r.findings
         .iter()
         .filter(|f| !f.file.starts_with(&snaps))
@@ -149,7 +149,7 @@ fn log_findings<'a>(dir: &Path, r: &'a InspectReport) -> Vec<&'a Finding> {
 
 /// Findings about the snapshot directory.
 fn snapshot_findings<'a>(dir: &Path, r: &'a InspectReport) -> Vec<&'a Finding> {
-    let snaps = dir.join("snapshots");
+    let snaps = cathedral_storage::snapshots_dir(dir);
     r.findings
         .iter()
         .filter(|f| f.file.starts_with(&snaps))

@@ -56,7 +56,8 @@ pub fn cmd_export(
     }
     if held {
         // The newest snapshot whose checksum is good; damaged ones are named.
-        let survey = survey_snapshots(&dir.join("snapshots"), true).map_err(|e| e.to_string())?;
+        let survey = survey_snapshots(&cathedral_storage::snapshots_dir(dir), true)
+            .map_err(|e| e.to_string())?;
         let Some(latest) = survey.snapshots.last().cloned() else {
             let damaged: Vec<String> = survey
                 .damaged
@@ -178,8 +179,11 @@ pub fn cmd_import(dir: &Path, file: &Path, force: bool, as_json: bool) -> Result
         inspect(dir, Some(&mut visit)).map_err(|e| e.to_string())?
     };
     let fresh = log.metadata.is_none() && log.segments.is_empty();
-    let store = SnapshotStore::open(dir.join("snapshots"), SnapshotOptions::default())
-        .map_err(|e| e.to_string())?;
+    let store = SnapshotStore::open(
+        cathedral_storage::snapshots_dir(dir),
+        SnapshotOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
     if fresh {
         if !store.list().map_err(|e| e.to_string())?.is_empty() && !force {
             return Err(format!(
