@@ -80,7 +80,7 @@ impl Executor {
             "executor ready"
         );
         Executor {
-            work_dirs: Arc::new(WorkDirs::new(config.data_dir.join("work"))),
+            work_dirs: Arc::new(WorkDirs::new(config.data_dir.join(WORK_DIR))),
             config,
             process: ProcessBackend,
             bwrap,
@@ -115,7 +115,7 @@ impl Executor {
         let work = self
             .config
             .data_dir
-            .join("work")
+            .join(WORK_DIR)
             .join(format!("{}-{}", spec.job, spec.attempt));
         self.work_dirs.take(&work)?;
         let output = self.output_path(spec.job, spec.attempt);
@@ -209,18 +209,23 @@ impl Executor {
     }
 }
 
+/// The directory under the data directory that holds attempts' output files.
+pub const OUTPUTS_DIR: &str = "outputs";
+/// The directory under the data directory that holds attempts' work directories.
+pub const WORK_DIR: &str = "work";
+
 /// Where the output of `attempt` of `job` lives under `data_dir`: one flat directory,
 /// `outputs/<job>-<attempt>.log` (a directory per job cost an inode allocation per job).
 pub fn output_path(data_dir: &Path, job: u64, attempt: u32) -> PathBuf {
     data_dir
-        .join("outputs")
+        .join(OUTPUTS_DIR)
         .join(format!("{job}-{attempt}.log"))
 }
 
 /// Where earlier versions kept it (`outputs/<job>/<attempt>.log`); still read.
 pub fn legacy_output_path(data_dir: &Path, job: u64, attempt: u32) -> PathBuf {
     data_dir
-        .join("outputs")
+        .join(OUTPUTS_DIR)
         .join(job.to_string())
         .join(format!("{attempt}.log"))
 }

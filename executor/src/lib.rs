@@ -30,7 +30,8 @@ pub use backend::{Backend, BwrapBackend, ProcessBackend};
 pub use cgroup::CgroupSupport;
 pub use error::{ExecError, Result};
 pub use executor::{
-    legacy_output_path, output_path, Attempt, Executor, ExecutorConfig, SandboxChoice,
+    legacy_output_path, output_path, Attempt, Executor, ExecutorConfig, SandboxChoice, OUTPUTS_DIR,
+    WORK_DIR,
 };
 pub use spawn::{Launch, DEFAULT_PATH};
 pub use spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};

@@ -23,7 +23,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::node::{now_ms, ProposalReply, WRITE_BYTES_MAX};
+use crate::error::ServerError;
+use crate::node::{now_ms, Outcome, WRITE_BYTES_MAX};
 
 /// Most commands in one batch.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
@@ -35,7 +36,7 @@ pub const QUEUE_MAX: usize = 16 * 1024;
 struct Queued {
     cmd: Command,
     bytes: usize,
-    reply: oneshot::Sender<ProposalReply>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// Handle on the batcher task.
@@ -53,13 +54,13 @@ impl Batcher {
     }
 
     /// Proposes `cmd` (`bytes` encoded) in the next batch and waits for its reply.
-    pub async fn write(&self, cmd: Command, bytes: usize) -> ProposalReply {
+    pub async fn write(&self, cmd: Command, bytes: usize) -> Outcome {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Queued { cmd, bytes, reply }).await.is_err() {
-            return ProposalReply::Failed("the node is shutting down".into());
+            return Err(ServerError::Unavailable("the node is shutting down".into()));
         }
         rx.await
-            .unwrap_or_else(|_| ProposalReply::Failed("the node is shutting down".into()))
+            .unwrap_or_else(|_| Err(ServerError::Unavailable("the node is shutting down".into())))
     }
 }
 
@@ -99,7 +100,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Queued>, write_timeo
 
 /// Proposes `batch` as one entry and answers each of its writes.
 async fn write(raft: &Raft<TypeConfig>, batch: Vec<Queued>, write_timeout: Duration) {
-    let (cmds, replies): (Vec<Command>, Vec<oneshot::Sender<ProposalReply>>) =
+    let (cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
         batch.into_iter().map(|q| (q.cmd, q.reply)).unzip();
     let n = cmds.len();
     let cmd = if n == 1 {
@@ -113,37 +114,37 @@ async fn write(raft: &Raft<TypeConfig>, batch: Vec<Queued>, write_timeout: Durat
     // A leader cut off from its quorum keeps waiting for a commit that does not come;
     // the callers hear of it after the write timeout.
     let written = tokio::time::timeout(write_timeout, raft.client_write(cmd)).await;
-    let answers: Vec<ProposalReply> = match written {
+    let answers: Vec<Outcome> = match written {
         Err(_) => vec![
-            ProposalReply::Failed(format!(
+            Err(ServerError::Unavailable(format!(
                 "not committed within {} ms; a majority of voters may be down (the write may still be applied once they return)",
                 write_timeout.as_millis()
-            ));
+            )));
             n
         ],
         Ok(Ok(r)) => {
             let index = r.log_id.index;
             match (n, r.data) {
-                (1, response) => vec![ProposalReply::Done { index, response }],
+                (1, response) => vec![Ok((index, response))],
                 (_, Response::Batch(rs)) if rs.len() == n => rs
                     .into_iter()
-                    .map(|response| ProposalReply::Done { index, response })
+                    .map(|response| Ok((index, response)))
                     .collect(),
                 (_, other) => vec![
-                    ProposalReply::Failed(format!(
+                    Err(ServerError::Unavailable(format!(
                         "a batch of {n} writes was answered with {other:?}"
-                    ));
+                    )));
                     n
                 ],
             }
         }
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => vec![
-            ProposalReply::NotLeader {
+            Err(ServerError::NotLeader {
                 leader: f.leader_id
-            };
+            });
             n
         ],
-        Ok(Err(e)) => vec![ProposalReply::Failed(e.to_string()); n],
+        Ok(Err(e)) => vec![Err(ServerError::Unavailable(e.to_string())); n],
     };
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);

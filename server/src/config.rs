@@ -1,6 +1,15 @@
-//! The server's configuration: flags, a TOML file (`--config`) and `CATHEDRAL_*`
-//! environment variables. A flag wins over its environment variable, which wins over the
-//! file, which wins over the default.
+//! The server's settings: one field list ([`Args`]) read twice — by clap from flags and
+//! `CATHEDRAL_*` environment variables, by serde from the `--config` TOML file — and
+//! layered by clap itself (`update_from_arg_matches`): a flag wins over its environment
+//! variable, which wins over the file, which wins over the default. Every default is a
+//! named constant, here or next to the loop it sets (`RaftSettings`, `GossipSettings`,
+//! `LeaderSettings`, `OutputSettings`); [`Config`] holds the resolved values, one
+//! sub-settings value per loop. A test checks that every `[default: …]` the help prints is
+//! the default the code uses.
+//!
+//! Adding a server flag: a field in [`Args`] (doc comment, `#[arg]`, the default in the
+//! text), its named default, a line in [`Config::resolve`] (and a check in
+//! [`Config::check`] if it has a bound), then the README's flag table.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,58 +17,37 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cathedral_consensus::raft::RaftSettings;
-use clap::{Parser, ValueEnum};
-use serde::Deserialize;
+use cathedral_consensus::Role;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Result, ServerError};
 use crate::gossip::GossipSettings;
+use crate::leader::LeaderSettings;
+use crate::output::OutputSettings;
+use crate::scheduler::Placement;
 
 /// Most voters a cluster may ask for.
 pub const VOTERS_MAX: u32 = 7;
 /// Most attempts one node runs at once.
 pub const SLOTS_MAX: u32 = 4096;
-/// Default log entries between state-hash checkpoints.
-pub const CHECKPOINT_INTERVAL_DEFAULT: u64 = 10_000;
-/// Default delay between gossip declaring a node failed and the leader committing it.
-pub const FAILURE_GRACE_MS_DEFAULT: u64 = 1_000;
 /// Bounds of `--gossip-interval-ms`.
 pub const GOSSIP_INTERVAL_MS_MIN: u64 = 10;
 pub const GOSSIP_INTERVAL_MS_MAX: u64 = 60_000;
+/// Least `--node-timeout-ms`.
+pub const NODE_TIMEOUT_MS_MIN: u64 = 1_000;
 
-/// What this node is in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A one-voter cluster of its own, initialised on first start.
-    Standalone,
-    /// A Raft voter (or a learner waiting for promotion).
-    Coordinator,
-    /// A Raft learner that runs jobs; never promoted.
-    Worker,
-}
+pub const DATA_DIR_DEFAULT: &str = "./cathedral-data";
+pub const BIND_DEFAULT: &str = "127.0.0.1:50051";
+pub const HTTP_DEFAULT: &str = "127.0.0.1:8081";
+pub const ROLE_DEFAULT: Role = Role::Standalone;
+pub const VOTERS_DEFAULT: u32 = 3;
+pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Standalone => "standalone",
-            Role::Coordinator => "coordinator",
-            Role::Worker => "worker",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "standalone" => Some(Role::Standalone),
-            "coordinator" => Some(Role::Coordinator),
-            "worker" => Some(Role::Worker),
-            _ => None,
-        }
-    }
-}
-
-/// `cathedral-server` flags. Every one can also be set in the `--config` file (same name,
-/// with `_` for `-`) or by its environment variable.
-#[derive(Debug, Default, Parser)]
+/// `cathedral-server`'s settings. Every one is a flag, an environment variable and a key
+/// of the `--config` file (the flag's name with `_` for `-`; tags as a `[tags]` table).
+#[derive(Debug, Default, Parser, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[command(
     name = "cathedral-server",
     version,
@@ -68,6 +56,7 @@ impl Role {
 pub struct Args {
     /// TOML file with any of the settings below.
     #[arg(long, env = "CATHEDRAL_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Where the log, snapshots and node identity live [default: ./cathedral-data].
     #[arg(long, env = "CATHEDRAL_DATA_DIR", value_name = "DIR")]
@@ -82,8 +71,8 @@ pub struct Args {
     #[arg(long, env = "CATHEDRAL_HTTP", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
     /// standalone, coordinator or worker [default: standalone].
-    #[arg(long, env = "CATHEDRAL_ROLE", value_enum)]
-    pub role: Option<Role>,
+    #[arg(long, env = "CATHEDRAL_ROLE")]
+    pub role: Option<RoleName>,
     /// Any member's address, to join its cluster (coordinator, worker).
     #[arg(long, env = "CATHEDRAL_JOIN", value_name = "HOST:PORT")]
     pub join: Option<String>,
@@ -144,6 +133,7 @@ pub struct Args {
         value_name = "ADDRS",
         value_delimiter = ','
     )]
+    #[serde(default)]
     pub seeds: Vec<String>,
     /// Shared secret that authenticates every gossip datagram; every node of a cluster
     /// needs the same one [default: none, with a warning].
@@ -180,6 +170,7 @@ pub struct Args {
         value_name = "KEY=VALUE",
         value_delimiter = ','
     )]
+    #[serde(default, deserialize_with = "tag_table")]
     pub tags: Vec<String>,
     /// How the leader picks among the nodes that fit a job: least-loaded, round-robin or
     /// random [default: least-loaded].
@@ -190,57 +181,33 @@ pub struct Args {
     pub placement_seed: Option<u64>,
 }
 
-/// How the leader chooses among the nodes that fit a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Placement {
-    /// The node with the smallest share of its slots in use (ties to the lower id).
-    LeastLoaded,
-    /// The next fitting node after the one chosen last.
-    RoundRobin,
-    /// A fitting node drawn from a generator seeded by --placement-seed.
-    Random,
+/// A [`Role`] as a flag or file value, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleName(pub Role);
+
+impl std::str::FromStr for RoleName {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<RoleName, String> {
+        s.parse().map(RoleName)
+    }
 }
 
-/// The same settings in a TOML file; unknown keys are an error.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    bind: Option<SocketAddr>,
-    advertise: Option<String>,
-    http: Option<SocketAddr>,
-    role: Option<Role>,
-    join: Option<String>,
-    voters: Option<u32>,
-    snapshot_threshold: Option<u64>,
-    log_compaction_threshold: Option<u64>,
-    election_timeout_min_ms: Option<u64>,
-    election_timeout_max_ms: Option<u64>,
-    heartbeat_interval_ms: Option<u64>,
-    write_timeout_ms: Option<u64>,
-    slots: Option<u32>,
-    node_timeout_ms: Option<u64>,
-    output_bytes_max: Option<u64>,
-    output_bytes_total_max: Option<u64>,
-    output_retention_hours: Option<u64>,
-    checkpoint_interval: Option<u64>,
-    gossip_bind: Option<SocketAddr>,
-    gossip_advertise: Option<SocketAddr>,
-    seeds: Option<Vec<String>>,
-    cluster_key: Option<String>,
-    gossip_interval_ms: Option<u64>,
-    phi_threshold: Option<f64>,
-    partition_quorum: Option<f64>,
-    partition_grace_ms: Option<u64>,
-    failure_grace_ms: Option<u64>,
-    tags: Option<BTreeMap<String, String>>,
-    placement: Option<Placement>,
-    placement_seed: Option<u64>,
+impl<'de> Deserialize<'de> for RoleName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<RoleName, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
-/// The resolved configuration.
-#[derive(Debug, Clone)]
+/// The file's `[tags]` table as the flags' `KEY=VALUE` list.
+fn tag_table<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    let table = BTreeMap::<String, String>::deserialize(d)?;
+    Ok(table.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+/// The resolved settings, one sub-settings value per loop.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub bind: SocketAddr,
@@ -249,169 +216,139 @@ pub struct Config {
     pub role: Role,
     pub join: Option<String>,
     pub voters: u32,
-    pub raft: RaftSettings,
+    /// How long a write waits for a leader and its commit.
     pub write_timeout_ms: u64,
     pub slots: u32,
-    pub node_timeout_ms: u64,
-    pub output_bytes_max: u64,
-    pub output_bytes_total_max: u64,
-    pub output_retention_hours: u64,
-    /// Log entries between the leader's checkpoints; 0 disables them.
-    pub checkpoint_interval: u64,
-    pub gossip: GossipSettings,
-    /// Delay between gossip declaring a node failed and the leader proposing it.
-    pub failure_grace_ms: u64,
     /// The operator's tags from flags and file (run-time changes are kept in the data
     /// directory and applied over these).
     pub tags: BTreeMap<String, String>,
-    pub placement: Placement,
-    pub placement_seed: u64,
+    pub raft: RaftSettings,
+    pub gossip: GossipSettings,
+    pub leader: LeaderSettings,
+    pub output: OutputSettings,
 }
 
 impl Config {
-    /// Resolves flags (and their environment variables) over the file over the defaults,
-    /// and checks the result.
-    ///
-    /// Long because it holds one layered line per setting; one settings type with serde and
-    /// clap layered (issue 18) is to replace it.
-    pub fn resolve(args: Args) -> Result<Config> {
-        let file = match &args.config {
+    /// The settings of this process: flags and environment (exiting with clap's message
+    /// on a malformed flag) over the `--config` file over the defaults.
+    pub fn from_process() -> Result<Config> {
+        Config::load(&Args::command().get_matches())
+    }
+
+    /// The settings from an argument list (the program name first); for tests.
+    pub fn from_args<I, T>(args: I) -> Result<Config>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command()
+            .try_get_matches_from(args)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        Config::load(&matches)
+    }
+
+    /// Layers parsed flags and environment over the file they name, then resolves.
+    pub fn load(matches: &ArgMatches) -> Result<Config> {
+        let flags =
+            Args::from_arg_matches(matches).map_err(|e| ServerError::Config(e.to_string()))?;
+        let mut args = match &flags.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => Args::default(),
         };
-        let defaults = RaftSettings::default();
+        // Tags merge key by key (a flag's value wins); every other setting is replaced
+        // whole by the layer above.
+        let file_tags = std::mem::take(&mut args.tags);
+        args.update_from_arg_matches(matches)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let flag_tags = std::mem::replace(&mut args.tags, file_tags);
+        args.tags.extend(flag_tags);
+        Config::resolve(args)
+    }
+
+    /// The settings `args` give, each unset one at its default, checked.
+    pub fn resolve(args: Args) -> Result<Config> {
         let bind = args
             .bind
-            .or(file.bind)
-            .unwrap_or_else(|| "127.0.0.1:50051".parse().expect("valid"));
-        let advertise = args
-            .advertise
-            .or(file.advertise)
-            .unwrap_or_else(|| bind.to_string());
-        let mut raft = defaults.clone();
-        raft.compaction.snapshot_threshold = args
-            .snapshot_threshold
-            .or(file.snapshot_threshold)
-            .unwrap_or(defaults.compaction.snapshot_threshold);
-        raft.compaction.log_compaction_threshold = args
-            .log_compaction_threshold
-            .or(file.log_compaction_threshold)
-            .unwrap_or(defaults.compaction.log_compaction_threshold);
-        raft.election_timeout_min_ms = args
-            .election_timeout_min_ms
-            .or(file.election_timeout_min_ms)
-            .unwrap_or(defaults.election_timeout_min_ms);
-        raft.election_timeout_max_ms = args
-            .election_timeout_max_ms
-            .or(file.election_timeout_max_ms)
-            .unwrap_or(defaults.election_timeout_max_ms);
-        raft.heartbeat_interval_ms = args
-            .heartbeat_interval_ms
-            .or(file.heartbeat_interval_ms)
-            .unwrap_or(defaults.heartbeat_interval_ms);
-        let gossip_bind = args
-            .gossip_bind
-            .or(file.gossip_bind)
-            // UDP on the gRPC (TCP) port: every node on a host already has a port of its
-            // own, so the default never collides with another node's.
-            .unwrap_or(bind);
-        let gossip_advertise = match args.gossip_advertise.or(file.gossip_advertise) {
+            .unwrap_or_else(|| BIND_DEFAULT.parse().expect("valid"));
+        let advertise = args.advertise.unwrap_or_else(|| bind.to_string());
+
+        let mut raft = RaftSettings::default();
+        set(
+            &mut raft.compaction.snapshot_threshold,
+            args.snapshot_threshold,
+        );
+        set(
+            &mut raft.compaction.log_compaction_threshold,
+            args.log_compaction_threshold,
+        );
+        set(
+            &mut raft.election_timeout_min_ms,
+            args.election_timeout_min_ms,
+        );
+        set(
+            &mut raft.election_timeout_max_ms,
+            args.election_timeout_max_ms,
+        );
+        set(&mut raft.heartbeat_interval_ms, args.heartbeat_interval_ms);
+
+        // UDP on the gRPC (TCP) port: every node on a host already has a port of its own,
+        // so the default never collides with another node's.
+        let mut gossip = GossipSettings::new(args.gossip_bind.unwrap_or(bind));
+        gossip.advertise = match args.gossip_advertise {
             Some(a) => a,
-            None if gossip_bind.ip().is_unspecified() => {
-                let host = advertise.rsplit_once(':').map_or("", |(h, _)| h);
-                let ip = host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse()
-                    .map_err(|_| {
-                        ServerError::Config(format!(
-                            "--gossip-bind {gossip_bind} listens on all interfaces and the --advertise host {host:?} is not an IP address; set --gossip-advertise"
-                        ))
-                    })?;
-                SocketAddr::new(ip, gossip_bind.port())
-            }
-            None => gossip_bind,
+            None => gossip_advertise(gossip.bind, &advertise)?,
         };
-        let mut tags = file.tags.unwrap_or_default();
+        gossip.seeds = args.seeds;
+        gossip.cluster_key = args.cluster_key;
+        set(
+            &mut gossip.interval,
+            args.gossip_interval_ms.map(Duration::from_millis),
+        );
+        set(&mut gossip.phi_threshold, args.phi_threshold);
+        set(&mut gossip.quorum_fraction, args.partition_quorum);
+        set(
+            &mut gossip.partition_grace,
+            args.partition_grace_ms.map(Duration::from_millis),
+        );
+
+        let mut leader = LeaderSettings::default();
+        set(&mut leader.node_timeout_ms, args.node_timeout_ms);
+        set(&mut leader.failure_grace_ms, args.failure_grace_ms);
+        set(&mut leader.checkpoint_interval, args.checkpoint_interval);
+        set(&mut leader.placement, args.placement);
+        set(&mut leader.placement_seed, args.placement_seed);
+
+        let mut output = OutputSettings::default();
+        set(&mut output.bytes_max, args.output_bytes_max);
+        set(&mut output.bytes_total_max, args.output_bytes_total_max);
+        set(&mut output.retention_hours, args.output_retention_hours);
+
+        let mut tags = BTreeMap::new();
         for t in &args.tags {
             let (k, v) = t
                 .split_once('=')
                 .ok_or_else(|| ServerError::Config(format!("--tag {t:?}: expected KEY=VALUE")))?;
             tags.insert(k.to_string(), v.to_string());
         }
-        let mut gossip = GossipSettings::new(gossip_bind);
-        gossip.advertise = gossip_advertise;
-        gossip.seeds = if args.seeds.is_empty() {
-            file.seeds.unwrap_or_default()
-        } else {
-            args.seeds
-        };
-        gossip.cluster_key = args.cluster_key.or(file.cluster_key);
-        if let Some(ms) = args.gossip_interval_ms.or(file.gossip_interval_ms) {
-            gossip.interval = Duration::from_millis(ms);
-        }
-        if let Some(phi) = args.phi_threshold.or(file.phi_threshold) {
-            gossip.phi_threshold = phi;
-        }
-        if let Some(q) = args.partition_quorum.or(file.partition_quorum) {
-            gossip.quorum_fraction = q;
-        }
-        if let Some(ms) = args.partition_grace_ms.or(file.partition_grace_ms) {
-            gossip.partition_grace = Duration::from_millis(ms);
-        }
         let config = Config {
             data_dir: args
                 .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./cathedral-data")),
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
             bind,
             advertise,
             http: args
                 .http
-                .or(file.http)
-                .unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid")),
-            role: args.role.or(file.role).unwrap_or(Role::Standalone),
-            join: args.join.or(file.join),
-            voters: args.voters.or(file.voters).unwrap_or(3),
-            raft,
-            write_timeout_ms: args
-                .write_timeout_ms
-                .or(file.write_timeout_ms)
-                .unwrap_or(10_000),
-            slots: args.slots.or(file.slots).unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-            }),
-            node_timeout_ms: args
-                .node_timeout_ms
-                .or(file.node_timeout_ms)
-                .unwrap_or(5_000),
-            output_bytes_max: args
-                .output_bytes_max
-                .or(file.output_bytes_max)
-                .unwrap_or(64 << 20),
-            output_bytes_total_max: args
-                .output_bytes_total_max
-                .or(file.output_bytes_total_max)
-                .unwrap_or(1 << 30),
-            output_retention_hours: args
-                .output_retention_hours
-                .or(file.output_retention_hours)
-                .unwrap_or(168),
-            checkpoint_interval: args
-                .checkpoint_interval
-                .or(file.checkpoint_interval)
-                .unwrap_or(CHECKPOINT_INTERVAL_DEFAULT),
-            gossip,
-            failure_grace_ms: args
-                .failure_grace_ms
-                .or(file.failure_grace_ms)
-                .unwrap_or(FAILURE_GRACE_MS_DEFAULT),
+                .unwrap_or_else(|| HTTP_DEFAULT.parse().expect("valid")),
+            role: args.role.map_or(ROLE_DEFAULT, |r| r.0),
+            join: args.join,
+            voters: args.voters.unwrap_or(VOTERS_DEFAULT),
+            write_timeout_ms: args.write_timeout_ms.unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
+            slots: args.slots.unwrap_or_else(slots_default),
             tags,
-            placement: args
-                .placement
-                .or(file.placement)
-                .unwrap_or(Placement::LeastLoaded),
-            placement_seed: args.placement_seed.or(file.placement_seed).unwrap_or(0),
+            raft,
+            gossip,
+            leader,
+            output,
         };
         config.check()?;
         Ok(config)
@@ -459,8 +396,10 @@ impl Config {
                 self.slots
             ));
         }
-        if self.node_timeout_ms < 1000 {
-            return bad("--node-timeout-ms must be at least 1000".into());
+        if self.leader.node_timeout_ms < NODE_TIMEOUT_MS_MIN {
+            return bad(format!(
+                "--node-timeout-ms must be at least {NODE_TIMEOUT_MS_MIN} (NODE_TIMEOUT_MS_MIN)"
+            ));
         }
         let g = &self.gossip;
         if g.interval < Duration::from_millis(GOSSIP_INTERVAL_MS_MIN)
@@ -508,7 +447,38 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig> {
+/// `*slot = value` when the setting was given.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Attempts at once by default: one per CPU.
+fn slots_default() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// The gossip address others reach `bind` at: `bind` itself, or, when it listens on all
+/// interfaces, the `--advertise` host with the gossip port.
+fn gossip_advertise(bind: SocketAddr, advertise: &str) -> Result<SocketAddr> {
+    if !bind.ip().is_unspecified() {
+        return Ok(bind);
+    }
+    let host = advertise.rsplit_once(':').map_or("", |(h, _)| h);
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| {
+            ServerError::Config(format!(
+                "--gossip-bind {bind} listens on all interfaces and the --advertise host {host:?} is not an IP address; set --gossip-advertise"
+            ))
+        })?;
+    Ok(SocketAddr::new(ip, bind.port()))
+}
+
+fn read_file(path: &Path) -> Result<Args> {
     let text = std::fs::read_to_string(path).map_err(|e| ServerError::io("read", path, e))?;
     toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
 }
@@ -517,9 +487,8 @@ fn read_file(path: &Path) -> Result<FileConfig> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Args {
-        Args::try_parse_from(std::iter::once("cathedral-server").chain(args.iter().copied()))
-            .unwrap()
+    fn from(args: &[&str]) -> Result<Config> {
+        Config::from_args(std::iter::once("cathedral-server").chain(args.iter().copied()))
     }
 
     #[test]
@@ -538,7 +507,7 @@ mod tests {
         assert_eq!(c.gossip.phi_threshold, 8.0);
         assert_eq!(c.gossip.quorum_fraction, 0.5);
         assert_eq!(c.gossip.partition_grace.as_millis(), 30_000);
-        assert_eq!(c.placement, Placement::LeastLoaded);
+        assert_eq!(c.leader.placement, Placement::LeastLoaded);
         assert!(c.tags.is_empty());
     }
 
@@ -551,7 +520,7 @@ mod tests {
             "seeds = [\"10.0.0.1:7946\"]\nplacement = \"round-robin\"\n[tags]\nzone = \"a\"\nrack = \"1\"\n",
         )
         .unwrap();
-        let c = Config::resolve(parse(&[
+        let c = from(&[
             "--config",
             file.to_str().unwrap(),
             "--bind",
@@ -564,12 +533,12 @@ mod tests {
             "zone=b",
             "--cluster-key",
             "k",
-        ]))
+        ])
         .unwrap();
         assert_eq!(c.gossip.advertise.to_string(), "10.1.2.3:8000");
         assert_eq!(c.gossip.seeds, vec!["10.0.0.1:7946".to_string()]);
         assert_eq!(c.gossip.cluster_key.as_deref(), Some("k"));
-        assert_eq!(c.placement, Placement::RoundRobin);
+        assert_eq!(c.leader.placement, Placement::RoundRobin);
         assert_eq!(c.tags["zone"], "b", "a flag wins over the file");
         assert_eq!(c.tags["rack"], "1");
         for (args, why) in [
@@ -581,7 +550,7 @@ mod tests {
             (vec!["--gossip-bind", "127.0.0.1:0"], "fixed port"),
             (vec!["--cluster-key", ""], "empty"),
         ] {
-            let e = Config::resolve(parse(&args)).unwrap_err().to_string();
+            let e = from(&args).unwrap_err().to_string();
             assert!(e.contains(why), "{args:?}: {e}");
         }
     }
@@ -595,13 +564,7 @@ mod tests {
             "bind = \"127.0.0.1:7000\"\nvoters = 5\nrole = \"coordinator\"\nsnapshot_threshold = 50\n",
         )
         .unwrap();
-        let c = Config::resolve(parse(&[
-            "--config",
-            file.to_str().unwrap(),
-            "--voters",
-            "1",
-        ]))
-        .unwrap();
+        let c = from(&["--config", file.to_str().unwrap(), "--voters", "1"]).unwrap();
         assert_eq!(c.bind.to_string(), "127.0.0.1:7000");
         assert_eq!(c.advertise, "127.0.0.1:7000");
         assert_eq!(c.voters, 1);
@@ -614,21 +577,88 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "bnid = \"x\"\n").unwrap();
-        let e = Config::resolve(parse(&["--config", file.to_str().unwrap()])).unwrap_err();
+        let e = from(&["--config", file.to_str().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("unknown field `bnid`"), "{e}");
-        let e = Config::resolve(parse(&["--voters", "9"])).unwrap_err();
+        let e = from(&["--voters", "9"]).unwrap_err();
         assert!(e.to_string().contains("VOTERS_MAX"), "{e}");
-        let e = Config::resolve(parse(&["--role", "worker"])).unwrap_err();
+        let e = from(&["--role", "worker"]).unwrap_err();
         assert!(e.to_string().contains("needs --join"), "{e}");
-        let e = Config::resolve(parse(&["--bind", "0.0.0.0:1"])).unwrap_err();
+        let e = from(&["--bind", "0.0.0.0:1"]).unwrap_err();
         assert!(e.to_string().contains("--advertise"), "{e}");
-        let e = Config::resolve(parse(&[
+        let e = from(&[
             "--election-timeout-min-ms",
             "500",
             "--election-timeout-max-ms",
             "100",
-        ]))
+        ])
         .unwrap_err();
         assert!(e.to_string().contains("raft timing"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod layering {
+    use super::*;
+
+    fn from(args: &[&str]) -> Result<Config> {
+        Config::from_args(std::iter::once("cathedral-server").chain(args.iter().copied()))
+    }
+
+    /// Every `[default: V]` the help prints for a flag is what the code uses: giving the
+    /// flag V changes nothing. (Defaults that are descriptions, such as "the number of
+    /// CPUs", are skipped.)
+    #[test]
+    fn the_help_states_the_defaults_in_use() {
+        let defaults = from(&[]).unwrap();
+        let mut checked = 0;
+        for arg in Args::command().get_arguments() {
+            let (Some(long), Some(help)) = (arg.get_long(), arg.get_help()) else {
+                continue;
+            };
+            let help = help.to_string();
+            let Some(v) = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+            else {
+                continue;
+            };
+            if v.contains(' ') {
+                continue; // a description ("the number of CPUs"), not a value
+            }
+            let flag = format!("--{long}");
+            let c = from(&[&flag, v]).unwrap_or_else(|e| panic!("{flag} {v}: {e}"));
+            assert_eq!(c, defaults, "{flag}: the help says the default is {v}");
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} defaults checked");
+    }
+
+    #[test]
+    fn the_file_holds_where_no_flag_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "heartbeat_interval_ms = 40\nelection_timeout_min_ms = 200\nelection_timeout_max_ms = 300\nnode_timeout_ms = 9000\noutput_retention_hours = 1\nrole = \"coordinator\"\njoin = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let c = from(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--heartbeat-interval-ms",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(c.raft.heartbeat_interval_ms, 50, "the flag wins");
+        assert_eq!(c.raft.election_timeout_min_ms, 200);
+        assert_eq!(c.leader.node_timeout_ms, 9000);
+        assert_eq!(c.output.retention_hours, 1);
+        assert_eq!(c.role, Role::Coordinator);
+        std::fs::write(&file, "role = \"leader\"\n").unwrap();
+        let e = from(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("not a role"), "{e}");
+        let e = from(&["--role", "leader"]).unwrap_err();
+        assert!(e.to_string().contains("not a role"), "{e}");
     }
 }

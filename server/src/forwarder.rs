@@ -20,8 +20,8 @@ use openraft::{BasicNode, RaftMetrics};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::api::internal::RaftRequest;
-use crate::error::{Result, ServerError};
-use crate::node::{Proposal, ProposalReply};
+use crate::error::ServerError;
+use crate::node::{Outcome, Proposal};
 use crate::transport::{decode, encode, Peers};
 
 /// Most proposals in one forwarded batch (the leader refuses more).
@@ -38,7 +38,7 @@ struct Item {
     addr: String,
     proposal: Proposal,
     bytes: usize,
-    reply: oneshot::Sender<Result<ProposalReply>>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// Handle on the forwarder task.
@@ -72,7 +72,7 @@ impl Forwarder {
         proposal: Proposal,
         bytes: usize,
         wait: Duration,
-    ) -> Result<ProposalReply> {
+    ) -> Outcome {
         let (reply, rx) = oneshot::channel();
         let item = Item {
             leader,
@@ -145,10 +145,10 @@ async fn send(
     timeout: Duration,
     moved: impl std::future::Future<Output = ()>,
 ) {
-    let (proposals, replies): (Vec<Proposal>, Vec<oneshot::Sender<Result<ProposalReply>>>) =
+    let (proposals, replies): (Vec<Proposal>, Vec<oneshot::Sender<Outcome>>) =
         batch.into_iter().map(|i| (i.proposal, i.reply)).unzip();
     let n = proposals.len();
-    let answers: Vec<Result<ProposalReply>> = match peers.client(leader, addr) {
+    let answers: Vec<Outcome> = match peers.client(leader, addr) {
         Err(e) => (0..n)
             .map(|_| Err(ServerError::Unavailable(e.clone())))
             .collect(),
@@ -172,8 +172,8 @@ async fn send(
                     })
                     .collect(),
                 Some(answer) => match answer {
-                Ok(reply) => match decode::<Vec<ProposalReply>>(&reply.get_ref().body) {
-                    Ok(rs) if rs.len() == n => rs.into_iter().map(Ok).collect(),
+                Ok(reply) => match decode::<Vec<Outcome>>(&reply.get_ref().body) {
+                    Ok(rs) if rs.len() == n => rs,
                     Ok(rs) => (0..n)
                         .map(|_| {
                             Err(ServerError::Internal(format!(
@@ -191,7 +191,7 @@ async fn send(
                         || s.code() == tonic::Code::FailedPrecondition =>
                 {
                     (0..n)
-                        .map(|_| Ok(ProposalReply::NotLeader { leader: None }))
+                        .map(|_| Err(ServerError::NotLeader { leader: None }))
                         .collect()
                 }
                 Err(s) => (0..n)

@@ -1,4 +1,4 @@
-//! The node's identity, `<data-dir>/node.toml`: the node id, generated on first start, and
+//! The node's identity, `<data-dir>/node.toml` ([`DataDir::identity_file`](crate::data_dir::DataDir)): the node id, generated on first start, and
 //! the cluster id, set once when the node initialises a cluster or joins one. Replaced
 //! atomically (temporary file, fsync, rename, directory fsync); never rewritten with
 //! different values.
@@ -8,8 +8,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServerError};
-
-const FILE: &str = "node.toml";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,10 +19,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Reads the identity in `dir`, or creates one with a fresh random node id.
-    pub fn load_or_create(dir: &Path) -> Result<Identity> {
-        let path = dir.join(FILE);
-        match std::fs::read_to_string(&path) {
+    /// Reads the identity in `path`, or creates one with a fresh random node id.
+    pub fn load_or_create(path: &Path) -> Result<Identity> {
+        match std::fs::read_to_string(path) {
             Ok(text) => {
                 let id: Identity = toml::from_str(&text)
                     .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
@@ -42,7 +39,7 @@ impl Identity {
                     node_id: rand::random::<u64>() >> 1 | 1,
                     cluster_id: None,
                 };
-                id.save(dir)?;
+                id.save(path)?;
                 Ok(id)
             }
             Err(e) => Err(ServerError::io("read", path, e)),
@@ -50,7 +47,7 @@ impl Identity {
     }
 
     /// Records the cluster this node belongs to. Refuses to change an existing one.
-    pub fn set_cluster(&mut self, dir: &Path, cluster_id: &str) -> Result<()> {
+    pub fn set_cluster(&mut self, path: &Path, cluster_id: &str) -> Result<()> {
         match &self.cluster_id {
             Some(c) if c == cluster_id => Ok(()),
             Some(c) => Err(ServerError::Config(format!(
@@ -58,18 +55,18 @@ impl Identity {
             ))),
             None => {
                 self.cluster_id = Some(cluster_id.to_string());
-                self.save(dir)
+                self.save(path)
             }
         }
     }
 
-    fn save(&self, dir: &Path) -> Result<()> {
+    fn save(&self, path: &Path) -> Result<()> {
         let text = format!(
             "# Written by cathedral-server; identifies this node. Do not edit.\n{}",
             toml::to_string(self).map_err(|e| ServerError::Internal(e.to_string()))?
         );
         Ok(cathedral_storage::replace_atomically(
-            &dir.join(FILE),
+            path,
             text.as_bytes(),
         )?)
     }
@@ -87,14 +84,17 @@ mod tests {
     #[test]
     fn created_once_then_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = Identity::load_or_create(dir.path()).unwrap();
+        let mut a = Identity::load_or_create(&dir.path().join("node.toml")).unwrap();
         assert_ne!(a.node_id, 0);
         assert_eq!(a.cluster_id, None);
-        a.set_cluster(dir.path(), "c1").unwrap();
-        let b = Identity::load_or_create(dir.path()).unwrap();
+        a.set_cluster(&dir.path().join("node.toml"), "c1").unwrap();
+        let b = Identity::load_or_create(&dir.path().join("node.toml")).unwrap();
         assert_eq!(a, b);
         let mut b = b;
-        assert!(b.set_cluster(dir.path(), "c2").is_err());
-        assert_eq!(Identity::load_or_create(dir.path()).unwrap(), a);
+        assert!(b.set_cluster(&dir.path().join("node.toml"), "c2").is_err());
+        assert_eq!(
+            Identity::load_or_create(&dir.path().join("node.toml")).unwrap(),
+            a
+        );
     }
 }

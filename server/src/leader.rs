@@ -12,19 +12,59 @@ use openraft::ServerState;
 
 use crate::gossip::Liveness;
 use crate::node::{now_ms, Node, Proposal};
-use crate::scheduler::{overdue, place, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
+use crate::scheduler::{
+    overdue, place, Candidates, Placement, Strategy, ASSIGNMENTS_PER_ENTRY_MAX,
+};
 
 /// Period of the leader loop when nothing is applied in between.
 const LEADER_TICK_MS: u64 = 200;
 /// Extra time past a job's timeout before the leader times an attempt out itself.
 pub const TIMEOUT_SLACK_MS: u64 = 5_000;
 
+/// Default log entries between state-hash checkpoints.
+pub const CHECKPOINT_INTERVAL_DEFAULT: u64 = 10_000;
+/// Default delay between gossip declaring a node failed and the leader committing it.
+pub const FAILURE_GRACE_MS_DEFAULT: u64 = 1_000;
+/// Default time a registered node may go unseen by gossip (after this node began to lead)
+/// before it is declared failed.
+pub const NODE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+/// How the leader's loop decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderSettings {
+    /// A registered node gossip has not seen alive this long after this node began to
+    /// lead is declared failed.
+    pub node_timeout_ms: u64,
+    /// Delay between gossip declaring a node failed and the leader proposing it.
+    pub failure_grace_ms: u64,
+    /// Log entries between checkpoints; 0 disables them.
+    pub checkpoint_interval: u64,
+    pub placement: Placement,
+    /// Seed of the random placement.
+    pub placement_seed: u64,
+}
+
+impl Default for LeaderSettings {
+    fn default() -> Self {
+        LeaderSettings {
+            node_timeout_ms: NODE_TIMEOUT_MS_DEFAULT,
+            failure_grace_ms: FAILURE_GRACE_MS_DEFAULT,
+            checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
+            placement: Placement::LeastLoaded,
+            placement_seed: 0,
+        }
+    }
+}
+
 /// Runs until `stop`: while leading, node failure and recovery, timeouts and placement.
 pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut applied = node.raft.metrics();
     let mut view = node.gossip.watch();
     let mut leading_since: Option<Instant> = None;
-    let mut strategy = Strategy::new(node.config.placement, node.config.placement_seed);
+    let mut strategy = Strategy::new(
+        node.config.leader.placement,
+        node.config.leader.placement_seed,
+    );
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -51,7 +91,7 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
 /// that index), then a `CheckpointHash` carrying the leader's, which every node — and the
 /// offline replay — compares with its own.
 async fn checkpoint_if_due(node: &Node) -> crate::error::Result<()> {
-    let interval = node.config.checkpoint_interval;
+    let interval = node.config.leader.checkpoint_interval;
     if interval == 0 {
         return Ok(());
     }
@@ -173,8 +213,8 @@ async fn lead_once(
     since: Instant,
     strategy: &mut Strategy,
 ) -> crate::error::Result<()> {
-    let unseen_timeout = Duration::from_millis(node.config.node_timeout_ms);
-    let grace = Duration::from_millis(node.config.failure_grace_ms);
+    let unseen_timeout = Duration::from_millis(node.config.leader.node_timeout_ms);
+    let grace = Duration::from_millis(node.config.leader.failure_grace_ms);
     let now = now_ms();
     let view = node.gossip.view();
     let members: BTreeSet<u64> = node

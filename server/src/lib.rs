@@ -4,7 +4,9 @@
 //! # Layout
 //!
 //! - `api`: the code generated from `proto/` (public `cathedral.v1`, internal peer calls).
-//! - `config`: flags, TOML file and environment, resolved into a [`Config`].
+//! - `config`: one settings list read from flags, environment and TOML file, layered by
+//!   clap and resolved into a [`Config`] with a sub-settings value per loop.
+//! - `data_dir`: [`DataDir`](data_dir::DataDir), every path in the data directory.
 //! - `identity`: `node.toml`, the node and cluster ids.
 //! - `node`: the [`Node`] — Raft over the data directory, writes forwarded to the leader,
 //!   joining, membership upkeep.
@@ -24,6 +26,7 @@ pub use cathedral_api as api;
 mod batcher;
 mod config;
 mod convert;
+mod data_dir;
 mod error;
 mod forwarder;
 pub mod gossip;
@@ -43,11 +46,12 @@ mod worker;
 pub use cathedral_consensus::requests::{
     REQUESTS_REMEMBERED_MAX, REQUEST_ID_BYTES_MAX, REQUEST_RETENTION_MS,
 };
-pub use config::{Args, Config, Placement, Role, SLOTS_MAX, VOTERS_MAX};
+pub use cathedral_consensus::Role;
+pub use config::{Args, Config, SLOTS_MAX, VOTERS_MAX};
 pub use convert::DEFAULT_TIMEOUT_MS;
 pub use error::{Result, ServerError};
 pub use node::{Node, ENTRY_BYTES_MAX, WRITE_BYTES_MAX};
-pub use scheduler::{overdue, place, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
+pub use scheduler::{overdue, place, Candidates, Placement, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
 pub use server::{start, Running, REQUEST_BYTES_MAX};
 pub use service::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};
 pub use transport::PEER_MESSAGE_BYTES_MAX;

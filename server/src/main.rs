@@ -1,6 +1,5 @@
 //! `cathedral-server`: see `cathedral-server --help`.
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 /// Log filter unless `CATHEDRAL_LOG` says otherwise. openraft reports every failed
@@ -9,7 +8,6 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
 
 fn main() -> std::process::ExitCode {
-    let args = cathedral_server::Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("CATHEDRAL_LOG")
@@ -18,7 +16,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match cathedral_server::Config::resolve(args) {
+    let config = match cathedral_server::Config::from_process() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cathedral-server: {e}");

@@ -15,7 +15,8 @@ use crate::api::internal::{
     FetchOutputRequest, GossipSeedsReply, GossipSeedsRequest, JoinReply, JoinRequest, OutputBytes,
     RaftReply, RaftRequest, SetTagsReply, SetTagsRequest, SnapshotChunk,
 };
-use crate::node::{Node, Proposal, ProposalReply};
+use crate::error::ServerError;
+use crate::node::{Node, Outcome, Proposal};
 use crate::transport::{decode, encode};
 
 pub struct PeerService {
@@ -144,7 +145,7 @@ impl Peer for PeerService {
         let proposal: Proposal = decode(&req.body).map_err(bad)?;
         let reply = match self.node.raft.current_leader().await {
             Some(l) if l == self.node.id => self.node.execute(&proposal).await,
-            leader => ProposalReply::NotLeader { leader },
+            leader => Err(ServerError::NotLeader { leader }),
         };
         Ok(Response::new(RaftReply {
             body: encode(&reply),
@@ -168,7 +169,7 @@ impl Peer for PeerService {
             )));
         }
         let leading = self.node.raft.current_leader().await;
-        let replies: Vec<ProposalReply> = if leading == Some(self.node.id) {
+        let replies: Vec<Outcome> = if leading == Some(self.node.id) {
             let tasks: Vec<_> = proposals
                 .into_iter()
                 .map(|p| {
@@ -179,12 +180,14 @@ impl Peer for PeerService {
             let mut replies = Vec::with_capacity(tasks.len());
             for t in tasks {
                 replies.push(t.await.unwrap_or_else(|e| {
-                    ProposalReply::Failed(format!("the write task failed: {e}"))
+                    Err(ServerError::Unavailable(format!(
+                        "the write task failed: {e}"
+                    )))
                 }));
             }
             replies
         } else {
-            vec![ProposalReply::NotLeader { leader: leading }; proposals.len()]
+            vec![Err(ServerError::NotLeader { leader: leading }); proposals.len()]
         };
         Ok(Response::new(RaftReply {
             body: encode(&replies),
@@ -192,7 +195,11 @@ impl Peer for PeerService {
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
-        Ok(Response::new(self.node.join(req.into_inner()).await?))
+        self.node
+            .join(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| e.to_peer_status())
     }
 
     async fn gossip_seeds(
@@ -211,7 +218,11 @@ impl Peer for PeerService {
         let req = req.into_inner();
         self.check_target(req.target)?;
         let set = req.set.into_iter().collect();
-        let tags = self.node.set_tags(&set, &req.unset).await?;
+        let tags = self
+            .node
+            .set_tags(&set, &req.unset)
+            .await
+            .map_err(|e| e.to_peer_status())?;
         Ok(Response::new(SetTagsReply {
             tags: tags.into_iter().collect(),
         }))

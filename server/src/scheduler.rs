@@ -8,7 +8,17 @@ use cathedral_consensus::{Assignment, ClusterState, JobId, JobState, Load, NodeI
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::Placement;
+/// How the leader chooses among the nodes that fit a job (`--placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// The node with the smallest share of its slots in use (ties to the lower id).
+    LeastLoaded,
+    /// The next fitting node after the one chosen last.
+    RoundRobin,
+    /// A fitting node drawn from a generator seeded by --placement-seed.
+    Random,
+}
 
 /// Most assignments proposed in one entry.
 pub const ASSIGNMENTS_PER_ENTRY_MAX: usize = 1000;

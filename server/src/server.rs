@@ -113,8 +113,8 @@ pub async fn start(config: Config) -> Result<Running> {
             tracing::error!("HTTP server: {e}");
         }
     });
-    let mut exec_config = cathedral_executor::ExecutorConfig::new(node.data_dir().clone());
-    exec_config.output_bytes_max = node.config.output_bytes_max;
+    let mut exec_config = cathedral_executor::ExecutorConfig::new(node.data_dir());
+    exec_config.output_bytes_max = node.config.output.bytes_max;
     let executor = std::sync::Arc::new(cathedral_executor::Executor::new(exec_config));
     let upkeep = tokio::spawn(node.clone().upkeep(stop_rx.clone()));
     let leader = tokio::spawn(crate::leader::run(node.clone(), stop_rx.clone()));

@@ -38,7 +38,7 @@ impl Api {
         a.state
             .job(id)
             .map(job_to_pb)
-            .ok_or_else(|| ServerError::NotFound { what: "job", id }.into())
+            .ok_or_else(|| ServerError::not_found("job", id).into())
     }
 
     /// The event describing job `id` now, and whether it has ended.
@@ -220,9 +220,7 @@ impl JobService for Api {
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let id = req.into_inner().job_id;
-        let (first, ended) = self
-            .event(id)
-            .ok_or(ServerError::NotFound { what: "job", id })?;
+        let (first, ended) = self.event(id).ok_or(ServerError::not_found("job", id))?;
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
         let mut metrics = self.node.raft.metrics();
@@ -262,10 +260,10 @@ impl JobService for Api {
         let req = req.into_inner();
         let (attempt, node) = {
             let a = self.node.applied.read().unwrap();
-            let job = a.state.job(req.job_id).ok_or(ServerError::NotFound {
-                what: "job",
-                id: req.job_id,
-            })?;
+            let job = a
+                .state
+                .job(req.job_id)
+                .ok_or(ServerError::not_found("job", req.job_id))?;
             let at = if req.attempt == 0 {
                 job.attempts.last()
             } else {

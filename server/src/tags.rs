@@ -1,15 +1,13 @@
-//! Run-time tag changes (`cathedral node tag set/unset`), kept in `DIR/tags.toml` so they
+//! Run-time tag changes (`cathedral node tag set/unset`), kept in `DIR/tags.toml` ([`DataDir::tags_file`](crate::data_dir::DataDir)) so they
 //! survive a restart. They are an overlay on the tags of the flags and configuration file:
 //! at start the flags' tags, minus `unset`, plus `set`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServerError};
-
-const FILE: &str = "tags.toml";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,18 +19,13 @@ pub struct TagOverlay {
 }
 
 impl TagOverlay {
-    fn path(dir: &Path) -> PathBuf {
-        dir.join(FILE)
-    }
-
-    /// The overlay in `dir`, empty when there is none.
-    pub fn load(dir: &Path) -> Result<TagOverlay> {
-        let path = Self::path(dir);
-        match std::fs::read_to_string(&path) {
+    /// The overlay in `path`, empty when there is none.
+    pub fn load(path: &Path) -> Result<TagOverlay> {
+        match std::fs::read_to_string(path) {
             Ok(text) => toml::from_str(&text)
                 .map_err(|e| ServerError::Config(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TagOverlay::default()),
-            Err(e) => Err(ServerError::io("read", &path, e)),
+            Err(e) => Err(ServerError::io("read", path, e)),
         }
     }
 
@@ -57,10 +50,10 @@ impl TagOverlay {
     }
 
     /// Writes the overlay durably.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    pub fn save(&self, path: &Path) -> Result<()> {
         let text = toml::to_string(self).map_err(|e| ServerError::Internal(e.to_string()))?;
         Ok(cathedral_storage::replace_atomically(
-            &dir.join(FILE),
+            path,
             text.as_bytes(),
         )?)
     }
@@ -72,8 +65,9 @@ mod tests {
 
     #[test]
     fn changes_survive_a_reload_and_apply_over_the_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(TagOverlay::load(dir.path()).unwrap(), TagOverlay::default());
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("tags.toml");
+        assert_eq!(TagOverlay::load(&file).unwrap(), TagOverlay::default());
         let mut o = TagOverlay::default();
         o.change(
             &BTreeMap::from([("gpu".into(), "a100".into())]),
@@ -81,8 +75,8 @@ mod tests {
         );
         o.change(&BTreeMap::from([("zone".into(), "b".into())]), &[]);
         o.change(&BTreeMap::new(), &["rack".into()]);
-        o.save(dir.path()).unwrap();
-        let back = TagOverlay::load(dir.path()).unwrap();
+        o.save(&file).unwrap();
+        let back = TagOverlay::load(&file).unwrap();
         assert_eq!(back, o);
         let flags = BTreeMap::from([
             ("zone".to_string(), "a".to_string()),
@@ -98,7 +92,7 @@ mod tests {
                 ("zone".to_string(), "b".to_string()),
             ])
         );
-        std::fs::write(dir.path().join(FILE), "set = 3\n").unwrap();
-        assert!(TagOverlay::load(dir.path()).is_err());
+        std::fs::write(&file, "set = 3\n").unwrap();
+        assert!(TagOverlay::load(&file).is_err());
     }
 }

@@ -9,6 +9,12 @@
 //!                                    ├─ mine but gone ─▶ cancel (kill)
 //!                                    └─ Running, not here (restart) ─▶ TaskFinished(Lost)
 //! ```
+//!
+//! Every attempt's task (start, wait, reports) belongs to the loop's `JoinSet`. A graceful
+//! shutdown kills the attempts and waits, up to `SHUTDOWN_REPORTS_WAIT`, for each to
+//! report itself lost ("the node shut down"): the cluster retries them at once instead of
+//! after the restart (or after the node is declared failed). What is not committed by then
+//! is reported by the restart, as after a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cathedral_consensus::{Command, Exit, JobId, JobState, Outcome, Response, SandboxKind};
 use cathedral_executor::{AttemptResult, AttemptSpec, Executor, KillReason, SandboxChoice};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::error::ServerError;
 use crate::node::{now_ms, Node, Proposal};
@@ -26,6 +33,11 @@ use crate::node::{now_ms, Node, Proposal};
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Pause between retries of a report that could not be committed.
 const REPORT_RETRY_MS: u64 = 500;
+/// How long a graceful shutdown waits for the reports of the attempts it killed.
+pub const SHUTDOWN_REPORTS_WAIT: Duration = Duration::from_secs(5);
+
+/// What an attempt's end is reported as when the node killed it to shut down.
+const SHUT_DOWN_NOTE: &[u8] = b"[cathedral: the node shut down while the attempt ran]";
 
 type Key = (JobId, u32);
 
@@ -45,18 +57,25 @@ pub async fn run(
     let mut applied = node.raft.metrics();
     let mut mine: BTreeMap<Key, Slot> = BTreeMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
+    let mut tasks = JoinSet::new();
     let mut last_retention = Instant::now() - RETENTION_INTERVAL;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = applied.changed() => {}
             Some(k) = done_rx.recv() => { mine.remove(&k); }
+            Some(_) = tasks.join_next() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         while let Ok(k) = done_rx.try_recv() {
             mine.remove(&k);
         }
-        step(&node, &executor, &mut mine, &done_tx);
+        let spawn = Spawner {
+            tasks: &mut tasks,
+            done: &done_tx,
+            stop: &stop,
+        };
+        step(&node, &executor, &mut mine, spawn);
         let running = mine
             .values()
             .filter(|s| matches!(s, Slot::Running(_)))
@@ -65,18 +84,46 @@ pub async fn run(
         if last_retention.elapsed() >= RETENTION_INTERVAL {
             last_retention = Instant::now();
             let n = node.clone();
-            tokio::task::spawn_blocking(move || retention(&n));
+            tasks.spawn_blocking(move || retention(&n));
         }
     }
-    // Shutting down: the attempts are killed with the process (kill_on_drop); their
-    // reports are left to the restart, which reports them lost.
-    for (_, slot) in mine.iter_mut() {
+    // Shutting down: kill every attempt; each task then reports its attempt lost.
+    let mut killed = 0;
+    for slot in mine.values_mut() {
         if let Slot::Running(c) = slot {
             if let Some(tx) = c.take() {
                 let _ = tx.send(());
+                killed += 1;
             }
         }
     }
+    if !tasks.is_empty() {
+        tracing::info!(
+            killed,
+            tasks = tasks.len(),
+            "waiting for the attempts' reports before stopping"
+        );
+    }
+    let waited = tokio::time::timeout(SHUTDOWN_REPORTS_WAIT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if waited.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "reports not committed within {} s; the restart reports those attempts lost",
+            SHUTDOWN_REPORTS_WAIT.as_secs()
+        );
+        tasks.shutdown().await;
+    }
+}
+
+/// Where the loop's tasks go: owned by its `JoinSet`, each told when it ends (to free
+/// its slot) and whether the node is shutting down.
+struct Spawner<'a> {
+    tasks: &'a mut JoinSet<()>,
+    done: &'a mpsc::UnboundedSender<Key>,
+    stop: &'a tokio::sync::watch::Receiver<bool>,
 }
 
 /// One pass over this node's share of the applied state.
@@ -84,7 +131,7 @@ fn step(
     node: &Arc<Node>,
     executor: &Arc<Executor>,
     mine: &mut BTreeMap<Key, Slot>,
-    done: &mpsc::UnboundedSender<Key>,
+    spawn: Spawner<'_>,
 ) {
     if node.cluster_id().is_none() {
         return;
@@ -132,7 +179,9 @@ fn step(
         if started {
             // Recorded as running here, but not running: this node restarted.
             mine.insert(key, Slot::Reporting);
-            tokio::spawn(report_lost(node.clone(), key, done.clone()));
+            spawn
+                .tasks
+                .spawn(report_lost(node.clone(), key, spawn.done.clone()));
             continue;
         }
         let running = mine
@@ -167,14 +216,14 @@ fn step(
         // passed on once the attempt runs.
         let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
         mine.insert(key, Slot::Running(Some(cancel_tx)));
-        tokio::spawn(run_attempt(
+        spawn.tasks.spawn(run_attempt(
             node.clone(),
             executor.clone(),
             key,
-            attempt,
-            choice,
+            (attempt, choice),
             cancel_rx,
-            done.clone(),
+            spawn.stop.clone(),
+            spawn.done.clone(),
         ));
     }
 }
@@ -221,14 +270,15 @@ async fn report_lost(node: Arc<Node>, key: Key, done: mpsc::UnboundedSender<Key>
 }
 
 /// One attempt on this node: starts it on the blocking pool (work directory, output file,
-/// cgroup, spawn), passes a cancel on, reports its start and its end, then frees its slot.
+/// cgroup, spawn), passes a cancel on, reports its start and its end — lost, when the node
+/// killed it to shut down — then frees its slot.
 async fn run_attempt(
     node: Arc<Node>,
     executor: Arc<Executor>,
     key: Key,
-    attempt: AttemptSpec,
-    choice: SandboxChoice,
+    (attempt, choice): (AttemptSpec, SandboxChoice),
     cancel_rx: oneshot::Receiver<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
     done: mpsc::UnboundedSender<Key>,
 ) {
     let started = tokio::task::spawn_blocking({
@@ -271,7 +321,17 @@ async fn run_attempt(
             )
             .await;
             let result = a.wait().await;
-            report_finished(&node, key, outcome(&result)).await;
+            let outcome = if *stop.borrow() && result.killed_because == Some(KillReason::Cancelled)
+            {
+                Outcome {
+                    exit: Exit::Lost,
+                    duration_ms: result.duration_ms,
+                    output_tail: SHUT_DOWN_NOTE.to_vec(),
+                }
+            } else {
+                outcome(&result)
+            };
+            report_finished(&node, key, outcome).await;
         }
         Err(e) => {
             tracing::warn!(job = key.0, attempt = key.1, "cannot start: {e}");
@@ -333,10 +393,10 @@ fn retention(node: &Node) {
         a.state.running_on(node.id).into_iter().collect()
     };
     let removed = sweep_outputs(
-        &node.data_dir().join("outputs"),
+        &node.data.outputs(),
         &in_flight,
-        Duration::from_secs(node.config.output_retention_hours * 3600),
-        node.config.output_bytes_total_max,
+        Duration::from_secs(node.config.output.retention_hours * 3600),
+        node.config.output.bytes_total_max,
     );
     if removed > 0 {
         tracing::info!(files = removed, "output retention removed old output");

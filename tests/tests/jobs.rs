@@ -255,6 +255,73 @@ async fn logs_follow_streams_output_until_the_attempt_ends() {
     assert_eq!(get(&s, id).await.state, pb::JobState::Succeeded as i32);
 }
 
+/// A graceful stop (SIGTERM) kills the running attempt and does not exit before its
+/// report is committed: the attempt is recorded lost by the node that shut down (its note
+/// says so; a report left to the restart would say "restarted"), before any restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_waits_for_the_reports_of_the_attempts_it_kills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let mut s = Server::start(&dir, &[]);
+    s.wait_ready();
+    let mut sp = spec(
+        "interrupted",
+        &["sh", "-c", "[ $CATHEDRAL_ATTEMPT -ge 2 ] || sleep 61.25"],
+    );
+    sp.retry = Some(pb::RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_ms: 100,
+        max_backoff_ms: 1000,
+        multiplier_milli: 2000,
+    });
+    let id = submit(&s, sp).await;
+    eventually(WAIT, "the first attempt to run", || async {
+        (get(&s, id).await.state == pb::JobState::Running as i32 && processes_with("61.25") > 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(s.stop(), Some(0), "{}", s.log_text());
+    none_left("61.25");
+    // Offline, before any restart: the log holds the stopped node's own report.
+    let out = std::process::Command::new(cathedral_tests::bin("cathedral-log"))
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "replay",
+            "--json",
+            "--job",
+        ])
+        .arg(id.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let first = &replayed["now"]["attempts"][0];
+    assert_eq!(first["outcome"]["exit"], "Lost", "{text}");
+    assert!(
+        s.log_text().contains("waiting for the attempts' reports"),
+        "{}",
+        s.log_text()
+    );
+    // The restart finds nothing to report; the retry runs and succeeds.
+    s.restart();
+    s.wait_ready();
+    let j = until_final(&s, id).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    assert_eq!(j.attempts.len(), 2, "{j:?}");
+    let tail = &j.attempts[0].outcome.as_ref().unwrap().output_tail;
+    assert!(
+        String::from_utf8_lossy(tail).contains("the node shut down"),
+        "{}",
+        String::from_utf8_lossy(tail)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attempt_lost_in_a_restart_is_reported_lost_and_retried() {
     let tmp = tempfile::tempdir().unwrap();

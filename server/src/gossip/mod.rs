@@ -68,7 +68,7 @@ const TAG_PREFIX: &str = "tag:";
 const CHITCHAT_CLUSTER: &str = "cathedral";
 
 /// How this node gossips.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GossipSettings {
     pub bind: SocketAddr,
     /// The address others gossip with (the bind address unless that is unspecified).

@@ -21,7 +21,7 @@ impl Node {
         next.change(set, unset);
         let tags = next.apply(&self.config.tags);
         crate::gossip::check_tags(&tags).map_err(gossip_error)?;
-        next.save(&self.config.data_dir)?;
+        next.save(&self.data.tags_file())?;
         *overlay = next;
         self.gossip.set_tags(set, unset).await.map_err(gossip_error)
     }
@@ -64,7 +64,7 @@ impl Node {
                         .or_else(|| g.map(|g| g.grpc.clone()))
                         .unwrap_or_default(),
                     role: n
-                        .map(|n| format!("{:?}", n.info.role).to_lowercase())
+                        .map(|n| n.info.role.name().to_string())
                         .or_else(|| g.map(|g| g.role.clone()))
                         .unwrap_or_default(),
                     state: n
@@ -159,7 +159,7 @@ impl Node {
                     .node(id)
                     .map(|n| n.info.address.clone())
             })
-            .ok_or(ServerError::NotFound { what: "node", id })?;
+            .ok_or(ServerError::not_found("node", id))?;
         let mut client = self
             .peers
             .client(id, &addr)
@@ -172,24 +172,13 @@ impl Node {
         req.set_timeout(Duration::from_secs(10));
         match client.set_tags(req).await {
             Ok(r) => Ok(r.into_inner().tags.into_iter().collect()),
-            Err(s) if s.code() == tonic::Code::InvalidArgument => Err(ServerError::Invalid {
-                field: "tag".into(),
-                reason: s
-                    .message()
-                    .strip_prefix("invalid tag: ")
-                    .unwrap_or(s.message())
-                    .to_string(),
-            }),
-            Err(s) => Err(ServerError::Unavailable(format!(
-                "node {id} at {addr}: {}",
-                s.message()
-            ))),
+            Err(s) => Err(ServerError::from_peer(&s, &format!("node {id} at {addr}"))),
         }
     }
 
     /// Remembers the gossip addresses of the live peers, seeds for the next start.
     pub fn save_known_peers(&self, peers: &[String]) {
-        let path = self.config.data_dir.join(KNOWN_PEERS_FILE);
+        let path = self.data.known_peers_file();
         let text: String = peers.iter().map(|p| format!("{p}\n")).collect();
         if let Err(e) = cathedral_storage::replace_atomically(&path, text.as_bytes()) {
             tracing::warn!("saving {}: {e}", path.display());
@@ -197,11 +186,9 @@ impl Node {
     }
 }
 
-/// Where the gossip addresses of the last live peers are kept, one per line.
-pub(super) const KNOWN_PEERS_FILE: &str = "gossip-peers";
-
-pub(super) fn read_known_peers(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join(KNOWN_PEERS_FILE))
+/// The gossip addresses of the last live peers, kept in `path` one per line.
+pub(super) fn read_known_peers(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
         .map(|t| {
             t.lines()
                 .map(str::trim)

@@ -99,9 +99,11 @@ impl Node {
                 .map_err(ServerError::Unavailable)?;
             let mut r = tonic::Request::new(req);
             r.set_timeout(Duration::from_millis(JOIN_TIMEOUT_MS));
-            return client.join(r).await.map(|r| r.into_inner()).map_err(|s| {
-                ServerError::Unavailable(format!("via leader {leader}: {}", s.message()))
-            });
+            return client
+                .join(r)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| ServerError::from_peer(&s, &format!("via leader {leader}")));
         }
         let cluster_id = self
             .cluster_id()
@@ -153,18 +155,15 @@ impl Node {
         Ok(())
     }
 
-    pub(super) async fn remove_node(&self, id: u64) -> ProposalReply {
+    pub(super) async fn remove_node(&self, id: u64) -> Outcome {
         let m = self.metrics();
         let membership = m.membership_config.membership().clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
         if membership.get_node(&id).is_none() {
-            return ProposalReply::NotFound {
-                what: "node".into(),
-                id,
-            };
+            return Err(ServerError::not_found("node", id));
         }
         if is_voter && membership.voter_ids().count() == 1 {
-            return ProposalReply::Invalid(Invalid::new(
+            return Err(ServerError::invalid(
                 "node_id",
                 format!("{id} is the only voter; a cluster needs one"),
             ));
@@ -177,11 +176,11 @@ impl Node {
         if let Err(e) = self.raft.change_membership(change, false).await {
             return match e {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                    ProposalReply::NotLeader {
+                    Err(ServerError::NotLeader {
                         leader: f.leader_id,
-                    }
+                    })
                 }
-                e => ProposalReply::Failed(format!("remove node {id}: {e}")),
+                e => Err(ServerError::Unavailable(format!("remove node {id}: {e}"))),
             };
         }
         tracing::info!(node = id, "removed from the cluster");
@@ -194,10 +193,10 @@ impl Node {
             })
             .await
         } else {
-            ProposalReply::Done {
-                index: self.metrics().last_applied.map_or(0, |l| l.index),
-                response: Response::Done,
-            }
+            Ok((
+                self.metrics().last_applied.map_or(0, |l| l.index),
+                Response::Done,
+            ))
         }
     }
 
@@ -232,7 +231,7 @@ impl Node {
         let wanted = NodeInfo {
             id: self.id,
             address: self.config.advertise.clone(),
-            role: node_role(self.config.role),
+            role: self.config.role,
             tags: self.gossip.tags(),
             capacity: capacity(self.config.slots),
         };
@@ -271,7 +270,7 @@ impl Node {
                 .unwrap()
                 .state
                 .node(id)
-                .is_some_and(|n| n.info.role == NodeRole::Coordinator);
+                .is_some_and(|n| n.info.role == Role::Coordinator);
             if coordinator {
                 if let Err(e) = self.promote_if_wanted(id).await {
                     tracing::warn!(node = id, "promotion failed: {e}");

@@ -18,7 +18,6 @@
 //! - `gossip_side`: tags, the partition check, the node list, gossip seeds, known peers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,16 +25,15 @@ use cathedral_consensus::raft::{
     AppliedHandle, CommittedHandle, LogStore, StateMachine, TypeConfig,
 };
 use cathedral_consensus::requests::RequestId;
-use cathedral_consensus::{
-    Capacity, Command, Invalid, NodeInfo, NodeStatus, Response, Role as NodeRole,
-};
+use cathedral_consensus::{Capacity, Command, NodeInfo, NodeStatus, Response, Role};
 use cathedral_storage::{Log, Options, SnapshotOptions, SnapshotStore};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 
 use crate::api::internal::{JoinReply, JoinRequest};
-use crate::config::{Config, Role};
+use crate::config::Config;
+use crate::data_dir::DataDir;
 use crate::error::{Result, ServerError};
 use crate::gossip::{GossipError, Membership, Published};
 use crate::identity::{new_cluster_id, Identity};
@@ -64,30 +62,18 @@ pub enum Proposal {
     RemoveNode(u64),
 }
 
-/// The leader's answer to a forwarded [`Proposal`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ProposalReply {
-    /// Committed and applied at `index`.
-    Done {
-        index: u64,
-        response: Response,
-    },
-    /// Not the leader (any more); nothing was proposed.
-    NotLeader {
-        leader: Option<u64>,
-    },
-    Invalid(Invalid),
-    NotFound {
-        what: String,
-        id: u64,
-    },
-    Failed(String),
-}
+/// The leader's answer to a [`Proposal`], on this node or forwarded from another (the
+/// same value crosses the wire): the index the write was committed and applied at with
+/// the state's response, or the error — `NotLeader` when nothing was proposed,
+/// `Unavailable` when the outcome is unknown.
+pub type Outcome = Result<(u64, Response), ServerError>;
 
 /// The running node.
 pub struct Node {
     pub id: u64,
     pub config: Config,
+    /// Every path in the data directory.
+    pub data: DataDir,
     pub raft: Raft<TypeConfig>,
     pub applied: AppliedHandle,
     pub peers: Arc<Peers>,
@@ -119,14 +105,6 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn node_role(role: Role) -> NodeRole {
-    match role {
-        Role::Standalone => NodeRole::Standalone,
-        Role::Coordinator => NodeRole::Coordinator,
-        Role::Worker => NodeRole::Worker,
-    }
-}
-
 mod gossip_side;
 mod membership;
 mod write;
@@ -138,20 +116,13 @@ use write::*;
 impl Node {
     /// Opens the data directory (locking it), the log, snapshots and identity, and starts
     /// Raft. Does not initialise or join a cluster: see [`bootstrap`](Self::bootstrap).
-    pub async fn open(mut config: Config) -> Result<Arc<Node>> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| ServerError::io("create", &config.data_dir, e))?;
-        // Absolute from here on: sandboxes bind paths under it.
-        config.data_dir = std::fs::canonicalize(&config.data_dir)
-            .map_err(|e| ServerError::io("resolve", &config.data_dir, e))?;
-        let dir = &config.data_dir;
+    pub async fn open(config: Config) -> Result<Arc<Node>> {
+        let data = DataDir::create(&config.data_dir)?;
+        let dir = data.root();
         // The log takes the directory's LOCK: a second server on it fails here.
         let log = Arc::new(Log::open(dir, Options::default())?);
-        let identity = Identity::load_or_create(dir)?;
-        let snapshots = SnapshotStore::open(
-            cathedral_storage::snapshots_dir(dir),
-            SnapshotOptions::default(),
-        )?;
+        let identity = Identity::load_or_create(&data.identity_file())?;
+        let snapshots = SnapshotStore::open(data.snapshots(), SnapshotOptions::default())?;
         check_snapshots(dir, &snapshots, log.purged_through())?;
         let sm = StateMachine::open(snapshots.clone())
             .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
@@ -159,7 +130,7 @@ impl Node {
         let store = LogStore::new(log.clone())
             .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
         let committed = store.committed_handle();
-        let overlay = TagOverlay::load(dir)?;
+        let overlay = TagOverlay::load(&data.tags_file())?;
         let published = Published {
             node_id: identity.node_id,
             grpc: config.advertise.clone(),
@@ -171,7 +142,7 @@ impl Node {
         };
         let mut gossip_settings = config.gossip.clone();
         // Peers this node gossiped with before a restart are seeds too.
-        for p in read_known_peers(dir) {
+        for p in read_known_peers(&data.known_peers_file()) {
             if !gossip_settings.seeds.contains(&p) {
                 gossip_settings.seeds.push(p);
             }
@@ -211,6 +182,7 @@ impl Node {
             Duration::from_millis(config.write_timeout_ms),
         );
         Ok(Arc::new(Node {
+            data,
             incarnation: rand::random(),
             next_request: std::sync::atomic::AtomicU64::new(1),
             leader_heard,
@@ -230,8 +202,9 @@ impl Node {
         }))
     }
 
-    pub fn data_dir(&self) -> &PathBuf {
-        &self.config.data_dir
+    /// The data directory's root (absolute).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.root()
     }
 
     pub fn cluster_id(&self) -> Option<String> {
@@ -242,7 +215,7 @@ impl Node {
         self.identity
             .lock()
             .unwrap()
-            .set_cluster(&self.config.data_dir, cluster_id)?;
+            .set_cluster(&self.data.identity_file(), cluster_id)?;
         self.gossip.set_cluster(cluster_id).await;
         Ok(())
     }

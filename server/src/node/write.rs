@@ -82,8 +82,8 @@ impl Node {
         let deadline = Instant::now() + timeout;
         loop {
             let asked = self.raft.current_leader().await;
-            let tried = match asked {
-                Some(l) if l == self.id => Ok(self.execute(&proposal).await),
+            let outcome = match asked {
+                Some(l) if l == self.id => self.execute(&proposal).await,
                 Some(l) => match self.address_of(l) {
                     Some(addr) => {
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -91,27 +91,12 @@ impl Node {
                             .forward(l, addr, proposal.clone(), bytes, left)
                             .await
                     }
-                    None => Ok(ProposalReply::NotLeader { leader: None }),
+                    None => Err(ServerError::NotLeader { leader: None }),
                 },
-                None => Ok(ProposalReply::NotLeader { leader: None }),
+                None => Err(ServerError::NotLeader { leader: None }),
             };
-            let reply = match tried {
-                Ok(ProposalReply::Failed(m)) | Err(ServerError::Unavailable(m)) => {
-                    // The outcome is unknown. A request is sent again (to the new leader as
-                    // soon as one is known); anything else reports it.
-                    if resendable && Instant::now() < deadline {
-                        tracing::debug!(leader = ?asked, "resending a write: {m}");
-                        self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
-                            .await;
-                        continue;
-                    }
-                    return Err(ServerError::Unavailable(m));
-                }
-                Err(e) => return Err(e),
-                Ok(r) => r,
-            };
-            match reply {
-                ProposalReply::Done { index, response } => {
+            match outcome {
+                Ok((index, response)) => {
                     // Read your writes: this node's answers include the entry from now on.
                     if self.applied_index() < index {
                         let _ = self
@@ -125,26 +110,26 @@ impl Node {
                         r => Ok((index, r)),
                     };
                 }
-                ProposalReply::NotLeader { .. } if Instant::now() < deadline => {
-                    // Nothing was proposed: try again as soon as this node sees another
-                    // leader (an election ending), or after a short pause.
+                // The outcome is unknown. A request is sent again (to the new leader as
+                // soon as one is known); anything else reports it.
+                Err(ServerError::Unavailable(m)) if resendable && Instant::now() < deadline => {
+                    tracing::debug!(leader = ?asked, "resending a write: {m}");
                     self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
                         .await;
                 }
-                ProposalReply::NotLeader { .. } => {
+                // Nothing was proposed: try again as soon as this node sees another leader
+                // (an election ending), or after a short pause.
+                Err(ServerError::NotLeader { .. }) if Instant::now() < deadline => {
+                    self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
+                        .await;
+                }
+                Err(ServerError::NotLeader { .. }) => {
                     return Err(ServerError::Unavailable(format!(
                         "no leader took the write within {} ms; a majority of voters may be down",
                         self.config.write_timeout_ms
                     )))
                 }
-                ProposalReply::Invalid(e) => return Err(e.into()),
-                ProposalReply::NotFound { what, id } => {
-                    return Err(ServerError::NotFound {
-                        what: if what == "node" { "node" } else { "job" },
-                        id,
-                    })
-                }
-                ProposalReply::Failed(m) => return Err(ServerError::Unavailable(m)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -183,44 +168,39 @@ impl Node {
     }
 
     /// Performs `proposal` on this node, which believes it leads.
-    pub async fn execute(&self, proposal: &Proposal) -> ProposalReply {
+    pub async fn execute(&self, proposal: &Proposal) -> Outcome {
         match proposal {
             Proposal::Write(cmd) => {
-                if let Some((index, response)) = self.answer_repeat(cmd) {
-                    return ProposalReply::Done { index, response };
+                if let Some(answer) = self.answer_repeat(cmd) {
+                    return Ok(answer);
                 }
                 // Bad input never takes a log entry: check against the applied state first
                 // (jobs are never removed, so what passes here passes when applied).
-                if let Err(e) = self.applied.read().unwrap().state.check(cmd) {
-                    return ProposalReply::Invalid(e);
-                }
+                self.applied.read().unwrap().state.check(cmd)?;
                 self.batcher.write(cmd.clone(), cmd.encoded_len()).await
             }
             Proposal::RemoveNode(id) => self.remove_node(*id).await,
         }
     }
 
-    pub(super) async fn client_write(&self, cmd: Command) -> ProposalReply {
+    pub(super) async fn client_write(&self, cmd: Command) -> Outcome {
         // A leader cut off from its quorum keeps waiting for a commit that does not come;
         // the caller hears of it after the write timeout.
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
         let Ok(written) = tokio::time::timeout(timeout, self.raft.client_write(cmd)).await else {
-            return ProposalReply::Failed(format!(
+            return Err(ServerError::Unavailable(format!(
                 "not committed within {} ms; a majority of voters may be down (the write may still be applied once they return)",
                 self.config.write_timeout_ms
-            ));
+            )));
         };
         match written {
-            Ok(r) => ProposalReply::Done {
-                index: r.log_id.index,
-                response: r.data,
-            },
+            Ok(r) => Ok((r.log_id.index, r.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                ProposalReply::NotLeader {
+                Err(ServerError::NotLeader {
                     leader: f.leader_id,
-                }
+                })
             }
-            Err(e) => ProposalReply::Failed(e.to_string()),
+            Err(e) => Err(ServerError::Unavailable(e.to_string())),
         }
     }
 }

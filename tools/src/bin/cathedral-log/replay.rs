@@ -42,7 +42,7 @@ pub fn summary(r: &Replay) -> serde_json::Value {
             json!({
                 "id": n.info.id,
                 "address": n.info.address,
-                "role": format!("{:?}", n.info.role).to_lowercase(),
+                "role": n.info.role.name(),
                 "status": format!("{:?}", n.status).to_lowercase(),
                 "slots": n.info.capacity.slots,
             })
