@@ -108,6 +108,10 @@ impl Replay {
 /// Replays the data directory `dir` (holding `meta`, `log/`, `snapshots/`). I/O errors and
 /// an unusable starting point are errors; damage and divergence are findings.
 /// `progress(bytes_done, bytes_total)` follows the log files read.
+///
+/// Long on purpose: the starting point (snapshot or empty), the walk over the entries and
+/// the checks at each checkpoint share the state being rebuilt; the per-entry work itself
+/// is `ClusterState::apply`, the same code the servers run.
 pub fn replay(
     dir: &Path,
     options: &ReplayOptions,

@@ -44,6 +44,10 @@ pub struct Running {
 
 /// Opens the data directory, binds both ports and starts serving; then initialises or
 /// joins a cluster as the configuration says.
+///
+/// Long on purpose: it is the composition root — every task the node runs is started
+/// here, in dependency order, and handed to [`Running`] for shutdown; one list is the
+/// easiest place to check that nothing is started that shutdown does not stop.
 pub async fn start(config: Config) -> Result<Running> {
     let grpc = TcpListener::bind(config.bind).await.map_err(|e| {
         ServerError::Config(format!("cannot listen on --bind {}: {e}", config.bind))

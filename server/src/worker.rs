@@ -127,6 +127,9 @@ struct Spawner<'a> {
 }
 
 /// One pass over this node's share of the applied state.
+///
+/// Long on purpose: the kills, the lost reports and the starts must see one consistent
+/// reading of the applied state and of `mine`, taken once at the top.
 fn step(
     node: &Arc<Node>,
     executor: &Arc<Executor>,

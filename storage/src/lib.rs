@@ -7,8 +7,9 @@
 //!
 //! - `log`: the [`Log`] — its public surface (`log/mod.rs`), the record codec
 //!   (`log/record.rs`), segment files with headers, footers and memory-mapped reads
-//!   (`log/segment.rs`), the group-commit writer thread (`log/writer.rs`) and recovery on
-//!   open (`log/recovery.rs`).
+//!   (`log/segment.rs`), the group-commit writer thread (`log/writer.rs`), recovery on
+//!   open (`log/recovery.rs`), read-only inspection (`log/inspect.rs`), and the directory
+//!   listing and damage rules those two share (`log/layout.rs`).
 //! - `meta`: the metadata file (vote, committed, purged), replaced atomically.
 //! - `snapshot`: snapshot files, the [`SnapshotStore`], chunked transfer, export and import.
 //! - `compaction`: the [`CompactionPolicy`], a pure function deciding snapshots and purges.

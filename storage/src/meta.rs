@@ -28,13 +28,13 @@ pub struct Metadata {
 /// The metadata of the log in `dir` (the directory holding `meta`), read without the lock
 /// and without touching the segments; `None` when there is no metadata file.
 pub fn read_metadata(dir: &Path) -> Result<Option<Metadata>> {
-    Ok(MetaFile::load(&dir.join("meta"))?.map(|m| m.user))
+    Ok(MetaFile::load(&dir.join(crate::log::layout::META_FILE))?.map(|m| m.user))
 }
 
 /// The purge point of the log in `dir`: every index up to and including it was compacted
 /// away (`None`: nothing purged, or no metadata file). Read-only, without the lock.
 pub fn read_purge_point(dir: &Path) -> Result<Option<u64>> {
-    Ok(MetaFile::load(&dir.join("meta"))?.and_then(|m| m.purged_through))
+    Ok(MetaFile::load(&dir.join(crate::log::layout::META_FILE))?.and_then(|m| m.purged_through))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

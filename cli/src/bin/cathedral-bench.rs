@@ -77,6 +77,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the load: `--clients` connections, each one request in flight, for the warm-up and
+/// then the measured duration, and prints throughput and latency percentiles.
+///
+/// Long on purpose: the client loop, its counters and the report share local state (the
+/// warm-up and end instants, the latency histograms); one function keeps the measured
+/// window visibly the same for every client.
 async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), String> {
     let servers: Vec<String> = args
         .server

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use cathedral_consensus::tags;
 use chitchat::{
     spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
-    ProtocolVersion,
+    NodeState, ProtocolVersion,
 };
 use rand::Rng;
 use tokio::sync::{broadcast, watch};
@@ -758,8 +758,9 @@ impl Membership {
         }
     }
 
-    /// One monitor tick: reads chitchat, builds the view, emits the differences, decides
-    /// health.
+    /// One monitor tick: reads chitchat (each node's newest generation, [`member_of`]),
+    /// builds the view, emits the differences ([`diff`]), decides health
+    /// ([`judge_health`]) and wakes the watchers when it matters ([`significant`]).
     async fn observe(&self, tracker: &mut Tracker) {
         let now = Instant::now();
         let previous = self.view();
@@ -774,6 +775,13 @@ impl Membership {
             let c = self.chitchat.lock().await;
             let me = c.self_chitchat_id().clone();
             let live: HashSet<&ChitchatId> = c.live_nodes().collect();
+            let seen = Seen {
+                now,
+                threshold,
+                me: &me,
+                live: &live,
+                published_tags: &published_tags,
+            };
             for (cid, state) in c.node_states() {
                 let Some(id) = state.get("id").and_then(|v| v.parse::<u64>().ok()) else {
                     continue;
@@ -788,69 +796,8 @@ impl Membership {
                 {
                     continue;
                 }
-                let heartbeat: u64 = state.heartbeat().into();
-                let sample = tracker.samples.entry(cid.clone()).or_insert(Sample {
-                    heartbeat,
-                    at: now,
-                    timeout: None,
-                });
-                if sample.heartbeat != heartbeat {
-                    sample.heartbeat = heartbeat;
-                    sample.at = now;
-                }
-                if let Some(t) = c.failure_detection_timeout(cid) {
-                    sample.timeout = Some(t);
-                }
-                let is_me = *cid == me;
-                let leaving = state.get("leaving") == Some("true");
-                let liveness = if leaving {
-                    Liveness::Left
-                } else if is_me || live.contains(cid) {
-                    tracker.ever_alive.insert(cid.clone());
-                    Liveness::Alive
-                } else if tracker.ever_alive.contains(cid) {
-                    // chitchat also calls a node dead until it has sampled two heartbeats;
-                    // only one seen alive before has failed.
-                    Liveness::Dead
-                } else {
-                    Liveness::Joining
-                };
-                let phi = if is_me {
-                    Some(0.0)
-                } else {
-                    sample.timeout.filter(|t| !t.is_zero()).map(|t| {
-                        threshold * now.duration_since(sample.at).as_secs_f64() / t.as_secs_f64()
-                    })
-                };
-                let tags = if is_me {
-                    published_tags.clone()
-                } else {
-                    state
-                        .key_values()
-                        .filter_map(|(k, v)| {
-                            k.strip_prefix(TAG_PREFIX)
-                                .map(|k| (k.to_string(), v.to_string()))
-                        })
-                        .collect()
-                };
-                newest.insert(
-                    id,
-                    Member {
-                        id,
-                        generation: cid.generation_id,
-                        gossip: cid.gossip_advertise_addr,
-                        grpc: state.get("grpc").unwrap_or("").to_string(),
-                        role: state.get("role").unwrap_or("").to_string(),
-                        version: state.get("version").unwrap_or("").to_string(),
-                        cluster: peer_cluster.to_string(),
-                        tags,
-                        capacity: state.get("capacity").unwrap_or("").to_string(),
-                        load: state.get("load").and_then(|v| v.parse().ok()).unwrap_or(0),
-                        liveness,
-                        phi,
-                        since: now,
-                    },
-                );
+                let timeout = c.failure_detection_timeout(cid);
+                newest.insert(id, member_of(id, cid, state, timeout, &seen, tracker));
             }
             // Forget samples of states chitchat forgot.
             tracker
@@ -913,6 +860,93 @@ impl Membership {
             tracing::debug!(?e, "gossip event");
             let _ = self.events.send(e);
         }
+    }
+}
+
+/// What one monitor tick knows while it reads each node's state.
+struct Seen<'a> {
+    now: Instant,
+    threshold: f64,
+    me: &'a ChitchatId,
+    /// The nodes chitchat's detector calls live.
+    live: &'a HashSet<&'a ChitchatId>,
+    /// This node's tags as it publishes them.
+    published_tags: &'a BTreeMap<String, String>,
+}
+
+/// Node `id`'s member entry from its chitchat state: its liveness (chitchat's live set, and
+/// whether it was ever seen alive), its phi (from the heartbeat samples `tracker` keeps,
+/// updated here, and chitchat's current detection `timeout` for it), and what it publishes.
+fn member_of(
+    id: u64,
+    cid: &ChitchatId,
+    state: &NodeState,
+    timeout: Option<Duration>,
+    seen: &Seen<'_>,
+    tracker: &mut Tracker,
+) -> Member {
+    let now = seen.now;
+    let heartbeat: u64 = state.heartbeat().into();
+    let sample = tracker.samples.entry(cid.clone()).or_insert(Sample {
+        heartbeat,
+        at: now,
+        timeout: None,
+    });
+    if sample.heartbeat != heartbeat {
+        sample.heartbeat = heartbeat;
+        sample.at = now;
+    }
+    if timeout.is_some() {
+        sample.timeout = timeout;
+    }
+    let is_me = cid == seen.me;
+    let leaving = state.get("leaving") == Some("true");
+    let liveness = if leaving {
+        Liveness::Left
+    } else if is_me || seen.live.contains(cid) {
+        tracker.ever_alive.insert(cid.clone());
+        Liveness::Alive
+    } else if tracker.ever_alive.contains(cid) {
+        // chitchat also calls a node dead until it has sampled two heartbeats; only one
+        // seen alive before has failed.
+        Liveness::Dead
+    } else {
+        Liveness::Joining
+    };
+    let sample = &tracker.samples[cid];
+    let phi = if is_me {
+        Some(0.0)
+    } else {
+        sample
+            .timeout
+            .filter(|t| !t.is_zero())
+            .map(|t| seen.threshold * now.duration_since(sample.at).as_secs_f64() / t.as_secs_f64())
+    };
+    let tags = if is_me {
+        seen.published_tags.clone()
+    } else {
+        state
+            .key_values()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(TAG_PREFIX)
+                    .map(|k| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    };
+    Member {
+        id,
+        generation: cid.generation_id,
+        gossip: cid.gossip_advertise_addr,
+        grpc: state.get("grpc").unwrap_or("").to_string(),
+        role: state.get("role").unwrap_or("").to_string(),
+        version: state.get("version").unwrap_or("").to_string(),
+        cluster: state.get("cluster").unwrap_or("").to_string(),
+        tags,
+        capacity: state.get("capacity").unwrap_or("").to_string(),
+        load: state.get("load").and_then(|v| v.parse().ok()).unwrap_or(0),
+        liveness,
+        phi,
+        since: now,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::layout;
 use super::record::{self, Header, RECORD_HEADER_BYTES};
 use super::segment::{self, SealedSegment, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Result};
@@ -106,7 +107,7 @@ pub fn inspect_with_progress(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<InspectReport> {
     let mut report = InspectReport::default();
-    let meta_path = dir.join("meta");
+    let meta_path = dir.join(layout::META_FILE);
     match MetaFile::load(&meta_path) {
         Ok(Some(m)) => {
             report.log_id = Some(m.log_id);
@@ -116,22 +117,7 @@ pub fn inspect_with_progress(
         Ok(None) => {}
         Err(e) => report.findings.push(from_error(e)?),
     }
-    let log_dir = dir.join("log");
-    let mut segs: Vec<(u64, PathBuf)> = Vec::new();
-    match std::fs::read_dir(&log_dir) {
-        Ok(entries) => {
-            for e in entries {
-                let e = e.map_err(|e| Error::io("list", &log_dir, e))?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(first) = segment::parse_file_name(&name) {
-                    segs.push((first, e.path()));
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("list", &log_dir, e)),
-    }
-    segs.sort();
+    let segs = layout::list(&dir.join(layout::LOG_DIR))?.segments;
     let total: u64 = segs
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
@@ -143,167 +129,13 @@ pub fn inspect_with_progress(
             FindingKind::Corruption,
             &meta_path,
             0,
-            format!(
-                "metadata file is missing but {} segment files exist",
-                segs.len()
-            ),
+            layout::missing_meta(segs.len()),
         ));
     }
-    let mut expected: Option<u64> = None;
-    let mut prev_term: Option<u64> = None;
+    let mut walk = Walk::default();
     let count = segs.len();
     for (n, (first, path)) in segs.into_iter().enumerate() {
-        let last_segment = n + 1 == count;
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        let mut seg = SegmentReport {
-            path: path.clone(),
-            first_index: first,
-            last_index: None,
-            records: 0,
-            file_bytes: bytes.len() as u64,
-            data_bytes: SEGMENT_HEADER_BYTES.min(bytes.len() as u64),
-            sealed: segment::looks_sealed(&bytes),
-            stored_payload_bytes: 0,
-            payload_bytes: 0,
-            compressed_records: 0,
-        };
-        // Without readable metadata, take the log id from the first segment's header.
-        let log_id = match report.log_id {
-            Some(id) => id,
-            None if bytes.len() >= 24 => {
-                let id = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
-                report.log_id = Some(id);
-                id
-            }
-            None => 0,
-        };
-        if let Err(e) = segment::check_header(&bytes, &path, log_id, first) {
-            report.findings.push(from_error(e)?);
-            report.segments.push(seg);
-            expected = None;
-            continue;
-        }
-        match expected {
-            Some(e) if e != first => report.findings.push(finding(
-                FindingKind::Inconsistent,
-                &path,
-                24,
-                format!(
-                    "segment starts at index {first}, the previous one should have ended at {}",
-                    e.checked_sub(1).map_or("-".into(), |l| l.to_string())
-                ),
-            )),
-            None if n == 0 => {
-                if let Some(p) = report.purged_through {
-                    if first > p + 1 {
-                        report.findings.push(finding(
-                            FindingKind::Inconsistent,
-                            &path,
-                            24,
-                            format!(
-                                "the log starts at index {first} but only indexes through {p} were purged"
-                            ),
-                        ));
-                    }
-                }
-            }
-            _ => {}
-        }
-        if segment::footer_with_damaged_magic(&bytes) {
-            report.findings.push(finding(
-                FindingKind::Corruption,
-                &path,
-                seg.file_bytes - 8,
-                "sealed segment whose footer magic is damaged (the footer checksum matches)",
-            ));
-        }
-        // The valid records of this segment: (offset, header).
-        let mut records: Vec<(u64, Header)> = Vec::new();
-        if seg.sealed {
-            match SealedSegment::open(&path, log_id, first) {
-                Ok(s) => {
-                    for i in 0..s.count {
-                        match s.record(first + i) {
-                            Ok((h, _)) => records.push((s.offset_of(i) as u64, h)),
-                            Err(e) => {
-                                report.findings.push(from_error(e)?);
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => report.findings.push(from_error(e)?),
-            }
-        } else {
-            let scan = segment::scan(&bytes, first, RECORD_BYTES_LIMIT, prev_term);
-            for &o in &scan.offsets {
-                let h = record::decode_header(
-                    bytes[o as usize..o as usize + RECORD_HEADER_BYTES]
-                        .try_into()
-                        .unwrap(),
-                )
-                .expect("scanned records have headers");
-                records.push((o as u64, h));
-            }
-            if let Some(d) = scan.damage {
-                let kind = if d.torn && last_segment {
-                    FindingKind::TornTail
-                } else {
-                    FindingKind::Corruption
-                };
-                report
-                    .findings
-                    .push(finding(kind, &path, d.offset, d.reason));
-            }
-        }
-        for (offset, h) in records {
-            if let Some(t) = prev_term.filter(|t| h.term < *t) {
-                report.findings.push(finding(
-                    FindingKind::Inconsistent,
-                    &path,
-                    offset,
-                    format!(
-                        "record {} has term {} below the previous term {t}",
-                        h.index, h.term
-                    ),
-                ));
-            }
-            let start = (offset as usize) + RECORD_HEADER_BYTES;
-            let stored = &bytes[start..start + h.stored_len as usize];
-            seg.records += 1;
-            seg.last_index = Some(h.index);
-            seg.data_bytes = offset + h.record_bytes();
-            seg.stored_payload_bytes += h.stored_len as u64;
-            if h.compressed {
-                seg.compressed_records += 1;
-            }
-            let need_payload = visit.is_some() || h.compressed;
-            if need_payload {
-                match record::payload(&h, stored, RECORD_BYTES_LIMIT) {
-                    Ok(p) => {
-                        seg.payload_bytes += p.len() as u64;
-                        if let Some(v) = visit.as_mut() {
-                            v(Visit {
-                                index: h.index,
-                                term: h.term,
-                                payload: &p,
-                                record_bytes: h.record_bytes(),
-                            });
-                        }
-                    }
-                    Err(reason) => report.findings.push(finding(
-                        FindingKind::Corruption,
-                        &path,
-                        offset,
-                        reason,
-                    )),
-                }
-            } else {
-                seg.payload_bytes += h.stored_len as u64;
-            }
-            prev_term = Some(h.term);
-        }
-        expected = seg.last_index.map(|l| l + 1).or(Some(first));
+        let seg = inspect_segment(&mut report, &mut walk, (n, count), first, path, &mut visit)?;
         done += seg.file_bytes;
         progress(done.min(total), total);
         report.segments.push(seg);
@@ -322,4 +154,187 @@ pub fn inspect_with_progress(
         ));
     }
     Ok(report)
+}
+
+/// What the walk over the segments carries from one to the next.
+#[derive(Default)]
+struct Walk {
+    /// The index the next segment should start at.
+    expected: Option<u64>,
+    /// The last valid record's term.
+    prev_term: Option<u64>,
+}
+
+/// Checks one segment — header, continuity with the one before, footer, every record —
+/// adding what it finds to `report`, and visits its valid entries. `(n, count)`: its
+/// position among the segments.
+///
+/// Long on purpose: the checks follow FORMAT.md's order for one segment and share its
+/// bytes and its report; each finding sits beside the rule it reports.
+fn inspect_segment(
+    report: &mut InspectReport,
+    walk: &mut Walk,
+    (n, count): (usize, usize),
+    first: u64,
+    path: PathBuf,
+    visit: &mut Option<&mut dyn FnMut(Visit<'_>)>,
+) -> Result<SegmentReport> {
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    let mut seg = SegmentReport {
+        path: path.clone(),
+        first_index: first,
+        last_index: None,
+        records: 0,
+        file_bytes: bytes.len() as u64,
+        data_bytes: SEGMENT_HEADER_BYTES.min(bytes.len() as u64),
+        sealed: segment::looks_sealed(&bytes),
+        stored_payload_bytes: 0,
+        payload_bytes: 0,
+        compressed_records: 0,
+    };
+    // Without readable metadata, take the log id from the first segment's header.
+    let log_id = match report.log_id {
+        Some(id) => id,
+        None if bytes.len() >= 24 => {
+            let id = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+            report.log_id = Some(id);
+            id
+        }
+        None => 0,
+    };
+    if let Err(e) = segment::check_header(&bytes, &path, log_id, first) {
+        report.findings.push(from_error(e)?);
+        walk.expected = None;
+        return Ok(seg);
+    }
+    match walk.expected {
+        Some(e) if e != first => report.findings.push(finding(
+            FindingKind::Inconsistent,
+            &path,
+            24,
+            layout::discontinuity(first, e),
+        )),
+        None if n == 0 => {
+            if let Some(p) = report.purged_through.filter(|p| first > p + 1) {
+                report.findings.push(finding(
+                    FindingKind::Inconsistent,
+                    &path,
+                    24,
+                    format!(
+                        "the log starts at index {first} but only indexes through {p} were purged"
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if segment::footer_with_damaged_magic(&bytes) {
+        report.findings.push(finding(
+            FindingKind::Corruption,
+            &path,
+            seg.file_bytes - 8,
+            "sealed segment whose footer magic is damaged (the footer checksum matches)",
+        ));
+    }
+    let last_segment = n + 1 == count;
+    let records = valid_records(&bytes, &seg, log_id, walk.prev_term, last_segment, report)?;
+    for (offset, h) in records {
+        if let Some(t) = walk.prev_term.filter(|t| h.term < *t) {
+            report.findings.push(finding(
+                FindingKind::Inconsistent,
+                &path,
+                offset,
+                format!(
+                    "record {} has term {} below the previous term {t}",
+                    h.index, h.term
+                ),
+            ));
+        }
+        let start = (offset as usize) + RECORD_HEADER_BYTES;
+        let stored = &bytes[start..start + h.stored_len as usize];
+        seg.records += 1;
+        seg.last_index = Some(h.index);
+        seg.data_bytes = offset + h.record_bytes();
+        seg.stored_payload_bytes += h.stored_len as u64;
+        if h.compressed {
+            seg.compressed_records += 1;
+        }
+        if visit.is_some() || h.compressed {
+            match record::payload(&h, stored, RECORD_BYTES_LIMIT) {
+                Ok(p) => {
+                    seg.payload_bytes += p.len() as u64;
+                    if let Some(v) = visit.as_mut() {
+                        v(Visit {
+                            index: h.index,
+                            term: h.term,
+                            payload: &p,
+                            record_bytes: h.record_bytes(),
+                        });
+                    }
+                }
+                Err(reason) => {
+                    report
+                        .findings
+                        .push(finding(FindingKind::Corruption, &path, offset, reason))
+                }
+            }
+        } else {
+            seg.payload_bytes += h.stored_len as u64;
+        }
+        walk.prev_term = Some(h.term);
+    }
+    walk.expected = seg.last_index.map(|l| l + 1).or(Some(first));
+    Ok(seg)
+}
+
+/// The valid records of a segment, `(offset, header)`, up to its first damage (reported):
+/// a sealed one through its footer's index, an unsealed one by a scan.
+fn valid_records(
+    bytes: &[u8],
+    seg: &SegmentReport,
+    log_id: u64,
+    prev_term: Option<u64>,
+    last_segment: bool,
+    report: &mut InspectReport,
+) -> Result<Vec<(u64, Header)>> {
+    let (path, first) = (&seg.path, seg.first_index);
+    let mut records = Vec::new();
+    if seg.sealed {
+        match SealedSegment::open(path, log_id, first) {
+            Ok(s) => {
+                for i in 0..s.count {
+                    match s.record(first + i) {
+                        Ok((h, _)) => records.push((s.offset_of(i) as u64, h)),
+                        Err(e) => {
+                            report.findings.push(from_error(e)?);
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => report.findings.push(from_error(e)?),
+        }
+        return Ok(records);
+    }
+    let scan = segment::scan(bytes, first, RECORD_BYTES_LIMIT, prev_term);
+    for &o in &scan.offsets {
+        let h = record::decode_header(
+            bytes[o as usize..o as usize + RECORD_HEADER_BYTES]
+                .try_into()
+                .unwrap(),
+        )
+        .expect("scanned records have headers");
+        records.push((o as u64, h));
+    }
+    if let Some(d) = scan.damage {
+        let kind = if layout::is_torn_tail(d.torn, last_segment) {
+            FindingKind::TornTail
+        } else {
+            FindingKind::Corruption
+        };
+        report
+            .findings
+            .push(finding(kind, path, d.offset, d.reason));
+    }
+    Ok(records)
 }

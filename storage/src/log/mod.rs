@@ -14,6 +14,7 @@
 //! The writer is the only thread that changes files; readers only see published records.
 
 mod inspect;
+pub(crate) mod layout;
 mod record;
 mod recovery;
 mod segment;

@@ -362,6 +362,10 @@ fn snapshots_json(r: &InspectReport) -> serde_json::Value {
     })
 }
 
+/// Prints what is on disk: metadata, segments, snapshots and every finding.
+///
+/// Long on purpose: it is the text layout of the report, field by field, next to the JSON
+/// one, so the two stay the same report.
 fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
     let r = inspect_bar(dir, None, "inspect")?;
     let snaps = snapshots_json(&r);

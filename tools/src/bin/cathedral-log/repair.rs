@@ -14,6 +14,11 @@ use serde_json::json;
 
 use crate::{committed_index, finding_line, CLEAN, DAMAGED};
 
+/// Repairs `dir` by opening its log the way the server does (strict: cut a torn tail;
+/// `--salvage`: move everything past the first damage aside), then reports what changed.
+///
+/// Long on purpose: inspect before, open, inspect after, and report, in one place, so the
+/// before/after comparison the operator sees is built from the same two reports.
 pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String> {
     crate::refuse_if_locked(dir)?;
     let before = inspect(dir, None).map_err(|e| e.to_string())?;

@@ -86,6 +86,11 @@ pub fn summary(r: &Replay) -> serde_json::Value {
     })
 }
 
+/// Replays the log into a state and prints it: a summary, the whole state, or one job's
+/// history (`--job`).
+///
+/// Long on purpose: the three views share one replay and one exit-code rule, and each
+/// prints both as text and as JSON; splitting them would repeat the replay and the rule.
 pub fn cmd_replay(
     dir: &Path,
     options: &ReplayOptions,

@@ -41,6 +41,11 @@ fn print(as_json: bool, v: &serde_json::Value, text: impl FnOnce()) {
     }
 }
 
+/// Writes a snapshot to a file: with `--held` the newest valid one on disk, otherwise one
+/// built by replaying the log through its committed index (or `--to`).
+///
+/// Long on purpose: one linear script — choose the source, check it, write and sync the
+/// file, print what was written — whose every refusal message sits beside its check.
 pub fn cmd_export(
     dir: &Path,
     out: &Path,
@@ -162,6 +167,13 @@ pub fn cmd_export(
     Ok(CLEAN)
 }
 
+/// Imports a snapshot file into `dir`: as the starting point of a new cluster (an empty
+/// directory, or `--force`), or to continue an existing log's history.
+///
+/// Long on purpose: every check is made before anything is placed, in the order an
+/// operator reads the refusals (checksum, metadata, state, history, fit), each next to
+/// its message; split up, the "nothing placed until everything is checked" rule is
+/// harder to see.
 pub fn cmd_import(dir: &Path, file: &Path, force: bool, as_json: bool) -> Result<u8, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let _lock = crate::repair::lock(dir)?;
