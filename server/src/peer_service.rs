@@ -174,7 +174,7 @@ impl Peer for PeerService {
                 .into_iter()
                 .map(|p| {
                     let node = self.node.clone();
-                    tokio::spawn(async move { node.execute(&p).await })
+                    self.node.spawn_owned(async move { node.execute(&p).await })
                 })
                 .collect();
             let mut replies = Vec::with_capacity(tasks.len());
@@ -237,7 +237,7 @@ impl Peer for PeerService {
         let req = req.into_inner();
         self.check_target(req.target)?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(crate::output::stream_local(
+        self.node.spawn_until_stop(crate::output::stream_local(
             self.node.clone(),
             req.job_id,
             req.attempt,

@@ -213,10 +213,13 @@ async fn remember_peers(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 }
 
 impl Running {
-    /// Leaves gossip (announcing it), stops serving, stops Raft and closes the log.
+    /// Leaves gossip (announcing it), stops serving and the loops (the worker waits for the
+    /// reports of the attempts it kills), waits for the node's own tasks, stops Raft and
+    /// closes the log.
     pub async fn shutdown(self) {
         self.node.gossip.leave().await;
         let _ = self.stop.send(true);
+        self.node.begin_shutdown();
         for t in self.tasks {
             let _ = t.await;
         }

@@ -224,7 +224,7 @@ impl JobService for Api {
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
         let mut metrics = self.node.raft.metrics();
-        tokio::spawn(async move {
+        self.node.spawn_until_stop(async move {
             let mut last = (first.state, first.attempt);
             if tx.send(Ok(first)).await.is_err() || ended {
                 return;
@@ -285,7 +285,7 @@ impl JobService for Api {
         let (tx, rx) = mpsc::channel(8);
         let (inner_tx, mut inner_rx) = mpsc::channel(8);
         if node == self.node.id {
-            tokio::spawn(crate::output::stream_local(
+            self.node.spawn_until_stop(crate::output::stream_local(
                 self.node.clone(),
                 req.job_id,
                 attempt,
@@ -314,7 +314,7 @@ impl JobService for Api {
                 })
                 .await?
                 .into_inner();
-            tokio::spawn(async move {
+            self.node.spawn_until_stop(async move {
                 use tokio_stream::StreamExt;
                 while let Some(item) = stream.next().await {
                     if inner_tx.send(item).await.is_err() {
@@ -323,7 +323,7 @@ impl JobService for Api {
                 }
             });
         }
-        tokio::spawn(async move {
+        self.node.spawn_until_stop(async move {
             while let Some(item) = inner_rx.recv().await {
                 let out = item.map(|b| pb::OutputChunk {
                     offset: b.offset,

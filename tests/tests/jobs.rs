@@ -280,8 +280,24 @@ async fn a_graceful_stop_waits_for_the_reports_of_the_attempts_it_kills() {
             .then_some(())
     })
     .await;
+    // A client following the job's output does not hold the stop: its stream ends.
+    let mut follower = std::process::Command::new(cathedral_tests::bin("cathedral"))
+        .args(["--server", &s.grpc, "logs", "--follow", &id.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.stop(), Some(0), "{}", s.log_text());
     none_left("61.25");
+    let ended = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        follower.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = follower.kill();
+    }
+    assert!(ended, "the follower's stream outlived the server");
     // Offline, before any restart: the log holds the stopped node's own report.
     let out = std::process::Command::new(cathedral_tests::bin("cathedral-log"))
         .args([

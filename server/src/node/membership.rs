@@ -28,7 +28,7 @@ impl Node {
             None => {}
             Some(addr) if self.cluster_id().is_none() || !initialized => {
                 let node = self.clone();
-                tokio::spawn(async move { node.join_until_done(&addr).await });
+                self.spawn_until_stop(async move { node.join_until_done(&addr).await });
             }
             Some(_) => {}
         }

@@ -39,6 +39,8 @@ use crate::gossip::{GossipError, Membership, Published};
 use crate::identity::{new_cluster_id, Identity};
 use crate::tags::TagOverlay;
 use crate::transport::{Network, Peers};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Largest log entry record a write makes: the bytes the log stores (version, log id and
 /// the encoded command or batch).
@@ -52,6 +54,9 @@ pub const JOIN_TIMEOUT_MS: u64 = 120_000;
 /// Longest pause before a write that found no leader is tried again (it is tried at once
 /// when a new leader becomes known).
 const NOT_LEADER_RETRY_MS: u64 = 50;
+/// How long shutdown waits for the node's own tasks (writes on their way) before it stops
+/// Raft under them.
+pub const SHUTDOWN_TASKS_WAIT: Duration = Duration::from_secs(5);
 /// Period of the membership and registration upkeep.
 const UPKEEP_INTERVAL_MS: u64 = 500;
 
@@ -74,6 +79,10 @@ pub struct Node {
     pub config: Config,
     /// Every path in the data directory.
     pub data: DataDir,
+    /// Every task a request or the node starts beside the loops `start` owns: shutdown
+    /// cancels `stopping`, then waits for them (see [`Node::spawn_owned`]).
+    tasks: TaskTracker,
+    stopping: CancellationToken,
     pub raft: Raft<TypeConfig>,
     pub applied: AppliedHandle,
     pub peers: Arc<Peers>,
@@ -183,6 +192,8 @@ impl Node {
         );
         Ok(Arc::new(Node {
             data,
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
             incarnation: rand::random(),
             next_request: std::sync::atomic::AtomicU64::new(1),
             leader_heard,
@@ -288,7 +299,52 @@ impl Node {
     }
 
     /// Stops Raft and closes the log cleanly (sealing its last segment).
+    /// Spawns work shutdown must let finish (a write on its way): Raft is stopped only
+    /// after it ends, or after `SHUTDOWN_TASKS_WAIT`.
+    pub fn spawn_owned<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// Spawns work that ends when the node stops (a stream following a job or its output,
+    /// a background join); shutdown stops it and waits for it to end.
+    pub fn spawn_until_stop<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = stopping.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// Ends the tasks spawned until stop (streams end, so the gRPC server can finish);
+    /// owned tasks go on.
+    pub fn begin_shutdown(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Stops the node's tasks (waiting for those that must finish), then Raft, then closes
+    /// the log.
     pub async fn shutdown(&self) {
+        self.stopping.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TASKS_WAIT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "tasks still running after {} s; stopping anyway",
+                SHUTDOWN_TASKS_WAIT.as_secs()
+            );
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
