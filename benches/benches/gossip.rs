@@ -102,7 +102,7 @@ async fn in_process(n: u64) -> Vec<Arc<Membership>> {
         if id > 1 {
             s.seeds = vec![first.to_string()];
         }
-        s.cluster_key = Some("bench".into());
+        s.cluster_keys = vec!["bench".into()];
         let p = Published {
             node_id: id,
             grpc: format!("127.0.0.1:{}", 20_000 + id),

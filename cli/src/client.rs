@@ -5,7 +5,89 @@ use std::time::{Duration, Instant};
 
 use cathedral_api::v1::cluster_service_client::ClusterServiceClient;
 use cathedral_api::v1::job_service_client::JobServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use std::sync::OnceLock;
+
+use cathedral_api::v1::acl_service_client::AclServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A connection to a server; every call carries the token, if one was given.
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer SECRET` to every call.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// What a client presents: a token (`--token`, `CATHEDRAL_TOKEN`) and TLS (`--tls-ca`,
+/// and a client certificate with `--tls-cert` and `--tls-key`).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    bearer: Bearer,
+    tls: Option<ClientTlsConfig>,
+}
+
+impl Credentials {
+    /// Reads the files; errors name the flag and the file.
+    pub fn new(
+        token: Option<&str>,
+        ca: Option<&std::path::Path>,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<Credentials, CliError> {
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| CliError::invalid(format!("{flag} {}: {e}", p.display())))
+        };
+        let bearer = match token.filter(|t| !t.is_empty()) {
+            Some(t) => Bearer(Some(format!("Bearer {t}").parse().map_err(|_| {
+                CliError::invalid("--token holds characters a header cannot carry")
+            })?)),
+            None => Bearer(None),
+        };
+        let tls = match (ca, cert, key) {
+            (None, None, None) => None,
+            (ca, cert, key) => {
+                let mut t = ClientTlsConfig::new();
+                if let Some(ca) = ca {
+                    t = t.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));
+                }
+                match (cert, key) {
+                    (Some(c), Some(k)) => {
+                        t = t.identity(Identity::from_pem(
+                            read("--tls-cert", c)?,
+                            read("--tls-key", k)?,
+                        ))
+                    }
+                    (None, None) => {}
+                    _ => return Err(CliError::invalid("--tls-cert and --tls-key go together")),
+                }
+                Some(t)
+            }
+        };
+        Ok(Credentials { bearer, tls })
+    }
+}
+
+/// The credentials every connection of this process uses (set once, by `main`).
+static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+
+/// Sets the credentials of this process's connections; the first call wins.
+pub fn use_credentials(c: Credentials) {
+    let _ = CREDENTIALS.set(c);
+}
+
+fn credentials() -> &'static Credentials {
+    CREDENTIALS.get_or_init(Credentials::default)
+}
 
 /// Where the CLI connects when neither `--server` nor `CATHEDRAL_ADDR` says.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:50051";
@@ -32,6 +114,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 3;
     /// The server cannot be reached or has no leader.
     pub const UNAVAILABLE: u8 = 4;
+    /// No valid token (unauthenticated), or the token's policy does not allow the call.
+    pub const DENIED: u8 = 5;
 }
 
 /// A failure to report: one line, one exit code.
@@ -57,10 +141,25 @@ impl CliError {
 impl From<tonic::Status> for CliError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code;
+        // The connection broke under the call — plaintext HTTP/2 to a TLS port (the
+        // server's TLS alert is not HTTP/2), a TLS handshake refused: not the server's
+        // answer, so "unavailable", with the likely cause.
+        if matches!(s.code(), Code::Unknown | Code::Internal)
+            && (s.message().starts_with("h2 protocol error") || s.message() == "transport error")
+        {
+            return CliError::new(
+                exit::UNAVAILABLE,
+                format!(
+                    "{}: the connection failed; if the server serves TLS, give --tls-ca (and a client certificate if it requires one)",
+                    s.message()
+                ),
+            );
+        }
         let code = match s.code() {
             Code::InvalidArgument | Code::OutOfRange => exit::INVALID,
             Code::NotFound => exit::NOT_FOUND,
             Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
+            Code::Unauthenticated | Code::PermissionDenied => exit::DENIED,
             _ => exit::FAILED,
         };
         let msg = if s.message().is_empty() {
@@ -87,7 +186,7 @@ pub fn addresses(list: &str) -> Result<Vec<String>, CliError> {
 }
 
 /// Connects to the first of `servers` that accepts a connection.
-pub async fn connect_any(servers: &[String]) -> Result<Channel, CliError> {
+pub async fn connect_any(servers: &[String]) -> Result<Conn, CliError> {
     let mut last = None;
     for addr in servers {
         match connect(addr).await {
@@ -124,7 +223,7 @@ pub async fn write<T, F, Fut>(
     mut call: F,
 ) -> Result<T, CliError>
 where
-    F: FnMut(JobServiceClient<Channel>) -> Fut,
+    F: FnMut(JobServiceClient<Conn>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let deadline = Instant::now() + retry_for;
@@ -156,26 +255,40 @@ where
     }
 }
 
-/// Connects to `addr` (`host:port`, or a full `http://` URI).
-pub async fn connect(addr: &str) -> Result<Channel, CliError> {
+/// Connects to `addr` (`host:port`, or a full `http://`/`https://` URI; TLS when the
+/// credentials hold it).
+pub async fn connect(addr: &str) -> Result<Conn, CliError> {
+    let creds = credentials();
     let uri = if addr.contains("://") {
         addr.to_string()
+    } else if creds.tls.is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    let endpoint = Endpoint::from_shared(uri)
+    let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|e| CliError::invalid(format!("bad server address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
         .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
         .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
-    endpoint.connect().await.map_err(|e| {
+    if let Some(tls) = &creds.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| CliError::invalid(format!("TLS: {}", source_chain(&e))))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
         CliError::new(
             exit::UNAVAILABLE,
             format!("cannot connect to {addr}: {}", source_chain(&e)),
         )
-    })
+    })?;
+    Ok(InterceptedService::new(channel, creds.bearer.clone()))
+}
+
+pub fn acl(ch: Conn) -> AclServiceClient<Conn> {
+    AclServiceClient::new(ch)
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -189,17 +302,17 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub fn jobs(ch: Channel) -> JobServiceClient<Channel> {
+pub fn jobs(ch: Conn) -> JobServiceClient<Conn> {
     JobServiceClient::new(ch)
 }
 
-pub fn cluster(ch: Channel) -> ClusterServiceClient<Channel> {
+pub fn cluster(ch: Conn) -> ClusterServiceClient<Conn> {
     ClusterServiceClient::new(ch)
 }
 
 /// Follows job `id` with WatchJob until it ends; returns the last event (the final state).
 pub async fn watch_until_end(
-    jobs: &mut JobServiceClient<Channel>,
+    jobs: &mut JobServiceClient<Conn>,
     id: u64,
 ) -> Result<cathedral_api::v1::JobEvent, tonic::Status> {
     use tokio_stream::StreamExt;

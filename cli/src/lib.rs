@@ -11,4 +11,5 @@
 pub mod client;
 pub mod parse;
 pub mod render;
+pub mod tls;
 pub mod workflow;

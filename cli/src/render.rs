@@ -62,6 +62,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "dependents": j.dependents,
         "workflow_id": (j.workflow_id != 0).then_some(j.workflow_id),
         "idempotency_key": (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
+        "submitted_by": (!j.submitted_by.is_empty()).then_some(&j.submitted_by),
         "attempts": j.attempts.iter().map(|a| json!({
             "number": a.number,
             "node_id": a.node_id,

@@ -456,6 +456,26 @@ pub enum Command {
         id: crate::requests::RequestId,
         command: Box<Command>,
     },
+    /// Turns access control on, with its first (management) token; once only.
+    AclBootstrap {
+        at_ms: u64,
+        token: crate::acl::Token,
+    },
+    /// Adds a token (only its secret's hash: see `acl`).
+    TokenCreate {
+        at_ms: u64,
+        token: crate::acl::Token,
+    },
+    TokenRevoke {
+        at_ms: u64,
+        accessor: String,
+    },
+    /// `command` written under the token `accessor` (with access control on): the jobs it
+    /// submits record their submitter. Wraps a submission or a cancel; inside a request.
+    Authored {
+        accessor: String,
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -474,8 +494,11 @@ impl Command {
             | Command::NodeRecovered { at_ms, .. }
             | Command::Checkpoint { at_ms }
             | Command::CheckpointHash { at_ms, .. }
-            | Command::Batch { at_ms, .. } => *at_ms,
-            Command::Request { command, .. } => command.at_ms(),
+            | Command::Batch { at_ms, .. }
+            | Command::AclBootstrap { at_ms, .. }
+            | Command::TokenCreate { at_ms, .. }
+            | Command::TokenRevoke { at_ms, .. } => *at_ms,
+            Command::Request { command, .. } | Command::Authored { command, .. } => command.at_ms(),
         }
     }
 
@@ -494,8 +517,13 @@ impl Command {
             | Command::NodeRecovered { at_ms, .. }
             | Command::Checkpoint { at_ms }
             | Command::CheckpointHash { at_ms, .. }
-            | Command::Batch { at_ms, .. } => *at_ms = t,
-            Command::Request { command, .. } => command.set_at_ms(t),
+            | Command::Batch { at_ms, .. }
+            | Command::AclBootstrap { at_ms, .. }
+            | Command::TokenCreate { at_ms, .. }
+            | Command::TokenRevoke { at_ms, .. } => *at_ms = t,
+            Command::Request { command, .. } | Command::Authored { command, .. } => {
+                command.set_at_ms(t)
+            }
         }
     }
 
@@ -510,10 +538,10 @@ impl Command {
         }
     }
 
-    /// The command a request wraps, or itself.
+    /// The command a request (and its author) wraps, or itself.
     pub fn inner(&self) -> &Command {
         match self {
-            Command::Request { command, .. } => command,
+            Command::Request { command, .. } | Command::Authored { command, .. } => command.inner(),
             other => other,
         }
     }
@@ -534,7 +562,10 @@ impl Command {
             Command::Checkpoint { .. } => "checkpoint",
             Command::CheckpointHash { .. } => "checkpoint_hash",
             Command::Batch { .. } => "batch",
-            Command::Request { command, .. } => command.kind(),
+            Command::AclBootstrap { .. } => "acl_bootstrap",
+            Command::TokenCreate { .. } => "token_create",
+            Command::TokenRevoke { .. } => "token_revoke",
+            Command::Request { command, .. } | Command::Authored { command, .. } => command.kind(),
         }
     }
 

@@ -16,6 +16,7 @@
 //! - `testkit`: an in-process network and node start-up for tests and benchmarks.
 //! - `error`: [`ConsensusError`] and [`Invalid`] (a rejected command's field and reason).
 
+pub mod acl;
 mod command;
 mod error;
 pub mod raft;

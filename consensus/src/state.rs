@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::Acl;
 use crate::command::{
     limits, Assignment, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome, WorkflowId,
     WorkflowJob,
@@ -28,9 +29,9 @@ use crate::requests::{Lookup, RequestId, Requests};
 
 /// Checkpoint hashes kept for comparison with the leader's.
 pub const CHECKPOINTS_KEPT: usize = 64;
-/// Version 2 appends the answered-request table after the state; version 1 (no table)
-/// still loads, with an empty table.
-const SNAPSHOT_VERSION: u16 = 2;
+/// Version 2 appends the answered-request table after the state, version 3 the access
+/// control state after that; versions 1 (neither) and 2 (no access control) still load.
+const SNAPSHOT_VERSION: u16 = 3;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -203,6 +204,10 @@ pub struct ClusterState {
     /// encoded after the rest (snapshot version 2), so version 1 snapshots still load.
     #[serde(skip)]
     requests: Requests,
+    /// Tokens and who submitted what (snapshot version 3); hashed only once not empty, so
+    /// a state that never used access control hashes as before it existed.
+    #[serde(skip)]
+    acl: Acl,
 }
 
 /// Indexes over the jobs, kept in step with them: [`ClusterState::touch`] takes a job out
@@ -419,6 +424,7 @@ impl Default for ClusterState {
             digests: JobDigests::default(),
             index: JobIndex::default(),
             requests: Requests::default(),
+            acl: Acl::default(),
         }
     }
 }
@@ -509,8 +515,12 @@ impl ClusterState {
     }
 
     fn apply_command(&mut self, index: u64, command: &Command) -> Response {
-        if let Command::Request { id, command } = command {
-            return self.apply_request(index, id, command);
+        match command {
+            Command::Request { id, command } => return self.apply_request(index, id, command),
+            Command::Authored { accessor, command } => {
+                return self.apply_authored(index, accessor, command)
+            }
+            _ => {}
         }
         self.last_applied = Some(index);
         let response = match command {
@@ -542,7 +552,19 @@ impl ClusterState {
             }
             Command::NodeRecovered { at_ms, node } => self.node_recovered(*at_ms, *node),
             Command::Batch { .. } => unreachable!("apply takes batches apart"),
-            Command::Request { .. } => unreachable!("taken above"),
+            Command::Request { .. } | Command::Authored { .. } => unreachable!("taken above"),
+            Command::AclBootstrap { token, .. } => match self.acl.add(token.clone(), true) {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Rejected(e),
+            },
+            Command::TokenCreate { token, .. } => match self.acl.add(token.clone(), false) {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Rejected(e),
+            },
+            Command::TokenRevoke { accessor, .. } => match self.acl.revoke(accessor) {
+                Ok(_) => Response::Done,
+                Err(e) => Response::Rejected(e),
+            },
             Command::Checkpoint { .. } => {
                 let hash = self.hash();
                 self.checkpoints.insert(index, hash);
@@ -585,6 +607,26 @@ impl ClusterState {
         response
     }
 
+    /// Applies `command` written under token `accessor`, recording it as the submitter of
+    /// the jobs it creates.
+    fn apply_authored(&mut self, index: u64, accessor: &str, command: &Command) -> Response {
+        self.last_applied = Some(index);
+        if let Err(e) = authored_allowed(command) {
+            self.counters.rejected_commands += 1;
+            return Response::Rejected(e);
+        }
+        let response = self.apply_command(index, command);
+        match &response {
+            Response::Submitted { jobs } => self.acl.record_submitter(accessor, jobs),
+            Response::WorkflowSubmitted { jobs, .. } => {
+                let ids: Vec<JobId> = jobs.values().copied().collect();
+                self.acl.record_submitter(accessor, &ids)
+            }
+            _ => {}
+        }
+        response
+    }
+
     fn submit_jobs(&mut self, at: u64, specs: &[JobSpec]) -> Response {
         if let Err(e) = self.check_submit(specs) {
             return Response::Rejected(e);
@@ -610,6 +652,7 @@ impl ClusterState {
                 Lookup::Conflict(_) => None,
                 Lookup::New => self.repeat(command),
             },
+            Command::Authored { command, .. } => self.repeat(command),
             Command::SubmitJobs { jobs, .. } => {
                 let ids: Option<Vec<JobId>> = jobs.iter().map(|s| self.job_of_key(s)).collect();
                 ids.filter(|ids| !ids.is_empty())
@@ -665,10 +708,20 @@ impl ClusterState {
                 }
                 self.check(command)
             }
+            Command::Authored { command, .. } => {
+                authored_allowed(command)?;
+                self.check(command)
+            }
             Command::SubmitJobs { jobs, .. } => self.check_submit(jobs),
             Command::SubmitWorkflow { name, jobs, .. } => {
                 self.plan_workflow(name, jobs).map(|_| ())
             }
+            Command::AclBootstrap { token, .. } => self.acl.check_add(token, true),
+            Command::TokenCreate { token, .. } => self.acl.check_add(token, false),
+            Command::TokenRevoke { accessor, .. } => match self.acl.token(accessor) {
+                Some(_) => Ok(()),
+                None => Err(Invalid::new("accessor", format!("no token {accessor}"))),
+            },
             _ => Ok(()),
         }
     }
@@ -1144,12 +1197,24 @@ impl ClusterState {
             last_applied: self.last_applied,
             requests: &self.requests,
         };
-        *blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes")).as_bytes()
+        let hash = blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes"));
+        if self.acl.is_empty() {
+            return *hash.as_bytes();
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(hash.as_bytes());
+        h.update(&postcard::to_stdvec(&self.acl).expect("state always encodes"));
+        *h.finalize().as_bytes()
+    }
+
+    /// Access control: tokens, and who submitted which job.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     /// The state as snapshot bytes (versioned).
     pub fn to_snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(&(SNAPSHOT_VERSION, self, &self.requests))
+        postcard::to_stdvec(&(SNAPSHOT_VERSION, self, &self.requests, &self.acl))
             .expect("state always encodes")
     }
 
@@ -1159,7 +1224,7 @@ impl ClusterState {
     /// [`to_snapshot`]: ClusterState::to_snapshot
     pub fn write_snapshot<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
         let w = std::io::BufWriter::with_capacity(1 << 16, w);
-        postcard::to_io(&(SNAPSHOT_VERSION, self, &self.requests), w)
+        postcard::to_io(&(SNAPSHOT_VERSION, self, &self.requests, &self.acl), w)
             .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
@@ -1168,7 +1233,7 @@ impl ClusterState {
     pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState> {
         let (version, rest): (u16, &[u8]) =
             postcard::take_from_bytes(bytes).map_err(|e| ConsensusError::Decode(e.to_string()))?;
-        if version != SNAPSHOT_VERSION && version != 1 {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(ConsensusError::UnsupportedVersion {
                 found: version,
                 supported: SNAPSHOT_VERSION,
@@ -1178,7 +1243,13 @@ impl ClusterState {
         let (mut state, rest): (ClusterState, &[u8]) =
             postcard::take_from_bytes(rest).map_err(decode)?;
         if version >= 2 {
-            state.requests = postcard::from_bytes(rest).map_err(decode)?;
+            let (requests, rest): (Requests, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(decode)?;
+            state.requests = requests;
+            if version >= 3 {
+                state.acl = postcard::from_bytes(rest).map_err(decode)?;
+                state.acl.reindex();
+            }
         }
         state.index = JobIndex::rebuilt(&state.jobs);
         Ok(state)
@@ -1323,6 +1394,19 @@ fn unique_keys<'a>(specs: impl Iterator<Item = &'a JobSpec>) -> std::result::Res
 /// Lower-case hex of a hash.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an `Authored` command may wrap: a client's submission or cancel.
+fn authored_allowed(command: &Command) -> std::result::Result<(), Invalid> {
+    match command {
+        Command::SubmitJobs { .. } | Command::SubmitWorkflow { .. } | Command::CancelJob { .. } => {
+            Ok(())
+        }
+        other => Err(Invalid::new(
+            "authored",
+            format!("a {} is not written under a token", other.kind()),
+        )),
+    }
 }
 
 #[cfg(test)]

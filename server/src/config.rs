@@ -135,15 +135,29 @@ pub struct Args {
     )]
     #[serde(default)]
     pub seeds: Vec<String>,
-    /// Shared secret that authenticates every gossip datagram; every node of a cluster
-    /// needs the same one [default: none, with a warning].
+    /// Shared secret that authenticates every gossip datagram and every call between
+    /// nodes; every node of a cluster needs it. `NEW,OLD,...` signs with the first and
+    /// accepts any (key rotation) [default: none, with a warning].
     #[arg(
         long,
         env = "CATHEDRAL_CLUSTER_KEY",
-        value_name = "SECRET",
+        value_name = "SECRET[,OLD...]",
         hide_env_values = true
     )]
     pub cluster_key: Option<String>,
+    /// PEM certificate (chain) of this node: serves the API, Raft and peer calls and the
+    /// HTTP port over TLS, and is its client certificate towards peers [default: none,
+    /// plaintext].
+    #[arg(long, env = "CATHEDRAL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CATHEDRAL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate: peers' certificates are checked against it, and calls between
+    /// nodes must present a client certificate it signed (mutual TLS); clients may
+    /// present one [default: none].
+    #[arg(long, env = "CATHEDRAL_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Period of a gossip round [default: 500].
     #[arg(long, env = "CATHEDRAL_GOSSIP_INTERVAL_MS")]
     pub gossip_interval_ms: Option<u64>,
@@ -226,6 +240,16 @@ pub struct Config {
     pub gossip: GossipSettings,
     pub leader: LeaderSettings,
     pub output: OutputSettings,
+    pub tls: Option<TlsFiles>,
+}
+
+/// The TLS files `--tls-cert`, `--tls-key` and `--tls-ca` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// With a CA, calls between nodes need a client certificate it signed.
+    pub ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -299,7 +323,10 @@ impl Config {
             None => gossip_advertise(gossip.bind, &advertise)?,
         };
         gossip.seeds = args.seeds;
-        gossip.cluster_key = args.cluster_key;
+        gossip.cluster_keys = args
+            .cluster_key
+            .map(|k| k.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
         set(
             &mut gossip.interval,
             args.gossip_interval_ms.map(Duration::from_millis),
@@ -349,6 +376,19 @@ impl Config {
             gossip,
             leader,
             output,
+            tls: match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    ca: args.tls_ca,
+                }),
+                (None, None) if args.tls_ca.is_none() => None,
+                _ => {
+                    return Err(ServerError::Config(
+                        "--tls-cert and --tls-key go together (and --tls-ca needs them)".into(),
+                    ))
+                }
+            },
         };
         config.check()?;
         Ok(config)
@@ -431,8 +471,8 @@ impl Config {
                 g.advertise
             ));
         }
-        if g.cluster_key.as_deref() == Some("") {
-            return bad("--cluster-key is empty".into());
+        if g.cluster_keys.iter().any(String::is_empty) {
+            return bad("--cluster-key is empty (or holds an empty key between commas)".into());
         }
         if let Err(e) = crate::gossip::check_tags(&self.tags) {
             return bad(format!("--tag: {e}"));
@@ -537,7 +577,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.gossip.advertise.to_string(), "10.1.2.3:8000");
         assert_eq!(c.gossip.seeds, vec!["10.0.0.1:7946".to_string()]);
-        assert_eq!(c.gossip.cluster_key.as_deref(), Some("k"));
+        assert_eq!(c.gossip.cluster_keys, ["k"]);
         assert_eq!(c.leader.placement, Placement::RoundRobin);
         assert_eq!(c.tags["zone"], "b", "a flag wins over the file");
         assert_eq!(c.tags["rack"], "1");
@@ -623,8 +663,8 @@ mod layering {
             else {
                 continue;
             };
-            if v.contains(' ') {
-                continue; // a description ("the number of CPUs"), not a value
+            if v.contains(' ') || v == "none" {
+                continue; // a description ("the number of CPUs", "none"), not a value
             }
             let flag = format!("--{long}");
             let c = from(&[&flag, v]).unwrap_or_else(|e| panic!("{flag} {v}: {e}"));

@@ -147,7 +147,8 @@ fn attempt_to_pb(a: &Attempt) -> pb::Attempt {
     }
 }
 
-pub fn job_to_pb(j: &Job) -> pb::Job {
+/// `j` as the API shows it; `submitted_by`: the accessor of the token that submitted it.
+pub fn job_to_pb(j: &Job, submitted_by: Option<&str>) -> pb::Job {
     pb::Job {
         id: j.id,
         spec: Some(spec_to_pb(&j.spec)),
@@ -158,6 +159,7 @@ pub fn job_to_pb(j: &Job) -> pb::Job {
         attempts: j.attempts.iter().map(attempt_to_pb).collect(),
         workflow_id: j.workflow.unwrap_or(0),
         dependents: j.dependents.clone(),
+        submitted_by: submitted_by.unwrap_or_default().to_string(),
     }
 }
 

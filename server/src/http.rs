@@ -1,5 +1,5 @@
 //! The HTTP port: `/healthz` (the process serves) and `/readyz` (this node belongs to a
-//! cluster with a leader, so it can take writes).
+//! cluster with a leader, so it can take writes); over TLS when the node has a certificate.
 
 use std::sync::Arc;
 
@@ -9,6 +9,43 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::node::Node;
+
+/// Most time a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The HTTP port's listener over TLS: axum serves what it accepts. A failed or slow
+/// handshake is logged and dropped; the listener goes on.
+pub struct TlsListener {
+    pub tcp: tokio::net::TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, addr) = match self.tcp.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!("HTTP accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!(%addr, "HTTP TLS handshake: {e}"),
+                Err(_) => tracing::debug!(%addr, "HTTP TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()

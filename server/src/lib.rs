@@ -23,6 +23,8 @@
 
 /// The gRPC API (protos, generated code, bounds): the `cathedral-api` crate.
 pub use cathedral_api as api;
+mod acl_service;
+mod auth;
 mod batcher;
 mod config;
 mod convert;
@@ -37,6 +39,7 @@ mod node;
 mod output;
 mod peer_service;
 mod scheduler;
+mod security;
 mod server;
 mod service;
 mod tags;

@@ -12,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api;
 use crate::api::internal::peer_server::PeerServer;
+use crate::api::v1::acl_service_server::AclServiceServer;
 use crate::api::v1::cluster_service_server::ClusterServiceServer;
 use crate::api::v1::job_service_server::JobServiceServer;
 use crate::config::Config;
@@ -76,7 +77,19 @@ pub async fn start(config: Config) -> Result<Running> {
         .build_v1alpha()
         .map_err(|e| ServerError::Internal(format!("reflection: {e}")))?;
     let api = Api { node: node.clone() };
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = node.security.server_tls.clone() {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServerError::Config(format!("TLS: {e}")))?;
+    }
+    if node.security.accepted_credentials.is_empty() && !node.security.mutual {
+        tracing::warn!(
+            "calls between nodes are not authenticated: set --cluster-key (and --tls-ca for mutual TLS)"
+        );
+    }
+    let router = builder
+        .layer(crate::auth::AuthLayer { node: node.clone() })
         .max_concurrent_streams(HTTP2_CONCURRENT_STREAMS_MAX)
         .http2_max_pending_accept_reset_streams(Some(HTTP2_PENDING_RESET_STREAMS_MAX))
         .add_service(health_service)
@@ -85,7 +98,10 @@ pub async fn start(config: Config) -> Result<Running> {
         .add_service(
             JobServiceServer::new(api.clone()).max_decoding_message_size(REQUEST_BYTES_MAX),
         )
-        .add_service(ClusterServiceServer::new(api).max_decoding_message_size(REQUEST_BYTES_MAX))
+        .add_service(
+            ClusterServiceServer::new(api.clone()).max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(AclServiceServer::new(api).max_decoding_message_size(REQUEST_BYTES_MAX))
         .add_service(
             PeerServer::new(PeerService { node: node.clone() })
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -109,11 +125,24 @@ pub async fn start(config: Config) -> Result<Running> {
     });
     let mut rx = stop_rx.clone();
     let app = crate::http::router(node.clone());
+    let tls = node.security.http_tls.clone();
     let http_task = tokio::spawn(async move {
         let stopped = async move {
             let _ = rx.changed().await;
         };
-        if let Err(e) = axum::serve(http, app).with_graceful_shutdown(stopped).await {
+        let served = match tls {
+            Some(config) => {
+                let listener = crate::http::TlsListener {
+                    tcp: http,
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                };
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => axum::serve(http, app).with_graceful_shutdown(stopped).await,
+        };
+        if let Err(e) = served {
             tracing::error!("HTTP server: {e}");
         }
     });

@@ -14,6 +14,7 @@ use crate::api::internal::FetchOutputRequest;
 use crate::api::v1 as pb;
 use crate::api::v1::cluster_service_server::ClusterService;
 use crate::api::v1::job_service_server::JobService;
+use crate::auth::{self, Caller};
 use crate::convert::{
     job_to_pb, outcome_to_pb, spec_from_pb, state_from_pb, state_to_pb, workflow_jobs_from_pb,
 };
@@ -37,7 +38,7 @@ impl Api {
         let a = self.node.applied.read().unwrap();
         a.state
             .job(id)
-            .map(job_to_pb)
+            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id)))
             .ok_or_else(|| ServerError::not_found("job", id).into())
     }
 
@@ -63,9 +64,17 @@ impl Api {
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
-/// `cmd` under the client's request id, if it gave one (see the proto's "Retrying
-/// writes"); without one, the node assigns an id when it proposes.
-fn with_request_id(cmd: Command, request_id: String) -> Result<Command, Status> {
+/// `cmd` written by `caller` (under its token, with access control on) and under the
+/// client's request id, if it gave one (see the proto's "Retrying writes"); without one,
+/// the node assigns an id when it proposes.
+fn with_request_id(caller: &Caller, cmd: Command, request_id: String) -> Result<Command, Status> {
+    let cmd = match &caller.accessor {
+        Some(a) => Command::Authored {
+            accessor: a.clone(),
+            command: Box::new(cmd),
+        },
+        None => cmd,
+    };
     if request_id.is_empty() {
         return Ok(cmd);
     }
@@ -80,10 +89,12 @@ impl JobService for Api {
         &self,
         req: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let caller = auth::caller(&req);
         let req = req.into_inner();
         let spec = spec_from_pb(req.spec, "spec")?;
         self.node.refuse_if_partitioned()?;
         let cmd = with_request_id(
+            &caller,
             Command::SubmitJobs {
                 at_ms: now_ms(),
                 jobs: vec![spec],
@@ -105,9 +116,11 @@ impl JobService for Api {
         &self,
         req: Request<pb::SubmitWorkflowRequest>,
     ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
+        let caller = auth::caller(&req);
         let req = req.into_inner();
         self.node.refuse_if_partitioned()?;
         let cmd = with_request_id(
+            &caller,
             Command::SubmitWorkflow {
                 at_ms: now_ms(),
                 name: req.name,
@@ -170,7 +183,11 @@ impl JobService for Api {
             .filter(|j| {
                 req.node_id == 0 || j.attempts.last().is_some_and(|x| x.node == req.node_id)
             });
-        let jobs: Vec<pb::Job> = matching.by_ref().take(size).map(job_to_pb).collect();
+        let jobs: Vec<pb::Job> = matching
+            .by_ref()
+            .take(size)
+            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id)))
+            .collect();
         let next_page_token = matching.next().map_or(String::new(), |j| j.id.to_string());
         Ok(Response::new(pb::ListJobsResponse {
             jobs,
@@ -182,6 +199,7 @@ impl JobService for Api {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = auth::caller(&req);
         let req = req.into_inner();
         if req.reason.len() > CANCEL_REASON_BYTES_MAX {
             return Err(ServerError::invalid(
@@ -191,6 +209,13 @@ impl JobService for Api {
             .into());
         }
         let job = self.job(req.job_id)?;
+        let submitter = (!job.submitted_by.is_empty()).then_some(job.submitted_by.as_str());
+        if !caller.may_cancel(submitter) {
+            return Err(Status::permission_denied(format!(
+                "job {} was not submitted by this token; cancelling it needs the operator policy",
+                req.job_id
+            )));
+        }
         if state_from_pb(job.state)?.is_some_and(|s| s.is_final()) {
             return Ok(Response::new(pb::CancelJobResponse { job: Some(job) }));
         }
@@ -200,6 +225,7 @@ impl JobService for Api {
             req.reason
         };
         let cmd = with_request_id(
+            &caller,
             Command::CancelJob {
                 at_ms: now_ms(),
                 job: req.job_id,

@@ -34,6 +34,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::api::internal::peer_client::PeerClient;
 use crate::api::internal::{RaftRequest, SnapshotChunk, SnapshotHeader};
+use crate::security::Security;
+use tonic::service::interceptor::InterceptedService;
 
 /// Largest message between nodes: up to `max_entries_per_append` entries of up to
 /// `ENTRY_BYTES_MAX` each, with room to spare.
@@ -53,33 +55,85 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("undecodable message: {e}"))
 }
 
+/// A client of a peer's internal service: every call carries this node's credential.
+pub type Client = PeerClient<InterceptedService<Channel, Credential>>;
+
+/// Adds the node credential (see `security`) to every peer call.
+#[derive(Clone)]
+pub struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Credential {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(c) = &self.0 {
+            req.metadata_mut()
+                .insert(crate::security::NODE_CREDENTIAL_HEADER, c.clone());
+        }
+        Ok(req)
+    }
+}
+
 /// Cached channels to peers, and when each last answered.
 pub struct Peers {
     pub self_id: u64,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
     contact: Mutex<HashMap<u64, Instant>>,
+    /// TLS towards peers, and this node's credential.
+    security: Security,
 }
 
 impl Peers {
-    pub fn new(self_id: u64) -> Arc<Peers> {
+    pub fn new(self_id: u64, security: Security) -> Arc<Peers> {
         Arc::new(Peers {
             self_id,
             channels: Mutex::new(HashMap::new()),
             contact: Mutex::new(HashMap::new()),
+            security,
         })
     }
 
+    /// A lazily connecting channel to `addr` (`host:port`), over TLS when this node has
+    /// a certificate.
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let scheme = if self.security.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10));
+        if let Some(tls) = &self.security.client_tls {
+            e = e
+                .tls_config(tls.clone())
+                .map_err(|e| format!("TLS towards {addr}: {e}"))?;
+        }
+        Ok(e.connect_lazy())
+    }
+
+    /// A client of `addr` that is not (yet) a member: a join, a seed request.
+    pub fn connect(&self, addr: &str) -> Result<Client, String> {
+        Ok(self.peer_client(self.channel(addr)?))
+    }
+
+    fn peer_client(&self, ch: Channel) -> Client {
+        PeerClient::with_interceptor(ch, Credential(self.security.node_credential.clone()))
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+    }
+
     /// The client for node `id` at `addr`; the channel is kept until the address changes.
-    pub fn client(&self, id: u64, addr: &str) -> Result<PeerClient<Channel>, String> {
+    pub fn client(&self, id: u64, addr: &str) -> Result<Client, String> {
         let mut channels = self.channels.lock().unwrap();
         if let Some((a, ch)) = channels.get(&id) {
             if a == addr {
-                return Ok(peer_client(ch.clone()));
+                return Ok(self.peer_client(ch.clone()));
             }
         }
-        let ch = channel(addr)?;
+        let ch = self.channel(addr)?;
         channels.insert(id, (addr.to_string(), ch.clone()));
-        Ok(peer_client(ch))
+        Ok(self.peer_client(ch))
     }
 
     fn contacted(&self, id: u64) {
@@ -90,22 +144,6 @@ impl Peers {
     pub fn since_contact(&self, id: u64) -> Option<Duration> {
         self.contact.lock().unwrap().get(&id).map(|t| t.elapsed())
     }
-}
-
-/// A lazily connecting channel to `addr` (`host:port`).
-pub fn channel(addr: &str) -> Result<Channel, String> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .connect_lazy())
-}
-
-pub fn peer_client(ch: Channel) -> PeerClient<Channel> {
-    PeerClient::new(ch)
-        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
 }
 
 /// openraft's network factory.
@@ -175,7 +213,7 @@ impl CallError {
 }
 
 impl PeerConn {
-    fn client(&self) -> Result<PeerClient<Channel>, CallError> {
+    fn client(&self) -> Result<Client, CallError> {
         self.peers
             .client(self.target, &self.addr)
             .map_err(CallError::Unreachable)
@@ -202,7 +240,7 @@ impl PeerConn {
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
-        F: FnOnce(PeerClient<Channel>, tonic::Request<RaftRequest>) -> Fut,
+        F: FnOnce(Client, tonic::Request<RaftRequest>) -> Fut,
         Fut: Future<
             Output = Result<tonic::Response<crate::api::internal::RaftReply>, tonic::Status>,
         >,

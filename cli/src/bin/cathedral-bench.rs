@@ -45,6 +45,12 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Token secret for a cluster with access control on.
+    #[arg(long, env = "CATHEDRAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate: connect over TLS, verifying the server with it.
+    #[arg(long, env = "CATHEDRAL_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 struct ClientResult {
@@ -66,6 +72,13 @@ fn main() -> ExitCode {
     if args.clients == 0 {
         eprintln!("cathedral-bench: --clients must be at least 1");
         return ExitCode::from(2);
+    }
+    match client::Credentials::new(args.token.as_deref(), args.tls_ca.as_deref(), None, None) {
+        Ok(c) => client::use_credentials(c),
+        Err(e) => {
+            eprintln!("cathedral-bench: {}", e.message);
+            return ExitCode::from(2);
+        }
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(bench(&args, duration, warmup)) {
@@ -208,7 +221,7 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
 
 /// Waits for job `id` to end; an error unless it succeeded.
 async fn until_succeeded(
-    jobs: &mut cathedral_api::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
+    jobs: &mut cathedral_api::v1::job_service_client::JobServiceClient<client::Conn>,
     id: u64,
 ) -> Result<(), tonic::Status> {
     let last = client::watch_until_end(jobs, id).await?;

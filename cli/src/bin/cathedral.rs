@@ -28,6 +28,23 @@ struct Cli {
     /// tried again, at every --server in turn, under its request id; 0: not at all.
     #[arg(long, global = true, default_value = "30s", value_name = "DURATION")]
     write_retry: String,
+    /// The token's secret, for a cluster with access control on.
+    #[arg(long, global = true, env = "CATHEDRAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate to verify the server with; connects over TLS.
+    #[arg(long, global = true, env = "CATHEDRAL_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate to present (with --tls-key).
+    #[arg(
+        long,
+        global = true,
+        env = "CATHEDRAL_CLIENT_CERT",
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "CATHEDRAL_CLIENT_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -111,8 +128,90 @@ enum Cmd {
         #[command(subcommand)]
         command: SnapshotCmd,
     },
+    /// Access control: bootstrap it, and manage tokens.
+    Acl {
+        #[command(subcommand)]
+        command: AclCmd,
+    },
+    /// Make a CA and certificates for a test cluster (local files; no server).
+    Tls {
+        #[command(subcommand)]
+        command: TlsCmd,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum AclCmd {
+    /// Turn access control on; prints the first (management) token. Its secret is shown
+    /// this once: keep it.
+    Bootstrap {
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokens (needs a management token).
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// The token this call carries.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; prints its accessor and its secret (shown this once).
+    Create {
+        /// read, submit, operator or management.
+        #[arg(long)]
+        policy: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its accessor; every node refuses it once the revoke is applied.
+    Revoke { accessor: String },
+}
+
+#[derive(Subcommand)]
+enum TlsCmd {
+    /// A new CA: DIR/ca.pem and DIR/ca-key.pem.
+    CreateCa {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value = "Cathedral test CA")]
+        name: String,
+    },
+    /// A certificate the CA signs: for a node (--node ID with --ip/--dns; server and
+    /// client use) or a client (--client NAME). Writes OUT/NAME.pem and OUT/NAME-key.pem.
+    CreateCert {
+        /// The CA's directory (from create-ca).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long, conflicts_with = "client")]
+        node: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        /// An IP address the node is reached at; repeatable.
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// A DNS name the node is reached at; repeatable.
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -215,6 +314,15 @@ enum SnapshotCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Tls { command } = cli.command {
+        return match tls(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cathedral: {}", e.message);
+                ExitCode::from(e.code)
+            }
+        };
+    }
     if let Cmd::Completions { shell } = cli.command {
         clap_complete::generate(
             shell,
@@ -324,6 +432,12 @@ fn print_json(v: &serde_json::Value) {
 /// Runs one command. Long on purpose: one short match arm per read subcommand (the writes
 /// are in `write`), so the whole CLI surface reads top to bottom like `--help`.
 async fn run(cli: Cli) -> Result<u8, CliError> {
+    client::use_credentials(client::Credentials::new(
+        cli.token.as_deref(),
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+    )?);
     // Input mistakes are reported before anything is sent.
     let spec = match &cli.command {
         Cmd::Submit(a) => Some(submit_spec(a.command.clone(), a)?),
@@ -347,6 +461,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         return write(cli.command, spec, &servers, retry_for, request_id).await;
     }
     let ch = client::connect_any(&servers).await?;
+    if let Cmd::Acl { command } = cli.command {
+        return acl(client::acl(ch), command).await;
+    }
     let mut jobs = client::jobs(ch.clone());
     match cli.command {
         Cmd::Submit(_) | Cmd::Cancel { .. } | Cmd::Workflow { .. } => {
@@ -532,9 +649,125 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 println!("snapshot at index {}", r.snapshot_index);
             }
         }
-        Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Cmd::Completions { .. } | Cmd::Tls { .. } => unreachable!("handled before connecting"),
+        Cmd::Acl { .. } => unreachable!("handled above"),
     }
     Ok(0)
+}
+
+fn token_json(t: &pb::AclToken) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "accessor": t.accessor,
+        "name": t.name,
+        "policy": t.policy,
+        "created_at_ms": t.created_at_ms,
+    });
+    if !t.secret.is_empty() {
+        v["secret"] = t.secret.clone().into();
+    }
+    v
+}
+
+fn print_token(t: &pb::AclToken, json: bool) {
+    if json {
+        print_json(&token_json(t));
+        return;
+    }
+    println!("accessor  {}", t.accessor);
+    if !t.secret.is_empty() {
+        println!("secret    {}", t.secret);
+    }
+    println!("name      {}", t.name);
+    println!("policy    {}", t.policy);
+}
+
+/// `cathedral acl ...`.
+async fn acl(
+    mut acl: cathedral_api::v1::acl_service_client::AclServiceClient<client::Conn>,
+    command: AclCmd,
+) -> Result<u8, CliError> {
+    match command {
+        AclCmd::Bootstrap { name, json } => {
+            let t = acl
+                .bootstrap(pb::AclBootstrapRequest { name })
+                .await?
+                .into_inner();
+            print_token(&t, json);
+            if !json {
+                eprintln!("access control is on: keep this secret; every call needs a token (--token or CATHEDRAL_TOKEN)");
+            }
+        }
+        AclCmd::Whoami { json } => {
+            let t = acl.who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+            print_token(&t, json);
+        }
+        AclCmd::Token {
+            command: TokenCmd::Create { policy, name, json },
+        } => {
+            let t = acl
+                .create_token(pb::CreateTokenRequest { name, policy })
+                .await?
+                .into_inner();
+            print_token(&t, json);
+        }
+        AclCmd::Token {
+            command: TokenCmd::List { json },
+        } => {
+            let r = acl
+                .list_tokens(pb::ListTokensRequest {})
+                .await?
+                .into_inner();
+            if json {
+                print_json(&serde_json::json!({
+                    "enforced": r.enforced,
+                    "tokens": r.tokens.iter().map(token_json).collect::<Vec<_>>(),
+                }));
+            } else {
+                println!("{:<32}  {:<10}  NAME", "ACCESSOR", "POLICY");
+                for t in &r.tokens {
+                    println!("{:<32}  {:<10}  {}", t.accessor, t.policy, t.name);
+                }
+            }
+        }
+        AclCmd::Token {
+            command: TokenCmd::Revoke { accessor },
+        } => {
+            acl.revoke_token(pb::RevokeTokenRequest { accessor })
+                .await?;
+        }
+    }
+    Ok(0)
+}
+
+/// `cathedral tls ...`: local files only.
+fn tls(command: TlsCmd) -> Result<(), CliError> {
+    use cathedral_cli::tls::{create_ca, create_cert, Subject};
+    let files = match command {
+        TlsCmd::CreateCa { out, name } => create_ca(&out, &name)?,
+        TlsCmd::CreateCert {
+            ca,
+            node,
+            client,
+            ip,
+            dns,
+            out,
+        } => {
+            let subject = match (node, client) {
+                (Some(id), None) => Subject::Node {
+                    id,
+                    ips: ip,
+                    names: dns,
+                },
+                (None, Some(name)) => Subject::Client { name },
+                _ => return Err(CliError::invalid("give --node ID or --client NAME")),
+            };
+            create_cert(&ca, subject, &out)?
+        }
+    };
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
 }
 
 type TagChange = (u64, std::collections::HashMap<String, String>, Vec<String>);

@@ -79,9 +79,10 @@ pub struct GossipSettings {
     pub phi_threshold: f64,
     pub quorum_fraction: f64,
     pub partition_grace: Duration,
-    /// The secret every datagram's MAC is keyed with; `None` uses the empty key (a warning
-    /// is logged: anyone can then gossip into the cluster).
-    pub cluster_key: Option<String>,
+    /// The secrets datagrams' MACs are keyed with: the first signs, any verifies (key
+    /// rotation). Empty: the empty key (a warning is logged: anyone can then gossip into
+    /// the cluster).
+    pub cluster_keys: Vec<String>,
     /// Seed of the test hooks' drop decisions.
     pub fault_seed: u64,
 }
@@ -97,7 +98,7 @@ impl GossipSettings {
             phi_threshold: PHI_THRESHOLD_DEFAULT,
             quorum_fraction: QUORUM_FRACTION_DEFAULT,
             partition_grace: Duration::from_millis(PARTITION_GRACE_MS_DEFAULT),
-            cluster_key: None,
+            cluster_keys: Vec::new(),
             fault_seed: 0,
         }
     }
@@ -427,7 +428,7 @@ impl Membership {
         published: Published,
     ) -> Result<Arc<Membership>, GossipError> {
         check_tags(&published.tags)?;
-        if settings.cluster_key.is_none() {
+        if settings.cluster_keys.is_empty() {
             tracing::warn!(
                 "no --cluster-key: gossip datagrams are authenticated with the empty key, so anyone who can reach the gossip port can take part"
             );
@@ -435,7 +436,7 @@ impl Membership {
         let counters = Arc::new(Counters::default());
         let faults = Arc::new(Faults::new(settings.fault_seed));
         let transport = AuthenticatedUdp {
-            key: ClusterKey::derive(settings.cluster_key.as_deref().unwrap_or("")),
+            key: ClusterKey::ring(&settings.cluster_keys),
             counters: counters.clone(),
             faults: faults.clone(),
         };

@@ -24,7 +24,7 @@ fn settings(addr: SocketAddr, seeds: &[SocketAddr]) -> GossipSettings {
     s.seeds = seeds.iter().map(|a| a.to_string()).collect();
     s.interval = INTERVAL;
     s.partition_grace = Duration::from_secs(1);
-    s.cluster_key = Some("test-key".into());
+    s.cluster_keys = vec!["test-key".into()];
     s
 }
 
@@ -411,7 +411,7 @@ async fn datagrams_without_the_cluster_key_are_dropped_and_counted() {
         .await
         .unwrap();
     let mut other = settings(free_udp(), &[a_addr]);
-    other.cluster_key = Some("another-key".into());
+    other.cluster_keys = vec!["another-key".into()];
     let b = Membership::start(other, published(2)).await.unwrap();
     let e = b
         .join_with(

@@ -34,29 +34,46 @@ const KEY_CONTEXT: &str = "cathedral 2026 gossip datagram MAC v1";
 
 /// The MAC key derived from the operator's cluster key.
 #[derive(Clone)]
-pub struct ClusterKey([u8; 32]);
+pub struct ClusterKey {
+    /// The primary key first (it signs), then older ones (they still verify), so keys
+    /// change across a running cluster: add the new key as an old one everywhere, make it
+    /// primary everywhere, drop the old one — a rolling restart each, no datagram refused.
+    keys: Vec<[u8; 32]>,
+}
 
 impl ClusterKey {
     pub fn derive(secret: &str) -> ClusterKey {
-        ClusterKey(blake3::derive_key(KEY_CONTEXT, secret.as_bytes()))
+        ClusterKey::ring(&[secret])
     }
 
-    fn mac(&self, bytes: &[u8]) -> blake3::Hash {
-        blake3::keyed_hash(&self.0, bytes)
+    /// The key ring of `secrets`, primary first (at least one).
+    pub fn ring<S: AsRef<str>>(secrets: &[S]) -> ClusterKey {
+        let mut keys: Vec<[u8; 32]> = secrets
+            .iter()
+            .map(|s| blake3::derive_key(KEY_CONTEXT, s.as_ref().as_bytes()))
+            .collect();
+        if keys.is_empty() {
+            keys.push(blake3::derive_key(KEY_CONTEXT, b""));
+        }
+        ClusterKey { keys }
     }
 
-    /// Appends the MAC of `buf` to it.
+    /// Appends the MAC of `buf` (with the primary key) to it.
     pub fn seal(&self, buf: &mut Vec<u8>) {
-        let mac = self.mac(buf);
+        let mac = blake3::keyed_hash(&self.keys[0], buf);
         buf.extend_from_slice(mac.as_bytes());
     }
 
-    /// The envelope bytes of a datagram whose MAC verifies (compared in constant time).
+    /// The envelope bytes of a datagram whose MAC verifies with any key of the ring
+    /// (each compared in constant time).
     pub fn open<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
         let body_len = datagram.len().checked_sub(MAC_BYTES)?;
         let (body, mac) = datagram.split_at(body_len);
-        let mac: [u8; MAC_BYTES] = mac.try_into().ok()?;
-        (self.mac(body) == blake3::Hash::from(mac)).then_some(body)
+        let mac = blake3::Hash::from(<[u8; MAC_BYTES]>::try_from(mac).ok()?);
+        self.keys
+            .iter()
+            .any(|k| blake3::keyed_hash(k, body) == mac)
+            .then_some(body)
     }
 }
 
@@ -342,6 +359,21 @@ mod tests {
         }
         assert_eq!(k.open(&d[..MAC_BYTES - 1]), None);
         assert_eq!(k.open(&[]), None);
+    }
+
+    #[test]
+    fn a_key_ring_signs_with_its_primary_and_opens_with_any() {
+        let old = ClusterKey::derive("old");
+        let both = ClusterKey::ring(&["new", "old"]);
+        let new = ClusterKey::derive("new");
+        let mut from_old = b"a".to_vec();
+        old.seal(&mut from_old);
+        let mut from_both = b"b".to_vec();
+        both.seal(&mut from_both);
+        assert!(both.open(&from_old).is_some(), "an old key still verifies");
+        assert!(new.open(&from_both).is_some(), "the primary signs");
+        assert!(old.open(&from_both).is_none());
+        assert!(new.open(&from_old).is_none());
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Node {
 
     /// Asks the member at `addr` (gRPC) for gossip seeds.
     pub async fn fetch_gossip_seeds(&self, addr: &str) -> std::result::Result<Vec<String>, String> {
-        let mut client = crate::transport::peer_client(crate::transport::channel(addr)?);
+        let mut client = self.peers.connect(addr)?;
         let mut req = tonic::Request::new(crate::api::internal::GossipSeedsRequest {});
         req.set_timeout(Duration::from_secs(5));
         client

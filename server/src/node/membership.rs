@@ -58,7 +58,7 @@ impl Node {
     }
 
     pub(super) async fn try_join(&self, addr: &str) -> std::result::Result<JoinReply, String> {
-        let mut client = crate::transport::peer_client(crate::transport::channel(addr)?);
+        let mut client = self.peers.connect(addr)?;
         let mut req = tonic::Request::new(JoinRequest {
             node_id: self.id,
             address: self.config.advertise.clone(),

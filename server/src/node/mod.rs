@@ -37,6 +37,7 @@ use crate::data_dir::DataDir;
 use crate::error::{Result, ServerError};
 use crate::gossip::{GossipError, Membership, Published};
 use crate::identity::{new_cluster_id, Identity};
+use crate::security::Security;
 use crate::tags::TagOverlay;
 use crate::transport::{Network, Peers};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +80,8 @@ pub struct Node {
     pub config: Config,
     /// Every path in the data directory.
     pub data: DataDir,
+    /// TLS and node credentials.
+    pub security: Security,
     /// Every task a request or the node starts beside the loops `start` owns: shutdown
     /// cancels `stopping`, then waits for them (see [`Node::spawn_owned`]).
     tasks: TaskTracker,
@@ -127,6 +130,7 @@ impl Node {
     /// Raft. Does not initialise or join a cluster: see [`bootstrap`](Self::bootstrap).
     pub async fn open(config: Config) -> Result<Arc<Node>> {
         let data = DataDir::create(&config.data_dir)?;
+        let security = Security::load(config.tls.as_ref(), &config.gossip.cluster_keys)?;
         let dir = data.root();
         // The log takes the directory's LOCK: a second server on it fails here.
         let log = Arc::new(Log::open(dir, Options::default())?);
@@ -162,7 +166,7 @@ impl Node {
         if let Some(c) = identity.cluster_id.as_deref() {
             gossip.set_cluster(c).await;
         }
-        let peers = Peers::new(identity.node_id);
+        let peers = Peers::new(identity.node_id, security.clone());
         let raft_config = config
             .raft
             .openraft_config("cathedral")
@@ -192,6 +196,7 @@ impl Node {
         );
         Ok(Arc::new(Node {
             data,
+            security,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             incarnation: rand::random(),

@@ -48,10 +48,17 @@ pub fn summary(r: &Replay) -> serde_json::Value {
             })
         })
         .collect();
+    // Tokens by accessor and policy; the state holds no secret to print.
+    let acl = r.state.acl();
+    let tokens: Vec<serde_json::Value> = acl
+        .tokens()
+        .map(|t| json!({"accessor": t.accessor, "name": t.name, "policy": t.policy.name()}))
+        .collect();
     let m = r.membership.membership();
     let voters: Vec<u64> = m.voter_ids().collect();
     let learners: Vec<u64> = m.learner_ids().collect();
     json!({
+        "acl": {"enforced": acl.enforced, "tokens": tokens},
         "start": match &r.start {
             Start::Empty => json!({"from": "empty"}),
             Start::Restored { path } => json!({"from": "restored", "file": path.display().to_string()}),

@@ -1,0 +1,146 @@
+//! The public `AclService`: bootstrap, tokens, who-am-i. A token's secret is made here,
+//! returned once, and never proposed: the log holds its BLAKE3 hash only.
+
+use cathedral_consensus::acl::{secret_hash, Policy, Token, TOKEN_NAME_BYTES_MAX};
+use cathedral_consensus::Command;
+use tonic::{Request, Response, Status};
+
+use crate::api::v1 as pb;
+use crate::api::v1::acl_service_server::AclService;
+use crate::auth;
+use crate::error::ServerError;
+use crate::node::{now_ms, Proposal};
+use crate::service::Api;
+
+/// Prefix of every token secret (so a leaked one is recognisable in a scan).
+pub const SECRET_PREFIX: &str = "cathedral_";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A fresh token: its secret (shown once) and what the state keeps.
+fn new_token(name: String, policy: Policy) -> Result<(String, Token), Status> {
+    if name.len() > TOKEN_NAME_BYTES_MAX {
+        return Err(ServerError::invalid(
+            "name",
+            format!("longer than TOKEN_NAME_BYTES_MAX ({TOKEN_NAME_BYTES_MAX} bytes)"),
+        )
+        .into());
+    }
+    let secret = format!("{SECRET_PREFIX}{}", hex(&rand::random::<[u8; 32]>()));
+    let token = Token {
+        accessor: hex(&rand::random::<[u8; 16]>()),
+        name,
+        policy,
+        secret_hash: secret_hash(&secret),
+        created_at_ms: now_ms(),
+    };
+    Ok((secret, token))
+}
+
+fn token_pb(t: &Token, secret: Option<String>) -> pb::AclToken {
+    pb::AclToken {
+        accessor: t.accessor.clone(),
+        secret: secret.unwrap_or_default(),
+        name: t.name.clone(),
+        policy: t.policy.name().to_string(),
+        created_at_ms: t.created_at_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl AclService for Api {
+    async fn bootstrap(
+        &self,
+        req: Request<pb::AclBootstrapRequest>,
+    ) -> Result<Response<pb::AclToken>, Status> {
+        if self.node.applied.read().unwrap().state.acl().enforced {
+            return Err(Status::failed_precondition(
+                "access control is bootstrapped already; ask a management token's holder",
+            ));
+        }
+        let name = req.into_inner().name;
+        let name = if name.is_empty() {
+            "bootstrap".into()
+        } else {
+            name
+        };
+        let (secret, token) = new_token(name, Policy::Management)?;
+        self.node
+            .propose(Proposal::Write(Command::AclBootstrap {
+                at_ms: now_ms(),
+                token: token.clone(),
+            }))
+            .await?;
+        tracing::warn!(accessor = %token.accessor, "access control bootstrapped: every call needs a token from now on");
+        Ok(Response::new(token_pb(&token, Some(secret))))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::AclToken>, Status> {
+        let req = req.into_inner();
+        let policy = Policy::parse(&req.policy).ok_or_else(|| {
+            ServerError::invalid(
+                "policy",
+                format!("{:?}: read, submit, operator or management", req.policy),
+            )
+        })?;
+        let (secret, token) = new_token(req.name, policy)?;
+        self.node
+            .propose(Proposal::Write(Command::TokenCreate {
+                at_ms: now_ms(),
+                token: token.clone(),
+            }))
+            .await?;
+        Ok(Response::new(token_pb(&token, Some(secret))))
+    }
+
+    async fn list_tokens(
+        &self,
+        _req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let a = self.node.applied.read().unwrap();
+        let acl = a.state.acl();
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: acl.tokens().map(|t| token_pb(t, None)).collect(),
+            enforced: acl.enforced,
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let accessor = req.into_inner().accessor;
+        self.node
+            .propose(Proposal::Write(Command::TokenRevoke {
+                at_ms: now_ms(),
+                accessor,
+            }))
+            .await?;
+        Ok(Response::new(pb::RevokeTokenResponse {}))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::AclToken>, Status> {
+        let caller = auth::caller(&req);
+        let a = self.node.applied.read().unwrap();
+        match caller
+            .accessor
+            .as_deref()
+            .and_then(|x| a.state.acl().token(x))
+        {
+            Some(t) => Ok(Response::new(token_pb(t, None))),
+            None => Ok(Response::new(pb::AclToken {
+                policy: caller.policy.name().to_string(),
+                name: "(access control is off)".into(),
+                ..Default::default()
+            })),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Who may call what: one tower layer in front of every gRPC service.
+//!
+//! Each call's path names what it needs ([`need`]): nothing (health, bootstrap), a node
+//! (the internal peer service: mutual TLS and/or the cluster key's credential, see
+//! `security`), or a token with at least some [`Policy`]. Tokens are checked against the
+//! applied state of the node asked — off until the cluster is bootstrapped, then on for
+//! good; a revoked token is refused on a node as soon as the revocation is applied there.
+//! The caller ([`Caller`]) rides in the request's extensions for the services to read
+//! (the submitter recorded with a job, "cancel own jobs").
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use cathedral_consensus::acl::{secret_hash, Policy};
+use tonic::Status;
+
+use crate::node::Node;
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Nothing,
+    /// A peer node's credentials.
+    Node,
+    /// Any valid token (reflection, who-am-i).
+    AnyToken,
+    Policy(Policy),
+}
+
+/// The caller of an authorised call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's accessor; `None` while access control is off.
+    pub accessor: Option<String>,
+    pub policy: Policy,
+}
+
+impl Caller {
+    /// Whether this caller may cancel a job `submitter` submitted: its own with `submit`,
+    /// any with `operator`.
+    pub fn may_cancel(&self, submitter: Option<&str>) -> bool {
+        self.policy >= Policy::Operator
+            || (self.policy >= Policy::Submit
+                && self.accessor.is_some()
+                && self.accessor.as_deref() == submitter)
+    }
+}
+
+/// What the call at `path` (`/package.Service/Method`) needs. Anything not listed needs
+/// a management token (deny by default).
+pub fn need(path: &str) -> Need {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    match (service, method) {
+        ("grpc.health.v1.Health", _) => Need::Nothing,
+        ("cathedral.v1.AclService", "Bootstrap") => Need::Nothing,
+        ("cathedral.internal.v1.Peer", _) => Need::Node,
+        (s, _) if s.starts_with("grpc.reflection.") => Need::AnyToken,
+        ("cathedral.v1.AclService", "WhoAmI") => Need::AnyToken,
+        ("cathedral.v1.JobService", "SubmitJob" | "SubmitWorkflow" | "CancelJob") => {
+            Need::Policy(Policy::Submit)
+        }
+        ("cathedral.v1.JobService", _) => Need::Policy(Policy::Read),
+        ("cathedral.v1.ClusterService", "Status") => Need::Policy(Policy::Read),
+        ("cathedral.v1.ClusterService", _) => Need::Policy(Policy::Operator),
+        _ => Need::Policy(Policy::Management),
+    }
+}
+
+/// The secret of an `authorization: Bearer SECRET` header.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// Decides a call: the caller, or the status refusing it.
+pub fn authorize<B>(node: &Node, req: &http::Request<B>) -> Result<Option<Caller>, Status> {
+    let need = need(req.uri().path());
+    match need {
+        Need::Nothing => return Ok(None),
+        Need::Node => return authorize_node(node, req).map(|()| None),
+        _ => {}
+    }
+    let a = node.applied.read().unwrap();
+    let acl = a.state.acl();
+    if !acl.enforced {
+        return Ok(Some(Caller {
+            accessor: None,
+            policy: Policy::Management,
+        }));
+    }
+    let Some(secret) = bearer(req.headers()) else {
+        return Err(Status::unauthenticated(
+            "this cluster requires a token: `authorization: Bearer SECRET` metadata (the CLI's --token or CATHEDRAL_TOKEN)",
+        ));
+    };
+    let Some(token) = acl.by_secret_hash(&secret_hash(secret)) else {
+        return Err(Status::unauthenticated("unknown or revoked token"));
+    };
+    if let Need::Policy(p) = need {
+        if token.policy < p {
+            return Err(Status::permission_denied(format!(
+                "{} needs the {p} policy; token {} has {}",
+                req.uri().path(),
+                token.accessor,
+                token.policy
+            )));
+        }
+    }
+    Ok(Some(Caller {
+        accessor: Some(token.accessor.clone()),
+        policy: token.policy,
+    }))
+}
+
+/// A peer call: a client certificate the CA signed (with mutual TLS), and the cluster
+/// key's credential (with a cluster key).
+fn authorize_node<B>(node: &Node, req: &http::Request<B>) -> Result<(), Status> {
+    let security = &node.security;
+    if security.mutual {
+        let certified = req
+            .extensions()
+            .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+            .and_then(|i| i.peer_certs())
+            .is_some_and(|c| !c.is_empty());
+        if !certified {
+            return Err(Status::unauthenticated(
+                "calls between nodes need a client certificate signed by the cluster's CA",
+            ));
+        }
+    }
+    let credential = req
+        .headers()
+        .get(crate::security::NODE_CREDENTIAL_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !security.accepts_credential(credential) {
+        return Err(Status::unauthenticated(
+            "calls between nodes need the cluster key's credential (same --cluster-key)",
+        ));
+    }
+    Ok(())
+}
+
+/// The layer: every call passes [`authorize`] first.
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub node: Arc<Node>,
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            node: self.node.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    node: Arc<Node>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Auth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match authorize(&self.node, &req) {
+            Ok(caller) => {
+                if let Some(c) = caller {
+                    req.extensions_mut().insert(c);
+                }
+                // The clone takes the place of the service that was made ready.
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                Box::pin(ready.call(req))
+            }
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+/// The caller of `req`, as [`AuthLayer`] left it (a full-access caller while access
+/// control is off, or for calls that need nothing).
+pub fn caller<T>(req: &tonic::Request<T>) -> Caller {
+    req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
+        accessor: None,
+        policy: Policy::Management,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_needs_what_its_policy_says_and_unknown_calls_need_everything() {
+        use Need::{AnyToken, Node, Nothing};
+        let p = Need::Policy;
+        for (path, want) in [
+            ("/grpc.health.v1.Health/Check", Nothing),
+            ("/cathedral.v1.AclService/Bootstrap", Nothing),
+            ("/cathedral.internal.v1.Peer/AppendEntries", Node),
+            (
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                AnyToken,
+            ),
+            ("/cathedral.v1.JobService/GetJob", p(Policy::Read)),
+            ("/cathedral.v1.JobService/WatchJob", p(Policy::Read)),
+            ("/cathedral.v1.JobService/SubmitJob", p(Policy::Submit)),
+            ("/cathedral.v1.JobService/CancelJob", p(Policy::Submit)),
+            ("/cathedral.v1.ClusterService/Status", p(Policy::Read)),
+            (
+                "/cathedral.v1.ClusterService/ListNodes",
+                p(Policy::Operator),
+            ),
+            (
+                "/cathedral.v1.ClusterService/RemoveNode",
+                p(Policy::Operator),
+            ),
+            (
+                "/cathedral.v1.AclService/CreateToken",
+                p(Policy::Management),
+            ),
+            ("/cathedral.v1.Nope/Nothing", p(Policy::Management)),
+        ] {
+            assert_eq!(need(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn submit_cancels_its_own_jobs_operator_any() {
+        let me = |p| Caller {
+            accessor: Some("a".into()),
+            policy: p,
+        };
+        assert!(me(Policy::Submit).may_cancel(Some("a")));
+        assert!(!me(Policy::Submit).may_cancel(Some("b")));
+        assert!(!me(Policy::Submit).may_cancel(None));
+        assert!(!me(Policy::Read).may_cancel(Some("a")));
+        assert!(me(Policy::Operator).may_cancel(Some("b")));
+    }
+}
