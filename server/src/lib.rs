@@ -18,7 +18,10 @@
 //! - `gossip`: membership over chitchat (phi-accrual detection, tags, partitions), with
 //!   an authenticated UDP transport; `tags` the run-time tag overlay file.
 //! - `output`: job output files and their streaming.
-//! - `http`: `/healthz` and `/readyz`.
+//! - `http`: `/healthz` and `/readyz` (over TLS when the node has a certificate).
+//! - `auth`: the tower layer that decides every call (tokens by policy, nodes by
+//!   certificate and cluster-key credential); `acl_service` the public `AclService`;
+//!   `security` TLS configurations and node credentials.
 //! - `server`: [`start`] and [`Running::shutdown`].
 
 /// The gRPC API (protos, generated code, bounds): the `cathedral-api` crate.
