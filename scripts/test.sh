@@ -28,6 +28,18 @@ if ! command -v bwrap >/dev/null 2>&1; then
     fi
 fi
 
+# Prometheus scrapes a cluster in tests/tests/metrics.rs, and promtool lints /metrics;
+# those tests skip (saying so) without them.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq prometheus >/dev/null 2>&1 \
+            || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1) \
+            || echo "scripts/test.sh: WARNING: could not install prometheus; its tests will be skipped" >&2
+    else
+        echo "scripts/test.sh: WARNING: prometheus is missing and cannot be installed here; its tests will be skipped" >&2
+    fi
+fi
+
 # Python's grpcio drives the API in one test, as a client that is not ours. Pinned.
 PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
 setup_python() {

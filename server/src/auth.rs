@@ -188,6 +188,8 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let method = crate::metrics::method_label(req.uri().path());
+        let started = std::time::Instant::now();
         match authorize(&self.node, &req) {
             Ok(caller) => {
                 if let Some(c) = caller {
@@ -196,10 +198,53 @@ where
                 // The clone takes the place of the service that was made ready.
                 let clone = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(ready.call(req))
+                let call = ready.call(req);
+                Box::pin(async move {
+                    let response = call.await;
+                    if let Ok(r) = &response {
+                        // An error before any message is answered in the headers; an
+                        // answer that started (OK, or a stream's end) carries its status
+                        // in the trailers, counted here as OK.
+                        let code = r
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<i32>().ok())
+                            .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                        crate::metrics::api_call(method, code_name(code), started.elapsed());
+                    }
+                    response
+                })
             }
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Err(status) => {
+                crate::metrics::api_call(method, code_name(status.code()), started.elapsed());
+                Box::pin(async move { Ok(status.into_http()) })
+            }
         }
+    }
+}
+
+/// A gRPC status code's name, as gRPC spells it (a metrics label).
+pub fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

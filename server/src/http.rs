@@ -51,7 +51,18 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(node)
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&node),
+    )
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, String) {

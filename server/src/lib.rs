@@ -38,6 +38,7 @@ pub mod gossip;
 mod http;
 mod identity;
 mod leader;
+mod metrics;
 mod node;
 mod output;
 mod peer_service;

@@ -58,7 +58,8 @@ pub use log::{
 };
 pub use meta::{read_metadata, read_purge_point, Metadata, META_FIELD_BYTES_MAX};
 pub use options::{
-    Durability, Options, RecoveryMode, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
+    Durability, Options, RecoveryMode, SyncObserver, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT,
+    SEGMENT_BYTES_MIN,
 };
 pub use snapshot::{
     describe as describe_snapshot, export as export_snapshot, snapshots_dir,

@@ -70,6 +70,19 @@ pub struct Options {
     /// (it reads the whole log); for operators and tools that want damage found before
     /// serving. Without it, sealed records are checked on every read.
     pub verify_on_open: bool,
+    /// Called by the writer thread after every segment fdatasync with its duration (a
+    /// metrics histogram, say); keep it cheap, it runs on the write path. `None`: nothing.
+    pub on_sync: Option<SyncObserver>,
+}
+
+/// A function the writer calls after every fdatasync, with how long it took.
+#[derive(Clone)]
+pub struct SyncObserver(pub std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
 }
 
 impl Default for Options {
@@ -87,6 +100,7 @@ impl Default for Options {
             preallocate: true,
             recovery_mode: RecoveryMode::Strict,
             verify_on_open: false,
+            on_sync: None,
         }
     }
 }

@@ -133,7 +133,12 @@ impl Node {
         let security = Security::load(config.tls.as_ref(), &config.gossip.cluster_keys)?;
         let dir = data.root();
         // The log takes the directory's LOCK: a second server on it fails here.
-        let log = Arc::new(Log::open(dir, Options::default())?);
+        crate::metrics::install();
+        let options = Options {
+            on_sync: Some(crate::metrics::sync_observer()),
+            ..Options::default()
+        };
+        let log = Arc::new(Log::open(dir, options)?);
         let identity = Identity::load_or_create(&data.identity_file())?;
         let snapshots = SnapshotStore::open(data.snapshots(), SnapshotOptions::default())?;
         check_snapshots(dir, &snapshots, log.purged_through())?;
@@ -219,6 +224,11 @@ impl Node {
     }
 
     /// The data directory's root (absolute).
+    /// The log engine's counters, while the log is open.
+    pub fn log_stats(&self) -> Option<cathedral_storage::Stats> {
+        self.log.lock().unwrap().as_ref().map(|l| l.stats())
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self.data.root()
     }

@@ -52,6 +52,13 @@ impl Node {
     /// mid-write — the same request is sent again to whoever leads now, at once. Only a
     /// membership change (`RemoveNode`) is not resent after an unknown outcome.
     pub async fn propose(&self, proposal: Proposal) -> Result<(u64, Response)> {
+        let started = Instant::now();
+        let result = self.propose_timed(proposal).await;
+        crate::metrics::proposal(result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn propose_timed(&self, proposal: Proposal) -> Result<(u64, Response)> {
         let proposal = match proposal {
             Proposal::Write(cmd) if cmd.batchable() => {
                 Proposal::Write(cmd.once(self.new_request_id()))

@@ -95,6 +95,8 @@ pub struct Stats {
     pub writes: u64,
     /// `fdatasync` calls on segments.
     pub syncs: u64,
+    /// Time spent in those calls, in nanoseconds.
+    pub sync_nanos: u64,
     /// Group-commit rounds (each takes every request queued at that moment).
     pub rounds: u64,
 }
@@ -105,6 +107,7 @@ pub(crate) struct Counters {
     bytes: AtomicU64,
     writes: AtomicU64,
     syncs: AtomicU64,
+    sync_nanos: AtomicU64,
     rounds: AtomicU64,
 }
 
@@ -412,6 +415,7 @@ impl Log {
             bytes: c.bytes.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
+            sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
             rounds: c.rounds.load(Ordering::Relaxed),
         }
     }

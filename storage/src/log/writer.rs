@@ -354,8 +354,16 @@ impl Writer {
                 .file
                 .as_ref()
                 .expect("unsynced bytes without a segment");
+            let started = std::time::Instant::now();
             fsutil::sync_data(file, path)?;
+            let took = started.elapsed();
             self.inner.counters.add(|c| &c.syncs, 1);
+            self.inner
+                .counters
+                .add(|c| &c.sync_nanos, took.as_nanos() as u64);
+            if let Some(observe) = &self.inner.options.on_sync {
+                (observe.0)(took);
+            }
             self.unsynced = false;
             self.drop_behind(self.end);
         }

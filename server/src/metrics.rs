@@ -1,0 +1,317 @@
+//! `/metrics` on the HTTP port: Prometheus's text format, rendered by the `metrics` crate's
+//! Prometheus exporter (no hand formatting). Names follow Prometheus's conventions: the
+//! `cathedral_` prefix, base units (seconds, bytes), `_total` for counters.
+//!
+//! Two kinds of series: those counted where they happen (API calls and their latency,
+//! proposals and their latency), and those read from the node at each scrape (Raft, the
+//! storage engine's counters, the applied state, gossip) — the sources already keep them,
+//! so a scrape costs one pass and the write path nothing more.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cathedral_consensus::JobState;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::gossip::Liveness;
+use crate::node::Node;
+
+/// Bucket bounds (seconds) of the latency histograms: 100 µs to 10 s.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+const JOB_STATES: [JobState; 7] = [
+    JobState::Pending,
+    JobState::Assigned,
+    JobState::Running,
+    JobState::Succeeded,
+    JobState::Failed,
+    JobState::Cancelled,
+    JobState::TimedOut,
+];
+
+/// The process's recorder: installed once (a process runs one node; in-process tests share
+/// it), described once.
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS_SECONDS)
+            .expect("non-empty buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was installed before; /metrics shows only what this one sees"
+            );
+        }
+        describe();
+        handle
+    })
+}
+
+/// Installs the recorder (before the node counts anything).
+pub fn install() {
+    handle();
+}
+
+fn describe() {
+    describe_counter!(
+        "cathedral_api_requests_total",
+        "gRPC calls, by method and status code."
+    );
+    describe_histogram!(
+        "cathedral_api_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a gRPC call's arrival to its response headers, by method."
+    );
+    describe_counter!(
+        "cathedral_raft_proposals_total",
+        "Writes this node proposed (or forwarded), by outcome."
+    );
+    describe_histogram!(
+        "cathedral_raft_proposal_duration_seconds",
+        Unit::Seconds,
+        "Time from a write's proposal to its commit and apply on this node."
+    );
+    describe_gauge!("cathedral_raft_term", "The current Raft term.");
+    describe_gauge!("cathedral_raft_leader", "1 while this node is the leader.");
+    describe_gauge!(
+        "cathedral_raft_has_leader",
+        "1 while this node knows a leader."
+    );
+    describe_gauge!(
+        "cathedral_raft_commit_index",
+        "The highest log index known committed."
+    );
+    describe_gauge!(
+        "cathedral_raft_applied_index",
+        "The highest log index applied to the state."
+    );
+    describe_gauge!(
+        "cathedral_raft_last_log_index",
+        "The last log index this node holds."
+    );
+    describe_gauge!(
+        "cathedral_raft_snapshot_index",
+        "The index of the latest snapshot."
+    );
+    describe_gauge!("cathedral_raft_voters", "Voters in the membership.");
+    describe_counter!("cathedral_storage_records_total", "Log records appended.");
+    describe_counter!(
+        "cathedral_storage_written_bytes_total",
+        Unit::Bytes,
+        "Bytes written to log segments."
+    );
+    describe_counter!(
+        "cathedral_storage_fdatasyncs_total",
+        "fdatasync calls on log segments."
+    );
+    describe_histogram!(
+        "cathedral_storage_fdatasync_duration_seconds",
+        Unit::Seconds,
+        "Time each fdatasync of a log segment took."
+    );
+    describe_counter!(
+        "cathedral_storage_commit_rounds_total",
+        "Group-commit rounds of the log writer."
+    );
+    describe_gauge!("cathedral_jobs", "Jobs in the applied state, by state.");
+    describe_gauge!(
+        "cathedral_attempts_in_flight",
+        "Attempts assigned to or running on this node."
+    );
+    describe_counter!(
+        "cathedral_state_fenced_reports_total",
+        "Attempt reports ignored as stale (fencing)."
+    );
+    describe_counter!(
+        "cathedral_state_rejected_commands_total",
+        "Commands the state rejected whole."
+    );
+    describe_counter!(
+        "cathedral_state_divergences_total",
+        "Checkpoint hashes that differed from the leader's."
+    );
+    describe_gauge!(
+        "cathedral_gossip_members",
+        "Members in this node's gossip view, by liveness."
+    );
+    describe_gauge!(
+        "cathedral_gossip_partitioned",
+        "1 while this node sees itself on the minority side."
+    );
+    describe_counter!(
+        "cathedral_gossip_datagrams_sent_total",
+        "Gossip datagrams sent."
+    );
+    describe_counter!(
+        "cathedral_gossip_datagrams_received_total",
+        "Gossip datagrams received."
+    );
+    describe_counter!(
+        "cathedral_gossip_mac_failures_total",
+        "Gossip datagrams dropped for a MAC that did not verify."
+    );
+}
+
+/// The label for a gRPC path: `Service/Method` of the services this server has, `other`
+/// for anything else (bounded cardinality whatever clients send).
+pub fn method_label(path: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "JobService/SubmitJob",
+        "JobService/SubmitWorkflow",
+        "JobService/GetJob",
+        "JobService/ListJobs",
+        "JobService/CancelJob",
+        "JobService/WatchJob",
+        "JobService/GetJobOutput",
+        "ClusterService/Status",
+        "ClusterService/RemoveNode",
+        "ClusterService/TriggerSnapshot",
+        "ClusterService/ListNodes",
+        "ClusterService/SetNodeTags",
+        "AclService/Bootstrap",
+        "AclService/CreateToken",
+        "AclService/ListTokens",
+        "AclService/RevokeToken",
+        "AclService/WhoAmI",
+        "Peer/AppendEntries",
+        "Peer/Vote",
+        "Peer/InstallSnapshot",
+        "Peer/Forward",
+        "Peer/ForwardBatch",
+        "Peer/Join",
+        "Peer/GossipSeeds",
+        "Peer/SetTags",
+        "Peer/FetchOutput",
+    ];
+    let short = path
+        .rsplit_once('/')
+        .and_then(|(svc, m)| svc.rsplit('.').next().map(|s| (s, m)));
+    match short {
+        Some((svc, m)) => KNOWN
+            .iter()
+            .find(|k| k.split_once('/') == Some((svc, m)))
+            .copied()
+            .unwrap_or("other"),
+        None => "other",
+    }
+}
+
+/// Counts one gRPC call.
+pub fn api_call(method: &'static str, code: &'static str, took: Duration) {
+    counter!("cathedral_api_requests_total", "method" => method, "code" => code).increment(1);
+    histogram!("cathedral_api_request_duration_seconds", "method" => method)
+        .record(took.as_secs_f64());
+}
+
+/// The storage engine's hook: every fdatasync's duration.
+pub fn sync_observer() -> cathedral_storage::SyncObserver {
+    cathedral_storage::SyncObserver(std::sync::Arc::new(|took: Duration| {
+        histogram!("cathedral_storage_fdatasync_duration_seconds").record(took.as_secs_f64());
+    }))
+}
+
+/// Counts one proposal.
+pub fn proposal(ok: bool, took: Duration) {
+    let outcome = if ok { "committed" } else { "failed" };
+    counter!("cathedral_raft_proposals_total", "outcome" => outcome).increment(1);
+    histogram!("cathedral_raft_proposal_duration_seconds").record(took.as_secs_f64());
+}
+
+/// The text of a scrape: the series read from `node` now, and everything counted.
+pub fn render(node: &Node) -> String {
+    let handle = handle();
+    let m = node.metrics();
+    gauge!("cathedral_raft_term").set(m.current_term as f64);
+    gauge!("cathedral_raft_leader").set(f64::from(u8::from(m.current_leader == Some(node.id))));
+    gauge!("cathedral_raft_has_leader").set(f64::from(u8::from(m.current_leader.is_some())));
+    gauge!("cathedral_raft_commit_index").set(node.committed_index() as f64);
+    gauge!("cathedral_raft_applied_index").set(m.last_applied.map_or(0, |l| l.index) as f64);
+    gauge!("cathedral_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    gauge!("cathedral_raft_snapshot_index").set(m.snapshot.map_or(0, |l| l.index) as f64);
+    gauge!("cathedral_raft_voters")
+        .set(m.membership_config.membership().voter_ids().count() as f64);
+    if let Some(s) = node.log_stats() {
+        counter!("cathedral_storage_records_total").absolute(s.records);
+        counter!("cathedral_storage_written_bytes_total").absolute(s.bytes);
+        counter!("cathedral_storage_fdatasyncs_total").absolute(s.syncs);
+        counter!("cathedral_storage_commit_rounds_total").absolute(s.rounds);
+    }
+    {
+        let a = node.applied.read().unwrap();
+        for st in JOB_STATES {
+            let n = a.state.jobs_in(st).count();
+            gauge!("cathedral_jobs", "state" => st.name().replace(' ', "_")).set(n as f64);
+        }
+        gauge!("cathedral_attempts_in_flight").set(a.state.running_on(node.id).len() as f64);
+        let c = a.state.counters();
+        counter!("cathedral_state_fenced_reports_total").absolute(c.fenced_reports);
+        counter!("cathedral_state_rejected_commands_total").absolute(c.rejected_commands);
+        counter!("cathedral_state_divergences_total").absolute(c.divergences);
+    }
+    let view = node.gossip.view();
+    for l in [
+        Liveness::Joining,
+        Liveness::Alive,
+        Liveness::Dead,
+        Liveness::Left,
+    ] {
+        let n = view.members.values().filter(|m| m.liveness == l).count();
+        gauge!("cathedral_gossip_members", "liveness" => l.name()).set(n as f64);
+    }
+    gauge!("cathedral_gossip_partitioned").set(f64::from(u8::from(
+        view.health == crate::gossip::Health::Partitioned,
+    )));
+    let g = node.gossip.counters();
+    counter!("cathedral_gossip_datagrams_sent_total").absolute(g.datagrams_sent);
+    counter!("cathedral_gossip_datagrams_received_total").absolute(g.datagrams_received);
+    counter!("cathedral_gossip_mac_failures_total").absolute(g.rejected_mac);
+    handle.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_labelled_by_service_and_method_and_strangers_are_other() {
+        assert_eq!(
+            method_label("/cathedral.v1.JobService/SubmitJob"),
+            "JobService/SubmitJob"
+        );
+        assert_eq!(
+            method_label("/cathedral.internal.v1.Peer/Vote"),
+            "Peer/Vote"
+        );
+        assert_eq!(method_label("/cathedral.v1.JobService/Nope"), "other");
+        assert_eq!(method_label("/x.y.Evil/SubmitJob"), "other");
+        assert_eq!(method_label("garbage"), "other");
+    }
+
+    #[test]
+    fn counted_series_render_in_prometheus_text_format() {
+        install();
+        api_call("JobService/GetJob", "OK", Duration::from_millis(2));
+        proposal(true, Duration::from_millis(3));
+        let text = handle().render();
+        assert!(
+            text.contains("# TYPE cathedral_api_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cathedral_api_requests_total{method=\"JobService/GetJob\",code=\"OK\"}"),
+            "{text}"
+        );
+        assert!(text.contains("cathedral_api_request_duration_seconds_bucket{method=\"JobService/GetJob\",le=\"0.0025\"}"), "{text}");
+        assert!(
+            text.contains("cathedral_raft_proposals_total{outcome=\"committed\"}"),
+            "{text}"
+        );
+    }
+}
