@@ -290,6 +290,9 @@ impl Config {
     }
 
     /// The settings `args` give, each unset one at its default, checked.
+    ///
+    /// Long on purpose: one line per setting, moving it from the flat flag list into the
+    /// sub-settings of the loop it belongs to; split up, a new flag's line is easy to miss.
     pub fn resolve(args: Args) -> Result<Config> {
         let bind = args
             .bind

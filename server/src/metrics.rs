@@ -34,6 +34,23 @@ const JOB_STATES: [JobState; 7] = [
     JobState::TimedOut,
 ];
 
+/// How often histogram samples are folded into their buckets between scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The outcome labels of `cathedral_attempts_total`.
+const OUTCOMES: [&str; 5] = ["succeeded", "failed", "killed", "timed_out", "lost"];
+
+fn outcome_slot(exit: &cathedral_consensus::Exit) -> usize {
+    use cathedral_consensus::Exit;
+    match exit {
+        Exit::Code(0) => 0,
+        Exit::Code(_) => 1,
+        Exit::Signal(_) => 2,
+        Exit::TimedOut => 3,
+        Exit::Lost => 4,
+    }
+}
+
 /// The process's recorder: installed once (a process runs one node; in-process tests share
 /// it), described once.
 fn handle() -> &'static PrometheusHandle {
@@ -50,6 +67,19 @@ fn handle() -> &'static PrometheusHandle {
             );
         }
         describe();
+        // Histogram samples wait in the recorder until a render or an upkeep folds them
+        // into their buckets: without a scrape they would pile up. One thread folds them
+        // every UPKEEP_INTERVAL for the life of the process.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("metrics upkeep thread: {e}; histograms fold only at scrapes");
+        }
         handle
     })
 }
@@ -59,6 +89,10 @@ pub fn install() {
     handle();
 }
 
+/// Every series' help text and unit, once.
+///
+/// Long on purpose: one line per series, the whole vocabulary of `/metrics` in one place
+/// (what the README's table lists), so a new series is described next to its siblings.
 fn describe() {
     describe_counter!(
         "cathedral_api_requests_total",
@@ -124,6 +158,10 @@ fn describe() {
     describe_gauge!(
         "cathedral_attempts_in_flight",
         "Attempts assigned to or running on this node."
+    );
+    describe_counter!(
+        "cathedral_attempts_total",
+        "Ended attempts in the cluster (the replicated state), by outcome."
     );
     describe_counter!(
         "cathedral_state_fenced_reports_total",
@@ -203,11 +241,29 @@ pub fn method_label(path: &str) -> &'static str {
     }
 }
 
+/// A call's series: its counter and its latency histogram, by (method, code).
+type CallSeries =
+    std::collections::HashMap<(&'static str, &'static str), (metrics::Counter, metrics::Histogram)>;
+
+thread_local! {
+    /// This thread's handles of the per-call series: a handle is looked up in the recorder
+    /// (a key built, hashed, found) once per thread and label set, not on every call.
+    static API_SERIES: std::cell::RefCell<CallSeries> = Default::default();
+}
+
 /// Counts one gRPC call.
 pub fn api_call(method: &'static str, code: &'static str, took: Duration) {
-    counter!("cathedral_api_requests_total", "method" => method, "code" => code).increment(1);
-    histogram!("cathedral_api_request_duration_seconds", "method" => method)
-        .record(took.as_secs_f64());
+    API_SERIES.with(|series| {
+        let mut series = series.borrow_mut();
+        let (calls, latency) = series.entry((method, code)).or_insert_with(|| {
+            (
+                counter!("cathedral_api_requests_total", "method" => method, "code" => code),
+                histogram!("cathedral_api_request_duration_seconds", "method" => method),
+            )
+        });
+        calls.increment(1);
+        latency.record(took.as_secs_f64());
+    });
 }
 
 /// The storage engine's hook: every fdatasync's duration.
@@ -219,9 +275,17 @@ pub fn sync_observer() -> cathedral_storage::SyncObserver {
 
 /// Counts one proposal.
 pub fn proposal(ok: bool, took: Duration) {
-    let outcome = if ok { "committed" } else { "failed" };
-    counter!("cathedral_raft_proposals_total", "outcome" => outcome).increment(1);
-    histogram!("cathedral_raft_proposal_duration_seconds").record(took.as_secs_f64());
+    static SERIES: OnceLock<(metrics::Counter, metrics::Counter, metrics::Histogram)> =
+        OnceLock::new();
+    let (committed, failed, latency) = SERIES.get_or_init(|| {
+        (
+            counter!("cathedral_raft_proposals_total", "outcome" => "committed"),
+            counter!("cathedral_raft_proposals_total", "outcome" => "failed"),
+            histogram!("cathedral_raft_proposal_duration_seconds"),
+        )
+    });
+    if ok { committed } else { failed }.increment(1);
+    latency.record(took.as_secs_f64());
 }
 
 /// The text of a scrape: the series read from `node` now, and everything counted.
@@ -250,6 +314,15 @@ pub fn render(node: &Node) -> String {
             gauge!("cathedral_jobs", "state" => st.name().replace(' ', "_")).set(n as f64);
         }
         gauge!("cathedral_attempts_in_flight").set(a.state.running_on(node.id).len() as f64);
+        let mut ended = [0u64; OUTCOMES.len()];
+        for j in a.state.jobs() {
+            for o in j.attempts.iter().filter_map(|x| x.outcome.as_ref()) {
+                ended[outcome_slot(&o.exit)] += 1;
+            }
+        }
+        for (label, n) in OUTCOMES.iter().zip(ended) {
+            counter!("cathedral_attempts_total", "outcome" => *label).absolute(n);
+        }
         let c = a.state.counters();
         counter!("cathedral_state_fenced_reports_total").absolute(c.fenced_reports);
         counter!("cathedral_state_rejected_commands_total").absolute(c.rejected_commands);

@@ -44,6 +44,11 @@ async fn a_node_exposes_its_work_in_prometheus_format() {
         "{text}"
     );
     assert_eq!(value(&text, "cathedral_raft_leader"), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, "cathedral_attempts_total{outcome=\"succeeded\"}"),
+        Some(1.0),
+        "{text}"
+    );
     assert!(
         value(&text, "cathedral_raft_term").unwrap() >= 1.0,
         "{text}"
