@@ -2,6 +2,7 @@
 //! returned once, and never proposed: the log holds its BLAKE3 hash only.
 
 use cathedral_consensus::acl::{secret_hash, Policy, Token, TOKEN_NAME_BYTES_MAX};
+use cathedral_consensus::hex;
 use cathedral_consensus::Command;
 use tonic::{Request, Response, Status};
 
@@ -14,10 +15,6 @@ use crate::service::Api;
 
 /// Prefix of every token secret (so a leaked one is recognisable in a scan).
 pub const SECRET_PREFIX: &str = "cathedral_";
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A fresh token: its secret (shown once) and what the state keeps.
 fn new_token(name: String, policy: Policy) -> Result<(String, Token), Status> {

@@ -24,16 +24,6 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 
-const JOB_STATES: [JobState; 7] = [
-    JobState::Pending,
-    JobState::Assigned,
-    JobState::Running,
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::Cancelled,
-    JobState::TimedOut,
-];
-
 /// How often histogram samples are folded into their buckets between scrapes.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -309,7 +299,7 @@ pub fn render(node: &Node) -> String {
     }
     {
         let a = node.applied.read().unwrap();
-        for st in JOB_STATES {
+        for st in JobState::ALL {
             let n = a.state.jobs_in(st).count();
             gauge!("cathedral_jobs", "state" => st.name().replace(' ', "_")).set(n as f64);
         }

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use cathedral_consensus::hex;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -40,10 +41,6 @@ pub fn node_credential(secret: &str) -> String {
         NODE_CREDENTIAL_CONTEXT,
         secret.as_bytes(),
     ))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn read(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {

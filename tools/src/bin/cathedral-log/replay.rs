@@ -10,16 +10,6 @@ use serde_json::json;
 use crate::progress::Bar;
 use crate::{committed_index, CLEAN, DAMAGED};
 
-const STATES: [JobState; 7] = [
-    JobState::Pending,
-    JobState::Assigned,
-    JobState::Running,
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::Cancelled,
-    JobState::TimedOut,
-];
-
 /// Replays with a progress bar on a terminal.
 pub fn run_replay(dir: &Path, options: &ReplayOptions) -> Result<Replay, String> {
     let bar = Bar::new("replay");
@@ -31,7 +21,7 @@ pub fn run_replay(dir: &Path, options: &ReplayOptions) -> Result<Replay, String>
 /// A summary of the replayed state: where it started, how far it got, jobs by state,
 /// nodes, Raft members, checkpoints, the state hash.
 pub fn summary(r: &Replay) -> serde_json::Value {
-    let jobs: serde_json::Map<String, serde_json::Value> = STATES
+    let jobs: serde_json::Map<String, serde_json::Value> = JobState::ALL
         .iter()
         .map(|s| (s.name().to_string(), json!(r.state.jobs_in(*s).count())))
         .collect();
@@ -173,7 +163,7 @@ pub fn cmd_replay(
             );
         }
     }
-    let by_state: Vec<String> = STATES
+    let by_state: Vec<String> = JobState::ALL
         .iter()
         .map(|st| format!("{} {}", st.name(), s["jobs"][st.name()]))
         .collect();
