@@ -12,7 +12,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("cathedral_descriptor.bin"), fds.encode_to_vec())?;
+    let descriptors = fds.encode_to_vec();
+    std::fs::write(out.join("cathedral_descriptor.bin"), &descriptors)?;
     tonic_prost_build::configure().compile_fds(fds)?;
+    // serde for the public messages, in protobuf's canonical JSON mapping (the REST API):
+    // field names as in the proto files, 64-bit integers as strings, enums by name.
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .build(&[".cathedral.v1"])?;
     Ok(())
 }

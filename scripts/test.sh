@@ -40,11 +40,12 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     fi
 fi
 
-# Python's grpcio drives the API in one test, as a client that is not ours. Pinned.
-PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
+# Python's grpcio drives the API in one test, as a client that is not ours; the REST
+# test validates the OpenAPI document with openapi-spec-validator. Pinned.
+PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 openapi-spec-validator==0.9.0)
 setup_python() {
     local venv=target/pyenv
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import grpc_tools, grpc_health, grpc_reflection" 2>/dev/null; then
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import grpc_tools, grpc_health, grpc_reflection, openapi_spec_validator" 2>/dev/null; then
         echo "$PWD/$venv/bin/python"
         return 0
     fi

@@ -7,6 +7,7 @@
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("cathedral.v1");
+    include!(concat!(env!("OUT_DIR"), "/cathedral.v1.serde.rs"));
 }
 
 /// Node-to-node calls, package `cathedral.internal.v1`.

@@ -205,7 +205,7 @@ pub fn new_request_id() -> String {
 
 /// Whether a failed call may not have reached the cluster's decision (so the same request,
 /// under the same request id, is tried again).
-fn outcome_unknown(s: &tonic::Status) -> bool {
+pub fn outcome_unknown(s: &tonic::Status) -> bool {
     use tonic::Code;
     matches!(
         s.code(),

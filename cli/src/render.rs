@@ -137,6 +137,27 @@ pub fn event_text(e: &pb::JobEvent) -> String {
     s
 }
 
+/// One cluster event: `INDEX.SEQ KIND` and what it concerns.
+pub fn cluster_event_text(e: &pb::ClusterEvent) -> String {
+    let mut s = format!("{}.{} {}", e.index, e.seq, e.kind);
+    if let Some(j) = e.job_id {
+        s += &format!(" job {j}");
+    }
+    if let Some(w) = e.workflow_id {
+        s += &format!(" workflow {w}");
+    }
+    if let Some(a) = e.attempt {
+        s += &format!(" attempt {a}");
+    }
+    if let Some(n) = e.node_id {
+        s += &format!(" node {n}");
+    }
+    if !e.detail.is_empty() {
+        s += &format!(": {}", e.detail);
+    }
+    s
+}
+
 pub fn status_json(s: &pb::StatusResponse) -> Value {
     json!({
         "node_id": s.node_id,

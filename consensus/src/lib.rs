@@ -19,6 +19,7 @@
 pub mod acl;
 mod command;
 mod error;
+pub mod events;
 pub mod raft;
 pub mod replay;
 pub mod requests;

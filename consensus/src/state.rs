@@ -25,6 +25,7 @@ use crate::command::{
     WorkflowJob,
 };
 use crate::error::{ConsensusError, Invalid, Result};
+use crate::events::{self, Before, Event, EventKind};
 use crate::requests::{Lookup, RequestId, Requests};
 
 /// Checkpoint hashes kept for comparison with the leader's.
@@ -219,6 +220,39 @@ pub struct ClusterState {
     /// a state that never used access control hashes as before it existed.
     #[serde(skip)]
     acl: Acl,
+    /// What the entry being applied changed, when the caller asked for events
+    /// ([`apply_recording`](Self::apply_recording)). Not encoded, not compared.
+    #[serde(skip)]
+    recorder: Recorder,
+}
+
+/// Collects the events of one entry: each touched job's state before the command, and the
+/// events made from it when the command ends.
+#[derive(Default)]
+struct Recorder {
+    on: bool,
+    before: BTreeMap<JobId, Option<Before>>,
+    out: Vec<Event>,
+}
+
+impl Clone for Recorder {
+    fn clone(&self) -> Self {
+        Recorder::default()
+    }
+}
+
+impl PartialEq for Recorder {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Recorder {}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recorder {{ on: {} }}", self.on)
+    }
 }
 
 /// Indexes over the jobs, kept in step with them: [`ClusterState::touch`] takes a job out
@@ -436,6 +470,7 @@ impl Default for ClusterState {
             index: JobIndex::default(),
             requests: Requests::default(),
             acl: Acl::default(),
+            recorder: Recorder::default(),
         }
     }
 }
@@ -471,6 +506,20 @@ impl ClusterState {
         }
     }
 
+    /// [`apply`](Self::apply), also returning the events the entry makes (see
+    /// [`crate::events`]), numbered `seq` 0, 1, … at `index`.
+    pub fn apply_recording(&mut self, index: u64, command: &Command) -> (Response, Vec<Event>) {
+        self.recorder.on = true;
+        let response = self.apply(index, command);
+        self.recorder.on = false;
+        let mut events = std::mem::take(&mut self.recorder.out);
+        for (seq, e) in events.iter_mut().enumerate() {
+            e.index = index;
+            e.seq = seq as u32;
+        }
+        (response, events)
+    }
+
     fn apply_one(&mut self, index: u64, command: &Command) -> Response {
         let response = self.apply_command(index, command);
         for id in std::mem::take(&mut self.index.touched) {
@@ -478,12 +527,63 @@ impl ClusterState {
                 self.index.insert(j);
             }
         }
+        if self.recorder.on {
+            for (id, before) in std::mem::take(&mut self.recorder.before) {
+                let Some(j) = self.jobs.get(&id) else {
+                    continue;
+                };
+                if let Some(mut e) = events::job_event(before, j) {
+                    e.at_ms = command.at_ms();
+                    self.recorder.out.push(e);
+                }
+            }
+        }
         response
+    }
+
+    /// The event of a node or checkpoint command that took effect.
+    fn record_command(&mut self, command: &Command, response: &Response) {
+        let node = |kind: EventKind, id: NodeId| {
+            let mut e = Event::new(kind);
+            e.node = Some(id);
+            e
+        };
+        let mut e = match (command, response) {
+            (Command::NodeRegistered { node: n, .. }, Response::Done) => {
+                let mut e = node(EventKind::NodeJoined, n.id);
+                e.detail = n.address.clone();
+                e
+            }
+            (Command::NodeFailed { node: id, .. }, Response::Done) => {
+                node(EventKind::NodeFailed, *id)
+            }
+            (Command::NodeRetired { node: id, .. }, Response::Done) => {
+                node(EventKind::NodeLeft, *id)
+            }
+            (Command::NodeRecovered { node: id, .. }, Response::Done) => {
+                node(EventKind::NodeRecovered, *id)
+            }
+            (Command::Checkpoint { .. }, Response::CheckpointRecorded { hash }) => {
+                let mut e = Event::new(EventKind::Checkpoint);
+                e.detail = hex(hash);
+                e
+            }
+            _ => return,
+        };
+        e.at_ms = command.at_ms();
+        self.recorder.out.push(e);
     }
 
     /// Marks job `id` as about to change: its digest is recomputed at the next hash, and it
     /// leaves the indexes until the command ends. Every change to a job goes through here.
     fn touch(&mut self, id: JobId) {
+        if self.recorder.on {
+            let jobs = &self.jobs;
+            self.recorder
+                .before
+                .entry(id)
+                .or_insert_with(|| jobs.get(&id).map(Before::of));
+        }
         self.digests.touch(id);
         if let Some(j) = self.jobs.get(&id) {
             self.index.remove(j);
@@ -603,6 +703,9 @@ impl ClusterState {
                 },
             },
         };
+        if self.recorder.on {
+            self.record_command(command, &response);
+        }
         match &response {
             Response::Rejected(_) => self.counters.rejected_commands += 1,
             Response::Ignored { .. }

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use cathedral_consensus::events::{Event, EventKind};
 use cathedral_consensus::raft::{decode_entry, encode_entry, TypeConfig};
 use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
@@ -19,6 +20,47 @@ use cathedral_consensus::{
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+
+/// The events of one entry against the jobs before and after it: numbered in order, one
+/// per changed job, each naming the state the job reached.
+fn check_events(
+    before: &BTreeMap<u64, (JobState, usize)>,
+    after: &ClusterState,
+    index: u64,
+    events: &[Event],
+) -> Result<(), TestCaseError> {
+    for (seq, e) in events.iter().enumerate() {
+        prop_assert_eq!((e.index, e.seq), (index, seq as u32));
+    }
+    let mut changed: Vec<u64> = after
+        .jobs()
+        .filter(|j| before.get(&j.id) != Some(&(j.state, j.attempts.len())))
+        .map(|j| j.id)
+        .collect();
+    let mut named: Vec<u64> = events.iter().filter_map(|e| e.job).collect();
+    changed.sort_unstable();
+    named.sort_unstable();
+    prop_assert_eq!(&named, &changed, "job events {:?}", events);
+    for e in events.iter().filter(|e| e.job.is_some()) {
+        let j = after
+            .job(e.job.unwrap())
+            .expect("an event names a job that exists");
+        let fits = match e.kind {
+            EventKind::JobSubmitted => !before.contains_key(&j.id) && e.detail == j.state.name(),
+            EventKind::JobAssigned => j.state == JobState::Assigned,
+            EventKind::JobStarted => j.state == JobState::Running,
+            EventKind::JobRetried => j.state == JobState::Pending,
+            EventKind::JobCancelled => j.state == JobState::Cancelled,
+            EventKind::JobFinished => matches!(
+                j.state,
+                JobState::Succeeded | JobState::Failed | JobState::TimedOut
+            ),
+            _ => false,
+        };
+        prop_assert!(fits, "{:?} for job in state {:?}", e, j.state);
+    }
+    Ok(())
+}
 
 fn spec() -> impl Strategy<Value = JobSpec> {
     (prop::collection::vec(1u64..10, 0..3), 1u32..4, 0i32..3).prop_map(
@@ -131,8 +173,15 @@ fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
         let decoded = through_the_log(index, c)?;
         prop_assert_eq!(&decoded, c);
         let ra = a.apply(index, c);
-        let rb = b.apply(index, &decoded);
+        // `b` records events as the server's state machine does: the same answers and
+        // state, and one event per job whose state or attempts changed, saying so.
+        let before: BTreeMap<u64, (JobState, usize)> = b
+            .jobs()
+            .map(|j| (j.id, (j.state, j.attempts.len())))
+            .collect();
+        let (rb, events) = b.apply_recording(index, &decoded);
         prop_assert_eq!(ra, rb);
+        check_events(&before, &b, index, &events)?;
         if let Some(r) = restored.as_mut() {
             r.apply(index, c);
         }

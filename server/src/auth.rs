@@ -83,19 +83,29 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 pub fn authorize<B>(node: &Node, req: &http::Request<B>) -> Result<Option<Caller>, Status> {
     let need = need(req.uri().path());
     match need {
-        Need::Nothing => return Ok(None),
-        Need::Node => return authorize_node(node, req).map(|()| None),
-        _ => {}
+        Need::Nothing => Ok(None),
+        Need::Node => authorize_node(node, req).map(|()| None),
+        _ => authorize_token(node, need, req.uri().path(), req.headers()).map(Some),
     }
+}
+
+/// Decides a call that needs a token (`need` is `AnyToken` or a policy) for what `path`
+/// names: the gRPC layer's and the REST API's check alike.
+pub fn authorize_token(
+    node: &Node,
+    need: Need,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<Caller, Status> {
     let a = node.applied.read().unwrap();
     let acl = a.state.acl();
     if !acl.enforced {
-        return Ok(Some(Caller {
+        return Ok(Caller {
             accessor: None,
             policy: Policy::Management,
-        }));
+        });
     }
-    let Some(secret) = bearer(req.headers()) else {
+    let Some(secret) = bearer(headers) else {
         return Err(Status::unauthenticated(
             "this cluster requires a token: `authorization: Bearer SECRET` metadata (the CLI's --token or CATHEDRAL_TOKEN)",
         ));
@@ -106,17 +116,15 @@ pub fn authorize<B>(node: &Node, req: &http::Request<B>) -> Result<Option<Caller
     if let Need::Policy(p) = need {
         if token.policy < p {
             return Err(Status::permission_denied(format!(
-                "{} needs the {p} policy; token {} has {}",
-                req.uri().path(),
-                token.accessor,
-                token.policy
+                "{path} needs the {p} policy; token {} has {}",
+                token.accessor, token.policy
             )));
         }
     }
-    Ok(Some(Caller {
+    Ok(Caller {
         accessor: Some(token.accessor.clone()),
         policy: token.policy,
-    }))
+    })
 }
 
 /// A peer call: a client certificate the CA signed (with mutual TLS), and the cluster

@@ -43,6 +43,14 @@ pub enum ServerError {
     /// Raft stopped or failed on this node.
     #[error("raft: {0}")]
     Raft(String),
+    /// A watcher asked for events this node no longer holds (or never derived: the
+    /// entries before its snapshot).
+    #[error("events from index {requested} are not held here; the earliest held is index {earliest_index} seq {earliest_seq}")]
+    Compacted {
+        requested: u64,
+        earliest_index: u64,
+        earliest_seq: u32,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -104,17 +112,22 @@ impl From<cathedral_consensus::Invalid> for ServerError {
     }
 }
 
+impl ServerError {
+    /// The gRPC code this error is answered with (the REST API maps it to HTTP).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ServerError::Invalid { .. } => tonic::Code::InvalidArgument,
+            ServerError::NotFound { .. } => tonic::Code::NotFound,
+            ServerError::NotLeader { .. } | ServerError::Unavailable(_) => tonic::Code::Unavailable,
+            ServerError::Compacted { .. } => tonic::Code::OutOfRange,
+            _ => tonic::Code::Internal,
+        }
+    }
+}
+
 impl From<ServerError> for tonic::Status {
     fn from(e: ServerError) -> Self {
-        let msg = e.to_string();
-        match e {
-            ServerError::Invalid { .. } => tonic::Status::invalid_argument(msg),
-            ServerError::NotFound { .. } => tonic::Status::not_found(msg),
-            ServerError::NotLeader { .. } | ServerError::Unavailable(_) => {
-                tonic::Status::unavailable(msg)
-            }
-            _ => tonic::Status::internal(msg),
-        }
+        tonic::Status::new(e.code(), e.to_string())
     }
 }
 

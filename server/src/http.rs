@@ -1,5 +1,6 @@
-//! The HTTP port: `/healthz` (the process serves) and `/readyz` (this node belongs to a
-//! cluster with a leader, so it can take writes); over TLS when the node has a certificate.
+//! The HTTP port: `/healthz` (the process serves), `/readyz` (this node belongs to a
+//! cluster with a leader, so it can take writes), `/metrics` (Prometheus) and the REST
+//! API under `/v1` (see `rest`); over TLS when the node has a certificate.
 
 use std::sync::Arc;
 
@@ -52,6 +53,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::rest::routes())
+        .route("/v1/{*rest}", axum::routing::any(crate::rest::not_found))
         .with_state(node)
 }
 

@@ -198,6 +198,7 @@ pub fn method_label(path: &str) -> &'static str {
         "JobService/CancelJob",
         "JobService/WatchJob",
         "JobService/GetJobOutput",
+        "JobService/WatchEvents",
         "ClusterService/Status",
         "ClusterService/RemoveNode",
         "ClusterService/TriggerSnapshot",

@@ -277,6 +277,36 @@ impl JobService for Api {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    type WatchEventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ClusterEvent, Status>> + Send>,
+    >;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        use tokio_stream::StreamExt;
+        let req = req.into_inner();
+        let filter = crate::events::Filter {
+            job: req.job_id,
+            workflow: req.workflow_id,
+            node: req.node_id,
+            ..Default::default()
+        }
+        .with_kinds(&req.kinds)?;
+        let rx = crate::events::watch(
+            &self.node,
+            crate::events::Watch {
+                from: req.from_index.map(|i| (i, req.from_seq)),
+                filter,
+                stop_at_applied: req.stop_at_applied,
+            },
+        )?;
+        let stream =
+            ReceiverStream::new(rx).map(|r| r.map(crate::events::to_pb).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     type GetJobOutputStream = Stream<pb::OutputChunk>;
 
     async fn get_job_output(

@@ -108,6 +108,36 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the cluster's events — jobs submitted, assigned, started, finished, retried,
+    /// cancelled; nodes joined, failed, recovered, left; leader changes; checkpoints — in
+    /// log order, each with its log index.
+    Events {
+        /// Start at this log index (INDEX, or INDEX.SEQ to resume inside an entry; 0: the
+        /// earliest the node holds). Default: every event the node holds; with --follow,
+        /// only events applied from now on.
+        #[arg(long, value_name = "INDEX[.SEQ]")]
+        from: Option<String>,
+        /// Keep printing events as they are applied; when the server goes away, go on at
+        /// the next --server from the last event printed (no gap, no repeat), for up to
+        /// --write-retry without one answering. Without it: stop at the events applied now.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only these kinds (comma-separated: job_submitted, job_finished, node_failed, …).
+        #[arg(long, value_delimiter = ',', value_name = "KIND")]
+        kind: Vec<String>,
+        /// Only this job's events.
+        #[arg(long)]
+        job: Option<u64>,
+        /// Only this workflow's events.
+        #[arg(long)]
+        workflow: Option<u64>,
+        /// Only this node's events.
+        #[arg(long)]
+        node: Option<u64>,
+        /// One JSON object per line (the API's JSON mapping).
+        #[arg(long)]
+        json: bool,
+    },
     /// Workflows (DAGs of jobs).
     Workflow {
         #[command(subcommand)]
@@ -431,6 +461,126 @@ fn print_json(v: &serde_json::Value) {
 
 /// Runs one command. Long on purpose: one short match arm per read subcommand (the writes
 /// are in `write`), so the whole CLI surface reads top to bottom like `--help`.
+/// `INDEX` or `INDEX.SEQ`.
+fn parse_position(s: &str) -> Result<(u64, u32), CliError> {
+    let bad = || CliError::invalid(format!("--from {s:?}: expected INDEX or INDEX.SEQ"));
+    match s.split_once('.') {
+        None => Ok((s.parse().map_err(|_| bad())?, 0)),
+        Some((i, q)) => Ok((i.parse().map_err(|_| bad())?, q.parse().map_err(|_| bad())?)),
+    }
+}
+
+/// `cathedral events`: reads the event stream, and with `follow` resumes it at the next
+/// server after the last event printed when a server goes away.
+async fn events(
+    servers: &[String],
+    req: pb::WatchEventsRequest,
+    from: Option<(u64, u32)>,
+    follow: bool,
+    json: bool,
+    retry_for: std::time::Duration,
+) -> Result<u8, CliError> {
+    let mut from = from;
+    let mut tries = 0usize;
+    let mut failing_since: Option<std::time::Instant> = None;
+    loop {
+        let addr = &servers[tries % servers.len()];
+        let failed: CliError = match client::connect(addr).await {
+            Err(e) => e,
+            Ok(ch) => {
+                // Following from "now": pin "now" to an index first, so a resumed stream
+                // starts where this one did.
+                if from.is_none() && follow {
+                    match client::cluster(ch.clone())
+                        .status(pb::StatusRequest {})
+                        .await
+                    {
+                        Ok(s) => from = Some((s.into_inner().applied_index + 1, 0)),
+                        Err(s) if client::outcome_unknown(&s) => {
+                            tries += 1;
+                            pause(
+                                &mut failing_since,
+                                retry_for,
+                                tries,
+                                servers.len(),
+                                s.into(),
+                            )
+                            .await?;
+                            continue;
+                        }
+                        Err(s) => return Err(s.into()),
+                    }
+                }
+                let mut r = req.clone();
+                r.from_index = Some(from.map_or(0, |p| p.0));
+                r.from_seq = from.map_or(0, |p| p.1);
+                match client::jobs(ch).watch_events(r).await {
+                    Err(s) if follow && client::outcome_unknown(&s) => s.into(),
+                    Err(s) => return Err(s.into()),
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        let ended = loop {
+                            match stream.next().await {
+                                None => break None,
+                                Some(Err(s)) => break Some(s),
+                                Some(Ok(ev)) => {
+                                    failing_since = None;
+                                    from = Some((ev.index, ev.seq + 1));
+                                    print_event(&ev, json)?;
+                                }
+                            }
+                        };
+                        match ended {
+                            None if !follow => return Ok(0),
+                            None => {
+                                CliError::new(exit::UNAVAILABLE, format!("{addr} ended the stream"))
+                            }
+                            Some(s) if follow && client::outcome_unknown(&s) => s.into(),
+                            Some(s) => return Err(s.into()),
+                        }
+                    }
+                }
+            }
+        };
+        if !follow {
+            return Err(failed);
+        }
+        tries += 1;
+        pause(&mut failing_since, retry_for, tries, servers.len(), failed).await?;
+    }
+}
+
+/// Between tries of `events`: gives up with `failed` once `retry_for` passed without an
+/// event; pauses after each round of the servers.
+async fn pause(
+    failing_since: &mut Option<std::time::Instant>,
+    retry_for: std::time::Duration,
+    tries: usize,
+    servers: usize,
+    failed: CliError,
+) -> Result<(), CliError> {
+    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+    if since.elapsed() >= retry_for {
+        return Err(failed);
+    }
+    if tries.is_multiple_of(servers) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+fn print_event(ev: &pb::ClusterEvent, json: bool) -> Result<(), CliError> {
+    let line = if json {
+        serde_json::to_string(ev).map_err(|e| CliError::new(exit::FAILED, e.to_string()))?
+    } else {
+        render::cluster_event_text(ev)
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .map_err(|e| CliError::new(exit::FAILED, format!("stdout: {e}")))
+}
+
 async fn run(cli: Cli) -> Result<u8, CliError> {
     client::use_credentials(client::Credentials::new(
         cli.token.as_deref(),
@@ -460,6 +610,30 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     if is_write {
         return write(cli.command, spec, &servers, retry_for, request_id).await;
     }
+    if let Cmd::Events {
+        from,
+        follow,
+        kind,
+        job,
+        workflow,
+        node,
+        json,
+    } = &cli.command
+    {
+        let from = from.as_deref().map(parse_position).transpose()?;
+        let req = pb::WatchEventsRequest {
+            kinds: kind.clone(),
+            job_id: *job,
+            workflow_id: *workflow,
+            node_id: *node,
+            stop_at_applied: !follow,
+            ..Default::default()
+        };
+        let retry = std::time::Duration::from_millis(
+            parse::duration_ms(&cli.write_retry).map_err(CliError::invalid)?,
+        );
+        return events(&servers, req, from, *follow, *json, retry).await;
+    }
     let ch = client::connect_any(&servers).await?;
     if let Cmd::Acl { command } = cli.command {
         return acl(client::acl(ch), command).await;
@@ -469,6 +643,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Cmd::Submit(_) | Cmd::Cancel { .. } | Cmd::Workflow { .. } => {
             unreachable!("writes are sent above")
         }
+        Cmd::Events { .. } => unreachable!("read above"),
         Cmd::Status { id, json } => {
             let j = jobs
                 .get_job(pb::GetJobRequest { job_id: id })

@@ -6,10 +6,12 @@
 // as they are.
 #![allow(clippy::result_large_err)]
 
+mod event_feed;
 mod log_store;
 mod settings;
 mod state_machine;
 
+pub use event_feed::{Compacted, EventFeed, Position, EVENTS_RETAINED};
 pub use log_store::{
     decode_entry, encode_entry, CommittedHandle, LogStore, ENTRY_FRAMING_BYTES_MAX, ENTRY_VERSION,
 };

@@ -15,7 +15,8 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::TypeConfig;
+use super::{EventFeed, TypeConfig};
+use crate::events::{Event, EventKind};
 use crate::state::{ClusterState, Response};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -85,6 +86,8 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 /// The replicated state with what Raft needs beside it.
 pub struct StateMachine {
     applied: Arc<RwLock<Applied>>,
+    /// The events of what is applied, for watchers.
+    events: Arc<EventFeed>,
     snapshots: SnapshotStore,
     receiving: Option<PathBuf>,
 }
@@ -106,6 +109,7 @@ impl StateMachine {
     pub fn open(snapshots: SnapshotStore) -> StorageResult<StateMachine> {
         let mut sm = StateMachine {
             applied: Arc::new(RwLock::new(Applied::default())),
+            events: Arc::new(EventFeed::default()),
             snapshots,
             receiving: None,
         };
@@ -124,9 +128,15 @@ impl StateMachine {
         self.applied.clone()
     }
 
+    /// The events of the entries applied (see [`EventFeed`]).
+    pub fn events(&self) -> Arc<EventFeed> {
+        self.events.clone()
+    }
+
     /// Replaces the state with the snapshot file at `path` (verified first).
     fn load(&mut self, path: &std::path::Path) -> StorageResult<RaftSnapshotMeta> {
         let (meta, state) = read_snapshot(path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        self.events.reset(meta.last_log_id.map_or(0, |l| l.index));
         *self.applied.write().unwrap() = Applied {
             state,
             last_applied: meta.last_log_id,
@@ -211,14 +221,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut a = self.applied.write().unwrap();
         for e in entries {
             a.last_applied = Some(e.log_id);
-            out.push(match e.payload {
-                EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(cmd) => a.state.apply(e.log_id.index, &cmd),
+            let index = e.log_id.index;
+            let (response, events) = match e.payload {
+                // A leader's first entry of its term.
+                EntryPayload::Blank => {
+                    let mut ev = Event::new(EventKind::LeaderChanged);
+                    ev.index = index;
+                    ev.node = Some(e.log_id.leader_id.node_id);
+                    ev.detail = format!("term {}", e.log_id.leader_id.term);
+                    (Response::Done, vec![ev])
+                }
+                EntryPayload::Normal(cmd) => a.state.apply_recording(index, &cmd),
                 EntryPayload::Membership(m) => {
                     a.membership = StoredMembership::new(Some(e.log_id), m);
-                    Response::Done
+                    (Response::Done, Vec::new())
                 }
-            });
+            };
+            self.events.push(index, events);
+            out.push(response);
         }
         Ok(out)
     }

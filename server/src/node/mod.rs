@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cathedral_consensus::raft::{
-    AppliedHandle, CommittedHandle, LogStore, StateMachine, TypeConfig,
+    AppliedHandle, CommittedHandle, EventFeed, LogStore, StateMachine, TypeConfig,
 };
 use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{Capacity, Command, NodeInfo, NodeStatus, Response, Role};
@@ -88,6 +88,8 @@ pub struct Node {
     stopping: CancellationToken,
     pub raft: Raft<TypeConfig>,
     pub applied: AppliedHandle,
+    /// The events of what is applied, for `WatchEvents` and `/v1/events`.
+    pub events: Arc<EventFeed>,
     pub peers: Arc<Peers>,
     pub snapshots: SnapshotStore,
     /// Gossip membership: liveness, tags and load of every node.
@@ -145,6 +147,7 @@ impl Node {
         let sm = StateMachine::open(snapshots.clone())
             .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
         let applied = sm.handle();
+        let events = sm.events();
         let store = LogStore::new(log.clone())
             .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
         let committed = store.committed_handle();
@@ -213,6 +216,7 @@ impl Node {
             config,
             raft,
             applied,
+            events,
             peers,
             snapshots,
             gossip,

@@ -1,0 +1,494 @@
+//! The REST API: JSON over HTTP on the HTTP port, mirroring the gRPC API.
+//!
+//! Every call goes through the gRPC service's own method (the `Api` value behind
+//! `JobService` and `ClusterService`), so bounds, errors, forwarding to the leader and
+//! at-most-once request ids are the gRPC API's, not a copy of them. Messages are the
+//! generated ones in protobuf's canonical JSON mapping (`pbjson`): field names as in the
+//! proto file, 64-bit integers as strings (numbers are accepted too), enums by name.
+//! Tokens are checked as for the gRPC method the route mirrors (`authorization: Bearer`).
+//! Errors are `{"error": {"code": "INVALID_ARGUMENT", "status": 400, "message": …}}`.
+//! The routes and their shapes are served as OpenAPI at `/v1/openapi.json` (see
+//! `openapi`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Code, Status};
+
+use crate::api::v1 as pb;
+use crate::api::v1::cluster_service_server::ClusterService;
+use crate::api::v1::job_service_server::JobService;
+use crate::auth::{self, code_name};
+use crate::error::ServerError;
+use crate::node::Node;
+use crate::service::Api;
+
+/// The routes under `/v1`.
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/jobs", post(submit_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/output", get(job_output))
+        .route("/v1/workflows", post(submit_workflow))
+        .route("/v1/cluster", get(cluster_status))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{id}", axum::routing::delete(remove_node))
+        .route("/v1/nodes/{id}/tags", post(set_node_tags))
+        .route("/v1/snapshots", post(trigger_snapshot))
+        .route("/v1/events", get(events))
+        .route("/v1/openapi.json", get(openapi))
+}
+
+/// The answer to a path under `/v1` that names no route.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    error(&Status::not_found(format!("no such route: {}", uri.path())))
+}
+
+/// The HTTP status for a gRPC code (the mapping gRPC-gateway uses).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).expect("in range"),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A refused call as JSON.
+pub fn error(s: &Status) -> Response {
+    let status = http_status(s.code());
+    let body = serde_json::json!({"error": {
+        "code": code_name(s.code()),
+        "status": status.as_u16(),
+        "message": s.message(),
+    }});
+    (status, json_header(), body.to_string()).into_response()
+}
+
+fn json_header() -> [(header::HeaderName, &'static str); 1] {
+    [(header::CONTENT_TYPE, "application/json")]
+}
+
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(s) => (StatusCode::OK, json_header(), s).into_response(),
+        Err(e) => error(&Status::internal(format!("encoding the answer: {e}"))),
+    }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Status {
+    ServerError::invalid(field, reason).into()
+}
+
+/// A request body: JSON of message `T` (empty: every field at its default), at most
+/// `REQUEST_BYTES_MAX` bytes as over gRPC.
+async fn body<T: DeserializeOwned + Default>(body: Body) -> Result<T, Status> {
+    let bytes = axum::body::to_bytes(body, crate::REQUEST_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            invalid(
+                "body",
+                format!(
+                    "larger than REQUEST_BYTES_MAX ({} bytes) or cut short",
+                    crate::REQUEST_BYTES_MAX
+                ),
+            )
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| invalid("body", format!("not the JSON expected: {e}")))
+}
+
+/// Query parameters as message `T`: each value is a string, which the JSON mapping
+/// accepts for numbers and enums too. Unknown names are refused.
+fn query<T: DeserializeOwned>(params: HashMap<String, String>) -> Result<T, Status> {
+    let object: serde_json::Map<String, serde_json::Value> = params
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| invalid("query", e.to_string()))
+}
+
+fn id(raw: &str, what: &str) -> Result<u64, Status> {
+    raw.parse()
+        .map_err(|_| invalid(what, format!("{raw:?} is not an unsigned 64-bit integer")))
+}
+
+/// One call: the token check of the gRPC method at `path`, the method itself, the API
+/// metrics, and the answer as JSON.
+async fn call<Req, Resp, F, Fut>(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    path: &'static str,
+    request: Result<Req, Status>,
+    method: F,
+) -> Response
+where
+    Resp: Serialize,
+    F: FnOnce(Api, tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let started = Instant::now();
+    let result = async {
+        let caller = auth::authorize_token(node, auth::need(path), path, headers)?;
+        let mut r = tonic::Request::new(request?);
+        r.extensions_mut().insert(caller);
+        method(Api { node: node.clone() }, r).await
+    }
+    .await;
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    crate::metrics::api_call(
+        crate::metrics::method_label(path),
+        code_name(code),
+        started.elapsed(),
+    );
+    match result {
+        Ok(r) => json(&r.into_inner()),
+        Err(s) => error(&s),
+    }
+}
+
+async fn submit_job(State(node): State<Arc<Node>>, headers: HeaderMap, b: Body) -> Response {
+    let req = body::<pb::SubmitJobRequest>(b).await;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/SubmitJob",
+        req,
+        |api, r| async move { api.submit_job(r).await },
+    )
+    .await
+}
+
+async fn submit_workflow(State(node): State<Arc<Node>>, headers: HeaderMap, b: Body) -> Response {
+    let req = body::<pb::SubmitWorkflowRequest>(b).await;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/SubmitWorkflow",
+        req,
+        |api, r| async move { api.submit_workflow(r).await },
+    )
+    .await
+}
+
+async fn list_jobs(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let req = query::<pb::ListJobsRequest>(params);
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/ListJobs",
+        req,
+        |api, r| async move { api.list_jobs(r).await },
+    )
+    .await
+}
+
+async fn get_job(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let req = id(&raw, "job_id").map(|job_id| pb::GetJobRequest { job_id });
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/GetJob",
+        req,
+        |api, r| async move { api.get_job(r).await },
+    )
+    .await
+}
+
+async fn cancel_job(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    b: Body,
+) -> Response {
+    let req = match (id(&raw, "job_id"), body::<pb::CancelJobRequest>(b).await) {
+        (Ok(job_id), Ok(mut r)) if r.job_id == 0 || r.job_id == job_id => {
+            r.job_id = job_id;
+            Ok(r)
+        }
+        (Ok(job_id), Ok(r)) => Err(invalid(
+            "job_id",
+            format!("the body names job {} and the path job {job_id}", r.job_id),
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/CancelJob",
+        req,
+        |api, r| async move { api.cancel_job(r).await },
+    )
+    .await
+}
+
+/// An attempt's output as bytes (`application/octet-stream`), streamed; with
+/// `follow=true`, until the attempt ends.
+async fn job_output(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let path = "/cathedral.v1.JobService/GetJobOutput";
+    let started = Instant::now();
+    let result = async {
+        let caller = auth::authorize_token(&node, auth::need(path), path, &headers)?;
+        let mut req = pb::GetJobOutputRequest {
+            job_id: id(&raw, "job_id")?,
+            ..Default::default()
+        };
+        for (k, v) in &params {
+            match k.as_str() {
+                "attempt" => {
+                    req.attempt = v.parse().map_err(|_| {
+                        invalid("attempt", format!("{v:?} is not an attempt number"))
+                    })?
+                }
+                "follow" => {
+                    req.follow = v
+                        .parse()
+                        .map_err(|_| invalid("follow", format!("{v:?} is not true or false")))?
+                }
+                other => return Err(invalid("query", format!("unknown parameter {other:?}"))),
+            }
+        }
+        let mut r = tonic::Request::new(req);
+        r.extensions_mut().insert(caller);
+        Api { node: node.clone() }.get_job_output(r).await
+    }
+    .await;
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    crate::metrics::api_call(
+        crate::metrics::method_label(path),
+        code_name(code),
+        started.elapsed(),
+    );
+    match result {
+        Ok(stream) => {
+            use tokio_stream::StreamExt;
+            let bytes = stream
+                .into_inner()
+                .map(|chunk| chunk.map(|c| axum::body::Bytes::from(c.data)));
+            (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                Body::from_stream(bytes),
+            )
+                .into_response()
+        }
+        Err(s) => error(&s),
+    }
+}
+
+async fn cluster_status(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.ClusterService/Status",
+        Ok(pb::StatusRequest {}),
+        |api, r| async move { api.status(r).await },
+    )
+    .await
+}
+
+async fn list_nodes(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.ClusterService/ListNodes",
+        Ok(pb::ListNodesRequest {}),
+        |api, r| async move { api.list_nodes(r).await },
+    )
+    .await
+}
+
+async fn remove_node(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let req = id(&raw, "node_id").map(|node_id| pb::RemoveNodeRequest { node_id });
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.ClusterService/RemoveNode",
+        req,
+        |api, r| async move { api.remove_node(r).await },
+    )
+    .await
+}
+
+async fn set_node_tags(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    b: Body,
+) -> Response {
+    let req = match (id(&raw, "node_id"), body::<pb::SetNodeTagsRequest>(b).await) {
+        (Ok(node_id), Ok(mut r)) if r.node_id == 0 || r.node_id == node_id => {
+            r.node_id = node_id;
+            Ok(r)
+        }
+        (Ok(node_id), Ok(r)) => Err(invalid(
+            "node_id",
+            format!(
+                "the body names node {} and the path node {node_id}",
+                r.node_id
+            ),
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.ClusterService/SetNodeTags",
+        req,
+        |api, r| async move { api.set_node_tags(r).await },
+    )
+    .await
+}
+
+async fn trigger_snapshot(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.ClusterService/TriggerSnapshot",
+        Ok(pb::TriggerSnapshotRequest {}),
+        |api, r| async move { api.trigger_snapshot(r).await },
+    )
+    .await
+}
+
+/// `GET /v1/events`: Server-Sent Events, one per cluster event; `id:` is `INDEX.SEQ`, so
+/// a reconnecting client's `Last-Event-ID` resumes right after the last one it got.
+async fn events(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    use tokio_stream::StreamExt;
+    let path = "/cathedral.v1.JobService/WatchEvents";
+    let started = Instant::now();
+    let result = (|| {
+        auth::authorize_token(&node, auth::need(path), path, &headers)?;
+        crate::events::watch(&node, events_query(&params, &headers)?).map_err(Status::from)
+    })();
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    crate::metrics::api_call(
+        crate::metrics::method_label(path),
+        code_name(code),
+        started.elapsed(),
+    );
+    let rx = match result {
+        Ok(rx) => rx,
+        Err(s) => return error(&s),
+    };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| {
+        Ok::<_, std::convert::Infallible>(match r {
+            Ok(e) => Sse::default()
+                .id(format!("{}.{}", e.index, e.seq))
+                .event(e.kind.name())
+                // The gRPC message in the JSON mapping, as every REST answer.
+                .data(serde_json::to_string(&crate::events::to_pb(e)).unwrap_or_default()),
+            Err(err) => {
+                let s = Status::from(err);
+                Sse::default().event("error").data(
+                    serde_json::json!({"code": code_name(s.code()), "message": s.message()})
+                        .to_string(),
+                )
+            }
+        })
+    });
+    axum::response::Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The position and filter of `/v1/events`: `from_index` (and `from_seq`; 0: the earliest
+/// held), or the `Last-Event-ID` header (resume after it); `kinds` comma-separated;
+/// `job_id`, `workflow_id`, `node_id`; `stop_at_applied`.
+fn events_query(
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<crate::events::Watch, Status> {
+    let mut filter = crate::events::Filter::default();
+    let mut stop = false;
+    let (mut from_index, mut from_seq) = (None, 0u32);
+    for (k, v) in params {
+        match k.as_str() {
+            "from_index" => from_index = Some(id(v, "from_index")?),
+            "from_seq" => {
+                from_seq = v
+                    .parse()
+                    .map_err(|_| invalid("from_seq", format!("{v:?} is not a number")))?
+            }
+            "kinds" => {
+                let names: Vec<&str> = v.split(',').collect();
+                filter = filter.with_kinds(&names)?;
+            }
+            "job_id" => filter.job = Some(id(v, "job_id")?),
+            "workflow_id" => filter.workflow = Some(id(v, "workflow_id")?),
+            "node_id" => filter.node = Some(id(v, "node_id")?),
+            "stop_at_applied" => {
+                stop = v.parse().map_err(|_| {
+                    invalid("stop_at_applied", format!("{v:?} is not true or false"))
+                })?
+            }
+            other => return Err(invalid("query", format!("unknown parameter {other:?}"))),
+        }
+    }
+    let mut from = from_index.map(|i| (i, from_seq));
+    if let Some(last) = headers.get("last-event-id") {
+        let parsed = last
+            .to_str()
+            .ok()
+            .and_then(|s| s.split_once('.'))
+            .and_then(|(i, s)| Some((i.parse::<u64>().ok()?, s.parse::<u32>().ok()?)));
+        let (i, s) = parsed
+            .ok_or_else(|| invalid("Last-Event-ID", "expected INDEX.SEQ, as this API sends"))?;
+        from = Some((i, s + 1));
+    }
+    Ok(crate::events::Watch {
+        from,
+        filter,
+        stop_at_applied: stop,
+    })
+}
+
+async fn openapi() -> Response {
+    (json_header(), crate::openapi::document().to_string()).into_response()
+}
