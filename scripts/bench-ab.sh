@@ -2,7 +2,10 @@
 # Two builds of cathedral-server against each other: committed SubmitJobs per second on one
 # node (16 and 64 clients) and on three coordinators (64 clients spread over them), the
 # builds alternating for ROUNDS rounds on fresh data directories, then the median of each
-# and the ratio B / A. For measuring what one change costs or gives.
+# and the ratio B / A, for the rate and for the servers' CPU time per write (user + system
+# from /proc, steadier than the rate on a machine the load generator shares). For
+# measuring what one change costs or gives; A and B may be scripts that exec a server
+# with flags (e.g. `exec cathedral-server --metrics false "$@"`).
 #
 #   scripts/bench-ab.sh A_SERVER_BIN B_SERVER_BIN [ROUNDS] [SECONDS]   (defaults 3 and 10)
 #   WORKLOADS="1n16 1n64 3n64" (default all three) picks the workloads.
@@ -39,9 +42,23 @@ start() { # bin name port http [flags…]
     echo "node $name did not become ready" >&2; cat "$TMP/$name.log" >&2; exit 1
 }
 stop_all() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; PIDS=(); rm -rf "${TMP:?}"/*; }
-rate() { # servers clients → writes/s
-    "$BENCH" --server "$1" --clients "$2" --duration "${SECS}s" --warmup 2s \
-        | awk '/^per second/ {print $3}'
+cpu_ticks() { # user + system clock ticks of every server process now
+    local t=0 p
+    for p in "${PIDS[@]}"; do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+rate() { # servers clients → RATE (writes/s) and CPU (the servers' CPU µs per counted
+    # write, warm-up included)
+    local before after
+    before=$(cpu_ticks)
+    RATE=$("$BENCH" --server "$1" --clients "$2" --duration "${SECS}s" --warmup 2s \
+        | awk '/^per second/ {print $3}')
+    after=$(cpu_ticks)
+    CPU=$(awk -v t=$((after - before)) -v us="$TICK_US" -v r="$RATE" -v s="$SECS" \
+        'BEGIN {printf "%.0f", t * us / (r * s)}')
 }
 three_voters() {
     for _ in $(seq 1 100); do
@@ -51,14 +68,14 @@ three_voters() {
     echo "three voters expected" >&2; exit 1
 }
 
-declare -A R
+declare -A R C
 for round in $(seq 1 "$ROUNDS"); do
     for which in A B; do
         bin=${!which}
         if want 1n16 || want 1n64; then
             start "$bin" solo 19051 19081
-            want 1n16 && R[$which,1n16]+="$(rate 127.0.0.1:19051 16) "
-            want 1n64 && R[$which,1n64]+="$(rate 127.0.0.1:19051 64) "
+            if want 1n16; then rate 127.0.0.1:19051 16; R[$which,1n16]+="$RATE "; C[$which,1n16]+="$CPU "; fi
+            if want 1n64; then rate 127.0.0.1:19051 64; R[$which,1n64]+="$RATE "; C[$which,1n64]+="$CPU "; fi
             stop_all
         fi
         if want 3n64; then
@@ -66,18 +83,21 @@ for round in $(seq 1 "$ROUNDS"); do
             start "$bin" c2 19062 19092 --role coordinator --join 127.0.0.1:19061
             start "$bin" c3 19063 19093 --role coordinator --join 127.0.0.1:19061
             three_voters 19061
-            R[$which,3n64]+="$(rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 64) "
+            rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 64
+            R[$which,3n64]+="$RATE "; C[$which,3n64]+="$CPU "
             stop_all
         fi
         echo "round $round $which done" >&2
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| workload | A writes/s | B writes/s | B / A | A rounds | B rounds |"
-echo "|---|---:|---:|---:|---|---|"
+echo "| workload | A writes/s | B writes/s | B / A | A rounds | B rounds | server CPU µs/write A | B | B / A |"
+echo "|---|---:|---:|---:|---|---|---:|---:|---:|"
 for k in $WORKLOADS; do
     a=$(echo "${R[A,$k]}" | median)
     b=$(echo "${R[B,$k]}" | median)
+    ca=$(echo "${C[A,$k]}" | median)
+    cb=$(echo "${C[B,$k]}" | median)
     label=$(case $k in 1n16) echo "1 node, 16 clients";; 1n64) echo "1 node, 64 clients";; 3n64) echo "3 nodes, 64 clients spread";; esac)
-    echo "| $label | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}') | ${R[A,$k]}| ${R[B,$k]}|"
+    echo "| $label | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}') | ${R[A,$k]}| ${R[B,$k]}| $ca | $cb | $(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%.3f", b / a}') |"
 done

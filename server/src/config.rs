@@ -43,6 +43,8 @@ pub const HTTP_DEFAULT: &str = "127.0.0.1:8081";
 pub const ROLE_DEFAULT: Role = Role::Standalone;
 pub const VOTERS_DEFAULT: u32 = 3;
 pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Metrics are counted and served unless turned off.
+pub const METRICS_DEFAULT: bool = true;
 
 /// `cathedral-server`'s settings. Every one is a flag, an environment variable and a key
 /// of the `--config` file (the flag's name with `_` for `-`; tags as a `[tags]` table).
@@ -67,7 +69,8 @@ pub struct Args {
     /// Address other nodes and clients use to reach this one [default: the bind address].
     #[arg(long, env = "CATHEDRAL_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
-    /// HTTP listen address for /healthz and /readyz [default: 127.0.0.1:8081].
+    /// HTTP listen address: /healthz, /readyz, /metrics and the REST API (/v1)
+    /// [default: 127.0.0.1:8081].
     #[arg(long, env = "CATHEDRAL_HTTP", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
     /// standalone, coordinator or worker [default: standalone].
@@ -98,6 +101,10 @@ pub struct Args {
     /// How long a write waits for a leader before failing with Unavailable [default: 10000].
     #[arg(long, env = "CATHEDRAL_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
+    /// Count and serve Prometheus metrics at /metrics; false counts nothing and /metrics
+    /// answers 404 [default: true].
+    #[arg(long, env = "CATHEDRAL_METRICS", value_name = "BOOL")]
+    pub metrics: Option<bool>,
     /// Attempts this node runs at once; 0 runs none [default: the number of CPUs].
     #[arg(long, env = "CATHEDRAL_SLOTS")]
     pub slots: Option<u32>,
@@ -232,6 +239,8 @@ pub struct Config {
     pub voters: u32,
     /// How long a write waits for a leader and its commit.
     pub write_timeout_ms: u64,
+    /// Whether this node counts and serves metrics.
+    pub metrics: bool,
     pub slots: u32,
     /// The operator's tags from flags and file (run-time changes are kept in the data
     /// directory and applied over these).
@@ -373,6 +382,7 @@ impl Config {
             join: args.join,
             voters: args.voters.unwrap_or(VOTERS_DEFAULT),
             write_timeout_ms: args.write_timeout_ms.unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
+            metrics: args.metrics.unwrap_or(METRICS_DEFAULT),
             slots: args.slots.unwrap_or_else(slots_default),
             tags,
             raft,

@@ -58,7 +58,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-async fn metrics(State(node): State<Arc<Node>>) -> impl axum::response::IntoResponse {
+async fn metrics(State(node): State<Arc<Node>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !node.config.metrics {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are off on this node (--metrics false)\n",
+        )
+            .into_response();
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -66,6 +74,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl axum::response::IntoResp
         )],
         crate::metrics::render(&node),
     )
+        .into_response()
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, String) {

@@ -13,7 +13,7 @@ use openraft::ServerState;
 use crate::gossip::Liveness;
 use crate::node::{now_ms, Node, Proposal};
 use crate::scheduler::{
-    overdue, place, Candidates, Placement, Strategy, ASSIGNMENTS_PER_ENTRY_MAX,
+    overdue, place_counting, Candidates, Placement, Strategy, ASSIGNMENTS_PER_ENTRY_MAX,
 };
 
 /// Period of the leader loop when nothing is applied in between.
@@ -260,7 +260,10 @@ async fn lead_once(
             }
         }
         let timed_out = overdue(state, now, TIMEOUT_SLACK_MS);
-        let assignments = place(state, &candidates, now, ASSIGNMENTS_PER_ENTRY_MAX, strategy);
+        let started = std::time::Instant::now();
+        let (assignments, stuck) =
+            place_counting(state, &candidates, now, ASSIGNMENTS_PER_ENTRY_MAX, strategy);
+        crate::metrics::scheduler_pass(started.elapsed(), assignments.len(), stuck);
         (failed, recovered, timed_out, assignments)
     };
     commit(

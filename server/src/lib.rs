@@ -39,7 +39,8 @@ pub mod gossip;
 mod http;
 mod identity;
 mod leader;
-mod metrics;
+/// The metrics a node counts (public for the benchmark of what counting costs).
+pub mod metrics;
 mod node;
 mod openapi;
 mod output;

@@ -14,7 +14,7 @@ use cathedral_consensus::JobState;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::gossip::Liveness;
 use crate::node::Node;
@@ -23,6 +23,14 @@ use crate::node::Node;
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
+
+/// Bucket bounds (seconds) of job times (queue wait, run time): 1 ms to 1 hour.
+pub const JOB_TIME_BUCKETS_SECONDS: [f64; 13] = [
+    0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// Bucket bounds of the assignments one scheduler pass makes.
+pub const PLACEMENT_BUCKETS: [f64; 9] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0];
 
 /// How often histogram samples are folded into their buckets between scrapes.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -48,6 +56,24 @@ fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&LATENCY_BUCKETS_SECONDS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("cathedral_scheduler_placements_per_pass".into()),
+                    &PLACEMENT_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Suffix("_wait_seconds".into()),
+                    &JOB_TIME_BUCKETS_SECONDS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("cathedral_attempt_run_seconds".into()),
+                    &JOB_TIME_BUCKETS_SECONDS,
+                )
+            })
             .expect("non-empty buckets")
             .build_recorder();
         let handle = recorder.handle();
@@ -185,6 +211,84 @@ fn describe() {
         "cathedral_gossip_mac_failures_total",
         "Gossip datagrams dropped for a MAC that did not verify."
     );
+    describe_gauge!(
+        "cathedral_gossip_phi",
+        "Suspicion of each member (above the threshold: dead)."
+    );
+    describe_counter!(
+        "cathedral_raft_append_entries_sent_total",
+        "AppendEntries calls to peers (heartbeats included), by outcome."
+    );
+    describe_counter!(
+        "cathedral_raft_entries_sent_total",
+        "Log entries carried by AppendEntries calls to peers."
+    );
+    describe_counter!(
+        "cathedral_raft_snapshots_sent_total",
+        "Snapshots streamed to peers, by outcome."
+    );
+    describe_counter!(
+        "cathedral_raft_snapshot_sent_bytes_total",
+        Unit::Bytes,
+        "Bytes of the snapshots streamed to peers."
+    );
+    describe_counter!(
+        "cathedral_raft_leader_changes_total",
+        "New leaders' terms applied since this node started."
+    );
+    describe_counter!(
+        "cathedral_storage_purges_total",
+        "Log compactions (purges) done."
+    );
+    describe_gauge!("cathedral_storage_segments", "Segment files of the log.");
+    describe_counter!(
+        "cathedral_snapshot_writes_total",
+        "Snapshots this node wrote."
+    );
+    describe_counter!(
+        "cathedral_snapshot_written_bytes_total",
+        Unit::Bytes,
+        "Bytes of the snapshot files this node wrote."
+    );
+    describe_counter!(
+        "cathedral_events_total",
+        "Events of the entries applied since this node started, by kind."
+    );
+    describe_counter!(
+        "cathedral_job_retries_total",
+        "Attempts that ended without ending their job (it waits for another)."
+    );
+    describe_histogram!(
+        "cathedral_job_queue_wait_seconds",
+        Unit::Seconds,
+        "From when a job could run (submitted, or its retry backoff ended) to its attempt's start."
+    );
+    describe_histogram!(
+        "cathedral_attempt_run_seconds",
+        Unit::Seconds,
+        "How long ended attempts ran."
+    );
+    describe_histogram!(
+        "cathedral_scheduler_pass_duration_seconds",
+        Unit::Seconds,
+        "One placement pass of the leader's scheduler."
+    );
+    describe_histogram!(
+        "cathedral_scheduler_placements_per_pass",
+        "Assignments one scheduler pass made."
+    );
+    describe_gauge!(
+        "cathedral_scheduler_unplaceable_jobs",
+        "Runnable jobs the last pass examined and could not place, by reason."
+    );
+    describe_counter!(
+        "cathedral_executor_attempts_started_total",
+        "Attempts this node started, by sandbox."
+    );
+    describe_counter!(
+        "cathedral_executor_kills_total",
+        "Attempts this node killed, by reason (memory_limit: the cgroup's limit was hit)."
+    );
 }
 
 /// The label for a gRPC path: `Service/Method` of the services this server has, `other`
@@ -259,8 +363,9 @@ pub fn api_call(method: &'static str, code: &'static str, took: Duration) {
 
 /// The storage engine's hook: every fdatasync's duration.
 pub fn sync_observer() -> cathedral_storage::SyncObserver {
-    cathedral_storage::SyncObserver(std::sync::Arc::new(|took: Duration| {
-        histogram!("cathedral_storage_fdatasync_duration_seconds").record(took.as_secs_f64());
+    let latency = histogram!("cathedral_storage_fdatasync_duration_seconds");
+    cathedral_storage::SyncObserver(std::sync::Arc::new(move |took: Duration| {
+        latency.record(took.as_secs_f64());
     }))
 }
 
@@ -277,6 +382,123 @@ pub fn proposal(ok: bool, took: Duration) {
     });
     if ok { committed } else { failed }.increment(1);
     latency.record(took.as_secs_f64());
+}
+
+/// Counts one AppendEntries sent to a peer (heartbeats included) and the entries in it.
+pub fn append_entries_sent(entries: usize, ok: bool) {
+    static SERIES: OnceLock<(metrics::Counter, metrics::Counter, metrics::Counter)> =
+        OnceLock::new();
+    let (sent, failed, carried) = SERIES.get_or_init(|| {
+        (
+            counter!("cathedral_raft_append_entries_sent_total", "outcome" => "ok"),
+            counter!("cathedral_raft_append_entries_sent_total", "outcome" => "failed"),
+            counter!("cathedral_raft_entries_sent_total"),
+        )
+    });
+    if ok { sent } else { failed }.increment(1);
+    carried.increment(entries as u64);
+}
+
+/// Counts one snapshot sent to a peer, and its bytes.
+pub fn snapshot_sent(bytes: u64, ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    counter!("cathedral_raft_snapshots_sent_total", "outcome" => outcome).increment(1);
+    counter!("cathedral_raft_snapshot_sent_bytes_total").increment(bytes);
+}
+
+/// Why the scheduler could not place a runnable job: no node has a free slot, or the
+/// job's constraints, CPU or memory fit none of those that do.
+pub const UNPLACEABLE_REASONS: [&str; 4] = ["no_free_slot", "constraints", "cpu", "memory"];
+
+/// One scheduler pass: its time, its assignments, and the runnable jobs it examined and
+/// could not place, by reason (indexes of [`UNPLACEABLE_REASONS`]).
+pub fn scheduler_pass(took: Duration, placed: usize, unplaceable: [u64; 4]) {
+    static SERIES: OnceLock<(metrics::Histogram, metrics::Histogram, [metrics::Gauge; 4])> =
+        OnceLock::new();
+    let (latency, placements, stuck) = SERIES.get_or_init(|| {
+        (
+            histogram!("cathedral_scheduler_pass_duration_seconds"),
+            histogram!("cathedral_scheduler_placements_per_pass"),
+            UNPLACEABLE_REASONS
+                .map(|r| gauge!("cathedral_scheduler_unplaceable_jobs", "reason" => r)),
+        )
+    });
+    latency.record(took.as_secs_f64());
+    placements.record(placed as f64);
+    for (g, n) in stuck.iter().zip(unplaceable) {
+        g.set(n as f64);
+    }
+}
+
+/// An attempt this node started, by the sandbox it runs in.
+pub fn attempt_started(sandbox: &'static str) {
+    counter!("cathedral_executor_attempts_started_total", "sandbox" => sandbox).increment(1);
+}
+
+/// An attempt this node killed, by why (`memory_limit`: the cgroup's limit was hit).
+pub fn attempt_killed(reason: cathedral_executor::KillReason) {
+    use cathedral_executor::KillReason;
+    let reason = match reason {
+        KillReason::Timeout => "timeout",
+        KillReason::Cancelled => "cancelled",
+        KillReason::MemoryLimit => "memory_limit",
+    };
+    counter!("cathedral_executor_kills_total", "reason" => reason).increment(1);
+}
+
+/// Counts the cluster's events as this node applies them (from when it started): events
+/// by kind, leader changes, retries, and the time jobs waited to start and ran.
+pub async fn follow_events(node: std::sync::Arc<Node>) {
+    use cathedral_consensus::events::EventKind;
+    let Ok(mut rx) = crate::events::watch(&node, crate::events::Watch::default()) else {
+        return;
+    };
+    // Handles made once: an event costs an increment, not a registry lookup.
+    let by_kind: Vec<metrics::Counter> = EventKind::ALL
+        .iter()
+        .map(|k| counter!("cathedral_events_total", "kind" => k.name()))
+        .collect();
+    let leader_changes = counter!("cathedral_raft_leader_changes_total");
+    let retries = counter!("cathedral_job_retries_total");
+    let queue_wait = histogram!("cathedral_job_queue_wait_seconds");
+    let run_time = histogram!("cathedral_attempt_run_seconds");
+    while let Some(Ok(e)) = rx.recv().await {
+        if let Some(i) = EventKind::ALL.iter().position(|k| *k == e.kind) {
+            by_kind[i].increment(1);
+        }
+        match e.kind {
+            EventKind::LeaderChanged => leader_changes.increment(1),
+            EventKind::JobRetried => retries.increment(1),
+            _ => {}
+        }
+        // Only these need the job (its times); the others take no lock.
+        if !matches!(
+            e.kind,
+            EventKind::JobStarted | EventKind::JobFinished | EventKind::JobRetried
+        ) {
+            continue;
+        }
+        let Some(id) = e.job else { continue };
+        let a = node.applied.read().unwrap();
+        let Some(job) = a.state.job(id) else { continue };
+        let attempt = e
+            .attempt
+            .and_then(|n| job.attempts.iter().find(|x| x.number == n));
+        match (e.kind, attempt) {
+            (EventKind::JobStarted, Some(at)) => {
+                // From when the job could run (submission, or a retry's backoff end).
+                let ready = job.not_before_ms.max(job.submitted_at_ms);
+                let waited = at.started_at_ms.unwrap_or(e.at_ms).saturating_sub(ready);
+                queue_wait.record(waited as f64 / 1000.0);
+            }
+            (EventKind::JobFinished | EventKind::JobRetried, Some(at)) => {
+                if let Some(o) = &at.outcome {
+                    run_time.record(o.duration_ms as f64 / 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The text of a scrape: the series read from `node` now, and everything counted.
@@ -297,7 +519,12 @@ pub fn render(node: &Node) -> String {
         counter!("cathedral_storage_written_bytes_total").absolute(s.bytes);
         counter!("cathedral_storage_fdatasyncs_total").absolute(s.syncs);
         counter!("cathedral_storage_commit_rounds_total").absolute(s.rounds);
+        counter!("cathedral_storage_purges_total").absolute(s.purges);
+        gauge!("cathedral_storage_segments").set(s.segments as f64);
     }
+    let snaps = node.snapshots.stats();
+    counter!("cathedral_snapshot_writes_total").absolute(snaps.writes);
+    counter!("cathedral_snapshot_written_bytes_total").absolute(snaps.written_bytes);
     {
         let a = node.applied.read().unwrap();
         for st in JobState::ALL {
@@ -328,6 +555,11 @@ pub fn render(node: &Node) -> String {
     ] {
         let n = view.members.values().filter(|m| m.liveness == l).count();
         gauge!("cathedral_gossip_members", "liveness" => l.name()).set(n as f64);
+    }
+    for (id, m) in &view.members {
+        if let Some(phi) = m.phi {
+            gauge!("cathedral_gossip_phi", "node" => id.to_string()).set(phi);
+        }
     }
     gauge!("cathedral_gossip_partitioned").set(f64::from(u8::from(
         view.health == crate::gossip::Health::Partitioned,

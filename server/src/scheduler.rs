@@ -98,6 +98,20 @@ pub fn place(
     max: usize,
     strategy: &mut Strategy,
 ) -> Vec<Assignment> {
+    place_counting(state, candidates, now_ms, max, strategy).0
+}
+
+/// [`place`], also counting the runnable jobs it examined (at most `max`) and could not
+/// place, by the first reason that rules every node out, in the order of
+/// `metrics::UNPLACEABLE_REASONS`: no free slot, constraints, CPU, memory.
+pub fn place_counting(
+    state: &ClusterState,
+    candidates: &Candidates,
+    now_ms: u64,
+    max: usize,
+    strategy: &mut Strategy,
+) -> (Vec<Assignment>, [u64; 4]) {
+    let mut stuck = [0u64; 4];
     // Load of every node in one pass over the attempts in flight.
     let mut loads: BTreeMap<NodeId, Load> = BTreeMap::new();
     for j in state.active_jobs() {
@@ -130,7 +144,8 @@ pub fn place(
     }
     let mut out = Vec::new();
     if free.values().all(|f| f.slots == 0) {
-        return out;
+        stuck[0] = state.runnable(now_ms).take(max).count() as u64;
+        return (out, stuck);
     }
     let mut fitting: Vec<(NodeId, Free)> = Vec::with_capacity(free.len());
     for job in state.runnable(now_ms) {
@@ -157,6 +172,7 @@ pub fn place(
                 .map(|(id, f)| (*id, *f)),
         );
         let Some(node) = strategy.choose(&fitting) else {
+            stuck[unplaceable_reason(&free, candidates, job)] += 1;
             continue;
         };
         let f = free.get_mut(&node).expect("chosen from the map");
@@ -173,7 +189,39 @@ pub fn place(
             node,
         });
     }
-    out
+    (out, stuck)
+}
+
+/// Why no node fits `job`: the first test that rules every node out (0 slots, 1
+/// constraints, 2 CPU, 3 memory).
+fn unplaceable_reason(
+    free: &BTreeMap<NodeId, Free>,
+    candidates: &Candidates,
+    job: &cathedral_consensus::Job,
+) -> usize {
+    let with_slot: Vec<(&NodeId, &Free)> = free.iter().filter(|(_, f)| f.slots > 0).collect();
+    if with_slot.is_empty() {
+        return 0;
+    }
+    let allowed: Vec<&Free> = with_slot
+        .into_iter()
+        .filter(|(id, _)| {
+            let tags = &candidates[*id];
+            job.spec
+                .constraints
+                .iter()
+                .all(|(k, v)| tags.get(k) == Some(v))
+        })
+        .map(|(_, f)| f)
+        .collect();
+    if allowed.is_empty() {
+        return 1;
+    }
+    let need_cpu = job.spec.resources.cpu_millis as u64;
+    if !allowed.iter().any(|f| f.cpu.is_none_or(|c| c >= need_cpu)) {
+        return 2;
+    }
+    3
 }
 
 /// Running attempts past their job's timeout by more than `slack_ms` (the worker normally

@@ -63,6 +63,9 @@ pub async fn start(config: Config) -> Result<Running> {
         .local_addr()
         .map_err(|e| ServerError::Internal(e.to_string()))?;
     let node = Node::open(config).await?;
+    if node.config.metrics {
+        node.spawn_until_stop(crate::metrics::follow_events(node.clone()));
+    }
     let (stop, stop_rx) = watch::channel(false);
 
     let (health, health_service) = tonic_health::server::health_reporter();

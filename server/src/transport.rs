@@ -274,12 +274,16 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.unary(
-            rpc,
-            &option,
-            |mut c, r| async move { c.append_entries(r).await },
-        )
-        .await
+        let entries = rpc.entries.len();
+        let r = self
+            .unary(
+                rpc,
+                &option,
+                |mut c, r| async move { c.append_entries(r).await },
+            )
+            .await;
+        crate::metrics::append_entries_sent(entries, r.is_ok());
+        r
     }
 
     async fn vote(
@@ -319,6 +323,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         let mut client = self.client().map_err(CallError::into_streaming)?;
         let name = PathBuf::from(format!("snapshot {}", snapshot.meta.snapshot_id));
         let file = snapshot.snapshot.into_std().await;
+        let bytes = file.metadata().map_or(0, |m| m.len());
         let mut sender = ChunkSender::from_file(file, &name, SNAPSHOT_CHUNK_BYTES)
             .map_err(|e| CallError::Network(e.to_string()).into_streaming())?;
         let header = SnapshotHeader {
@@ -356,6 +361,8 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         let produced = producer
             .await
             .map_err(|e| CallError::Network(e.to_string()).into_streaming())?;
+        let sent = reply.is_ok() && produced.is_ok();
+        crate::metrics::snapshot_sent(bytes, sent);
         let reply = reply.map_err(|s| CallError::from_status(s).into_streaming())?;
         produced.map_err(|e| CallError::Network(e).into_streaming())?;
         self.peers.contacted(self.target);

@@ -305,6 +305,7 @@ async fn run_attempt(
                 sandbox = a.sandbox,
                 "attempt started"
             );
+            crate::metrics::attempt_started(a.sandbox);
             if let Some(kill) = a.canceller() {
                 tokio::spawn(async move {
                     if cancel_rx.await.is_ok() {
@@ -324,6 +325,9 @@ async fn run_attempt(
             )
             .await;
             let result = a.wait().await;
+            if let Some(why) = result.killed_because {
+                crate::metrics::attempt_killed(why);
+            }
             let outcome = if *stop.borrow() && result.killed_because == Some(KillReason::Cancelled)
             {
                 Outcome {

@@ -65,6 +65,6 @@ pub use snapshot::{
     describe as describe_snapshot, export as export_snapshot, snapshots_dir,
     survey as survey_snapshots, verify_file as verify_snapshot, Chunk, ChunkReceiver, ChunkSender,
     CoverageGap, DamagedSnapshot, Progress, ReceiverLimits, SnapshotInfo, SnapshotMeta,
-    SnapshotOptions, SnapshotReader, SnapshotStore, SnapshotSurvey, SnapshotWriter,
+    SnapshotOptions, SnapshotReader, SnapshotStats, SnapshotStore, SnapshotSurvey, SnapshotWriter,
     CHUNK_BYTES_DEFAULT, DAMAGED_SUFFIX, SNAPSHOTS_DIR, SNAPSHOT_META_BYTES_MAX, SUPERSEDED_SUFFIX,
 };

@@ -35,9 +35,52 @@ async fn a_node_exposes_its_work_in_prometheus_format() {
     let id = submit(&s, spec("measured", &["true"])).await;
     until_final(&s, id).await;
     let _ = get(&s, id).await;
+    let mut slow = spec("too slow", &["sleep", "30"]);
+    slow.timeout_ms = Some(300);
+    let slow = submit(&s, slow).await;
+    until_final(&s, slow).await;
     s.cli(&["status", "987654"]);
+    s.cli_ok(&["snapshot", "trigger"]);
     let (code, text) = s.http_get("/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "{text}");
+    // Counted where they happen: the events as applied, the scheduler's passes, the
+    // executor's starts and kills, snapshots written.
+    for (series, want) in [
+        ("cathedral_events_total{kind=\"job_finished\"}", 2.0),
+        ("cathedral_events_total{kind=\"job_started\"}", 2.0),
+        ("cathedral_job_queue_wait_seconds_count", 2.0),
+        ("cathedral_attempt_run_seconds_count", 2.0),
+        ("cathedral_executor_kills_total{reason=\"timeout\"}", 1.0),
+        ("cathedral_attempts_total{outcome=\"timed_out\"}", 1.0),
+        ("cathedral_snapshot_writes_total", 1.0),
+    ] {
+        assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
+    }
+    assert!(
+        value(&text, "cathedral_snapshot_written_bytes_total").unwrap() > 0.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "cathedral_storage_segments").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "cathedral_scheduler_pass_duration_seconds_count").unwrap() >= 2.0,
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("cathedral_executor_attempts_started_total{sandbox=")),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            "cathedral_scheduler_unplaceable_jobs{reason=\"no_free_slot\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
     assert_eq!(
         value(&text, "cathedral_jobs{state=\"succeeded\"}"),
         Some(1.0),
@@ -70,7 +113,7 @@ async fn a_node_exposes_its_work_in_prometheus_format() {
             &text,
             "cathedral_api_requests_total{method=\"JobService/SubmitJob\",code=\"OK\"}"
         ),
-        Some(1.0),
+        Some(2.0),
         "{text}"
     );
     assert_eq!(
@@ -205,4 +248,32 @@ async fn prometheus_scrapes_a_cluster() {
     assert!(p99 > 0.0 && p99 <= 10.0, "fdatasync p99 {p99} s");
     let term = prom_query(port, "max(cathedral_raft_term)").unwrap();
     assert!(term >= 1.0);
+    // The leader replicates to two peers; every node sees the others' suspicion.
+    eventually(WAIT, "AppendEntries counted on the leader", || async {
+        prom_query(
+            port,
+            "sum(cathedral_raft_append_entries_sent_total{outcome=\"ok\"})",
+        )
+        .filter(|v| *v >= 2.0)
+        .map(|_| ())
+    })
+    .await;
+    eventually(WAIT, "phi of the peers", || async {
+        prom_query(port, "count(cathedral_gossip_phi)")
+            .filter(|v| *v >= 6.0)
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_metrics_off_counts_nothing_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("node"), &["--metrics", "false"]);
+    s.wait_ready();
+    let id = submit(&s, spec("uncounted", &["true"])).await;
+    until_final(&s, id).await;
+    let (code, text) = s.http_get("/metrics").expect("GET /metrics");
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("--metrics false"), "{text}");
 }

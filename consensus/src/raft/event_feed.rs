@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use crate::events::Event;
 
-/// Most events held in memory; the oldest leave first. At roughly 100 bytes each, some
-/// 25 MiB.
+/// Most events held in memory; the oldest leave first. At some 150 bytes each (the
+/// struct and its detail text), about 40 MiB.
 pub const EVENTS_RETAINED: usize = 262_144;
 
 /// A position in the event order: a log index and the event's place in its entry.

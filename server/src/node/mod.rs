@@ -135,9 +135,11 @@ impl Node {
         let security = Security::load(config.tls.as_ref(), &config.gossip.cluster_keys)?;
         let dir = data.root();
         // The log takes the directory's LOCK: a second server on it fails here.
-        crate::metrics::install();
+        if config.metrics {
+            crate::metrics::install();
+        }
         let options = Options {
-            on_sync: Some(crate::metrics::sync_observer()),
+            on_sync: config.metrics.then(crate::metrics::sync_observer),
             ..Options::default()
         };
         let log = Arc::new(Log::open(dir, options)?);

@@ -99,6 +99,10 @@ pub struct Stats {
     pub sync_nanos: u64,
     /// Group-commit rounds (each takes every request queued at that moment).
     pub rounds: u64,
+    /// Purges (compactions) done.
+    pub purges: u64,
+    /// Segment files now: the sealed ones and the active one.
+    pub segments: u64,
 }
 
 #[derive(Default)]
@@ -109,6 +113,7 @@ pub(crate) struct Counters {
     syncs: AtomicU64,
     sync_nanos: AtomicU64,
     rounds: AtomicU64,
+    pub(crate) purges: AtomicU64,
 }
 
 impl Counters {
@@ -417,6 +422,11 @@ impl Log {
             syncs: c.syncs.load(Ordering::Relaxed),
             sync_nanos: c.sync_nanos.load(Ordering::Relaxed),
             rounds: c.rounds.load(Ordering::Relaxed),
+            purges: c.purges.load(Ordering::Relaxed),
+            segments: {
+                let st = self.inner.state.read().unwrap();
+                st.sealed.len() as u64 + u64::from(st.active.is_some())
+            },
         }
     }
 

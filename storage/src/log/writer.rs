@@ -255,7 +255,10 @@ impl Writer {
                 .finish_round()
                 .and_then(|()| self.purge(upto, purged_id))
             {
-                Ok(()) => done(Ok(())),
+                Ok(()) => {
+                    self.inner.counters.add(|c| &c.purges, 1);
+                    done(Ok(()))
+                }
                 Err(e) => return Err(self.complete_with_failure(e, done)),
             },
         }

@@ -14,8 +14,8 @@ mod transfer;
 
 pub use format::{SnapshotMeta, SNAPSHOT_META_BYTES_MAX};
 pub use store::{
-    describe, export, verify_file, SnapshotInfo, SnapshotOptions, SnapshotReader, SnapshotStore,
-    SnapshotWriter,
+    describe, export, verify_file, SnapshotInfo, SnapshotOptions, SnapshotReader, SnapshotStats,
+    SnapshotStore, SnapshotWriter,
 };
 pub use survey::{
     survey, CoverageGap, DamagedSnapshot, SnapshotSurvey, DAMAGED_SUFFIX, SUPERSEDED_SUFFIX,

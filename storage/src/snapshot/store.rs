@@ -73,6 +73,24 @@ impl SnapshotInfo {
 pub struct SnapshotStore {
     dir: PathBuf,
     options: SnapshotOptions,
+    /// Shared by every clone of the store.
+    written: std::sync::Arc<Written>,
+}
+
+/// Snapshots this process wrote into a store, and their bytes (files as stored).
+#[derive(Debug, Default)]
+struct Written {
+    files: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+/// Counts of a store's work since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Snapshots written through [`SnapshotStore::writer`] and installed.
+    pub writes: u64,
+    /// Their files' bytes.
+    pub written_bytes: u64,
 }
 
 pub(crate) const SUFFIX: &str = ".snap";
@@ -98,7 +116,20 @@ impl SnapshotStore {
         if removed {
             fsutil::sync_dir(&dir)?;
         }
-        Ok(SnapshotStore { dir, options })
+        Ok(SnapshotStore {
+            dir,
+            options,
+            written: Default::default(),
+        })
+    }
+
+    /// What this store wrote since it was opened.
+    pub fn stats(&self) -> SnapshotStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        SnapshotStats {
+            writes: self.written.files.load(Relaxed),
+            written_bytes: self.written.bytes.load(Relaxed),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -414,7 +445,11 @@ impl SnapshotWriter {
             .map_err(|e| Error::io("fsync", &self.tmp, e))?;
         drop(file);
         let info = match &self.target {
-            Target::Store(store) => store.install(&self.tmp),
+            Target::Store(store) => store.install(&self.tmp).inspect(|i| {
+                use std::sync::atomic::Ordering::Relaxed;
+                store.written.files.fetch_add(1, Relaxed);
+                store.written.bytes.fetch_add(i.file_bytes, Relaxed);
+            }),
             Target::File(to) => fsutil::rename(&self.tmp, to)
                 .and_then(|()| {
                     fsutil::sync_dir(
