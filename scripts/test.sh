@@ -40,12 +40,25 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     fi
 fi
 
+# The dashboard's test drives Debian's Chromium through chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "scripts/test.sh: installing Debian's chromium and chromium-driver for the dashboard test" >&2
+        apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+            || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1) \
+            || echo "scripts/test.sh: WARNING: could not install chromium; the dashboard test will be skipped" >&2
+    else
+        echo "scripts/test.sh: WARNING: chromium is missing and cannot be installed here; the dashboard test will be skipped" >&2
+    fi
+fi
+
 # Python's grpcio drives the API in one test, as a client that is not ours; the REST
-# test validates the OpenAPI document with openapi-spec-validator. Pinned.
-PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 openapi-spec-validator==0.9.0)
+# test validates the OpenAPI document with openapi-spec-validator; the dashboard test
+# drives Chromium with Selenium. Pinned.
+PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 openapi-spec-validator==0.9.0 selenium==4.51.0)
 setup_python() {
     local venv=target/pyenv
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import grpc_tools, grpc_health, grpc_reflection, openapi_spec_validator" 2>/dev/null; then
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import grpc_tools, grpc_health, grpc_reflection, openapi_spec_validator, selenium" 2>/dev/null; then
         echo "$PWD/$venv/bin/python"
         return 0
     fi

@@ -53,6 +53,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(|| asset("index.html")))
+        .route(
+            "/ui/{file}",
+            get(|axum::extract::Path(f): axum::extract::Path<String>| asset_named(f)),
+        )
         .merge(crate::rest::routes())
         .route("/v1/{*rest}", axum::routing::any(crate::rest::not_found))
         .with_state(node)
@@ -85,4 +90,44 @@ async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
             format!("not ready: {why}\n"),
         ),
     }
+}
+
+/// The dashboard's files, embedded in the binary (no build step, no CDN): a page over the
+/// REST API, kept live by the event stream. Static: no token needed to load them; the
+/// page sends the one the user gives with every API call.
+const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../assets/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/app.css"),
+    ),
+];
+
+async fn asset(name: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, kind, body)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, *kind),
+                (axum::http::header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+    }
+}
+
+async fn asset_named(name: String) -> axum::response::Response {
+    asset(&name).await
 }

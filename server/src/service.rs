@@ -434,12 +434,21 @@ impl ClusterService for Api {
                 }
             })
             .collect();
-        let (applied_index, state_hash, jobs) = {
+        let (applied_index, state_hash, jobs, jobs_by_state) = {
             let a = self.node.applied.read().unwrap();
             (
                 a.last_applied.map_or(0, |l| l.index),
                 hex(&a.state.hash()),
                 a.state.job_count() as u64,
+                cathedral_consensus::JobState::ALL
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.name().replace(' ', "_"),
+                            a.state.jobs_in(*s).count() as u64,
+                        )
+                    })
+                    .collect(),
             )
         };
         let leader_id = m.current_leader.unwrap_or(0);
@@ -467,6 +476,7 @@ impl ClusterService for Api {
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
             jobs,
+            jobs_by_state,
         }))
     }
 

@@ -1,0 +1,271 @@
+// Cathedral's dashboard: views over the REST API (/v1), kept live by the event stream
+// (/v1/events). Plain JavaScript, no library, no build step: served from the binary.
+"use strict";
+
+const STATES = ["JOB_STATE_PENDING", "JOB_STATE_ASSIGNED", "JOB_STATE_RUNNING",
+  "JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_TIMED_OUT"];
+const view = document.getElementById("view");
+const live = document.getElementById("live");
+const tokenInput = document.getElementById("token");
+tokenInput.value = sessionStorage.getItem("cathedral-token") || "";
+tokenInput.addEventListener("change", () => {
+  sessionStorage.setItem("cathedral-token", tokenInput.value);
+  connectEvents();
+  route();
+});
+
+function headers() {
+  const h = { "content-type": "application/json" };
+  if (tokenInput.value) h["authorization"] = "Bearer " + tokenInput.value;
+  return h;
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, { ...options, headers: headers() });
+  const text = await r.text();
+  const body = text ? JSON.parse(text) : {};
+  if (!r.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : r.statusText);
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const c of children.flat()) e.append(c instanceof Node ? c : String(c ?? ""));
+  return e;
+}
+
+const stateName = (s) => (s || "JOB_STATE_UNSPECIFIED").replace("JOB_STATE_", "").toLowerCase();
+const stateBadge = (s) => el("span", { class: "state s-" + stateName(s), "data-state": stateName(s) }, stateName(s));
+const time = (ms) => (ms ? new Date(Number(ms)).toISOString().replace("T", " ").replace("Z", "") : "");
+
+function outcomeText(o) {
+  if (!o) return "";
+  let what = o.code !== undefined ? `exit ${o.code}` : o.signal !== undefined ? `signal ${o.signal}`
+    : o.timed_out ? "timed out" : o.lost ? "lost" : "exit 0";
+  return `${what} after ${Number(o.duration_ms || 0)} ms`;
+}
+
+// ---- the event stream: fetch + a small SSE reader (EventSource cannot send a token) ----
+
+let listeners = [];
+let stream = null;
+function onEvent(f) { listeners.push(f); }
+
+async function connectEvents() {
+  if (stream) stream.abort();
+  const ctl = new AbortController();
+  stream = ctl;
+  let last = null;
+  for (;;) {
+    try {
+      const h = headers();
+      if (last) h["last-event-id"] = last;
+      const r = await fetch("/v1/events", { headers: h, signal: ctl.signal });
+      if (!r.ok) throw new Error("events: HTTP " + r.status);
+      live.textContent = "live";
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let at;
+        while ((at = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, at);
+          buf = buf.slice(at + 2);
+          let id = null, data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id: ")) id = line.slice(4);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (!data) continue;
+          if (id) last = id;
+          const e = JSON.parse(data);
+          live.textContent = `live · index ${e.index}`;
+          for (const f of listeners) f(e);
+        }
+      }
+    } catch (err) {
+      if (ctl.signal.aborted) return;
+      live.textContent = "reconnecting…";
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+// ---- views ----
+
+let current = null; // { render, onEvent }
+
+async function clusterView() {
+  const [st, nodes] = await Promise.all([api("/v1/cluster"), api("/v1/nodes")]);
+  const byId = new Map((nodes.nodes || []).map((n) => [n.id, n]));
+  const rows = (st.members || []).map((m) => {
+    const n = byId.get(m.id) || {};
+    return el("tr", { "data-node": m.id },
+      el("td", {}, m.id, m.id === st.leader_id ? el("strong", { class: "leader" }, " (leader)") : ""),
+      el("td", {}, m.address), el("td", {}, `${n.role || ""} ${m.role}`),
+      el("td", {}, `${n.state || ""} / ${n.gossip_state || ""}`),
+      el("td", { class: "wide" }, n.phi !== undefined ? Number(n.phi).toFixed(2) : ""),
+      el("td", { class: "wide" }, `${n.running || 0} / ${n.slots || 0}`),
+      el("td", { class: "wide" }, Object.entries(n.tags || {}).map(([k, v]) => `${k}=${v}`).join(" ")));
+  });
+  const counts = st.jobs_by_state || {};
+  view.replaceChildren(
+    el("h2", {}, "Cluster"),
+    el("div", { class: "facts", id: "cluster-facts" },
+      el("div", {}, el("span", {}, "leader"), el("b", { id: "leader" }, st.leader_id || "none")),
+      el("div", {}, el("span", {}, "term"), st.term),
+      el("div", {}, el("span", {}, "commit"), st.commit_index),
+      el("div", {}, el("span", {}, "applied"), st.applied_index),
+      el("div", {}, el("span", {}, "this node"), `${st.node_id} (${st.server_state})`),
+      el("div", {}, el("span", {}, "state hash"), (st.state_hash || "").slice(0, 16)),
+      el("div", {}, el("span", {}, "gossip"), `${nodes.health || ""} (${nodes.alive || 0} of ${nodes.known || 0} alive)`)),
+    el("h2", {}, "Members"),
+    el("table", { id: "members", "aria-label": "Members" },
+      el("thead", {}, el("tr", {}, ["id", "address", "role", "state / gossip"].map((h) => el("th", {}, h)),
+        ["phi", "running / slots", "tags"].map((h) => el("th", { class: "wide" }, h)))),
+      el("tbody", {}, rows)),
+    el("h2", {}, "Jobs"),
+    countsBar(counts));
+}
+
+function countsBar(counts) {
+  return el("div", { class: "counts", id: "counts", "aria-label": "Jobs by state" },
+    STATES.map((s) => el("a", { href: `#/jobs?state=${s}`, "data-state": stateName(s) },
+      `${stateName(s)} `, el("b", { class: "count" }, counts[stateName(s)] || 0))));
+}
+
+async function jobsView(params) {
+  const q = new URLSearchParams({ page_size: "50" });
+  if (params.get("state")) q.set("state", params.get("state"));
+  if (params.get("name")) q.set("name_prefix", params.get("name"));
+  if (params.get("page")) q.set("page_token", params.get("page"));
+  const [list, st] = await Promise.all([api("/v1/jobs?" + q), api("/v1/cluster")]);
+  const filters = el("form", { class: "filters", role: "search", onsubmit: (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    const p = new URLSearchParams();
+    if (f.get("state")) p.set("state", f.get("state"));
+    if (f.get("name")) p.set("name", f.get("name"));
+    location.hash = "#/jobs?" + p;
+  } },
+    el("label", {}, "State ", el("select", { name: "state", "aria-label": "State" },
+      el("option", { value: "" }, "any"),
+      STATES.map((s) => el("option", s === params.get("state") ? { value: s, selected: "" } : { value: s }, stateName(s))))),
+    el("label", {}, "Name ", el("input", { name: "name", value: params.get("name") || "", "aria-label": "Name prefix" })),
+    el("button", { type: "submit" }, "Filter"));
+  const rows = (list.jobs || []).map(jobRow);
+  const next = list.next_page_token
+    ? el("a", { href: `#/jobs?${new URLSearchParams({ ...Object.fromEntries(params), page: list.next_page_token })}` }, "next page")
+    : "";
+  view.replaceChildren(el("h2", {}, "Jobs"), countsBar(st.jobs_by_state || {}), filters,
+    el("table", { id: "jobs", "aria-label": "Jobs" },
+      el("thead", {}, el("tr", {}, ["id", "name", "state", "attempts"].map((h) => el("th", {}, h)),
+        el("th", { class: "wide" }, "submitted"))),
+      el("tbody", {}, rows)), next);
+}
+
+function jobRow(j) {
+  return el("tr", { "data-job": j.id },
+    el("td", {}, el("a", { href: `#/job/${j.id}` }, j.id)), el("td", {}, j.spec?.name || ""),
+    el("td", {}, stateBadge(j.state)), el("td", {}, (j.attempts || []).length),
+    el("td", { class: "wide" }, time(j.submitted_at_ms)));
+}
+
+let output = null; // the AbortController of the output stream shown
+
+async function jobView(id) {
+  const j = await api(`/v1/jobs/${id}`);
+  const attempts = (j.attempts || []).map((a) => el("tr", { "data-attempt": a.number },
+    el("td", {}, a.number), el("td", {}, a.node_id), el("td", { class: "wide" }, time(a.assigned_at_ms)),
+    el("td", {}, time(a.started_at_ms)), el("td", {}, time(a.finished_at_ms)),
+    el("td", { class: "outcome" }, outcomeText(a.outcome))));
+  const final = ["succeeded", "failed", "cancelled", "timed_out"].includes(stateName(j.state));
+  const message = el("p", { id: "cancel-result", role: "status" });
+  const cancel = el("button", { id: "cancel", disabled: final ? "" : undefined, onclick: async () => {
+    try {
+      await api(`/v1/jobs/${id}/cancel`, { method: "POST", body: JSON.stringify({ reason: "from the dashboard" }) });
+      message.textContent = "cancelled";
+    } catch (e) { message.textContent = e.message; message.className = "error"; }
+  } }, "Cancel");
+  const pre = el("pre", { class: "output", id: "output", "aria-label": "Output" });
+  view.replaceChildren(
+    el("h2", {}, `Job ${j.id}: ${j.spec?.name || ""} `, stateBadge(j.state)),
+    el("div", { class: "facts" },
+      el("div", {}, el("span", {}, "command"), (j.spec?.command || []).join(" ")),
+      el("div", {}, el("span", {}, "submitted"), time(j.submitted_at_ms)),
+      el("div", {}, el("span", {}, "workflow"), j.workflow_id || "none"),
+      el("div", {}, el("span", {}, "reason"), j.reason || "")),
+    el("p", {}, cancel, " ", message),
+    el("h2", {}, "Attempts"),
+    el("table", { id: "attempts", "aria-label": "Attempts" },
+      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "node"), el("th", { class: "wide" }, "assigned"),
+        el("th", {}, "started"), el("th", {}, "finished"), el("th", {}, "outcome"))),
+      el("tbody", {}, attempts)),
+    el("h2", {}, "Output"), pre,
+    el("h2", {}, "Spec"), el("pre", { id: "spec" }, JSON.stringify(j.spec, null, 2)));
+  if ((j.attempts || []).length) followOutput(id, pre);
+  else pre.textContent = "(no attempt yet)";
+}
+
+async function followOutput(id, pre) {
+  if (output) output.abort();
+  const ctl = new AbortController();
+  output = ctl;
+  try {
+    const r = await fetch(`/v1/jobs/${id}/output?follow=true`, { headers: headers(), signal: ctl.signal });
+    if (!r.ok) { pre.textContent = (await r.json()).error?.message || r.statusText; return; }
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    pre.textContent = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      pre.textContent += dec.decode(value, { stream: true });
+    }
+  } catch (e) { if (!ctl.signal.aborted) pre.textContent += "\n[" + e.message + "]"; }
+}
+
+// ---- routing and live updates ----
+
+async function route() {
+  const hash = location.hash || "#/cluster";
+  const [path, query] = hash.slice(1).split("?");
+  const params = new URLSearchParams(query || "");
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", hash.startsWith(a.getAttribute("href")));
+  if (output && !path.startsWith("/job/")) { output.abort(); output = null; }
+  try {
+    if (path.startsWith("/job/")) {
+      const id = path.slice(5);
+      current = { path, render: () => jobView(id), concerns: (e) => e.job_id === id };
+    } else if (path.startsWith("/jobs")) {
+      current = { path, render: () => jobsView(params), concerns: (e) => e.kind.startsWith("job_") };
+    } else {
+      current = { path, render: () => clusterView(),
+        concerns: (e) => e.kind.startsWith("node_") || e.kind === "leader_changed" || e.kind.startsWith("job_") };
+    }
+    await current.render();
+  } catch (e) {
+    view.replaceChildren(el("p", { class: "error", role: "alert" }, e.message));
+  }
+}
+
+// An event re-reads only the view it concerns, at most once per 250 ms.
+let pending = null;
+onEvent((e) => {
+  if (!current || !current.concerns(e) || pending) return;
+  pending = setTimeout(async () => {
+    pending = null;
+    await current.render().catch(() => {});
+  }, 250);
+});
+
+window.addEventListener("hashchange", route);
+connectEvents();
+route();

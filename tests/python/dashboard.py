@@ -1,0 +1,113 @@
+"""Drives the dashboard in headless Chromium (Selenium + chromedriver) and checks the
+rendered page. Called by tests/tests/dashboard.rs with a JSON of what the cluster holds.
+Exit 77 when Chromium, chromedriver or Selenium is missing (the Rust test then skips).
+"""
+import json
+import os
+import shutil
+import sys
+import time
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+except ImportError:
+    print("selenium is not installed", file=sys.stderr)
+    sys.exit(77)
+
+facts = json.loads(sys.argv[1])
+shots = facts["screenshots"]
+os.makedirs(shots, exist_ok=True)
+chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+driver_bin = shutil.which("chromedriver")
+if not chromium or not driver_bin:
+    print("chromium or chromedriver is not installed", file=sys.stderr)
+    sys.exit(77)
+
+options = webdriver.ChromeOptions()
+options.binary_location = chromium
+for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+          "--window-size=1280,800"]:
+    options.add_argument(a)
+driver = webdriver.Chrome(service=Service(driver_bin), options=options)
+base = "http://" + facts["http"]
+
+
+def wait(what, check, timeout=30):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            got = check()
+            if got:
+                return got
+        except Exception as e:  # the DOM is being replaced under us: look again
+            last = e
+        time.sleep(0.2)
+    driver.save_screenshot(os.path.join(shots, "failure.png"))
+    raise AssertionError(f"timed out waiting for {what} (last error: {last})\n{driver.page_source[:4000]}")
+
+
+def text(css):
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+try:
+    # Cluster: the leader and the members.
+    driver.get(base + "/#/cluster")
+    wait("the leader", lambda: text("#leader") == facts["leader"])
+    wait("three members", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#members tbody tr")) == 3)
+    wait("the leader marked in the members", lambda: "(leader)" in text(f'#members tr[data-node="{facts["leader"]}"]'))
+    wait("the live stream", lambda: text("#live").startswith("live"))
+    driver.save_screenshot(os.path.join(shots, "cluster.png"))
+
+    # Jobs: the list and the counts.
+    driver.get(base + "/#/jobs")
+    for j in facts["jobs"]:
+        wait(f"job {j} listed", lambda j=j: driver.find_elements(By.CSS_SELECTOR, f'#jobs tr[data-job="{j}"]'))
+    wait("a count of succeeded jobs", lambda: int(text('#counts a[data-state="succeeded"] .count')) >= 1)
+    driver.save_screenshot(os.path.join(shots, "jobs.png"))
+
+    # A job that succeeded: its attempt and its output.
+    driver.get(base + f'/#/job/{facts["hello"]}')
+    wait("the output streamed", lambda: "hello from the dashboard test" in text("#output"))
+    wait("one attempt", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")) == 1)
+    driver.save_screenshot(os.path.join(shots, "job.png"))
+
+    # A job that failed, retried once: two attempts, each exit 3.
+    driver.get(base + f'/#/job/{facts["failing"]}')
+    wait("two failed attempts", lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#attempts td.outcome")]
+         and all(t.startswith("exit 3") for t in [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#attempts td.outcome")])
+         and len(driver.find_elements(By.CSS_SELECTOR, "#attempts td.outcome")) == 2)
+    wait("state failed", lambda: driver.find_element(By.CSS_SELECTOR, "h2 .state").get_attribute("data-state") == "failed")
+
+    # Live: a job submitted now, open on its page while it runs, turns succeeded there
+    # without a reload.
+    slow = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/v1/jobs', {method: 'POST', headers: {'content-type': 'application/json'},
+            body: JSON.stringify({spec: {name: 'slow', command: ['sleep', '3']}})})
+          .then(r => r.json()).then(b => done(b.job_id));
+    """)
+    driver.get(base + f"/#/job/{slow}")
+    driver.execute_script("window.__no_reload = 1")
+    wait("the slow job not yet done", lambda: driver.find_element(By.CSS_SELECTOR, "h2 .state").get_attribute("data-state") in ("pending", "assigned", "running"))
+    wait("the slow job succeeded, live", lambda: driver.find_element(By.CSS_SELECTOR, "h2 .state").get_attribute("data-state") == "succeeded", timeout=60)
+    assert driver.execute_script("return window.__no_reload") == 1, "the page was reloaded"
+
+    # Cancel from the page.
+    driver.get(base + f'/#/job/{facts["sleeper"]}')
+    wait("the sleeper running", lambda: driver.find_element(By.CSS_SELECTOR, "h2 .state").get_attribute("data-state") == "running")
+    driver.find_element(By.ID, "cancel").click()
+    wait("the sleeper cancelled", lambda: driver.find_element(By.CSS_SELECTOR, "h2 .state").get_attribute("data-state") == "cancelled")
+    driver.save_screenshot(os.path.join(shots, "cancelled.png"))
+
+    # Phone width: the same page still renders its table.
+    driver.set_window_size(390, 844)
+    driver.get(base + "/#/jobs")
+    wait("jobs at phone width", lambda: driver.find_elements(By.CSS_SELECTOR, "#jobs tbody tr"))
+    driver.save_screenshot(os.path.join(shots, "jobs-phone.png"))
+    print("dashboard checks passed")
+finally:
+    driver.quit()

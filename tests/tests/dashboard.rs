@@ -1,0 +1,139 @@
+//! The dashboard in a real browser: headless Chromium driven by Selenium
+//! (tests/python/dashboard.py) against a three-node cluster running a workflow with a
+//! failing job that is retried. Checks the rendered DOM: the leader and members, the job
+//! list and counts, a job's attempts and streamed output, a job turning succeeded on its
+//! open page without a reload, a cancel from the page. Screenshots go to
+//! `target/dashboard/`.
+//!
+//! Needs `CATHEDRAL_PYTHON` with Selenium, and Debian's `chromium` and `chromium-driver`
+//! (scripts/test.sh installs them); without them the test says so and passes.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cathedral_tests::{cluster, eventually, leader_index, Server};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn post(s: &Server, path: &str, body: &Value) -> Value {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+        ])
+        .arg("--data-binary")
+        .arg(body.to_string())
+        .arg(format!("http://{}{path}", s.http))
+        .output()
+        .expect("curl runs");
+    serde_json::from_slice(&out.stdout).expect("a JSON answer")
+}
+
+fn get(s: &Server, path: &str) -> Value {
+    let (code, body) = s.http_get(path).expect("GET");
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("a JSON answer")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
+    let Some(python) = std::env::var_os("CATHEDRAL_PYTHON") else {
+        eprintln!("SKIPPED: CATHEDRAL_PYTHON is not set (scripts/test.sh sets it up)");
+        return;
+    };
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have("chromium") || !have("chromedriver") {
+        eprintln!("SKIPPED: chromium and chromedriver are not installed (scripts/test.sh installs Debian's chromium and chromium-driver)");
+        return;
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = cluster(tmp.path(), 3, &[]).await;
+    let leader = leader_index(&nodes).await;
+    let s = &nodes[(leader + 1) % 3];
+
+    // The page itself is served by every node.
+    let (code, page) = s.http_get("/").unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("/ui/app.js"), "{page}");
+
+    // A workflow: hello, then a job that fails (exit 3) twice — one retry — and one that
+    // depends on it (cancelled when it fails).
+    let wf = post(
+        s,
+        "/v1/workflows",
+        &json!({"name": "dashboard", "jobs": [
+            {"key": "hello", "spec": {"name": "hello", "command": ["echo", "hello from the dashboard test"]}},
+            {"key": "failing", "after": ["hello"], "spec": {"name": "failing", "command": ["sh", "-c", "exit 3"],
+                "retry": {"max_attempts": 2, "initial_backoff_ms": 100, "max_backoff_ms": 1000, "multiplier_milli": 2000}}},
+            {"key": "after", "after": ["failing"], "spec": {"name": "after", "command": ["true"]}},
+        ]}),
+    );
+    let id = |k: &str| {
+        wf["job_ids"][k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{wf}"))
+            .to_string()
+    };
+    let (hello, failing, after) = (id("hello"), id("failing"), id("after"));
+    let sleeper = post(
+        s,
+        "/v1/jobs",
+        &json!({"spec": {"name": "sleeper", "command": ["sleep", "120"]}}),
+    )["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(WAIT, "the failing job to fail", || async {
+        (get(s, &format!("/v1/jobs/{failing}"))["state"] == "JOB_STATE_FAILED").then_some(())
+    })
+    .await;
+    let status = get(s, "/v1/cluster");
+    let facts = json!({
+        "http": s.http,
+        "leader": status["leader_id"],
+        "jobs": [hello, failing, after, sleeper],
+        "hello": hello,
+        "failing": failing,
+        "sleeper": sleeper,
+        "screenshots": repo.join("target/dashboard"),
+    });
+    let out = Command::new(python)
+        .arg(repo.join("tests/python/dashboard.py"))
+        .arg(facts.to_string())
+        .output()
+        .expect("run python");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(77) {
+        eprintln!("SKIPPED: {stderr}");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "the browser checks failed:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The cancel clicked in the page took effect in the cluster.
+    assert_eq!(
+        get(s, &format!("/v1/jobs/{sleeper}"))["state"],
+        "JOB_STATE_CANCELLED"
+    );
+    assert_eq!(
+        get(s, &format!("/v1/jobs/{after}"))["state"],
+        "JOB_STATE_CANCELLED"
+    );
+}
