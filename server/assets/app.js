@@ -200,7 +200,8 @@ async function jobView(id) {
     el("div", { class: "facts" },
       el("div", {}, el("span", {}, "command"), (j.spec?.command || []).join(" ")),
       el("div", {}, el("span", {}, "submitted"), time(j.submitted_at_ms)),
-      el("div", {}, el("span", {}, "workflow"), j.workflow_id || "none"),
+      el("div", {}, el("span", {}, "workflow"),
+        j.workflow_id ? el("a", { href: `#/workflow/${j.workflow_id}`, id: "workflow-link" }, j.workflow_id) : "none"),
       el("div", {}, el("span", {}, "reason"), j.reason || "")),
     el("p", {}, cancel, " ", message),
     el("h2", {}, "Attempts"),
@@ -232,6 +233,84 @@ async function followOutput(id, pre) {
   } catch (e) { if (!ctl.signal.aborted) pre.textContent += "\n[" + e.message + "]"; }
 }
 
+// ---- a workflow: the DAG with each job's state, and a timeline of its attempts ----
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  for (const c of children.flat()) e.append(c instanceof Node ? c : String(c ?? ""));
+  return e;
+}
+const COLOURS = { pending: "#eceff4", assigned: "#e3ecff", running: "#9db8ff", succeeded: "#9fe0ac",
+  failed: "#ff9c9c", cancelled: "#d0d0d0", timed_out: "#ffc979" };
+
+async function workflowView(id) {
+  const list = await api(`/v1/jobs?workflow_id=${id}&page_size=1000`);
+  const jobs = list.jobs || [];
+  const byId = new Map(jobs.map((j) => [j.id, j]));
+  // Layers: a job one to the right of its deepest dependency in the workflow.
+  const level = new Map();
+  const depth = (j) => {
+    if (level.has(j.id)) return level.get(j.id);
+    level.set(j.id, 0);
+    const deps = (j.spec?.depends_on || []).filter((d) => byId.has(d));
+    const l = deps.length ? 1 + Math.max(...deps.map((d) => depth(byId.get(d)))) : 0;
+    level.set(j.id, l);
+    return l;
+  };
+  jobs.forEach(depth);
+  const columns = [];
+  for (const j of jobs) (columns[level.get(j.id)] ||= []).push(j);
+  const W = 170, H = 44, GX = 60, GY = 18;
+  const pos = new Map();
+  columns.forEach((col, x) => col.forEach((j, y) => pos.set(j.id, { x: 10 + x * (W + GX), y: 10 + y * (H + GY) })));
+  const width = 20 + columns.length * (W + GX);
+  const height = 20 + Math.max(1, ...columns.map((c) => c.length)) * (H + GY);
+  const edges = jobs.flatMap((j) => (j.spec?.depends_on || []).filter((d) => pos.has(d)).map((d) => {
+    const a = pos.get(d), b = pos.get(j.id);
+    return svg("line", { class: "dag-edge", x1: a.x + W, y1: a.y + H / 2, x2: b.x, y2: b.y + H / 2,
+      stroke: "#8892a6", "stroke-width": 1.5, "marker-end": "url(#arrow)" });
+  }));
+  const boxes = jobs.map((j) => {
+    const p = pos.get(j.id), st = stateName(j.state);
+    return svg("a", { href: `#/job/${j.id}` },
+      svg("g", { class: "dag-node", "data-job": j.id, "data-state": st, role: "img",
+        "aria-label": `job ${j.id} ${j.spec?.name || ""}: ${st}` },
+        svg("rect", { x: p.x, y: p.y, width: W, height: H, rx: 6, fill: COLOURS[st] || "#fff", stroke: "#5d6677" }),
+        svg("text", { x: p.x + 8, y: p.y + 18, "font-size": 13 }, `${j.id} ${j.spec?.name || ""}`.slice(0, 24)),
+        svg("text", { x: p.x + 8, y: p.y + 35, "font-size": 12, fill: "#333" }, st)));
+  });
+  const dag = svg("svg", { id: "dag", width, height, viewBox: `0 0 ${width} ${height}`, role: "group",
+    "aria-label": `Workflow ${id} as a graph` },
+    svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" },
+      svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8892a6" }))),
+    edges, boxes);
+  view.replaceChildren(el("h2", {}, `Workflow ${id}`), el("div", { class: "scroll" }, dag),
+    el("h2", {}, "Timeline"), el("div", { class: "scroll" }, timeline(jobs)));
+}
+
+// One row per job, one bar per attempt from its start (or assignment) to its end (or now).
+function timeline(jobs) {
+  const attempts = jobs.flatMap((j) => (j.attempts || []).map((a) => ({ j, a })));
+  const t = (v) => Number(v || 0);
+  const start = Math.min(...attempts.map(({ a }) => t(a.started_at_ms || a.assigned_at_ms)), Date.now());
+  const end = Math.max(...attempts.map(({ a }) => t(a.finished_at_ms) || Date.now()), start + 1);
+  const W = 900, L = 170, R = 20, H = 22;
+  const x = (v) => L + ((v - start) / (end - start)) * (W - L - R);
+  const rows = jobs.map((j, i) => [
+    svg("text", { x: 4, y: 16 + i * H, "font-size": 12 }, `${j.id} ${j.spec?.name || ""}`.slice(0, 22)),
+    ...(j.attempts || []).map((a) => {
+      const from = x(t(a.started_at_ms || a.assigned_at_ms)), to = x(t(a.finished_at_ms) || Date.now());
+      return svg("rect", { class: "gantt-bar", "data-job": j.id, "data-attempt": a.number, x: from, y: 4 + i * H,
+        width: Math.max(2, to - from), height: H - 8, fill: a.outcome ? (a.outcome.code === undefined || a.outcome.code === 0 ? "#7cc98b" : "#f08080") : "#9db8ff" },
+        svg("title", {}, `attempt ${a.number} on ${a.node_id}: ${outcomeText(a.outcome) || "running"}`));
+    }),
+  ]);
+  return svg("svg", { id: "gantt", width: W, height: 10 + jobs.length * H, role: "group",
+    "aria-label": `Attempts over time, ${((end - start) / 1000).toFixed(1)} s` }, rows.flat());
+}
+
 // ---- routing and live updates ----
 
 async function route() {
@@ -241,7 +320,10 @@ async function route() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", hash.startsWith(a.getAttribute("href")));
   if (output && !path.startsWith("/job/")) { output.abort(); output = null; }
   try {
-    if (path.startsWith("/job/")) {
+    if (path.startsWith("/workflow/")) {
+      const id = path.slice(10);
+      current = { path, render: () => workflowView(id), concerns: (e) => e.workflow_id === id };
+    } else if (path.startsWith("/job/")) {
       const id = path.slice(5);
       current = { path, render: () => jobView(id), concerns: (e) => e.job_id === id };
     } else if (path.startsWith("/jobs")) {

@@ -56,6 +56,7 @@ const ROUTES: &[Route] = &[
             ("state", "query", "string", "A JobState name (JOB_STATE_RUNNING, …)."),
             ("name_prefix", "query", "string", "Jobs whose name starts so."),
             ("node_id", "query", "string", "Jobs whose latest attempt ran there."),
+            ("workflow_id", "query", "string", "The jobs of this workflow."),
             ("page_size", "query", "integer", "At most LIST_PAGE_SIZE_MAX (1000); default 100."),
             ("page_token", "query", "string", "A previous answer's next_page_token."),
         ],

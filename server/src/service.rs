@@ -182,7 +182,8 @@ impl JobService for Api {
             .filter(|j| j.spec.name.starts_with(&req.name_prefix))
             .filter(|j| {
                 req.node_id == 0 || j.attempts.last().is_some_and(|x| x.node == req.node_id)
-            });
+            })
+            .filter(|j| req.workflow_id == 0 || j.workflow == Some(req.workflow_id));
         let jobs: Vec<pb::Job> = matching
             .by_ref()
             .take(size)

@@ -75,6 +75,16 @@ try:
     wait("one attempt", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")) == 1)
     driver.save_screenshot(os.path.join(shots, "job.png"))
 
+    # The workflow: the DAG with each job's state, and a timeline of its attempts.
+    driver.find_element(By.ID, "workflow-link").click()
+    states = {facts["hello"]: "succeeded", facts["failing"]: "failed", facts["after"]: "cancelled"}
+    for j, st in states.items():
+        wait(f"job {j} {st} in the DAG", lambda j=j, st=st: driver.find_element(
+            By.CSS_SELECTOR, f'#dag g.dag-node[data-job="{j}"]').get_attribute("data-state") == st)
+    wait("two edges", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#dag line.dag-edge")) == 2)
+    wait("three attempts on the timeline", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#gantt rect.gantt-bar")) == 3)
+    driver.save_screenshot(os.path.join(shots, "workflow.png"))
+
     # A job that failed, retried once: two attempts, each exit 3.
     driver.get(base + f'/#/job/{facts["failing"]}')
     wait("two failed attempts", lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#attempts td.outcome")]

@@ -109,6 +109,7 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         "jobs": [hello, failing, after, sleeper],
         "hello": hello,
         "failing": failing,
+        "after": after,
         "sleeper": sleeper,
         "screenshots": repo.join("target/dashboard"),
     });

@@ -296,6 +296,21 @@ async fn every_route_answers_json_with_the_grpc_apis_bounds_and_errors() {
     let r = call(&s, "POST", "/v1/workflows", Some(wf), 200);
     let b = r["job_ids"]["b"].as_str().unwrap().to_string();
     until_state(&s, &b, "JOB_STATE_SUCCEEDED").await;
+    let wf_id = r["workflow_id"].as_str().unwrap();
+    let of_wf = call(
+        &s,
+        "GET",
+        &format!("/v1/jobs?workflow_id={wf_id}"),
+        None,
+        200,
+    );
+    let names: Vec<&str> = of_wf["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["spec"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{of_wf}");
     let cyclic = r#"{"name":"loop","jobs":[{"key":"a","spec":{"name":"a","command":["true"]},"after":["b"]},{"key":"b","spec":{"name":"b","command":["true"]},"after":["a"]}]}"#;
     refused(
         &s,

@@ -69,6 +69,9 @@ enum Cmd {
         /// Jobs whose latest attempt is on this node.
         #[arg(long)]
         node: Option<u64>,
+        /// The jobs of this workflow.
+        #[arg(long)]
+        workflow: Option<u64>,
         /// Stop after this many jobs.
         #[arg(long)]
         limit: Option<usize>,
@@ -659,6 +662,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             state,
             name_prefix,
             node,
+            workflow,
             limit,
             json,
         } => {
@@ -679,6 +683,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                         node_id: node.unwrap_or(0),
                         page_size: cathedral_api::LIST_PAGE_SIZE_MAX,
                         page_token: token,
+                        workflow_id: workflow.unwrap_or(0),
                     })
                     .await?
                     .into_inner();
