@@ -1461,6 +1461,11 @@ impl ClusterState {
         &self.requests
     }
 
+    /// The last `CHECKPOINTS_KEPT` checkpoints: log index → state hash there.
+    pub fn checkpoints(&self) -> &BTreeMap<u64, [u8; 32]> {
+        &self.checkpoints
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -195,6 +195,8 @@ async function jobView(id) {
     } catch (e) { message.textContent = e.message; message.className = "error"; }
   } }, "Cancel");
   const pre = el("pre", { class: "output", id: "output", "aria-label": "Output" });
+  const history = el("table", { id: "history", "aria-label": "The job's entries in the log" });
+  jobHistory(id, history);
   view.replaceChildren(
     el("h2", {}, `Job ${j.id}: ${j.spec?.name || ""} `, stateBadge(j.state)),
     el("div", { class: "facts" },
@@ -210,9 +212,56 @@ async function jobView(id) {
         el("th", {}, "started"), el("th", {}, "finished"), el("th", {}, "outcome"))),
       el("tbody", {}, attempts)),
     el("h2", {}, "Output"), pre,
+    el("h2", {}, "History in the log"), history,
     el("h2", {}, "Spec"), el("pre", { id: "spec" }, JSON.stringify(j.spec, null, 2)));
   if ((j.attempts || []).length) followOutput(id, pre);
   else pre.textContent = "(no attempt yet)";
+}
+
+// The entries that changed this job: the event stream filtered by job (every position
+// the node holds), each entry read from the log for its term and what it decided.
+async function jobHistory(id, table) {
+  const r = await fetch(`/v1/events?job_id=${id}&from_index=0&stop_at_applied=true`, { headers: headers() });
+  if (!r.ok) return;
+  const events = (await r.text()).split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6)));
+  const rows = await Promise.all(events.map(async (e) => {
+    let entry = {};
+    try { entry = ((await api(`/v1/log?from_index=${e.index}&limit=1`)).entries || [])[0] || {}; } catch (_) {}
+    return el("tr", { "data-index": e.index },
+      el("td", {}, el("a", { href: `#/log?from=${e.index}` }, e.index)), el("td", {}, entry.term || ""),
+      el("td", {}, e.kind), el("td", { class: "wide" }, entry.summary || ""));
+  }));
+  table.replaceChildren(el("thead", {}, el("tr", {}, ["index", "term", "event"].map((h) => el("th", {}, h)),
+    el("th", { class: "wide" }, "entry"))), el("tbody", {}, rows));
+}
+
+// ---- the log: recent entries, checkpoints, snapshots ----
+
+async function logView(params) {
+  const q = new URLSearchParams({ limit: "50" });
+  if (params.get("from")) q.set("from_index", params.get("from"));
+  const log = await api("/v1/log?" + q);
+  const entries = (log.entries || []).map((e) => el("tr", { "data-index": e.index },
+    el("td", {}, e.index || 0), el("td", {}, e.term || 0), el("td", { class: "wide" }, e.leader_id || 0),
+    el("td", {}, e.kind), el("td", {}, e.summary), el("td", { class: "wide" }, e.bytes || 0)));
+  view.replaceChildren(
+    el("h2", {}, "Log"),
+    el("div", { class: "facts" },
+      el("div", {}, el("span", {}, "first"), log.first_index || 0),
+      el("div", {}, el("span", {}, "last"), log.last_index || 0),
+      el("div", {}, el("span", {}, "divergences"), el("b", { id: "divergences" }, log.divergences || 0))),
+    el("table", { id: "log", "aria-label": "Log entries" },
+      el("thead", {}, el("tr", {}, el("th", {}, "index"), el("th", {}, "term"), el("th", { class: "wide" }, "leader"),
+        el("th", {}, "kind"), el("th", {}, "what it decided"), el("th", { class: "wide" }, "bytes"))),
+      el("tbody", {}, entries)),
+    el("h2", {}, "Checkpoints"),
+    el("table", { id: "checkpoints", "aria-label": "Checkpoints" },
+      el("thead", {}, el("tr", {}, el("th", {}, "index"), el("th", {}, "state hash"))),
+      el("tbody", {}, (log.checkpoints || []).map((c) => el("tr", {}, el("td", {}, c.index), el("td", {}, c.hash))))),
+    el("h2", {}, "Snapshots held"),
+    el("table", { id: "snapshots", "aria-label": "Snapshots" },
+      el("thead", {}, el("tr", {}, el("th", {}, "index"), el("th", {}, "term"), el("th", {}, "bytes"))),
+      el("tbody", {}, (log.snapshots || []).map((n) => el("tr", {}, el("td", {}, n.index), el("td", {}, n.term), el("td", {}, n.file_bytes))))));
 }
 
 async function followOutput(id, pre) {
@@ -320,7 +369,9 @@ async function route() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", hash.startsWith(a.getAttribute("href")));
   if (output && !path.startsWith("/job/")) { output.abort(); output = null; }
   try {
-    if (path.startsWith("/workflow/")) {
+    if (path.startsWith("/log")) {
+      current = { path, render: () => logView(params), concerns: () => !params.get("from") };
+    } else if (path.startsWith("/workflow/")) {
       const id = path.slice(10);
       current = { path, render: () => workflowView(id), concerns: (e) => e.workflow_id === id };
     } else if (path.startsWith("/job/")) {

@@ -308,6 +308,7 @@ pub fn method_label(path: &str) -> &'static str {
         "ClusterService/TriggerSnapshot",
         "ClusterService/ListNodes",
         "ClusterService/SetNodeTags",
+        "ClusterService/ReadLog",
         "AclService/Bootstrap",
         "AclService/CreateToken",
         "AclService/ListTokens",

@@ -139,6 +139,18 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("SetNodeTagsResponse"),
     },
     Route {
+        method: "get",
+        path: "/v1/log",
+        operation: "ReadLog",
+        summary: "Entries of the node's log with what each decided, its checkpoints and the snapshots it holds.",
+        body: None,
+        params: &[
+            ("from_index", "query", "string", "The first index; 0 or absent: the last `limit` entries."),
+            ("limit", "query", "integer", "At most LOG_READ_LIMIT_MAX (1000); default 50."),
+        ],
+        answer: Answer::Message("ReadLogResponse"),
+    },
+    Route {
         method: "post",
         path: "/v1/snapshots",
         operation: "TriggerSnapshot",

@@ -46,6 +46,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/nodes/{id}", axum::routing::delete(remove_node))
         .route("/v1/nodes/{id}/tags", post(set_node_tags))
         .route("/v1/snapshots", post(trigger_snapshot))
+        .route("/v1/log", get(read_log))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
 }
@@ -377,6 +378,22 @@ async fn set_node_tags(
         "/cathedral.v1.ClusterService/SetNodeTags",
         req,
         |api, r| async move { api.set_node_tags(r).await },
+    )
+    .await
+}
+
+async fn read_log(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let req = query::<pb::ReadLogRequest>(params);
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.ClusterService/ReadLog",
+        req,
+        |api, r| async move { api.read_log(r).await },
     )
     .await
 }

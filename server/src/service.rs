@@ -25,6 +25,10 @@ use crate::node::{now_ms, Node, Proposal};
 pub use crate::api::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};
 /// Largest cancellation reason.
 pub const CANCEL_REASON_BYTES_MAX: usize = 1024;
+/// Log entries ReadLog returns when the request names no limit.
+pub const LOG_READ_LIMIT_DEFAULT: u32 = 50;
+/// Most log entries one ReadLog returns; a larger limit is `INVALID_ARGUMENT`.
+pub const LOG_READ_LIMIT_MAX: u32 = 1000;
 /// How long TriggerSnapshot waits for the snapshot to be written.
 pub const SNAPSHOT_WAIT_MS: u64 = 60_000;
 
@@ -521,6 +525,25 @@ impl ClusterService for Api {
         Ok(Response::new(pb::SetNodeTagsResponse {
             tags: tags.into_iter().collect(),
         }))
+    }
+
+    async fn read_log(
+        &self,
+        req: Request<pb::ReadLogRequest>,
+    ) -> Result<Response<pb::ReadLogResponse>, Status> {
+        let req = req.into_inner();
+        let limit = match req.limit {
+            0 => LOG_READ_LIMIT_DEFAULT,
+            n if n > LOG_READ_LIMIT_MAX => {
+                return Err(ServerError::invalid(
+                    "limit",
+                    format!("{n} exceeds LOG_READ_LIMIT_MAX {LOG_READ_LIMIT_MAX}"),
+                )
+                .into())
+            }
+            n => n,
+        };
+        Ok(Response::new(self.node.read_log(req.from_index, limit)?))
     }
 
     async fn trigger_snapshot(

@@ -73,10 +73,25 @@ try:
     driver.get(base + f'/#/job/{facts["hello"]}')
     wait("the output streamed", lambda: "hello from the dashboard test" in text("#output"))
     wait("one attempt", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")) == 1)
+    # Its history: the entries that submitted, assigned, started and finished it.
+    wait("the job's history in the log", lambda: [r.find_elements(By.TAG_NAME, "td")[2].text
+         for r in driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")]
+         == ["job_submitted", "job_assigned", "job_started", "job_finished"])
+    wait("terms in the history", lambda: all(int(r.find_elements(By.TAG_NAME, "td")[1].text) >= 1
+         for r in driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")))
     driver.save_screenshot(os.path.join(shots, "job.png"))
 
+    # The log: recent entries, checkpoints, snapshots; no divergence.
+    driver.get(base + "/#/log")
+    wait("log entries", lambda: len(driver.find_elements(By.CSS_SELECTOR, "#log tbody tr")) >= 5)
+    kinds = [r.find_elements(By.TAG_NAME, "td")[3].text for r in driver.find_elements(By.CSS_SELECTOR, "#log tbody tr")]
+    assert "blank" in kinds or "membership" in kinds or any(k for k in kinds), kinds
+    assert text("#divergences") == "0"
+    driver.save_screenshot(os.path.join(shots, "log.png"))
+
     # The workflow: the DAG with each job's state, and a timeline of its attempts.
-    driver.find_element(By.ID, "workflow-link").click()
+    driver.get(base + f'/#/job/{facts["hello"]}')
+    wait("the workflow link", lambda: driver.find_element(By.ID, "workflow-link")).click()
     states = {facts["hello"]: "succeeded", facts["failing"]: "failed", facts["after"]: "cancelled"}
     for j, st in states.items():
         wait(f"job {j} {st} in the DAG", lambda j=j, st=st: driver.find_element(

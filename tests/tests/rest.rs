@@ -350,6 +350,21 @@ async fn every_route_answers_json_with_the_grpc_apis_bounds_and_errors() {
         (400..500).contains(&code),
         "removing an unknown node: {code} {text}"
     );
+    let log = call(&s, "GET", "/v1/log?limit=3", None, 200);
+    assert_eq!(log["entries"].as_array().unwrap().len(), 3, "{log}");
+    let last = log["last_index"].as_str().unwrap();
+    assert_eq!(log["entries"][2]["index"].as_str().unwrap(), last, "{log}");
+    let one = call(&s, "GET", "/v1/log?from_index=1&limit=1", None, 200);
+    assert_eq!(one["entries"][0]["kind"], "blank", "{one}");
+    refused(
+        &s,
+        "GET",
+        "/v1/log?limit=5000",
+        None,
+        None,
+        "INVALID_ARGUMENT",
+        400,
+    );
     let snap = call(&s, "POST", "/v1/snapshots", None, 200);
     assert!(
         snap["snapshot_index"]

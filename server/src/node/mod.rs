@@ -231,6 +231,90 @@ impl Node {
 
     /// The data directory's root (absolute).
     /// The log engine's counters, while the log is open.
+    /// `limit` entries of the log from `from` (0: the last `limit`), with what each
+    /// decided in words, the state's checkpoints and the snapshots held.
+    pub fn read_log(&self, from: u64, limit: u32) -> Result<crate::api::v1::ReadLogResponse> {
+        use crate::api::v1 as pb;
+        use openraft::EntryPayload;
+        let log = self
+            .log
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| ServerError::Unavailable("the log is closed".into()))?;
+        let (first, last) = (
+            log.first_index().unwrap_or(0),
+            log.last_index().unwrap_or(0),
+        );
+        let start = if from == 0 {
+            last.saturating_sub(u64::from(limit) - 1).max(first)
+        } else {
+            from.max(first)
+        };
+        let end = start.saturating_add(u64::from(limit)).min(last + 1);
+        let records = if start < end && last > 0 {
+            log.read(start..end)?
+        } else {
+            Vec::new()
+        };
+        let mut entries = Vec::with_capacity(records.len());
+        for r in records {
+            let e = cathedral_consensus::raft::decode_entry(&r.payload)
+                .map_err(|e| ServerError::Storage(format!("entry {}: {e}", r.index)))?;
+            let (kind, summary) = match &e.payload {
+                EntryPayload::Blank => (
+                    "blank".to_string(),
+                    "a new leader's first entry".to_string(),
+                ),
+                EntryPayload::Membership(m) => (
+                    "membership".to_string(),
+                    format!("voters {:?}", m.voter_ids().collect::<Vec<_>>()),
+                ),
+                EntryPayload::Normal(cmd) => (cmd.kind().to_string(), summarize(cmd)),
+            };
+            entries.push(pb::LogEntry {
+                index: r.index,
+                term: r.term,
+                leader_id: e.log_id.leader_id.node_id,
+                kind,
+                summary,
+                bytes: r.payload.len() as u32,
+            });
+        }
+        let (checkpoints, divergences) = {
+            let a = self.applied.read().unwrap();
+            (
+                a.state
+                    .checkpoints()
+                    .iter()
+                    .map(|(i, h)| pb::CheckpointView {
+                        index: *i,
+                        hash: cathedral_consensus::hex(h),
+                    })
+                    .collect(),
+                a.state.counters().divergences,
+            )
+        };
+        let snapshots = self
+            .snapshots
+            .list()?
+            .into_iter()
+            .map(|s| pb::SnapshotView {
+                index: s.meta.last.map_or(0, |l| l.0),
+                term: s.meta.last.map_or(0, |l| l.1),
+                file_bytes: s.file_bytes,
+            })
+            .collect();
+        Ok(pb::ReadLogResponse {
+            entries,
+            first_index: first,
+            last_index: last,
+            checkpoints,
+            snapshots,
+            divergences,
+        })
+    }
+
     pub fn log_stats(&self) -> Option<cathedral_storage::Stats> {
         self.log.lock().unwrap().as_ref().map(|l| l.stats())
     }
@@ -464,3 +548,24 @@ fn quiet_start(
 
 /// Longest a restarted member waits to hear a leader before it may campaign itself.
 const QUIET_START_MS: u64 = 1000;
+
+/// What a command decided, in words: a batch by its commands' kinds, others by their
+/// fields (cut at `SUMMARY_CHARS_MAX`).
+fn summarize(cmd: &Command) -> String {
+    const SUMMARY_CHARS_MAX: usize = 300;
+    let text = match cmd {
+        Command::Batch { commands, .. } => {
+            let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+            for c in commands {
+                *kinds.entry(c.kind()).or_default() += 1;
+            }
+            let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} × {k}")).collect();
+            format!("{} commands: {}", commands.len(), parts.join(", "))
+        }
+        other => format!("{other:?}"),
+    };
+    match text.char_indices().nth(SUMMARY_CHARS_MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
