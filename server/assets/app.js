@@ -42,6 +42,19 @@ const stateName = (s) => (s || "JOB_STATE_UNSPECIFIED").replace("JOB_STATE_", ""
 const stateBadge = (s) => el("span", { class: "state s-" + stateName(s), "data-state": stateName(s) }, stateName(s));
 const time = (ms) => (ms ? new Date(Number(ms)).toISOString().replace("T", " ").replace("Z", "") : "");
 
+// Why an attempt was stopped, when it was: the outcome (timeout, lost) or the note the
+// worker appends to the output's tail (cancelled, memory limit).
+function killReason(o) {
+  if (!o) return "";
+  if (o.timed_out) return "killed: timeout";
+  if (o.lost) return "lost with its node";
+  let tail = "";
+  try { tail = atob(o.output_tail || ""); } catch (_) {}
+  const note = /\[cathedral: ([^\]]+)\]/.exec(tail);
+  if (!note) return "";
+  return note[1].startsWith("killed by ") ? "killed: " + note[1].slice(10) : "killed: " + note[1];
+}
+
 function outcomeText(o) {
   if (!o) return "";
   let what = o.code !== undefined ? `exit ${o.code}` : o.signal !== undefined ? `signal ${o.signal}`
@@ -185,7 +198,7 @@ async function jobView(id) {
   const attempts = (j.attempts || []).map((a) => el("tr", { "data-attempt": a.number },
     el("td", {}, a.number), el("td", {}, a.node_id), el("td", { class: "wide" }, time(a.assigned_at_ms)),
     el("td", {}, time(a.started_at_ms)), el("td", {}, time(a.finished_at_ms)),
-    el("td", { class: "outcome" }, outcomeText(a.outcome))));
+    el("td", { class: "outcome" }, outcomeText(a.outcome)), el("td", { class: "why" }, killReason(a.outcome))));
   const final = ["succeeded", "failed", "cancelled", "timed_out"].includes(stateName(j.state));
   const message = el("p", { id: "cancel-result", role: "status" });
   const cancel = el("button", { id: "cancel", disabled: final ? "" : undefined, onclick: async () => {
@@ -209,7 +222,7 @@ async function jobView(id) {
     el("h2", {}, "Attempts"),
     el("table", { id: "attempts", "aria-label": "Attempts" },
       el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "node"), el("th", { class: "wide" }, "assigned"),
-        el("th", {}, "started"), el("th", {}, "finished"), el("th", {}, "outcome"))),
+        el("th", {}, "started"), el("th", {}, "finished"), el("th", {}, "outcome"), el("th", {}, "why"))),
       el("tbody", {}, attempts)),
     el("h2", {}, "Output"), pre,
     el("h2", {}, "History in the log"), history,

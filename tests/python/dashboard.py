@@ -107,6 +107,10 @@ try:
          and len(driver.find_elements(By.CSS_SELECTOR, "#attempts td.outcome")) == 2)
     wait("state failed", lambda: driver.find_element(By.CSS_SELECTOR, "h2 .state").get_attribute("data-state") == "failed")
 
+    # A job killed at its timeout says why.
+    driver.get(base + f'/#/job/{facts["timed"]}')
+    wait("the kill reason", lambda: text("#attempts td.why") == "killed: timeout")
+
     # Live: a job submitted now, open on its page while it runs, turns succeeded there
     # without a reload.
     slow = driver.execute_async_script("""

@@ -98,6 +98,18 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         .as_str()
         .unwrap()
         .to_string();
+    let timed = post(
+        s,
+        "/v1/jobs",
+        &json!({"spec": {"name": "too slow", "command": ["sleep", "30"], "timeout_ms": 500}}),
+    )["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(WAIT, "the slow job to time out", || async {
+        (get(s, &format!("/v1/jobs/{timed}"))["state"] == "JOB_STATE_TIMED_OUT").then_some(())
+    })
+    .await;
     eventually(WAIT, "the failing job to fail", || async {
         (get(s, &format!("/v1/jobs/{failing}"))["state"] == "JOB_STATE_FAILED").then_some(())
     })
@@ -111,6 +123,7 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         "failing": failing,
         "after": after,
         "sleeper": sleeper,
+        "timed": timed,
         "screenshots": repo.join("target/dashboard"),
     });
     let out = Command::new(python)
