@@ -30,7 +30,11 @@ options.binary_location = chromium
 for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
           "--window-size=1280,800"]:
     options.add_argument(a)
-driver = webdriver.Chrome(service=Service(driver_bin), options=options)
+try:
+    driver = webdriver.Chrome(service=Service(driver_bin), options=options)
+except Exception as e:  # installed but cannot start here (no display libraries, …)
+    print(f"chromium cannot start here: {e}", file=sys.stderr)
+    sys.exit(77)
 base = "http://" + facts["http"]
 
 
