@@ -17,40 +17,33 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
-# bubblewrap is the executor's default sandbox; its tests skip (saying so) without it.
-if ! command -v bwrap >/dev/null 2>&1; then
+# need "WHAT" COMMAND… -- PACKAGE…: installs Debian's PACKAGEs unless every COMMAND is on
+# PATH; where that cannot be done, says which tests will be skipped (they say so too).
+need() {
+    local what=$1 missing=0
+    shift
+    while [ "$1" != "--" ]; do
+        command -v "$1" >/dev/null 2>&1 || missing=1
+        shift
+    done
+    shift
+    [ "$missing" = 1 ] || return 0
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
-            || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1) \
-            || echo "scripts/test.sh: WARNING: could not install bubblewrap; its tests will be skipped" >&2
+        echo "scripts/test.sh: installing $* for $what" >&2
+        apt-get install -y -qq "$@" >/dev/null 2>&1 \
+            || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null 2>&1) \
+            || echo "scripts/test.sh: WARNING: could not install $*; $what will be skipped" >&2
     else
-        echo "scripts/test.sh: WARNING: bubblewrap is missing and cannot be installed here; its tests will be skipped" >&2
+        echo "scripts/test.sh: WARNING: $* missing and cannot be installed here; $what will be skipped" >&2
     fi
-fi
+}
 
-# Prometheus scrapes a cluster in tests/tests/metrics.rs, and promtool lints /metrics;
-# those tests skip (saying so) without them.
-if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        apt-get install -y -qq prometheus >/dev/null 2>&1 \
-            || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1) \
-            || echo "scripts/test.sh: WARNING: could not install prometheus; its tests will be skipped" >&2
-    else
-        echo "scripts/test.sh: WARNING: prometheus is missing and cannot be installed here; its tests will be skipped" >&2
-    fi
-fi
-
-# The dashboard's test drives Debian's Chromium through chromedriver.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "scripts/test.sh: installing Debian's chromium and chromium-driver for the dashboard test" >&2
-        apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
-            || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1) \
-            || echo "scripts/test.sh: WARNING: could not install chromium; the dashboard test will be skipped" >&2
-    else
-        echo "scripts/test.sh: WARNING: chromium is missing and cannot be installed here; the dashboard test will be skipped" >&2
-    fi
-fi
+# bubblewrap is the executor's default sandbox; Prometheus scrapes a cluster in
+# tests/tests/metrics.rs and promtool lints /metrics; the dashboard's test drives
+# Chromium through chromedriver.
+need "the bubblewrap tests" bwrap -- bubblewrap
+need "the Prometheus tests" prometheus promtool -- prometheus
+need "the dashboard test" chromium chromedriver -- chromium chromium-driver
 
 # Python's grpcio drives the API in one test, as a client that is not ours; the REST
 # test validates the OpenAPI document with openapi-spec-validator; the dashboard test

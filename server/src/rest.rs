@@ -139,6 +139,38 @@ fn id(raw: &str, what: &str) -> Result<u64, Status> {
         .map_err(|_| invalid(what, format!("{raw:?} is not an unsigned 64-bit integer")))
 }
 
+/// A body whose id `field` must be the path's: absent (0) takes the path's, another is
+/// refused.
+fn path_id_in_body<T>(
+    path_id: Result<u64, Status>,
+    body: Result<T, Status>,
+    field: &str,
+    id_of: impl Fn(&mut T) -> &mut u64,
+) -> Result<T, Status> {
+    let (want, mut r) = (path_id?, body?);
+    let got = id_of(&mut r);
+    match *got {
+        0 => *got = want,
+        n if n != want => {
+            return Err(invalid(
+                field,
+                format!("the body names {n} and the path {want}"),
+            ))
+        }
+        _ => {}
+    }
+    Ok(r)
+}
+
+/// Counts a REST call under the label of the gRPC method it mirrors.
+fn count(path: &'static str, started: Instant, code: Code) {
+    crate::metrics::api_call(
+        crate::metrics::method_label(path),
+        code_name(code),
+        started.elapsed(),
+    );
+}
+
 /// One call: the token check of the gRPC method at `path`, the method itself, the API
 /// metrics, and the answer as JSON.
 async fn call<Req, Resp, F, Fut>(
@@ -161,11 +193,10 @@ where
         method(Api { node: node.clone() }, r).await
     }
     .await;
-    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-    crate::metrics::api_call(
-        crate::metrics::method_label(path),
-        code_name(code),
-        started.elapsed(),
+    count(
+        path,
+        started,
+        result.as_ref().map_or_else(Status::code, |_| Code::Ok),
     );
     match result {
         Ok(r) => json(&r.into_inner()),
@@ -235,17 +266,12 @@ async fn cancel_job(
     Path(raw): Path<String>,
     b: Body,
 ) -> Response {
-    let req = match (id(&raw, "job_id"), body::<pb::CancelJobRequest>(b).await) {
-        (Ok(job_id), Ok(mut r)) if r.job_id == 0 || r.job_id == job_id => {
-            r.job_id = job_id;
-            Ok(r)
-        }
-        (Ok(job_id), Ok(r)) => Err(invalid(
-            "job_id",
-            format!("the body names job {} and the path job {job_id}", r.job_id),
-        )),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
+    let req = path_id_in_body(
+        id(&raw, "job_id"),
+        body::<pb::CancelJobRequest>(b).await,
+        "job_id",
+        |r| &mut r.job_id,
+    );
     call(
         &node,
         &headers,
@@ -292,11 +318,10 @@ async fn job_output(
         Api { node: node.clone() }.get_job_output(r).await
     }
     .await;
-    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-    crate::metrics::api_call(
-        crate::metrics::method_label(path),
-        code_name(code),
-        started.elapsed(),
+    count(
+        path,
+        started,
+        result.as_ref().map_or_else(Status::code, |_| Code::Ok),
     );
     match result {
         Ok(stream) => {
@@ -358,20 +383,12 @@ async fn set_node_tags(
     Path(raw): Path<String>,
     b: Body,
 ) -> Response {
-    let req = match (id(&raw, "node_id"), body::<pb::SetNodeTagsRequest>(b).await) {
-        (Ok(node_id), Ok(mut r)) if r.node_id == 0 || r.node_id == node_id => {
-            r.node_id = node_id;
-            Ok(r)
-        }
-        (Ok(node_id), Ok(r)) => Err(invalid(
-            "node_id",
-            format!(
-                "the body names node {} and the path node {node_id}",
-                r.node_id
-            ),
-        )),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
+    let req = path_id_in_body(
+        id(&raw, "node_id"),
+        body::<pb::SetNodeTagsRequest>(b).await,
+        "node_id",
+        |r| &mut r.node_id,
+    );
     call(
         &node,
         &headers,
@@ -424,11 +441,10 @@ async fn events(
         auth::authorize_token(&node, auth::need(path), path, &headers)?;
         crate::events::watch(&node, events_query(&params, &headers)?).map_err(Status::from)
     })();
-    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-    crate::metrics::api_call(
-        crate::metrics::method_label(path),
-        code_name(code),
-        started.elapsed(),
+    count(
+        path,
+        started,
+        result.as_ref().map_or_else(Status::code, |_| Code::Ok),
     );
     let rx = match result {
         Ok(rx) => rx,

@@ -162,13 +162,7 @@ pub fn place_counting(
                         && f.cpu.is_none_or(|c| c >= need_cpu)
                         && f.memory.is_none_or(|m| m >= need_mem)
                 })
-                .filter(|(id, _)| {
-                    let tags = &candidates[*id];
-                    job.spec
-                        .constraints
-                        .iter()
-                        .all(|(k, v)| tags.get(k) == Some(v))
-                })
+                .filter(|(id, _)| constraints_hold(&candidates[*id], job))
                 .map(|(id, f)| (*id, *f)),
         );
         let Some(node) = strategy.choose(&fitting) else {
@@ -192,6 +186,14 @@ pub fn place_counting(
     (out, stuck)
 }
 
+/// Whether a node advertising `tags` satisfies every constraint of `job`.
+fn constraints_hold(tags: &BTreeMap<String, String>, job: &cathedral_consensus::Job) -> bool {
+    job.spec
+        .constraints
+        .iter()
+        .all(|(k, v)| tags.get(k) == Some(v))
+}
+
 /// Why no node fits `job`: the first test that rules every node out (0 slots, 1
 /// constraints, 2 CPU, 3 memory).
 fn unplaceable_reason(
@@ -205,13 +207,7 @@ fn unplaceable_reason(
     }
     let allowed: Vec<&Free> = with_slot
         .into_iter()
-        .filter(|(id, _)| {
-            let tags = &candidates[*id];
-            job.spec
-                .constraints
-                .iter()
-                .all(|(k, v)| tags.get(k) == Some(v))
-        })
+        .filter(|(id, _)| constraints_hold(&candidates[*id], job))
         .map(|(_, f)| f)
         .collect();
     if allowed.is_empty() {

@@ -200,6 +200,23 @@ impl Server {
         Some((code, body))
     }
 
+    /// POST `body` as JSON to `path` on the HTTP port (through curl); the JSON answer.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-X", "POST"])
+            .args(["-H", "content-type: application/json", "--data-binary"])
+            .arg(body.to_string())
+            .arg(format!("http://{}{path}", self.http))
+            .output()
+            .expect("curl runs");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "POST {path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
     /// Waits until /readyz says ready.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;

@@ -18,22 +18,7 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn post(s: &Server, path: &str, body: &Value) -> Value {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "30",
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-        ])
-        .arg("--data-binary")
-        .arg(body.to_string())
-        .arg(format!("http://{}{path}", s.http))
-        .output()
-        .expect("curl runs");
-    serde_json::from_slice(&out.stdout).expect("a JSON answer")
+    s.post_json(path, body)
 }
 
 fn get(s: &Server, path: &str) -> Value {

@@ -34,29 +34,10 @@ fn position(v: &Value) -> (u64, u32, String, Option<u64>) {
 fn submit_rest(s: &Server, n: usize, name: &str) -> Vec<u64> {
     (0..n)
         .map(|i| {
-            let out = Command::new("curl")
-                .args([
-                    "-sS",
-                    "--max-time",
-                    "30",
-                    "-X",
-                    "POST",
-                    "-H",
-                    "content-type: application/json",
-                ])
-                .arg("--data-binary")
-                .arg(format!(
-                    r#"{{"spec":{{"name":"{name}-{i}","command":["true"]}}}}"#
-                ))
-                .arg(format!("http://{}/v1/jobs", s.http))
-                .output()
-                .expect("curl runs");
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-                panic!(
-                    "submit over REST: {e}: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                )
-            });
+            let v = s.post_json(
+                "/v1/jobs",
+                &serde_json::json!({"spec": {"name": format!("{name}-{i}"), "command": ["true"]}}),
+            );
             v["job_id"]
                 .as_str()
                 .unwrap_or_else(|| panic!("no job id: {v}"))
