@@ -40,8 +40,12 @@ need() {
 
 # bubblewrap is the executor's default sandbox; Prometheus scrapes a cluster in
 # tests/tests/metrics.rs and promtool lints /metrics; the dashboard's test drives
-# Chromium through chromedriver.
+# Chromium through chromedriver; the docker sandbox's tests run containers on Podman's
+# Docker-compatible API service (with runc) from a busybox image made offline; the DNS
+# seed test serves names from dnsmasq.
 need "the bubblewrap tests" bwrap -- bubblewrap
+need "the docker sandbox tests" podman runc busybox -- podman runc busybox-static
+need "the DNS seed test" dnsmasq -- dnsmasq
 need "the Prometheus tests" prometheus promtool -- prometheus
 need "the dashboard test" chromium chromedriver -- chromium chromium-driver
 

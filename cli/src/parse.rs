@@ -12,6 +12,53 @@ pub fn duration_ms(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("bad duration {s:?}: {e} (try 30s, 5m, 1h30m)"))
 }
 
+/// The sandbox a job asks for: `--sandbox` (or a workflow job's `sandbox:`) and the
+/// container fields. An image alone means `docker`; the container fields without it are
+/// refused, as is `docker` without an image.
+pub fn sandbox(
+    name: Option<&str>,
+    image: Option<&str>,
+    pull: bool,
+    user: Option<&str>,
+) -> Result<
+    (
+        cathedral_api::v1::Sandbox,
+        Option<cathedral_api::v1::DockerSpec>,
+    ),
+    String,
+> {
+    use cathedral_api::v1::{DockerSpec, Sandbox};
+    let kind = match (name, image) {
+        (None | Some("auto"), None) => Sandbox::Default,
+        (Some("process"), None) => Sandbox::Process,
+        (Some("bubblewrap" | "bwrap"), None) => Sandbox::Bubblewrap,
+        (None | Some("docker"), Some(_)) => Sandbox::Docker,
+        (Some("docker"), None) => return Err("sandbox docker needs an image (--image)".into()),
+        (Some(s @ ("auto" | "process" | "bubblewrap" | "bwrap")), Some(_)) => {
+            return Err(format!("an image runs in the docker sandbox, not {s}"))
+        }
+        (Some(s), _) => {
+            return Err(format!(
+                "unknown sandbox {s:?} (auto, process, bubblewrap or docker)"
+            ))
+        }
+    };
+    if kind != Sandbox::Docker {
+        if pull || user.is_some() {
+            return Err("pull and user apply to the docker sandbox only (give an image)".into());
+        }
+        return Ok((kind, None));
+    }
+    Ok((
+        kind,
+        Some(DockerSpec {
+            image: image.unwrap_or_default().to_string(),
+            pull,
+            user: user.unwrap_or_default().to_string(),
+        }),
+    ))
+}
+
 /// `512`, `64K`, `512M`, `2G` (binary units; `Ki`, `Mi`, `Gi` too) into bytes.
 pub fn bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -64,6 +111,36 @@ pub fn key_value(s: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sandbox_names_and_container_fields() {
+        use cathedral_api::v1::Sandbox;
+        assert_eq!(
+            sandbox(None, None, false, None).unwrap(),
+            (Sandbox::Default, None)
+        );
+        assert_eq!(
+            sandbox(Some("bwrap"), None, false, None).unwrap().0,
+            Sandbox::Bubblewrap
+        );
+        let (kind, d) = sandbox(None, Some("busybox"), true, Some("65534")).unwrap();
+        assert_eq!(kind, Sandbox::Docker);
+        let d = d.unwrap();
+        assert_eq!(
+            (d.image.as_str(), d.pull, d.user.as_str()),
+            ("busybox", true, "65534")
+        );
+        for (name, image, pull, user, want) in [
+            (Some("docker"), None, false, None, "needs an image"),
+            (Some("process"), Some("busybox"), false, None, "not process"),
+            (None, None, true, None, "docker sandbox only"),
+            (None, None, false, Some("1"), "docker sandbox only"),
+            (Some("vm"), None, false, None, "unknown sandbox"),
+        ] {
+            let e = sandbox(name, image, pull, user).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
 
     #[test]
     fn values() {

@@ -14,6 +14,11 @@
 //!     constraints: {zone: a}
 //!     cpu: 0.5
 //!     memory: 512M
+//!   - key: test
+//!     command: [sh, -c, "make test"]
+//!     after: [build]
+//!     image: alpine:3.20 # the docker sandbox; `pull: true` fetches a missing image,
+//!     user: "1000"       # `sandbox:` auto, process, bubblewrap or docker
 //! ```
 
 use std::collections::BTreeMap;
@@ -54,6 +59,14 @@ struct Job {
     memory: Option<String>,
     #[serde(default)]
     priority: i32,
+    #[serde(default)]
+    sandbox: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    pull: bool,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 /// Reads and converts a workflow file; errors name the file and the problem.
@@ -72,6 +85,13 @@ fn to_request(file: File) -> Result<pb::SubmitWorkflowRequest, String> {
     let mut jobs = Vec::with_capacity(file.jobs.len());
     for j in file.jobs {
         let at = |e: String| format!("job {:?}: {e}", j.key);
+        let (sandbox, docker) = parse::sandbox(
+            j.sandbox.as_deref(),
+            j.image.as_deref(),
+            j.pull,
+            j.user.as_deref(),
+        )
+        .map_err(at)?;
         let spec = pb::JobSpec {
             name: j.name.clone().unwrap_or_else(|| j.key.clone()),
             command: j.command.clone(),
@@ -104,6 +124,8 @@ fn to_request(file: File) -> Result<pb::SubmitWorkflowRequest, String> {
                 multiplier_milli: 2000,
             }),
             priority: j.priority,
+            sandbox: sandbox as i32,
+            docker,
             ..Default::default()
         };
         jobs.push(pb::WorkflowJob {

@@ -35,17 +35,51 @@ pub mod limits {
     pub const WORKFLOW_JOBS_MAX: usize = 10_000;
     pub const OUTPUT_TAIL_BYTES_MAX: usize = 4096;
     pub const SUBMIT_BATCH_MAX: usize = 10_000;
+    /// A container image reference (`registry/name:tag` or `name@sha256:…`).
+    pub const IMAGE_BYTES_MAX: usize = 512;
+    /// A container user (`uid[:gid]` or a name in the image).
+    pub const CONTAINER_USER_BYTES_MAX: usize = 64;
 }
 
 /// How an attempt is isolated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+///
+/// Variants are only ever appended: log entries hold a variant's position (postcard), so
+/// entries written before a variant existed decode unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum SandboxKind {
     /// Let the executor choose the strongest available.
     #[default]
     Default,
     Process,
     Bubblewrap,
+    /// A container on the node's container engine (Docker Engine API); placed only on
+    /// nodes that advertise `driver.docker=true`.
+    Docker(ContainerSpec),
 }
+
+/// What a container job runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Pull the image when the engine does not have it; otherwise a missing image fails
+    /// the attempt.
+    pub pull: bool,
+    /// `uid[:gid]` or a user of the image; empty: the image's own user.
+    pub user: String,
+}
+
+impl SandboxKind {
+    /// The node tag a node needs to run this sandbox, if any.
+    pub fn required_tag(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            SandboxKind::Docker(_) => Some((DOCKER_DRIVER_TAG, "true")),
+            _ => None,
+        }
+    }
+}
+
+/// The tag a node advertises (`driver.docker=true`) while its container engine answers.
+pub const DOCKER_DRIVER_TAG: &str = "driver.docker";
 
 /// Retries: attempts and exponential backoff between them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +299,35 @@ impl JobSpec {
                     "idempotency_key",
                     format!(
                         "must be 1..={IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)"
+                    ),
+                );
+            }
+        }
+        if let SandboxKind::Docker(c) = &self.sandbox {
+            if c.image.is_empty() || c.image.len() > IMAGE_BYTES_MAX {
+                return bad(
+                    "docker.image",
+                    format!("must be 1..={IMAGE_BYTES_MAX} bytes (IMAGE_BYTES_MAX)"),
+                );
+            }
+            if c.image
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return bad(
+                    "docker.image",
+                    "must not contain spaces or control characters".into(),
+                );
+            }
+            if c.user.len() > CONTAINER_USER_BYTES_MAX
+                || c.user
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return bad(
+                    "docker.user",
+                    format!(
+                        "must be at most {CONTAINER_USER_BYTES_MAX} bytes (CONTAINER_USER_BYTES_MAX) without spaces"
                     ),
                 );
             }
@@ -669,11 +732,51 @@ mod tests {
                 },
                 "TAG_KEY_BYTES_MAX",
             ),
+            (
+                JobSpec {
+                    sandbox: SandboxKind::Docker(ContainerSpec::default()),
+                    ..ok.clone()
+                },
+                "IMAGE_BYTES_MAX",
+            ),
+            (
+                JobSpec {
+                    sandbox: SandboxKind::Docker(ContainerSpec {
+                        image: "busybox".into(),
+                        user: "root; rm".into(),
+                        pull: false,
+                    }),
+                    ..ok.clone()
+                },
+                "docker.user",
+            ),
         ];
         for (spec, want) in cases {
             let e = spec.validate().unwrap_err();
             assert!(e.to_string().contains(want), "{e} should mention {want}");
         }
+    }
+
+    /// Log entries hold a sandbox as its variant's position: the positions of the older
+    /// variants never change, so entries written before `Docker` existed decode as before.
+    #[test]
+    fn sandbox_encodings_are_stable() {
+        let enc = |s: &SandboxKind| postcard::to_allocvec(s).unwrap();
+        assert_eq!(enc(&SandboxKind::Default), [0]);
+        assert_eq!(enc(&SandboxKind::Process), [1]);
+        assert_eq!(enc(&SandboxKind::Bubblewrap), [2]);
+        let docker = SandboxKind::Docker(ContainerSpec {
+            image: "busybox".into(),
+            pull: true,
+            user: "65534".into(),
+        });
+        let bytes = enc(&docker);
+        assert_eq!(bytes[0], 3);
+        assert_eq!(postcard::from_bytes::<SandboxKind>(&bytes).unwrap(), docker);
+        assert_eq!(
+            postcard::from_bytes::<SandboxKind>(&[2]).unwrap(),
+            SandboxKind::Bubblewrap
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub mod tags;
 pub mod testkit;
 
 pub use command::{
-    limits, Assignment, Capacity, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome,
-    Resources, RetryPolicy, Role, SandboxKind, WorkflowId, WorkflowJob,
+    limits, Assignment, Capacity, Command, ContainerSpec, Exit, JobId, JobSpec, NodeId, NodeInfo,
+    Outcome, Resources, RetryPolicy, Role, SandboxKind, WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG,
 };
 pub use error::{ConsensusError, Invalid, Result};
 pub use state::{

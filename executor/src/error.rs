@@ -10,6 +10,12 @@ pub enum ExecError {
     EmptyCommand,
     #[error("sandbox {0} is not available on this host")]
     Unavailable(&'static str),
+    #[error("container engine: {0}")]
+    Engine(String),
+    #[error(
+        "image {0} is not on this node's container engine, and the job does not ask to pull it"
+    )]
+    ImageMissing(String),
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,

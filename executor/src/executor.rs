@@ -13,17 +13,20 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BwrapBackend, ProcessBackend};
 use crate::cgroup::{CgroupSupport, Cgroups, Group};
+use crate::docker::{ContainerImage, DockerDriver, Limits};
 use crate::error::{ExecError, Result};
 use crate::spawn::{spawn, ChildProcess, Setup};
 use crate::spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};
 
 /// Which sandbox an attempt asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxChoice {
     /// bubblewrap where it works on this host, else a plain process.
     Auto,
     Process,
     Bwrap,
+    /// A container on the configured engine.
+    Docker(ContainerImage),
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +41,16 @@ pub struct ExecutorConfig {
     pub pids_max: u32,
     /// Use cgroups for memory, CPU and pids limits where the host allows.
     pub cgroups: bool,
+    /// The container engine for the docker sandbox (`unix:///…`, `tcp://…`); `None`:
+    /// no docker sandbox.
+    pub docker_host: Option<String>,
+    /// What this node's containers are labelled and named with (its node id).
+    pub node_label: String,
+    /// RLIMIT_NPROC of containers; `None`: the engine's default. For engines whose
+    /// default exceeds what their host lets them set (rootful Podman in a container
+    /// without CAP_SYS_RESOURCE): the container then cannot start. The pids cgroup limit
+    /// bounds an attempt's processes either way.
+    pub docker_nproc: Option<u64>,
 }
 
 impl ExecutorConfig {
@@ -48,6 +61,9 @@ impl ExecutorConfig {
             grace_ms: 2_000,
             pids_max: 1024,
             cgroups: true,
+            docker_host: None,
+            node_label: "0".into(),
+            docker_nproc: None,
         }
     }
 }
@@ -61,6 +77,7 @@ pub struct Executor {
     process: ProcessBackend,
     bwrap: Option<BwrapBackend>,
     cgroups: Arc<Cgroups>,
+    docker: Option<Arc<DockerDriver>>,
 }
 
 impl Executor {
@@ -79,13 +96,79 @@ impl Executor {
             limits = %cgroups.describe(),
             "executor ready"
         );
+        let docker = config
+            .docker_host
+            .as_deref()
+            .map(|h| Arc::new(DockerDriver::new(h, &config.node_label)));
         Executor {
             work_dirs: Arc::new(WorkDirs::new(config.data_dir.join(WORK_DIR))),
             config,
             process: ProcessBackend,
             bwrap,
             cgroups,
+            docker,
         }
+    }
+
+    /// The container engine driver, when one is configured (whether or not it answers).
+    pub fn docker(&self) -> Option<&Arc<DockerDriver>> {
+        self.docker.as_ref()
+    }
+
+    /// Starts the attempt in the sandbox `choice` names: a container through the engine,
+    /// anything else on the blocking pool (its start is file-system work).
+    pub async fn launch(
+        self: &Arc<Self>,
+        spec: AttemptSpec,
+        choice: SandboxChoice,
+    ) -> Result<Attempt> {
+        match choice {
+            SandboxChoice::Docker(image) => {
+                let driver = self
+                    .docker
+                    .clone()
+                    .ok_or(ExecError::Unavailable("docker"))?;
+                let sink = Sink::new(self.fresh_output(&spec)?, self.config.output_bytes_max);
+                let pids_max = if spec.pids_max > 0 {
+                    spec.pids_max
+                } else {
+                    self.config.pids_max
+                };
+                let limits = Limits {
+                    pids_max,
+                    grace: Duration::from_millis(self.config.grace_ms),
+                    nproc: self.config.docker_nproc,
+                };
+                driver.start(spec, image, sink, limits).await
+            }
+            other => {
+                let me = self.clone();
+                tokio::task::spawn_blocking(move || me.start(spec, other))
+                    .await
+                    .map_err(|e| {
+                        ExecError::Unavailable(if e.is_panic() {
+                            "the start panicked"
+                        } else {
+                            "the start was cancelled"
+                        })
+                    })?
+            }
+        }
+    }
+
+    /// The attempt's output file, ready to be created by its first byte: its directory
+    /// made, a file left by an earlier start of the same attempt removed.
+    fn fresh_output(&self, spec: &AttemptSpec) -> Result<PathBuf> {
+        let output = self.output_path(spec.job, spec.attempt);
+        if let Some(dir) = output.parent() {
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir).map_err(|e| ExecError::io("create", dir, e))?;
+            }
+        }
+        if output.exists() {
+            std::fs::remove_file(&output).map_err(|e| ExecError::io("remove", &output, e))?;
+        }
+        Ok(output)
     }
 
     pub fn cgroups(&self) -> &CgroupSupport {
@@ -96,11 +179,13 @@ impl Executor {
         self.bwrap.is_some()
     }
 
-    fn backend(&self, choice: SandboxChoice) -> Result<&dyn Backend> {
+    fn backend(&self, choice: &SandboxChoice) -> Result<&dyn Backend> {
         match (choice, &self.bwrap) {
             (SandboxChoice::Process, _) | (SandboxChoice::Auto, None) => Ok(&self.process),
             (SandboxChoice::Bwrap | SandboxChoice::Auto, Some(b)) => Ok(b),
             (SandboxChoice::Bwrap, None) => Err(ExecError::Unavailable("bwrap")),
+            // Containers start through `launch`.
+            (SandboxChoice::Docker(_), _) => Err(ExecError::Unavailable("docker")),
         }
     }
 
@@ -109,26 +194,19 @@ impl Executor {
         output_path(&self.config.data_dir, job, attempt)
     }
 
-    /// Starts the attempt. Its output is readable in [`Attempt::output`] while it runs.
+    /// Starts the attempt as a process (plain or in bubblewrap); containers start through
+    /// [`launch`](Self::launch). Its output is readable in [`Attempt::output`] while it runs.
     pub fn start(&self, spec: AttemptSpec, choice: SandboxChoice) -> Result<Attempt> {
-        let backend = self.backend(choice)?;
+        let backend = self.backend(&choice)?;
         let work = self
             .config
             .data_dir
             .join(WORK_DIR)
             .join(format!("{}-{}", spec.job, spec.attempt));
         self.work_dirs.take(&work)?;
-        let output = self.output_path(spec.job, spec.attempt);
-        if let Some(dir) = output.parent() {
-            if !dir.is_dir() {
-                std::fs::create_dir_all(dir).map_err(|e| ExecError::io("create", dir, e))?;
-            }
-        }
         // The file is created by the first byte of output (a program that writes nothing
-        // costs no file); one left by an earlier start of this attempt goes now.
-        if output.exists() {
-            std::fs::remove_file(&output).map_err(|e| ExecError::io("remove", &output, e))?;
-        }
+        // costs no file).
+        let output = self.fresh_output(&spec)?;
         let launch = backend.launch(&spec, &work)?;
         let pids_max = if spec.pids_max > 0 {
             spec.pids_max
@@ -164,14 +242,10 @@ impl Executor {
         };
         let child = spawned.child;
         let pid = child.id();
-        let sink = Arc::new(Mutex::new(Sink {
-            path: output.clone(),
-            file: None,
-            written: 0,
-            cap: self.config.output_bytes_max,
-            truncated: false,
-            tail: VecDeque::with_capacity(TAIL_BYTES),
-        }));
+        let sink = Arc::new(Mutex::new(Sink::new(
+            output.clone(),
+            self.config.output_bytes_max,
+        )));
         // stdout and stderr share one pipe, so the file holds them in the order written.
         let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(spawned.output)
             .map_err(|e| ExecError::io("read the output pipe of", &output, e))?;
@@ -300,17 +374,28 @@ impl WorkDirs {
 
 /// Output capture: the file up to its cap (created at the first byte), and the last bytes
 /// for the outcome.
-struct Sink {
-    path: PathBuf,
+pub(crate) struct Sink {
+    pub(crate) path: PathBuf,
     file: Option<std::fs::File>,
-    written: u64,
+    pub(crate) written: u64,
     cap: u64,
-    truncated: bool,
-    tail: VecDeque<u8>,
+    pub(crate) truncated: bool,
+    pub(crate) tail: VecDeque<u8>,
 }
 
 impl Sink {
-    fn write(&mut self, data: &[u8]) {
+    pub(crate) fn new(path: PathBuf, cap: u64) -> Sink {
+        Sink {
+            path,
+            file: None,
+            written: 0,
+            cap,
+            truncated: false,
+            tail: VecDeque::with_capacity(TAIL_BYTES),
+        }
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) {
         use std::io::Write;
         if self.file.is_none() {
             match std::fs::File::create(&self.path) {
@@ -475,9 +560,9 @@ fn kill_group(pid: u32, sig: i32) {
 
 /// A running attempt.
 pub struct Attempt {
-    cancel: Option<oneshot::Sender<()>>,
-    task: JoinHandle<AttemptResult>,
-    /// The program's pid (and process group id).
+    pub(crate) cancel: Option<oneshot::Sender<()>>,
+    pub(crate) task: JoinHandle<AttemptResult>,
+    /// The program's pid (and process group id); 0 for a container.
     pub pid: u32,
     /// The output file, readable while the attempt runs.
     pub output: PathBuf,

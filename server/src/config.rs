@@ -200,6 +200,21 @@ pub struct Args {
     /// Seed of the random placement [default: 0].
     #[arg(long, env = "CATHEDRAL_PLACEMENT_SEED")]
     pub placement_seed: Option<u64>,
+    /// The container engine of the docker sandbox (Docker Engine API): unix:///PATH or
+    /// tcp://HOST:PORT; `none` turns the sandbox off. The node advertises the tag
+    /// driver.docker=true while the engine answers [default: $DOCKER_HOST, else
+    /// unix:///var/run/docker.sock].
+    #[arg(long, env = "CATHEDRAL_DOCKER_HOST", value_name = "URL")]
+    pub docker_host: Option<String>,
+    /// RLIMIT_NPROC of containers, for engines whose own default their host refuses
+    /// (rootful Podman without CAP_SYS_RESOURCE: "error setting rlimit type 6")
+    /// [default: the engine's].
+    #[arg(long, env = "CATHEDRAL_DOCKER_NPROC_LIMIT", value_name = "N")]
+    pub docker_nproc_limit: Option<u64>,
+    /// DNS server (IP:PORT) that resolves `dns:NAME:PORT` seeds [default: the system's
+    /// resolver settings, /etc/resolv.conf].
+    #[arg(long, env = "CATHEDRAL_DNS_SERVER", value_name = "ADDR")]
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// A [`Role`] as a flag or file value, by its name.
@@ -250,6 +265,10 @@ pub struct Config {
     pub leader: LeaderSettings,
     pub output: OutputSettings,
     pub tls: Option<TlsFiles>,
+    /// The docker sandbox's engine; `None`: no docker sandbox (`--docker-host none`).
+    pub docker_host: Option<String>,
+    /// RLIMIT_NPROC of containers; `None`: the engine's default.
+    pub docker_nproc_limit: Option<u64>,
 }
 
 /// The TLS files `--tls-cert`, `--tls-key` and `--tls-ca` name.
@@ -335,6 +354,7 @@ impl Config {
             None => gossip_advertise(gossip.bind, &advertise)?,
         };
         gossip.seeds = args.seeds;
+        gossip.dns_server = args.dns_server;
         gossip.cluster_keys = args
             .cluster_key
             .map(|k| k.split(',').map(str::to_string).collect())
@@ -389,6 +409,12 @@ impl Config {
             gossip,
             leader,
             output,
+            docker_host: match args.docker_host {
+                Some(h) if h == "none" => None,
+                Some(h) => Some(h),
+                None => Some(cathedral_executor::default_docker_host()),
+            },
+            docker_nproc_limit: args.docker_nproc_limit,
             tls: match (args.tls_cert, args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,
@@ -477,6 +503,20 @@ impl Config {
         }
         if g.bind.port() == 0 {
             return bad("--gossip-bind needs a fixed port: others gossip with it".into());
+        }
+        for s in &g.seeds {
+            crate::gossip::Seed::parse(s)
+                .map_err(|e| ServerError::Config(format!("--seeds: {e}")))?;
+        }
+        if let Some(h) = &self.docker_host {
+            if !["unix://", "tcp://", "http://"]
+                .iter()
+                .any(|p| h.starts_with(p))
+            {
+                return bad(format!(
+                    "--docker-host {h:?}: expected unix:///PATH, tcp://HOST:PORT or none"
+                ));
+            }
         }
         if g.advertise.ip().is_unspecified() || g.advertise.port() == 0 {
             return bad(format!(

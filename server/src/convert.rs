@@ -3,8 +3,8 @@
 //! `JobSpec::validate`.
 
 use cathedral_consensus::{
-    Attempt, Exit, Job, JobSpec, JobState, Outcome, Resources, RetryPolicy, SandboxKind,
-    WorkflowJob,
+    Attempt, ContainerSpec, Exit, Job, JobSpec, JobState, Outcome, Resources, RetryPolicy,
+    SandboxKind, WorkflowJob,
 };
 
 use crate::api::v1 as pb;
@@ -15,11 +15,28 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 pub fn spec_from_pb(spec: Option<pb::JobSpec>, field: &str) -> Result<JobSpec> {
     let s = spec.ok_or_else(|| ServerError::invalid(field, "missing"))?;
-    let sandbox = match pb::Sandbox::try_from(s.sandbox) {
-        Ok(pb::Sandbox::Default) => SandboxKind::Default,
-        Ok(pb::Sandbox::Process) => SandboxKind::Process,
-        Ok(pb::Sandbox::Bubblewrap) => SandboxKind::Bubblewrap,
-        Err(_) => {
+    let sandbox = match (pb::Sandbox::try_from(s.sandbox), s.docker) {
+        (Ok(pb::Sandbox::Docker), Some(d)) => SandboxKind::Docker(ContainerSpec {
+            image: d.image,
+            pull: d.pull,
+            user: d.user,
+        }),
+        (Ok(pb::Sandbox::Docker), None) => {
+            return Err(ServerError::invalid(
+                &format!("{field}.docker"),
+                "SANDBOX_DOCKER needs docker.image",
+            ))
+        }
+        (Ok(_), Some(_)) => {
+            return Err(ServerError::invalid(
+                &format!("{field}.docker"),
+                "set only with SANDBOX_DOCKER",
+            ))
+        }
+        (Ok(pb::Sandbox::Default), None) => SandboxKind::Default,
+        (Ok(pb::Sandbox::Process), None) => SandboxKind::Process,
+        (Ok(pb::Sandbox::Bubblewrap), None) => SandboxKind::Bubblewrap,
+        (Err(_), _) => {
             return Err(ServerError::invalid(
                 &format!("{field}.sandbox"),
                 format!("unknown value {}", s.sandbox),
@@ -91,7 +108,16 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
             SandboxKind::Default => pb::Sandbox::Default,
             SandboxKind::Process => pb::Sandbox::Process,
             SandboxKind::Bubblewrap => pb::Sandbox::Bubblewrap,
+            SandboxKind::Docker(_) => pb::Sandbox::Docker,
         } as i32,
+        docker: match &s.sandbox {
+            SandboxKind::Docker(c) => Some(pb::DockerSpec {
+                image: c.image.clone(),
+                pull: c.pull,
+                user: c.user.clone(),
+            }),
+            _ => None,
+        },
     }
 }
 
@@ -177,6 +203,12 @@ mod tests {
         s.idempotency_key = Some("k".into());
         s.sandbox = SandboxKind::Process;
         assert_eq!(spec_from_pb(Some(spec_to_pb(&s)), "spec").unwrap(), s);
+        s.sandbox = SandboxKind::Docker(ContainerSpec {
+            image: "busybox:1.36".into(),
+            pull: true,
+            user: "65534:65534".into(),
+        });
+        assert_eq!(spec_from_pb(Some(spec_to_pb(&s)), "spec").unwrap(), s);
     }
 
     #[test]
@@ -198,8 +230,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("spec.command"), "{e}");
-        let e = spec_from_pb(Some(pb::JobSpec { sandbox: 9, ..p }), "spec").unwrap_err();
+        let e = spec_from_pb(
+            Some(pb::JobSpec {
+                sandbox: 9,
+                ..p.clone()
+            }),
+            "spec",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("spec.sandbox"), "{e}");
+        let docker = pb::JobSpec {
+            sandbox: pb::Sandbox::Docker as i32,
+            ..p.clone()
+        };
+        let e = spec_from_pb(Some(docker.clone()), "spec").unwrap_err();
+        assert!(e.to_string().contains("spec.docker"), "{e}");
+        let e = spec_from_pb(
+            Some(pb::JobSpec {
+                docker: Some(pb::DockerSpec::default()),
+                ..docker
+            }),
+            "spec",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("spec.docker.image"), "{e}");
+        let e = spec_from_pb(
+            Some(pb::JobSpec {
+                docker: Some(pb::DockerSpec {
+                    image: "busybox".into(),
+                    ..Default::default()
+                }),
+                ..p
+            }),
+            "spec",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("only with SANDBOX_DOCKER"), "{e}");
         assert!(spec_from_pb(None, "spec").is_err());
         assert!(state_from_pb(42).is_err());
         assert_eq!(state_from_pb(0).unwrap(), None);

@@ -186,12 +186,18 @@ pub fn place_counting(
     (out, stuck)
 }
 
-/// Whether a node advertising `tags` satisfies every constraint of `job`.
+/// Whether a node advertising `tags` satisfies every constraint of `job`, and carries the
+/// tag its sandbox needs (`driver.docker=true` for a container).
 fn constraints_hold(tags: &BTreeMap<String, String>, job: &cathedral_consensus::Job) -> bool {
     job.spec
-        .constraints
-        .iter()
-        .all(|(k, v)| tags.get(k) == Some(v))
+        .sandbox
+        .required_tag()
+        .is_none_or(|(k, v)| tags.get(k).map(String::as_str) == Some(v))
+        && job
+            .spec
+            .constraints
+            .iter()
+            .all(|(k, v)| tags.get(k) == Some(v))
 }
 
 /// Why no node fits `job`: the first test that rules every node out (0 slots, 1
@@ -323,6 +329,41 @@ mod tests {
         moved.get_mut(&3).unwrap().insert("zone".into(), "b".into());
         let a = place(&s, &moved, 0, 100, ll);
         assert_eq!(a.iter().find(|x| x.job == 2).unwrap().node, 3);
+    }
+
+    #[test]
+    fn containers_go_only_where_the_engine_answers() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        for c in [node(1, 4, &[]), node(2, 4, &[("driver.docker", "true")])] {
+            i += 1;
+            s.apply(i, &c);
+        }
+        let mut alive = candidates(&s, &[1, 2]);
+        let mut boxed = JobSpec::new("boxed", &["true"]);
+        boxed.sandbox =
+            cathedral_consensus::SandboxKind::Docker(cathedral_consensus::ContainerSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            });
+        for _ in 0..3 {
+            submit(&mut s, &mut i, boxed.clone());
+        }
+        submit(&mut s, &mut i, JobSpec::new("plain", &["true"]));
+        let ll = &mut Strategy::LeastLoaded;
+        let a = place(&s, &alive, 0, 100, ll);
+        assert_eq!(a.len(), 4);
+        assert!(
+            a.iter().filter(|x| x.job <= 3).all(|x| x.node == 2),
+            "{a:?}"
+        );
+        // The engine stopped answering: the tag is gone, the containers wait.
+        alive.get_mut(&2).unwrap().remove("driver.docker");
+        let (a, stuck) = place_counting(&s, &alive, 0, 100, ll);
+        assert_eq!(a.iter().map(|x| x.job).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(
+            stuck[1], 3,
+            "counted as ruled out by constraints: {stuck:?}"
+        );
     }
 
     /// Candidates with the tags each node registered.

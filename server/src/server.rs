@@ -151,6 +151,9 @@ pub async fn start(config: Config) -> Result<Running> {
     });
     let mut exec_config = cathedral_executor::ExecutorConfig::new(node.data_dir());
     exec_config.output_bytes_max = node.config.output.bytes_max;
+    exec_config.docker_host = node.config.docker_host.clone();
+    exec_config.node_label = node.id.to_string();
+    exec_config.docker_nproc = node.config.docker_nproc_limit;
     let executor = std::sync::Arc::new(cathedral_executor::Executor::new(exec_config));
     let upkeep = tokio::spawn(node.clone().upkeep(stop_rx.clone()));
     let leader = tokio::spawn(crate::leader::run(node.clone(), stop_rx.clone()));

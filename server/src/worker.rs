@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use cathedral_consensus::{Command, Exit, JobId, JobState, Outcome, Response, SandboxKind};
-use cathedral_executor::{AttemptResult, AttemptSpec, Executor, KillReason, SandboxChoice};
+use cathedral_executor::{
+    AttemptResult, AttemptSpec, ContainerImage, Executor, KillReason, SandboxChoice,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -35,6 +37,10 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 const REPORT_RETRY_MS: u64 = 500;
 /// How long a graceful shutdown waits for the reports of the attempts it killed.
 pub const SHUTDOWN_REPORTS_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the container engine is asked whether it answers (and the node's
+/// `driver.docker` tag set or removed to match).
+pub const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What an attempt's end is reported as when the node killed it to shut down.
 const SHUT_DOWN_NOTE: &[u8] = b"[cathedral: the node shut down while the attempt ran]";
@@ -59,6 +65,7 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
     let mut tasks = JoinSet::new();
     let mut last_retention = Instant::now() - RETENTION_INTERVAL;
+    let engine = tokio::spawn(watch_engine(node.clone(), executor.clone(), stop.clone()));
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -87,6 +94,7 @@ pub async fn run(
             tasks.spawn_blocking(move || retention(&n));
         }
     }
+    engine.abort();
     // Shutting down: kill every attempt; each task then reports its attempt lost.
     let mut killed = 0;
     for slot in mine.values_mut() {
@@ -180,11 +188,30 @@ fn step(
             continue;
         };
         if started {
-            // Recorded as running here, but not running: this node restarted.
+            // Recorded as running here, but not running: this node restarted. A container
+            // may outlive the node: its attempt is reported lost (and retried elsewhere)
+            // only once the engine's sweep removed what the previous run left, so it
+            // never runs twice at once.
+            let container = matches!(spec.sandbox, SandboxKind::Docker(_));
+            let swept = executor
+                .docker()
+                .map(|d| (d.is_swept(), d.swept_away(key.0, key.1)));
+            let note = match (container, swept) {
+                (true, Some((false, _))) => {
+                    tracing::debug!(
+                        job = key.0,
+                        attempt = key.1,
+                        "lost container attempt waits for the engine"
+                    );
+                    continue;
+                }
+                (true, Some((true, true))) => LOST_CONTAINER_NOTE,
+                _ => LOST_NOTE,
+            };
             mine.insert(key, Slot::Reporting);
             spawn
                 .tasks
-                .spawn(report_lost(node.clone(), key, spawn.done.clone()));
+                .spawn(report_lost(node.clone(), key, note, spawn.done.clone()));
             continue;
         }
         let running = mine
@@ -208,10 +235,15 @@ fn step(
             memory_bytes: spec.resources.memory_bytes,
             pids_max: 0,
         };
-        let choice = match spec.sandbox {
+        let choice = match &spec.sandbox {
             SandboxKind::Default => SandboxChoice::Auto,
             SandboxKind::Process => SandboxChoice::Process,
             SandboxKind::Bubblewrap => SandboxChoice::Bwrap,
+            SandboxKind::Docker(c) => SandboxChoice::Docker(ContainerImage {
+                image: c.image.clone(),
+                pull: c.pull,
+                user: c.user.clone(),
+            }),
         };
         // The start (work directory, output file, cgroup, spawn) is file-system work: it
         // runs on the blocking pool, so the async threads keep serving while many attempts
@@ -255,9 +287,18 @@ fn outcome(r: &AttemptResult) -> Outcome {
     }
 }
 
+const LOST_NOTE: &[u8] = b"[cathedral: the node restarted while the attempt ran]";
+const LOST_CONTAINER_NOTE: &[u8] =
+    b"[cathedral: the node restarted while the attempt ran; its container was removed]";
+
 /// Reports an attempt the state has running here that this node no longer runs (it
 /// restarted), then frees its slot.
-async fn report_lost(node: Arc<Node>, key: Key, done: mpsc::UnboundedSender<Key>) {
+async fn report_lost(
+    node: Arc<Node>,
+    key: Key,
+    note: &'static [u8],
+    done: mpsc::UnboundedSender<Key>,
+) {
     tracing::warn!(
         job = key.0,
         attempt = key.1,
@@ -266,7 +307,7 @@ async fn report_lost(node: Arc<Node>, key: Key, done: mpsc::UnboundedSender<Key>
     let outcome = Outcome {
         exit: Exit::Lost,
         duration_ms: 0,
-        output_tail: b"[cathedral: the node restarted while the attempt ran]".to_vec(),
+        output_tail: note.to_vec(),
     };
     report_finished(&node, key, outcome).await;
     let _ = done.send(key);
@@ -284,19 +325,7 @@ async fn run_attempt(
     stop: tokio::sync::watch::Receiver<bool>,
     done: mpsc::UnboundedSender<Key>,
 ) {
-    let started = tokio::task::spawn_blocking({
-        let executor = executor.clone();
-        move || executor.start(attempt, choice)
-    })
-    .await
-    .map_err(|e| {
-        cathedral_executor::ExecError::Unavailable(if e.is_panic() {
-            "the start panicked"
-        } else {
-            "the start was cancelled"
-        })
-    })
-    .and_then(|r| r);
+    let started = executor.launch(attempt, choice).await;
     match started {
         Ok(mut a) => {
             tracing::info!(
@@ -389,6 +418,64 @@ async fn report(node: &Node, key: Key, cmd: Command) {
                 tracing::debug!(job = key.0, "report not committed yet: {e}");
                 tokio::time::sleep(Duration::from_millis(REPORT_RETRY_MS)).await;
             }
+        }
+    }
+}
+
+/// Asks the container engine, every [`ENGINE_PROBE_INTERVAL`], whether it answers, and
+/// keeps this node's `driver.docker=true` tag to match: the scheduler places containers
+/// only on nodes that carry it. The first answer also sweeps away the containers the
+/// previous run of this node left.
+async fn watch_engine(
+    node: Arc<Node>,
+    executor: Arc<Executor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(driver) = executor.docker().cloned() else {
+        return;
+    };
+    let tag = cathedral_consensus::DOCKER_DRIVER_TAG;
+    let mut advertised = false;
+    loop {
+        let up = match driver.probe().await {
+            Ok((info, removed)) => {
+                if !advertised {
+                    tracing::info!(
+                        engine = %driver.host(),
+                        version = %info.version,
+                        api = %info.api_version,
+                        swept = removed.len(),
+                        "container engine answers; docker sandbox on"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                if advertised {
+                    tracing::warn!(engine = %driver.host(), "container engine stopped answering: {e}");
+                } else {
+                    tracing::debug!(engine = %driver.host(), "no container engine: {e}");
+                }
+                false
+            }
+        };
+        if up != advertised {
+            let changed = if up {
+                let set = BTreeMap::from([(tag.to_string(), "true".to_string())]);
+                node.gossip.set_tags(&set, &[]).await
+            } else {
+                node.gossip
+                    .set_tags(&BTreeMap::new(), &[tag.to_string()])
+                    .await
+            };
+            match changed {
+                Ok(_) => advertised = up,
+                Err(e) => tracing::warn!("cannot change the {tag} tag: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(ENGINE_PROBE_INTERVAL) => {}
         }
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! The binaries must be built first; `cargo test --workspace` does that.
 
+pub mod engine;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -278,6 +278,20 @@ struct SubmitArgs {
     idempotency_key: Option<String>,
     #[arg(long, default_value_t = 0)]
     priority: i32,
+    /// Isolation: auto (the strongest the node has), process, bubblewrap or docker
+    /// [default: auto, or docker with --image].
+    #[arg(long)]
+    sandbox: Option<String>,
+    /// Container image to run the command in (the docker sandbox); the job goes only to
+    /// nodes whose container engine answers (tag driver.docker=true).
+    #[arg(long)]
+    image: Option<String>,
+    /// Pull the image when the node's engine lacks it (otherwise the attempt fails).
+    #[arg(long)]
+    pull: bool,
+    /// User inside the container: uid[:gid] or a user of the image [default: the image's].
+    #[arg(long)]
+    user: Option<String>,
     #[arg(long)]
     json: bool,
     /// The program and its arguments, after `--`.
@@ -976,6 +990,13 @@ fn submit_spec(command: Vec<String>, a: &SubmitArgs) -> Result<pb::JobSpec, CliE
             .map(|s| parse::key_value(s).map_err(CliError::invalid))
             .collect()
     };
+    let (sandbox, docker) = parse::sandbox(
+        a.sandbox.as_deref(),
+        a.image.as_deref(),
+        a.pull,
+        a.user.as_deref(),
+    )
+    .map_err(CliError::invalid)?;
     let name = a.name.clone().unwrap_or_else(|| {
         std::path::Path::new(&command[0])
             .file_name()
@@ -999,6 +1020,8 @@ fn submit_spec(command: Vec<String>, a: &SubmitArgs) -> Result<pb::JobSpec, CliE
             .transpose()
             .map_err(CliError::invalid)?
             .unwrap_or(0),
+        sandbox: sandbox as i32,
+        docker,
         constraints: kv(&a.tags)?,
         timeout_ms: Some(parse::duration_ms(&a.timeout).map_err(CliError::invalid)?),
         retry: Some(pb::RetryPolicy {
@@ -1010,6 +1033,5 @@ fn submit_spec(command: Vec<String>, a: &SubmitArgs) -> Result<pb::JobSpec, CliE
         priority: a.priority,
         depends_on: a.depends_on.clone(),
         idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
-        sandbox: pb::Sandbox::Default as i32,
     })
 }

@@ -18,6 +18,8 @@
 //! The leader reads the view (level-triggered, so nothing depends on not missing an event)
 //! to propose node-failed and node-recovered and to place work; see `leader.rs`.
 
+pub mod seeds;
+pub use seeds::Seed;
 pub mod transport;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -73,8 +75,11 @@ pub struct GossipSettings {
     pub bind: SocketAddr,
     /// The address others gossip with (the bind address unless that is unspecified).
     pub advertise: SocketAddr,
-    /// Addresses (HOST:PORT) chitchat keeps contacting until they answer.
+    /// Seeds: HOST:PORT (chitchat keeps contacting them until they answer) or
+    /// dns:NAME:PORT (resolved at every join attempt; see `seeds`).
     pub seeds: Vec<String>,
+    /// The DNS server of `dns:` seeds; `None`: the system's resolver settings.
+    pub dns_server: Option<SocketAddr>,
     pub interval: Duration,
     pub phi_threshold: f64,
     pub quorum_fraction: f64,
@@ -94,6 +99,7 @@ impl GossipSettings {
             bind,
             advertise: bind,
             seeds: Vec::new(),
+            dns_server: None,
             interval: Duration::from_millis(GOSSIP_INTERVAL_MS_DEFAULT),
             phi_threshold: PHI_THRESHOLD_DEFAULT,
             quorum_fraction: QUORUM_FRACTION_DEFAULT,
@@ -453,7 +459,17 @@ impl Membership {
             cluster_id: CHITCHAT_CLUSTER.to_string(),
             gossip_interval: settings.interval,
             listen_addr: settings.bind,
-            seed_nodes: settings.seeds.clone(),
+            // chitchat resolves HOST:PORT seeds itself; `dns:` seeds are resolved by `join`.
+            seed_nodes: settings
+                .seeds
+                .iter()
+                .filter_map(|s| {
+                    seeds::Seed::parse(s)
+                        .ok()?
+                        .for_chitchat()
+                        .map(str::to_string)
+                })
+                .collect(),
             failure_detector_config: FailureDetectorConfig {
                 phi_threshold: settings.phi_threshold,
                 sampling_window_size: 1_000,
@@ -684,13 +700,9 @@ impl Membership {
         }
         let mut delay = initial;
         for attempt in 1..=attempts {
-            let mut addrs = Vec::new();
-            for s in &seeds {
-                match tokio::net::lookup_host(s.as_str()).await {
-                    Ok(found) => addrs.extend(found.filter(|a| *a != me)),
-                    Err(e) => tracing::debug!(seed = %s, "cannot resolve seed: {e}"),
-                }
-            }
+            // Resolved again at every attempt: a name may gain addresses as peers start.
+            let mut addrs = seeds::resolve(&seeds, self.settings.dns_server).await;
+            addrs.retain(|a| *a != me);
             {
                 let handle = self.handle.lock().await;
                 let handle = handle.as_ref().ok_or(GossipError::Stopped)?;
