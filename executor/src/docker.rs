@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::error::{ExecError, Result};
-use crate::executor::{Attempt, Sink};
+use crate::executor::{stop_requested, Attempt, Sink};
 use crate::spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};
 
 /// Label: the node that made the container.
@@ -483,22 +483,13 @@ impl ContainerRun {
         mut cancel: oneshot::Receiver<()>,
     ) -> AttemptResult {
         let started = Instant::now();
-        let deadline = async {
-            match self.timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        let cancelled = async {
-            if (&mut cancel).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
         let mut killed = None;
         let code = tokio::select! {
             c = self.wait() => c,
-            _ = deadline => { killed = Some(KillReason::Timeout); self.stop().await }
-            _ = cancelled => { killed = Some(KillReason::Cancelled); self.stop().await }
+            why = stop_requested(self.timeout, &mut cancel) => {
+                killed = Some(why);
+                self.stop().await
+            }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let state = self

@@ -444,23 +444,13 @@ impl Run {
         mut cancel: oneshot::Receiver<()>,
     ) -> AttemptResult {
         let started = Instant::now();
-        let deadline = async {
-            match self.timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        // A handle dropped without cancelling lets the attempt run to its end.
-        let cancelled = async {
-            if (&mut cancel).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
         let mut killed = None;
         let status = tokio::select! {
             s = child.wait() => s,
-            _ = deadline => { killed = Some(KillReason::Timeout); self.terminate(&mut child, pid).await }
-            _ = cancelled => { killed = Some(KillReason::Cancelled); self.terminate(&mut child, pid).await }
+            why = stop_requested(self.timeout, &mut cancel) => {
+                killed = Some(why);
+                self.terminate(&mut child, pid).await
+            }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         // Nothing of the attempt outlives it: stray children of a finished program too. The
@@ -546,6 +536,27 @@ impl Run {
             g.kill_all();
         }
         child.wait().await
+    }
+}
+
+/// Resolves when the attempt must be stopped, and why: its timeout passed, or it was
+/// cancelled. A handle dropped without cancelling lets the attempt run to its end.
+pub(crate) async fn stop_requested(
+    timeout: Option<Duration>,
+    cancel: &mut oneshot::Receiver<()>,
+) -> KillReason {
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = deadline => KillReason::Timeout,
+        r = cancel => match r {
+            Ok(()) => KillReason::Cancelled,
+            Err(_) => std::future::pending().await,
+        },
     }
 }
 
