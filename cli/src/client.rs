@@ -302,6 +302,10 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+pub fn crons(ch: Conn) -> cathedral_api::v1::cron_service_client::CronServiceClient<Conn> {
+    cathedral_api::v1::cron_service_client::CronServiceClient::new(ch)
+}
+
 pub fn jobs(ch: Conn) -> JobServiceClient<Conn> {
     JobServiceClient::new(ch)
 }

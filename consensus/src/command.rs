@@ -539,6 +539,11 @@ pub enum Command {
         accessor: String,
         command: Box<Command>,
     },
+    /// A change to the crons: created, paused, deleted, fired (see `cron`).
+    Cron {
+        at_ms: u64,
+        op: crate::cron::CronOp,
+    },
 }
 
 impl Command {
@@ -560,7 +565,8 @@ impl Command {
             | Command::Batch { at_ms, .. }
             | Command::AclBootstrap { at_ms, .. }
             | Command::TokenCreate { at_ms, .. }
-            | Command::TokenRevoke { at_ms, .. } => *at_ms,
+            | Command::TokenRevoke { at_ms, .. }
+            | Command::Cron { at_ms, .. } => *at_ms,
             Command::Request { command, .. } | Command::Authored { command, .. } => command.at_ms(),
         }
     }
@@ -583,7 +589,8 @@ impl Command {
             | Command::Batch { at_ms, .. }
             | Command::AclBootstrap { at_ms, .. }
             | Command::TokenCreate { at_ms, .. }
-            | Command::TokenRevoke { at_ms, .. } => *at_ms = t,
+            | Command::TokenRevoke { at_ms, .. }
+            | Command::Cron { at_ms, .. } => *at_ms = t,
             Command::Request { command, .. } | Command::Authored { command, .. } => {
                 command.set_at_ms(t)
             }
@@ -628,6 +635,7 @@ impl Command {
             Command::AclBootstrap { .. } => "acl_bootstrap",
             Command::TokenCreate { .. } => "token_create",
             Command::TokenRevoke { .. } => "token_revoke",
+            Command::Cron { .. } => "cron",
             Command::Request { command, .. } | Command::Authored { command, .. } => command.kind(),
         }
     }

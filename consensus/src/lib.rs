@@ -11,6 +11,8 @@
 //!   `ClusterState` with snapshots in the storage crate's snapshot store.
 //! - `requests`: the answered-request table that makes a write with a request id apply
 //!   at most once ([`Command::Request`]).
+//! - `cron`: periodic jobs — crons as replicated state, fires decided once as log
+//!   entries, and the schedule evaluation ([`cron::due`]) the leader runs.
 //! - `tags`: the one rule for node tags and job constraints, with its bounds.
 //! - `replay`: offline replay of a data directory (snapshot + log), checking checkpoints.
 //! - `testkit`: an in-process network and node start-up for tests and benchmarks.
@@ -18,6 +20,7 @@
 
 pub mod acl;
 mod command;
+pub mod cron;
 mod error;
 pub mod events;
 pub mod raft;

@@ -32,7 +32,7 @@ use crate::requests::{Lookup, RequestId, Requests};
 pub const CHECKPOINTS_KEPT: usize = 64;
 /// Version 2 appends the answered-request table after the state, version 3 the access
 /// control state after that; versions 1 (neither) and 2 (no access control) still load.
-const SNAPSHOT_VERSION: u16 = 3;
+const SNAPSHOT_VERSION: u16 = 4;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -220,6 +220,9 @@ pub struct ClusterState {
     /// a state that never used access control hashes as before it existed.
     #[serde(skip)]
     acl: Acl,
+    /// Periodic jobs (snapshot version 4); hashed only once not empty.
+    #[serde(skip)]
+    crons: crate::cron::Crons,
     /// What the entry being applied changed, when the caller asked for events
     /// ([`apply_recording`](Self::apply_recording)). Not encoded, not compared.
     #[serde(skip)]
@@ -470,6 +473,7 @@ impl Default for ClusterState {
             index: JobIndex::default(),
             requests: Requests::default(),
             acl: Acl::default(),
+            crons: Default::default(),
             recorder: Recorder::default(),
         }
     }
@@ -672,6 +676,7 @@ impl ClusterState {
                 Ok(()) => Response::Done,
                 Err(e) => Response::Rejected(e),
             },
+            Command::Cron { at_ms, op } => self.apply_cron(*at_ms, op),
             Command::TokenRevoke { accessor, .. } => match self.acl.revoke(accessor) {
                 Ok(_) => Response::Done,
                 Err(e) => Response::Rejected(e),
@@ -832,6 +837,7 @@ impl ClusterState {
             }
             Command::AclBootstrap { token, .. } => self.acl.check_add(token, true),
             Command::TokenCreate { token, .. } => self.acl.check_add(token, false),
+            Command::Cron { op, .. } => self.crons.check(op),
             Command::TokenRevoke { accessor, .. } => match self.acl.token(accessor) {
                 Some(_) => Ok(()),
                 None => Err(Invalid::new("accessor", format!("no token {accessor}"))),
@@ -1312,12 +1318,18 @@ impl ClusterState {
             requests: &self.requests,
         };
         let hash = blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes"));
-        if self.acl.is_empty() {
+        if self.acl.is_empty() && self.crons.is_empty() {
             return *hash.as_bytes();
         }
         let mut h = blake3::Hasher::new();
         h.update(hash.as_bytes());
-        h.update(&postcard::to_stdvec(&self.acl).expect("state always encodes"));
+        if !self.acl.is_empty() {
+            h.update(&postcard::to_stdvec(&self.acl).expect("state always encodes"));
+        }
+        if !self.crons.is_empty() {
+            h.update(b"crons");
+            h.update(&postcard::to_stdvec(&self.crons).expect("state always encodes"));
+        }
         *h.finalize().as_bytes()
     }
 
@@ -1326,10 +1338,173 @@ impl ClusterState {
         &self.acl
     }
 
+    /// The crons.
+    pub fn crons(&self) -> &crate::cron::Crons {
+        &self.crons
+    }
+
+    /// Whether what a cron launched last (a job, or any job of a workflow) has not ended.
+    pub fn cron_active(&self, current: Option<crate::cron::Launched>) -> bool {
+        use crate::cron::Launched;
+        match current {
+            None => false,
+            Some(Launched::Job(id)) => self.jobs.get(&id).is_some_and(|j| !j.state.is_final()),
+            Some(Launched::Workflow(w)) => self.workflows.get(&w).is_some_and(|w| {
+                w.jobs
+                    .values()
+                    .any(|id| self.jobs.get(id).is_some_and(|j| !j.state.is_final()))
+            }),
+        }
+    }
+
+    fn apply_cron(&mut self, at: u64, op: &crate::cron::CronOp) -> Response {
+        use crate::cron::{CronOp, Fire, FireOutcome, SkipReason, CRON_FIRES_PER_ENTRY_MAX};
+        if let Err(e) = self.crons.check(op) {
+            self.counters.rejected_commands += 1;
+            return Response::Rejected(e);
+        }
+        let ignored = |reason: &str| Response::Ignored {
+            reason: reason.to_string(),
+        };
+        match op {
+            CronOp::Create(spec) => {
+                self.crons.create(at, (**spec).clone());
+                Response::Done
+            }
+            CronOp::SetPaused { name, paused } => {
+                let c = self.crons.get_mut(name).expect("checked");
+                c.paused = *paused;
+                // Fires a pause covered are not owed: the schedule resumes from now.
+                if !*paused {
+                    c.last_scheduled_ms = c.last_scheduled_ms.max(at);
+                }
+                Response::Done
+            }
+            CronOp::Delete { name } => {
+                self.crons.remove(name);
+                Response::Done
+            }
+            CronOp::Fire {
+                name,
+                late,
+                scheduled,
+            } => {
+                let Some(c) = self.crons.get(name) else {
+                    return ignored("no such cron");
+                };
+                if c.paused {
+                    return ignored("the cron is paused");
+                }
+                // Each scheduled time is decided once: a fire at or before the last one
+                // decided (a second leader's copy, a clock that went back) changes nothing.
+                let mut after = c.last_scheduled_ms;
+                if let Some(l) = late {
+                    if l.first_ms <= after || l.last_ms < l.first_ms || l.count == 0 {
+                        return ignored("fire already decided");
+                    }
+                    after = l.last_ms;
+                }
+                for t in scheduled {
+                    if *t <= after {
+                        return ignored("fire already decided");
+                    }
+                    after = *t;
+                }
+                if scheduled.len() > CRON_FIRES_PER_ENTRY_MAX {
+                    return ignored("too many fires in one entry");
+                }
+                if let Some(l) = *late {
+                    let c = self.crons.get_mut(name).expect("present");
+                    c.record(Fire {
+                        scheduled_ms: l.first_ms,
+                        through_ms: l.last_ms,
+                        count: l.count,
+                        decided_at_ms: at,
+                        outcome: FireOutcome::Skipped(SkipReason::Late),
+                    });
+                    c.last_scheduled_ms = l.last_ms;
+                }
+                for &t in scheduled {
+                    let c = &self.crons.map[name];
+                    let active = self.cron_active(c.current);
+                    let outcome = match (c.spec.overlap, active) {
+                        (crate::cron::Overlap::Skip, true) => {
+                            FireOutcome::Skipped(SkipReason::Overlap)
+                        }
+                        (crate::cron::Overlap::Queue, true) => {
+                            if c.queued.len() >= crate::cron::CRON_QUEUE_MAX {
+                                FireOutcome::Skipped(SkipReason::QueueFull)
+                            } else {
+                                FireOutcome::Queued
+                            }
+                        }
+                        _ => self.launch_cron(name, at, t),
+                    };
+                    let c = self.crons.get_mut(name).expect("present");
+                    if outcome == FireOutcome::Queued {
+                        c.queued.push_back(t);
+                    }
+                    c.record(Fire {
+                        scheduled_ms: t,
+                        through_ms: t,
+                        count: 1,
+                        decided_at_ms: at,
+                        outcome,
+                    });
+                    c.last_scheduled_ms = t;
+                }
+                Response::Done
+            }
+            CronOp::RunQueued { name, scheduled_ms } => {
+                let Some(c) = self.crons.get(name) else {
+                    return ignored("no such cron");
+                };
+                if c.queued.front() != Some(scheduled_ms) || self.cron_active(c.current) {
+                    return ignored("not the next queued fire, or the current run is active");
+                }
+                let outcome = self.launch_cron(name, at, *scheduled_ms);
+                let c = self.crons.get_mut(name).expect("present");
+                c.queued.pop_front();
+                c.record(Fire {
+                    scheduled_ms: *scheduled_ms,
+                    through_ms: *scheduled_ms,
+                    count: 1,
+                    decided_at_ms: at,
+                    outcome,
+                });
+                Response::Done
+            }
+        }
+    }
+
+    /// Submits what cron `name` launches for its fire at `scheduled_ms`.
+    fn launch_cron(&mut self, name: &str, at: u64, scheduled_ms: u64) -> crate::cron::FireOutcome {
+        use crate::cron::{CronTarget, FireOutcome, Launched};
+        match self.crons.map[name].stamped(scheduled_ms) {
+            CronTarget::Job(spec) => match self.check_spec(&spec) {
+                Ok(()) => FireOutcome::Launched(Launched::Job(self.create_job(at, *spec, None))),
+                Err(e) => FireOutcome::Failed(e.to_string()),
+            },
+            CronTarget::Workflow { name, jobs } => match self.submit_workflow(at, &name, &jobs) {
+                Response::WorkflowSubmitted { workflow, .. } => {
+                    FireOutcome::Launched(Launched::Workflow(workflow))
+                }
+                Response::Rejected(e) => FireOutcome::Failed(e.to_string()),
+                other => FireOutcome::Failed(format!("{other:?}")),
+            },
+        }
+    }
+
     /// The state as snapshot bytes (versioned).
     pub fn to_snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(&(SNAPSHOT_VERSION, self, &self.requests, &self.acl))
-            .expect("state always encodes")
+        postcard::to_stdvec(&(
+            SNAPSHOT_VERSION,
+            self,
+            &self.requests,
+            &self.acl,
+            &self.crons,
+        ))
+        .expect("state always encodes")
     }
 
     /// Streams the state's snapshot encoding (the same bytes as [`to_snapshot`]) into `w`,
@@ -1338,9 +1513,18 @@ impl ClusterState {
     /// [`to_snapshot`]: ClusterState::to_snapshot
     pub fn write_snapshot<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
         let w = std::io::BufWriter::with_capacity(1 << 16, w);
-        postcard::to_io(&(SNAPSHOT_VERSION, self, &self.requests, &self.acl), w)
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        postcard::to_io(
+            &(
+                SNAPSHOT_VERSION,
+                self,
+                &self.requests,
+                &self.acl,
+                &self.crons,
+            ),
+            w,
+        )
+        .map(|_| ())
+        .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// A state from snapshot bytes.
@@ -1361,8 +1545,12 @@ impl ClusterState {
                 postcard::take_from_bytes(rest).map_err(decode)?;
             state.requests = requests;
             if version >= 3 {
-                state.acl = postcard::from_bytes(rest).map_err(decode)?;
+                let (acl, rest): (Acl, &[u8]) = postcard::take_from_bytes(rest).map_err(decode)?;
+                state.acl = acl;
                 state.acl.reindex();
+                if version >= 4 {
+                    state.crons = postcard::from_bytes(rest).map_err(decode)?;
+                }
             }
         }
         state.index = JobIndex::rebuilt(&state.jobs);

@@ -65,6 +65,10 @@ pub fn need(path: &str) -> Need {
             Need::Policy(Policy::Submit)
         }
         ("cathedral.v1.JobService", _) => Need::Policy(Policy::Read),
+        ("cathedral.v1.CronService", "CreateCron" | "SetCronPaused" | "DeleteCron") => {
+            Need::Policy(Policy::Submit)
+        }
+        ("cathedral.v1.CronService", _) => Need::Policy(Policy::Read),
         ("cathedral.v1.ClusterService", "Status") => Need::Policy(Policy::Read),
         ("cathedral.v1.ClusterService", _) => Need::Policy(Policy::Operator),
         _ => Need::Policy(Policy::Management),

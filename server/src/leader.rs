@@ -65,6 +65,8 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
         node.config.leader.placement,
         node.config.leader.placement_seed,
     );
+    let mut schedules = std::collections::HashMap::new();
+    let mut crons_checked = Instant::now() - CRON_CHECK_INTERVAL;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -84,8 +86,17 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
         if let Err(e) = checkpoint_if_due(&node).await {
             tracing::debug!("checkpoint: {e}");
         }
+        // The loop wakes at every applied entry: crons are looked at a few times a second.
+        if crons_checked.elapsed() >= CRON_CHECK_INTERVAL {
+            crons_checked = Instant::now();
+            crate::cron_service::fire_due(&node, &mut schedules).await;
+        }
     }
 }
+
+/// How often the leader looks for due cron fires (a fire runs within this of its time,
+/// plus the time to commit it).
+pub const CRON_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Every `checkpoint_interval` entries: a `Checkpoint` (each node records its state hash at
 /// that index), then a `CheckpointHash` carrying the leader's, which every node — and the

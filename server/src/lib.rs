@@ -31,6 +31,7 @@ mod auth;
 mod batcher;
 mod config;
 mod convert;
+mod cron_service;
 mod data_dir;
 mod error;
 mod events;

@@ -14,6 +14,7 @@ use crate::api;
 use crate::api::internal::peer_server::PeerServer;
 use crate::api::v1::acl_service_server::AclServiceServer;
 use crate::api::v1::cluster_service_server::ClusterServiceServer;
+use crate::api::v1::cron_service_server::CronServiceServer;
 use crate::api::v1::job_service_server::JobServiceServer;
 use crate::config::Config;
 use crate::error::{Result, ServerError};
@@ -104,7 +105,10 @@ pub async fn start(config: Config) -> Result<Running> {
         .add_service(
             ClusterServiceServer::new(api.clone()).max_decoding_message_size(REQUEST_BYTES_MAX),
         )
-        .add_service(AclServiceServer::new(api).max_decoding_message_size(REQUEST_BYTES_MAX))
+        .add_service(
+            AclServiceServer::new(api.clone()).max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(CronServiceServer::new(api).max_decoding_message_size(REQUEST_BYTES_MAX))
         .add_service(
             PeerServer::new(PeerService { node: node.clone() })
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)

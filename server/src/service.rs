@@ -71,7 +71,11 @@ type Stream<T> = ReceiverStream<Result<T, Status>>;
 /// `cmd` written by `caller` (under its token, with access control on) and under the
 /// client's request id, if it gave one (see the proto's "Retrying writes"); without one,
 /// the node assigns an id when it proposes.
-fn with_request_id(caller: &Caller, cmd: Command, request_id: String) -> Result<Command, Status> {
+pub(crate) fn with_request_id(
+    caller: &Caller,
+    cmd: Command,
+    request_id: String,
+) -> Result<Command, Status> {
     let cmd = match &caller.accessor {
         Some(a) => Command::Authored {
             accessor: a.clone(),

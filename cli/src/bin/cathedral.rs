@@ -166,6 +166,11 @@ enum Cmd {
         #[command(subcommand)]
         command: AclCmd,
     },
+    /// Periodic jobs and workflows: each fire is decided once, in the log.
+    Cron {
+        #[command(subcommand)]
+        command: CronCmd,
+    },
     /// Make a CA and certificates for a test cluster (local files; no server).
     Tls {
         #[command(subcommand)]
@@ -173,6 +178,65 @@ enum Cmd {
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum CronCmd {
+    /// Create a cron running a command (job flags as for `submit`) or a workflow file.
+    Create {
+        #[arg(id = "cron_name", value_name = "NAME")]
+        cron: String,
+        /// Cron pattern: 5 fields (minute first) or 6 (seconds first); @hourly, @daily, ...
+        #[arg(long)]
+        schedule: String,
+        /// IANA time zone of the pattern.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// While the previous run is active a fire is skipped, queued, or allowed to run.
+        #[arg(long, default_value = "skip", value_parser = ["skip", "queue", "allow"])]
+        overlap: String,
+        /// Fires older than this when decided (after downtime) are skipped, not run.
+        #[arg(long, default_value = "1m")]
+        catch_up: String,
+        /// Launch this workflow file (YAML or JSON) instead of a command.
+        #[arg(long, value_name = "FILE")]
+        workflow: Option<PathBuf>,
+        #[command(flatten)]
+        job: Box<SubmitArgs>,
+    },
+    /// Every cron: schedule, zone, next fire, counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One cron and its history of fires.
+    Show {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The next fire times of a cron (or of --schedule and --tz), in its zone.
+    Next {
+        #[arg(value_name = "NAME", required_unless_present = "schedule")]
+        name: Option<String>,
+        #[arg(short = 'n', long, default_value_t = 5)]
+        count: u32,
+        #[arg(long)]
+        schedule: Option<String>,
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+    },
+    /// Stop firing (nothing is owed for the paused time).
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -655,6 +719,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     if let Cmd::Acl { command } = cli.command {
         return acl(client::acl(ch), command).await;
     }
+    if let Cmd::Cron { command } = cli.command {
+        return cron(client::crons(ch), command, request_id).await;
+    }
     let mut jobs = client::jobs(ch.clone());
     match cli.command {
         Cmd::Submit(_) | Cmd::Cancel { .. } | Cmd::Workflow { .. } => {
@@ -844,7 +911,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             }
         }
         Cmd::Completions { .. } | Cmd::Tls { .. } => unreachable!("handled before connecting"),
-        Cmd::Acl { .. } => unreachable!("handled above"),
+        Cmd::Acl { .. } | Cmd::Cron { .. } => unreachable!("handled above"),
     }
     Ok(0)
 }
@@ -927,6 +994,225 @@ async fn acl(
             command: TokenCmd::Revoke { accessor },
         } => {
             acl.revoke_token(pb::RevokeTokenRequest { accessor })
+                .await?;
+        }
+    }
+    Ok(0)
+}
+
+/// `cathedral cron ...`. Writes go to one server under the request id (so sending one
+/// again with the same `--request-id` is safe).
+async fn cron(
+    mut crons: cathedral_api::v1::cron_service_client::CronServiceClient<client::Conn>,
+    command: CronCmd,
+    request_id: String,
+) -> Result<u8, CliError> {
+    let when = |ms: u64| {
+        if ms == 0 {
+            "-".to_string()
+        } else {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        }
+    };
+    match command {
+        CronCmd::Create {
+            cron,
+            schedule,
+            tz,
+            overlap,
+            catch_up,
+            workflow,
+            job,
+        } => {
+            let target = match (&workflow, job.command.is_empty()) {
+                (Some(file), true) => {
+                    let w = workflow::load(file).map_err(CliError::invalid)?;
+                    pb::cron_spec::Target::Workflow(pb::CronWorkflow {
+                        name: w.name,
+                        jobs: w.jobs,
+                    })
+                }
+                (None, false) => {
+                    pb::cron_spec::Target::Job(submit_spec(job.command.clone(), &job)?)
+                }
+                _ => {
+                    return Err(CliError::invalid(
+                        "give a command after -- or --workflow FILE (one of them)",
+                    ))
+                }
+            };
+            let overlap = match overlap.as_str() {
+                "queue" => pb::CronOverlap::Queue,
+                "allow" => pb::CronOverlap::Allow,
+                _ => pb::CronOverlap::Skip,
+            };
+            let catch_up_ms = parse::duration_ms(&catch_up)
+                .map_err(|e| CliError::invalid(format!("--catch-up: {e}")))?;
+            let r = crons
+                .create_cron(pb::CreateCronRequest {
+                    spec: Some(pb::CronSpec {
+                        name: cron.clone(),
+                        schedule,
+                        tz,
+                        overlap: overlap as i32,
+                        catch_up_ms: Some(catch_up_ms),
+                        target: Some(target),
+                    }),
+                    request_id,
+                })
+                .await?
+                .into_inner();
+            if job.json {
+                print_json(
+                    &serde_json::json!({"name": cron, "index": r.index, "next_ms": r.next_ms}),
+                );
+            } else {
+                println!("cron {cron}; next fires:");
+                for t in r.next_ms {
+                    println!("  {}", when(t));
+                }
+            }
+        }
+        CronCmd::List { json } => {
+            let r = crons
+                .list_crons(pb::ListCronsRequest {})
+                .await?
+                .into_inner();
+            if json {
+                print_json(&serde_json::to_value(&r.crons).expect("JSON"));
+            } else {
+                println!(
+                    "{:<24} {:<20} {:<16} {:<7} {:>8} {:>8}  NEXT",
+                    "NAME", "SCHEDULE", "TZ", "OVERLAP", "LAUNCHED", "SKIPPED"
+                );
+                for c in &r.crons {
+                    let s = c.spec.clone().unwrap_or_default();
+                    let overlap = pb::CronOverlap::try_from(s.overlap)
+                        .map(|o| {
+                            o.as_str_name()
+                                .trim_start_matches("CRON_OVERLAP_")
+                                .to_lowercase()
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "{:<24} {:<20} {:<16} {:<7} {:>8} {:>8}  {}",
+                        s.name,
+                        s.schedule,
+                        s.tz,
+                        overlap,
+                        c.launched,
+                        c.skipped,
+                        if c.paused {
+                            "paused".into()
+                        } else {
+                            when(c.next_ms)
+                        }
+                    );
+                }
+            }
+        }
+        CronCmd::Show { name, json } => {
+            let c = crons
+                .get_cron(pb::GetCronRequest { name })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&serde_json::to_value(&c).expect("JSON"));
+            } else {
+                let s = c.spec.clone().unwrap_or_default();
+                println!("cron      {}", s.name);
+                println!("schedule  {} ({})", s.schedule, s.tz);
+                println!("paused    {}", c.paused);
+                println!(
+                    "next      {}",
+                    if c.paused {
+                        "-".into()
+                    } else {
+                        when(c.next_ms)
+                    }
+                );
+                println!("launched  {}   skipped {}", c.launched, c.skipped);
+                if !c.queued_ms.is_empty() {
+                    println!(
+                        "queued    {}",
+                        c.queued_ms
+                            .iter()
+                            .map(|t| when(*t))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                println!(
+                    "{:<22} {:<9} {:<10} WHAT",
+                    "SCHEDULED", "OUTCOME", "DECIDED"
+                );
+                for f in &c.history {
+                    let what = match (f.job_id, f.workflow_id, f.count) {
+                        (j, _, _) if j > 0 => format!("job {j}"),
+                        (_, w, _) if w > 0 => format!("workflow {w}"),
+                        (_, _, n) if n > 1 => {
+                            format!("{n} fires through {} ({})", when(f.through_ms), f.reason)
+                        }
+                        _ => f.reason.clone(),
+                    };
+                    let late = f.decided_at_ms.saturating_sub(f.scheduled_ms);
+                    println!(
+                        "{:<22} {:<9} +{:<9} {}",
+                        when(f.scheduled_ms),
+                        f.outcome,
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            late - late % 1000
+                        ))
+                        .to_string(),
+                        what
+                    );
+                }
+            }
+        }
+        CronCmd::Next {
+            name,
+            count,
+            schedule,
+            tz,
+        } => {
+            let r = crons
+                .preview_cron(pb::PreviewCronRequest {
+                    name: name.unwrap_or_default(),
+                    schedule: schedule.unwrap_or_default(),
+                    tz,
+                    count,
+                    after_ms: 0,
+                })
+                .await?
+                .into_inner();
+            for (t, local) in r.next_ms.iter().zip(&r.local) {
+                println!("{}  {local}", when(*t));
+            }
+        }
+        CronCmd::Pause { name } => {
+            crons
+                .set_cron_paused(pb::SetCronPausedRequest {
+                    name,
+                    paused: true,
+                    request_id,
+                })
+                .await?;
+        }
+        CronCmd::Resume { name } => {
+            crons
+                .set_cron_paused(pb::SetCronPausedRequest {
+                    name,
+                    paused: false,
+                    request_id,
+                })
+                .await?;
+        }
+        CronCmd::Delete { name } => {
+            crons
+                .delete_cron(pb::DeleteCronRequest { name, request_id })
                 .await?;
         }
     }
