@@ -544,6 +544,14 @@ pub enum Command {
         at_ms: u64,
         op: crate::cron::CronOp,
     },
+    /// Runs again job `from` of `workflow` (failed, timed out or cancelled) and every job
+    /// of the workflow downstream of it; succeeded jobs upstream keep their results, and
+    /// every job keeps its earlier attempts. A rerun job gets its retry budget anew.
+    RerunWorkflow {
+        at_ms: u64,
+        workflow: WorkflowId,
+        from: JobId,
+    },
 }
 
 impl Command {
@@ -566,7 +574,8 @@ impl Command {
             | Command::AclBootstrap { at_ms, .. }
             | Command::TokenCreate { at_ms, .. }
             | Command::TokenRevoke { at_ms, .. }
-            | Command::Cron { at_ms, .. } => *at_ms,
+            | Command::Cron { at_ms, .. }
+            | Command::RerunWorkflow { at_ms, .. } => *at_ms,
             Command::Request { command, .. } | Command::Authored { command, .. } => command.at_ms(),
         }
     }
@@ -590,7 +599,8 @@ impl Command {
             | Command::AclBootstrap { at_ms, .. }
             | Command::TokenCreate { at_ms, .. }
             | Command::TokenRevoke { at_ms, .. }
-            | Command::Cron { at_ms, .. } => *at_ms = t,
+            | Command::Cron { at_ms, .. }
+            | Command::RerunWorkflow { at_ms, .. } => *at_ms = t,
             Command::Request { command, .. } | Command::Authored { command, .. } => {
                 command.set_at_ms(t)
             }
@@ -636,6 +646,7 @@ impl Command {
             Command::TokenCreate { .. } => "token_create",
             Command::TokenRevoke { .. } => "token_revoke",
             Command::Cron { .. } => "cron",
+            Command::RerunWorkflow { .. } => "rerun_workflow",
             Command::Request { command, .. } | Command::Authored { command, .. } => command.kind(),
         }
     }

@@ -164,6 +164,12 @@ pub(crate) fn job_event(before: Option<Before>, job: &Job) -> Option<Event> {
     let mut e = match job.state {
         JobState::Assigned => with(EventKind::JobAssigned),
         JobState::Running => with(EventKind::JobStarted),
+        JobState::Pending if b.state.is_final() => {
+            // Back in the queue after it had ended: a workflow rerun.
+            let mut e = with(EventKind::JobRetried);
+            e.detail = "rerun".into();
+            e
+        }
         JobState::Pending => {
             // Back in the queue: the attempt that was in flight ended.
             let mut e = with(EventKind::JobRetried);

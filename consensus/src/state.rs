@@ -223,6 +223,10 @@ pub struct ClusterState {
     /// Periodic jobs (snapshot version 4); hashed only once not empty.
     #[serde(skip)]
     crons: crate::cron::Crons,
+    /// Attempts a job had when it was last rerun (`RerunWorkflow`): its retry budget
+    /// counts from there. Snapshot version 4; hashed only once not empty.
+    #[serde(skip)]
+    rerun_base: BTreeMap<JobId, u32>,
     /// What the entry being applied changed, when the caller asked for events
     /// ([`apply_recording`](Self::apply_recording)). Not encoded, not compared.
     #[serde(skip)]
@@ -474,6 +478,7 @@ impl Default for ClusterState {
             requests: Requests::default(),
             acl: Acl::default(),
             crons: Default::default(),
+            rerun_base: BTreeMap::new(),
             recorder: Recorder::default(),
         }
     }
@@ -677,6 +682,11 @@ impl ClusterState {
                 Err(e) => Response::Rejected(e),
             },
             Command::Cron { at_ms, op } => self.apply_cron(*at_ms, op),
+            Command::RerunWorkflow {
+                at_ms,
+                workflow,
+                from,
+            } => self.rerun(*at_ms, *workflow, *from),
             Command::TokenRevoke { accessor, .. } => match self.acl.revoke(accessor) {
                 Ok(_) => Response::Done,
                 Err(e) => Response::Rejected(e),
@@ -838,6 +848,9 @@ impl ClusterState {
             Command::AclBootstrap { token, .. } => self.acl.check_add(token, true),
             Command::TokenCreate { token, .. } => self.acl.check_add(token, false),
             Command::Cron { op, .. } => self.crons.check(op),
+            Command::RerunWorkflow { workflow, from, .. } => {
+                self.rerun_plan(*workflow, *from).map(|_| ())
+            }
             Command::TokenRevoke { accessor, .. } => match self.acl.token(accessor) {
                 Some(_) => Ok(()),
                 None => Err(Invalid::new("accessor", format!("no token {accessor}"))),
@@ -1166,7 +1179,8 @@ impl ClusterState {
         let exit = outcome.exit;
         let success = outcome.succeeded();
         a.outcome = Some(outcome);
-        let attempts = j.attempts.len() as u32;
+        // Attempts of this run: a rerun job's budget counts from its rerun.
+        let attempts = j.attempts.len() as u32 - self.rerun_base.get(&job).copied().unwrap_or(0);
         if success {
             j.state = JobState::Succeeded;
             return;
@@ -1188,6 +1202,74 @@ impl ClusterState {
             Exit::Lost => format!("lost with its node after {attempts} attempt(s)"),
         });
         self.cancel_dependents(job);
+    }
+
+    /// The jobs a rerun of `workflow` from `from` puts back in the queue: `from` and every
+    /// job of the workflow downstream of it, in id order. `from` must have ended without
+    /// succeeding, and every one of them must have ended.
+    fn rerun_plan(
+        &self,
+        workflow: WorkflowId,
+        from: JobId,
+    ) -> std::result::Result<Vec<JobId>, Invalid> {
+        let w = self
+            .workflows
+            .get(&workflow)
+            .ok_or_else(|| Invalid::new("workflow", format!("no workflow {workflow}")))?;
+        if !w.jobs.values().any(|id| *id == from) {
+            return Err(Invalid::new(
+                "from",
+                format!("job {from} is not part of workflow {workflow}"),
+            ));
+        }
+        let root = &self.jobs[&from];
+        if !root.state.is_final() || root.state == JobState::Succeeded {
+            return Err(Invalid::new(
+                "from",
+                format!(
+                    "job {from} is {}; only a failed, timed-out or cancelled job is rerun",
+                    root.state.name()
+                ),
+            ));
+        }
+        let mut plan = BTreeSet::from([from]);
+        let mut queue = VecDeque::from([from]);
+        while let Some(id) = queue.pop_front() {
+            for d in &self.jobs[&id].dependents {
+                if self.jobs[d].workflow == Some(workflow) && plan.insert(*d) {
+                    queue.push_back(*d);
+                }
+            }
+        }
+        if let Some(busy) = plan.iter().find(|id| !self.jobs[id].state.is_final()) {
+            return Err(Invalid::new(
+                "from",
+                format!(
+                    "job {busy} downstream is still {}; wait for it or cancel it",
+                    self.jobs[busy].state.name()
+                ),
+            ));
+        }
+        Ok(plan.into_iter().collect())
+    }
+
+    fn rerun(&mut self, at: u64, workflow: WorkflowId, from: JobId) -> Response {
+        let plan = match self.rerun_plan(workflow, from) {
+            Ok(p) => p,
+            Err(e) => {
+                self.counters.rejected_commands += 1;
+                return Response::Rejected(e);
+            }
+        };
+        for &id in &plan {
+            self.touch(id);
+            let j = self.jobs.get_mut(&id).expect("planned");
+            self.rerun_base.insert(id, j.attempts.len() as u32);
+            j.state = JobState::Pending;
+            j.reason = None;
+            j.not_before_ms = at;
+        }
+        Response::Submitted { jobs: plan }
     }
 
     /// Cancels every job that (transitively) depends on `root`, which ended unsuccessfully.
@@ -1318,7 +1400,7 @@ impl ClusterState {
             requests: &self.requests,
         };
         let hash = blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes"));
-        if self.acl.is_empty() && self.crons.is_empty() {
+        if self.acl.is_empty() && self.crons.is_empty() && self.rerun_base.is_empty() {
             return *hash.as_bytes();
         }
         let mut h = blake3::Hasher::new();
@@ -1329,6 +1411,10 @@ impl ClusterState {
         if !self.crons.is_empty() {
             h.update(b"crons");
             h.update(&postcard::to_stdvec(&self.crons).expect("state always encodes"));
+        }
+        if !self.rerun_base.is_empty() {
+            h.update(b"reruns");
+            h.update(&postcard::to_stdvec(&self.rerun_base).expect("state always encodes"));
         }
         *h.finalize().as_bytes()
     }
@@ -1503,6 +1589,7 @@ impl ClusterState {
             &self.requests,
             &self.acl,
             &self.crons,
+            &self.rerun_base,
         ))
         .expect("state always encodes")
     }
@@ -1520,6 +1607,7 @@ impl ClusterState {
                 &self.requests,
                 &self.acl,
                 &self.crons,
+                &self.rerun_base,
             ),
             w,
         )
@@ -1549,7 +1637,9 @@ impl ClusterState {
                 state.acl = acl;
                 state.acl.reindex();
                 if version >= 4 {
-                    state.crons = postcard::from_bytes(rest).map_err(decode)?;
+                    let (crons, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
+                    state.crons = crons;
+                    state.rerun_base = postcard::from_bytes(rest).map_err(decode)?;
                 }
             }
         }
@@ -1706,9 +1796,10 @@ pub fn hex(bytes: &[u8]) -> String {
 /// What an `Authored` command may wrap: a client's submission or cancel.
 fn authored_allowed(command: &Command) -> std::result::Result<(), Invalid> {
     match command {
-        Command::SubmitJobs { .. } | Command::SubmitWorkflow { .. } | Command::CancelJob { .. } => {
-            Ok(())
-        }
+        Command::SubmitJobs { .. }
+        | Command::SubmitWorkflow { .. }
+        | Command::CancelJob { .. }
+        | Command::RerunWorkflow { .. } => Ok(()),
         other => Err(Invalid::new(
             "authored",
             format!("a {} is not written under a token", other.kind()),
@@ -1926,6 +2017,79 @@ mod tests {
             },
         );
         assert_eq!(s.job(d).unwrap().state, JobState::Cancelled);
+    }
+
+    /// A three-step workflow fails in the middle; the rerun from it keeps the first step's
+    /// success, runs the middle and last steps again (the middle with a fresh retry
+    /// budget), keeps every earlier attempt, and survives a snapshot.
+    #[test]
+    fn a_rerun_from_a_failed_middle_step_keeps_upstream_and_history() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.apply(0, &node(1));
+        let step = |key: &str, after: &[&str]| WorkflowJob {
+            key: key.into(),
+            spec: JobSpec::new(key, &["true"]),
+            after: after.iter().map(|a| a.to_string()).collect(),
+        };
+        i += 1;
+        let Response::WorkflowSubmitted { workflow, jobs } = s.apply(
+            i,
+            &Command::SubmitWorkflow {
+                at_ms: 0,
+                name: "w".into(),
+                jobs: vec![step("a", &[]), step("b", &["a"]), step("c", &["b"])],
+            },
+        ) else {
+            panic!("submitted")
+        };
+        let (a, b, c) = (jobs["a"], jobs["b"], jobs["c"]);
+        run(&mut s, &mut i, 10, a, 1, 1, Exit::Code(0));
+        run(&mut s, &mut i, 20, b, 1, 1, Exit::Code(1));
+        assert_eq!(s.job(c).unwrap().state, JobState::Cancelled);
+        let rerun = |s: &mut ClusterState, i: &mut u64, from| {
+            *i += 1;
+            s.apply(
+                *i,
+                &Command::RerunWorkflow {
+                    at_ms: 30,
+                    workflow,
+                    from,
+                },
+            )
+        };
+        // Not from a succeeded job, nor from another workflow's.
+        assert!(matches!(rerun(&mut s, &mut i, a), Response::Rejected(_)));
+        assert!(s
+            .check(&Command::RerunWorkflow {
+                at_ms: 0,
+                workflow: 9,
+                from: b
+            })
+            .is_err());
+        assert_eq!(
+            rerun(&mut s, &mut i, b),
+            Response::Submitted { jobs: vec![b, c] }
+        );
+        assert_eq!(s.job(a).unwrap().state, JobState::Succeeded);
+        assert_eq!(s.job(b).unwrap().state, JobState::Pending);
+        assert_eq!(s.job(c).unwrap().state, JobState::Pending);
+        assert_eq!(s.runnable(30).map(|j| j.id).collect::<Vec<_>>(), vec![b]);
+        // Attempt 2 of b: its budget (1 attempt) counts from the rerun.
+        run(&mut s, &mut i, 40, b, 2, 1, Exit::Code(0));
+        run(&mut s, &mut i, 50, c, 1, 1, Exit::Code(0));
+        let jb = s.job(b).unwrap();
+        assert_eq!(
+            jb.attempts.len(),
+            2,
+            "the failed attempt stays in the history"
+        );
+        assert_eq!(jb.state, JobState::Succeeded);
+        assert_eq!(s.job(c).unwrap().state, JobState::Succeeded);
+        assert!(s.indexes_consistent());
+        let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+        assert_eq!(back.hash(), s.hash());
+        // Nothing left to rerun: b succeeded.
+        assert!(matches!(rerun(&mut s, &mut i, b), Response::Rejected(_)));
     }
 
     #[test]

@@ -61,9 +61,10 @@ pub fn need(path: &str) -> Need {
         ("cathedral.internal.v1.Peer", _) => Need::Node,
         (s, _) if s.starts_with("grpc.reflection.") => Need::AnyToken,
         ("cathedral.v1.AclService", "WhoAmI") => Need::AnyToken,
-        ("cathedral.v1.JobService", "SubmitJob" | "SubmitWorkflow" | "CancelJob") => {
-            Need::Policy(Policy::Submit)
-        }
+        (
+            "cathedral.v1.JobService",
+            "SubmitJob" | "SubmitWorkflow" | "CancelJob" | "RerunWorkflow",
+        ) => Need::Policy(Policy::Submit),
         ("cathedral.v1.JobService", _) => Need::Policy(Policy::Read),
         ("cathedral.v1.CronService", "CreateCron" | "SetCronPaused" | "DeleteCron") => {
             Need::Policy(Policy::Submit)

@@ -303,6 +303,8 @@ pub fn method_label(path: &str) -> &'static str {
         "JobService/WatchJob",
         "JobService/GetJobOutput",
         "JobService/WatchEvents",
+        "JobService/ExplainJob",
+        "JobService/RerunWorkflow",
         "ClusterService/Status",
         "ClusterService/RemoveNode",
         "ClusterService/TriggerSnapshot",

@@ -112,36 +112,7 @@ pub fn place_counting(
     strategy: &mut Strategy,
 ) -> (Vec<Assignment>, [u64; 4]) {
     let mut stuck = [0u64; 4];
-    // Load of every node in one pass over the attempts in flight.
-    let mut loads: BTreeMap<NodeId, Load> = BTreeMap::new();
-    for j in state.active_jobs() {
-        if let Some(a) = j.current_attempt() {
-            let l = loads.entry(a.node).or_default();
-            l.slots += 1;
-            l.cpu_millis += j.spec.resources.cpu_millis as u64;
-            l.memory_bytes += j.spec.resources.memory_bytes;
-        }
-    }
-    let mut free: BTreeMap<NodeId, Free> = BTreeMap::new();
-    for n in state.nodes() {
-        if n.status != NodeStatus::Alive || !candidates.contains_key(&n.info.id) {
-            continue;
-        }
-        let cap = &n.info.capacity;
-        let load = loads.get(&n.info.id).copied().unwrap_or_default();
-        let slots = (cap.slots as u64).saturating_sub(load.slots as u64);
-        free.insert(
-            n.info.id,
-            Free {
-                slots,
-                total_slots: cap.slots as u64,
-                cpu: (cap.cpu_millis > 0)
-                    .then(|| (cap.cpu_millis as u64).saturating_sub(load.cpu_millis)),
-                memory: (cap.memory_bytes > 0)
-                    .then(|| cap.memory_bytes.saturating_sub(load.memory_bytes)),
-            },
-        );
-    }
+    let mut free = free_capacity(state, candidates);
     let mut out = Vec::new();
     if free.values().all(|f| f.slots == 0) {
         stuck[0] = state.runnable(now_ms).take(max).count() as u64;
@@ -184,6 +155,233 @@ pub fn place_counting(
         });
     }
     (out, stuck)
+}
+
+/// What is free on every candidate node (alive in the state, a candidate in gossip): its
+/// capacity less what the attempts in flight on it hold, counted in one pass.
+fn free_capacity(state: &ClusterState, candidates: &Candidates) -> BTreeMap<NodeId, Free> {
+    let mut loads: BTreeMap<NodeId, Load> = BTreeMap::new();
+    for j in state.active_jobs() {
+        if let Some(a) = j.current_attempt() {
+            let l = loads.entry(a.node).or_default();
+            l.slots += 1;
+            l.cpu_millis += j.spec.resources.cpu_millis as u64;
+            l.memory_bytes += j.spec.resources.memory_bytes;
+        }
+    }
+    let mut free: BTreeMap<NodeId, Free> = BTreeMap::new();
+    for n in state.nodes() {
+        if n.status != NodeStatus::Alive || !candidates.contains_key(&n.info.id) {
+            continue;
+        }
+        let cap = &n.info.capacity;
+        let load = loads.get(&n.info.id).copied().unwrap_or_default();
+        let slots = (cap.slots as u64).saturating_sub(load.slots as u64);
+        free.insert(
+            n.info.id,
+            Free {
+                slots,
+                total_slots: cap.slots as u64,
+                cpu: (cap.cpu_millis > 0)
+                    .then(|| (cap.cpu_millis as u64).saturating_sub(load.cpu_millis)),
+                memory: (cap.memory_bytes > 0)
+                    .then(|| cap.memory_bytes.saturating_sub(load.memory_bytes)),
+            },
+        );
+    }
+    free
+}
+
+/// Why a job is where it is: what `cathedral explain` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// One line.
+    pub summary: String,
+    pub details: Vec<String>,
+    /// For a runnable job: every registered node, whether it could take the job now, and
+    /// why not.
+    pub nodes: Vec<NodeFit>,
+    /// For a job backing off: when it becomes runnable.
+    pub runnable_at_ms: Option<u64>,
+    /// For a runnable job: the node the next placement pass picks (with a fresh strategy).
+    pub would_place_on: Option<NodeId>,
+}
+
+/// One node's fit for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFit {
+    pub node: NodeId,
+    pub fits: bool,
+    pub why: String,
+}
+
+/// Why job `id` is where it is, from the applied state, the candidate nodes and the time:
+/// its dependencies, its backoff, and for a runnable job each node's verdict by the tests
+/// placement makes ([`constraints_hold`], free slots, CPU and memory) and where the next
+/// pass would place it ([`place`] run on the same state). `None`: no such job.
+pub fn explain(
+    state: &ClusterState,
+    candidates: &Candidates,
+    now_ms: u64,
+    id: JobId,
+    placement: Placement,
+) -> Option<Explanation> {
+    let job = state.job(id)?;
+    let mut e = Explanation {
+        summary: String::new(),
+        details: Vec::new(),
+        nodes: Vec::new(),
+        runnable_at_ms: None,
+        would_place_on: None,
+    };
+    let attempts = job.attempts.len();
+    if let Some(last) = job.attempts.last() {
+        e.details.push(format!(
+            "attempt {} of {} on node {}{}",
+            last.number,
+            job.spec.retry.max_attempts,
+            last.node,
+            last.outcome
+                .as_ref()
+                .map(|o| format!(": {:?}", o.exit))
+                .unwrap_or_default()
+        ));
+    }
+    match job.state {
+        s if s.is_final() => {
+            e.summary = format!(
+                "{}{}",
+                s.name(),
+                job.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            return Some(e);
+        }
+        JobState::Assigned | JobState::Running => {
+            let a = job.current_attempt().expect("an active job has an attempt");
+            e.summary = if job.state == JobState::Running {
+                format!("running on node {} (attempt {})", a.node, a.number)
+            } else {
+                format!(
+                    "assigned to node {} (attempt {}); waiting for the node to start it",
+                    a.node, a.number
+                )
+            };
+            return Some(e);
+        }
+        _ => {}
+    }
+    let waiting: Vec<String> = job
+        .spec
+        .depends_on
+        .iter()
+        .filter_map(|d| {
+            let dj = state.job(*d)?;
+            (dj.state != JobState::Succeeded).then(|| format!("{d} ({})", dj.state.name()))
+        })
+        .collect();
+    if !waiting.is_empty() {
+        e.summary = format!("pending: waiting for dependencies {}", waiting.join(", "));
+        return Some(e);
+    }
+    if job.not_before_ms > now_ms {
+        e.runnable_at_ms = Some(job.not_before_ms);
+        e.summary = format!(
+            "pending: backing off after {attempts} failed attempt(s); runnable in {} ms",
+            job.not_before_ms - now_ms
+        );
+        return Some(e);
+    }
+    let free = free_capacity(state, candidates);
+    let need_cpu = job.spec.resources.cpu_millis as u64;
+    let need_mem = job.spec.resources.memory_bytes;
+    for n in state.nodes() {
+        let id = n.info.id;
+        let why = if n.status != NodeStatus::Alive {
+            Some(format!("node is {:?}", n.status).to_lowercase())
+        } else if !candidates.contains_key(&id) {
+            Some("not a candidate: not alive in gossip, or available=false".into())
+        } else {
+            let tags = &candidates[&id];
+            let f = free[&id];
+            let sandbox = job.spec.sandbox.required_tag().and_then(|(k, v)| {
+                (tags.get(k).map(String::as_str) != Some(v)).then(|| {
+                    format!("its sandbox needs {k}={v}, which the node does not advertise")
+                })
+            });
+            let constraint = job
+                .spec
+                .constraints
+                .iter()
+                .find_map(|(k, v)| match tags.get(k) {
+                    Some(x) if x == v => None,
+                    Some(x) => Some(format!("constraint {k}={v}: the node has {k}={x}")),
+                    None => Some(format!("constraint {k}={v}: the node has no {k} tag")),
+                });
+            sandbox.or(constraint).or_else(|| {
+                if f.slots == 0 {
+                    Some(format!(
+                        "no free slot ({} of {} in use)",
+                        f.total_slots, f.total_slots
+                    ))
+                } else if f.cpu.is_some_and(|c| c < need_cpu) {
+                    Some(format!(
+                        "needs {need_cpu} millicores, {} free",
+                        f.cpu.unwrap_or(0)
+                    ))
+                } else if f.memory.is_some_and(|m| m < need_mem) {
+                    Some(format!(
+                        "needs {need_mem} bytes of memory, {} free",
+                        f.memory.unwrap_or(0)
+                    ))
+                } else {
+                    None
+                }
+            })
+        };
+        e.nodes.push(NodeFit {
+            node: id,
+            fits: why.is_none(),
+            why: why.unwrap_or_else(|| {
+                let f = free[&id];
+                format!(
+                    "fits ({} of {} slots in use)",
+                    f.total_slots - f.slots,
+                    f.total_slots
+                )
+            }),
+        });
+    }
+    let fitting = e.nodes.iter().filter(|n| n.fits).count();
+    if fitting == 0 {
+        e.summary = "pending: no node can run it now".into();
+        if e.nodes.is_empty() {
+            e.details.push("no node has registered yet".into());
+        }
+        return Some(e);
+    }
+    let mut strategy = Strategy::new(placement, 0);
+    let placed = place(state, candidates, now_ms, usize::MAX, &mut strategy);
+    let ahead = state.runnable(now_ms).take_while(|j| j.id != id).count();
+    match placed.iter().find(|a| a.job == id) {
+        Some(a) => {
+            e.would_place_on = Some(a.node);
+            e.summary = format!(
+                "pending: runnable; the next placement pass puts it on node {} ({} of {} nodes fit; {placement:?})",
+                a.node,
+                fitting,
+                e.nodes.len()
+            );
+        }
+        None => {
+            e.summary = format!(
+                "pending: runnable, but the {ahead} runnable job(s) ahead of it (higher priority or older) take the free room first"
+            );
+        }
+    }
+    Some(e)
 }
 
 /// Whether a node advertising `tags` satisfies every constraint of `job`, and carries the
@@ -329,6 +527,70 @@ mod tests {
         moved.get_mut(&3).unwrap().insert("zone".into(), "b".into());
         let a = place(&s, &moved, 0, 100, ll);
         assert_eq!(a.iter().find(|x| x.job == 2).unwrap().node, 3);
+    }
+
+    #[test]
+    fn explain_names_dependencies_and_each_nodes_verdict() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        for c in [node(1, 1, &[("zone", "a")]), node(2, 1, &[("zone", "b")])] {
+            i += 1;
+            s.apply(i, &c);
+        }
+        let alive = candidates(&s, &[1, 2]);
+        let ll = Placement::LeastLoaded;
+        let mut zoned = JobSpec::new("zoned", &["true"]);
+        zoned.constraints.insert("zone".into(), "c".into());
+        submit(&mut s, &mut i, zoned); // job 1
+        let e = explain(&s, &alive, 0, 1, ll).unwrap();
+        assert_eq!(e.summary, "pending: no node can run it now");
+        let why: Vec<&str> = e.nodes.iter().map(|n| n.why.as_str()).collect();
+        assert_eq!(
+            why,
+            [
+                "constraint zone=c: the node has zone=a",
+                "constraint zone=c: the node has zone=b"
+            ]
+        );
+        // Node 2 is not a candidate (gone from gossip, or available=false).
+        let only_1: Candidates = alive
+            .iter()
+            .filter(|(id, _)| **id == 1)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        submit(&mut s, &mut i, JobSpec::new("plain", &["true"])); // job 2
+        let e = explain(&s, &only_1, 0, 2, ll).unwrap();
+        assert_eq!(e.would_place_on, Some(1), "{e:?}");
+        assert!(e.nodes[1].why.starts_with("not a candidate"), "{e:?}");
+        let mut heavy = JobSpec::new("heavy", &["true"]);
+        heavy.resources.cpu_millis = 3000;
+        submit(&mut s, &mut i, heavy); // job 3
+        let e = explain(&s, &alive, 0, 3, ll).unwrap();
+        assert_eq!(e.nodes[0].why, "needs 3000 millicores, 2000 free");
+        let mut after = JobSpec::new("after", &["true"]);
+        after.depends_on = vec![2];
+        submit(&mut s, &mut i, after); // job 4
+        let e = explain(&s, &alive, 0, 4, ll).unwrap();
+        assert_eq!(e.summary, "pending: waiting for dependencies 2 (pending)");
+        // Job 2 takes node 1's only slot: node 1 is full for the next plain job.
+        i += 1;
+        s.apply(
+            i,
+            &Command::AssignTasks {
+                at_ms: 0,
+                assignments: vec![Assignment {
+                    job: 2,
+                    attempt: 1,
+                    node: 1,
+                }],
+            },
+        );
+        submit(&mut s, &mut i, JobSpec::new("next", &["true"])); // job 5
+        let e = explain(&s, &alive, 0, 5, ll).unwrap();
+        assert_eq!(e.nodes[0].why, "no free slot (1 of 1 in use)");
+        assert_eq!(e.would_place_on, Some(2));
+        let e = explain(&s, &alive, 0, 2, ll).unwrap();
+        assert!(e.summary.starts_with("assigned to node 1"), "{e:?}");
+        assert!(explain(&s, &alive, 0, 99, ll).is_none());
     }
 
     #[test]

@@ -148,6 +148,92 @@ impl JobService for Api {
         }
     }
 
+    async fn rerun_workflow(
+        &self,
+        req: Request<pb::RerunWorkflowRequest>,
+    ) -> Result<Response<pb::RerunWorkflowResponse>, Status> {
+        let caller = auth::caller(&req);
+        let req = req.into_inner();
+        let from = if req.from_job_id > 0 {
+            req.from_job_id
+        } else {
+            let a = self.node.applied.read().unwrap();
+            let w = a
+                .state
+                .workflow(req.workflow_id)
+                .ok_or_else(|| Status::not_found(format!("no workflow {}", req.workflow_id)))?;
+            *w.jobs.get(&req.from_key).ok_or_else(|| {
+                ServerError::invalid(
+                    "from_key",
+                    format!("workflow {} has no job {:?}", req.workflow_id, req.from_key),
+                )
+            })?
+        };
+        self.node.refuse_if_partitioned()?;
+        let cmd = with_request_id(
+            &caller,
+            Command::RerunWorkflow {
+                at_ms: now_ms(),
+                workflow: req.workflow_id,
+                from,
+            },
+            req.request_id,
+        )?;
+        match self.node.propose(Proposal::Write(cmd)).await? {
+            (index, Applied::Submitted { jobs }) => Ok(Response::new(pb::RerunWorkflowResponse {
+                job_ids: jobs,
+                index,
+            })),
+            (_, other) => Err(Status::internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    async fn explain_job(
+        &self,
+        req: Request<pb::ExplainJobRequest>,
+    ) -> Result<Response<pb::ExplainJobResponse>, Status> {
+        let id = req.into_inner().job_id;
+        let view = self.node.gossip.view();
+        let a = self.node.applied.read().unwrap();
+        // The candidates as the leader sees them: registered, alive and available in
+        // gossip, with the tags gossip carries.
+        let candidates: crate::scheduler::Candidates = a
+            .state
+            .nodes()
+            .filter_map(|n| {
+                let m = view.member(n.info.id)?;
+                (m.liveness == crate::gossip::Liveness::Alive && m.available())
+                    .then(|| (n.info.id, m.tags.clone()))
+            })
+            .collect();
+        let e = crate::scheduler::explain(
+            &a.state,
+            &candidates,
+            now_ms(),
+            id,
+            self.node.config.leader.placement,
+        )
+        .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        let state = a.state.job(id).map(|j| j.state).expect("explained");
+        Ok(Response::new(pb::ExplainJobResponse {
+            job_id: id,
+            state: crate::convert::state_to_pb(state) as i32,
+            summary: e.summary,
+            details: e.details,
+            nodes: e
+                .nodes
+                .into_iter()
+                .map(|n| pb::NodeFit {
+                    node_id: n.node,
+                    fits: n.fits,
+                    why: n.why,
+                })
+                .collect(),
+            runnable_at_ms: e.runnable_at_ms.unwrap_or(0),
+            would_place_on: e.would_place_on.unwrap_or(0),
+        }))
+    }
+
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         Ok(Response::new(self.job(req.into_inner().job_id)?))
     }

@@ -86,6 +86,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Why a job is where it is: what it waits for, and which nodes could run it and why not.
+    Explain {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a job attempt's output.
     Logs {
         id: u64,
@@ -371,6 +377,16 @@ enum WorkflowCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a failed, timed-out or cancelled job of a workflow again, with everything
+    /// downstream of it; succeeded jobs upstream keep their results.
+    Rerun {
+        workflow: u64,
+        /// The job to rerun from: its id or its key in the workflow.
+        #[arg(long, value_name = "JOB")]
+        from: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -526,6 +542,42 @@ async fn write(
                 for (key, id) in ids {
                     println!("  {id:>8}  {key}");
                 }
+            }
+        }
+        Cmd::Workflow {
+            command:
+                WorkflowCmd::Rerun {
+                    workflow,
+                    from,
+                    json,
+                },
+        } => {
+            let (from_job_id, from_key) = match from.parse::<u64>() {
+                Ok(id) => (id, String::new()),
+                Err(_) => (0, from),
+            };
+            let req = pb::RerunWorkflowRequest {
+                workflow_id: workflow,
+                from_job_id,
+                from_key,
+                request_id,
+            };
+            let r = client::write(servers, retry_for, |mut c| {
+                let req = req.clone();
+                async move { c.rerun_workflow(req).await }
+            })
+            .await?;
+            if json {
+                print_json(&serde_json::json!({"job_ids": r.job_ids, "index": r.index}));
+            } else {
+                println!(
+                    "workflow {workflow}: rerunning jobs {}",
+                    r.job_ids
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
         }
         _ => unreachable!("only writes come here"),
@@ -728,6 +780,28 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             unreachable!("writes are sent above")
         }
         Cmd::Events { .. } => unreachable!("read above"),
+        Cmd::Explain { id, json } => {
+            let e = jobs
+                .explain_job(pb::ExplainJobRequest { job_id: id })
+                .await?
+                .into_inner();
+            if json {
+                print_json(&serde_json::to_value(&e).expect("JSON"));
+            } else {
+                println!("job {id}: {}", e.summary);
+                for d in &e.details {
+                    println!("  {d}");
+                }
+                for n in &e.nodes {
+                    println!(
+                        "  node {:<20} {} {}",
+                        n.node_id,
+                        if n.fits { "yes" } else { "no " },
+                        n.why
+                    );
+                }
+            }
+        }
         Cmd::Status { id, json } => {
             let j = jobs
                 .get_job(pb::GetJobRequest { job_id: id })

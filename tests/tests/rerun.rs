@@ -1,0 +1,91 @@
+//! `cathedral workflow rerun`: a three-step workflow whose middle step fails is rerun
+//! from that step — the first step keeps its one successful attempt, the middle step runs
+//! again (its failed attempt stays in its history), the last step (cancelled with it)
+//! runs — and a rerun from a succeeded step is refused.
+
+use std::time::Duration;
+
+use cathedral_server::api::v1 as pb;
+use cathedral_tests::{eventually, get, Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_from_a_failed_middle_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("n"), &["--docker-host", "none"]);
+    s.wait_ready();
+    let go = tmp.path().join("go");
+    let file = tmp.path().join("w.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: three\njobs:\n  - key: fetch\n    command: [echo, fetched]\n  - key: build\n    command: [test, -e, {}]\n    sandbox: process\n    after: [fetch]\n  - key: ship\n    command: [echo, shipped]\n    after: [build]\n",
+            go.display()
+        ),
+    )
+    .unwrap();
+    let out = s.cli_ok(&["workflow", "submit", file.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let workflow = v["workflow_id"].as_u64().unwrap();
+    let id = |k: &str| v["job_ids"][k].as_u64().unwrap();
+    let (fetch, build, ship) = (id("fetch"), id("build"), id("ship"));
+    eventually(Duration::from_secs(60), "build to fail", || async {
+        (get(&s, ship).await.state == pb::JobState::Cancelled as i32).then_some(())
+    })
+    .await;
+    assert_eq!(get(&s, build).await.state, pb::JobState::Failed as i32);
+
+    std::fs::write(&go, "").unwrap();
+    let out = s.cli_ok(&[
+        "workflow",
+        "rerun",
+        &workflow.to_string(),
+        "--from",
+        "build",
+    ]);
+    assert_eq!(
+        out.trim(),
+        format!("workflow {workflow}: rerunning jobs {build}, {ship}")
+    );
+    eventually(Duration::from_secs(60), "ship to succeed", || async {
+        (get(&s, ship).await.state == pb::JobState::Succeeded as i32).then_some(())
+    })
+    .await;
+    let (f, b, sh) = (
+        get(&s, fetch).await,
+        get(&s, build).await,
+        get(&s, ship).await,
+    );
+    assert_eq!(f.attempts.len(), 1, "the upstream step kept its result");
+    assert_eq!(b.state, pb::JobState::Succeeded as i32);
+    assert_eq!(
+        b.attempts.len(),
+        2,
+        "the failed attempt stays in the history"
+    );
+    assert_ne!(
+        b.attempts[0].outcome.as_ref().unwrap().exit,
+        Some(pb::outcome::Exit::Code(0))
+    );
+    assert_eq!(sh.attempts.len(), 1);
+    assert_eq!(s.cli_ok(&["logs", &ship.to_string()]), "shipped\n");
+
+    // Rerun events are in the log like everything else.
+    let events = s.cli_ok(&["events", "--job", &build.to_string()]);
+    assert!(events.contains("rerun"), "{events}");
+
+    let refused = s.cli(&[
+        "workflow",
+        "rerun",
+        &workflow.to_string(),
+        "--from",
+        &fetch.to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("only a failed, timed-out or cancelled job is rerun"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    s.stop();
+}
