@@ -100,6 +100,11 @@ pub fn job_text(j: &pb::Job) -> String {
         });
         s += &format!("  attempt {} on node {}: {outcome}\n", a.number, a.node_id);
     }
+    let mut outputs: Vec<_> = j.outputs.iter().collect();
+    outputs.sort();
+    for (k, v) in outputs {
+        s += &format!("  output {k} = {v:?}\n");
+    }
     s
 }
 

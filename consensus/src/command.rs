@@ -35,6 +35,12 @@ pub mod limits {
     pub const WORKFLOW_JOBS_MAX: usize = 10_000;
     pub const OUTPUT_TAIL_BYTES_MAX: usize = 4096;
     pub const SUBMIT_BATCH_MAX: usize = 10_000;
+    /// Named outputs one job may publish (step outputs).
+    pub const STEP_OUTPUTS_MAX: usize = 16;
+    /// Bytes of one step output's value.
+    pub const STEP_OUTPUT_BYTES_MAX: usize = 64 * 1024;
+    /// Bytes of a step output's name (letters, digits, `_`, `-`).
+    pub const STEP_OUTPUT_NAME_BYTES_MAX: usize = 64;
     /// A container image reference (`registry/name:tag` or `name@sha256:…`).
     pub const IMAGE_BYTES_MAX: usize = 512;
     /// A container user (`uid[:gid]` or a name in the image).
@@ -336,6 +342,46 @@ impl JobSpec {
     }
 }
 
+/// Checks a job's published outputs against their bounds: at most `STEP_OUTPUTS_MAX`,
+/// names of letters, digits, `_` and `-` up to `STEP_OUTPUT_NAME_BYTES_MAX`, values up
+/// to `STEP_OUTPUT_BYTES_MAX`.
+pub fn check_outputs(outputs: &BTreeMap<String, String>) -> Result<(), Invalid> {
+    use limits::*;
+    if outputs.len() > STEP_OUTPUTS_MAX {
+        return Err(Invalid::new(
+            "outputs",
+            format!("{} > STEP_OUTPUTS_MAX {STEP_OUTPUTS_MAX}", outputs.len()),
+        ));
+    }
+    for (k, v) in outputs {
+        if !valid_output_name(k) {
+            return Err(Invalid::new(
+                "outputs",
+                format!("name {k:?}: 1..={STEP_OUTPUT_NAME_BYTES_MAX} bytes of letters, digits, _ and - (STEP_OUTPUT_NAME_BYTES_MAX)"),
+            ));
+        }
+        if v.len() > STEP_OUTPUT_BYTES_MAX {
+            return Err(Invalid::new(
+                "outputs",
+                format!(
+                    "{k}: {} bytes > STEP_OUTPUT_BYTES_MAX {STEP_OUTPUT_BYTES_MAX}",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` may name a step output.
+pub fn valid_output_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= limits::STEP_OUTPUT_NAME_BYTES_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// One job of a workflow; `after` names other jobs of the same workflow by key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowJob {
@@ -544,6 +590,15 @@ pub enum Command {
         at_ms: u64,
         op: crate::cron::CronOp,
     },
+    /// The named outputs the current attempt of `job` published (files it wrote under
+    /// `$CATHEDRAL_OUTPUTS`), reported by its node before its end; dependents read them.
+    TaskOutputs {
+        at_ms: u64,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+        outputs: BTreeMap<String, String>,
+    },
     /// Runs again job `from` of `workflow` (failed, timed out or cancelled) and every job
     /// of the workflow downstream of it; succeeded jobs upstream keep their results, and
     /// every job keeps its earlier attempts. A rerun job gets its retry budget anew.
@@ -575,7 +630,8 @@ impl Command {
             | Command::TokenCreate { at_ms, .. }
             | Command::TokenRevoke { at_ms, .. }
             | Command::Cron { at_ms, .. }
-            | Command::RerunWorkflow { at_ms, .. } => *at_ms,
+            | Command::RerunWorkflow { at_ms, .. }
+            | Command::TaskOutputs { at_ms, .. } => *at_ms,
             Command::Request { command, .. } | Command::Authored { command, .. } => command.at_ms(),
         }
     }
@@ -600,7 +656,8 @@ impl Command {
             | Command::TokenCreate { at_ms, .. }
             | Command::TokenRevoke { at_ms, .. }
             | Command::Cron { at_ms, .. }
-            | Command::RerunWorkflow { at_ms, .. } => *at_ms = t,
+            | Command::RerunWorkflow { at_ms, .. }
+            | Command::TaskOutputs { at_ms, .. } => *at_ms = t,
             Command::Request { command, .. } | Command::Authored { command, .. } => {
                 command.set_at_ms(t)
             }
@@ -647,6 +704,7 @@ impl Command {
             Command::TokenRevoke { .. } => "token_revoke",
             Command::Cron { .. } => "cron",
             Command::RerunWorkflow { .. } => "rerun_workflow",
+            Command::TaskOutputs { .. } => "task_outputs",
             Command::Request { command, .. } | Command::Authored { command, .. } => command.kind(),
         }
     }

@@ -31,8 +31,9 @@ pub mod tags;
 pub mod testkit;
 
 pub use command::{
-    limits, Assignment, Capacity, Command, ContainerSpec, Exit, JobId, JobSpec, NodeId, NodeInfo,
-    Outcome, Resources, RetryPolicy, Role, SandboxKind, WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG,
+    check_outputs, limits, valid_output_name, Assignment, Capacity, Command, ContainerSpec, Exit,
+    JobId, JobSpec, NodeId, NodeInfo, Outcome, Resources, RetryPolicy, Role, SandboxKind,
+    WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG,
 };
 pub use error::{ConsensusError, Invalid, Result};
 pub use state::{

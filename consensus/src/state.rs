@@ -227,6 +227,10 @@ pub struct ClusterState {
     /// counts from there. Snapshot version 4; hashed only once not empty.
     #[serde(skip)]
     rerun_base: BTreeMap<JobId, u32>,
+    /// Step outputs each job's successful attempt published (`TaskOutputs`). Snapshot
+    /// version 4; hashed only once not empty.
+    #[serde(skip)]
+    outputs: BTreeMap<JobId, BTreeMap<String, String>>,
     /// What the entry being applied changed, when the caller asked for events
     /// ([`apply_recording`](Self::apply_recording)). Not encoded, not compared.
     #[serde(skip)]
@@ -479,6 +483,7 @@ impl Default for ClusterState {
             acl: Acl::default(),
             crons: Default::default(),
             rerun_base: BTreeMap::new(),
+            outputs: BTreeMap::new(),
             recorder: Recorder::default(),
         }
     }
@@ -687,6 +692,13 @@ impl ClusterState {
                 workflow,
                 from,
             } => self.rerun(*at_ms, *workflow, *from),
+            Command::TaskOutputs {
+                job,
+                attempt,
+                node,
+                outputs,
+                ..
+            } => self.publish_outputs(*job, *attempt, *node, outputs),
             Command::TokenRevoke { accessor, .. } => match self.acl.revoke(accessor) {
                 Ok(_) => Response::Done,
                 Err(e) => Response::Rejected(e),
@@ -851,6 +863,7 @@ impl ClusterState {
             Command::RerunWorkflow { workflow, from, .. } => {
                 self.rerun_plan(*workflow, *from).map(|_| ())
             }
+            Command::TaskOutputs { outputs, .. } => crate::command::check_outputs(outputs),
             Command::TokenRevoke { accessor, .. } => match self.acl.token(accessor) {
                 Some(_) => Ok(()),
                 None => Err(Invalid::new("accessor", format!("no token {accessor}"))),
@@ -1253,6 +1266,37 @@ impl ClusterState {
         Ok(plan.into_iter().collect())
     }
 
+    /// Records the outputs the current attempt of `job` published (a stale attempt's are
+    /// ignored: fencing, as for its end).
+    fn publish_outputs(
+        &mut self,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+        outputs: &BTreeMap<String, String>,
+    ) -> Response {
+        if let Err(e) = crate::command::check_outputs(outputs) {
+            self.counters.rejected_commands += 1;
+            return Response::Rejected(e);
+        }
+        let current = self.jobs.get(&job).and_then(|j| {
+            let a = j.current_attempt()?;
+            (a.number == attempt && a.node == node).then_some(())
+        });
+        if current.is_none() {
+            return Response::Ignored {
+                reason: format!("attempt {attempt} of job {job} is not in flight on node {node}"),
+            };
+        }
+        self.outputs.insert(job, outputs.clone());
+        Response::Done
+    }
+
+    /// The step outputs job `id` published.
+    pub fn step_outputs(&self, id: JobId) -> Option<&BTreeMap<String, String>> {
+        self.outputs.get(&id)
+    }
+
     fn rerun(&mut self, at: u64, workflow: WorkflowId, from: JobId) -> Response {
         let plan = match self.rerun_plan(workflow, from) {
             Ok(p) => p,
@@ -1265,6 +1309,7 @@ impl ClusterState {
             self.touch(id);
             let j = self.jobs.get_mut(&id).expect("planned");
             self.rerun_base.insert(id, j.attempts.len() as u32);
+            self.outputs.remove(&id);
             j.state = JobState::Pending;
             j.reason = None;
             j.not_before_ms = at;
@@ -1400,7 +1445,11 @@ impl ClusterState {
             requests: &self.requests,
         };
         let hash = blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes"));
-        if self.acl.is_empty() && self.crons.is_empty() && self.rerun_base.is_empty() {
+        if self.acl.is_empty()
+            && self.crons.is_empty()
+            && self.rerun_base.is_empty()
+            && self.outputs.is_empty()
+        {
             return *hash.as_bytes();
         }
         let mut h = blake3::Hasher::new();
@@ -1415,6 +1464,10 @@ impl ClusterState {
         if !self.rerun_base.is_empty() {
             h.update(b"reruns");
             h.update(&postcard::to_stdvec(&self.rerun_base).expect("state always encodes"));
+        }
+        if !self.outputs.is_empty() {
+            h.update(b"outputs");
+            h.update(&postcard::to_stdvec(&self.outputs).expect("state always encodes"));
         }
         *h.finalize().as_bytes()
     }
@@ -1590,6 +1643,7 @@ impl ClusterState {
             &self.acl,
             &self.crons,
             &self.rerun_base,
+            &self.outputs,
         ))
         .expect("state always encodes")
     }
@@ -1608,6 +1662,7 @@ impl ClusterState {
                 &self.acl,
                 &self.crons,
                 &self.rerun_base,
+                &self.outputs,
             ),
             w,
         )
@@ -1639,7 +1694,9 @@ impl ClusterState {
                 if version >= 4 {
                     let (crons, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
                     state.crons = crons;
-                    state.rerun_base = postcard::from_bytes(rest).map_err(decode)?;
+                    let (reruns, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
+                    state.rerun_base = reruns;
+                    state.outputs = postcard::from_bytes(rest).map_err(decode)?;
                 }
             }
         }

@@ -534,6 +534,10 @@ impl ContainerRun {
             limits,
             cpu_ms: None,
             memory_peak_bytes: None,
+            // The work directory is the container's tmpfs, gone with it: containers do
+            // not publish step outputs.
+            outputs: Default::default(),
+            outputs_refused: Vec::new(),
         }
     }
 

@@ -16,7 +16,10 @@ use crate::cgroup::{CgroupSupport, Cgroups, Group};
 use crate::docker::{ContainerImage, DockerDriver, Limits};
 use crate::error::{ExecError, Result};
 use crate::spawn::{spawn, ChildProcess, Setup};
-use crate::spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};
+use crate::spec::{
+    read_outputs, AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX, OUTPUTS_ENV,
+    OUTPUTS_SUBDIR,
+};
 
 /// Which sandbox an attempt asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +210,15 @@ impl Executor {
         // The file is created by the first byte of output (a program that writes nothing
         // costs no file).
         let output = self.fresh_output(&spec)?;
+        // Step outputs: one file per output in a directory of the work directory.
+        let outputs_dir = work.join(OUTPUTS_SUBDIR);
+        std::fs::create_dir_all(&outputs_dir)
+            .map_err(|e| ExecError::io("create", &outputs_dir, e))?;
+        let mut spec = spec;
+        spec.env.insert(
+            OUTPUTS_ENV.to_string(),
+            outputs_dir.to_string_lossy().into_owned(),
+        );
         let launch = backend.launch(&spec, &work)?;
         let pids_max = if spec.pids_max > 0 {
             spec.pids_max
@@ -472,18 +484,19 @@ impl Run {
         }
         let work = std::mem::take(&mut self.work);
         let (work_dirs, cgroups) = (self.work_dirs.clone(), self.cgroups.clone());
-        let ended = tokio::task::spawn_blocking(move || {
+        let (ended, (outputs, outputs_refused)) = tokio::task::spawn_blocking(move || {
             let ended = group.map(|mut g| {
                 let e = g.finish();
                 cgroups.give_back(g, empty);
                 e
             });
+            // Read before the work directory is emptied.
+            let outputs = read_outputs(&work.join(OUTPUTS_SUBDIR));
             work_dirs.give_back(&work);
-            ended
+            (ended, outputs)
         })
         .await
-        .ok()
-        .flatten();
+        .unwrap_or_default();
         let oom = ended.is_some_and(|e| e.oom_killed);
         let pids_limited = ended.is_some_and(|e| e.pids_limited);
         let memory_peak_bytes = ended.and_then(|e| e.memory_peak);
@@ -517,6 +530,8 @@ impl Run {
             limits: format!("{}{}", self.limits, pids_note.unwrap_or("")),
             cpu_ms: None,
             memory_peak_bytes,
+            outputs,
+            outputs_refused,
         }
     }
 

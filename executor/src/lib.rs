@@ -41,4 +41,7 @@ pub use executor::{
     WORK_DIR,
 };
 pub use spawn::{Launch, DEFAULT_PATH};
-pub use spec::{AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX};
+pub use spec::{
+    read_outputs, AttemptResult, AttemptSpec, Exit, KillReason, OPEN_FILES_MAX, OUTPUTS_ENV,
+    OUTPUTS_READ_MAX, OUTPUTS_SUBDIR, OUTPUT_VALUE_READ_MAX,
+};

@@ -87,4 +87,97 @@ pub struct AttemptResult {
     pub cpu_ms: Option<u64>,
     /// Highest memory use in bytes, where measured (cgroup).
     pub memory_peak_bytes: Option<u64>,
+    /// Step outputs: the files the program left in `$CATHEDRAL_OUTPUTS` (name → bytes).
+    pub outputs: BTreeMap<String, Vec<u8>>,
+    /// Files there that could not be published, and why (a bad name, too large, too many).
+    pub outputs_refused: Vec<String>,
+}
+
+/// The variable naming the directory where an attempt leaves its step outputs: one file
+/// per output, named after it.
+pub const OUTPUTS_ENV: &str = "CATHEDRAL_OUTPUTS";
+/// The directory under an attempt's work directory that `CATHEDRAL_OUTPUTS` names.
+pub const OUTPUTS_SUBDIR: &str = ".cathedral-outputs";
+/// Outputs read at most, and bytes of each (the replicated state's bounds are the
+/// consensus crate's `STEP_OUTPUTS_MAX` and `STEP_OUTPUT_BYTES_MAX`; these match them).
+pub const OUTPUTS_READ_MAX: usize = 16;
+pub const OUTPUT_VALUE_READ_MAX: u64 = 64 * 1024;
+
+/// Reads the step outputs an attempt left in `dir`: at most [`OUTPUTS_READ_MAX`] files of
+/// at most [`OUTPUT_VALUE_READ_MAX`] bytes, named with letters, digits, `_` and `-` (up to
+/// 64 bytes); anything else is refused, with the reason.
+pub fn read_outputs(dir: &std::path::Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+    let mut out = BTreeMap::new();
+    let mut refused = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (out, refused);
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ok_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let meta = e.metadata();
+        if !ok_name {
+            refused.push(format!(
+                "{name:?}: a name of letters, digits, _ and - (at most 64 bytes)"
+            ));
+        } else if !meta.as_ref().is_ok_and(|m| m.is_file()) {
+            refused.push(format!("{name}: not a regular file"));
+        } else if meta.as_ref().is_ok_and(|m| m.len() > OUTPUT_VALUE_READ_MAX) {
+            refused.push(format!(
+                "{name}: larger than STEP_OUTPUT_BYTES_MAX ({OUTPUT_VALUE_READ_MAX} bytes)"
+            ));
+        } else if out.len() == OUTPUTS_READ_MAX {
+            refused.push(format!(
+                "{name}: more than STEP_OUTPUTS_MAX ({OUTPUTS_READ_MAX}) outputs"
+            ));
+        } else {
+            match std::fs::read(e.path()) {
+                Ok(v) => {
+                    out.insert(name, v);
+                }
+                Err(err) => refused.push(format!("{name}: {err}")),
+            }
+        }
+    }
+    (out, refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_read_within_their_bounds_and_the_rest_refused_with_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("version"), "1.2.3").unwrap();
+        std::fs::write(
+            d.join("big"),
+            vec![b'x'; OUTPUT_VALUE_READ_MAX as usize + 1],
+        )
+        .unwrap();
+        std::fs::write(d.join("bad name"), "x").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        for i in 0..OUTPUTS_READ_MAX {
+            std::fs::write(d.join(format!("n{i:02}")), "v").unwrap();
+        }
+        let (out, refused) = read_outputs(d);
+        assert_eq!(out.len(), OUTPUTS_READ_MAX);
+        assert_eq!(out["n00"], b"v");
+        let text = refused.join("\n");
+        assert!(
+            text.contains("big: larger than STEP_OUTPUT_BYTES_MAX"),
+            "{text}"
+        );
+        assert!(text.contains("\"bad name\""), "{text}");
+        assert!(text.contains("sub: not a regular file"), "{text}");
+        assert!(text.contains("more than STEP_OUTPUTS_MAX"), "{text}");
+        assert_eq!(read_outputs(&d.join("none")), (BTreeMap::new(), vec![]));
+    }
 }

@@ -174,7 +174,11 @@ fn attempt_to_pb(a: &Attempt) -> pb::Attempt {
 }
 
 /// `j` as the API shows it; `submitted_by`: the accessor of the token that submitted it.
-pub fn job_to_pb(j: &Job, submitted_by: Option<&str>) -> pb::Job {
+pub fn job_to_pb(
+    j: &Job,
+    submitted_by: Option<&str>,
+    outputs: Option<&std::collections::BTreeMap<String, String>>,
+) -> pb::Job {
     pb::Job {
         id: j.id,
         spec: Some(spec_to_pb(&j.spec)),
@@ -186,6 +190,9 @@ pub fn job_to_pb(j: &Job, submitted_by: Option<&str>) -> pb::Job {
         workflow_id: j.workflow.unwrap_or(0),
         dependents: j.dependents.clone(),
         submitted_by: submitted_by.unwrap_or_default().to_string(),
+        outputs: outputs
+            .map(|o| o.clone().into_iter().collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -42,7 +42,7 @@ impl Api {
         let a = self.node.applied.read().unwrap();
         a.state
             .job(id)
-            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id)))
+            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id), a.state.step_outputs(j.id)))
             .ok_or_else(|| ServerError::not_found("job", id).into())
     }
 
@@ -281,7 +281,7 @@ impl JobService for Api {
         let jobs: Vec<pb::Job> = matching
             .by_ref()
             .take(size)
-            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id)))
+            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id), a.state.step_outputs(j.id)))
             .collect();
         let next_page_token = matching.next().map_or(String::new(), |j| j.id.to_string());
         Ok(Response::new(pb::ListJobsResponse {

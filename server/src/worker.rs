@@ -154,15 +154,20 @@ fn step(
             .state
             .node(node.id)
             .map_or(0, |n| n.info.capacity.slots as usize);
-        // The spec only of attempts new here (the others run already).
-        let wanted: Vec<(Key, bool, Option<cathedral_consensus::JobSpec>)> = a
+        // The spec only of attempts new here (the others run already), with the step
+        // outputs of its dependencies put in (or why they cannot be).
+        let wanted: Vec<(Key, bool, Option<Resolved>)> = a
             .state
             .running_on(node.id)
             .into_iter()
             .filter_map(|(job, attempt)| {
                 let j = a.state.job(job)?;
                 let key = (job, attempt);
-                let spec = (!mine.contains_key(&key)).then(|| j.spec.clone());
+                let spec = (!mine.contains_key(&key)).then(|| {
+                    let mut spec = j.spec.clone();
+                    let resolved = with_step_outputs(&a.state, j, &mut spec);
+                    (spec, resolved)
+                });
                 Some((key, j.state == JobState::Running, spec))
             })
             .collect();
@@ -184,7 +189,7 @@ fn step(
         }
     }
     for (key, started, spec) in wanted {
-        let Some(spec) = spec.filter(|_| !mine.contains_key(&key)) else {
+        let Some((spec, resolved)) = spec.filter(|_| !mine.contains_key(&key)) else {
             continue;
         };
         if started {
@@ -220,6 +225,21 @@ fn step(
             .count();
         // A partitioned (or leaving) node starts nothing new.
         if running >= slots || !node.gossip.accepting_work() {
+            continue;
+        }
+        if let Err(why) = resolved {
+            // A reference to an output that was never published: the attempt fails at once.
+            mine.insert(key, Slot::Reporting);
+            let (node, done) = (node.clone(), spawn.done.clone());
+            spawn.tasks.spawn(async move {
+                let outcome = Outcome {
+                    exit: Exit::Code(127),
+                    duration_ms: 0,
+                    output_tail: format!("[cathedral: {why}]").into_bytes(),
+                };
+                report_finished(&node, key, outcome).await;
+                let _ = done.send(key);
+            });
             continue;
         }
         let mut env = spec.env.clone();
@@ -265,6 +285,11 @@ fn step(
 
 fn outcome(r: &AttemptResult) -> Outcome {
     let mut tail = r.output_tail.clone();
+    for why in &r.outputs_refused {
+        tail.extend_from_slice(
+            format!("\n[cathedral: step output not published: {why}]").as_bytes(),
+        );
+    }
     match r.killed_because {
         Some(KillReason::MemoryLimit) => {
             tail.extend_from_slice(b"\n[cathedral: killed by the memory limit]\n")
@@ -290,6 +315,95 @@ fn outcome(r: &AttemptResult) -> Outcome {
 const LOST_NOTE: &[u8] = b"[cathedral: the node restarted while the attempt ran]";
 const LOST_CONTAINER_NOTE: &[u8] =
     b"[cathedral: the node restarted while the attempt ran; its container was removed]";
+
+/// What resolving a spec's step-output references gave: `Err` names the missing one.
+type Resolved = (cathedral_consensus::JobSpec, Result<(), String>);
+
+/// Puts the step outputs of `job`'s dependencies into `spec`: every
+/// `${{ jobs.KEY.outputs.NAME }}` in its arguments and environment values is replaced by
+/// the value (KEY is a dependency's key in the job's workflow, or its id), and each output
+/// is also in the environment as `CATHEDRAL_OUTPUT_<KEY>_<NAME>` (upper case, other
+/// characters as `_`). A reference to an output no dependency published is an error.
+pub fn with_step_outputs(
+    state: &cathedral_consensus::ClusterState,
+    job: &cathedral_consensus::Job,
+    spec: &mut cathedral_consensus::JobSpec,
+) -> Result<(), String> {
+    let keys: BTreeMap<JobId, String> = job
+        .workflow
+        .and_then(|w| state.workflow(w))
+        .map(|w| w.jobs.iter().map(|(k, id)| (*id, k.clone())).collect())
+        .unwrap_or_default();
+    // (key or id) -> outputs
+    let mut known: BTreeMap<String, &BTreeMap<String, String>> = BTreeMap::new();
+    for d in &job.spec.depends_on {
+        let Some(outputs) = state.step_outputs(*d) else {
+            continue;
+        };
+        known.insert(d.to_string(), outputs);
+        if let Some(k) = keys.get(d) {
+            known.insert(k.clone(), outputs);
+        }
+    }
+    let env_name = |key: &str, name: &str| {
+        format!("CATHEDRAL_OUTPUT_{key}_{name}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    for d in &job.spec.depends_on {
+        let Some(outputs) = state.step_outputs(*d) else {
+            continue;
+        };
+        let key = keys.get(d).cloned().unwrap_or_else(|| d.to_string());
+        for (name, value) in outputs {
+            spec.env.insert(env_name(&key, name), value.clone());
+        }
+    }
+    let substitute = |text: &str| -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 3..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("{text:?}: `${{{{` without `}}}}`"))?;
+            let expr = after[..end].trim();
+            let parts: Vec<&str> = expr.split('.').collect();
+            let value = match parts.as_slice() {
+                ["jobs", key, "outputs", name] => known
+                    .get(*key)
+                    .and_then(|o| o.get(*name))
+                    .ok_or_else(|| {
+                        format!("{expr}: job {key} published no output {name} (it must be a dependency that published it)")
+                    })?,
+                _ => return Err(format!("{expr}: expected jobs.KEY.outputs.NAME")),
+            };
+            out.push_str(value);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    };
+    for arg in spec.command.iter_mut() {
+        if arg.contains("${{") {
+            *arg = substitute(arg)?;
+        }
+    }
+    for v in spec.env.values_mut() {
+        if v.contains("${{") {
+            *v = substitute(v)?;
+        }
+    }
+    Ok(())
+}
 
 /// Reports an attempt the state has running here that this node no longer runs (it
 /// restarted), then frees its slot.
@@ -356,6 +470,28 @@ async fn run_attempt(
             let result = a.wait().await;
             if let Some(why) = result.killed_because {
                 crate::metrics::attempt_killed(why);
+            }
+            if !result.outputs_refused.is_empty() {
+                tracing::warn!(job = key.0, refused = ?result.outputs_refused, "step outputs refused");
+            }
+            if result.exit == cathedral_executor::Exit::Code(0) && !result.outputs.is_empty() {
+                let outputs = result
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .collect();
+                report(
+                    &node,
+                    key,
+                    Command::TaskOutputs {
+                        at_ms: now_ms(),
+                        job: key.0,
+                        attempt: key.1,
+                        node: node.id,
+                        outputs,
+                    },
+                )
+                .await;
             }
             let outcome = if *stop.borrow() && result.killed_because == Some(KillReason::Cancelled)
             {

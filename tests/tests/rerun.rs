@@ -89,3 +89,64 @@ async fn a_rerun_from_a_failed_middle_step() {
     );
     s.stop();
 }
+
+/// Step outputs: a job leaves files in `$CATHEDRAL_OUTPUTS`; its dependents get them as
+/// `${{ jobs.KEY.outputs.NAME }}` (in arguments and environment values) and as
+/// `CATHEDRAL_OUTPUT_KEY_NAME`; a reference to an output never published fails the job
+/// that makes it, saying which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_outputs_flow_between_three_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&tmp.path().join("n"), &["--docker-host", "none"]);
+    s.wait_ready();
+    let file = tmp.path().join("w.yaml");
+    std::fs::write(
+        &file,
+        r#"name: release
+jobs:
+  - key: version
+    command: [sh, -c, 'printf 1.2.3 > "$CATHEDRAL_OUTPUTS/version"; printf amd64 > "$CATHEDRAL_OUTPUTS/arch"']
+  - key: build
+    after: [version]
+    command: [sh, -c, 'echo building ${{ jobs.version.outputs.version }} for $CATHEDRAL_OUTPUT_VERSION_ARCH; printf "app-${{ jobs.version.outputs.version }}.tar" > "$CATHEDRAL_OUTPUTS/artifact"']
+  - key: ship
+    after: [build]
+    command: [echo, 'shipping ${{ jobs.build.outputs.artifact }}']
+  - key: typo
+    after: [version]
+    command: [echo, '${{ jobs.version.outputs.nope }}']
+"#,
+    )
+    .unwrap();
+    let out = s.cli_ok(&["workflow", "submit", file.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = |k: &str| v["job_ids"][k].as_u64().unwrap();
+    let ship = id("ship");
+    let j = cathedral_tests::until_final(&s, ship).await;
+    assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");
+    assert_eq!(
+        s.cli_ok(&["logs", &ship.to_string()]),
+        "shipping app-1.2.3.tar\n"
+    );
+    assert_eq!(
+        s.cli_ok(&["logs", &id("build").to_string()]),
+        "building 1.2.3 for amd64\n"
+    );
+    let version = get(&s, id("version")).await;
+    assert_eq!(version.outputs["version"], "1.2.3");
+    assert_eq!(version.outputs["arch"], "amd64");
+    assert_eq!(
+        get(&s, id("build")).await.outputs["artifact"],
+        "app-1.2.3.tar"
+    );
+
+    let typo = cathedral_tests::until_final(&s, id("typo")).await;
+    assert_eq!(typo.state, pb::JobState::Failed as i32);
+    let tail = String::from_utf8_lossy(&typo.attempts[0].outcome.as_ref().unwrap().output_tail)
+        .into_owned();
+    assert!(
+        tail.contains("job version published no output nope"),
+        "{tail}"
+    );
+    s.stop();
+}
