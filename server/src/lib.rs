@@ -46,6 +46,7 @@ mod node;
 mod openapi;
 mod output;
 mod peer_service;
+pub mod replicas;
 mod rest;
 mod scheduler;
 mod security;

@@ -162,6 +162,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let upkeep = tokio::spawn(node.clone().upkeep(stop_rx.clone()));
     let leader = tokio::spawn(crate::leader::run(node.clone(), stop_rx.clone()));
     let worker = tokio::spawn(crate::worker::run(node.clone(), executor, stop_rx.clone()));
+    let replicas = tokio::spawn(crate::replicas::run(node.clone(), stop_rx.clone()));
     node.bootstrap().await?;
     let gossip_join = tokio::spawn(join_gossip(node.clone(), stop_rx.clone()));
     let peers = tokio::spawn(remember_peers(node.clone(), stop_rx));
@@ -185,6 +186,7 @@ pub async fn start(config: Config) -> Result<Running> {
             upkeep,
             leader,
             worker,
+            replicas,
             gossip_join,
             peers,
         ],

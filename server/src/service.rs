@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::api::internal::FetchOutputRequest;
 use crate::api::v1 as pb;
 use crate::api::v1::cluster_service_server::ClusterService;
 use crate::api::v1::job_service_server::JobService;
@@ -445,33 +444,52 @@ impl JobService for Api {
                 inner_tx,
             ));
         } else {
-            let addr = self.node.address_of(node).ok_or_else(|| {
-                Status::unavailable(format!(
-                    "node {node}, which ran the attempt, is not a member"
-                ))
-            })?;
-            let mut client = self
-                .node
-                .peers
-                .client(node, &addr)
-                .map_err(Status::unavailable)?;
-            let mut stream = client
-                .fetch_output(FetchOutputRequest {
-                    target: node,
-                    job_id: req.job_id,
-                    attempt,
-                    offset: 0,
-                    follow: req.follow,
-                })
-                .await?
-                .into_inner();
+            // The node that ran it; if it cannot answer (gone, removed, down), the copy
+            // kept here or by the attempt's replica holder (see `replicas`).
+            let holder = crate::replicas::replica_holder(
+                &crate::replicas::voters(&self.node),
+                req.job_id,
+                attempt,
+                node,
+            );
+            let me = self.node.clone();
+            let (job, follow) = (req.job_id, req.follow);
             self.node.spawn_until_stop(async move {
-                use tokio_stream::StreamExt;
-                while let Some(item) = stream.next().await {
-                    if inner_tx.send(item).await.is_err() {
-                        return;
+                let mut last = None;
+                for source in [Some(node), holder].into_iter().flatten() {
+                    if source == me.id {
+                        let path = cathedral_executor::output_path(me.data_dir(), job, attempt);
+                        if path.exists() {
+                            crate::output::stream_local(me.clone(), job, attempt, 0, follow, inner_tx)
+                                .await;
+                            return;
+                        }
+                        continue;
+                    }
+                    match crate::replicas::open_remote(&me, source, job, attempt, follow).await {
+                        Ok((first, mut stream)) => {
+                            if inner_tx.send(Ok(first)).await.is_err() {
+                                return;
+                            }
+                            use tokio_stream::StreamExt;
+                            while let Some(item) = stream.next().await {
+                                if inner_tx.send(item).await.is_err() {
+                                    return;
+                                }
+                            }
+                            return;
+                        }
+                        Err(crate::replicas::Open::Empty) => return,
+                        Err(crate::replicas::Open::Failed(e)) => last = Some(e),
                     }
                 }
+                let _ = inner_tx
+                    .send(Err(last.unwrap_or_else(|| {
+                        Status::unavailable(format!(
+                            "node {node}, which ran the attempt, is not a member and no copy is known"
+                        ))
+                    })))
+                    .await;
             });
         }
         self.node.spawn_until_stop(async move {

@@ -66,6 +66,8 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut last_retention = Instant::now() - RETENTION_INTERVAL;
     let engine = tokio::spawn(watch_engine(node.clone(), executor.clone(), stop.clone()));
+    // Attempts of this node whose output copy the replica holder has confirmed.
+    let confirmed: Arc<std::sync::Mutex<BTreeSet<Key>>> = Arc::default();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -90,8 +92,7 @@ pub async fn run(
         node.gossip.set_load(running as u64).await;
         if last_retention.elapsed() >= RETENTION_INTERVAL {
             last_retention = Instant::now();
-            let n = node.clone();
-            tasks.spawn_blocking(move || retention(&n));
+            tasks.spawn(retention(node.clone(), confirmed.clone()));
         }
     }
     engine.abort();
@@ -616,21 +617,70 @@ async fn watch_engine(
     }
 }
 
-/// Applies output retention on this node.
-fn retention(node: &Node) {
-    let in_flight: BTreeSet<Key> = {
-        let a = node.applied.read().unwrap();
-        a.state.running_on(node.id).into_iter().collect()
+/// Applies output retention on this node. The output of an attempt that ran here stays
+/// until its replica holder has confirmed its copy (see `replicas`), so it outlives this
+/// node; copies this node holds for others follow the bounds as they are.
+async fn retention(node: Arc<Node>, confirmed: Arc<std::sync::Mutex<BTreeSet<Key>>>) {
+    let root = node.data.outputs();
+    let files = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || flat_outputs(&root))
+            .await
+            .unwrap_or_default()
     };
-    let removed = sweep_outputs(
-        &node.data.outputs(),
-        &in_flight,
+    let voters = crate::replicas::voters(&node);
+    let (mut keep, own): (BTreeSet<Key>, Vec<(Key, u64, u64)>) = {
+        let a = node.applied.read().unwrap();
+        let keep = a.state.running_on(node.id).into_iter().collect();
+        let own = files
+            .into_iter()
+            .filter_map(|(key, len)| {
+                let j = a.state.job(key.0)?;
+                let at = j.attempts.iter().find(|x| x.number == key.1)?;
+                (at.node == node.id && at.finished_at_ms.is_some()).then_some(())?;
+                let holder = crate::replicas::replica_holder(&voters, key.0, key.1, node.id)?;
+                Some((key, len, holder))
+            })
+            .collect();
+        (keep, own)
+    };
+    for (key, len, holder) in own {
+        if confirmed.lock().unwrap().contains(&key) {
+            continue;
+        }
+        if crate::replicas::confirmed(&node, holder, key.0, key.1, len).await {
+            confirmed.lock().unwrap().insert(key);
+        } else {
+            keep.insert(key);
+        }
+    }
+    let (max_age, max_total) = (
         Duration::from_secs(node.config.output.retention_hours * 3600),
         node.config.output.bytes_total_max,
     );
+    let removed =
+        tokio::task::spawn_blocking(move || sweep_outputs(&root, &keep, max_age, max_total))
+            .await
+            .unwrap_or(0);
     if removed > 0 {
         tracing::info!(files = removed, "output retention removed old output");
     }
+}
+
+/// (attempt, bytes) of every output file in `root`'s flat layout (`<job>-<attempt>.log`).
+fn flat_outputs(root: &Path) -> Vec<(Key, u64)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (j, a) = name.strip_suffix(".log")?.split_once('-')?;
+            let key = (j.parse().ok()?, a.parse().ok()?);
+            Some((key, e.metadata().ok()?.len()))
+        })
+        .collect()
 }
 
 /// Deletes output files under `root` (`<job>-<attempt>.log`, and earlier versions'
