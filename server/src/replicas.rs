@@ -159,28 +159,37 @@ pub async fn confirmed(node: &Node, holder: NodeId, job: u64, attempt: u32, len:
     let Ok(mut client) = node.peers.client(holder, &addr) else {
         return false;
     };
-    let Ok(resp) = client
-        .fetch_output(FetchOutputRequest {
-            target: holder,
-            job_id: job,
-            attempt,
-            offset: len - 1,
-            follow: false,
-        })
-        .await
-    else {
-        return false;
-    };
-    let mut stream = resp.into_inner();
-    let mut got = 0usize;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => got += c.data.len(),
-            Err(_) => return false,
+    let ask = async {
+        let Ok(resp) = client
+            .fetch_output(FetchOutputRequest {
+                target: holder,
+                job_id: job,
+                attempt,
+                offset: len - 1,
+                follow: false,
+            })
+            .await
+        else {
+            return false;
+        };
+        let mut stream = resp.into_inner();
+        let mut got = 0usize;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => got += c.data.len(),
+                Err(_) => return false,
+            }
         }
-    }
-    got >= 1
+        got >= 1
+    };
+    // A holder that does not answer (frozen, partitioned) confirms nothing.
+    tokio::time::timeout(CONFIRM_TIMEOUT, ask)
+        .await
+        .unwrap_or(false)
 }
+
+/// How long retention waits for a holder to confirm a copy.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether the attempt's outcome shows output (an attempt that wrote nothing has no file
 /// to copy: no call is made for it).

@@ -408,7 +408,7 @@ impl JobService for Api {
         req: Request<pb::GetJobOutputRequest>,
     ) -> Result<Response<Self::GetJobOutputStream>, Status> {
         let req = req.into_inner();
-        let (attempt, node) = {
+        let (attempt, node, ended) = {
             let a = self.node.applied.read().unwrap();
             let job = a
                 .state
@@ -430,11 +430,24 @@ impl JobService for Api {
                     }
                 ))
             })?;
-            (at.number, at.node)
+            (at.number, at.node, at.finished_at_ms.is_some())
         };
         let (tx, rx) = mpsc::channel(8);
         let (inner_tx, mut inner_rx) = mpsc::channel(8);
-        if node == self.node.id {
+        // This node ran it and has the file, or may yet (the attempt runs): read it here.
+        // A file retention removed once its copy was confirmed: the copy, as for others.
+        let here = node == self.node.id
+            && (!ended
+                || cathedral_executor::output_path(self.node.data_dir(), req.job_id, attempt)
+                    .exists()
+                || crate::replicas::replica_holder(
+                    &crate::replicas::voters(&self.node),
+                    req.job_id,
+                    attempt,
+                    node,
+                )
+                .is_none());
+        if here {
             self.node.spawn_until_stop(crate::output::stream_local(
                 self.node.clone(),
                 req.job_id,

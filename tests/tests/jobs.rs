@@ -26,14 +26,27 @@ fn processes_with(marker: &str) -> usize {
         .count()
 }
 
+/// Waits (up to 15 s: a loaded machine tears a pid namespace down slowly) until no
+/// process with `marker` in its command line is left; panics naming the survivors.
 fn none_left(marker: &str) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if processes_with(marker) == 0 {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("processes of the attempt ({marker}) survived");
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            cmd.contains(marker)
+                .then(|| format!("{}: {cmd} [{stat}]", e.file_name().to_string_lossy()))
+        })
+        .collect();
+    panic!("processes of the attempt ({marker}) survived: {survivors:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
