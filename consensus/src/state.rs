@@ -1634,9 +1634,21 @@ impl ClusterState {
         }
     }
 
-    /// The state as snapshot bytes (versioned).
-    pub fn to_snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(&(
+    /// What a snapshot encodes, in order: the version, the state, then the parts added
+    /// after version 1 (each read only from the version that added it).
+    #[allow(clippy::type_complexity)]
+    fn snapshot_parts(
+        &self,
+    ) -> (
+        u16,
+        &Self,
+        &Requests,
+        &Acl,
+        &crate::cron::Crons,
+        &BTreeMap<JobId, u32>,
+        &BTreeMap<JobId, BTreeMap<String, String>>,
+    ) {
+        (
             SNAPSHOT_VERSION,
             self,
             &self.requests,
@@ -1644,8 +1656,12 @@ impl ClusterState {
             &self.crons,
             &self.rerun_base,
             &self.outputs,
-        ))
-        .expect("state always encodes")
+        )
+    }
+
+    /// The state as snapshot bytes (versioned).
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.snapshot_parts()).expect("state always encodes")
     }
 
     /// Streams the state's snapshot encoding (the same bytes as [`to_snapshot`]) into `w`,
@@ -1654,20 +1670,9 @@ impl ClusterState {
     /// [`to_snapshot`]: ClusterState::to_snapshot
     pub fn write_snapshot<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
         let w = std::io::BufWriter::with_capacity(1 << 16, w);
-        postcard::to_io(
-            &(
-                SNAPSHOT_VERSION,
-                self,
-                &self.requests,
-                &self.acl,
-                &self.crons,
-                &self.rerun_base,
-                &self.outputs,
-            ),
-            w,
-        )
-        .map(|_| ())
-        .map_err(|e| std::io::Error::other(e.to_string()))
+        postcard::to_io(&self.snapshot_parts(), w)
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// A state from snapshot bytes.

@@ -58,22 +58,12 @@ pub async fn copy_from(node: &Node, from: NodeId, job: u64, attempt: u32) -> Res
     if path.exists() {
         return Ok(true);
     }
-    let addr = node
-        .address_of(from)
-        .ok_or_else(|| format!("node {from} is not a member"))?;
-    let mut client = node.peers.client(from, &addr)?;
-    let mut stream = client
-        .fetch_output(FetchOutputRequest {
-            target: from,
-            job_id: job,
-            attempt,
-            offset: 0,
-            follow: false,
-        })
-        .await
-        .map_err(|e| e.message().to_string())?
-        .into_inner();
-    let mut data = Vec::new();
+    let (first, mut stream) = match open_remote(node, from, job, attempt, 0, false).await {
+        Ok(opened) => opened,
+        Err(Open::Empty) => return Ok(false),
+        Err(Open::Failed(e)) => return Err(e.message().to_string()),
+    };
+    let mut data = first.data;
     while let Some(chunk) = stream.next().await {
         let c = chunk.map_err(|e| e.message().to_string())?;
         if c.offset as usize != data.len() {
@@ -112,6 +102,7 @@ pub async fn open_remote(
     from: NodeId,
     job: u64,
     attempt: u32,
+    offset: u64,
     follow: bool,
 ) -> Result<
     (
@@ -134,7 +125,7 @@ pub async fn open_remote(
             target: from,
             job_id: job,
             attempt,
-            offset: 0,
+            offset,
             follow,
         })
         .await
@@ -153,39 +144,12 @@ pub async fn confirmed(node: &Node, holder: NodeId, job: u64, attempt: u32, len:
     if len == 0 {
         return true;
     }
-    let Some(addr) = node.address_of(holder) else {
-        return false;
-    };
-    let Ok(mut client) = node.peers.client(holder, &addr) else {
-        return false;
-    };
-    let ask = async {
-        let Ok(resp) = client
-            .fetch_output(FetchOutputRequest {
-                target: holder,
-                job_id: job,
-                attempt,
-                offset: len - 1,
-                follow: false,
-            })
-            .await
-        else {
-            return false;
-        };
-        let mut stream = resp.into_inner();
-        let mut got = 0usize;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => got += c.data.len(),
-                Err(_) => return false,
-            }
-        }
-        got >= 1
-    };
+    let ask = open_remote(node, holder, job, attempt, len - 1, false);
     // A holder that does not answer (frozen, partitioned) confirms nothing.
-    tokio::time::timeout(CONFIRM_TIMEOUT, ask)
-        .await
-        .unwrap_or(false)
+    matches!(
+        tokio::time::timeout(CONFIRM_TIMEOUT, ask).await,
+        Ok(Ok((first, _))) if !first.data.is_empty()
+    )
 }
 
 /// How long retention waits for a holder to confirm a copy.

@@ -479,7 +479,7 @@ impl JobService for Api {
                         }
                         continue;
                     }
-                    match crate::replicas::open_remote(&me, source, job, attempt, follow).await {
+                    match crate::replicas::open_remote(&me, source, job, attempt, 0, follow).await {
                         Ok((first, mut stream)) => {
                             if inner_tx.send(Ok(first)).await.is_err() {
                                 return;

@@ -330,6 +330,21 @@ pub fn with_step_outputs(
     job: &cathedral_consensus::Job,
     spec: &mut cathedral_consensus::JobSpec,
 ) -> Result<(), String> {
+    // Most jobs neither read outputs nor follow a job that published some: nothing to do
+    // (and the workflow's keys, a walk of the whole workflow, are not looked at).
+    let templated = spec
+        .command
+        .iter()
+        .chain(spec.env.values())
+        .any(|t| t.contains("${{"));
+    let published = job
+        .spec
+        .depends_on
+        .iter()
+        .any(|d| state.step_outputs(*d).is_some());
+    if !templated && !published {
+        return Ok(());
+    }
     let keys: BTreeMap<JobId, String> = job
         .workflow
         .and_then(|w| state.workflow(w))
