@@ -4,6 +4,7 @@
 #
 # Environment:
 #   CATHEDRAL_CRASH_KILLS=N   SIGKILL crash loop length (default 20; long run: 1000)
+#   CATHEDRAL_DAMAGE_ROUNDS=N three-node damaged-follower rounds in tests/tests/damage.rs (default 2)
 #   CATHEDRAL_MODEL_CASES=N   model-based test sequences (default 48)
 #   CATHEDRAL_PROP_CASES=N    consensus property-test cases
 #   CATHEDRAL_SEED=N          replay a random test with the seed it printed

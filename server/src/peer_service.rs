@@ -5,7 +5,8 @@ use std::sync::Arc;
 use cathedral_consensus::raft::TypeConfig;
 use cathedral_storage::{Chunk, ChunkReceiver, ReceiverLimits};
 use openraft::error::Fatal;
-use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest};
+use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{Snapshot, SnapshotMeta, Vote};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -13,7 +14,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::internal::peer_server::Peer;
 use crate::api::internal::{
     FetchOutputRequest, GossipSeedsReply, GossipSeedsRequest, JoinReply, JoinRequest, OutputBytes,
-    RaftReply, RaftRequest, SetTagsReply, SetTagsRequest, SnapshotChunk,
+    RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest, SetTagsReply, SetTagsRequest,
+    SnapshotChunk,
 };
 use crate::error::ServerError;
 use crate::node::{Node, Outcome, Proposal};
@@ -62,6 +64,24 @@ impl Peer for PeerService {
         let req = req.into_inner();
         self.check_target(req.target)?;
         let rpc: VoteRequest<u64> = decode(&req.body).map_err(bad)?;
+        // A node that owes acknowledged entries (lost to disk damage) counts as holding them
+        // when it votes: a candidate whose log ends before them may lack entries a majority
+        // counted on this node for. Refused as Raft refuses a shorter log — with our vote,
+        // and the log id the candidate must reach, so it backs off.
+        if let Some(owed) = self.node.owed_log_id() {
+            if rpc.last_log_id < Some(owed) {
+                let vote = self.node.raft.metrics().borrow().vote;
+                tracing::info!(candidate = %rpc.vote, last = ?rpc.last_log_id, %owed, "vote refused: this node owes entries the candidate's log does not reach");
+                let refused: Result<VoteResponse<u64>, RaftError<u64>> = Ok(VoteResponse {
+                    vote,
+                    vote_granted: false,
+                    last_log_id: Some(owed),
+                });
+                return Ok(Response::new(RaftReply {
+                    body: encode(&refused),
+                }));
+            }
+        }
         let result = self.node.raft.vote(rpc).await;
         Ok(Response::new(RaftReply {
             body: encode(&result),
@@ -200,6 +220,19 @@ impl Peer for PeerService {
             .await
             .map(Response::new)
             .map_err(|e| e.to_peer_status())
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        self.check_target(req.into_inner().target)?;
+        let index = self
+            .node
+            .leader_read_index()
+            .await
+            .map_err(|e| e.to_peer_status())?;
+        Ok(Response::new(ReadIndexReply { index }))
     }
 
     async fn gossip_seeds(

@@ -37,12 +37,30 @@ pub struct Api {
 }
 
 impl Api {
-    fn job(&self, id: JobId) -> Result<pb::Job, Status> {
+    /// Job `id` as this node applied it; "not found" only once a read barrier confirmed
+    /// this node is not behind the cluster (see [`Api::confirm_absent`]).
+    async fn job(&self, id: JobId) -> Result<pb::Job, Status> {
+        if !self.has_job(id) {
+            self.confirm_absent().await?;
+        }
         let a = self.node.applied.read().unwrap();
         a.state
             .job(id)
             .map(|j| job_to_pb(j, a.state.acl().submitter(j.id), a.state.step_outputs(j.id)))
             .ok_or_else(|| ServerError::not_found("job", id).into())
+    }
+
+    fn has_job(&self, id: JobId) -> bool {
+        self.node.applied.read().unwrap().state.job(id).is_some()
+    }
+
+    /// Before a read answers "not found": a read barrier (the leader's read index, applied
+    /// here). Reads are served from this node's applied state; a node restarted while its
+    /// peers are down may hold acknowledged entries it has not applied yet (it cannot
+    /// commit alone), and must not deny what the cluster acknowledged: it answers
+    /// UNAVAILABLE instead.
+    async fn confirm_absent(&self) -> Result<(), Status> {
+        self.node.read_barrier().await.map_err(Status::from)
     }
 
     /// The event describing job `id` now, and whether it has ended.
@@ -153,6 +171,17 @@ impl JobService for Api {
     ) -> Result<Response<pb::RerunWorkflowResponse>, Status> {
         let caller = auth::caller(&req);
         let req = req.into_inner();
+        if self
+            .node
+            .applied
+            .read()
+            .unwrap()
+            .state
+            .workflow(req.workflow_id)
+            .is_none()
+        {
+            self.confirm_absent().await?;
+        }
         let from = if req.from_job_id > 0 {
             req.from_job_id
         } else {
@@ -192,6 +221,9 @@ impl JobService for Api {
         req: Request<pb::ExplainJobRequest>,
     ) -> Result<Response<pb::ExplainJobResponse>, Status> {
         let id = req.into_inner().job_id;
+        if !self.has_job(id) {
+            self.confirm_absent().await?;
+        }
         let view = self.node.gossip.view();
         let a = self.node.applied.read().unwrap();
         // The candidates as the leader sees them: registered, alive and available in
@@ -234,7 +266,7 @@ impl JobService for Api {
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.job(req.into_inner().job_id)?))
+        Ok(Response::new(self.job(req.into_inner().job_id).await?))
     }
 
     async fn list_jobs(
@@ -302,7 +334,7 @@ impl JobService for Api {
             )
             .into());
         }
-        let job = self.job(req.job_id)?;
+        let job = self.job(req.job_id).await?;
         let submitter = (!job.submitted_by.is_empty()).then_some(job.submitted_by.as_str());
         if !caller.may_cancel(submitter) {
             return Err(Status::permission_denied(format!(
@@ -329,7 +361,7 @@ impl JobService for Api {
         )?;
         self.node.propose(Proposal::Write(cmd)).await?;
         Ok(Response::new(pb::CancelJobResponse {
-            job: Some(self.job(req.job_id)?),
+            job: Some(self.job(req.job_id).await?),
         }))
     }
 
@@ -340,6 +372,9 @@ impl JobService for Api {
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let id = req.into_inner().job_id;
+        if !self.has_job(id) {
+            self.confirm_absent().await?;
+        }
         let (first, ended) = self.event(id).ok_or(ServerError::not_found("job", id))?;
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
@@ -408,6 +443,9 @@ impl JobService for Api {
         req: Request<pb::GetJobOutputRequest>,
     ) -> Result<Response<Self::GetJobOutputStream>, Status> {
         let req = req.into_inner();
+        if !self.has_job(req.job_id) {
+            self.confirm_absent().await?;
+        }
         let (attempt, node, ended) = {
             let a = self.node.applied.read().unwrap();
             let job = a

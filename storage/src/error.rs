@@ -32,6 +32,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// Records whose append had been acknowledged as durable are damaged or missing
+    /// (indexes `first..=last`, from byte `offset` of `file` on). A crash tears only a
+    /// write that was never acknowledged, so this is never cut as a torn tail: restore the
+    /// entries from a peer or an export, or accept the loss (`cathedral-log repair
+    /// --accept-loss`).
+    #[error("acknowledged entries damaged: indexes {first}..={last} in {} from byte offset {offset}: {reason}", file.display())]
+    AcknowledgedDamaged {
+        file: PathBuf,
+        offset: u64,
+        first: u64,
+        last: u64,
+        /// The term of entry `last` (what a cluster member must fetch again through).
+        term: u64,
+        reason: String,
+    },
+
     /// A file written by a newer (or unknown) format version.
     #[error("{} has format version {found}; this build reads version {supported}", file.display())]
     UnsupportedVersion {

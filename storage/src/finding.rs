@@ -9,8 +9,12 @@ use crate::error::Error;
 /// What kind of problem a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FindingKind {
-    /// A partial last write at the end of the log; a normal open cuts it (`repair` too).
+    /// A partial last write at the end of the log, past everything acknowledged; a normal
+    /// open cuts it (`repair` too).
     TornTail,
+    /// Records whose append was acknowledged as durable are damaged or missing (at or
+    /// below the acknowledged watermark): never cut by a normal open.
+    AcknowledgedDamaged,
     /// Damage with valid data after it, a broken header, footer, metadata or snapshot file.
     Corruption,
     /// Files that are each intact but do not fit together (gaps, overlaps, terms going
@@ -55,6 +59,19 @@ impl Finding {
                 file,
                 offset,
                 reason,
+            }),
+            Error::AcknowledgedDamaged {
+                file,
+                offset,
+                first,
+                last,
+                reason,
+                ..
+            } => Ok(Finding {
+                kind: FindingKind::AcknowledgedDamaged,
+                file,
+                offset,
+                reason: format!("indexes {first}..={last}: {reason}"),
             }),
             Error::UnsupportedVersion {
                 file,

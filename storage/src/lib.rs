@@ -7,10 +7,12 @@
 //!
 //! - `log`: the [`Log`] — its public surface (`log/mod.rs`), the record codec
 //!   (`log/record.rs`), segment files with headers, footers and memory-mapped reads
-//!   (`log/segment.rs`), the group-commit writer thread (`log/writer.rs`), recovery on
-//!   open (`log/recovery.rs`), read-only inspection (`log/inspect.rs`), and the directory
+//!   (`log/segment.rs`), the acknowledgment rings that hold the durable watermark
+//!   (`log/ring.rs`), the group-commit writer thread (`log/writer.rs`), recovery on open
+//!   (`log/recovery.rs`), read-only inspection (`log/inspect.rs`), and the directory
 //!   listing and damage rules those two share (`log/layout.rs`).
-//! - `meta`: the metadata file (vote, committed, purged), replaced atomically.
+//! - `meta`: the metadata (vote, committed, purged; owed entries, accepted losses),
+//!   replaced atomically, in two copies.
 //! - `snapshot`: snapshot files, the [`SnapshotStore`], chunked transfer, export and import.
 //! - `compaction`: the [`CompactionPolicy`], a pure function deciding snapshots and purges.
 //! - `options`: [`Options`] and the named bounds.
@@ -23,6 +25,7 @@
 //! ```text
 //! <dir>/LOCK               flock held while a Log is open
 //! <dir>/meta               metadata, atomically replaced
+//! <dir>/meta.mirror        its second copy
 //! <dir>/log/<first>.seg    segments named by their first index, 20 digits
 //! <dir>/log/prealloc.tmp   the next segment, preallocated ahead of need
 //! <dir>/snapshots/*.snap   snapshots (a SnapshotStore opened on this directory)
@@ -53,10 +56,12 @@ pub use error::{Error, Result};
 pub use finding::{Finding, FindingKind};
 pub use fsutil::{replace_atomically, DirLock};
 pub use log::{
-    inspect, inspect_with_progress, Entry, InspectReport, Log, Record, RecoveryReport, Salvaged,
-    SegmentReport, Stats, TornTail, Visit,
+    inspect, inspect_with_progress, AcknowledgedCut, Entry, InspectReport, Log, Record,
+    RecoveryReport, Salvaged, SegmentReport, Stats, TornTail, Visit, Watermark,
 };
-pub use meta::{read_metadata, read_purge_point, Metadata, META_FIELD_BYTES_MAX};
+pub use meta::{
+    read_metadata, read_purge_point, Loss, Metadata, Owed, LOSSES_MAX, META_FIELD_BYTES_MAX,
+};
 pub use options::{
     Durability, Options, RecoveryMode, SyncObserver, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT,
     SEGMENT_BYTES_MIN,

@@ -23,11 +23,18 @@ pub enum Durability {
 /// What open does with damage found in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RecoveryMode {
-    /// Truncate a torn tail of the last segment; refuse corruption anywhere else.
+    /// Cut a torn tail (damage past everything acknowledged, in the last segment); refuse
+    /// acknowledged entries damaged ([`Error::AcknowledgedDamaged`]) and corruption.
     #[default]
     Strict,
+    /// For a member of a multi-node cluster, which can fetch what it lost from its peers:
+    /// as `Strict`, but acknowledged entries damaged at the log's tail are copied to
+    /// `salvage/`, cut, and recorded as owed ([`Log::owed`](crate::Log::owed)) until the
+    /// log holds them again. Corruption anywhere else is still refused.
+    Refetch,
     /// Keep the longest valid prefix and drop everything after the first damage, reporting
-    /// what was dropped. For operators repairing a damaged directory.
+    /// what was dropped and recording acknowledged entries dropped as an accepted loss
+    /// ([`Log::losses`](crate::Log::losses)). For operators repairing a damaged directory.
     Salvage,
 }
 

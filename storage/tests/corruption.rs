@@ -1,5 +1,7 @@
-//! Damage on disk: torn tails are cut and reported, corruption anywhere else fails open with
-//! the exact file and byte offset, salvage keeps the valid prefix and moves the rest aside.
+//! Damage on disk: torn tails (past the acknowledged watermark) are cut and reported,
+//! acknowledged records damaged fail open with their index range, corruption anywhere else
+//! fails open with the exact file and byte offset, salvage keeps the valid prefix, moves
+//! the rest aside and records the loss.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::path::Path;
 use cathedral_storage::{Error, Log, Options, RecoveryMode};
 use common::*;
 
-const HEADER: u64 = 64; // segment header (FORMAT.md)
+const HEADER: u64 = 8192; // header page and front ring before the first record (FORMAT.md)
 const REC: u64 = 24; // record header (FORMAT.md)
 
 fn plain() -> Options {
@@ -51,6 +53,41 @@ fn one_segment_log(records: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     (image, segs[0].clone())
 }
 
+/// A log of one unsealed segment whose records `1..=acked` were acknowledged durable and
+/// `acked+1..=records` only written when the crash came (SIGKILL keeps the page cache).
+fn one_segment_log_with_unacked_tail(
+    acked: u64,
+    records: u64,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), plain()).unwrap();
+    fill(&log, 1, acked + 1, 10);
+    fill_buffered(&log, acked + 1, records + 1, 10);
+    let image = crash_image_as_is(dir.path());
+    let segs = segment_files(image.path());
+    (image, segs[0].clone())
+}
+
+fn expect_acknowledged(err: Error, seg: &Path, at: u64, range: (u64, u64)) -> String {
+    let text = err.to_string();
+    match err {
+        Error::AcknowledgedDamaged {
+            file,
+            offset,
+            first,
+            last,
+            reason,
+            ..
+        } => {
+            assert_eq!((file.as_path(), offset), (seg, at), "{reason}");
+            assert_eq!((first, last), range, "{reason}");
+            assert!(text.contains("acknowledged entries damaged"), "{text}");
+            reason
+        }
+        other => panic!("expected acknowledged entries damaged, got {other}"),
+    }
+}
+
 /// The same log closed cleanly: its one segment is sealed.
 fn one_sealed_segment_log(records: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -63,25 +100,15 @@ fn one_sealed_segment_log(records: u64) -> (tempfile::TempDir, std::path::PathBu
 }
 
 #[test]
-fn flipped_byte_mid_log_fails_open_with_file_and_offset() {
+fn a_flipped_byte_in_an_acknowledged_record_is_refused_with_its_range() {
     let (dir, seg) = one_segment_log(100);
     // A byte inside the payload of record 40 (payload(40) is not empty).
     assert!(payload(40).len() > 3);
     poke(&seg, offset_of(40) + REC + 3, |b| b ^ 0x01);
     let err = Log::open(dir.path(), plain()).unwrap_err();
-    match &err {
-        Error::Corruption {
-            file,
-            offset,
-            reason,
-        } => {
-            assert_eq!(file, &seg);
-            assert_eq!(*offset, offset_of(40), "{reason}");
-            assert!(reason.contains("checksum"), "{reason}");
-        }
-        other => panic!("expected corruption, got {other}"),
-    }
     let text = err.to_string();
+    let reason = expect_acknowledged(err, &seg, offset_of(40), (40, 100));
+    assert!(reason.contains("checksum"), "{reason}");
     assert!(
         text.contains(&seg.display().to_string()) && text.contains(&offset_of(40).to_string()),
         "{text}"
@@ -134,15 +161,31 @@ fn verify_on_open_finds_a_flipped_byte_in_a_cleanly_closed_log() {
 fn flipped_byte_in_a_record_header_fails_open_too() {
     let (dir, seg) = one_segment_log(100);
     poke(&seg, offset_of(77) + 9, |b| b ^ 0x80); // inside the index field
-    match Log::open(dir.path(), plain()).unwrap_err() {
-        Error::Corruption { file, offset, .. } => assert_eq!((file, offset), (seg, offset_of(77))),
-        other => panic!("expected corruption, got {other}"),
-    }
+    let err = Log::open(dir.path(), plain()).unwrap_err();
+    expect_acknowledged(err, &seg, offset_of(77), (77, 100));
+}
+
+#[test]
+fn acknowledged_records_zeroed_at_the_very_end_are_refused_not_cut() {
+    // The end of the written data zeroed from a record boundary: the scan sees a clean end,
+    // only the watermark knows records 91..=100 were acknowledged.
+    let (dir, seg) = one_segment_log(100);
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(
+        &vec![0u8; (offset_of(101) - offset_of(91)) as usize],
+        offset_of(91),
+    )
+    .unwrap();
+    drop(f);
+    let err = Log::open(dir.path(), plain()).unwrap_err();
+    let reason = expect_acknowledged(err, &seg, offset_of(91), (91, 100));
+    assert!(reason.contains("acknowledged"), "{reason}");
 }
 
 #[test]
 fn half_written_last_record_is_a_torn_tail() {
-    let (dir, seg) = one_segment_log(100);
+    // Records 1..=99 acknowledged, 100 written when the crash came.
+    let (dir, seg) = one_segment_log_with_unacked_tail(99, 100);
     let last = offset_of(100);
     let len = REC + payload(100).len() as u64;
     // Zero the second half of the last record, as a write cut short leaves it.
@@ -158,6 +201,8 @@ fn half_written_last_record_is_a_torn_tail() {
         .expect("torn tail reported");
     assert_eq!((torn.file.as_path(), torn.offset), (seg.as_path(), last));
     assert!(torn.bytes > 0 && torn.bytes <= len / 2 + 1, "{torn:?}");
+    let w = log.recovery_report().watermark.expect("watermark read");
+    assert_eq!((w.acked_next, w.end), (100, last));
     check(&log, 1, 100);
     // The log goes on from the cut.
     fill(&log, 100, 120, 5);
@@ -198,6 +243,12 @@ fn salvage_keeps_the_valid_prefix_and_moves_the_rest_aside() {
         .expect("salvage reported");
     assert_eq!((s.file.as_path(), s.offset), (seg.as_path(), offset_of(60)));
     check(&log, 1, 60);
+    // Records 60..=100 had been acknowledged: the loss is recorded, and stays.
+    let cut = log.recovery_report().acknowledged_cut.clone().unwrap();
+    assert_eq!((cut.first, cut.last, cut.owed), (60, 100, false));
+    let losses = log.losses();
+    assert_eq!(losses.len(), 1);
+    assert_eq!((losses[0].first, losses[0].last), (60, 100));
     // The dropped bytes were copied aside before the cut: records 60..=100 exactly.
     let moved: Vec<_> = std::fs::read_dir(&s.moved_to)
         .unwrap()
@@ -208,9 +259,10 @@ fn salvage_keeps_the_valid_prefix_and_moves_the_rest_aside() {
     assert_eq!(bytes.len() as u64, offset_of(101) - offset_of(60));
     assert_eq!(s.bytes, bytes.len() as u64);
     drop(log);
-    // After salvage the directory opens cleanly in strict mode.
+    // After salvage the directory opens cleanly in strict mode, the loss still shown.
     let log = Log::open(dir.path(), plain()).unwrap();
     check(&log, 1, 60);
+    assert_eq!(log.losses().len(), 1);
 }
 
 #[test]
@@ -286,9 +338,16 @@ fn misplaced_or_missing_files_are_refused() {
         other => panic!("expected corruption, got {other}"),
     }
 
-    // Segments without their metadata file.
+    // Segments without their metadata file: its mirror copy serves; without both, refused.
     let (c, _) = one_segment_log(5);
     std::fs::remove_file(c.path().join("meta")).unwrap();
+    check(&Log::open(c.path(), plain()).unwrap(), 1, 6);
+    assert!(
+        c.path().join("meta").exists(),
+        "open heals the missing copy"
+    );
+    std::fs::remove_file(c.path().join("meta")).unwrap();
+    std::fs::remove_file(c.path().join("meta.mirror")).unwrap();
     let err = Log::open(c.path(), plain()).unwrap_err();
     assert!(
         err.to_string().contains("metadata file is missing"),
@@ -310,7 +369,7 @@ fn newer_format_version_is_refused_clearly() {
     match Log::open(dir.path(), plain()).unwrap_err() {
         Error::UnsupportedVersion {
             found, supported, ..
-        } => assert_eq!((found, supported), (9, 1)),
+        } => assert_eq!((found, supported), (9, 2)),
         other => panic!("expected unsupported version, got {other}"),
     }
 }
@@ -383,19 +442,38 @@ fn inspect_reports_clean_logs_torn_tails_and_mid_log_corruption_exactly() {
     assert!(f.reason.contains("checksum"), "{}", f.reason);
     assert!(r.damaged());
 
-    // The same in an unsealed segment: valid records follow, so it is corruption.
+    // The same in an unsealed segment, below the watermark: acknowledged entries damaged.
     let (dir, seg) = one_segment_log(100);
     poke(&seg, offset_of(60) + REC + 1, |b| b ^ 0x80);
     let r = inspect_unchanged(dir.path());
     assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
     assert_eq!(
         (r.findings[0].kind, r.findings[0].offset),
-        (FindingKind::Corruption, offset_of(60))
+        (FindingKind::AcknowledgedDamaged, offset_of(60))
+    );
+    assert!(
+        r.findings[0].reason.contains("60..=100"),
+        "{}",
+        r.findings[0].reason
     );
     assert_eq!(r.last_index(), Some(59));
+    assert_eq!(r.watermark().unwrap().acked_next, 101);
+    assert!(r.damaged());
 
-    // A half-written last record: a torn tail, not damage.
+    // The file cut short inside acknowledged records: the front ring still knows.
     let (dir, seg) = one_segment_log(100);
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(offset_of(101) - 5).unwrap();
+    drop(f);
+    let r = inspect_unchanged(dir.path());
+    assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+    assert_eq!(
+        (r.findings[0].kind, r.findings[0].offset),
+        (FindingKind::AcknowledgedDamaged, offset_of(100))
+    );
+
+    // A half-written last record past the watermark: a torn tail, not damage.
+    let (dir, seg) = one_segment_log_with_unacked_tail(99, 100);
     let end = offset_of(101);
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(end - 5).unwrap();

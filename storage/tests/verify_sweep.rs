@@ -2,9 +2,10 @@
 //! directory — sealed segments, the active segment a crash leaves, the metadata file,
 //! snapshot files — changes one byte at a time and checks that the read-only inspection
 //! (what `cathedral-log verify` reports) names the file. Checksummed bytes and
-//! value-checked fields (magics, versions, lengths, reserved zeros) are all covered; in
-//! the active segment, damage to the last record is a torn tail (reported, cut on open),
-//! anything before it is corruption.
+//! value-checked fields (magics, versions, lengths, reserved zeros, ring slots) are all
+//! covered; in the active segment, damage to any acknowledged byte is acknowledged entries
+//! damaged or corruption, never a torn tail. (`acknowledged.rs` sweeps damage of every
+//! shape over the acknowledged region and what open does with it.)
 
 mod common;
 
@@ -52,6 +53,7 @@ fn compacted_dir() -> (tempfile::TempDir, u64) {
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v = segment_files(dir);
     v.push(dir.join("meta"));
+    v.push(dir.join("meta.mirror"));
     let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -96,7 +98,11 @@ fn every_damaged_byte_of_a_clean_directory_is_found() {
     assert_eq!(clean.snapshots.snapshots.len(), 1);
     let all = files(dir.path());
     assert!(all.len() >= 4, "segments, meta and a snapshot: {all:?}");
-    let damage = [FindingKind::Corruption, FindingKind::Inconsistent];
+    let damage = [
+        FindingKind::AcknowledgedDamaged,
+        FindingKind::Corruption,
+        FindingKind::Inconsistent,
+    ];
     let mut total = 0;
     for file in &all {
         total += std::fs::metadata(file).unwrap().len();
@@ -132,6 +138,7 @@ fn every_damaged_byte_of_a_crashed_log_is_found() {
     let last_record_at = (data_end - last_record_bytes) as usize;
     let any = [
         FindingKind::TornTail,
+        FindingKind::AcknowledgedDamaged,
         FindingKind::Corruption,
         FindingKind::Inconsistent,
     ];
@@ -140,10 +147,18 @@ fn every_damaged_byte_of_a_crashed_log_is_found() {
         missed.is_empty(),
         "damage at these bytes of the active segment went unreported: {missed:?}"
     );
-    // Before the last record, damage in the active segment is corruption, never a torn tail.
-    let hard = [FindingKind::Corruption, FindingKind::Inconsistent];
+    // Every record was acknowledged (the image was synced): damage anywhere up to the end
+    // of the records is acknowledged entries damaged or corruption, never a torn tail.
+    let hard = [
+        FindingKind::AcknowledgedDamaged,
+        FindingKind::Corruption,
+        FindingKind::Inconsistent,
+    ];
     let original = std::fs::read(&active).unwrap();
-    for at in (0..last_record_at).step_by(7) {
+    for at in (0..data_end as usize)
+        .step_by(7)
+        .chain(last_record_at..data_end as usize)
+    {
         let mut bytes = original.clone();
         bytes[at] ^= 0xff;
         std::fs::write(&active, &bytes).unwrap();

@@ -176,6 +176,31 @@ impl Server {
         }
     }
 
+    /// Starts a server on `dir` with `extra` flags expecting it to refuse; returns what it
+    /// printed. Panics when it becomes ready instead, or neither within 30 s.
+    pub fn start_refused(dir: &Path, extra: &[&str]) -> String {
+        let mut s = Server::start(dir, extra);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(code) = s.exited() {
+                assert_ne!(code, Some(0), "{}", s.log_text());
+                return s.log_text();
+            }
+            if let Some((200, _)) = s.http_get("/readyz") {
+                panic!(
+                    "the server started on a directory it must refuse:\n{}",
+                    s.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server neither started nor refused:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Whether the process has exited (and its status code).
     pub fn exited(&mut self) -> Option<Option<i32>> {
         let c = self.child.as_mut()?;
@@ -341,6 +366,21 @@ pub async fn leader_index(nodes: &[Server]) -> usize {
         None
     })
     .await
+}
+
+/// Runs `cathedral-log --data-dir DIR ARGS…`: (exit code, stdout, stderr).
+pub fn log_tool(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin("cathedral-log"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run cathedral-log");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs the `cathedral` CLI against `addr`.

@@ -1,23 +1,7 @@
 //! `cathedral-log` on data directories a real server wrote: inspect and verify a clean one,
 //! find damage at its byte offset, tell a torn tail from corruption, and dump entries.
 
-use std::process::Command;
-
-use cathedral_tests::{bin, Server};
-
-fn log_tool(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin("cathedral-log"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use cathedral_tests::{log_tool, Server};
 
 #[test]
 fn verify_inspect_and_dump_a_servers_data_directory() {
@@ -365,31 +349,37 @@ fn repair_cuts_a_torn_tail_with_a_backup_and_loses_no_acknowledged_entry() {
     assert_eq!(names, expected, "every acknowledged job survived");
     assert_eq!(s.stop(), Some(0));
 
-    // Damage before the end: repair refuses and changes nothing; --salvage keeps the valid
-    // prefix and moves the rest aside.
+    // Damage before the end (the server stopped cleanly: a sealed segment): repair refuses
+    // and changes nothing; --accept-loss keeps the valid prefix, moves the rest aside and
+    // records the loss.
     let (_, out, _) = log_tool(&dir, &["inspect", "--json"]);
     let seg = json_of(&out)["segments"][0].clone();
     let file = seg["file"].as_str().unwrap().to_string();
     let mut bytes = std::fs::read(&file).unwrap();
-    let pos = (seg["data_bytes"].as_u64().unwrap() / 2) as usize;
+    // Records start after the header page and the front ring (FORMAT.md).
+    let records_at = 8192;
+    let pos = (records_at + (seg["data_bytes"].as_u64().unwrap() - records_at) / 2) as usize;
     bytes[pos] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();
     let (code, _, err) = log_tool(&dir, &["repair"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("--salvage"), "{err}");
+    assert!(err.contains("damaged before its end"), "{err}");
+    assert!(err.contains("--accept-loss"), "{err}");
     assert_eq!(
         std::fs::read(&file).unwrap(),
         bytes,
         "a refused repair changes nothing"
     );
-    let (code, out, err) = log_tool(&dir, &["repair", "--salvage", "--json"]);
+    let (code, out, err) = log_tool(&dir, &["repair", "--accept-loss", "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");
     let r = json_of(&out);
     assert_eq!(r["clean"], true, "{r}");
+    assert!(r["lost"]["first"].as_u64().is_some(), "{r}");
     let moved = std::path::PathBuf::from(r["cut"]["backup"].as_str().unwrap());
     assert!(std::fs::read_dir(&moved).unwrap().next().is_some(), "{r}");
-    let (code, _, _) = log_tool(&dir, &["verify"]);
+    let (code, out, _) = log_tool(&dir, &["verify"]);
     assert_eq!(code, Some(0));
+    assert!(out.contains("loss accepted earlier"), "{out}");
     let last = r["last_index"].as_u64().unwrap();
     assert!(
         last > 0 && last < seg["last_index"].as_u64().unwrap(),
@@ -423,26 +413,7 @@ fn snapshot_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Starts a server on `dir` expecting it to refuse; returns what it printed.
 fn refused_start(dir: &std::path::Path) -> String {
-    let mut s = Server::start(dir, &["--slots", "0"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(code) = s.exited() {
-            assert_ne!(code, Some(0), "{}", s.log_text());
-            return s.log_text();
-        }
-        if let Some((200, _)) = s.http_get("/readyz") {
-            panic!(
-                "the server started on a directory it cannot rebuild:\n{}",
-                s.log_text()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server neither started nor refused:\n{}",
-            s.log_text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    Server::start_refused(dir, &["--slots", "0"])
 }
 
 #[test]

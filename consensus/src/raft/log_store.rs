@@ -5,6 +5,12 @@
 //! group-commit thread completes openraft's `LogFlushed` callback after fdatasync (with
 //! the error, too). Vote and purge point go through the engine's atomically replaced
 //! metadata file.
+//!
+//! What the metadata says is checked against the log: a vote older than the log's last
+//! entry is a rolled-back metadata file ([`check_vote`], refused before Raft starts: it
+//! could let this node vote twice in a term); a committed index past the log's end
+//! (entries a refetch open cut, owed to the cluster) is read as the log's last entry —
+//! Raft learns the rest again.
 
 use std::fmt::Debug;
 use std::io;
@@ -16,8 +22,8 @@ use std::time::{Duration, Instant};
 use cathedral_storage::{Durability, Log};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
-    StorageIOError, Vote,
+    CommittedLeaderId, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    StorageError, StorageIOError, Vote,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -84,6 +90,89 @@ fn decode_meta<T: DeserializeOwned>(
 
 fn encode_meta<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).expect("metadata always encodes")
+}
+
+/// What `log` owes its cluster ([`Log::owed`]) as a Raft log id: a vote request from a
+/// candidate whose last log id is below it must not be granted — the candidate may lack
+/// entries this node acknowledged, and so a majority may have counted on.
+///
+/// The engine keeps the owed entry's index and term, not its leader: the node id is taken
+/// from the stored vote when that is of the same term (every entry of a term is accepted
+/// under a vote of that term, and a vote only grows), else from the last entry still held
+/// of that term, else the largest node id (no candidate of that term is enough: the node
+/// waits for one of a later term).
+pub fn owed_log_id(log: &Log) -> Option<LogId<u64>> {
+    let owed = log.owed()?;
+    let vote: Option<Vote<u64>> = log
+        .metadata()
+        .vote
+        .and_then(|b| postcard::from_bytes(&b).ok());
+    let node = match vote {
+        Some(v) if v.leader_id().term == owed.term => v.leader_id().voted_for(),
+        _ => None,
+    }
+    .or_else(|| {
+        let last = log.last_index()?;
+        let rec = log.get(last).ok()??;
+        let e = decode_entry(&rec.payload).ok()?;
+        (e.log_id.leader_id.term == owed.term).then_some(e.log_id.leader_id.node_id)
+    })
+    .unwrap_or(u64::MAX);
+    Some(LogId::new(
+        CommittedLeaderId::new(owed.term, node),
+        owed.index,
+    ))
+}
+
+/// Refuses a stored vote older than the log's last entry. A node saves a vote of term T
+/// before it accepts any entry of term T, so such a vote means the metadata was rolled back
+/// (both copies: one stale copy is outvoted by its twin in the storage engine) — and the
+/// vote it forgot may have been for another candidate of a term this node would then vote
+/// in again. Called before Raft starts.
+pub fn check_vote(log: &Log) -> Result<(), String> {
+    let vote: Option<Vote<u64>> = match log.metadata().vote {
+        Some(b) => Some(postcard::from_bytes(&b).map_err(|e| format!("stored vote: {e}"))?),
+        None => None,
+    };
+    let Some((index, term)) = log.last_entry() else {
+        return Ok(());
+    };
+    if vote.is_some_and(|v| v.leader_id().term >= term) {
+        return Ok(());
+    }
+    Err(format!(
+        "the stored vote ({}) is older than the log's last entry (index {index}, term {term}): \
+         the metadata files ({}/meta, meta.mirror) were rolled back or replaced, and a vote \
+         this node cast may be forgotten; it must not vote until an operator restores them, \
+         or wipes the node and adds it to the cluster again",
+        vote.map_or("none".to_string(), |v| v.to_string()),
+        log.dir().display()
+    ))
+}
+
+/// The newest Raft membership a data directory holds — its newest valid snapshot's, or a
+/// later membership entry in the valid part of its log — read offline, without the lock.
+/// For a node whose log will not open: does it belong to a cluster that can send back what
+/// it lost?
+pub fn membership_on_disk(
+    dir: &std::path::Path,
+) -> Result<Option<openraft::Membership<u64, openraft::BasicNode>>, cathedral_storage::Error> {
+    let survey = cathedral_storage::survey_snapshots(&cathedral_storage::snapshots_dir(dir), true)?;
+    let mut membership = survey
+        .newest()
+        .and_then(|s| super::RaftSnapshotMeta::decode(&s.meta.data).ok())
+        .map(|m| m.membership.membership().clone());
+    let mut visit = |v: cathedral_storage::Visit<'_>| {
+        if let Ok(Entry {
+            payload: openraft::EntryPayload::Membership(m),
+            ..
+        }) = decode_entry(v.payload)
+        {
+            membership = Some(m);
+        }
+    };
+    cathedral_storage::inspect(dir, Some(&mut visit))?;
+    Ok(membership)
 }
 
 /// openraft's `RaftLogStorage` and `RaftLogReader` over a [`Log`].
@@ -263,10 +352,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(v) = self.committed.lock().unwrap().value {
             return Ok(Some(v));
         }
-        Ok(
+        let saved =
             decode_meta::<Option<LogId<u64>>>(self.log.metadata().committed, ErrorSubject::Store)?
-                .flatten(),
-        )
+                .flatten();
+        // Past the log's end (a refetch open cut acknowledged entries): the log's last
+        // entry instead — openraft would otherwise re-apply entries that are not there.
+        match (saved, self.log.last_index()) {
+            (Some(c), Some(last)) if c.index > last => {
+                let state = self.get_log_state().await?;
+                tracing::warn!(
+                    committed = c.index,
+                    last,
+                    "the saved committed index is past the log's end; reading it as the last entry"
+                );
+                Ok(state.last_log_id)
+            }
+            (saved, _) => Ok(saved),
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>

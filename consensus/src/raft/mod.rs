@@ -13,7 +13,8 @@ mod state_machine;
 
 pub use event_feed::{Compacted, EventFeed, Position, EVENTS_RETAINED};
 pub use log_store::{
-    decode_entry, encode_entry, CommittedHandle, LogStore, ENTRY_FRAMING_BYTES_MAX, ENTRY_VERSION,
+    check_vote, decode_entry, encode_entry, membership_on_disk, owed_log_id, CommittedHandle,
+    LogStore, ENTRY_FRAMING_BYTES_MAX, ENTRY_VERSION,
 };
 pub use settings::RaftSettings;
 pub use state_machine::{

@@ -111,6 +111,78 @@ pub struct Node {
     incarnation: u64,
     /// The next request id's sequence number in this run.
     next_request: std::sync::atomic::AtomicU64,
+    /// What keeps this node from campaigning (a quiet start, entries it owes).
+    holds: Arc<ElectionHolds>,
+}
+
+/// How often a repairing node checks whether it holds what it owes again.
+const OWED_CHECK_MS: u64 = 250;
+
+/// Opens the log, taking the directory's lock. Acknowledged entries damaged — records this
+/// node had acknowledged as durable, damaged on disk since — are never cut silently: a
+/// member of a cluster (its last membership on disk names other nodes) opens again in
+/// refetch mode, which copies them to `salvage/`, cuts them and records them as owed until
+/// the leader sends them again; a standalone node refuses to start, naming the range and
+/// what the operator can do.
+fn open_log(dir: &std::path::Path, data: &DataDir, options: Options) -> Result<Log> {
+    let damage = match Log::open(dir, options.clone()) {
+        Err(e @ cathedral_storage::Error::AcknowledgedDamaged { .. }) => e,
+        other => return Ok(other?),
+    };
+    let me = Identity::load_or_create(&data.identity_file())?.node_id;
+    let peers = cathedral_consensus::raft::membership_on_disk(dir)
+        .map_err(|e| {
+            ServerError::Storage(format!(
+                "{damage}; reading this node's membership to see whether a peer holds them failed too: {e}"
+            ))
+        })?
+        .map_or(0, |m| m.nodes().filter(|(n, _)| **n != me).count());
+    if peers == 0 {
+        return Err(ServerError::Storage(format!(
+            "{damage}. This node is standalone: no peer holds these entries, so it will not start \
+             without them. Restore the data directory from a copy or a snapshot export \
+             (`cathedral-log snapshot import`), or accept the loss with \
+             `cathedral-log --data-dir {} repair --accept-loss` (the damaged bytes move to \
+             salvage/; the loss is recorded and shown by `cathedral-log inspect` and at every start)",
+            dir.display()
+        )));
+    }
+    tracing::warn!(error = %damage, peers, "acknowledged entries damaged: cutting them (copied to salvage/ first) to fetch them again from the cluster");
+    Ok(Log::open(
+        dir,
+        Options {
+            recovery_mode: cathedral_storage::RecoveryMode::Refetch,
+            ..options
+        },
+    )?)
+}
+
+/// One reason a node may not campaign now.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// A restarted member waits to hear a leader first (`quiet_start`).
+    Quiet,
+    /// The log owes acknowledged entries it lost to disk damage.
+    Owed,
+}
+
+/// The reasons a node may not campaign; elections are on when none holds.
+#[derive(Debug, Default)]
+pub(crate) struct ElectionHolds {
+    quiet: std::sync::atomic::AtomicBool,
+    owed: std::sync::atomic::AtomicBool,
+}
+
+impl ElectionHolds {
+    fn set(&self, raft: &Raft<TypeConfig>, hold: Hold, on: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        match hold {
+            Hold::Quiet => self.quiet.store(on, SeqCst),
+            Hold::Owed => self.owed.store(on, SeqCst),
+        }
+        raft.runtime_config()
+            .elect(!self.quiet.load(SeqCst) && !self.owed.load(SeqCst));
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -142,7 +214,18 @@ impl Node {
             on_sync: config.metrics.then(crate::metrics::sync_observer),
             ..Options::default()
         };
-        let log = Arc::new(Log::open(dir, options)?);
+        let log = Arc::new(open_log(dir, &data, options)?);
+        for loss in log.losses() {
+            tracing::warn!(
+                first = loss.first,
+                last = loss.last,
+                accepted_at_ms = loss.at_ms,
+                "acknowledged entries {}..={} were lost to disk damage and the loss was accepted (cathedral-log repair --accept-loss)",
+                loss.first,
+                loss.last
+            );
+        }
+        cathedral_consensus::raft::check_vote(&log).map_err(ServerError::Storage)?;
         let identity = Identity::load_or_create(&data.identity_file())?;
         let snapshots = SnapshotStore::open(data.snapshots(), SnapshotOptions::default())?;
         check_snapshots(dir, &snapshots, log.purged_through())?;
@@ -193,7 +276,16 @@ impl Node {
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
         let leader_heard = Arc::new(tokio::sync::Notify::new());
-        quiet_start(&raft, &config.raft, leader_heard.clone());
+        let holds = Arc::new(ElectionHolds::default());
+        quiet_start(&raft, &holds, &config.raft, leader_heard.clone());
+        if let Some(owed) = log.owed() {
+            tracing::warn!(
+                through = owed.index,
+                term = owed.term,
+                "repairing: this node owes acknowledged entries it lost to disk damage; it fetches them from the leader and neither campaigns nor votes for a candidate behind them until then"
+            );
+            holds.set(&raft, Hold::Owed, true);
+        }
         let batcher = crate::batcher::Batcher::start(
             raft.clone(),
             Duration::from_millis(config.write_timeout_ms),
@@ -204,7 +296,8 @@ impl Node {
             raft.metrics(),
             Duration::from_millis(config.write_timeout_ms),
         );
-        Ok(Arc::new(Node {
+        let node = Arc::new(Node {
+            holds,
             data,
             security,
             tasks: TaskTracker::new(),
@@ -226,7 +319,42 @@ impl Node {
             identity: Mutex::new(identity),
             log: Mutex::new(Some(log)),
             committed,
-        }))
+        });
+        node.watch_owed();
+        Ok(node)
+    }
+
+    /// What this node owes its cluster (acknowledged entries its log lost to disk damage,
+    /// see [`open_log`]) as a Raft log id; `None` when nothing (or the log is closed).
+    pub fn owed_log_id(&self) -> Option<openraft::LogId<u64>> {
+        let log = self.log.lock().unwrap().clone()?;
+        cathedral_consensus::raft::owed_log_id(&log)
+    }
+
+    /// While the log owes entries, this node does not campaign; once it holds them again
+    /// (the leader sent them, or a snapshot covering them), it may.
+    fn watch_owed(self: &Arc<Self>) {
+        if self.owed_log_id().is_none() {
+            return;
+        }
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(OWED_CHECK_MS)).await;
+                let Some(node) = node.upgrade() else { return };
+                let Some(log) = node.log.lock().unwrap().clone() else {
+                    return;
+                };
+                if log.owed().is_none() {
+                    tracing::info!(
+                        last_index = log.last_index(),
+                        "repaired: the acknowledged entries lost to disk damage are held again; this node votes and may campaign"
+                    );
+                    node.holds.set(&node.raft, Hold::Owed, false);
+                    return;
+                }
+            }
+        });
     }
 
     /// The data directory's root (absolute).
@@ -345,6 +473,22 @@ impl Node {
     pub fn not_ready(&self) -> Option<String> {
         if self.cluster_id().is_none() {
             return Some("not part of a cluster yet (joining)".into());
+        }
+        if let Some(owed) = self.owed_log_id() {
+            let last = self
+                .log
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|l| l.last_index());
+            return Some(format!(
+                "repairing: acknowledged entries through index {} (term {}) were lost to disk damage \
+                 and are being fetched again from the leader (this node's log ends at {}); until \
+                 then it does not campaign or vote for a candidate behind them",
+                owed.index,
+                owed.leader_id.term,
+                last.map_or("-".into(), |l| l.to_string())
+            ));
         }
         let m = self.metrics();
         if m.membership_config
@@ -520,6 +664,7 @@ fn check_snapshots(
 /// perhaps long after. A lone voter campaigns at once.
 fn quiet_start(
     raft: &Raft<TypeConfig>,
+    holds: &Arc<ElectionHolds>,
     settings: &cathedral_consensus::raft::RaftSettings,
     leader_heard: Arc<tokio::sync::Notify>,
 ) {
@@ -533,16 +678,17 @@ fn quiet_start(
     if voters < 2 {
         return;
     }
-    raft.runtime_config().elect(false);
-    let (raft, quiet) = (
+    holds.set(raft, Hold::Quiet, true);
+    let (raft, holds, quiet) = (
         raft.clone(),
+        holds.clone(),
         Duration::from_millis(QUIET_START_MS.max(4 * settings.election_timeout_max_ms)),
     );
     tokio::spawn(async move {
         // (A leader's vote restored from disk is no news of a live leader: wait for one to
         // send entries.)
         let _ = tokio::time::timeout(quiet, leader_heard.notified()).await;
-        raft.runtime_config().elect(true);
+        holds.set(&raft, Hold::Quiet, false);
     });
 }
 

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// How long a read barrier waits for the leader's read index and for this node to apply it.
+pub const READ_CONFIRM_TIMEOUT_MS: u64 = 5_000;
+
 impl Node {
     /// The leader's id, or Unavailable after waiting up to the write timeout for one.
     pub async fn leader_or_unavailable(&self) -> Result<u64> {
@@ -20,6 +23,65 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// On the leader: the read index (Raft's ReadIndex) — its commit index, once a quorum
+    /// confirmed it still leads. Unavailable when it does not, or cannot confirm it.
+    pub async fn leader_read_index(&self) -> Result<u64> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(e) => Err(ServerError::Unavailable(format!(
+                "node {} cannot confirm with a quorum that it leads: {e}",
+                self.id
+            ))),
+        }
+    }
+
+    /// A read barrier: returns once this node has applied everything the cluster had
+    /// committed when it was called (the leader's read index, confirmed by a quorum), so
+    /// that a read after it — above all one answering "not found" — is not stale. A node
+    /// that knows no leader, or cannot reach it, cannot tell whether it is behind:
+    /// Unavailable, never a stale answer.
+    pub async fn read_barrier(&self) -> Result<()> {
+        let timeout = Duration::from_millis(READ_CONFIRM_TIMEOUT_MS);
+        let leader = self.raft.current_leader().await.ok_or_else(|| {
+            ServerError::Unavailable(format!(
+                "node {} knows no leader, so it cannot confirm it is not behind the cluster; \
+                 ask another node, or wait for a leader",
+                self.id
+            ))
+        })?;
+        let index = if leader == self.id {
+            self.leader_read_index().await?
+        } else {
+            let addr = self.address_of(leader).ok_or_else(|| {
+                ServerError::Unavailable(format!("the leader {leader} has no known address"))
+            })?;
+            let mut client = self
+                .peers
+                .client(leader, &addr)
+                .map_err(ServerError::Unavailable)?;
+            let mut req =
+                tonic::Request::new(crate::api::internal::ReadIndexRequest { target: leader });
+            req.set_timeout(timeout);
+            client
+                .read_index(req)
+                .await
+                .map_err(|s| ServerError::from_peer(&s, &format!("leader {leader} at {addr}")))?
+                .into_inner()
+                .index
+        };
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map_err(|e| {
+                ServerError::Unavailable(format!(
+                    "node {} is behind the cluster (it has not applied index {index} yet): {e}",
+                    self.id
+                ))
+            })?;
+        Ok(())
     }
 
     /// The advertised address of member `id`.

@@ -7,12 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
-use super::layout;
+use super::layout::{self, TailFacts, Verdict};
 use super::record::{self, Header, RECORD_HEADER_BYTES};
-use super::segment::{self, SealedSegment, SEGMENT_HEADER_BYTES};
+use super::recovery::Watermark;
+use super::ring;
+use super::segment::{
+    self, SealedSegment, FRONT_RING_AT, SEGMENT_HEADER_BYTES, SEGMENT_VERSION_V1,
+};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, FindingKind};
-use crate::meta::{MetaFile, Metadata};
+use crate::meta::{Loss, MetaFile, Metadata, Owed};
 use crate::options::RECORD_BYTES_LIMIT;
 use crate::snapshot::{survey, SnapshotSurvey};
 
@@ -32,6 +36,10 @@ pub struct SegmentReport {
     pub stored_payload_bytes: u64,
     pub payload_bytes: u64,
     pub compressed_records: u64,
+    /// Format version (1 or 2; 0 when the header is unreadable).
+    pub version: u16,
+    /// An unsealed version-2 segment's durable watermark, from its acknowledgment rings.
+    pub watermark: Option<Watermark>,
 }
 
 /// Everything [`inspect`] found.
@@ -41,6 +49,10 @@ pub struct InspectReport {
     pub metadata: Option<Metadata>,
     /// Every index up to and including this one was purged.
     pub purged_through: Option<u64>,
+    /// Acknowledged entries this log lost and must fetch again from its cluster.
+    pub owed: Option<Owed>,
+    /// Losses of acknowledged entries an operator accepted, oldest first.
+    pub losses: Vec<Loss>,
     pub segments: Vec<SegmentReport>,
     /// Every file under `snapshots/`, checksums verified.
     pub snapshots: SnapshotSurvey,
@@ -62,6 +74,11 @@ impl InspectReport {
 
     pub fn records(&self) -> u64 {
         self.segments.iter().map(|s| s.records).sum()
+    }
+
+    /// The last segment's durable watermark, when it has one.
+    pub fn watermark(&self) -> Option<Watermark> {
+        self.segments.last().and_then(|s| s.watermark)
     }
 
     /// Whether anything but a torn tail was found.
@@ -108,14 +125,16 @@ pub fn inspect_with_progress(
 ) -> Result<InspectReport> {
     let mut report = InspectReport::default();
     let meta_path = dir.join(layout::META_FILE);
-    match MetaFile::load(&meta_path) {
-        Ok(Some(m)) => {
-            report.log_id = Some(m.log_id);
-            report.purged_through = m.purged_through;
-            report.metadata = Some(m.user);
-        }
-        Ok(None) => {}
-        Err(e) => report.findings.push(from_error(e)?),
+    let meta = MetaFile::survey(&meta_path)?;
+    for problem in meta.problems {
+        report.findings.push(from_error(problem)?);
+    }
+    if let Some(m) = meta.current {
+        report.log_id = Some(m.log_id);
+        report.purged_through = m.purged_through;
+        report.owed = m.owed;
+        report.losses = m.losses;
+        report.metadata = Some(m.user);
     }
     let segs = layout::list(&dir.join(layout::LOG_DIR))?.segments;
     let total: u64 = segs
@@ -191,6 +210,8 @@ fn inspect_segment(
         stored_payload_bytes: 0,
         payload_bytes: 0,
         compressed_records: 0,
+        version: 0,
+        watermark: None,
     };
     // Without readable metadata, take the log id from the first segment's header.
     let log_id = match report.log_id {
@@ -202,10 +223,30 @@ fn inspect_segment(
         }
         None => 0,
     };
-    if let Err(e) = segment::check_header(&bytes, &path, log_id, first) {
-        report.findings.push(from_error(e)?);
-        walk.expected = None;
-        return Ok(seg);
+    let last_segment = n + 1 == count;
+    match segment::check_header(&bytes, &path, log_id, first) {
+        Ok(v) => seg.version = v,
+        Err(e) => {
+            let mut f = from_error(e)?;
+            // The last segment's rings sit where version 2 keeps them: when they say records
+            // were acknowledged in it, that is what its header's damage costs.
+            let w = ring::read(&bytes, FRONT_RING_AT, log_id, first).current;
+            if let Some(w) = w.filter(|w| last_segment && w.acked_next > first) {
+                f.kind = FindingKind::AcknowledgedDamaged;
+                f.reason = format!(
+                    "indexes {first}..={}: {} (the segment's acknowledgment rings say they were acknowledged)",
+                    w.acked_next - 1,
+                    f.reason
+                );
+            }
+            report.findings.push(f);
+            walk.expected = None;
+            return Ok(seg);
+        }
+    }
+    seg.data_bytes = segment::data_start(seg.version).min(bytes.len() as u64);
+    if seg.version != SEGMENT_VERSION_V1 {
+        check_rings(report, &bytes, &path, log_id, first, seg.sealed);
     }
     match walk.expected {
         Some(e) if e != first => report.findings.push(finding(
@@ -236,8 +277,14 @@ fn inspect_segment(
             "sealed segment whose footer magic is damaged (the footer checksum matches)",
         ));
     }
-    let last_segment = n + 1 == count;
-    let records = valid_records(&bytes, &seg, log_id, walk.prev_term, last_segment, report)?;
+    let records = valid_records(
+        &bytes,
+        &mut seg,
+        log_id,
+        walk.prev_term,
+        last_segment,
+        report,
+    )?;
     for (offset, h) in records {
         if let Some(t) = walk.prev_term.filter(|t| h.term < *t) {
             report.findings.push(finding(
@@ -287,20 +334,60 @@ fn inspect_segment(
     Ok(seg)
 }
 
+/// A version-2 segment's header page padding must be zeros and every slot of its rings
+/// unwritten or valid; anything else is a finding (a sealed segment's front ring is only
+/// history, but damage is damage).
+fn check_rings(
+    report: &mut InspectReport,
+    bytes: &[u8],
+    path: &Path,
+    log_id: u64,
+    first: u64,
+    sealed: bool,
+) {
+    let padding = &bytes[SEGMENT_HEADER_BYTES as usize..(FRONT_RING_AT as usize).min(bytes.len())];
+    if let Some(k) = padding.iter().position(|&b| b != 0) {
+        report.findings.push(finding(
+            FindingKind::Corruption,
+            path,
+            SEGMENT_HEADER_BYTES + k as u64,
+            "non-zero byte in the header page's reserved space",
+        ));
+    }
+    let mut rings = vec![FRONT_RING_AT];
+    if !sealed {
+        rings.extend(ring::read(bytes, FRONT_RING_AT, log_id, first).back_at);
+    }
+    for at in rings {
+        let Some(ring_bytes) = bytes.get(at as usize..(at + ring::RING_BYTES) as usize) else {
+            continue;
+        };
+        for off in ring::damaged_slots(ring_bytes, log_id, first) {
+            report.findings.push(finding(
+                FindingKind::Corruption,
+                path,
+                at + off,
+                "damaged slot in an acknowledgment ring",
+            ));
+        }
+    }
+}
+
 /// The valid records of a segment, `(offset, header)`, up to its first damage (reported):
-/// a sealed one through its footer's index, an unsealed one by a scan.
+/// a sealed one through its footer's index, an unsealed one by a scan, judged against its
+/// acknowledgment rings (`layout::judge`, the rule open follows).
 fn valid_records(
     bytes: &[u8],
-    seg: &SegmentReport,
+    seg: &mut SegmentReport,
     log_id: u64,
     prev_term: Option<u64>,
     last_segment: bool,
     report: &mut InspectReport,
 ) -> Result<Vec<(u64, Header)>> {
-    let (path, first) = (&seg.path, seg.first_index);
+    let (path, first) = (seg.path.clone(), seg.first_index);
     let mut records = Vec::new();
     if seg.sealed {
-        match SealedSegment::open(path, log_id, first) {
+        match SealedSegment::open(&path, log_id, first) {
             Ok(s) => {
                 for i in 0..s.count {
                     match s.record(first + i) {
@@ -316,7 +403,28 @@ fn valid_records(
         }
         return Ok(records);
     }
-    let scan = segment::scan(bytes, first, RECORD_BYTES_LIMIT, prev_term);
+    let has_rings = seg.version != SEGMENT_VERSION_V1;
+    let rings = if has_rings {
+        ring::read(bytes, FRONT_RING_AT, log_id, first)
+    } else {
+        ring::Rings::default()
+    };
+    seg.watermark = rings.current.map(|s| Watermark {
+        acked_next: s.acked_next,
+        term: s.acked_term,
+        end: s.acked_end,
+        seq: s.seq,
+    });
+    let region_end = rings.back_at.unwrap_or(bytes.len() as u64) as usize;
+    let data_start = segment::data_start(seg.version);
+    let scan = segment::scan(
+        &bytes[..region_end],
+        data_start,
+        first,
+        RECORD_BYTES_LIMIT,
+        prev_term,
+        !has_rings,
+    );
     for &o in &scan.offsets {
         let h = record::decode_header(
             bytes[o as usize..o as usize + RECORD_HEADER_BYTES]
@@ -326,15 +434,45 @@ fn valid_records(
         .expect("scanned records have headers");
         records.push((o as u64, h));
     }
-    if let Some(d) = scan.damage {
-        let kind = if layout::is_torn_tail(d.torn, last_segment) {
-            FindingKind::TornTail
-        } else {
-            FindingKind::Corruption
+    let valid_next = first + scan.offsets.len() as u64;
+    // Damage after the valid records, or (with rings) the records ending short of the
+    // watermark or disagreeing with it.
+    let problem = match &scan.damage {
+        Some(d) => Some((d.offset, d.reason.clone(), d.torn)),
+        None if has_rings && last_segment => {
+            match layout::watermark_problem(&scan, bytes, first, rings.current) {
+                Some((offset, reason)) => Some((offset, reason, true)),
+                None if rings.current.is_none() => Some((
+                    FRONT_RING_AT,
+                    "no valid slot in either acknowledgment ring".into(),
+                    true,
+                )),
+                None => None,
+            }
+        }
+        None => None,
+    };
+    if let Some((offset, reason, torn)) = problem {
+        let verdict = layout::judge(TailFacts {
+            last_segment,
+            header_ok: true,
+            has_rings,
+            watermark: rings.current.map(|s| (s.acked_next, s.acked_term)),
+            valid_next,
+            torn,
+        });
+        let (kind, reason) = match verdict {
+            Verdict::Torn => (FindingKind::TornTail, reason),
+            Verdict::Acknowledged { first, last, .. } => (
+                FindingKind::AcknowledgedDamaged,
+                format!("indexes {first}..={last}: {reason}"),
+            ),
+            Verdict::Corruption(why) if has_rings && last_segment => {
+                (FindingKind::Corruption, format!("{reason} ({why})"))
+            }
+            Verdict::Corruption(_) => (FindingKind::Corruption, reason),
         };
-        report
-            .findings
-            .push(finding(kind, path, d.offset, d.reason));
+        report.findings.push(finding(kind, &path, offset, reason));
     }
     Ok(records)
 }

@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::segment;
+use super::ring::Slot;
+use super::segment::{self, Scan};
 use crate::error::{Error, Result};
 
 /// The log's directory under the data directory.
@@ -65,11 +66,119 @@ pub fn discontinuity(first: u64, expected: u64) -> String {
     )
 }
 
-/// Damage is a torn tail — a write the crash interrupted, cut off by open — only when it
-/// was seen as torn (nothing valid after it) in the last segment; anywhere else it is
-/// corruption.
-pub fn is_torn_tail(torn: bool, last_segment: bool) -> bool {
-    torn && last_segment
+/// What damage (or a short end) at the tail of the log is, by the durable watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing acknowledged is lost: a write the crash interrupted (or bytes after it).
+    /// Cut it.
+    Torn,
+    /// Records whose append had been acknowledged as durable are damaged or missing:
+    /// indexes `first..=last`, `term` being entry `last`'s. Never cut silently.
+    Acknowledged { first: u64, last: u64, term: u64 },
+    /// Damage that is neither: refuse, with the reason given.
+    Corruption(String),
+}
+
+/// The facts [`judge`] decides on, about one segment.
+#[derive(Debug, Clone, Copy)]
+pub struct TailFacts {
+    /// The segment is the log's last.
+    pub last_segment: bool,
+    /// Its header could be read.
+    pub header_ok: bool,
+    /// Its records are followed by acknowledgment rings (version 2).
+    pub has_rings: bool,
+    /// The newest valid slot of its rings: `(acknowledged next index, term)`.
+    pub watermark: Option<(u64, u64)>,
+    /// One past the last valid record found.
+    pub valid_next: u64,
+    /// The damage found after the valid records has no valid record after it.
+    pub torn: bool,
+}
+
+/// Decides what a segment's damage, or its records ending short of the watermark, is —
+/// the one rule open (`recovery.rs`) and inspect (`inspect.rs`) share. Never guesses in the
+/// dangerous direction: only what lies past everything acknowledged is torn.
+///
+/// - Not the last segment: corruption (only the last is ever written to).
+/// - With rings: records missing below the watermark are acknowledged entries damaged;
+///   damage past it is torn — whatever follows it, it was never acknowledged. No readable
+///   slot at all: corruption (every segment's first slot is durable before its first
+///   record is written).
+/// - Without rings (a version-1 segment): torn when nothing valid follows the damage
+///   (the writer starts a write only after the previous one completed).
+pub fn judge(f: TailFacts) -> Verdict {
+    if !f.last_segment {
+        return Verdict::Corruption("damage before the log's last segment".into());
+    }
+    if !f.has_rings {
+        return if f.torn && f.header_ok {
+            Verdict::Torn
+        } else {
+            Verdict::Corruption("damage with valid records after it".into())
+        };
+    }
+    match f.watermark {
+        None => Verdict::Corruption(
+            "both acknowledgment rings are unreadable: a torn write cannot be told from \
+             damaged acknowledged records"
+                .into(),
+        ),
+        Some((acked_next, term)) if acked_next > f.valid_next => Verdict::Acknowledged {
+            first: f.valid_next,
+            last: acked_next - 1,
+            term,
+        },
+        Some(_) if !f.header_ok => {
+            Verdict::Corruption("segment header damaged (no record was acknowledged in it)".into())
+        }
+        Some(_) => Verdict::Torn,
+    }
+}
+
+/// A clean scan that still disagrees with the watermark: records missing below it (the
+/// segment ends early — zeroed, cut), or the record it names not where, or not of the
+/// term, it says. `None` when they agree (or there are no rings).
+pub(crate) fn watermark_problem(
+    scan: &Scan,
+    map: &[u8],
+    first: u64,
+    watermark: Option<Slot>,
+) -> Option<(u64, String)> {
+    let w = watermark?;
+    let valid_next = first + scan.offsets.len() as u64;
+    if w.acked_next > valid_next {
+        return Some((
+            scan.end,
+            format!(
+                "the records end at byte {} with index {}, but every record through index {} \
+                 (ending at byte {}) had been made durable and acknowledged",
+                scan.end,
+                valid_next.saturating_sub(1),
+                w.acked_next - 1,
+                w.acked_end
+            ),
+        ));
+    }
+    if w.acked_next > first {
+        let k = (w.acked_next - 1 - first) as usize;
+        let end = scan.offsets.get(k + 1).map_or(scan.end, |&o| o as u64);
+        let at = scan.offsets[k] as usize;
+        let term = u64::from_le_bytes(map[at + 16..at + 24].try_into().unwrap());
+        if end != w.acked_end || term != w.acked_term {
+            return Some((
+                scan.offsets[k] as u64,
+                format!(
+                    "the acknowledgment ring says record {} ends at byte {} with term {}, the \
+                     segment's ends at byte {end} with term {term}",
+                    w.acked_next - 1,
+                    w.acked_end,
+                    w.acked_term
+                ),
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -100,10 +209,52 @@ mod tests {
         assert_eq!(l.unknown, [dir.join("notes")]);
     }
 
+    fn facts(watermark: Option<(u64, u64)>, valid_next: u64, torn: bool) -> TailFacts {
+        TailFacts {
+            last_segment: true,
+            header_ok: true,
+            has_rings: true,
+            watermark,
+            valid_next,
+            torn,
+        }
+    }
+
     #[test]
-    fn only_the_last_segment_has_a_torn_tail() {
-        assert!(is_torn_tail(true, true));
-        assert!(!is_torn_tail(true, false));
-        assert!(!is_torn_tail(false, true));
+    fn the_watermark_decides_torn_versus_acknowledged() {
+        // Damage past the watermark is torn, even with valid records after it.
+        assert_eq!(judge(facts(Some((50, 3)), 50, true)), Verdict::Torn);
+        assert_eq!(judge(facts(Some((50, 3)), 60, false)), Verdict::Torn);
+        // Records missing at or below it are acknowledged entries damaged.
+        assert_eq!(
+            judge(facts(Some((50, 3)), 41, true)),
+            Verdict::Acknowledged {
+                first: 41,
+                last: 49,
+                term: 3
+            }
+        );
+        // No readable slot, or not the last segment: corruption.
+        assert!(matches!(
+            judge(facts(None, 41, true)),
+            Verdict::Corruption(_)
+        ));
+        let mut f = facts(Some((50, 3)), 50, true);
+        f.last_segment = false;
+        assert!(matches!(judge(f), Verdict::Corruption(_)));
+        // A damaged header over acknowledged records is acknowledged damage; over none,
+        // corruption (a header is durable before any record).
+        let mut f = facts(Some((50, 3)), 40, false);
+        f.header_ok = false;
+        assert!(matches!(judge(f), Verdict::Acknowledged { first: 40, .. }));
+        let mut f = facts(Some((40, 3)), 40, false);
+        f.header_ok = false;
+        assert!(matches!(judge(f), Verdict::Corruption(_)));
+        // Version 1: the old rule.
+        let mut f = facts(None, 41, true);
+        f.has_rings = false;
+        assert_eq!(judge(f), Verdict::Torn);
+        f.torn = false;
+        assert!(matches!(judge(f), Verdict::Corruption(_)));
     }
 }

@@ -7,16 +7,20 @@
 //!  lock queue: check index, stamp,  ──▶  one pwrite per segment touched  ──▶ sealed: mmap
 //!  push request, wake writer             publish offsets (write lock)        active: pread
 //!                                        one fdatasync if any asks for it
+//!                                        one slot in an acknowledgment ring
 //!                                        complete every callback
 //! ```
 //!
 //! Truncate and purge travel through the same queue, so they are ordered with appends.
 //! The writer is the only thread that changes files; readers only see published records.
+//! The acknowledgment rings (`ring.rs`) record how far the active segment is durable, so
+//! that recovery never cuts an acknowledged record as a torn write.
 
 mod inspect;
 pub(crate) mod layout;
 mod record;
 mod recovery;
+mod ring;
 mod segment;
 mod writer;
 
@@ -30,11 +34,11 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
-use crate::meta::{MetaFile, Metadata};
+use crate::meta::{Loss, MetaFile, Metadata, Owed};
 use crate::options::{Durability, Options, RECORD_BYTES_LIMIT};
 pub use inspect::{inspect, inspect_with_progress, InspectReport, SegmentReport, Visit};
 use record::{Compression, Header};
-pub use recovery::{RecoveryReport, Salvaged, TornTail};
+pub use recovery::{AcknowledgedCut, RecoveryReport, Salvaged, TornTail, Watermark};
 use segment::SealedSegment;
 use writer::{Done, Request};
 
@@ -143,6 +147,18 @@ pub(crate) struct Active {
     offsets: Vec<u32>,
     /// Offset just past the last published record.
     end: u64,
+    /// Offset of the first record (64 in a version-1 segment, 8192 in a version-2 one).
+    data_start: u64,
+    /// A version-2 segment's rings as open found (and rewrote) them; `None` for a
+    /// version-1 segment, which has none. The writer owns them from then on.
+    rings: Option<ActiveRings>,
+}
+
+/// Where an active segment's back ring is, and its newest slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActiveRings {
+    back_at: u64,
+    last: ring::Slot,
 }
 
 struct Queue {
@@ -412,6 +428,21 @@ impl Log {
             .update_meta(|m| m.user.committed = Some(committed))
     }
 
+    /// Acknowledged entries this log lost to damage and has not held again since
+    /// ([`RecoveryMode::Refetch`](crate::RecoveryMode::Refetch)): through `(term, index)`.
+    /// While it is `Some`, a Raft member must not vote for a candidate whose log ends
+    /// before it, nor campaign. Cleared once the log holds `index` durably (or a purge
+    /// covers it).
+    pub fn owed(&self) -> Option<Owed> {
+        self.inner.meta.lock().unwrap().owed
+    }
+
+    /// Losses of acknowledged entries an operator accepted (salvage, `repair
+    /// --accept-loss`), oldest first.
+    pub fn losses(&self) -> Vec<Loss> {
+        self.inner.meta.lock().unwrap().losses.clone()
+    }
+
     /// Counts of the writer's work since open.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.counters;
@@ -587,7 +618,7 @@ impl Inner {
         }
     }
 
-    fn update_meta(&self, change: impl FnOnce(&mut MetaFile)) -> Result<()> {
+    pub(crate) fn update_meta(&self, change: impl FnOnce(&mut MetaFile)) -> Result<()> {
         self.check_failed()?;
         let mut m = self.meta.lock().unwrap();
         let mut next = m.clone();

@@ -1,12 +1,21 @@
-//! Opening a log: lock, metadata, leftovers, segment footers, a scan of the active segment,
-//! and the torn-tail / corruption / salvage decisions.
+//! Opening a log: lock, metadata, leftovers, segment footers, a scan of the active segment
+//! and its acknowledgment rings, and the torn-tail / acknowledged-damage / corruption /
+//! salvage decisions.
 //!
 //! Only the last segment may be unsealed. Sealed segments are opened by their footers alone
 //! (their records are checked on every read); the active segment is scanned record by
-//! record. Damage found in the last segment with no valid record after it is a torn tail:
-//! it is cut off and reported. Any other damage fails open with the file, the byte offset
+//! record and its rings give the durable watermark. Damage past the watermark is a torn
+//! tail: it is cut off and reported. Records missing at or below it are acknowledged
+//! entries damaged (`layout::judge`): refused in strict mode; in refetch mode copied to
+//! `<dir>/salvage/<time>/`, cut and recorded as owed; in salvage mode moved aside and
+//! recorded as an accepted loss. Any other damage fails open with the file, the byte offset
 //! and the reason — or, in salvage mode, the valid prefix is kept and everything after it
 //! is moved into `<dir>/salvage/<time>/`, never deleted.
+//!
+//! Phases, in order: `list_and_clean` → `load_or_create_meta` → `remove_purged_leftovers`
+//! → `open_segments` (footers; the last segment scanned, its rings read) → `settle_damage`
+//! (judge, then cut / refuse / salvage, with the metadata written before anything is cut)
+//! → `bounds` → `open_active` (the watermark written anew to both rings, synced).
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -15,12 +24,17 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use memmap2::Mmap;
 
-use super::layout;
-use super::segment::{self, Damage, Scan, SealedSegment, SEGMENT_HEADER_BYTES};
-use super::{Active, Inner, Queue, State};
+use super::layout::{self, TailFacts, Verdict};
+use super::ring::{self, Rings, Slot, RING_BYTES};
+use super::segment::{
+    self, Damage, Scan, SealedSegment, FRONT_RING_AT, SEGMENT_HEADER_BYTES, SEGMENT_VERSION,
+    SEGMENT_VERSION_V1,
+};
+use super::writer::back_ring_at;
+use super::{Active, ActiveRings, Inner, Queue, State};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, DirLock};
-use crate::meta::MetaFile;
+use crate::meta::{Loss, MetaFile, Owed};
 use crate::options::{Options, RecoveryMode, RECORD_BYTES_LIMIT};
 
 /// What open found and did.
@@ -37,6 +51,39 @@ pub struct RecoveryReport {
     /// Bytes open read record by record: the unsealed segment a crash left, and every
     /// sealed segment with `verify_on_open`. Zero after a clean close.
     pub scanned_bytes: u64,
+    /// The last segment's durable watermark as its rings gave it (an unsealed version-2
+    /// segment only).
+    pub watermark: Option<Watermark>,
+    /// Acknowledged entries this open cut (refetch: owed; salvage: an accepted loss).
+    pub acknowledged_cut: Option<AcknowledgedCut>,
+}
+
+/// How far the active segment was durable, from its acknowledgment rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    /// One past the last record made durable.
+    pub acked_next: u64,
+    /// Term of record `acked_next - 1`.
+    pub term: u64,
+    /// Byte offset just past it in the segment.
+    pub end: u64,
+    /// The slot's sequence number.
+    pub seq: u64,
+}
+
+/// Acknowledged entries damaged that a refetch or salvage open cut.
+#[derive(Debug, Clone)]
+pub struct AcknowledgedCut {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub first: u64,
+    pub last: u64,
+    pub term: u64,
+    pub reason: String,
+    /// Owed to the cluster (refetch) rather than accepted as lost (salvage).
+    pub owed: bool,
+    /// Where the cut bytes were copied.
+    pub moved_to: PathBuf,
 }
 
 /// A torn tail cut off by open.
@@ -67,14 +114,51 @@ pub struct Salvaged {
 /// One segment as open found it.
 enum Found {
     Sealed(SealedSegment),
-    Active(Scan),
-    /// Damaged at `offset`; `scan` holds its valid prefix.
+    Active {
+        scan: Scan,
+        tail: Tail,
+    },
+    /// Damaged at `offset` (or, for the last segment, ending short of its watermark);
+    /// `scan` holds its valid prefix.
     Damaged {
         scan: Scan,
         offset: u64,
         reason: String,
         torn: bool,
+        /// The rings of an unsealed version-2 segment (or of one whose header is damaged,
+        /// read where version 2 keeps them).
+        tail: Option<Tail>,
     },
+}
+
+/// An unsealed segment ready to become the active one: its first index, path, scan, and
+/// what its layout and rings said.
+type Unsealed = (u64, PathBuf, Scan, Option<Tail>);
+
+/// What a segment's layout and rings said.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    version: u16,
+    /// Its header could be read.
+    header_ok: bool,
+    /// Its rings speak for its records (an unsealed version-2 segment, or one whose header
+    /// is damaged but whose rings are readable). A sealed segment's front ring holds only
+    /// what it was while active: read for its sequence numbers, never judged by.
+    judged_by_rings: bool,
+    rings: Rings,
+    /// Where its records' area ends: the back ring, or the end of the file.
+    region_end: u64,
+}
+
+impl Tail {
+    fn watermark(&self) -> Option<Watermark> {
+        self.rings.current.map(|s| Watermark {
+            acked_next: s.acked_next,
+            term: s.acked_term,
+            end: s.acked_end,
+            seq: s.seq,
+        })
+    }
 }
 
 /// Opens the log in `dir`, in the order the module comment gives: each step below is a
@@ -89,7 +173,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
     let mut report = RecoveryReport::default();
 
     let mut segs = list_and_clean(&log_dir, &meta_path, &mut report)?;
-    let meta = load_or_create_meta(&meta_path, segs.len())?;
+    let mut meta = load_or_create_meta(&meta_path, segs.len())?;
     remove_purged_leftovers(&mut segs, meta.purged_through, &mut report)?;
     let Opened {
         sealed,
@@ -97,7 +181,14 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
         damaged,
     } = open_segments(&segs, meta.log_id, &options, &mut report)?;
     if let Some((k, found)) = damaged {
-        if let Some(a) = settle_damage(dir, &segs, k, found, options.recovery_mode, &mut report)? {
+        let place = Place {
+            dir,
+            meta_path: &meta_path,
+            segs: &segs,
+            k,
+        };
+        if let Some(a) = settle_damage(place, found, options.recovery_mode, &mut meta, &mut report)?
+        {
             active = Some(a);
         }
         fsutil::sync_dir(&log_dir)?;
@@ -118,7 +209,17 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
         &mut report,
     )?;
     let active = match active {
-        Some((first, path, scan)) => Some(open_active(first, path, scan, &options)?),
+        Some((first, path, scan, tail)) => Some(open_active(
+            first,
+            path,
+            scan,
+            tail,
+            Identity {
+                log_id: meta.log_id,
+                prev_term: last_term,
+            },
+            &options,
+        )?),
         None => None,
     };
     report.segments = sealed.len() + active.is_some() as usize;
@@ -161,10 +262,14 @@ fn list_and_clean(
     meta_path: &Path,
     report: &mut RecoveryReport,
 ) -> Result<Vec<(u64, PathBuf)>> {
-    let meta_tmp = fsutil::tmp_path(meta_path);
-    if meta_tmp.exists() {
-        fsutil::remove_file(&meta_tmp)?;
-        report.removed.push(meta_tmp);
+    for meta_tmp in [
+        fsutil::tmp_path(meta_path),
+        fsutil::tmp_path(&crate::meta::mirror_path(meta_path)),
+    ] {
+        if meta_tmp.exists() {
+            fsutil::remove_file(&meta_tmp)?;
+            report.removed.push(meta_tmp);
+        }
     }
     let listing = layout::list(log_dir)?;
     for path in listing.temporary {
@@ -177,15 +282,29 @@ fn list_and_clean(
     Ok(listing.segments)
 }
 
-/// The metadata, written fresh for a new log; missing beside segments is corruption.
+/// The metadata, written fresh for a new log; missing beside segments is corruption. A
+/// damaged or stale copy outvoted by its twin is healed (both rewritten) here.
 fn load_or_create_meta(meta_path: &Path, segments: usize) -> Result<MetaFile> {
-    match MetaFile::load(meta_path)? {
-        Some(m) => Ok(m),
+    let survey = MetaFile::survey(meta_path)?;
+    // A version-1 directory has no mirror yet; its first write adds it.
+    let copy_missing = !meta_path.exists() || !crate::meta::mirror_path(meta_path).exists();
+    match survey.current {
+        Some(mut m) => {
+            if !survey.problems.is_empty() || (copy_missing && m.seq > 0) {
+                for p in &survey.problems {
+                    tracing::warn!(problem = %p, "metadata copy outvoted by its twin; rewriting both");
+                }
+                m.store(meta_path)?;
+            }
+            Ok(m)
+        }
+        None if !survey.problems.is_empty() => {
+            Err(survey.problems.into_iter().next().expect("not empty"))
+        }
         None if segments == 0 => {
-            let m = MetaFile {
+            let mut m = MetaFile {
                 log_id: rand::random(),
-                purged_through: None,
-                user: Default::default(),
+                ..MetaFile::default()
             };
             m.store(meta_path)?;
             Ok(m)
@@ -218,7 +337,7 @@ fn remove_purged_leftovers(
 /// The segments as found, up to the first damaged one.
 struct Opened {
     sealed: Vec<SealedSegment>,
-    active: Option<(u64, PathBuf, Scan)>,
+    active: Option<Unsealed>,
     /// The damaged segment's position in the listing, and what was found.
     damaged: Option<(usize, Found)>,
 }
@@ -245,7 +364,7 @@ fn open_segments(
         if let Some(e) = expected.filter(|e| e != first) {
             opened.damaged = Some((
                 k,
-                damage_without_prefix(0, layout::discontinuity(*first, e)),
+                damage_without_prefix(0, layout::discontinuity(*first, e), None),
             ));
             break;
         }
@@ -265,7 +384,9 @@ fn open_segments(
         };
         match found {
             Found::Sealed(s) => opened.sealed.push(s),
-            Found::Active(scan) => opened.active = Some((*first, path.clone(), scan)),
+            Found::Active { scan, tail } => {
+                opened.active = Some((*first, path.clone(), scan, Some(tail)))
+            }
             d @ Found::Damaged { .. } => {
                 opened.damaged = Some((k, d));
                 break;
@@ -275,44 +396,149 @@ fn open_segments(
     Ok(opened)
 }
 
-/// Decides what to do with the damage found in segment `k`: a torn tail is cut; in strict
-/// mode anything else fails open; salvage mode moves everything from the damage on aside.
-/// Returns the cut segment when it keeps valid records: it becomes the active one.
-fn settle_damage(
-    dir: &Path,
-    segs: &[(u64, PathBuf)],
+/// Where the damaged segment is: the data directory, the metadata, the segment listing
+/// and the damaged segment's position in it.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    dir: &'a Path,
+    meta_path: &'a Path,
+    segs: &'a [(u64, PathBuf)],
     k: usize,
+}
+
+/// Decides what the damage found in segment `k` is (`layout::judge`) and acts as the mode
+/// says. A torn tail is cut. Acknowledged entries damaged are refused (strict), or copied
+/// aside, recorded as owed (refetch) or as an accepted loss (salvage) — in the metadata,
+/// durably, before anything is cut — and cut. Other damage is refused, or in salvage mode
+/// the valid prefix is kept. Returns the cut segment when it keeps valid records: it
+/// becomes the active one.
+///
+/// Long on purpose: the verdict and the three modes form one table, and every arm shares
+/// the same cut, report and ordering of durable steps.
+fn settle_damage(
+    place: Place<'_>,
     found: Found,
     mode: RecoveryMode,
+    meta: &mut MetaFile,
     report: &mut RecoveryReport,
-) -> Result<Option<(u64, PathBuf, Scan)>> {
+) -> Result<Option<Unsealed>> {
     let Found::Damaged {
         scan,
         offset,
         reason,
         torn,
+        tail,
     } = found
     else {
         unreachable!("only damage is settled");
     };
+    let Place { segs, k, .. } = place;
     let (first, path) = segs[k].clone();
     let is_last = k + 1 == segs.len();
-    let tail = nonzero_extent(&path)?.saturating_sub(scan.end);
-    match mode {
-        RecoveryMode::Strict if !layout::is_torn_tail(torn, is_last) => {
-            return Err(Error::corruption(&path, offset, reason))
-        }
-        RecoveryMode::Strict => {
-            tracing::warn!(file = %path.display(), offset, bytes = tail, %reason, "cutting torn tail");
+    let valid_next = first + scan.offsets.len() as u64;
+    let judged = tail.filter(|t| t.judged_by_rings);
+    let verdict = layout::judge(TailFacts {
+        last_segment: is_last,
+        header_ok: tail.is_some_and(|t| t.header_ok),
+        has_rings: judged.is_some(),
+        watermark: judged.and_then(|t| t.rings.current.map(|s| (s.acked_next, s.acked_term))),
+        valid_next,
+        torn,
+    });
+    report.watermark = judged.and_then(|t| t.watermark());
+    // Bytes past the valid records, for what is cut or moved (a refusal reads none).
+    let tail_bytes = || -> Result<u64> {
+        let region_end = tail.map(|t| t.region_end);
+        Ok(nonzero_extent(&path, region_end)?.saturating_sub(scan.end))
+    };
+    match (&verdict, mode) {
+        (Verdict::Torn, RecoveryMode::Strict | RecoveryMode::Refetch) => {
+            let bytes = tail_bytes()?;
+            tracing::warn!(file = %path.display(), offset, bytes, %reason, "cutting torn tail");
             report.torn_tail = Some(TornTail {
                 file: path.clone(),
                 offset: scan.end,
-                bytes: tail,
+                bytes,
                 reason,
             });
         }
-        RecoveryMode::Salvage => {
-            report.salvaged = Some(salvage(dir, segs, k, &scan, tail, offset, reason)?);
+        (Verdict::Acknowledged { first, last, term }, RecoveryMode::Strict) => {
+            return Err(Error::AcknowledgedDamaged {
+                file: path,
+                offset,
+                first: *first,
+                last: *last,
+                term: *term,
+                reason,
+            })
+        }
+        (Verdict::Corruption(why), RecoveryMode::Strict | RecoveryMode::Refetch) => {
+            let reason = if judged.is_some() && is_last {
+                format!("{reason} ({why})")
+            } else {
+                reason
+            };
+            return Err(Error::corruption(&path, offset, reason));
+        }
+        (Verdict::Acknowledged { first, last, term }, RecoveryMode::Refetch) => {
+            let s = salvage(place, &scan, tail_bytes()?, offset, reason.clone())?;
+            let owed = Owed {
+                index: *last,
+                term: *term,
+            };
+            meta.owed = Some(
+                meta.owed
+                    .map_or(owed, |o| if o.index >= owed.index { o } else { owed }),
+            );
+            meta.store(place.meta_path)?;
+            tracing::warn!(file = %path.display(), offset, first, last, moved_to = %s.moved_to.display(), %reason,
+                "acknowledged entries damaged: cut, and owed until fetched again from the cluster");
+            report.acknowledged_cut = Some(AcknowledgedCut {
+                file: path.clone(),
+                offset,
+                first: *first,
+                last: *last,
+                term: *term,
+                reason,
+                owed: true,
+                moved_to: s.moved_to,
+            });
+        }
+        (_, RecoveryMode::Salvage) => {
+            let s = salvage(place, &scan, tail_bytes()?, offset, reason.clone())?;
+            // What this cut loses of what had been acknowledged: for acknowledged damage,
+            // its range; for corruption, everything from the first record dropped through
+            // the last one known to have existed.
+            let lost = match &verdict {
+                Verdict::Acknowledged { first, last, term } => Some((*first, *last, *term)),
+                Verdict::Torn => None,
+                Verdict::Corruption(_) => {
+                    let known = known_last(segs, k, tail);
+                    known
+                        .filter(|l| *l >= valid_next)
+                        .map(|l| (valid_next, l, 0))
+                }
+            };
+            if let Some((first, last, term)) = lost {
+                meta.record_loss(Loss {
+                    first,
+                    last,
+                    at_ms: now_ms(),
+                });
+                meta.store(place.meta_path)?;
+                tracing::warn!(first, last, "acknowledged entries accepted as lost");
+                report.acknowledged_cut = Some(AcknowledgedCut {
+                    file: path.clone(),
+                    offset,
+                    first,
+                    last,
+                    term,
+                    reason: reason.clone(),
+                    owed: false,
+                    moved_to: s.moved_to.clone(),
+                });
+            }
+            report.salvaged = Some(s);
         }
     }
     if scan.end == 0 {
@@ -322,27 +548,38 @@ fn settle_damage(
     let f = open_rw(&path)?;
     fsutil::set_len(&f, scan.end, &path)?;
     f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-    Ok(Some((first, path, scan)))
+    Ok(Some((first, path, scan, tail)))
 }
 
-/// Salvage mode's move: the bytes after the valid prefix of segment `k` (copied and synced
+/// The highest index known to have been written from segment `k` on: the last segment's
+/// watermark, and one before the first index of every later segment file (a segment is
+/// created only after the one before it is sealed, durable).
+fn known_last(segs: &[(u64, PathBuf)], k: usize, tail: Option<Tail>) -> Option<u64> {
+    let by_names = segs[k + 1..].last().map(|(f, _)| f.saturating_sub(1));
+    let by_rings = tail
+        .and_then(|t| t.rings.current)
+        .and_then(|s| s.acked_next.checked_sub(1));
+    by_names.max(by_rings)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Salvage's move: the bytes after the valid prefix of segment `k` (copied and synced
 /// first) and every later segment go to `<dir>/salvage/<time>/`.
 fn salvage(
-    dir: &Path,
-    segs: &[(u64, PathBuf)],
-    k: usize,
+    place: Place<'_>,
     scan: &Scan,
     tail: u64,
     offset: u64,
     reason: String,
 ) -> Result<Salvaged> {
+    let Place { dir, segs, k, .. } = place;
     let (first, path) = &segs[k];
-    let moved_to = dir.join("salvage").join(format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    ));
+    let moved_to = dir.join("salvage").join(format!("{}", now_ms()));
     fsutil::create_dir_all(&moved_to)?;
     if tail > 0 && scan.end > 0 {
         let data = fs::read(path).map_err(|e| Error::io("read", path, e))?;
@@ -363,6 +600,8 @@ fn salvage(
         moved_files.push(to);
     }
     fsutil::sync_dir(&moved_to)?;
+    fsutil::sync_dir(moved_to.parent().unwrap_or(dir))?;
+    fsutil::sync_dir(dir)?;
     tracing::warn!(file = %path.display(), offset, %reason, moved_to = %moved_to.display(), "salvaged log");
     Ok(Salvaged {
         file: path.clone(),
@@ -377,7 +616,7 @@ fn salvage(
 /// The log's index range and last term as the segments and the purge point give them.
 struct Bounds {
     sealed: Vec<SealedSegment>,
-    active: Option<(u64, PathBuf, Scan)>,
+    active: Option<Unsealed>,
     first_index: u64,
     next_index: u64,
     last_term: Option<u64>,
@@ -390,14 +629,14 @@ struct Bounds {
 /// purge-all and are removed.
 fn bounds(
     mut sealed: Vec<SealedSegment>,
-    mut active: Option<(u64, PathBuf, Scan)>,
+    mut active: Option<Unsealed>,
     purged_through: Option<u64>,
     segs: &[(u64, PathBuf)],
     log_dir: &Path,
     report: &mut RecoveryReport,
 ) -> Result<Bounds> {
     let mut last_term = match &active {
-        Some((_, _, scan)) if scan.last_term.is_some() => scan.last_term,
+        Some((_, _, scan, _)) if scan.last_term.is_some() => scan.last_term,
         _ => last_term_of(sealed.last())?,
     };
     let seg_first = sealed
@@ -405,7 +644,7 @@ fn bounds(
         .map(|s| s.first_index)
         .or(active.as_ref().map(|a| a.0));
     let next_index = match &active {
-        Some((first, _, scan)) => first + scan.offsets.len() as u64,
+        Some((first, _, scan, _)) => first + scan.offsets.len() as u64,
         None => sealed.last().map_or(0, |s| s.last_index() + 1),
     };
     let purged_next = purged_through.map(|p| p + 1);
@@ -431,7 +670,7 @@ fn bounds(
                 fsutil::remove_file(&s.path)?;
                 report.removed.push(s.path.clone());
             }
-            if let Some((_, path, _)) = active.take() {
+            if let Some((_, path, _, _)) = active.take() {
                 fsutil::remove_file(&path)?;
                 report.removed.push(path);
             }
@@ -451,23 +690,76 @@ fn bounds(
     })
 }
 
-/// The active segment, ready for appends: preallocated, and synced — what a killed
-/// process left in the page cache becomes durable now.
-fn open_active(first: u64, path: PathBuf, scan: Scan, options: &Options) -> Result<Active> {
+/// This log's id and the term of the record before the active segment's first.
+struct Identity {
+    log_id: u64,
+    prev_term: Option<u64>,
+}
+
+/// The active segment, ready for appends: at its full length, synced — what a killed
+/// process left in the page cache becomes durable now — and, for a version-2 segment,
+/// with the watermark of everything it holds (durable now) written to both rings.
+fn open_active(
+    first: u64,
+    path: PathBuf,
+    scan: Scan,
+    tail: Option<Tail>,
+    id: Identity,
+    options: &Options,
+) -> Result<Active> {
     let file = open_rw(&path)?;
-    if options.preallocate && file_len(&file, &path)? < options.segment_bytes_max {
-        fsutil::preallocate(&file, options.segment_bytes_max, &path)?;
-    }
+    let version = tail.map_or(SEGMENT_VERSION, |t| t.version);
+    let data_start = segment::data_start(version);
+    let end = scan.end.max(data_start);
+    let next = first + scan.offsets.len() as u64;
+    let rings = if version == SEGMENT_VERSION_V1 {
+        if options.preallocate && file_len(&file, &path)? < options.segment_bytes_max {
+            fsutil::preallocate(&file, options.segment_bytes_max, &path)?;
+        }
+        None
+    } else {
+        let found = tail.map(|t| t.rings).unwrap_or_default();
+        let back_at = found.back_at.unwrap_or_else(|| {
+            back_ring_at(data_start, options.segment_bytes_max, end - data_start)
+        });
+        // The back ring is the file's last RING_BYTES: the length is exactly that.
+        let len = back_at + RING_BYTES;
+        if file_len(&file, &path)? != len {
+            fsutil::set_len(&file, len, &path)?;
+        }
+        if options.preallocate {
+            fsutil::preallocate(&file, len, &path)?;
+        }
+        let slot = Slot {
+            seq: found.current.map_or(0, |s| s.seq) + 1,
+            log_id: id.log_id,
+            first_index: first,
+            acked_next: next,
+            acked_end: end,
+            acked_term: scan.last_term.or(id.prev_term).unwrap_or(0),
+        };
+        ring::write(&file, FRONT_RING_AT, &slot, &path)?;
+        ring::write(&file, back_at, &slot, &path)?;
+        Some(ActiveRings {
+            back_at,
+            last: slot,
+        })
+    };
     fsutil::sync_data(&file, &path)?;
     Ok(Active {
         path,
         file: Arc::new(file),
         first_index: first,
         offsets: scan.offsets,
-        end: scan.end.max(SEGMENT_HEADER_BYTES),
+        end,
+        data_start,
+        rings,
     })
 }
 
+/// Opens one segment: a sealed one by its footer; an unsealed one by a scan of its
+/// records and a read of its rings. The last segment's records ending short of its
+/// watermark is reported as damage, for `settle_damage` to judge.
 #[allow(clippy::too_many_arguments)]
 fn open_segment(
     path: &Path,
@@ -485,16 +777,22 @@ fn open_segment(
         return Ok(damage_without_prefix(
             0,
             format!("file is {len} bytes, shorter than a segment header"),
+            None,
         ));
     }
     // SAFETY: nothing writes segment files while the directory lock is held by this open.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mmap", path, e))?;
-    if let Err(e) = segment::check_header(&map, path, log_id, first) {
-        return match e {
-            Error::Corruption { offset, reason, .. } => Ok(damage_without_prefix(offset, reason)),
-            other => Err(other),
-        };
-    }
+    let version = match segment::check_header(&map, path, log_id, first) {
+        Ok(v) => v,
+        Err(Error::Corruption { offset, reason, .. }) => {
+            // The last segment's rings sit where version 2 keeps them; they may still say
+            // what was acknowledged in it.
+            let tail = is_last.then(|| rings_only(&map, log_id, first));
+            return Ok(damage_without_prefix(offset, reason, tail));
+        }
+        Err(other) => return Err(other),
+    };
+    let data_start = segment::data_start(version);
     if segment::looks_sealed(&map) {
         drop(map);
         let opened = SealedSegment::open(path, log_id, first).and_then(|s| {
@@ -510,18 +808,57 @@ fn open_segment(
             Ok(s) => Ok(Found::Sealed(s)),
             Err(Error::Corruption { offset, reason, .. }) => {
                 let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mmap", path, e))?;
-                let scan = segment::scan(&map, first, record_bytes_limit, prev_term()?);
+                let scan = segment::scan(
+                    &map,
+                    data_start,
+                    first,
+                    record_bytes_limit,
+                    prev_term()?,
+                    false,
+                );
+                let rings = if version == SEGMENT_VERSION_V1 {
+                    Rings::default()
+                } else {
+                    ring::read(&map, FRONT_RING_AT, log_id, first)
+                };
                 Ok(Found::Damaged {
                     scan,
                     offset,
                     reason,
                     torn: false,
+                    tail: Some(Tail {
+                        version,
+                        header_ok: true,
+                        judged_by_rings: false,
+                        rings,
+                        region_end: len,
+                    }),
                 })
             }
             Err(e) => Err(e),
         };
     }
-    let scan = segment::scan(&map, first, record_bytes_limit, prev_term()?);
+    let rings = if version == SEGMENT_VERSION_V1 {
+        Rings::default()
+    } else {
+        ring::read(&map, FRONT_RING_AT, log_id, first)
+    };
+    let region_end = rings.back_at.unwrap_or(len);
+    let tail = Tail {
+        version,
+        header_ok: true,
+        judged_by_rings: version != SEGMENT_VERSION_V1,
+        rings,
+        region_end,
+    };
+    let scan = segment::scan(
+        &map[..region_end as usize],
+        data_start,
+        first,
+        record_bytes_limit,
+        prev_term()?,
+        version == SEGMENT_VERSION_V1,
+    );
     report.scanned_bytes += map.len() as u64;
     Ok(match scan.damage.clone() {
         Some(Damage {
@@ -533,6 +870,7 @@ fn open_segment(
             offset,
             reason,
             torn,
+            tail: Some(tail),
         },
         None if !is_last => {
             let offset = scan.end;
@@ -541,10 +879,39 @@ fn open_segment(
                 offset,
                 reason: "segment has no footer but later segments exist".into(),
                 torn: false,
+                tail: Some(tail),
             }
         }
-        None => Found::Active(scan),
+        None => match layout::watermark_problem(&scan, &map, first, tail.rings.current) {
+            Some((offset, reason)) => Found::Damaged {
+                scan,
+                offset,
+                reason,
+                torn: true,
+                tail: Some(tail),
+            },
+            None if rings.current.is_none() && version != SEGMENT_VERSION_V1 => Found::Damaged {
+                offset: FRONT_RING_AT,
+                reason: "no valid slot in either acknowledgment ring".into(),
+                scan,
+                torn: true,
+                tail: Some(tail),
+            },
+            None => Found::Active { scan, tail },
+        },
     })
+}
+
+/// The rings of a segment whose header is unreadable, read where version 2 keeps them.
+fn rings_only(map: &[u8], log_id: u64, first: u64) -> Tail {
+    let rings = ring::read(map, FRONT_RING_AT, log_id, first);
+    Tail {
+        version: SEGMENT_VERSION,
+        header_ok: false,
+        judged_by_rings: rings.current.is_some(),
+        region_end: rings.back_at.unwrap_or(map.len() as u64),
+        rings,
+    }
 }
 
 /// Term of the last record of `seg`, if any (reads and verifies that one record).
@@ -579,7 +946,7 @@ fn prefetch(segs: &[(u64, PathBuf)]) {
     }
 }
 
-fn damage_without_prefix(offset: u64, reason: String) -> Found {
+fn damage_without_prefix(offset: u64, reason: String, tail: Option<Tail>) -> Found {
     Found::Damaged {
         scan: Scan {
             offsets: Vec::new(),
@@ -590,6 +957,7 @@ fn damage_without_prefix(offset: u64, reason: String) -> Found {
         offset,
         reason,
         torn: false,
+        tail,
     }
 }
 
@@ -608,10 +976,12 @@ fn file_len(file: &File, path: &Path) -> Result<u64> {
         .len())
 }
 
-/// Offset just past the last non-zero byte of the file.
-fn nonzero_extent(path: &Path) -> Result<u64> {
+/// Offset just past the last non-zero byte of the file, or of its first `region_end`
+/// bytes (the records' area, before a back ring).
+fn nonzero_extent(path: &Path, region_end: Option<u64>) -> Result<u64> {
     let data = fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    Ok(data
+    let end = region_end.map_or(data.len(), |e| (e as usize).min(data.len()));
+    Ok(data[..end]
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |i| i as u64 + 1))

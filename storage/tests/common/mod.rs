@@ -39,8 +39,18 @@ pub fn term_of(index: u64) -> u64 {
     1 + index / 50
 }
 
-/// Appends indexes `from..to` with deterministic payloads in batches of `batch`.
+/// Appends indexes `from..to` with deterministic payloads in batches of `batch`, each
+/// acknowledged durable.
 pub fn fill(log: &Log, from: u64, to: u64, batch: u64) {
+    fill_as(log, from, to, batch, Durability::Durable)
+}
+
+/// Appends indexes `from..to` written but not made durable: what a crash can tear.
+pub fn fill_buffered(log: &Log, from: u64, to: u64, batch: u64) {
+    fill_as(log, from, to, batch, Durability::Buffered)
+}
+
+fn fill_as(log: &Log, from: u64, to: u64, batch: u64, durability: Durability) {
     let mut i = from;
     while i < to {
         let end = (i + batch).min(to);
@@ -53,7 +63,7 @@ pub fn fill(log: &Log, from: u64, to: u64, batch: u64) {
                 payload: p,
             })
             .collect();
-        log.append(&entries, Durability::Durable).unwrap();
+        log.append(&entries, durability).unwrap();
         i = end;
     }
 }
@@ -99,6 +109,13 @@ pub fn seed(test: &str) -> u64 {
 /// the active segment is unsealed (as after SIGKILL or power loss). The copy holds no lock.
 pub fn crash_image(log: &Log, dir: &Path) -> tempfile::TempDir {
     log.sync().unwrap();
+    crash_image_as_is(dir)
+}
+
+/// What SIGKILL would leave right now: a copy of `dir` as the page cache holds it, without
+/// a sync first — records appended `Buffered` since the last durable append are in it,
+/// past the acknowledged watermark.
+pub fn crash_image_as_is(dir: &Path) -> tempfile::TempDir {
     let image = tempfile::tempdir().unwrap();
     copy_tree(dir, image.path());
     image

@@ -89,12 +89,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Cut a torn tail, copying the bytes to <data-dir>/salvage/ first; refuses damage
-    /// before the end unless --salvage. Refused while a server holds the directory.
+    /// Cut a torn tail (never acknowledged), copying the bytes to <data-dir>/salvage/ first;
+    /// refuses acknowledged entries damaged and other damage unless --accept-loss. Refused
+    /// while a server holds the directory.
     Repair {
-        /// Keep the valid prefix and move everything after the first damage aside.
-        #[arg(long)]
-        salvage: bool,
+        /// Keep the valid prefix and move everything after the first damage aside, accepting
+        /// the loss of acknowledged entries there (recorded in the directory, shown by
+        /// `inspect` and at every server start). `--salvage` is the older name.
+        #[arg(long, alias = "salvage")]
+        accept_loss: bool,
         #[arg(long)]
         json: bool,
     },
@@ -186,7 +189,7 @@ fn main() -> ExitCode {
             state,
             json,
         ),
-        Cmd::Repair { salvage, json } => repair::cmd_repair(&cli.data_dir, salvage, json),
+        Cmd::Repair { accept_loss, json } => repair::cmd_repair(&cli.data_dir, accept_loss, json),
         Cmd::Snapshot { command } => match command {
             SnapshotCmd::Export {
                 out,
@@ -265,9 +268,32 @@ pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
 pub(crate) fn kind_name(k: FindingKind) -> &'static str {
     match k {
         FindingKind::TornTail => "torn tail",
+        FindingKind::AcknowledgedDamaged => "acknowledged entries damaged",
         FindingKind::Corruption => "corruption",
         FindingKind::Inconsistent => "inconsistent",
     }
+}
+
+/// The last segment's durable watermark as JSON: the last acknowledged index, its term and
+/// where it ends.
+fn watermark_json(r: &InspectReport) -> serde_json::Value {
+    r.watermark().map_or(serde_json::Value::Null, |w| {
+        json!({
+            "acked_through": w.acked_next.checked_sub(1),
+            "term": w.term,
+            "end": w.end,
+            "seq": w.seq,
+        })
+    })
+}
+
+/// Accepted losses as JSON.
+fn losses_json(r: &InspectReport) -> serde_json::Value {
+    json!(r
+        .losses
+        .iter()
+        .map(|l| json!({"first": l.first, "last": l.last, "at_ms": l.at_ms}))
+        .collect::<Vec<_>>())
 }
 
 /// The decoded vote, committed and purged log ids, as JSON (a field that does not decode
@@ -383,6 +409,8 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
                 "file_bytes": s.file_bytes,
                 "data_bytes": s.data_bytes,
                 "sealed": s.sealed,
+                "version": s.version,
+                "watermark": s.watermark.map(|w| json!({"acked_next": w.acked_next, "term": w.term, "end": w.end, "seq": w.seq})),
                 "payload_bytes": s.payload_bytes,
                 "stored_payload_bytes": s.stored_payload_bytes,
                 "compression_ratio": if s.stored_payload_bytes > 0 { s.payload_bytes as f64 / s.stored_payload_bytes as f64 } else { 1.0 },
@@ -406,6 +434,9 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
                 "log_id": r.log_id.map(|i| format!("{i:016x}")),
                 "purged_through": r.purged_through,
                 "metadata": metadata_json(&r),
+                "watermark": watermark_json(&r),
+                "owed": r.owed.map(|o| json!({"index": o.index, "term": o.term})),
+                "losses": losses_json(&r),
                 "segments": segments,
                 "snapshots": snaps,
                 "findings": findings,
@@ -420,6 +451,27 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
             r.purged_through.map_or("-".into(), |p| p.to_string())
         );
         println!("metadata {}", metadata_json(&r));
+        match r.watermark() {
+            Some(w) => println!(
+                "acknowledged through index {} (term {}, byte {} of the last segment)",
+                w.acked_next.saturating_sub(1),
+                w.term,
+                w.end
+            ),
+            None => println!("acknowledged watermark: - (no unsealed version-2 segment)"),
+        }
+        if let Some(o) = r.owed {
+            println!(
+                "OWED: acknowledged entries through index {} (term {}) were lost to disk damage; the cluster sends them back",
+                o.index, o.term
+            );
+        }
+        for l in &r.losses {
+            println!(
+                "LOSS ACCEPTED: entries {}..={} (at {} ms since the epoch)",
+                l.first, l.last, l.at_ms
+            );
+        }
         println!("\nSEGMENT                          FIRST        LAST     RECORDS       BYTES  SEALED  RATIO");
         for s in &segments {
             println!(
@@ -500,6 +552,12 @@ fn run_verify(dir: &Path, as_json: bool) -> Result<u8, String> {
         );
     } else {
         print_findings(&findings);
+        for l in &r.losses {
+            println!(
+                "loss accepted earlier: entries {}..={} (not damage now; recorded by repair --accept-loss)",
+                l.first, l.last
+            );
+        }
         println!(
             "{} records, indexes {}..={}, {} valid snapshot(s): {}",
             r.records(),

@@ -1,6 +1,7 @@
-//! `repair`: cuts a torn tail, or with `--salvage` everything from the first damage on, after
-//! copying what it removes into `<dir>/salvage/<time>/` (synced before anything is cut).
-//! Refuses while a server holds the directory.
+//! `repair`: cuts a torn tail, or with `--accept-loss` everything from the first damage on
+//! — acknowledged entries included, the loss recorded in the directory — after copying
+//! what it removes into `<dir>/salvage/<time>/` (synced before anything is cut). Refuses
+//! while a server holds the directory.
 //!
 //! The cutting itself is the storage crate's salvage-mode open, which is what a server
 //! would do; this command adds the refusal of mid-log damage without `--salvage`, the
@@ -15,11 +16,12 @@ use serde_json::json;
 use crate::{committed_index, finding_line, CLEAN, DAMAGED};
 
 /// Repairs `dir` by opening its log the way the server does (strict: cut a torn tail;
-/// `--salvage`: move everything past the first damage aside), then reports what changed.
+/// `--accept-loss`: move everything past the first damage aside, recording lost
+/// acknowledged entries), then reports what changed.
 ///
 /// Long on purpose: inspect before, open, inspect after, and report, in one place, so the
 /// before/after comparison the operator sees is built from the same two reports.
-pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String> {
+pub fn cmd_repair(dir: &Path, accept_loss: bool, as_json: bool) -> Result<u8, String> {
     crate::refuse_if_locked(dir)?;
     let before = inspect(dir, None).map_err(|e| e.to_string())?;
     // Repair works on the log; damaged snapshots are named, never touched (their state is
@@ -45,15 +47,24 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
     let log_damaged = before_log
         .iter()
         .any(|f| f.kind != cathedral_storage::FindingKind::TornTail);
-    if log_damaged && !salvage {
+    let acknowledged = before_log
+        .iter()
+        .any(|f| f.kind == cathedral_storage::FindingKind::AcknowledgedDamaged);
+    if log_damaged && !accept_loss {
         for f in &before_log {
             eprintln!("{}", finding_line(f));
         }
+        let what = if acknowledged {
+            "entries this node had acknowledged as durable are damaged (a crash never tears those)"
+        } else {
+            "the log is damaged before its end"
+        };
         eprintln!(
-            "cathedral-log: the log is damaged before its end; repair only cuts a torn tail. \
-             `repair --salvage` keeps the valid prefix and moves everything after the first \
-             damage to {}/salvage/ (entries there are lost to this node; in a cluster it \
-             catches up from the leader)",
+            "cathedral-log: {what}; repair only cuts a torn tail. A member of a cluster \
+             fetches them again by itself when its server starts. Otherwise restore the \
+             directory from a copy or a snapshot export, or run `repair --accept-loss`: it \
+             keeps the valid prefix, moves everything after the first damage to \
+             {}/salvage/, and records the loss (shown by `inspect` and at every server start)",
             dir.display()
         );
         return Ok(DAMAGED);
@@ -95,10 +106,22 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
         })
     });
     let after_log = log_findings(dir, &after);
+    // The cut took every entry and no snapshot holds the state: the cluster's membership
+    // went with them.
+    let nothing_left = recovery.acknowledged_cut.is_some()
+        && after.last_index().is_none()
+        && after.purged_through.is_none()
+        && after.snapshots.snapshots.is_empty();
     let clean = after_log.is_empty();
+    let lost = recovery
+        .acknowledged_cut
+        .as_ref()
+        .map(|c| json!({"first": c.first, "last": c.last, "reason": c.reason}));
     let value = json!({
+        "nothing_left": nothing_left.then_some(NOTHING_LEFT),
         "repaired": cut.is_some(),
         "cut": cut,
+        "lost": lost,
         "committed": committed_note,
         "last_index": after.last_index(),
         "clean": clean,
@@ -124,6 +147,12 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
             }
             None => println!("nothing was cut"),
         }
+        if let Some(c) = &recovery.acknowledged_cut {
+            println!(
+                "LOST: acknowledged entries {}..={} ({}); the loss is recorded in the directory",
+                c.first, c.last, c.reason
+            );
+        }
         if let Some(n) = &committed_note {
             println!("{n}");
         }
@@ -135,6 +164,9 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
         for f in &after_log {
             println!("{}", finding_line(f));
         }
+        if nothing_left {
+            println!("{NOTHING_LEFT}");
+        }
     }
     Ok(if clean && snapshot_damage.is_empty() {
         CLEAN
@@ -142,6 +174,13 @@ pub fn cmd_repair(dir: &Path, salvage: bool, as_json: bool) -> Result<u8, String
         DAMAGED
     })
 }
+
+/// What an operator is told when a repair leaves no entry and no snapshot.
+const NOTHING_LEFT: &str =
+    "the loss took every entry the log held, and no snapshot holds the state: this \
+directory no longer holds a cluster (its membership was among them). A standalone node: move the \
+directory aside and start afresh, or restore a snapshot export into a fresh directory. A cluster \
+member: wipe the directory and add the node again with --join";
 
 /// Findings about the log and its metadata.
 fn log_findings<'a>(dir: &Path, r: &'a InspectReport) -> Vec<&'a Finding> {
