@@ -7,8 +7,8 @@
 //!
 //! - `log`: the [`Log`] — its public surface (`log/mod.rs`), the record codec
 //!   (`log/record.rs`), segment files with headers, footers and memory-mapped reads
-//!   (`log/segment.rs`), the acknowledgment rings that hold the durable watermark
-//!   (`log/ring.rs`), the group-commit writer thread (`log/writer.rs`), recovery on open
+//!   (`log/segment.rs`), the acknowledgment file that holds the durable watermark
+//!   (`log/acked.rs`), the group-commit writer thread (`log/writer.rs`), recovery on open
 //!   (`log/recovery.rs`), read-only inspection (`log/inspect.rs`), and the directory
 //!   listing and damage rules those two share (`log/layout.rs`).
 //! - `meta`: the metadata (vote, committed, purged; owed entries, accepted losses),
@@ -28,6 +28,7 @@
 //! <dir>/meta.mirror        its second copy
 //! <dir>/log/<first>.seg    segments named by their first index, 20 digits
 //! <dir>/log/prealloc.tmp   the next segment, preallocated ahead of need
+//! <dir>/log/acked          the active segment's durable watermark
 //! <dir>/snapshots/*.snap   snapshots (a SnapshotStore opened on this directory)
 //! <dir>/salvage/<time>/    what salvage mode moved aside
 //! ```
@@ -57,7 +58,8 @@ pub use finding::{Finding, FindingKind};
 pub use fsutil::{replace_atomically, DirLock};
 pub use log::{
     inspect, inspect_with_progress, AcknowledgedCut, Entry, InspectReport, Log, Record,
-    RecoveryReport, Salvaged, SegmentReport, Stats, TornTail, Visit, Watermark,
+    RecoveryReport, Salvaged, SegmentReport, Stats, TornTail, Visit, Watermark, ACKED_FILE,
+    ACKED_SYNC_MS,
 };
 pub use meta::{
     read_metadata, read_purge_point, Loss, Metadata, Owed, LOSSES_MAX, META_FIELD_BYTES_MAX,

@@ -24,6 +24,8 @@ const MAGIC: &[u8; 8] = b"CATHMETA";
 const VERSION: u16 = 2;
 const VERSION_V1: u16 = 1;
 const ABSENT: u32 = u32::MAX;
+/// Bit of the flags (bytes 10..12, version 2): the log keeps an acknowledgment file.
+const FLAG_ACKED_IN_USE: u16 = 1;
 /// The second copy's name beside `meta`.
 pub(crate) const MIRROR_SUFFIX: &str = ".mirror";
 
@@ -80,6 +82,9 @@ pub(crate) struct MetaFile {
     pub purged_through: Option<u64>,
     /// One more with every replacement; the higher of the two copies is current.
     pub seq: u64,
+    /// The log keeps an acknowledgment file (`log/acked`): from then on, its absence is
+    /// damage, not a directory from before it.
+    pub acked_in_use: bool,
     pub owed: Option<Owed>,
     /// Newest last, at most `LOSSES_MAX`.
     pub losses: Vec<Loss>,
@@ -109,7 +114,7 @@ impl MetaFile {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(u16::from(self.acked_in_use) * FLAG_ACKED_IN_USE).to_le_bytes());
         out.extend_from_slice(&self.log_id.to_le_bytes());
         let purged = self.purged_through.map_or(0, |p| p + 1);
         out.extend_from_slice(&purged.to_le_bytes());
@@ -196,6 +201,11 @@ impl MetaFile {
             ..MetaFile::default()
         };
         if version == VERSION {
+            let flags = u16::from_le_bytes(bytes[10..12].try_into().unwrap());
+            if flags & !FLAG_ACKED_IN_USE != 0 {
+                return Err(bad(10, "unknown metadata flags"));
+            }
+            meta.acked_in_use = flags & FLAG_ACKED_IN_USE != 0;
             meta.seq = u64_at(28)?;
             let owed_next = u64_at(36)?;
             let owed_term = u64_at(44)?;
@@ -356,6 +366,7 @@ mod tests {
             log_id: 0xDEAD_BEEF,
             purged_through: Some(41),
             seq: 7,
+            acked_in_use: true,
             owed: Some(Owed {
                 index: 310,
                 term: 4,

@@ -2,8 +2,8 @@
 //!
 //! A sweep of damage of every shape — a flipped bit, a zeroed sector, zeroed 4, 8 and 64
 //! KiB ranges, a record's header zeroed, the file cut short — over every position of the
-//! acknowledged records of the log's last segment (young, middle-aged, past the point where
-//! only the front ring is written, and after a rotation): open must refuse with
+//! acknowledged records of the log's last segment (a few records, many, a large segment,
+//! and after a rotation): open must refuse with
 //! `acknowledged entries damaged`, naming the first damaged index and the last
 //! acknowledged one, and change nothing. The same shapes over bytes written after the last
 //! acknowledged append (records appended `Buffered`, as a crash leaves them): open must cut
@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use cathedral_storage::{inspect, Error, FindingKind, Log, Options, RecoveryMode};
 use common::*;
 
-/// Where version-2 segments put their first record (FORMAT.md).
-const DATA_START: u64 = 8192;
+/// Where a segment's first record starts (FORMAT.md).
+const DATA_START: u64 = 64;
 
 fn options(segment_bytes_max: u64) -> Options {
     Options {
@@ -82,10 +82,11 @@ impl Image {
         }
         assert_eq!(at, last.data_bytes);
         let mut files = Vec::new();
-        for p in segment_files(dir.path())
-            .into_iter()
-            .chain([dir.path().join("meta"), dir.path().join("meta.mirror")])
-        {
+        for p in segment_files(dir.path()).into_iter().chain([
+            dir.path().join("meta"),
+            dir.path().join("meta.mirror"),
+            dir.path().join("log/acked"),
+        ]) {
             files.push((p.clone(), std::fs::read(&p).unwrap()));
         }
         Image {
@@ -195,9 +196,7 @@ impl Image {
             Shape::Zero(at, len) => (at, (at + len).min(original.len() as u64)),
             Shape::Truncate(at) => {
                 f.set_len(original.len() as u64).unwrap();
-                let ring = original.len() - 4096;
-                f.write_all_at(&original[ring..], ring as u64).unwrap();
-                (at, self.written_end().max(at))
+                (at, original.len() as u64)
             }
         };
         f.write_all_at(&original[at as usize..end as usize], at)
@@ -224,9 +223,7 @@ impl Shape {
 /// Every shape the sweep tries whose damage starts in `range` of the last segment: flipped
 /// bits every `flip_step` bytes, every record's header zeroed alone, the file cut at and
 /// inside every record, and zeroed ranges of a sector and of 4, 8 and 64 KiB starting and
-/// ending at every sector. Zeroed ranges stay within the written data: a fault that also
-/// reaches past it into the back ring is one the rings do not claim to survive
-/// (FORMAT.md, fault model) — open then refuses as corruption, never cuts.
+/// ending at every sector, within the written data.
 fn shapes(img: &Image, range: std::ops::Range<u64>, flip_step: u64) -> Vec<Shape> {
     let mut out = Vec::new();
     for at in range.clone().step_by(flip_step as usize) {
@@ -272,7 +269,7 @@ fn sweep_acknowledged(img: &Image, from: u64, flip_step: u64, tally: &mut Tally)
     let range = from.min(img.acked_end())..img.acked_end();
     let mut all = shapes(img, range, flip_step);
     // The last 8 KiB of written data zeroed (the operator's experiment in issue 29), and
-    // ranges reaching back over the header page and the front ring.
+    // ranges reaching back over the segment header.
     let end = img.acked_end();
     for len in [8192u64, 16384, 65536] {
         all.push(Shape::Zero(end.saturating_sub(len), len.min(end)));
@@ -407,14 +404,14 @@ fn report(name: &str, tally: Tally) {
 }
 
 #[test]
-fn a_young_segment_damaged_over_its_header_and_front_ring() {
-    // A few records: zeroing the last 8 KiB of the data reaches the header page.
+fn a_segment_of_few_records_damaged_over_its_header() {
+    // A few records: zeroing the last 8 KiB of the data reaches the segment header.
     let img = Image::build(32 << 10, 10, 14, 2);
     assert!(img.acked_end() < DATA_START + 8192);
     let mut tally = Tally::default();
     sweep_acknowledged(&img, DATA_START, 3, &mut tally);
     sweep_unacknowledged(&img, 7, &mut tally);
-    report("young segment", tally);
+    report("few records", tally);
 }
 
 #[test]
@@ -438,15 +435,15 @@ fn the_segment_after_a_rotation_damaged() {
 }
 
 #[test]
-fn a_segment_past_the_both_rings_mark_damaged_at_its_end() {
-    // More than 1 MiB of records: only the front ring carries the newest slot now.
+fn a_large_segment_damaged_at_its_end() {
+    // More than 1 MiB of records in the segment.
     let img = Image::build(2 << 20, 3600, 3620, 40);
     assert!(img.acked_end() > DATA_START + (1 << 20));
     let mut tally = Tally::default();
     // The last 40 KiB of acknowledged data, with flips sampled.
     sweep_acknowledged(&img, img.acked_end() - (40 << 10), 131, &mut tally);
     sweep_unacknowledged(&img, 29, &mut tally);
-    report("past the both-rings mark", tally);
+    report("large segment", tally);
 }
 
 /// Zeroes the last `len` bytes of the acknowledged records; returns the indexes damaged.
@@ -538,6 +535,53 @@ fn salvage_accepts_the_loss_and_records_it() {
     let r = inspect(img.dir.path(), None).unwrap();
     assert!(r.findings.is_empty(), "{:?}", r.findings);
     assert_eq!(r.losses.len(), 1);
+}
+
+#[test]
+fn the_acknowledgment_file_has_a_twin_for_every_slot_and_is_never_optional() {
+    let img = Image::build(64 << 10, 40, 40, 3);
+    let acked = img.dir.path().join("log/acked");
+    let bytes = std::fs::read(&acked).unwrap();
+    assert_eq!(bytes.len(), 8192, "two rings of 4 KiB");
+    // One ring garbled whole: its twin answers; inspect names the damage, open goes on.
+    for ring in [0..4096, 4096..8192] {
+        let mut b = bytes.clone();
+        b[ring.clone()].iter_mut().for_each(|x| *x ^= 0x5a);
+        std::fs::write(&acked, &b).unwrap();
+        let r = inspect(img.dir.path(), None).unwrap();
+        assert!(
+            !r.findings.is_empty()
+                && r.findings
+                    .iter()
+                    .all(|f| f.kind == FindingKind::Corruption && f.file == acked),
+            "{:?}",
+            r.findings
+        );
+        assert_eq!(r.watermark().unwrap().acked_next, 41, "{ring:?}");
+        let log = Log::open(img.dir.path(), img.options.clone()).unwrap();
+        check(&log, 1, 41);
+        drop(log);
+        img.restore();
+    }
+    // Both rings gone: nothing can tell a torn write from damage — refused, not guessed.
+    std::fs::write(&acked, vec![0u8; 8192]).unwrap();
+    let err = Log::open(img.dir.path(), img.options.clone()).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    assert!(err.to_string().contains("acknowledgment file"), "{err}");
+    img.restore();
+    // The file deleted: refused too (the metadata says the log keeps one).
+    std::fs::remove_file(&acked).unwrap();
+    let err = Log::open(img.dir.path(), img.options.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("acknowledgment file is missing"),
+        "{err}"
+    );
+    img.restore();
+    check(
+        &Log::open(img.dir.path(), img.options.clone()).unwrap(),
+        1,
+        41,
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::Path;
 use cathedral_storage::{Error, Log, Options, RecoveryMode};
 use common::*;
 
-const HEADER: u64 = 8192; // header page and front ring before the first record (FORMAT.md)
+const HEADER: u64 = 64; // segment header (FORMAT.md)
 const REC: u64 = 24; // record header (FORMAT.md)
 
 fn plain() -> Options {
@@ -369,7 +369,7 @@ fn newer_format_version_is_refused_clearly() {
     match Log::open(dir.path(), plain()).unwrap_err() {
         Error::UnsupportedVersion {
             found, supported, ..
-        } => assert_eq!((found, supported), (9, 2)),
+        } => assert_eq!((found, supported), (9, 1)),
         other => panic!("expected unsupported version, got {other}"),
     }
 }
@@ -460,7 +460,7 @@ fn inspect_reports_clean_logs_torn_tails_and_mid_log_corruption_exactly() {
     assert_eq!(r.watermark().unwrap().acked_next, 101);
     assert!(r.damaged());
 
-    // The file cut short inside acknowledged records: the front ring still knows.
+    // The file cut short inside acknowledged records: the acknowledgment file knows.
     let (dir, seg) = one_segment_log(100);
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(offset_of(101) - 5).unwrap();

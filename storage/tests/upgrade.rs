@@ -1,7 +1,8 @@
-//! A data directory written by the previous release (segment and metadata version 1,
-//! `tests/fixtures/v1`) opens with this one: every record, the metadata, the purge point;
-//! the first write upgrades the metadata to two version-2 copies, and new records go to
-//! version-2 segments (an unsealed version-1 segment is sealed by the open).
+//! A data directory written by the previous release (metadata version 1, no
+//! acknowledgment file: `tests/fixtures/v1`) opens with this one: every record, the
+//! metadata, the purge point. The open adds the acknowledgment file (with the watermark of
+//! an unsealed segment it finds), records in the metadata — now two version-2 copies —
+//! that the log keeps it, and from then on its absence is damage.
 
 mod common;
 
@@ -51,7 +52,7 @@ fn options() -> Options {
 }
 
 #[test]
-fn version_1_directories_open_and_grow_in_version_2() {
+fn directories_from_before_the_acknowledgment_file_open_and_keep_one() {
     for name in ["clean", "crashed"] {
         let dir = copy_fixture(name);
         let before = inspect(dir.path(), None).unwrap();
@@ -60,8 +61,11 @@ fn version_1_directories_open_and_grow_in_version_2() {
             "{name}: {:?}",
             before.findings
         );
-        assert!(before.segments.iter().all(|s| s.version == 1), "{name}");
         assert_eq!(before.segments.last().unwrap().sealed, name == "clean");
+        assert!(
+            before.watermark().is_none(),
+            "{name}: no acknowledgment file yet"
+        );
         assert_eq!(before.purged_through, Some(10));
 
         let log = Log::open(dir.path(), options()).unwrap();
@@ -81,13 +85,17 @@ fn version_1_directories_open_and_grow_in_version_2() {
             "{name}: {:?}",
             after.findings
         );
-        let versions: Vec<u16> = after.segments.iter().map(|s| s.version).collect();
-        assert!(versions.starts_with(&[1, 1, 1]), "{name}: {versions:?}");
-        assert!(
-            versions[3..].iter().all(|v| *v == 2),
-            "{name}: {versions:?}"
-        );
         assert!(dir.path().join("meta.mirror").exists(), "{name}");
+        assert!(dir.path().join("log/acked").exists(), "{name}");
+        // The log keeps the file now: without it, the next open refuses.
+        let saved = std::fs::read(dir.path().join("log/acked")).unwrap();
+        std::fs::remove_file(dir.path().join("log/acked")).unwrap();
+        let err = Log::open(dir.path(), options()).unwrap_err();
+        assert!(
+            err.to_string().contains("acknowledgment file is missing"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("log/acked"), saved).unwrap();
         let log = Log::open(dir.path(), options()).unwrap();
         check(&log, 11, 90);
         assert_eq!(log.metadata().vote.as_deref(), Some(&b"vote-2"[..]));
@@ -95,8 +103,9 @@ fn version_1_directories_open_and_grow_in_version_2() {
 }
 
 #[test]
-fn a_version_1_torn_tail_is_cut_by_the_old_rule() {
-    // A version-1 segment has no rings: damage with nothing valid after it is torn.
+fn without_the_acknowledgment_file_a_torn_tail_is_cut_by_the_old_rule() {
+    // Without an acknowledgment file nothing says what was acknowledged: damage with
+    // nothing valid after it is torn (the old rule, once).
     let dir = copy_fixture("crashed");
     let last = segment_files(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&last).unwrap().len();
@@ -106,4 +115,8 @@ fn a_version_1_torn_tail_is_cut_by_the_old_rule() {
     let log = Log::open(dir.path(), options()).unwrap();
     assert!(log.recovery_report().torn_tail.is_some());
     check(&log, 11, 60);
+    // The open wrote the watermark of what it kept: damage to it is refused from now on.
+    let r = inspect(dir.path(), None).unwrap();
+    assert_eq!(r.watermark().unwrap().acked_next, 60);
+    drop(log);
 }

@@ -2,7 +2,8 @@
 //! directory — sealed segments, the active segment a crash leaves, the metadata file,
 //! snapshot files — changes one byte at a time and checks that the read-only inspection
 //! (what `cathedral-log verify` reports) names the file. Checksummed bytes and
-//! value-checked fields (magics, versions, lengths, reserved zeros, ring slots) are all
+//! value-checked fields (magics, versions, lengths, reserved zeros, the slots of the
+//! acknowledgment file) are all
 //! covered; in the active segment, damage to any acknowledged byte is acknowledged entries
 //! damaged or corruption, never a torn tail. (`acknowledged.rs` sweeps damage of every
 //! shape over the acknowledged region and what open does with it.)
@@ -54,6 +55,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v = segment_files(dir);
     v.push(dir.join("meta"));
     v.push(dir.join("meta.mirror"));
+    v.push(dir.join("log/acked"));
     let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().path())

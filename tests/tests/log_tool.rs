@@ -356,8 +356,8 @@ fn repair_cuts_a_torn_tail_with_a_backup_and_loses_no_acknowledged_entry() {
     let seg = json_of(&out)["segments"][0].clone();
     let file = seg["file"].as_str().unwrap().to_string();
     let mut bytes = std::fs::read(&file).unwrap();
-    // Records start after the header page and the front ring (FORMAT.md).
-    let records_at = 8192;
+    // Records start after the 64-byte segment header (FORMAT.md).
+    let records_at = 64;
     let pos = (records_at + (seg["data_bytes"].as_u64().unwrap() - records_at) / 2) as usize;
     bytes[pos] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();

@@ -7,13 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::acked::{self, Slots, ACKED_FILE};
 use super::layout::{self, TailFacts, Verdict};
 use super::record::{self, Header, RECORD_HEADER_BYTES};
 use super::recovery::Watermark;
-use super::ring;
-use super::segment::{
-    self, SealedSegment, FRONT_RING_AT, SEGMENT_HEADER_BYTES, SEGMENT_VERSION_V1,
-};
+use super::segment::{self, SealedSegment, SEGMENT_HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, FindingKind};
 use crate::meta::{Loss, MetaFile, Metadata, Owed};
@@ -36,9 +34,8 @@ pub struct SegmentReport {
     pub stored_payload_bytes: u64,
     pub payload_bytes: u64,
     pub compressed_records: u64,
-    /// Format version (1 or 2; 0 when the header is unreadable).
-    pub version: u16,
-    /// An unsealed version-2 segment's durable watermark, from its acknowledgment rings.
+    /// The last segment's durable watermark, from the acknowledgment file (an unsealed
+    /// last segment only).
     pub watermark: Option<Watermark>,
 }
 
@@ -129,6 +126,7 @@ pub fn inspect_with_progress(
     for problem in meta.problems {
         report.findings.push(from_error(problem)?);
     }
+    let meta_acked_in_use = meta.current.as_ref().is_some_and(|m| m.acked_in_use);
     if let Some(m) = meta.current {
         report.log_id = Some(m.log_id);
         report.purged_through = m.purged_through;
@@ -151,7 +149,11 @@ pub fn inspect_with_progress(
             layout::missing_meta(segs.len()),
         ));
     }
-    let mut walk = Walk::default();
+    let log_dir = dir.join(layout::LOG_DIR);
+    let mut walk = Walk {
+        acked: check_acked(&mut report, &log_dir, meta_acked_in_use)?,
+        ..Walk::default()
+    };
     let count = segs.len();
     for (n, (first, path)) in segs.into_iter().enumerate() {
         let seg = inspect_segment(&mut report, &mut walk, (n, count), first, path, &mut visit)?;
@@ -182,6 +184,8 @@ struct Walk {
     expected: Option<u64>,
     /// The last valid record's term.
     prev_term: Option<u64>,
+    /// The acknowledgment file's slots (`None`: no file).
+    acked: Option<Slots>,
 }
 
 /// Checks one segment — header, continuity with the one before, footer, every record —
@@ -210,7 +214,6 @@ fn inspect_segment(
         stored_payload_bytes: 0,
         payload_bytes: 0,
         compressed_records: 0,
-        version: 0,
         watermark: None,
     };
     // Without readable metadata, take the log id from the first segment's header.
@@ -224,29 +227,22 @@ fn inspect_segment(
         None => 0,
     };
     let last_segment = n + 1 == count;
-    match segment::check_header(&bytes, &path, log_id, first) {
-        Ok(v) => seg.version = v,
-        Err(e) => {
-            let mut f = from_error(e)?;
-            // The last segment's rings sit where version 2 keeps them: when they say records
-            // were acknowledged in it, that is what its header's damage costs.
-            let w = ring::read(&bytes, FRONT_RING_AT, log_id, first).current;
-            if let Some(w) = w.filter(|w| last_segment && w.acked_next > first) {
-                f.kind = FindingKind::AcknowledgedDamaged;
-                f.reason = format!(
-                    "indexes {first}..={}: {} (the segment's acknowledgment rings say they were acknowledged)",
-                    w.acked_next - 1,
-                    f.reason
-                );
-            }
-            report.findings.push(f);
-            walk.expected = None;
-            return Ok(seg);
+    if let Err(e) = segment::check_header(&bytes, &path, log_id, first) {
+        let mut f = from_error(e)?;
+        // The last segment's watermark may say records were acknowledged in it: then that
+        // is what its header's damage costs.
+        let w = walk.acked.as_ref().and_then(|s| s.current(first));
+        if let Some(w) = w.filter(|w| last_segment && !seg.sealed && w.acked_next > first) {
+            f.kind = FindingKind::AcknowledgedDamaged;
+            f.reason = format!(
+                "indexes {first}..={}: {} (the acknowledgment file says they were acknowledged)",
+                w.acked_next - 1,
+                f.reason
+            );
         }
-    }
-    seg.data_bytes = segment::data_start(seg.version).min(bytes.len() as u64);
-    if seg.version != SEGMENT_VERSION_V1 {
-        check_rings(report, &bytes, &path, log_id, first, seg.sealed);
+        report.findings.push(f);
+        walk.expected = None;
+        return Ok(seg);
     }
     match walk.expected {
         Some(e) if e != first => report.findings.push(finding(
@@ -277,12 +273,13 @@ fn inspect_segment(
             "sealed segment whose footer magic is damaged (the footer checksum matches)",
         ));
     }
+    let acked = walk.acked.as_ref().filter(|_| last_segment);
     let records = valid_records(
         &bytes,
         &mut seg,
         log_id,
         walk.prev_term,
-        last_segment,
+        (last_segment, acked),
         report,
     )?;
     for (offset, h) in records {
@@ -334,54 +331,64 @@ fn inspect_segment(
     Ok(seg)
 }
 
-/// A version-2 segment's header page padding must be zeros and every slot of its rings
-/// unwritten or valid; anything else is a finding (a sealed segment's front ring is only
-/// history, but damage is damage).
-fn check_rings(
-    report: &mut InspectReport,
-    bytes: &[u8],
-    path: &Path,
-    log_id: u64,
-    first: u64,
-    sealed: bool,
-) {
-    let padding = &bytes[SEGMENT_HEADER_BYTES as usize..(FRONT_RING_AT as usize).min(bytes.len())];
-    if let Some(k) = padding.iter().position(|&b| b != 0) {
-        report.findings.push(finding(
+/// Reads the acknowledgment file: its damaged slots, a wrong length, or its absence where
+/// the metadata says the log keeps one, are findings.
+fn check_acked(report: &mut InspectReport, log_dir: &Path, in_use: bool) -> Result<Option<Slots>> {
+    let path = log_dir.join(ACKED_FILE);
+    // Without readable metadata, the log id comes from the first segment (later).
+    let log_id = report.log_id.unwrap_or_else(|| {
+        layout::list(log_dir)
+            .ok()
+            .and_then(|l| l.segments.first().cloned())
+            .and_then(|(_, p)| std::fs::read(p).ok())
+            .filter(|b| b.len() >= 24)
+            .map_or(0, |b| u64::from_le_bytes(b[16..24].try_into().unwrap()))
+    });
+    let slots = acked::read(log_dir, log_id)?;
+    match &slots {
+        None if in_use => report.findings.push(finding(
             FindingKind::Corruption,
-            path,
-            SEGMENT_HEADER_BYTES + k as u64,
-            "non-zero byte in the header page's reserved space",
-        ));
-    }
-    let mut rings = vec![FRONT_RING_AT];
-    if !sealed {
-        rings.extend(ring::read(bytes, FRONT_RING_AT, log_id, first).back_at);
-    }
-    for at in rings {
-        let Some(ring_bytes) = bytes.get(at as usize..(at + ring::RING_BYTES) as usize) else {
-            continue;
-        };
-        for off in ring::damaged_slots(ring_bytes, log_id, first) {
-            report.findings.push(finding(
-                FindingKind::Corruption,
-                path,
-                at + off,
-                "damaged slot in an acknowledgment ring",
-            ));
+            &path,
+            0,
+            "the acknowledgment file is missing: what this log acknowledged cannot be told",
+        )),
+        None => {}
+        Some(s) => {
+            if let Some(len) = s.wrong_length {
+                report.findings.push(finding(
+                    FindingKind::Corruption,
+                    &path,
+                    len.min(acked::ACKED_FILE_BYTES),
+                    format!(
+                        "the acknowledgment file is {len} bytes, not {}",
+                        acked::ACKED_FILE_BYTES
+                    ),
+                ));
+            }
+            for at in &s.damaged {
+                report.findings.push(finding(
+                    FindingKind::Corruption,
+                    &path,
+                    *at,
+                    "damaged slot in the acknowledgment file",
+                ));
+            }
         }
     }
+    Ok(slots)
 }
 
 /// The valid records of a segment, `(offset, header)`, up to its first damage (reported):
-/// a sealed one through its footer's index, an unsealed one by a scan, judged against its
-/// acknowledgment rings (`layout::judge`, the rule open follows).
+/// a sealed one through its footer's index, an unsealed one by a scan — the last one
+/// judged against its watermark in the acknowledgment file (`last`: whether it is the
+/// last segment, and the file's slots when the log keeps one; `layout::judge`, the rule
+/// open follows).
 fn valid_records(
     bytes: &[u8],
     seg: &mut SegmentReport,
     log_id: u64,
     prev_term: Option<u64>,
-    last_segment: bool,
+    (last_segment, acked): (bool, Option<&Slots>),
     report: &mut InspectReport,
 ) -> Result<Vec<(u64, Header)>> {
     let (path, first) = (seg.path.clone(), seg.first_index);
@@ -403,28 +410,14 @@ fn valid_records(
         }
         return Ok(records);
     }
-    let has_rings = seg.version != SEGMENT_VERSION_V1;
-    let rings = if has_rings {
-        ring::read(bytes, FRONT_RING_AT, log_id, first)
-    } else {
-        ring::Rings::default()
-    };
-    seg.watermark = rings.current.map(|s| Watermark {
+    let watermark = acked.and_then(|s| s.current(first));
+    seg.watermark = watermark.map(|s| Watermark {
         acked_next: s.acked_next,
         term: s.acked_term,
         end: s.acked_end,
         seq: s.seq,
     });
-    let region_end = rings.back_at.unwrap_or(bytes.len() as u64) as usize;
-    let data_start = segment::data_start(seg.version);
-    let scan = segment::scan(
-        &bytes[..region_end],
-        data_start,
-        first,
-        RECORD_BYTES_LIMIT,
-        prev_term,
-        !has_rings,
-    );
+    let scan = segment::scan(bytes, first, RECORD_BYTES_LIMIT, prev_term, acked.is_none());
     for &o in &scan.offsets {
         let h = record::decode_header(
             bytes[o as usize..o as usize + RECORD_HEADER_BYTES]
@@ -435,29 +428,32 @@ fn valid_records(
         records.push((o as u64, h));
     }
     let valid_next = first + scan.offsets.len() as u64;
-    // Damage after the valid records, or (with rings) the records ending short of the
-    // watermark or disagreeing with it.
-    let problem = match &scan.damage {
-        Some(d) => Some((d.offset, d.reason.clone(), d.torn)),
-        None if has_rings && last_segment => {
-            match layout::watermark_problem(&scan, bytes, first, rings.current) {
+    // Damage after the valid records, or (with a watermark) the records ending short of
+    // it or disagreeing with it.
+    let problem =
+        match &scan.damage {
+            Some(d) => Some((d.offset, d.reason.clone(), d.torn)),
+            None if acked.is_some() => {
+                match layout::watermark_problem(&scan, bytes, first, watermark) {
                 Some((offset, reason)) => Some((offset, reason, true)),
-                None if rings.current.is_none() => Some((
-                    FRONT_RING_AT,
-                    "no valid slot in either acknowledgment ring".into(),
+                None if watermark.is_none() => Some((
+                    0,
+                    format!(
+                        "no valid slot in the acknowledgment file names this segment (first index {first})"
+                    ),
                     true,
                 )),
                 None => None,
             }
-        }
-        None => None,
-    };
+            }
+            None => None,
+        };
     if let Some((offset, reason, torn)) = problem {
         let verdict = layout::judge(TailFacts {
             last_segment,
             header_ok: true,
-            has_rings,
-            watermark: rings.current.map(|s| (s.acked_next, s.acked_term)),
+            has_watermark: acked.is_some(),
+            watermark: watermark.map(|s| (s.acked_next, s.acked_term)),
             valid_next,
             torn,
         });
@@ -467,7 +463,7 @@ fn valid_records(
                 FindingKind::AcknowledgedDamaged,
                 format!("indexes {first}..={last}: {reason}"),
             ),
-            Verdict::Corruption(why) if has_rings && last_segment => {
+            Verdict::Corruption(why) if acked.is_some() => {
                 (FindingKind::Corruption, format!("{reason} ({why})"))
             }
             Verdict::Corruption(_) => (FindingKind::Corruption, reason),

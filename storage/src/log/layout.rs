@@ -4,14 +4,15 @@
 //! segments or a missing metadata file is called, and when damage is a torn tail.
 //!
 //! ```text
-//! DIR/meta                   log id, purge point, caller's metadata (meta.rs)
+//! DIR/meta, DIR/meta.mirror  log id, purge point, caller's metadata (meta.rs)
 //! DIR/log/<first index>.seg  segments, sorted by their first index (FORMAT.md)
+//! DIR/log/acked              the active segment's durable watermark (acked.rs)
 //! DIR/log/*.tmp              leftovers of an interrupted write; open removes them
 //! ```
 
 use std::path::{Path, PathBuf};
 
-use super::ring::Slot;
+use super::acked::{Slot, ACKED_FILE};
 use super::segment::{self, Scan};
 use crate::error::{Error, Result};
 
@@ -44,6 +45,8 @@ pub fn list(log_dir: &Path) -> Result<Listing> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(first) = segment::parse_file_name(&name) {
             listing.segments.push((first, entry.path()));
+        } else if name == ACKED_FILE {
+            // The acknowledgment file: read by recovery and inspect on their own.
         } else if name.ends_with(".tmp") {
             listing.temporary.push(entry.path());
         } else {
@@ -86,9 +89,9 @@ pub struct TailFacts {
     pub last_segment: bool,
     /// Its header could be read.
     pub header_ok: bool,
-    /// Its records are followed by acknowledgment rings (version 2).
-    pub has_rings: bool,
-    /// The newest valid slot of its rings: `(acknowledged next index, term)`.
+    /// The log keeps an acknowledgment file (a directory from before it has none).
+    pub has_watermark: bool,
+    /// The newest valid slot naming the segment: `(acknowledged next index, term)`.
     pub watermark: Option<(u64, u64)>,
     /// One past the last valid record found.
     pub valid_next: u64,
@@ -101,17 +104,17 @@ pub struct TailFacts {
 /// dangerous direction: only what lies past everything acknowledged is torn.
 ///
 /// - Not the last segment: corruption (only the last is ever written to).
-/// - With rings: records missing below the watermark are acknowledged entries damaged;
-///   damage past it is torn — whatever follows it, it was never acknowledged. No readable
-///   slot at all: corruption (every segment's first slot is durable before its first
-///   record is written).
-/// - Without rings (a version-1 segment): torn when nothing valid follows the damage
-///   (the writer starts a write only after the previous one completed).
+/// - With a watermark: records missing below it are acknowledged entries damaged; damage
+///   past it is torn — whatever follows it, it was never acknowledged. No slot naming the
+///   segment: corruption (a segment's first slot is durable before the segment exists).
+/// - Without an acknowledgment file (a directory from before it, opened once): torn when
+///   nothing valid follows the damage (the writer starts a write only after the previous
+///   one completed).
 pub fn judge(f: TailFacts) -> Verdict {
     if !f.last_segment {
         return Verdict::Corruption("damage before the log's last segment".into());
     }
-    if !f.has_rings {
+    if !f.has_watermark {
         return if f.torn && f.header_ok {
             Verdict::Torn
         } else {
@@ -120,8 +123,8 @@ pub fn judge(f: TailFacts) -> Verdict {
     }
     match f.watermark {
         None => Verdict::Corruption(
-            "both acknowledgment rings are unreadable: a torn write cannot be told from \
-             damaged acknowledged records"
+            "no readable slot of the acknowledgment file names the segment: a torn write \
+             cannot be told from damaged acknowledged records"
                 .into(),
         ),
         Some((acked_next, term)) if acked_next > f.valid_next => Verdict::Acknowledged {
@@ -138,7 +141,7 @@ pub fn judge(f: TailFacts) -> Verdict {
 
 /// A clean scan that still disagrees with the watermark: records missing below it (the
 /// segment ends early — zeroed, cut), or the record it names not where, or not of the
-/// term, it says. `None` when they agree (or there are no rings).
+/// term, it says. `None` when they agree (or there is no watermark).
 pub(crate) fn watermark_problem(
     scan: &Scan,
     map: &[u8],
@@ -169,7 +172,7 @@ pub(crate) fn watermark_problem(
             return Some((
                 scan.offsets[k] as u64,
                 format!(
-                    "the acknowledgment ring says record {} ends at byte {} with term {}, the \
+                    "the acknowledgment file says record {} ends at byte {} with term {}, the \
                      segment's ends at byte {end} with term {term}",
                     w.acked_next - 1,
                     w.acked_end,
@@ -213,7 +216,7 @@ mod tests {
         TailFacts {
             last_segment: true,
             header_ok: true,
-            has_rings: true,
+            has_watermark: true,
             watermark,
             valid_next,
             torn,
@@ -252,7 +255,7 @@ mod tests {
         assert!(matches!(judge(f), Verdict::Corruption(_)));
         // Version 1: the old rule.
         let mut f = facts(None, 41, true);
-        f.has_rings = false;
+        f.has_watermark = false;
         assert_eq!(judge(f), Verdict::Torn);
         f.torn = false;
         assert!(matches!(judge(f), Verdict::Corruption(_)));

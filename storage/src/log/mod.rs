@@ -7,20 +7,21 @@
 //!  lock queue: check index, stamp,  ──▶  one pwrite per segment touched  ──▶ sealed: mmap
 //!  push request, wake writer             publish offsets (write lock)        active: pread
 //!                                        one fdatasync if any asks for it
-//!                                        one slot in an acknowledgment ring
+//!                                        the watermark into log/acked
 //!                                        complete every callback
 //! ```
 //!
 //! Truncate and purge travel through the same queue, so they are ordered with appends.
 //! The writer is the only thread that changes files; readers only see published records.
-//! The acknowledgment rings (`ring.rs`) record how far the active segment is durable, so
-//! that recovery never cuts an acknowledged record as a torn write.
+//! The acknowledgment file (`acked.rs`) records how far the active segment is durable, so
+//! that recovery never cuts an acknowledged record as a torn write; a thread of its own
+//! syncs it.
 
+mod acked;
 mod inspect;
 pub(crate) mod layout;
 mod record;
 mod recovery;
-mod ring;
 mod segment;
 mod writer;
 
@@ -36,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::DirLock;
 use crate::meta::{Loss, MetaFile, Metadata, Owed};
 use crate::options::{Durability, Options, RECORD_BYTES_LIMIT};
+pub use acked::{ACKED_FILE, ACKED_SYNC_MS};
 pub use inspect::{inspect, inspect_with_progress, InspectReport, SegmentReport, Visit};
 use record::{Compression, Header};
 pub use recovery::{AcknowledgedCut, RecoveryReport, Salvaged, TornTail, Watermark};
@@ -65,6 +67,8 @@ pub struct Record {
 pub struct Log {
     inner: Arc<Inner>,
     writer: Option<JoinHandle<()>>,
+    /// Syncs the acknowledgment file while slots are written.
+    acked_syncer: Option<JoinHandle<()>>,
 }
 
 pub(crate) struct Inner {
@@ -85,6 +89,10 @@ pub(crate) struct Inner {
     durable_next: AtomicU64,
     counters: Counters,
     report: RecoveryReport,
+    /// The acknowledgment file: the active segment's durable watermark.
+    acked: acked::AckedFile,
+    /// The sequence the writer's next slot takes.
+    acked_next_seq: u64,
     _lock: DirLock,
 }
 
@@ -147,18 +155,9 @@ pub(crate) struct Active {
     offsets: Vec<u32>,
     /// Offset just past the last published record.
     end: u64,
-    /// Offset of the first record (64 in a version-1 segment, 8192 in a version-2 one).
-    data_start: u64,
-    /// A version-2 segment's rings as open found (and rewrote) them; `None` for a
-    /// version-1 segment, which has none. The writer owns them from then on.
-    rings: Option<ActiveRings>,
-}
-
-/// Where an active segment's back ring is, and its newest slot.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ActiveRings {
-    back_at: u64,
-    last: ring::Slot,
+    /// The newest slot about this segment in the acknowledgment file, as open wrote it
+    /// (the writer owns the watermark from then on).
+    acked: Option<acked::Slot>,
 }
 
 struct Queue {
@@ -192,14 +191,31 @@ impl Log {
     /// Takes the directory's lock; a second opener gets [`Error::Locked`].
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
         let inner = Arc::new(recovery::open(dir.as_ref(), options)?);
+        let syncer_inner = inner.clone();
+        let acked_syncer = std::thread::Builder::new()
+            .name("cathedral-log-acked".into())
+            .spawn(move || {
+                if let Err(e) = syncer_inner.acked.sync_loop() {
+                    syncer_inner.fail(e);
+                }
+            })
+            .map_err(|e| Error::io("spawn acknowledgment sync thread for", dir.as_ref(), e))?;
         let writer_inner = inner.clone();
         let writer = std::thread::Builder::new()
             .name("cathedral-log-writer".into())
-            .spawn(move || writer::Writer::new(writer_inner).run())
-            .map_err(|e| Error::io("spawn writer thread for", dir.as_ref(), e))?;
+            .spawn(move || writer::Writer::new(writer_inner).run());
+        let writer = match writer {
+            Ok(w) => w,
+            Err(e) => {
+                inner.acked.stop();
+                let _ = acked_syncer.join();
+                return Err(Error::io("spawn writer thread for", dir.as_ref(), e));
+            }
+        };
         Ok(Log {
             inner,
             writer: Some(writer),
+            acked_syncer: Some(acked_syncer),
         })
     }
 
@@ -483,6 +499,10 @@ impl Log {
         self.inner.queue.lock().unwrap().closing = true;
         self.inner.work.notify_all();
         let _ = handle.join();
+        self.inner.acked.stop();
+        if let Some(h) = self.acked_syncer.take() {
+            let _ = h.join();
+        }
         match self.inner.failed.get() {
             Some(cause) => Err(Error::Stopped {
                 cause: cause.clone(),

@@ -1,10 +1,10 @@
 //! Opening a log: lock, metadata, leftovers, segment footers, a scan of the active segment
-//! and its acknowledgment rings, and the torn-tail / acknowledged-damage / corruption /
-//! salvage decisions.
+//! against its watermark in the acknowledgment file, and the torn-tail /
+//! acknowledged-damage / corruption / salvage decisions.
 //!
 //! Only the last segment may be unsealed. Sealed segments are opened by their footers alone
 //! (their records are checked on every read); the active segment is scanned record by
-//! record and its rings give the durable watermark. Damage past the watermark is a torn
+//! record and the acknowledgment file (`log/acked`) gives its durable watermark. Damage past the watermark is a torn
 //! tail: it is cut off and reported. Records missing at or below it are acknowledged
 //! entries damaged (`layout::judge`): refused in strict mode; in refetch mode copied to
 //! `<dir>/salvage/<time>/`, cut and recorded as owed; in salvage mode moved aside and
@@ -13,9 +13,10 @@
 //! is moved into `<dir>/salvage/<time>/`, never deleted.
 //!
 //! Phases, in order: `list_and_clean` → `load_or_create_meta` → `remove_purged_leftovers`
-//! → `open_segments` (footers; the last segment scanned, its rings read) → `settle_damage`
+//! → the acknowledgment file read → `open_segments` (footers; the last segment scanned
+//! against its watermark) → `settle_damage`
 //! (judge, then cut / refuse / salvage, with the metadata written before anything is cut)
-//! → `bounds` → `open_active` (the watermark written anew to both rings, synced).
+//! → `bounds` → `open_active` (the watermark of everything held written anew, synced).
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -24,14 +25,10 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use memmap2::Mmap;
 
+use super::acked::{self, AckedFile, Slot, Slots};
 use super::layout::{self, TailFacts, Verdict};
-use super::ring::{self, Rings, Slot, RING_BYTES};
-use super::segment::{
-    self, Damage, Scan, SealedSegment, FRONT_RING_AT, SEGMENT_HEADER_BYTES, SEGMENT_VERSION,
-    SEGMENT_VERSION_V1,
-};
-use super::writer::back_ring_at;
-use super::{Active, ActiveRings, Inner, Queue, State};
+use super::segment::{self, Damage, Scan, SealedSegment, SEGMENT_HEADER_BYTES};
+use super::{Active, Inner, Queue, State};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, DirLock};
 use crate::meta::{Loss, MetaFile, Owed};
@@ -51,14 +48,14 @@ pub struct RecoveryReport {
     /// Bytes open read record by record: the unsealed segment a crash left, and every
     /// sealed segment with `verify_on_open`. Zero after a clean close.
     pub scanned_bytes: u64,
-    /// The last segment's durable watermark as its rings gave it (an unsealed version-2
-    /// segment only).
+    /// The last segment's durable watermark as the acknowledgment file gave it (an unsealed
+    /// last segment only).
     pub watermark: Option<Watermark>,
     /// Acknowledged entries this open cut (refetch: owed; salvage: an accepted loss).
     pub acknowledged_cut: Option<AcknowledgedCut>,
 }
 
-/// How far the active segment was durable, from its acknowledgment rings.
+/// How far the active segment was durable, from the acknowledgment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watermark {
     /// One past the last record made durable.
@@ -125,34 +122,33 @@ enum Found {
         offset: u64,
         reason: String,
         torn: bool,
-        /// The rings of an unsealed version-2 segment (or of one whose header is damaged,
-        /// read where version 2 keeps them).
+        /// What the acknowledgment file said about the segment.
         tail: Option<Tail>,
     },
 }
 
 /// An unsealed segment ready to become the active one: its first index, path, scan, and
-/// what its layout and rings said.
+/// what the acknowledgment file said about it.
 type Unsealed = (u64, PathBuf, Scan, Option<Tail>);
 
-/// What a segment's layout and rings said.
+/// What is known of a segment beside its records.
 #[derive(Debug, Clone, Copy)]
 struct Tail {
-    version: u16,
     /// Its header could be read.
     header_ok: bool,
-    /// Its rings speak for its records (an unsealed version-2 segment, or one whose header
-    /// is damaged but whose rings are readable). A sealed segment's front ring holds only
-    /// what it was while active: read for its sequence numbers, never judged by.
-    judged_by_rings: bool,
-    rings: Rings,
-    /// Where its records' area ends: the back ring, or the end of the file.
-    region_end: u64,
+    /// The acknowledgment file speaks for its records: it is the last segment, unsealed,
+    /// and the log keeps the file (a directory from before the file has none: the old
+    /// torn-tail rule applies to it once).
+    judged_by_watermark: bool,
+    /// Its newest slot in the acknowledgment file.
+    watermark: Option<Slot>,
+    /// The last index a damaged sealed segment's footer names (what salvage loses).
+    footer_last: Option<u64>,
 }
 
 impl Tail {
     fn watermark(&self) -> Option<Watermark> {
-        self.rings.current.map(|s| Watermark {
+        self.watermark.map(|s| Watermark {
             acked_next: s.acked_next,
             term: s.acked_term,
             end: s.acked_end,
@@ -175,11 +171,12 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
     let mut segs = list_and_clean(&log_dir, &meta_path, &mut report)?;
     let mut meta = load_or_create_meta(&meta_path, segs.len())?;
     remove_purged_leftovers(&mut segs, meta.purged_through, &mut report)?;
+    let slots = read_acked(&log_dir, &meta, options.recovery_mode)?;
     let Opened {
         sealed,
         mut active,
         damaged,
-    } = open_segments(&segs, meta.log_id, &options, &mut report)?;
+    } = open_segments(&segs, meta.log_id, slots.as_ref(), &options, &mut report)?;
     if let Some((k, found)) = damaged {
         let place = Place {
             dir,
@@ -208,20 +205,29 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
         &log_dir,
         &mut report,
     )?;
+    // The acknowledgment file exists from here on (created for a directory from before
+    // it), and the metadata says so: from now on a missing file is damage.
+    let acked = AckedFile::open_or_create(&log_dir)?;
+    let mut next_seq = slots.as_ref().map_or(0, Slots::max_seq) + 1;
     let active = match active {
-        Some((first, path, scan, tail)) => Some(open_active(
+        Some((first, path, scan, _)) => Some(open_active(
             first,
             path,
             scan,
-            tail,
             Identity {
                 log_id: meta.log_id,
                 prev_term: last_term,
             },
+            &acked,
+            &mut next_seq,
             &options,
         )?),
         None => None,
     };
+    if !meta.acked_in_use {
+        meta.acked_in_use = true;
+        meta.store(&meta_path)?;
+    }
     report.segments = sealed.len() + active.is_some() as usize;
     let empty = first_index == next_index;
     Ok(Inner {
@@ -251,8 +257,30 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
         counters: Default::default(),
         report,
         options,
+        acked,
+        acked_next_seq: next_seq,
         _lock: lock,
     })
+}
+
+/// The acknowledgment file's slots; `None` for a directory written before the file
+/// existed. A file the metadata says the log keeps, missing, is damage (salvage goes on
+/// without it).
+fn read_acked(log_dir: &Path, meta: &MetaFile, mode: RecoveryMode) -> Result<Option<Slots>> {
+    let slots = acked::read(log_dir, meta.log_id)?;
+    if slots.is_none() && meta.acked_in_use && mode != RecoveryMode::Salvage {
+        return Err(Error::corruption(
+            log_dir.join(acked::ACKED_FILE),
+            0,
+            "the acknowledgment file is missing: what this log acknowledged cannot be told",
+        ));
+    }
+    if let Some(s) = &slots {
+        for at in &s.damaged {
+            tracing::warn!(file = %log_dir.join(acked::ACKED_FILE).display(), offset = at, "damaged slot in the acknowledgment file (its twin in the other ring, or an older slot, is used)");
+        }
+    }
+    Ok(slots)
 }
 
 /// The segment files, after removing the leftovers of interrupted writes (a temporary
@@ -347,6 +375,7 @@ struct Opened {
 fn open_segments(
     segs: &[(u64, PathBuf)],
     log_id: u64,
+    slots: Option<&Slots>,
     options: &Options,
     report: &mut RecoveryReport,
 ) -> Result<Opened> {
@@ -377,7 +406,7 @@ fn open_segments(
                 log_id,
                 max,
                 &prev_term,
-                is_last,
+                is_last.then_some(slots),
                 options.verify_on_open,
                 report,
             )?
@@ -436,21 +465,18 @@ fn settle_damage(
     let (first, path) = segs[k].clone();
     let is_last = k + 1 == segs.len();
     let valid_next = first + scan.offsets.len() as u64;
-    let judged = tail.filter(|t| t.judged_by_rings);
+    let judged = tail.filter(|t| t.judged_by_watermark);
     let verdict = layout::judge(TailFacts {
         last_segment: is_last,
         header_ok: tail.is_some_and(|t| t.header_ok),
-        has_rings: judged.is_some(),
-        watermark: judged.and_then(|t| t.rings.current.map(|s| (s.acked_next, s.acked_term))),
+        has_watermark: judged.is_some(),
+        watermark: judged.and_then(|t| t.watermark.map(|s| (s.acked_next, s.acked_term))),
         valid_next,
         torn,
     });
     report.watermark = judged.and_then(|t| t.watermark());
     // Bytes past the valid records, for what is cut or moved (a refusal reads none).
-    let tail_bytes = || -> Result<u64> {
-        let region_end = tail.map(|t| t.region_end);
-        Ok(nonzero_extent(&path, region_end)?.saturating_sub(scan.end))
-    };
+    let tail_bytes = || -> Result<u64> { Ok(nonzero_extent(&path)?.saturating_sub(scan.end)) };
     match (&verdict, mode) {
         (Verdict::Torn, RecoveryMode::Strict | RecoveryMode::Refetch) => {
             let bytes = tail_bytes()?;
@@ -552,14 +578,17 @@ fn settle_damage(
 }
 
 /// The highest index known to have been written from segment `k` on: the last segment's
-/// watermark, and one before the first index of every later segment file (a segment is
-/// created only after the one before it is sealed, durable).
+/// watermark, a damaged sealed segment's footer, and one before the first index of every
+/// later segment file (a segment is created only after the one before it is sealed,
+/// durable).
 fn known_last(segs: &[(u64, PathBuf)], k: usize, tail: Option<Tail>) -> Option<u64> {
     let by_names = segs[k + 1..].last().map(|(f, _)| f.saturating_sub(1));
-    let by_rings = tail
-        .and_then(|t| t.rings.current)
+    let by_watermark = tail
+        .and_then(|t| t.watermark)
         .and_then(|s| s.acked_next.checked_sub(1));
-    by_names.max(by_rings)
+    by_names
+        .max(by_watermark)
+        .max(tail.and_then(|t| t.footer_last))
 }
 
 fn now_ms() -> u64 {
@@ -696,70 +725,51 @@ struct Identity {
     prev_term: Option<u64>,
 }
 
-/// The active segment, ready for appends: at its full length, synced — what a killed
-/// process left in the page cache becomes durable now — and, for a version-2 segment,
-/// with the watermark of everything it holds (durable now) written to both rings.
+/// The active segment, ready for appends: preallocated and synced — what a killed process
+/// left in the page cache becomes durable now — and its watermark, everything it holds
+/// (durable now), written to the acknowledgment file and synced.
+#[allow(clippy::too_many_arguments)]
 fn open_active(
     first: u64,
     path: PathBuf,
     scan: Scan,
-    tail: Option<Tail>,
     id: Identity,
+    acked: &AckedFile,
+    next_seq: &mut u64,
     options: &Options,
 ) -> Result<Active> {
     let file = open_rw(&path)?;
-    let version = tail.map_or(SEGMENT_VERSION, |t| t.version);
-    let data_start = segment::data_start(version);
-    let end = scan.end.max(data_start);
-    let next = first + scan.offsets.len() as u64;
-    let rings = if version == SEGMENT_VERSION_V1 {
-        if options.preallocate && file_len(&file, &path)? < options.segment_bytes_max {
-            fsutil::preallocate(&file, options.segment_bytes_max, &path)?;
-        }
-        None
-    } else {
-        let found = tail.map(|t| t.rings).unwrap_or_default();
-        let back_at = found.back_at.unwrap_or_else(|| {
-            back_ring_at(data_start, options.segment_bytes_max, end - data_start)
-        });
-        // The back ring is the file's last RING_BYTES: the length is exactly that.
-        let len = back_at + RING_BYTES;
-        if file_len(&file, &path)? != len {
-            fsutil::set_len(&file, len, &path)?;
-        }
-        if options.preallocate {
-            fsutil::preallocate(&file, len, &path)?;
-        }
-        let slot = Slot {
-            seq: found.current.map_or(0, |s| s.seq) + 1,
-            log_id: id.log_id,
-            first_index: first,
-            acked_next: next,
-            acked_end: end,
-            acked_term: scan.last_term.or(id.prev_term).unwrap_or(0),
-        };
-        ring::write(&file, FRONT_RING_AT, &slot, &path)?;
-        ring::write(&file, back_at, &slot, &path)?;
-        Some(ActiveRings {
-            back_at,
-            last: slot,
-        })
-    };
+    if options.preallocate && file_len(&file, &path)? < options.segment_bytes_max {
+        fsutil::preallocate(&file, options.segment_bytes_max, &path)?;
+    }
     fsutil::sync_data(&file, &path)?;
+    let end = scan.end.max(SEGMENT_HEADER_BYTES);
+    let slot = Slot {
+        seq: *next_seq,
+        log_id: id.log_id,
+        first_index: first,
+        acked_next: first + scan.offsets.len() as u64,
+        acked_end: end,
+        acked_term: scan.last_term.or(id.prev_term).unwrap_or(0),
+    };
+    *next_seq += 1;
+    acked.write(&slot)?;
+    acked.sync()?;
     Ok(Active {
         path,
         file: Arc::new(file),
         first_index: first,
         offsets: scan.offsets,
         end,
-        data_start,
-        rings,
+        acked: Some(slot),
     })
 }
 
 /// Opens one segment: a sealed one by its footer; an unsealed one by a scan of its
-/// records and a read of its rings. The last segment's records ending short of its
-/// watermark is reported as damage, for `settle_damage` to judge.
+/// records. `last`: this is the log's last segment, with the acknowledgment file's slots
+/// (`None` inside: a directory from before the file). The last segment's records ending
+/// short of its watermark, or disagreeing with it, is reported as damage, for
+/// `settle_damage` to judge.
 #[allow(clippy::too_many_arguments)]
 fn open_segment(
     path: &Path,
@@ -767,35 +777,44 @@ fn open_segment(
     log_id: u64,
     record_bytes_limit: u64,
     prev_term: &dyn Fn() -> Result<Option<u64>>,
-    is_last: bool,
+    last: Option<Option<&Slots>>,
     verify: bool,
     report: &mut RecoveryReport,
 ) -> Result<Found> {
+    let is_last = last.is_some();
+    // What the acknowledgment file says about this segment, when it is the last one.
+    let tail = |header_ok: bool| {
+        last.map(|slots| Tail {
+            header_ok,
+            judged_by_watermark: slots.is_some(),
+            watermark: slots.and_then(|s| s.current(first)),
+            footer_last: None,
+        })
+    };
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file_len(&file, path)?;
     if len < SEGMENT_HEADER_BYTES {
         return Ok(damage_without_prefix(
             0,
             format!("file is {len} bytes, shorter than a segment header"),
-            None,
+            tail(false),
         ));
     }
     // SAFETY: nothing writes segment files while the directory lock is held by this open.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mmap", path, e))?;
-    let version = match segment::check_header(&map, path, log_id, first) {
-        Ok(v) => v,
-        Err(Error::Corruption { offset, reason, .. }) => {
-            // The last segment's rings sit where version 2 keeps them; they may still say
-            // what was acknowledged in it.
-            let tail = is_last.then(|| rings_only(&map, log_id, first));
-            return Ok(damage_without_prefix(offset, reason, tail));
-        }
-        Err(other) => return Err(other),
-    };
-    let data_start = segment::data_start(version);
+    if let Err(e) = segment::check_header(&map, path, log_id, first) {
+        return match e {
+            Error::Corruption { offset, reason, .. } => {
+                Ok(damage_without_prefix(offset, reason, tail(false)))
+            }
+            other => Err(other),
+        };
+    }
     if segment::looks_sealed(&map) {
         drop(map);
-        let opened = SealedSegment::open(path, log_id, first).and_then(|s| {
+        let sealed = SealedSegment::open(path, log_id, first);
+        let footer_last = sealed.as_ref().ok().map(SealedSegment::last_index);
+        let opened = sealed.and_then(|s| {
             if verify {
                 report.scanned_bytes += file_len(&file, path)?;
                 for index in s.first_index..=s.last_index() {
@@ -808,56 +827,37 @@ fn open_segment(
             Ok(s) => Ok(Found::Sealed(s)),
             Err(Error::Corruption { offset, reason, .. }) => {
                 let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io("mmap", path, e))?;
-                let scan = segment::scan(
-                    &map,
-                    data_start,
-                    first,
-                    record_bytes_limit,
-                    prev_term()?,
-                    false,
-                );
-                let rings = if version == SEGMENT_VERSION_V1 {
-                    Rings::default()
-                } else {
-                    ring::read(&map, FRONT_RING_AT, log_id, first)
-                };
+                let scan = segment::scan(&map, first, record_bytes_limit, prev_term()?, false);
+                // A sealed segment's records were all durable before its footer was
+                // written: its damage is never judged by a watermark.
                 Ok(Found::Damaged {
                     scan,
                     offset,
                     reason,
                     torn: false,
                     tail: Some(Tail {
-                        version,
                         header_ok: true,
-                        judged_by_rings: false,
-                        rings,
-                        region_end: len,
+                        judged_by_watermark: false,
+                        watermark: None,
+                        footer_last,
                     }),
                 })
             }
             Err(e) => Err(e),
         };
     }
-    let rings = if version == SEGMENT_VERSION_V1 {
-        Rings::default()
-    } else {
-        ring::read(&map, FRONT_RING_AT, log_id, first)
-    };
-    let region_end = rings.back_at.unwrap_or(len);
-    let tail = Tail {
-        version,
+    let tail = tail(true).unwrap_or(Tail {
         header_ok: true,
-        judged_by_rings: version != SEGMENT_VERSION_V1,
-        rings,
-        region_end,
-    };
+        judged_by_watermark: false,
+        watermark: None,
+        footer_last: None,
+    });
     let scan = segment::scan(
-        &map[..region_end as usize],
-        data_start,
+        &map,
         first,
         record_bytes_limit,
         prev_term()?,
-        version == SEGMENT_VERSION_V1,
+        !tail.judged_by_watermark,
     );
     report.scanned_bytes += map.len() as u64;
     Ok(match scan.damage.clone() {
@@ -882,7 +882,8 @@ fn open_segment(
                 tail: Some(tail),
             }
         }
-        None => match layout::watermark_problem(&scan, &map, first, tail.rings.current) {
+        None if !tail.judged_by_watermark => Found::Active { scan, tail },
+        None => match layout::watermark_problem(&scan, &map, first, tail.watermark) {
             Some((offset, reason)) => Found::Damaged {
                 scan,
                 offset,
@@ -890,9 +891,11 @@ fn open_segment(
                 torn: true,
                 tail: Some(tail),
             },
-            None if rings.current.is_none() && version != SEGMENT_VERSION_V1 => Found::Damaged {
-                offset: FRONT_RING_AT,
-                reason: "no valid slot in either acknowledgment ring".into(),
+            None if tail.watermark.is_none() => Found::Damaged {
+                offset: 0,
+                reason: format!(
+                    "no valid slot in the acknowledgment file names this segment (first index {first})"
+                ),
                 scan,
                 torn: true,
                 tail: Some(tail),
@@ -900,18 +903,6 @@ fn open_segment(
             None => Found::Active { scan, tail },
         },
     })
-}
-
-/// The rings of a segment whose header is unreadable, read where version 2 keeps them.
-fn rings_only(map: &[u8], log_id: u64, first: u64) -> Tail {
-    let rings = ring::read(map, FRONT_RING_AT, log_id, first);
-    Tail {
-        version: SEGMENT_VERSION,
-        header_ok: false,
-        judged_by_rings: rings.current.is_some(),
-        region_end: rings.back_at.unwrap_or(map.len() as u64),
-        rings,
-    }
 }
 
 /// Term of the last record of `seg`, if any (reads and verifies that one record).
@@ -976,12 +967,10 @@ fn file_len(file: &File, path: &Path) -> Result<u64> {
         .len())
 }
 
-/// Offset just past the last non-zero byte of the file, or of its first `region_end`
-/// bytes (the records' area, before a back ring).
-fn nonzero_extent(path: &Path, region_end: Option<u64>) -> Result<u64> {
+/// Offset just past the last non-zero byte of the file.
+fn nonzero_extent(path: &Path) -> Result<u64> {
     let data = fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    let end = region_end.map_or(data.len(), |e| (e as usize).min(data.len()));
-    Ok(data[..end]
+    Ok(data
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |i| i as u64 + 1))

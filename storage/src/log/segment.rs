@@ -3,12 +3,11 @@
 //! of an unsealed (active) segment.
 //!
 //! ```text
-//!  v2 active:  [header page 4096][front ring 4096][record]...[record][zeros ...][back ring 4096]
-//!  v2 sealed:  [header page 4096][front ring 4096][record]...[record][offset u32 × count][trailer 32]
-//!  v1 (read):  [header 64][record]...  — no rings; records from byte 64
+//!  active:  [header 64][record][record]...[record][zeros (preallocated) ...]
+//!  sealed:  [header 64][record][record]...[record][offset u32 × count][trailer 32]
 //! ```
 //!
-//! The rings are `ring.rs`'s. Format: FORMAT.md § "Segment file".
+//! Format: FORMAT.md § "Segment file".
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,21 +18,7 @@ use super::record::{self, Header, RECORD_HEADER_BYTES};
 use crate::error::{Error, Result};
 
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = 64;
-/// The version this build writes: records after the header page and the front ring.
-pub(crate) const SEGMENT_VERSION: u16 = 2;
-/// The first version, still read: records right after the 64-byte header, no rings.
-pub(crate) const SEGMENT_VERSION_V1: u16 = 1;
-/// Where a version-2 segment's front acknowledgment ring starts (after the header page).
-pub(crate) const FRONT_RING_AT: u64 = 4096;
-
-/// Byte offset of the first record in a segment of `version`.
-pub(crate) fn data_start(version: u16) -> u64 {
-    if version == SEGMENT_VERSION_V1 {
-        SEGMENT_HEADER_BYTES
-    } else {
-        FRONT_RING_AT + super::ring::RING_BYTES
-    }
-}
+pub(crate) const SEGMENT_VERSION: u16 = 1;
 const SEGMENT_MAGIC: &[u8; 8] = b"CATHSEG\0";
 const FOOTER_TRAILER_BYTES: u64 = 32;
 const FOOTER_MAGIC: &[u8; 8] = b"CATHFTR\0";
@@ -67,13 +52,7 @@ pub(crate) fn encode_header(log_id: u64, first_index: u64) -> [u8; SEGMENT_HEADE
 }
 
 /// Checks a segment header: magic, checksum, version, and identity (this log, this index).
-/// Returns the version (1 or 2).
-pub(crate) fn check_header(
-    bytes: &[u8],
-    path: &Path,
-    log_id: u64,
-    first_index: u64,
-) -> Result<u16> {
+pub(crate) fn check_header(bytes: &[u8], path: &Path, log_id: u64, first_index: u64) -> Result<()> {
     let bad = |offset: u64, reason: String| Error::corruption(path, offset, reason);
     if bytes.len() < SEGMENT_HEADER_BYTES as usize {
         return Err(bad(
@@ -93,7 +72,7 @@ pub(crate) fn check_header(
         return Err(bad(60, "segment header checksum mismatch".into()));
     }
     let version = u16::from_le_bytes(h[8..10].try_into().unwrap());
-    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_V1 {
+    if version != SEGMENT_VERSION {
         return Err(Error::UnsupportedVersion {
             file: path.to_path_buf(),
             found: version,
@@ -114,7 +93,7 @@ pub(crate) fn check_header(
             format!("header says first index {their_first}, file name says {first_index}"),
         ));
     }
-    Ok(version)
+    Ok(())
 }
 
 /// The footer that seals a segment: the offset of every record, then the trailer.
@@ -184,8 +163,6 @@ pub(crate) struct SealedSegment {
     pub path: PathBuf,
     pub first_index: u64,
     pub count: u64,
-    /// The segment's format version (1 or 2).
-    pub version: u16,
     map: Mmap,
     offsets_at: usize,
     data_end: u64,
@@ -202,7 +179,7 @@ impl SealedSegment {
     }
 
     fn from_map(map: Mmap, path: &Path, log_id: u64, first_index: u64) -> Result<SealedSegment> {
-        let version = check_header(&map, path, log_id, first_index)?;
+        check_header(&map, path, log_id, first_index)?;
         let len = map.len() as u64;
         let bad = |offset: u64, reason: String| Error::corruption(path, offset, reason);
         if !looks_sealed(&map) {
@@ -240,13 +217,12 @@ impl SealedSegment {
             path: path.to_path_buf(),
             first_index,
             count,
-            version,
             offsets_at: data_end as usize,
             data_end,
             map,
         };
         // Offsets must ascend inside the record area, so reads never leave the map.
-        let mut prev = data_start(version) - 1;
+        let mut prev = SEGMENT_HEADER_BYTES - 1;
         for i in 0..count {
             let o = seg.offset_of(i) as u64;
             if o <= prev || o + RECORD_HEADER_BYTES as u64 > data_end {
@@ -262,16 +238,6 @@ impl SealedSegment {
 
     pub fn last_index(&self) -> u64 {
         self.first_index + self.count - 1
-    }
-
-    /// The whole file's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-
-    /// Offset just past the last record (where the footer begins).
-    pub fn data_end(&self) -> u64 {
-        self.data_end
     }
 
     /// Start offset of the `i`-th record of the segment.
@@ -348,22 +314,21 @@ pub(crate) struct Damage {
     pub torn: bool,
 }
 
-/// Reads every record of an unsealed segment whose bytes (header included, back ring
-/// excluded) are `data`, from `data_start` on, stopping at the end of written data (zeros
-/// or end of file) or at the first bad record. `prev_term` is the term of the record
-/// before this segment, if any. With `tell_torn`, damage is searched past for a later
-/// valid record (the torn-tail rule of a segment without rings; costly over a large
-/// segment); without, every damage is reported torn and the caller judges it otherwise.
+/// Reads every record of an unsealed segment whose bytes (header included) are `data`,
+/// stopping at the end of written data (zeros or end of file) or at the first bad record.
+/// `prev_term` is the term of the record before this segment, if any. With `tell_torn`,
+/// damage is searched past for a later valid record (the torn-tail rule of a log without
+/// an acknowledged watermark; costly over a large segment); without, every damage is
+/// reported torn and the caller judges it by the watermark.
 pub(crate) fn scan(
     data: &[u8],
-    data_start: u64,
     first_index: u64,
     record_bytes_limit: u64,
     prev_term: Option<u64>,
     tell_torn: bool,
 ) -> Scan {
     let len = data.len() as u64;
-    let mut pos = data_start.min(len);
+    let mut pos = SEGMENT_HEADER_BYTES;
     let mut expected = first_index;
     let mut offsets = Vec::new();
     let mut last_term = prev_term;
@@ -515,11 +480,8 @@ fn first_nonzero(bytes: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const DS: u64 = FRONT_RING_AT + super::super::ring::RING_BYTES;
-
     fn segment(records: &[(u64, u64, &[u8])]) -> Vec<u8> {
         let mut data = encode_header(9, records.first().map_or(1, |r| r.0)).to_vec();
-        data.resize(DS as usize, 0);
         for (i, t, p) in records {
             record::encode(&mut data, *i, *t, p, None);
         }
@@ -547,28 +509,28 @@ mod tests {
     #[test]
     fn scan_stops_cleanly_at_zeros_and_eof() {
         let mut data = segment(&[(1, 1, b"a"), (2, 1, b"bb"), (3, 2, b"ccc")]);
-        let s = scan(&data, DS, 1, 1 << 20, None, true);
+        let s = scan(&data, 1, 1 << 20, None, true);
         assert_eq!(
             (s.offsets.len(), s.last_term, s.end),
             (3, Some(2), data.len() as u64)
         );
         assert!(s.damage.is_none());
         data.resize(data.len() + 4096, 0);
-        let s2 = scan(&data, DS, 1, 1 << 20, None, true);
+        let s2 = scan(&data, 1, 1 << 20, None, true);
         assert_eq!(s2.offsets, s.offsets);
         assert!(s2.damage.is_none());
         // Fewer zero bytes left than a header takes is still a clean end.
         data.truncate(s.end as usize + RECORD_HEADER_BYTES - 1);
-        assert!(scan(&data, DS, 1, 1 << 20, None, true).damage.is_none());
+        assert!(scan(&data, 1, 1 << 20, None, true).damage.is_none());
     }
 
     #[test]
     fn torn_tail_versus_mid_log_corruption() {
         let data = segment(&[(1, 1, b"first"), (2, 1, b"second"), (3, 1, b"third")]);
-        let s = scan(&data, DS, 1, 1 << 20, None, true);
+        let s = scan(&data, 1, 1 << 20, None, true);
         // Half of the last record written: torn.
         let cut = &data[..(s.offsets[2] as usize + RECORD_HEADER_BYTES + 2)];
-        let t = scan(cut, DS, 1, 1 << 20, None, true);
+        let t = scan(cut, 1, 1 << 20, None, true);
         assert_eq!(t.offsets.len(), 2);
         let d = t.damage.unwrap();
         assert!(d.torn, "{d:?}");
@@ -576,7 +538,7 @@ mod tests {
         // A flipped byte in the second record, with the third intact: corruption.
         let mut flipped = data.clone();
         flipped[s.offsets[1] as usize + 26] ^= 1;
-        let c = scan(&flipped, DS, 1, 1 << 20, None, true);
+        let c = scan(&flipped, 1, 1 << 20, None, true);
         let d = c.damage.unwrap();
         assert!(!d.torn, "{d:?}");
         assert_eq!(d.offset, s.offsets[1] as u64);
@@ -588,7 +550,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(file_name(5));
         let mut data = segment(&[(5, 1, b"x"), (6, 1, b"yy"), (7, 3, b"zzz")]);
-        let s = scan(&data, DS, 5, 1 << 20, None, true);
+        let s = scan(&data, 5, 1 << 20, None, true);
         let end = data.len() as u64;
         data.extend(encode_footer(5, &s.offsets, end));
         std::fs::write(&path, &data).unwrap();

@@ -2,10 +2,10 @@
 //!
 //! One round takes every queued request, writes all appended bytes with one `pwrite` per
 //! segment touched, publishes them to readers, issues one `fdatasync` if any request in the
-//! round asked for durability, writes the new durable watermark into an acknowledgment
-//! ring (`ring.rs`; page cache only — the next round's fdatasync, or an idle sync, makes
-//! it durable), and then completes the callbacks. While a round syncs, new requests queue
-//! up and form the next round, so concurrent appenders share syncs.
+//! round asked for durability, writes the new durable watermark into the acknowledgment
+//! file (`acked.rs`: page cache only; its own thread syncs it), and then completes the
+//! callbacks. While a round syncs, new requests queue up and form the next round, so
+//! concurrent appenders share syncs.
 
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
@@ -15,10 +15,10 @@ use std::thread::JoinHandle;
 
 use fail::fail_point;
 
+use super::acked::Slot;
 use super::record;
-use super::ring::{self, Slot, RING_BYTES};
-use super::segment::{self, SealedSegment, FRONT_RING_AT, SEGMENT_VERSION, SEGMENT_VERSION_V1};
-use super::{Active, ActiveRings, Encoded, Inner};
+use super::segment::{self, SealedSegment, SEGMENT_HEADER_BYTES};
+use super::{Active, Encoded, Inner};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::options::Durability;
@@ -61,29 +61,6 @@ impl Request {
 /// Name of the spare segment file prepared ahead of need.
 const SPARE_NAME: &str = "prealloc.tmp";
 
-/// While a segment's records end within this many bytes of its front ring, each slot goes
-/// to the back ring as well: a damaged range shorter than this at the end of the records
-/// cannot reach both rings (FORMAT.md § "Acknowledgment rings", fault model).
-pub(crate) const BOTH_RINGS_BYTES: u64 = 1 << 20;
-
-/// An idle writer whose last acknowledgment slot is only in the page cache syncs it after
-/// this long: the watermark survives a process crash at once, a power loss within this.
-pub(crate) const RING_IDLE_SYNC_MS: u64 = 200;
-
-/// Where the back ring of a version-2 segment starts whose records begin at `data_start`:
-/// after room for `segment_bytes_max` bytes of records, or for a first record larger than
-/// that (it gets the segment to itself), page-aligned.
-pub(crate) fn back_ring_at(
-    data_start: u64,
-    segment_bytes_max: u64,
-    first_record_bytes: u64,
-) -> u64 {
-    data_start
-        + segment_bytes_max
-            .max(first_record_bytes)
-            .next_multiple_of(4096)
-}
-
 pub(crate) struct Writer {
     inner: Arc<Inner>,
     /// The active segment's file and path, when there is one.
@@ -93,13 +70,11 @@ pub(crate) struct Writer {
     end: u64,
     /// Bytes written since the last fdatasync of the active segment.
     unsynced: bool,
-    /// Offset of the first record in the active segment.
-    data_start: u64,
-    /// The active segment's acknowledgment rings and the newest slot written to them;
-    /// `None` without an active segment or for a version-1 one (which has no rings).
-    rings: Option<ActiveRings>,
-    /// A slot was written since the last fdatasync.
-    ring_unsynced: bool,
+    /// The newest slot written about the active segment (its durable watermark); `None`
+    /// without an active segment.
+    acked: Option<Slot>,
+    /// The sequence of the next slot.
+    next_seq: u64,
     /// Encoded batches of the current round. Records are written from where the appenders
     /// encoded them (one `pwritev`), never copied into a round buffer.
     held: Vec<Vec<u8>>,
@@ -129,19 +104,17 @@ impl Writer {
         let st = inner.state.read().unwrap();
         let file = st.active.as_ref().map(|a| (a.file.clone(), a.path.clone()));
         let end = st.active.as_ref().map_or(0, |a| a.end);
-        let data_start = st.active.as_ref().map_or(0, |a| a.data_start);
-        let rings = st.active.as_ref().and_then(|a| a.rings);
-        let legacy = st.active.as_ref().is_some_and(|a| a.rings.is_none());
+        let acked = st.active.as_ref().and_then(|a| a.acked);
         let pending_next = st.next_index;
         drop(st);
+        let next_seq = inner.acked_next_seq;
         let mut w = Writer {
             inner,
             file,
             end,
             unsynced: false,
-            data_start,
-            rings,
-            ring_unsynced: false,
+            acked,
+            next_seq,
             held: Vec::new(),
             pieces: Vec::new(),
             pending_bytes: 0,
@@ -152,33 +125,10 @@ impl Writer {
             after_sync: Vec::new(),
             spare: None,
             last_round_durable: 0,
-            dropped_until: data_start,
+            dropped_until: 0,
         };
-        if legacy {
-            // A version-1 active segment (written by an earlier release) has no rings:
-            // seal it now, so that every record appended from here on is in a segment
-            // whose acknowledged watermark recovery can read.
-            if let Err(e) = w.retire_legacy_active() {
-                w.inner.fail(e);
-            }
-        }
         w.prepare_spare();
         w
-    }
-
-    /// Seals a version-1 active segment that holds records; removes one that holds none.
-    fn retire_legacy_active(&mut self) -> Result<()> {
-        if self.end > self.data_start {
-            return self.seal();
-        }
-        let mut st = self.inner.state.write().unwrap();
-        if let Some(a) = st.active.take() {
-            self.file = None;
-            drop(a.file);
-            fsutil::remove_file(&a.path)?;
-            fsutil::sync_dir(&self.inner.log_dir)?;
-        }
-        Ok(())
     }
 
     pub fn run(mut self) {
@@ -186,20 +136,7 @@ impl Writer {
             let round = {
                 let mut q = self.inner.queue.lock().unwrap();
                 while q.requests.is_empty() && !q.closing {
-                    if !self.ring_unsynced {
-                        q = self.inner.work.wait(q).unwrap();
-                        continue;
-                    }
-                    let idle = std::time::Duration::from_millis(RING_IDLE_SYNC_MS);
-                    let (guard, waited) = self.inner.work.wait_timeout(q, idle).unwrap();
-                    q = guard;
-                    if waited.timed_out() && q.requests.is_empty() && !q.closing {
-                        drop(q);
-                        if let Err(e) = self.sync_file() {
-                            self.inner.fail(e);
-                        }
-                        q = self.inner.queue.lock().unwrap();
-                    }
+                    q = self.inner.work.wait(q).unwrap();
                 }
                 if q.requests.is_empty() {
                     break;
@@ -214,7 +151,10 @@ impl Writer {
         }
         // Closing: seal the active segment (which also makes buffered appends durable), so
         // that the next open reads footers only and scans nothing.
-        if self.inner.failed.get().is_none() && self.file.is_some() && self.end > self.data_start {
+        if self.inner.failed.get().is_none()
+            && self.file.is_some()
+            && self.end > SEGMENT_HEADER_BYTES
+        {
             if let Err(e) = self.seal() {
                 self.inner.fail(e);
             }
@@ -353,15 +293,13 @@ impl Writer {
             let len = (end - start) as u64;
             let index = first + k as u64;
             let pos = self.end + self.pending_bytes;
-            let has_records = pos > self.data_start;
-            // A version-2 segment's records end where its back ring begins.
-            let capacity_end = self.rings.map_or(seg_max, |r| r.back_at);
+            let has_records = pos > SEGMENT_HEADER_BYTES;
             if self.file.is_none() {
-                self.start_segment(index, len)?;
-            } else if has_records && pos + len > capacity_end {
+                self.start_segment(index)?;
+            } else if has_records && pos + len > seg_max {
                 self.write_pending()?;
                 self.seal()?;
-                self.start_segment(index, len)?;
+                self.start_segment(index)?;
             }
             self.pending_offsets
                 .push((self.end + self.pending_bytes) as u32);
@@ -425,10 +363,27 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes everything written durable, then records the new watermark in a ring (before
-    /// the caller completes any callback it covers).
+    /// Makes everything written durable, then records the new watermark (before the
+    /// caller completes any callback it covers).
     fn sync(&mut self) -> Result<()> {
-        self.sync_file()?;
+        if self.unsynced {
+            let (file, path) = self
+                .file
+                .as_ref()
+                .expect("unsynced bytes without a segment");
+            let started = std::time::Instant::now();
+            fsutil::sync_data(file, path)?;
+            let took = started.elapsed();
+            self.inner.counters.add(|c| &c.syncs, 1);
+            self.inner
+                .counters
+                .add(|c| &c.sync_nanos, took.as_nanos() as u64);
+            if let Some(observe) = &self.inner.options.on_sync {
+                (observe.0)(took);
+            }
+            self.unsynced = false;
+            self.drop_behind(self.end);
+        }
         let (next, last_term) = {
             let st = self.inner.state.read().unwrap();
             (st.next_index, st.last_term)
@@ -438,56 +393,39 @@ impl Writer {
         self.settle_owed(next)
     }
 
-    /// One fdatasync of the active segment, when anything (records or a slot) is unsynced.
-    fn sync_file(&mut self) -> Result<()> {
-        if !(self.unsynced || self.ring_unsynced) {
-            return Ok(());
-        }
-        let Some((file, path)) = self.file.as_ref() else {
-            self.ring_unsynced = false;
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        fsutil::sync_data(file, path)?;
-        let took = started.elapsed();
-        self.inner.counters.add(|c| &c.syncs, 1);
-        self.inner
-            .counters
-            .add(|c| &c.sync_nanos, took.as_nanos() as u64);
-        if let Some(observe) = &self.inner.options.on_sync {
-            (observe.0)(took);
-        }
-        self.unsynced = false;
-        self.ring_unsynced = false;
-        self.drop_behind(self.end);
-        Ok(())
-    }
-
     /// Writes a slot saying the active segment is durable through `next - 1` (ending at
-    /// `self.end`), when that moved: into the front ring always (a file cut short keeps
-    /// it), and into the back ring too while the records end within `BOTH_RINGS_BYTES` of
-    /// the front one (damage at the end of the records could reach it). One or two
-    /// `pwrite`s into the page cache; the next fdatasync makes them durable.
+    /// `self.end`), when that moved: two `pwrite`s into the page cache of the
+    /// acknowledgment file, which its own thread syncs.
     fn advance_watermark(&mut self, next: u64, last_term: Option<u64>) -> Result<()> {
-        let (Some(r), Some((file, path))) = (self.rings.as_mut(), self.file.as_ref()) else {
+        let Some(last) = self.acked else {
             return Ok(());
         };
-        if r.last.acked_next == next && r.last.acked_end == self.end {
+        if last.acked_next == next && last.acked_end == self.end {
             return Ok(());
         }
         let slot = Slot {
-            seq: r.last.seq + 1,
+            seq: self.take_seq(),
             acked_next: next,
             acked_end: self.end,
-            acked_term: last_term.unwrap_or(r.last.acked_term),
-            ..r.last
+            acked_term: last_term.unwrap_or(last.acked_term),
+            ..last
         };
-        ring::write(file, FRONT_RING_AT, &slot, path)?;
-        if self.end - self.data_start < BOTH_RINGS_BYTES {
-            ring::write(file, r.back_at, &slot, path)?;
-        }
-        r.last = slot;
-        self.ring_unsynced = true;
+        self.inner.acked.write(&slot)?;
+        self.acked = Some(slot);
+        Ok(())
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Writes `slot` as the active segment's watermark and syncs it: for the moments it
+    /// must be durable before the next step (a new segment, a lowered watermark).
+    fn set_watermark_durably(&mut self, slot: Slot) -> Result<()> {
+        self.inner.acked.write(&slot)?;
+        self.inner.acked.sync()?;
+        self.acked = Some(slot);
         Ok(())
     }
 
@@ -537,8 +475,7 @@ impl Writer {
         )));
         fsutil::sync_data(&file, &path)?;
         self.unsynced = false;
-        self.ring_unsynced = false;
-        self.rings = None;
+        self.acked = None;
         self.drop_behind(self.end);
         let sealed = SealedSegment::open(&path, self.inner.log_id, first)?;
         let mut st = self.inner.state.write().unwrap();
@@ -550,47 +487,32 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes the spare file the segment starting at `first_index`, whose first record takes
-    /// `first_record_bytes`: header, the first slot in both rings, sync, rename, directory
-    /// sync. Then starts preparing the next spare.
-    fn start_segment(&mut self, first_index: u64, first_record_bytes: u64) -> Result<()> {
+    /// Makes the spare file the segment starting at `first_index`: header, sync, its first
+    /// watermark (nothing acknowledged) durable, rename, directory sync. Then starts
+    /// preparing the next spare.
+    fn start_segment(&mut self, first_index: u64) -> Result<()> {
         let log_dir = self.inner.log_dir.clone();
         let spare_path = log_dir.join(SPARE_NAME);
         let file = self.take_spare(&spare_path)?;
-        let data_start = segment::data_start(SEGMENT_VERSION);
-        let back_at = back_ring_at(
-            data_start,
-            self.inner.options.segment_bytes_max,
-            first_record_bytes,
-        );
-        ensure_len(
-            &file,
-            back_at + RING_BYTES,
-            self.inner.options.preallocate,
-            &spare_path,
-        )?;
         let header = segment::encode_header(self.inner.log_id, first_index);
         fsutil::write_all_at(&file, &header, 0, &spare_path)?;
+        fsutil::sync_data(&file, &spare_path)?;
+        // Durable before the segment exists under its name: a last segment without a slot
+        // in the acknowledgment file is damage to that file.
         let prev_term = self.inner.state.read().unwrap().last_term.unwrap_or(0);
         let slot = Slot {
-            seq: 1,
+            seq: self.take_seq(),
             log_id: self.inner.log_id,
             first_index,
             acked_next: first_index,
-            acked_end: data_start,
+            acked_end: SEGMENT_HEADER_BYTES,
             acked_term: prev_term,
         };
-        ring::write(&file, FRONT_RING_AT, &slot, &spare_path)?;
-        ring::write(&file, back_at, &slot, &spare_path)?;
-        fsutil::sync_data(&file, &spare_path)?;
+        self.set_watermark_durably(slot)?;
         let path = log_dir.join(segment::file_name(first_index));
         fsutil::rename(&spare_path, &path)?;
         fsutil::sync_dir(&log_dir)?;
         let file = Arc::new(file);
-        let rings = ActiveRings {
-            back_at,
-            last: slot,
-        };
         {
             let mut st = self.inner.state.write().unwrap();
             if st.first_index == st.next_index {
@@ -602,18 +524,14 @@ impl Writer {
                 file: file.clone(),
                 first_index,
                 offsets: Vec::new(),
-                end: data_start,
-                data_start,
-                rings: Some(rings),
+                end: SEGMENT_HEADER_BYTES,
+                acked: Some(slot),
             });
         }
         self.file = Some((file, path));
-        self.end = data_start;
-        self.data_start = data_start;
-        self.rings = Some(rings);
+        self.end = SEGMENT_HEADER_BYTES;
         self.unsynced = false;
-        self.ring_unsynced = false;
-        self.dropped_until = data_start;
+        self.dropped_until = 0;
         self.prepare_spare();
         Ok(())
     }
@@ -632,7 +550,7 @@ impl Writer {
         }
         create_spare(
             spare_path,
-            spare_bytes(self.inner.options.segment_bytes_max),
+            self.inner.options.segment_bytes_max,
             self.inner.options.preallocate,
         )
     }
@@ -642,7 +560,7 @@ impl Writer {
             return;
         }
         let path = self.inner.log_dir.join(SPARE_NAME);
-        let len = spare_bytes(self.inner.options.segment_bytes_max);
+        let len = self.inner.options.segment_bytes_max;
         let preallocate = self.inner.options.preallocate;
         self.spare = std::thread::Builder::new()
             .name("cathedral-log-prealloc".into())
@@ -652,8 +570,16 @@ impl Writer {
 
     /// Removes records from `from` on. `Ok(Err(_))` is a refusal for the caller that leaves
     /// the log healthy; `Err(_)` is fatal.
+    ///
+    /// The watermark goes down with the records, durably, before any is cut: no crash
+    /// leaves it above records a truncate removed (recovery would take them for damage).
     fn truncate(&mut self, from: u64) -> Result<Result<()>> {
-        let mut st = self.inner.state.write().unwrap();
+        let seg_max = self.inner.options.segment_bytes_max;
+        let preallocate = self.inner.options.preallocate;
+        // The state is locked through a clone of the handle: the watermark's helpers take
+        // the writer mutably meanwhile.
+        let inner = self.inner.clone();
+        let mut st = inner.state.write().unwrap();
         if from >= st.next_index {
             return Ok(Ok(()));
         }
@@ -664,7 +590,7 @@ impl Writer {
             }));
         }
         let prev_term = if st.first_index < from {
-            Some(self.inner.header_at(&st, from - 1)?.term)
+            Some(inner.header_at(&st, from - 1)?.term)
         } else {
             None
         };
@@ -672,8 +598,7 @@ impl Writer {
         if st.active.as_ref().is_some_and(|a| a.first_index >= from) {
             let a = st.active.take().unwrap();
             self.file = None;
-            self.rings = None;
-            self.ring_unsynced = false;
+            self.acked = None;
             drop(a.file);
             fsutil::remove_file(&a.path)?;
         }
@@ -684,80 +609,64 @@ impl Writer {
             fsutil::remove_file(&path)?;
         }
         fsutil::sync_dir(&self.inner.log_dir)?;
-        let tail = Tail {
-            from,
-            prev_term: prev_term.unwrap_or(0),
-        };
         if let Some(a) = st.active.as_mut() {
             let keep = (from - a.first_index) as usize;
             let cut = a.offsets[keep] as u64;
-            let rings = self.rings.map(|r| (r.back_at, r.last));
-            self.rings = cut_tail(
-                &self.inner,
-                &a.file,
-                &a.path,
-                a.first_index,
-                cut,
-                tail,
-                rings,
-            )?;
+            if let Some(last) = self.acked.filter(|w| w.acked_next > from) {
+                let lowered = Slot {
+                    seq: self.take_seq(),
+                    acked_next: from,
+                    acked_end: cut,
+                    acked_term: prev_term.unwrap_or(0),
+                    ..last
+                };
+                self.set_watermark_durably(lowered)?;
+            }
+            cut_file(&a.file, cut, seg_max, preallocate, &a.path)?;
             a.offsets.truncate(keep);
             a.end = cut;
+            a.acked = self.acked;
             self.end = cut;
             self.dropped_until = self.dropped_until.min(cut);
         } else if st.sealed.last().is_some_and(|s| s.last_index() >= from) {
             // Unseal: the segment holding `from` becomes the active one again. Its map is
-            // dropped (under the write lock) before the file is shortened.
+            // dropped (under the write lock) before the file is shortened. Its slot comes
+            // first: the file may hold old ones naming it from when it was active, with a
+            // watermark past `from`.
             let s = st.sealed.pop().unwrap();
             let keep = from - s.first_index;
             let offsets: Vec<u32> = (0..keep).map(|i| s.offset_of(i)).collect();
             let cut = s.offset_of(keep) as u64;
-            let (path, first, version) = (s.path.clone(), s.first_index, s.version);
-            let data_start = segment::data_start(version);
-            // A sealed version-2 segment keeps its front ring (the back one went with the
-            // seal): its newest slot is what a crash during this unseal would find.
-            let rings = (version != SEGMENT_VERSION_V1).then(|| {
-                let found = ring::read(s.bytes(), FRONT_RING_AT, self.inner.log_id, first);
-                let back_at = back_ring_at(
-                    data_start,
-                    self.inner.options.segment_bytes_max,
-                    cut - data_start,
-                );
-                (
-                    back_at,
-                    found.current.unwrap_or(Slot {
-                        seq: 0,
-                        log_id: self.inner.log_id,
-                        first_index: first,
-                        acked_next: s.last_index() + 1,
-                        acked_end: s.data_end(),
-                        acked_term: 0,
-                    }),
-                )
-            });
+            let (path, first) = (s.path.clone(), s.first_index);
             drop(s);
+            let slot = Slot {
+                seq: self.take_seq(),
+                log_id: self.inner.log_id,
+                first_index: first,
+                acked_next: from,
+                acked_end: cut,
+                acked_term: prev_term.unwrap_or(0),
+            };
+            self.set_watermark_durably(slot)?;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .map_err(|e| Error::io("open", &path, e))?;
-            self.rings = cut_tail(&self.inner, &file, &path, first, cut, tail, rings)?;
+            cut_file(&file, cut, seg_max, preallocate, &path)?;
             let file = Arc::new(file);
             self.file = Some((file.clone(), path.clone()));
             self.end = cut;
-            self.data_start = data_start;
-            self.dropped_until = data_start;
+            self.dropped_until = self.dropped_until.min(cut);
             st.active = Some(Active {
                 path,
                 file,
                 first_index: first,
                 offsets,
                 end: cut,
-                data_start,
-                rings: self.rings,
+                acked: Some(slot),
             });
         }
-        self.ring_unsynced = false;
         st.next_index = from;
         self.pending_next = from;
         st.last_term = prev_term;
@@ -804,8 +713,7 @@ impl Writer {
             self.file = None;
             self.end = 0;
             self.unsynced = false;
-            self.rings = None;
-            self.ring_unsynced = false;
+            self.acked = None;
             st.first_index = upto + 1;
             st.next_index = upto + 1;
             st.last_term = None;
@@ -829,84 +737,19 @@ impl Writer {
     }
 }
 
-/// Shortens the active segment's file to `cut` (its records end there now) and restores
-/// its full length with zeros past it, durably. For a version-2 segment (`rings`: the
-/// back ring's place and the newest slot), a ring that claims records past `cut` is
-/// first lowered durably — so no crash leaves a watermark above records that a
-/// truncate removed — and after the cut both rings get the lowered watermark.
-#[allow(clippy::too_many_arguments)]
-fn cut_tail(
-    inner: &Inner,
+/// Shortens `file` to `cut` and restores its preallocated length with zeros past it.
+fn cut_file(
     file: &File,
-    path: &std::path::Path,
-    first_index: u64,
     cut: u64,
-    tail: Tail,
-    rings: Option<(u64, Slot)>,
-) -> Result<Option<ActiveRings>> {
-    let preallocate = inner.options.preallocate;
-    let Some((back_at, newest)) = rings else {
-        fsutil::set_len(file, cut, path)?;
-        let seg_max = inner.options.segment_bytes_max;
-        if preallocate && cut < seg_max {
-            fsutil::preallocate(file, seg_max, path)?;
-        }
-        file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
-        return Ok(None);
-    };
-    let lowered = Slot {
-        seq: newest.seq + 1,
-        log_id: inner.log_id,
-        first_index,
-        acked_next: tail.from,
-        acked_end: cut,
-        acked_term: tail.prev_term,
-    };
-    if newest.acked_next > tail.from {
-        ring::write(file, FRONT_RING_AT, &lowered, path)?;
-        fsutil::sync_data(file, path)?;
-    }
+    seg_max: u64,
+    preallocate: bool,
+    path: &std::path::Path,
+) -> Result<()> {
     fsutil::set_len(file, cut, path)?;
-    ensure_len(file, back_at + RING_BYTES, preallocate, path)?;
-    let last = Slot {
-        seq: lowered.seq + 1,
-        ..lowered
-    };
-    ring::write(file, FRONT_RING_AT, &last, path)?;
-    ring::write(file, back_at, &last, path)?;
-    file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
-    Ok(Some(ActiveRings { back_at, last }))
-}
-
-/// What a truncate keeps: records before `from`, the last of them of term `prev_term`
-/// (0 when none is kept).
-#[derive(Debug, Clone, Copy)]
-struct Tail {
-    from: u64,
-    prev_term: u64,
-}
-
-/// Bytes of a prepared spare segment: the header page, the front ring, room for
-/// `segment_bytes_max` of records, the back ring.
-fn spare_bytes(segment_bytes_max: u64) -> u64 {
-    back_ring_at(segment::data_start(SEGMENT_VERSION), segment_bytes_max, 0) + RING_BYTES
-}
-
-/// Makes `file` at least `len` bytes long: allocated (fallocate) with `preallocate`,
-/// sparse otherwise.
-fn ensure_len(file: &File, len: u64, preallocate: bool, path: &std::path::Path) -> Result<()> {
-    let now = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    if now >= len {
-        return Ok(());
+    if preallocate && cut < seg_max {
+        fsutil::preallocate(file, seg_max, path)?;
     }
-    if preallocate {
-        fsutil::preallocate(file, len, path)
-    } else {
-        fsutil::set_len(file, len, path)
-    }
+    file.sync_all().map_err(|e| Error::io("fsync", path, e))
 }
 
 fn create_spare(path: &std::path::Path, len: u64, preallocate: bool) -> Result<File> {

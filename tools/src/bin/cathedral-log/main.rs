@@ -409,7 +409,6 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
                 "file_bytes": s.file_bytes,
                 "data_bytes": s.data_bytes,
                 "sealed": s.sealed,
-                "version": s.version,
                 "watermark": s.watermark.map(|w| json!({"acked_next": w.acked_next, "term": w.term, "end": w.end, "seq": w.seq})),
                 "payload_bytes": s.payload_bytes,
                 "stored_payload_bytes": s.stored_payload_bytes,
@@ -458,7 +457,7 @@ fn run_inspect(dir: &Path, as_json: bool) -> Result<u8, String> {
                 w.term,
                 w.end
             ),
-            None => println!("acknowledged watermark: - (no unsealed version-2 segment)"),
+            None => println!("acknowledged watermark: - (no unsealed segment)"),
         }
         if let Some(o) = r.owed {
             println!(
