@@ -75,6 +75,9 @@ pub(crate) struct Writer {
     acked: Option<Slot>,
     /// The sequence of the next slot.
     next_seq: u64,
+    /// What the log owes its cluster (a copy of the metadata's: after open only this
+    /// thread changes it), so that the hot path checks it without the metadata's lock.
+    owed: Option<crate::meta::Owed>,
     /// Encoded batches of the current round. Records are written from where the appenders
     /// encoded them (one `pwritev`), never copied into a round buffer.
     held: Vec<Vec<u8>>,
@@ -108,6 +111,7 @@ impl Writer {
         let pending_next = st.next_index;
         drop(st);
         let next_seq = inner.acked_next_seq;
+        let owed = inner.meta.lock().unwrap().owed;
         let mut w = Writer {
             inner,
             file,
@@ -115,6 +119,7 @@ impl Writer {
             unsynced: false,
             acked,
             next_seq,
+            owed,
             held: Vec::new(),
             pieces: Vec::new(),
             pending_bytes: 0,
@@ -431,11 +436,11 @@ impl Writer {
 
     /// Clears the owed range once the log holds its last entry durably again.
     fn settle_owed(&mut self, durable_next: u64) -> Result<()> {
-        let owed = self.inner.meta.lock().unwrap().owed;
-        if owed.is_some_and(|o| durable_next > o.index) {
+        if let Some(o) = self.owed.filter(|o| durable_next > o.index) {
             self.inner.update_meta(|m| m.owed = None)?;
+            self.owed = None;
             tracing::info!(
-                through = owed.map_or(0, |o| o.index),
+                through = o.index,
                 "the acknowledged entries this log had lost are held again"
             );
         }
@@ -695,6 +700,7 @@ impl Writer {
                 next.owed = None;
             }
             next.store(&self.inner.meta_path)?;
+            self.owed = next.owed;
             *m = next;
         }
         fail_point!("log::purge::after_meta", |_| Err(Error::io(
