@@ -45,6 +45,54 @@ pub mod limits {
     pub const IMAGE_BYTES_MAX: usize = 512;
     /// A container user (`uid[:gid]` or a name in the image).
     pub const CONTAINER_USER_BYTES_MAX: usize = 64;
+    /// Times one job may be placed again after losing a started attempt with its node
+    /// (`Rules::lost_retries`).
+    pub const LOST_RETRIES_MAX: u32 = 100;
+}
+
+/// Default of [`Rules::lost_retries`].
+pub const LOST_RETRIES_DEFAULT: u32 = 3;
+
+/// Rules of apply that came after the log's first format, written to the log as one
+/// [`Command::SetRules`] entry by the first leader that knows them. Entries applied before
+/// it — a log written by an earlier build — replay under the rules they were written
+/// under, so replays of old logs still match their checkpoints.
+///
+/// Under these rules an attempt lost with its node is not a failure of the job:
+/// - lost before its start was committed, it never ran: the job is queued again at once
+///   and the attempt counts against nothing;
+/// - lost after it started, the job is queued again against a budget of its own,
+///   `lost_retries`, apart from the job's own retries (which count only attempts that
+///   ended by themselves: an exit, a signal, a timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rules {
+    /// Times a job is queued again after losing a started attempt with its node; one
+    /// more such loss fails it. At most `LOST_RETRIES_MAX`.
+    pub lost_retries: u32,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            lost_retries: LOST_RETRIES_DEFAULT,
+        }
+    }
+}
+
+impl Rules {
+    pub fn validate(&self) -> std::result::Result<(), Invalid> {
+        if self.lost_retries > limits::LOST_RETRIES_MAX {
+            return Err(Invalid::new(
+                "lost_retries",
+                format!(
+                    "{} > LOST_RETRIES_MAX {}",
+                    self.lost_retries,
+                    limits::LOST_RETRIES_MAX
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How an attempt is isolated.
@@ -607,6 +655,12 @@ pub enum Command {
         workflow: WorkflowId,
         from: JobId,
     },
+    /// The rules of apply from this entry on (see [`Rules`]); proposed by a leader whose
+    /// settings differ from the state's.
+    SetRules {
+        at_ms: u64,
+        rules: Rules,
+    },
 }
 
 impl Command {
@@ -631,6 +685,7 @@ impl Command {
             | Command::TokenRevoke { at_ms, .. }
             | Command::Cron { at_ms, .. }
             | Command::RerunWorkflow { at_ms, .. }
+            | Command::SetRules { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms,
             Command::Request { command, .. } | Command::Authored { command, .. } => command.at_ms(),
         }
@@ -657,6 +712,7 @@ impl Command {
             | Command::TokenRevoke { at_ms, .. }
             | Command::Cron { at_ms, .. }
             | Command::RerunWorkflow { at_ms, .. }
+            | Command::SetRules { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms = t,
             Command::Request { command, .. } | Command::Authored { command, .. } => {
                 command.set_at_ms(t)
@@ -705,6 +761,7 @@ impl Command {
             Command::Cron { .. } => "cron",
             Command::RerunWorkflow { .. } => "rerun_workflow",
             Command::TaskOutputs { .. } => "task_outputs",
+            Command::SetRules { .. } => "set_rules",
             Command::Request { command, .. } | Command::Authored { command, .. } => command.kind(),
         }
     }

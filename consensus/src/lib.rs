@@ -32,8 +32,8 @@ pub mod testkit;
 
 pub use command::{
     check_outputs, limits, valid_output_name, Assignment, Capacity, Command, ContainerSpec, Exit,
-    JobId, JobSpec, NodeId, NodeInfo, Outcome, Resources, RetryPolicy, Role, SandboxKind,
-    WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG,
+    JobId, JobSpec, NodeId, NodeInfo, Outcome, Resources, RetryPolicy, Role, Rules, SandboxKind,
+    WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG, LOST_RETRIES_DEFAULT,
 };
 pub use error::{ConsensusError, Invalid, Result};
 pub use state::{

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::Acl;
 use crate::command::{
-    limits, Assignment, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome, WorkflowId,
-    WorkflowJob,
+    limits, Assignment, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome, Rules,
+    WorkflowId, WorkflowJob,
 };
 use crate::error::{ConsensusError, Invalid, Result};
 use crate::events::{self, Before, Event, EventKind};
@@ -31,8 +31,9 @@ use crate::requests::{Lookup, RequestId, Requests};
 /// Checkpoint hashes kept for comparison with the leader's.
 pub const CHECKPOINTS_KEPT: usize = 64;
 /// Version 2 appends the answered-request table after the state, version 3 the access
-/// control state after that; versions 1 (neither) and 2 (no access control) still load.
-const SNAPSHOT_VERSION: u16 = 4;
+/// control state after that, version 4 the crons, rerun bases and step outputs, version 5
+/// the rules; every earlier version still loads.
+const SNAPSHOT_VERSION: u16 = 5;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,6 +105,13 @@ pub struct Job {
     pub workflow: Option<WorkflowId>,
     /// Jobs that depend on this one.
     pub dependents: Vec<JobId>,
+}
+
+impl Attempt {
+    /// Whether it ended lost with its node.
+    pub fn lost(&self) -> bool {
+        self.outcome.as_ref().is_some_and(|o| o.exit == Exit::Lost)
+    }
 }
 
 impl Job {
@@ -231,6 +239,10 @@ pub struct ClusterState {
     /// version 4; hashed only once not empty.
     #[serde(skip)]
     outputs: BTreeMap<JobId, BTreeMap<String, String>>,
+    /// The rules of apply once a `SetRules` entry was applied; `None` before (a log of an
+    /// earlier build replays as it was written). Snapshot version 5; hashed only once set.
+    #[serde(skip)]
+    rules: Option<Rules>,
     /// What the entry being applied changed, when the caller asked for events
     /// ([`apply_recording`](Self::apply_recording)). Not encoded, not compared.
     #[serde(skip)]
@@ -484,6 +496,7 @@ impl Default for ClusterState {
             crons: Default::default(),
             rerun_base: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            rules: None,
             recorder: Recorder::default(),
         }
     }
@@ -703,6 +716,16 @@ impl ClusterState {
                 Ok(_) => Response::Done,
                 Err(e) => Response::Rejected(e),
             },
+            Command::SetRules { rules, .. } => match rules.validate() {
+                Ok(()) => {
+                    self.rules = Some(*rules);
+                    Response::Done
+                }
+                Err(e) => {
+                    self.counters.rejected_commands += 1;
+                    Response::Rejected(e)
+                }
+            },
             Command::Checkpoint { .. } => {
                 let hash = self.hash();
                 self.checkpoints.insert(index, hash);
@@ -864,6 +887,7 @@ impl ClusterState {
                 self.rerun_plan(*workflow, *from).map(|_| ())
             }
             Command::TaskOutputs { outputs, .. } => crate::command::check_outputs(outputs),
+            Command::SetRules { rules, .. } => rules.validate(),
             Command::TokenRevoke { accessor, .. } => match self.acl.token(accessor) {
                 Some(_) => Ok(()),
                 None => Err(Invalid::new("accessor", format!("no token {accessor}"))),
@@ -1183,21 +1207,34 @@ impl ClusterState {
     }
 
     /// Records the current attempt's outcome and moves the job on: succeeded, retried after
-    /// backoff, or finally failed / timed out (cancelling its dependents).
+    /// backoff, or finally failed / timed out (cancelling its dependents). Under [`Rules`],
+    /// an attempt lost with its node is not the job's failure (see `lost_attempt`).
     fn end_attempt(&mut self, at: u64, job: JobId, outcome: Outcome) {
         self.touch(job);
+        let rules = self.rules;
+        let base = self.rerun_base.get(&job).copied().unwrap_or(0) as usize;
         let j = self.jobs.get_mut(&job).expect("caller checked");
         let a = j.attempts.last_mut().expect("attempt in flight");
         a.finished_at_ms = Some(at);
         let exit = outcome.exit;
         let success = outcome.succeeded();
         a.outcome = Some(outcome);
-        // Attempts of this run: a rerun job's budget counts from its rerun.
-        let attempts = j.attempts.len() as u32 - self.rerun_base.get(&job).copied().unwrap_or(0);
         if success {
             j.state = JobState::Succeeded;
             return;
         }
+        if let (Exit::Lost, Some(rules)) = (exit, rules) {
+            if Self::lost_attempt(at, j, base, rules) {
+                self.cancel_dependents(job);
+            }
+            return;
+        }
+        // Attempts of this run (a rerun job's budget counts from its rerun); under rules,
+        // those lost with their node are counted apart.
+        let attempts = j.attempts[base.min(j.attempts.len())..]
+            .iter()
+            .filter(|a| rules.is_none() || !a.lost())
+            .count() as u32;
         if attempts < j.spec.retry.max_attempts {
             j.state = JobState::Pending;
             j.not_before_ms = at.saturating_add(j.spec.retry.backoff_ms(attempts + 1));
@@ -1215,6 +1252,34 @@ impl ClusterState {
             Exit::Lost => format!("lost with its node after {attempts} attempt(s)"),
         });
         self.cancel_dependents(job);
+    }
+
+    /// A job whose current attempt was just lost with its node, under `rules`: lost before
+    /// its start was committed, the attempt never ran and the job is queued again at once,
+    /// counting against nothing; lost after it started, the job is queued again while its
+    /// lost-retry budget lasts, and fails once it is spent. Returns whether it failed.
+    fn lost_attempt(at: u64, j: &mut Job, base: usize, rules: Rules) -> bool {
+        let current = j.attempts.last().expect("attempt in flight");
+        if current.started_at_ms.is_none() {
+            j.state = JobState::Pending;
+            j.not_before_ms = at;
+            return false;
+        }
+        let lost = j.attempts[base.min(j.attempts.len())..]
+            .iter()
+            .filter(|a| a.lost() && a.started_at_ms.is_some())
+            .count() as u32;
+        if lost <= rules.lost_retries {
+            j.state = JobState::Pending;
+            j.not_before_ms = at;
+            return false;
+        }
+        j.state = JobState::Failed;
+        j.reason = Some(format!(
+            "lost with its node {lost} time(s) after it started (lost retries: {})",
+            rules.lost_retries
+        ));
+        true
     }
 
     /// The jobs a rerun of `workflow` from `from` puts back in the queue: `from` and every
@@ -1449,6 +1514,7 @@ impl ClusterState {
             && self.crons.is_empty()
             && self.rerun_base.is_empty()
             && self.outputs.is_empty()
+            && self.rules.is_none()
         {
             return *hash.as_bytes();
         }
@@ -1469,12 +1535,21 @@ impl ClusterState {
             h.update(b"outputs");
             h.update(&postcard::to_stdvec(&self.outputs).expect("state always encodes"));
         }
+        if let Some(rules) = &self.rules {
+            h.update(b"rules");
+            h.update(&postcard::to_stdvec(rules).expect("state always encodes"));
+        }
         *h.finalize().as_bytes()
     }
 
     /// Access control: tokens, and who submitted which job.
     pub fn acl(&self) -> &Acl {
         &self.acl
+    }
+
+    /// The rules of apply, once a `SetRules` entry set them.
+    pub fn rules(&self) -> Option<Rules> {
+        self.rules
     }
 
     /// The crons.
@@ -1647,6 +1722,7 @@ impl ClusterState {
         &crate::cron::Crons,
         &BTreeMap<JobId, u32>,
         &BTreeMap<JobId, BTreeMap<String, String>>,
+        &Option<Rules>,
     ) {
         (
             SNAPSHOT_VERSION,
@@ -1656,6 +1732,7 @@ impl ClusterState {
             &self.crons,
             &self.rerun_base,
             &self.outputs,
+            &self.rules,
         )
     }
 
@@ -1701,7 +1778,13 @@ impl ClusterState {
                     state.crons = crons;
                     let (reruns, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
                     state.rerun_base = reruns;
-                    state.outputs = postcard::from_bytes(rest).map_err(decode)?;
+                    if version >= 5 {
+                        let (outputs, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
+                        state.outputs = outputs;
+                        state.rules = postcard::from_bytes(rest).map_err(decode)?;
+                    } else {
+                        state.outputs = postcard::from_bytes(rest).map_err(decode)?;
+                    }
                 }
             }
         }
@@ -2152,6 +2235,149 @@ mod tests {
         assert_eq!(back.hash(), s.hash());
         // Nothing left to rerun: b succeeded.
         assert!(matches!(rerun(&mut s, &mut i, b), Response::Rejected(_)));
+    }
+
+    /// Applies one command at the next index.
+    fn step(s: &mut ClusterState, i: &mut u64, c: Command) -> Response {
+        *i += 1;
+        s.apply(*i, &c)
+    }
+
+    fn assign(s: &mut ClusterState, i: &mut u64, at: u64, job: JobId, attempt: u32, node: NodeId) {
+        let r = step(
+            s,
+            i,
+            Command::AssignTasks {
+                at_ms: at,
+                assignments: vec![Assignment { job, attempt, node }],
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Assigned {
+                accepted: 1,
+                ignored: 0
+            }
+        );
+    }
+
+    #[test]
+    fn under_rules_a_lost_attempt_is_requeued_and_counted_apart_from_retries() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        for n in 1..=6 {
+            step(&mut s, &mut i, node(n));
+        }
+        let before = s.hash();
+        let rules = Rules { lost_retries: 2 };
+        assert_eq!(
+            step(&mut s, &mut i, Command::SetRules { at_ms: 1, rules }),
+            Response::Done
+        );
+        assert_eq!(s.rules(), Some(rules));
+        assert_ne!(s.hash(), before, "the rules are part of the state");
+        // Default retries: one attempt of its own.
+        let j = submit(&mut s, &mut i, JobSpec::new("j", &["true"]));
+        // Lost before its start was committed: queued again at once, counted nowhere.
+        assign(&mut s, &mut i, 20, j, 1, 1);
+        step(&mut s, &mut i, Command::NodeFailed { at_ms: 21, node: 1 });
+        let job = s.job(j).unwrap();
+        assert_eq!((job.state, job.not_before_ms), (JobState::Pending, 21));
+        // Lost after it started, twice: within the budget of two.
+        for (attempt, n) in [(2, 2), (3, 3)] {
+            let at = 30 + 10 * u64::from(attempt);
+            assign(&mut s, &mut i, at, j, attempt, n);
+            step(
+                &mut s,
+                &mut i,
+                Command::TaskStarted {
+                    at_ms: at + 1,
+                    job: j,
+                    attempt,
+                    node: n,
+                },
+            );
+            step(
+                &mut s,
+                &mut i,
+                Command::NodeFailed {
+                    at_ms: at + 2,
+                    node: n,
+                },
+            );
+            let job = s.job(j).unwrap();
+            assert_eq!((job.state, job.not_before_ms), (JobState::Pending, at + 2));
+        }
+        // Its own attempt still counts as its first: an exit fails it (retries 0), and the
+        // reason names one attempt.
+        run(&mut s, &mut i, 70, j, 4, 4, Exit::Code(2));
+        let job = s.job(j).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(
+            job.reason.as_deref(),
+            Some("exited with status 2 after 1 attempt(s)")
+        );
+        // A third loss after the start spends the budget: failed, saying why.
+        let k = submit(&mut s, &mut i, JobSpec::new("k", &["true"]));
+        for (attempt, n) in [(1, 4), (2, 5), (3, 6)] {
+            let at = 100 + 10 * u64::from(attempt);
+            assign(&mut s, &mut i, at, k, attempt, n);
+            step(
+                &mut s,
+                &mut i,
+                Command::TaskStarted {
+                    at_ms: at + 1,
+                    job: k,
+                    attempt,
+                    node: n,
+                },
+            );
+            step(
+                &mut s,
+                &mut i,
+                Command::NodeFailed {
+                    at_ms: at + 2,
+                    node: n,
+                },
+            );
+        }
+        let job = s.job(k).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(
+            job.reason.as_deref(),
+            Some("lost with its node 3 time(s) after it started (lost retries: 2)")
+        );
+        // The rules survive a snapshot, and so does the hash.
+        let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+        assert_eq!(back.rules(), Some(rules));
+        assert_eq!(back.hash(), s.hash());
+        // Past the bound: refused by check and by apply, the rules unchanged.
+        let too_many = Command::SetRules {
+            at_ms: 200,
+            rules: Rules {
+                lost_retries: limits::LOST_RETRIES_MAX + 1,
+            },
+        };
+        assert!(s.check(&too_many).is_err());
+        assert!(matches!(
+            step(&mut s, &mut i, too_many),
+            Response::Rejected(_)
+        ));
+        assert_eq!(s.rules(), Some(rules));
+    }
+
+    #[test]
+    fn without_rules_a_lost_attempt_spends_the_jobs_attempt_as_before() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.apply(0, &node(1));
+        let j = submit(&mut s, &mut i, JobSpec::new("j", &["true"]));
+        assign(&mut s, &mut i, 20, j, 1, 1);
+        step(&mut s, &mut i, Command::NodeFailed { at_ms: 21, node: 1 });
+        let job = s.job(j).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(
+            job.reason.as_deref(),
+            Some("lost with its node after 1 attempt(s)")
+        );
     }
 
     #[test]

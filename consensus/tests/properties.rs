@@ -15,7 +15,7 @@ use cathedral_consensus::raft::{decode_entry, encode_entry, TypeConfig};
 use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
     Assignment, Capacity, ClusterState, Command, Exit, JobSpec, JobState, NodeInfo, Outcome,
-    Response, RetryPolicy, Role, WorkflowJob,
+    Response, RetryPolicy, Role, Rules, WorkflowJob,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -109,7 +109,8 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeFailed { at_ms, node }),
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRetired { at_ms, node }),
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRecovered { at_ms, node }),
-        1 => at.prop_map(|at_ms| Command::Checkpoint { at_ms }),
+        1 => at.clone().prop_map(|at_ms| Command::Checkpoint { at_ms }),
+        1 => (at, 0u32..3).prop_map(|(at_ms, lost_retries)| Command::SetRules { at_ms, rules: Rules { lost_retries } }),
     ]
 }
 

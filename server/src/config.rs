@@ -183,6 +183,12 @@ pub struct Args {
     /// [default: 1000].
     #[arg(long, env = "CATHEDRAL_FAILURE_GRACE_MS")]
     pub failure_grace_ms: Option<u64>,
+    /// Times a job is queued again after its node was lost while the job ran, apart from
+    /// the job's own retries; an attempt lost before it started is always queued again
+    /// and counts against nothing. Written to the log by the leader, so every node
+    /// applies the same rule [default: 3, at most 100].
+    #[arg(long, env = "CATHEDRAL_LOST_RETRIES")]
+    pub lost_retries: Option<u32>,
     /// A tag this node advertises (zone=eu-1, gpu=a100); repeatable. `available=false`
     /// keeps work off it. Changed at run time with `cathedral node tag set`.
     #[arg(
@@ -373,6 +379,7 @@ impl Config {
         let mut leader = LeaderSettings::default();
         set(&mut leader.node_timeout_ms, args.node_timeout_ms);
         set(&mut leader.failure_grace_ms, args.failure_grace_ms);
+        set(&mut leader.lost_retries, args.lost_retries);
         set(&mut leader.checkpoint_interval, args.checkpoint_interval);
         set(&mut leader.placement, args.placement);
         set(&mut leader.placement_seed, args.placement_seed);
@@ -478,6 +485,13 @@ impl Config {
         if self.leader.node_timeout_ms < NODE_TIMEOUT_MS_MIN {
             return bad(format!(
                 "--node-timeout-ms must be at least {NODE_TIMEOUT_MS_MIN} (NODE_TIMEOUT_MS_MIN)"
+            ));
+        }
+        if self.leader.lost_retries > cathedral_consensus::limits::LOST_RETRIES_MAX {
+            return bad(format!(
+                "--lost-retries must be at most {} (LOST_RETRIES_MAX), got {}",
+                cathedral_consensus::limits::LOST_RETRIES_MAX,
+                self.leader.lost_retries
             ));
         }
         let g = &self.gossip;

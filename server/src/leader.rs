@@ -28,6 +28,11 @@ pub const FAILURE_GRACE_MS_DEFAULT: u64 = 1_000;
 /// Default time a registered node may go unseen by gossip (after this node began to lead)
 /// before it is declared failed.
 pub const NODE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// A node gets work only if it answered one of the leader's Raft RPCs within this long
+/// (at least `PLACEMENT_CONTACT_HEARTBEATS` heartbeat periods, when those are longer).
+pub const PLACEMENT_CONTACT_MS: u64 = 1_000;
+/// Heartbeat periods a node may go unheard and still get work, for long heartbeat periods.
+pub const PLACEMENT_CONTACT_HEARTBEATS: u64 = 5;
 
 /// How the leader's loop decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub struct LeaderSettings {
     pub placement: Placement,
     /// Seed of the random placement.
     pub placement_seed: u64,
+    /// The lost-retry budget the leader writes into the rules (see `Rules`).
+    pub lost_retries: u32,
 }
 
 impl Default for LeaderSettings {
@@ -52,6 +59,7 @@ impl Default for LeaderSettings {
             checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
             placement: Placement::LeastLoaded,
             placement_seed: 0,
+            lost_retries: cathedral_consensus::LOST_RETRIES_DEFAULT,
         }
     }
 }
@@ -140,12 +148,14 @@ enum Down {
     Unseen,
 }
 
-/// What gossip says of a node: its liveness, for how long, and whether it takes work.
+/// What gossip says of a node: its liveness, for how long, whether it takes work, and
+/// how suspect it is (phi; `None` before it was sampled).
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     liveness: Liveness,
     for_: Duration,
     available: bool,
+    phi: Option<f64>,
 }
 
 /// One registered node as the leader sees it.
@@ -158,6 +168,8 @@ struct Facts {
     member: bool,
     /// `None`: gossip has not heard of it.
     seen: Option<Seen>,
+    /// Time since it last answered one of this node's Raft RPCs; `None`: never.
+    contact: Option<Duration>,
 }
 
 /// The timeouts the classification applies.
@@ -169,6 +181,10 @@ struct Timing {
     unseen_timeout: Duration,
     /// A node gossip calls dead is failed only after this long.
     grace: Duration,
+    /// A candidate answered a Raft RPC of this leader within this long.
+    contact: Duration,
+    /// A candidate's phi is at most this (half the failure detector's threshold).
+    phi_max: f64,
 }
 
 /// What the leader does about one registered node.
@@ -189,6 +205,14 @@ enum Verdict {
 /// can never be heard from, so it fails at once; a node gossip calls dead fails after the
 /// grace; one that left fails at once; one gossip never saw fails after the unseen timeout
 /// counted from the start of this leadership; a failed member gossip sees alive recovers.
+///
+/// The placement rule: a node gets work only on recent evidence that it lives — gossip
+/// sees it alive and taking work, its phi is at most half the failure threshold (not
+/// rising toward failure), and it answered one of this leader's Raft RPCs since this
+/// leadership began and within `contact` (`PLACEMENT_CONTACT_MS`). The leader itself
+/// qualifies on gossip alone. So a new leader never places on the node of the leader it
+/// replaced (dead, but not yet declared failed), and a node that stopped answering
+/// heartbeats gets nothing while the failure detector makes up its mind.
 fn classify(n: Facts, t: Timing) -> Verdict {
     match n.status {
         NodeStatus::Alive => {
@@ -208,7 +232,7 @@ fn classify(n: Facts, t: Timing) -> Verdict {
             };
             match down {
                 Some(why) => Verdict::Fail(why),
-                None if n.seen.is_some_and(|s| s.available) => Verdict::Candidate,
+                None if placeable(n, t) => Verdict::Candidate,
                 None => Verdict::Leave,
             }
         }
@@ -217,6 +241,23 @@ fn classify(n: Facts, t: Timing) -> Verdict {
         }
         NodeStatus::Failed | NodeStatus::Retired => Verdict::Leave,
     }
+}
+
+/// Whether a live node may be given work now (the placement rule of [`classify`]).
+fn placeable(n: Facts, t: Timing) -> bool {
+    let Some(seen) = n.seen else {
+        return false;
+    };
+    if !seen.available {
+        return false;
+    }
+    if n.is_self {
+        return true;
+    }
+    let heard = n
+        .contact
+        .is_some_and(|c| c <= t.contact && c < t.leading_for);
+    heard && seen.phi.is_none_or(|p| p <= t.phi_max)
 }
 
 async fn lead_once(
@@ -235,11 +276,27 @@ async fn lead_once(
         .nodes()
         .map(|(id, _)| *id)
         .collect();
+    let heartbeat = node.config.raft.heartbeat_interval_ms;
     let timing = Timing {
         leading_for: since.elapsed(),
         unseen_timeout,
         grace,
+        contact: Duration::from_millis(
+            PLACEMENT_CONTACT_MS.max(heartbeat.saturating_mul(PLACEMENT_CONTACT_HEARTBEATS)),
+        ),
+        phi_max: node.config.gossip.phi_threshold / 2.0,
     };
+    // The rules first: nothing is placed under rules other than the leader's settings.
+    let rules = cathedral_consensus::Rules {
+        lost_retries: node.config.leader.lost_retries,
+    };
+    let current = node.applied.read().unwrap().state.rules();
+    if current != Some(rules) {
+        tracing::info!(?current, ?rules, "writing the rules of apply");
+        node.propose(Proposal::Write(Command::SetRules { at_ms: now, rules }))
+            .await?;
+        return Ok(());
+    }
     let (failed, recovered, timed_out, assignments) = {
         let a = node.applied.read().unwrap();
         let state = &a.state;
@@ -257,7 +314,9 @@ async fn lead_once(
                     liveness: m.liveness,
                     for_: m.since.elapsed(),
                     available: m.available(),
+                    phi: m.phi,
                 }),
+                contact: node.peers.since_contact(id),
             };
             match classify(facts, timing) {
                 Verdict::Fail(why) => failed.push((id, why)),
@@ -383,6 +442,8 @@ mod tests {
         leading_for: Duration::from_secs(10),
         unseen_timeout: Duration::from_secs(5),
         grace: Duration::from_secs(2),
+        contact: Duration::from_secs(1),
+        phi_max: 4.0,
     };
 
     fn alive(seen: Option<(Liveness, u64, bool)>) -> Facts {
@@ -394,8 +455,49 @@ mod tests {
                 liveness,
                 for_: Duration::from_secs(secs),
                 available,
+                phi: Some(1.0),
             }),
+            contact: Some(Duration::from_millis(50)),
         }
+    }
+
+    #[test]
+    fn work_goes_only_to_nodes_heard_from_recently_and_not_suspected() {
+        let live = alive(Some((Liveness::Alive, 1, true)));
+        // Never heard from by this leader (the node of the leader it replaced): no work,
+        // though gossip still calls it alive.
+        let unheard = Facts {
+            contact: None,
+            ..live
+        };
+        assert_eq!(classify(unheard, T), Verdict::Leave);
+        // Heard from only before this leadership began.
+        let new_leader = Timing {
+            leading_for: Duration::from_millis(40),
+            ..T
+        };
+        assert_eq!(classify(live, new_leader), Verdict::Leave);
+        // Heard from, but not within the bound.
+        let quiet = Facts {
+            contact: Some(Duration::from_millis(1_500)),
+            ..live
+        };
+        assert_eq!(classify(quiet, T), Verdict::Leave);
+        // Suspected: phi past half the threshold.
+        let mut suspect = live;
+        suspect.seen.as_mut().unwrap().phi = Some(4.5);
+        assert_eq!(classify(suspect, T), Verdict::Leave);
+        // Not yet sampled by the failure detector, but answering Raft: placed.
+        let mut fresh = live;
+        fresh.seen.as_mut().unwrap().phi = None;
+        assert_eq!(classify(fresh, T), Verdict::Candidate);
+        // The leader itself needs no Raft contact.
+        let me = Facts {
+            is_self: true,
+            contact: None,
+            ..live
+        };
+        assert_eq!(classify(me, new_leader), Verdict::Candidate);
     }
 
     #[test]

@@ -607,3 +607,45 @@ fn a_truncate_lowers_the_watermark_before_it_cuts() {
     let reopened = Log::open(image.path(), opts).unwrap();
     check(&reopened, 1, 40);
 }
+
+#[test]
+fn records_that_disagree_with_the_watermark_are_corruption_not_a_torn_tail() {
+    // The acknowledgment file says record 39 is of term 1; the segment's record 39 —
+    // whole, its checksum good — is of term 7 (the records after a truncate, beside the
+    // acknowledgment file from before it: files from two different moments). Not a write
+    // cut short: open refuses, and inspect calls it corruption.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(64 << 10);
+    let log = Log::open(dir.path(), opts.clone()).unwrap();
+    fill(&log, 1, 40, 5);
+    log.sync().unwrap();
+    let before = std::fs::read(dir.path().join("log/acked")).unwrap();
+    log.truncate(30).unwrap();
+    let payloads: Vec<Vec<u8>> = (30..40).map(payload).collect();
+    let entries: Vec<cathedral_storage::Entry<'_>> = (30..40)
+        .zip(&payloads)
+        .map(|(index, p)| cathedral_storage::Entry {
+            index,
+            term: 7,
+            payload: p,
+        })
+        .collect();
+    log.append(&entries, cathedral_storage::Durability::Durable)
+        .unwrap();
+    let image = crash_image_as_is(dir.path());
+    drop(log);
+    std::fs::write(image.path().join("log/acked"), &before).unwrap();
+    let err = Log::open(image.path(), opts.clone()).unwrap_err();
+    assert!(
+        matches!(err, Error::Corruption { ref reason, .. } if reason.contains("disagree")),
+        "{err}"
+    );
+    let r = inspect(image.path(), None).unwrap();
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Corruption && f.reason.contains("disagree")),
+        "{:?}",
+        r.findings
+    );
+}

@@ -120,3 +120,35 @@ fn without_the_acknowledgment_file_a_torn_tail_is_cut_by_the_old_rule() {
     assert_eq!(r.watermark().unwrap().acked_next, 60);
     drop(log);
 }
+
+#[test]
+fn a_first_open_that_did_not_finish_leaves_nothing_that_blocks_the_next() {
+    // The first open of an old directory crashed after creating the acknowledgment file
+    // and before the metadata named it: the file is empty, short, or zeroed. Nothing was
+    // acknowledged through it, so inspect finds nothing and the next open makes it anew.
+    for left in [Vec::new(), vec![0u8; 100], vec![0u8; 8192]] {
+        let dir = copy_fixture("crashed");
+        std::fs::write(dir.path().join("log/acked"), &left).unwrap();
+        let r = inspect(dir.path(), None).unwrap();
+        assert!(
+            log_findings(&r).is_empty(),
+            "{} bytes left: {:?}",
+            left.len(),
+            r.findings
+        );
+        let log = Log::open(dir.path(), options()).unwrap();
+        check(&log, 11, 61);
+        drop(log);
+        let r = inspect(dir.path(), None).unwrap();
+        assert!(log_findings(&r).is_empty(), "{:?}", r.findings);
+        // The file is whole again and kept: a reopen judges by it and finds all.
+        assert_eq!(
+            std::fs::metadata(dir.path().join("log/acked"))
+                .unwrap()
+                .len(),
+            8192
+        );
+        let log = Log::open(dir.path(), options()).unwrap();
+        check(&log, 11, 61);
+    }
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cathedral_server::api::v1 as pb;
-use cathedral_tests::{cluster, eventually, leader_index, spec, Server};
+use cathedral_tests::{cluster, eventually, leader_index, spec, until_final, Server};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -126,6 +126,40 @@ async fn leader_crash_new_leader_no_acknowledged_job_lost_and_the_node_catches_u
     assert_eq!(st.members.len(), 3);
     assert_eq!(all_jobs(&nodes[l]).await, acked);
     assert_eq!(nodes[l].status().await.node_id, before.node_id);
+}
+
+/// Jobs submitted right after the leader is SIGKILLed, with default settings (no retries
+/// of their own), all run and succeed: the new leader places nothing on the dead leader's
+/// node, which gossip still calls alive for seconds (it has not answered this leader), and
+/// an attempt lost with its node before it started costs the job nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_submitted_as_the_leader_dies_all_succeed_with_default_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(tmp.path(), 3, &[]).await;
+    let l = leader_index(&nodes).await;
+    let dead = nodes[l].status().await.node_id;
+    let survivor = (l + 1) % 3;
+    nodes[l].kill9();
+    // At once: the writes wait for the new leader, and are placed as soon as it leads.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(submit(&nodes[survivor], &format!("after-crash-{i}")).await);
+    }
+    for id in ids {
+        let j = until_final(&nodes[survivor], id).await;
+        assert_eq!(
+            j.state,
+            pb::JobState::Succeeded as i32,
+            "job {id} did not succeed: {} (attempts {:?})",
+            j.reason,
+            j.attempts
+        );
+        assert!(
+            j.attempts.iter().all(|a| a.node_id != dead),
+            "job {id} was placed on the dead leader's node {dead}: {:?}",
+            j.attempts
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

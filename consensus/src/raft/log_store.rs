@@ -137,7 +137,9 @@ pub fn check_vote(log: &Log) -> Result<(), String> {
     let Some((index, term)) = log.last_entry() else {
         return Ok(());
     };
-    if vote.is_some_and(|v| v.leader_id().term >= term) {
+    // Term 0 is `initialize`'s membership entry, appended before the first vote is
+    // saved: a crash between the two leaves it without a vote, and nothing was voted yet.
+    if term == 0 || vote.is_some_and(|v| v.leader_id().term >= term) {
         return Ok(());
     }
     Err(format!(
@@ -438,6 +440,41 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(term, node), index),
             payload: EntryPayload::Normal(cmd),
         }
+    }
+
+    #[test]
+    fn a_vote_older_than_the_last_entry_is_refused_but_a_fresh_initialize_is_not() {
+        use cathedral_storage::{Durability, Entry as Rec, Log, Options};
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), Options::default()).unwrap();
+        assert!(check_vote(&log).is_ok(), "an empty log");
+        // `initialize` appends its membership entry at term 0 before the first vote.
+        log.append(
+            &[Rec {
+                index: 0,
+                term: 0,
+                payload: b"m",
+            }],
+            Durability::Durable,
+        )
+        .unwrap();
+        assert!(check_vote(&log).is_ok(), "a term-0 entry and no vote yet");
+        log.append(
+            &[Rec {
+                index: 1,
+                term: 2,
+                payload: b"x",
+            }],
+            Durability::Durable,
+        )
+        .unwrap();
+        let err = check_vote(&log).unwrap_err();
+        assert!(err.contains("older than the log's last entry"), "{err}");
+        let vote = |term| postcard::to_stdvec(&Vote::<u64>::new(term, 1)).unwrap();
+        log.save_vote(vote(1)).unwrap();
+        assert!(check_vote(&log).is_err(), "vote term 1 < entry term 2");
+        log.save_vote(vote(2)).unwrap();
+        assert!(check_vote(&log).is_ok());
     }
 
     #[test]

@@ -136,7 +136,9 @@ fn open_log(dir: &std::path::Path, data: &DataDir, options: Options) -> Result<L
                 "{damage}; reading this node's membership to see whether a peer holds them failed too: {e}"
             ))
         })?
-        .map_or(0, |m| m.nodes().filter(|(n, _)| **n != me).count());
+        // Voters only: a learner never leads, so a sole voter's learners cannot send it
+        // the entries again.
+        .map_or(0, |m| m.voter_ids().filter(|n| *n != me).count());
     if peers == 0 {
         return Err(ServerError::Storage(format!(
             "{damage}. This node is standalone: no peer holds these entries, so it will not start \
@@ -169,19 +171,19 @@ enum Hold {
 /// The reasons a node may not campaign; elections are on when none holds.
 #[derive(Debug, Default)]
 pub(crate) struct ElectionHolds {
-    quiet: std::sync::atomic::AtomicBool,
-    owed: std::sync::atomic::AtomicBool,
+    /// (quiet, owed). One lock around the change and the `elect` call, so two holds
+    /// changed at once cannot leave elections set from a stale pair.
+    holds: std::sync::Mutex<(bool, bool)>,
 }
 
 impl ElectionHolds {
     fn set(&self, raft: &Raft<TypeConfig>, hold: Hold, on: bool) {
-        use std::sync::atomic::Ordering::SeqCst;
+        let mut h = self.holds.lock().unwrap_or_else(|e| e.into_inner());
         match hold {
-            Hold::Quiet => self.quiet.store(on, SeqCst),
-            Hold::Owed => self.owed.store(on, SeqCst),
+            Hold::Quiet => h.0 = on,
+            Hold::Owed => h.1 = on,
         }
-        raft.runtime_config()
-            .elect(!self.quiet.load(SeqCst) && !self.owed.load(SeqCst));
+        raft.runtime_config().elect(!h.0 && !h.1);
     }
 }
 

@@ -166,18 +166,20 @@ pub(crate) struct AckedFile {
 
 impl AckedFile {
     /// Opens the file in `log_dir`, creating it (zeroed, synced, the directory synced) when
-    /// it does not exist.
-    pub fn open_or_create(log_dir: &Path) -> Result<AckedFile> {
+    /// it does not exist — or when `fresh`: the log does not keep the file yet (its
+    /// metadata does not say so), and whatever is there is left by a first open that did
+    /// not finish (possibly short: a crash between its creation and its sizing).
+    pub fn open_or_create(log_dir: &Path, fresh: bool) -> Result<AckedFile> {
         let path = log_dir.join(ACKED_FILE);
-        let existed = path.exists();
+        let create = fresh || !path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(create)
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
-        if !existed {
+        if create {
             fsutil::set_len(&file, ACKED_FILE_BYTES, &path)?;
             fsutil::sync_data(&file, &path)?;
             fsutil::sync_dir(log_dir)?;
@@ -299,7 +301,7 @@ mod tests {
     #[test]
     fn the_newest_slot_of_a_segment_wins_and_a_damaged_ring_has_a_twin() {
         let dir = tempfile::tempdir().unwrap();
-        let f = AckedFile::open_or_create(dir.path()).unwrap();
+        let f = AckedFile::open_or_create(dir.path(), true).unwrap();
         for (seq, first) in [(1, 1), (2, 1), (3, 50), (4, 1), (5, 50)] {
             f.write(&slot(seq, first)).unwrap();
         }
@@ -324,7 +326,7 @@ mod tests {
     #[test]
     fn the_sync_loop_syncs_what_was_written_and_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let f = std::sync::Arc::new(AckedFile::open_or_create(dir.path()).unwrap());
+        let f = std::sync::Arc::new(AckedFile::open_or_create(dir.path(), true).unwrap());
         let g = f.clone();
         let t = std::thread::spawn(move || g.sync_loop());
         f.write(&slot(1, 1)).unwrap();

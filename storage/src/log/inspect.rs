@@ -335,6 +335,11 @@ fn inspect_segment(
 /// the metadata says the log keeps one, are findings.
 fn check_acked(report: &mut InspectReport, log_dir: &Path, in_use: bool) -> Result<Option<Slots>> {
     let path = log_dir.join(ACKED_FILE);
+    // Readable metadata that does not name the file: whatever is there was left by a first
+    // open that did not finish, and the next open makes it anew (as recovery judges it).
+    if report.log_id.is_some() && !in_use {
+        return Ok(None);
+    }
     // Without readable metadata, the log id comes from the first segment (later).
     let log_id = report.log_id.unwrap_or_else(|| {
         layout::list(log_dir)
@@ -430,12 +435,16 @@ fn valid_records(
     let valid_next = first + scan.offsets.len() as u64;
     // Damage after the valid records, or (with a watermark) the records ending short of
     // it or disagreeing with it.
-    let problem =
-        match &scan.damage {
-            Some(d) => Some((d.offset, d.reason.clone(), d.torn)),
-            None if acked.is_some() => {
-                match layout::watermark_problem(&scan, bytes, first, watermark) {
-                Some((offset, reason)) => Some((offset, reason, true)),
+    let problem = match &scan.damage {
+        Some(d) => Some((d.offset, d.reason.clone(), d.torn)),
+        None if acked.is_some() => {
+            match layout::watermark_problem(&scan, bytes, first, watermark) {
+                // Disagreeing about a record the watermark names is not torn.
+                Some((offset, reason)) => Some((
+                    offset,
+                    reason,
+                    watermark.is_some_and(|w| w.acked_next > valid_next),
+                )),
                 None if watermark.is_none() => Some((
                     0,
                     format!(
@@ -445,9 +454,9 @@ fn valid_records(
                 )),
                 None => None,
             }
-            }
-            None => None,
-        };
+        }
+        None => None,
+    };
     if let Some((offset, reason, torn)) = problem {
         let verdict = layout::judge(TailFacts {
             last_segment,

@@ -95,7 +95,8 @@ pub struct TailFacts {
     pub watermark: Option<(u64, u64)>,
     /// One past the last valid record found.
     pub valid_next: u64,
-    /// The damage found after the valid records has no valid record after it.
+    /// The damage found after the valid records has no valid record after it; with a
+    /// watermark, false when the records disagree with it about a record it names.
     pub torn: bool,
 }
 
@@ -105,8 +106,10 @@ pub struct TailFacts {
 ///
 /// - Not the last segment: corruption (only the last is ever written to).
 /// - With a watermark: records missing below it are acknowledged entries damaged; damage
-///   past it is torn — whatever follows it, it was never acknowledged. No slot naming the
-///   segment: corruption (a segment's first slot is durable before the segment exists).
+///   past it is torn — whatever follows it, it was never acknowledged; whole records that
+///   disagree with it about the last acknowledged record (`torn: false`) are corruption. No
+///   slot naming the segment: corruption (a segment's first slot is durable before the
+///   segment exists).
 /// - Without an acknowledgment file (a directory from before it, opened once): torn when
 ///   nothing valid follows the damage (the writer starts a write only after the previous
 ///   one completed).
@@ -135,6 +138,11 @@ pub fn judge(f: TailFacts) -> Verdict {
         Some(_) if !f.header_ok => {
             Verdict::Corruption("segment header damaged (no record was acknowledged in it)".into())
         }
+        // Whole records that disagree with the watermark about the last acknowledged one
+        // (its end or its term): not a write cut short, but records replaced.
+        Some(_) if !f.torn => Verdict::Corruption(
+            "the records disagree with the acknowledgment file about an acknowledged record".into(),
+        ),
         Some(_) => Verdict::Torn,
     }
 }
@@ -225,9 +233,15 @@ mod tests {
 
     #[test]
     fn the_watermark_decides_torn_versus_acknowledged() {
-        // Damage past the watermark is torn, even with valid records after it.
+        // Damage past the watermark is torn (the scan reports every damage torn when a
+        // watermark judges it, valid records after it or not).
         assert_eq!(judge(facts(Some((50, 3)), 50, true)), Verdict::Torn);
-        assert_eq!(judge(facts(Some((50, 3)), 60, false)), Verdict::Torn);
+        assert_eq!(judge(facts(Some((50, 3)), 60, true)), Verdict::Torn);
+        // Whole records disagreeing with it about the record it names: corruption.
+        assert!(matches!(
+            judge(facts(Some((50, 3)), 60, false)),
+            Verdict::Corruption(_)
+        ));
         // Records missing at or below it are acknowledged entries damaged.
         assert_eq!(
             judge(facts(Some((50, 3)), 41, true)),

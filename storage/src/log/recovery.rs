@@ -207,7 +207,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
     )?;
     // The acknowledgment file exists from here on (created for a directory from before
     // it), and the metadata says so: from now on a missing file is damage.
-    let acked = AckedFile::open_or_create(&log_dir)?;
+    let acked = AckedFile::open_or_create(&log_dir, !meta.acked_in_use)?;
     let mut next_seq = slots.as_ref().map_or(0, Slots::max_seq) + 1;
     let active = match active {
         Some((first, path, scan, _)) => Some(open_active(
@@ -267,6 +267,11 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
 /// existed. A file the metadata says the log keeps, missing, is damage (salvage goes on
 /// without it).
 fn read_acked(log_dir: &Path, meta: &MetaFile, mode: RecoveryMode) -> Result<Option<Slots>> {
+    // A file the metadata does not name yet was left by a first open that did not finish
+    // (a directory from before the file, upgraded): nothing was acknowledged through it.
+    if !meta.acked_in_use {
+        return Ok(None);
+    }
     let slots = acked::read(log_dir, meta.log_id)?;
     if slots.is_none() && meta.acked_in_use && mode != RecoveryMode::Salvage {
         return Err(Error::corruption(
@@ -884,11 +889,15 @@ fn open_segment(
         }
         None if !tail.judged_by_watermark => Found::Active { scan, tail },
         None => match layout::watermark_problem(&scan, &map, first, tail.watermark) {
+            // Ending short of the watermark is judged by it; disagreeing with it about a
+            // record it names is not torn (`torn: false`): corruption.
             Some((offset, reason)) => Found::Damaged {
+                torn: tail
+                    .watermark
+                    .is_some_and(|w| w.acked_next > first + scan.offsets.len() as u64),
                 scan,
                 offset,
                 reason,
-                torn: true,
                 tail: Some(tail),
             },
             None if tail.watermark.is_none() => Found::Damaged {
