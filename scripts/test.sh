@@ -43,11 +43,14 @@ need() {
 # tests/tests/metrics.rs and promtool lints /metrics; the dashboard's test drives
 # Chromium through chromedriver; the docker sandbox's tests run containers on Podman's
 # Docker-compatible API service (with runc) from a busybox image made offline; the DNS
-# seed test serves names from dnsmasq.
+# seed test serves names from dnsmasq; the deploy test renders deploy/kubernetes/ with
+# kubectl's kustomize (v5 needed: with Debian 12's kubectl 1.20 it says it skips) and
+# runs promtool over deploy/prometheus/.
 need "the bubblewrap tests" bwrap -- bubblewrap
 need "the docker sandbox tests" podman runc busybox -- podman runc busybox-static
 need "the DNS seed test" dnsmasq -- dnsmasq
 need "the Prometheus tests" prometheus promtool -- prometheus
+need "the Kubernetes deploy test" kubectl -- kubernetes-client
 need "the dashboard test" chromium chromedriver -- chromium chromium-driver
 
 # Python's grpcio drives the API in one test, as a client that is not ours; the REST

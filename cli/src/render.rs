@@ -1,4 +1,9 @@
 //! Jobs, events and cluster status as text for people or JSON for programs.
+//!
+//! JSON convention (the CLI's, `cathedral-log`'s and the REST API's alike): every id — job,
+//! workflow, node, cluster — is a string, as the protobuf JSON mapping writes 64-bit
+//! integers, so no JSON reader rounds a node id. Counts, indexes, sizes and times stay
+//! numbers here.
 
 use cathedral_api::v1 as pb;
 use serde_json::{json, Value};
@@ -30,6 +35,16 @@ pub fn state_from_name(s: &str) -> Option<pb::JobState> {
     })
 }
 
+/// An id as JSON: a string (see the module's convention).
+pub fn id(v: u64) -> Value {
+    Value::String(v.to_string())
+}
+
+/// Ids as a JSON array of strings.
+pub fn ids(v: &[u64]) -> Value {
+    Value::Array(v.iter().map(|i| id(*i)).collect())
+}
+
 fn exit_json(o: &pb::Outcome) -> Value {
     use pb::outcome::Exit;
     let exit = match o.exit {
@@ -49,7 +64,7 @@ fn exit_json(o: &pb::Outcome) -> Value {
 pub fn job_json(j: &pb::Job) -> Value {
     let spec = j.spec.clone().unwrap_or_default();
     json!({
-        "id": j.id,
+        "id": id(j.id),
         "name": spec.name,
         "state": state_name(j.state),
         "reason": j.reason,
@@ -58,14 +73,15 @@ pub fn job_json(j: &pb::Job) -> Value {
         "timeout_ms": spec.timeout_ms,
         "max_attempts": spec.retry.map(|r| r.max_attempts),
         "constraints": spec.constraints,
-        "depends_on": spec.depends_on,
-        "dependents": j.dependents,
-        "workflow_id": (j.workflow_id != 0).then_some(j.workflow_id),
+        "depends_on": ids(&spec.depends_on),
+        "dependents": ids(&j.dependents),
+        "workflow_id": (j.workflow_id != 0).then(|| id(j.workflow_id)),
         "idempotency_key": (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
         "submitted_by": (!j.submitted_by.is_empty()).then_some(&j.submitted_by),
         "attempts": j.attempts.iter().map(|a| json!({
             "number": a.number,
-            "node_id": a.node_id,
+            "node_id": id(a.node_id),
+            "summary": a.summary,
             "assigned_at_ms": a.assigned_at_ms,
             "started_at_ms": a.started_at_ms,
             "finished_at_ms": a.finished_at_ms,
@@ -89,16 +105,22 @@ pub fn job_text(j: &pb::Job) -> String {
         shell_words(&spec.command),
     );
     if !spec.depends_on.is_empty() {
-        s += &format!("  after:    {:?}\n", spec.depends_on);
+        let after: Vec<String> = spec.depends_on.iter().map(u64::to_string).collect();
+        s += &format!("  after:    {}\n", after.join(", "));
     }
     if j.workflow_id != 0 {
         s += &format!("  workflow: {}\n", j.workflow_id);
     }
     for a in &j.attempts {
-        let outcome = a.outcome.as_ref().map_or("in flight".to_string(), |o| {
-            exit_json(o)["exit"].to_string()
-        });
-        s += &format!("  attempt {} on node {}: {outcome}\n", a.number, a.node_id);
+        if a.summary.is_empty() {
+            // A server that does not say it in words.
+            let outcome = a.outcome.as_ref().map_or("in flight".to_string(), |o| {
+                exit_json(o)["exit"].to_string()
+            });
+            s += &format!("  attempt {} on node {}: {outcome}\n", a.number, a.node_id);
+        } else {
+            s += &format!("  {}\n", a.summary);
+        }
     }
     let mut outputs: Vec<_> = j.outputs.iter().collect();
     outputs.sort();
@@ -108,23 +130,33 @@ pub fn job_text(j: &pb::Job) -> String {
     s
 }
 
+/// The header of [`job_line`]'s columns.
+pub const JOB_LINE_HEADER: &str =
+    "      ID  STATE       NAME                      NODE                  COMMAND";
+
+/// One job in a listing: id, state, name, the node of its last attempt, command.
 pub fn job_line(j: &pb::Job) -> String {
     let spec = j.spec.clone().unwrap_or_default();
+    let node = j
+        .attempts
+        .last()
+        .map_or("-".to_string(), |a| a.node_id.to_string());
     format!(
-        "{:>8}  {:<10}  {:<24}  {}",
+        "{:>8}  {:<10}  {:<24}  {:<20}  {}",
         j.id,
         state_name(j.state),
         spec.name,
+        node,
         shell_words(&spec.command)
     )
 }
 
 pub fn event_json(e: &pb::JobEvent) -> Value {
     json!({
-        "job_id": e.job_id,
+        "job_id": id(e.job_id),
         "state": state_name(e.state),
         "attempt": e.attempt,
-        "node_id": e.node_id,
+        "node_id": (e.node_id != 0).then(|| id(e.node_id)),
         "reason": e.reason,
         "index": e.index,
         "outcome": e.outcome.as_ref().map(exit_json),
@@ -165,10 +197,10 @@ pub fn cluster_event_text(e: &pb::ClusterEvent) -> String {
 
 pub fn status_json(s: &pb::StatusResponse) -> Value {
     json!({
-        "node_id": s.node_id,
+        "node_id": id(s.node_id),
         "cluster_id": s.cluster_id,
         "server_state": s.server_state,
-        "leader_id": (s.leader_id != 0).then_some(s.leader_id),
+        "leader_id": (s.leader_id != 0).then(|| id(s.leader_id)),
         "leader_address": s.leader_address,
         "term": s.term,
         "commit_index": s.commit_index,
@@ -178,7 +210,7 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
         "purged_index": s.purged_index,
         "jobs": s.jobs,
         "members": s.members.iter().map(|m| json!({
-            "id": m.id,
+            "id": id(m.id),
             "address": m.address,
             "role": m.role,
             "last_contact_ms": m.last_contact_ms,
@@ -225,7 +257,7 @@ fn tags_text(tags: &std::collections::HashMap<String, String>) -> String {
 pub fn nodes_json(r: &pb::ListNodesResponse) -> Value {
     let g = r.gossip.unwrap_or_default();
     json!({
-        "node_id": r.node_id,
+        "node_id": id(r.node_id),
         "health": r.health,
         "alive": r.alive,
         "known": r.known,
@@ -240,7 +272,7 @@ pub fn nodes_json(r: &pb::ListNodesResponse) -> Value {
             "events_dropped": g.events_dropped,
         },
         "nodes": r.nodes.iter().map(|n| json!({
-            "id": n.id,
+            "id": id(n.id),
             "address": n.address,
             "role": n.role,
             "state": n.state,

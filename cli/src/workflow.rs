@@ -1,7 +1,7 @@
 //! Workflow files: YAML (or JSON, by the `.json` extension) into a SubmitWorkflow request.
 //!
 //! ```yaml
-//! name: nightly
+//! name: nightly           # optional; default: the file's name without its extension
 //! jobs:
 //!   - key: fetch
 //!     command: [sh, -c, "echo fetching"]
@@ -32,7 +32,8 @@ use crate::parse;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     jobs: Vec<Job>,
 }
 
@@ -78,10 +79,13 @@ pub fn load(path: &Path) -> Result<pb::SubmitWorkflowRequest, String> {
     } else {
         serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     };
-    to_request(file).map_err(|e| format!("{}: {e}", path.display()))
+    let stem = path
+        .file_stem()
+        .map_or("workflow".into(), |s| s.to_string_lossy().into_owned());
+    to_request(file, stem).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn to_request(file: File) -> Result<pb::SubmitWorkflowRequest, String> {
+fn to_request(file: File, stem: String) -> Result<pb::SubmitWorkflowRequest, String> {
     let mut jobs = Vec::with_capacity(file.jobs.len());
     for j in file.jobs {
         let at = |e: String| format!("job {:?}: {e}", j.key);
@@ -135,7 +139,7 @@ fn to_request(file: File) -> Result<pb::SubmitWorkflowRequest, String> {
         });
     }
     Ok(pb::SubmitWorkflowRequest {
-        name: file.name,
+        name: file.name.unwrap_or(stem),
         jobs,
         // The CLI sets it when it sends the request.
         request_id: String::new(),
@@ -169,6 +173,14 @@ mod tests {
         assert_eq!(b.retry.as_ref().unwrap().max_attempts, 3);
         assert_eq!(b.memory_bytes, 1 << 20);
         assert_eq!(a.jobs[0].spec.as_ref().unwrap().timeout_ms, Some(5000));
+    }
+
+    #[test]
+    fn a_file_without_a_name_is_named_after_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("release.yaml");
+        std::fs::write(&y, "jobs:\n  - key: a\n    command: [\"true\"]\n").unwrap();
+        assert_eq!(load(&y).unwrap().name, "release");
     }
 
     #[test]

@@ -278,6 +278,39 @@ pub enum CronOp {
     },
 }
 
+/// A change to the crons, in words (see `words`).
+pub fn describe(op: &CronOp) -> String {
+    match op {
+        CronOp::Create(s) => format!("cron {:?} created: {} ({})", s.name, s.schedule, s.tz),
+        CronOp::SetPaused { name, paused: true } => format!("cron {name:?} paused"),
+        CronOp::SetPaused {
+            name,
+            paused: false,
+        } => format!("cron {name:?} resumed"),
+        CronOp::Delete { name } => format!("cron {name:?} deleted"),
+        CronOp::Fire {
+            name,
+            late,
+            scheduled,
+        } => {
+            let mut s = format!("cron {name:?} fires");
+            match scheduled.as_slice() {
+                [] => {}
+                [one] => s += &format!(" for {}", crate::words::time_ms(*one)),
+                many => s += &format!(" {} times", many.len()),
+            }
+            if let Some(l) = late {
+                s += &format!(" ({} late fire(s) skipped)", l.count);
+            }
+            s
+        }
+        CronOp::RunQueued { name, scheduled_ms } => format!(
+            "cron {name:?} runs its queued fire for {}",
+            crate::words::time_ms(*scheduled_ms)
+        ),
+    }
+}
+
 impl CronOp {
     pub fn name(&self) -> &str {
         match self {

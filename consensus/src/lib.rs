@@ -29,6 +29,7 @@ pub mod requests;
 mod state;
 pub mod tags;
 pub mod testkit;
+pub mod words;
 
 pub use command::{
     check_outputs, limits, valid_output_name, Assignment, Capacity, Command, ContainerSpec, Exit,

@@ -92,6 +92,9 @@ pub struct Replay {
     /// Snapshots compared with the replayed state (`from_start`).
     pub snapshots_compared: u64,
     pub findings: Vec<ReplayFinding>,
+    /// What the replay could not do as asked without anything being wrong with the data
+    /// (`--to` past the log's end).
+    pub notes: Vec<String>,
     /// The followed job's history, oldest first.
     pub history: Vec<JobEvent>,
     /// The read-only inspection made on the way (segments, storage findings).
@@ -192,16 +195,14 @@ pub fn replay(
     if let Some(b) = run.fallback.take() {
         run.adopt(b);
     }
+    let mut notes = Vec::new();
     if !run.broken {
         if let (Some(to), last) = (options.to, run.last.map(|l| l.index)) {
             if last.is_none_or(|l| l < to) {
-                run.findings.push(ReplayFinding {
-                    index: to,
-                    reason: format!(
-                        "the log ends at index {}, before --to {to}",
-                        last.map_or("-".into(), |l| l.to_string())
-                    ),
-                });
+                notes.push(format!(
+                    "the log ends at index {}, before --to {to}: replayed through its end",
+                    last.map_or("-".into(), |l| l.to_string())
+                ));
             }
         }
     }
@@ -217,6 +218,7 @@ pub fn replay(
         checkpoints_unverifiable: run.checkpoints_unverifiable,
         snapshots_compared: run.snapshots_compared,
         findings: run.findings,
+        notes,
         history: run.history,
         log,
     })
@@ -470,17 +472,9 @@ impl Run {
             Command::SubmitJobs { .. } | Command::SubmitWorkflow { .. } => {
                 format!("submitted: {}", j.spec.command.join(" "))
             }
-            _ => match j.attempts.last() {
-                Some(a) => {
-                    let mut s = format!("attempt {} on node {}", a.number, a.node);
-                    if let Some(o) = &a.outcome {
-                        s.push_str(&format!(": {:?} after {} ms", o.exit, o.duration_ms));
-                    } else if a.started_at_ms.is_some() {
-                        s.push_str(": started");
-                    }
-                    s
-                }
-                None => String::new(),
+            other => match crate::words::attempts(j).pop() {
+                Some(a) => a,
+                None => crate::words::command(other),
             },
         };
         if let Response::Ignored { reason } = response {
@@ -490,7 +484,10 @@ impl Run {
             note.push_str(&format!(" — {r}"));
         }
         if j.state == JobState::Pending && j.not_before_ms > cmd.at_ms() {
-            note.push_str(&format!(" — retry not before {} ms", j.not_before_ms));
+            note.push_str(&format!(
+                " — retry not before {}",
+                crate::words::time_ms(j.not_before_ms)
+            ));
         }
         JobEvent {
             index,
@@ -666,11 +663,9 @@ mod tests {
             ..Default::default()
         };
         let r = replay(dir.path(), &past, &mut |_, _| {}).unwrap();
-        assert!(
-            r.findings[0].reason.contains("before --to 1000"),
-            "{:?}",
-            r.findings
-        );
+        assert!(r.findings.is_empty(), "not damage: {:?}", r.findings);
+        assert!(r.notes[0].contains("before --to 1000"), "{:?}", r.notes);
+        assert_eq!(r.state, *states.last().unwrap());
     }
 
     #[test]

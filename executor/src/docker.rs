@@ -113,6 +113,19 @@ impl DockerDriver {
         &self.host
     }
 
+    /// The engine's own hard RLIMIT_NPROC, when it is a local process behind a unix
+    /// socket: its pid from the socket's peer credentials, its limit from
+    /// `/proc/PID/limits`. Containers get it where no limit is configured: an engine
+    /// asks the kernel for its image's default (often higher), which a rootful Podman
+    /// without `CAP_SYS_RESOURCE` may not grant ("error setting rlimit type 6"), and its
+    /// own limit it can always grant. `None`: not local, not readable, or unlimited.
+    pub fn engine_nproc_limit(&self) -> Option<u64> {
+        let path = self.host.strip_prefix("unix://")?;
+        let pid = peer_pid(std::path::Path::new(path))?;
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        nproc_hard_limit(&limits)
+    }
+
     /// Whether the engine answered the last [`ping`](Self::ping).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
@@ -374,11 +387,46 @@ impl DockerDriver {
     }
 }
 
+/// The pid of the process listening on the unix socket at `path` (`SO_PEERCRED` of a
+/// connection to it). Written here: std's `peer_cred` is not stable.
+fn peer_pid(path: &std::path::Path) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    let s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of a ucred, as SO_PEERCRED fills.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid)
+}
+
+/// The hard "Max processes" limit of a `/proc/PID/limits` text; `None` when unlimited
+/// or absent.
+fn nproc_hard_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max processes"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|hard| hard.parse().ok())
+}
+
 /// What the executor sets on every container beyond the spec.
 pub(crate) struct Limits {
     pub pids_max: u32,
     pub grace: Duration,
-    /// RLIMIT_NPROC, when configured (else the engine's default).
+    /// RLIMIT_NPROC, when configured (else the engine's own limit where it can be read,
+    /// else the engine's default).
     pub nproc: Option<u64>,
 }
 
@@ -586,5 +634,39 @@ impl ContainerRun {
             tracing::warn!(container = %self.name, "stop: {}", message(&e));
         }
         self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hard_process_limit_is_read_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n\
+                    Max processes             4096                 31503                processes \n";
+        assert_eq!(nproc_hard_limit(text), Some(31503));
+        let unlimited =
+            "Max processes             unlimited            unlimited            processes \n";
+        assert_eq!(nproc_hard_limit(unlimited), None);
+        // This process's own limits parse (a real /proc file).
+        let own = std::fs::read_to_string("/proc/self/limits").unwrap();
+        assert!(own.contains("Max processes"));
+    }
+
+    #[test]
+    fn the_listening_process_is_found_through_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert_eq!(peer_pid(&path), Some(std::process::id() as i32));
+        let driver = DockerDriver::new(&format!("unix://{}", path.display()), "n");
+        let own = std::fs::read_to_string("/proc/self/limits").unwrap();
+        assert_eq!(driver.engine_nproc_limit(), nproc_hard_limit(&own));
+        assert_eq!(
+            DockerDriver::new("tcp://127.0.0.1:2375", "n").engine_nproc_limit(),
+            None
+        );
     }
 }

@@ -140,7 +140,10 @@ impl Executor {
                 let limits = Limits {
                     pids_max,
                     grace: Duration::from_millis(self.config.grace_ms),
-                    nproc: self.config.docker_nproc,
+                    nproc: self
+                        .config
+                        .docker_nproc
+                        .or_else(|| driver.engine_nproc_limit()),
                 };
                 driver.start(spec, image, sink, limits).await
             }

@@ -105,7 +105,9 @@ pub const OUTPUT_VALUE_READ_MAX: u64 = 64 * 1024;
 
 /// Reads the step outputs an attempt left in `dir`: at most [`OUTPUTS_READ_MAX`] files of
 /// at most [`OUTPUT_VALUE_READ_MAX`] bytes, named with letters, digits, `_` and `-` (up to
-/// 64 bytes); anything else is refused, with the reason.
+/// 64 bytes); anything else is refused, with the reason. One trailing newline (`\n` or
+/// `\r\n`) is trimmed from each value, so `echo v1.2.3 > $CATHEDRAL_OUTPUTS/version`
+/// publishes `v1.2.3`; any other whitespace is kept.
 pub fn read_outputs(dir: &std::path::Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     let mut out = BTreeMap::new();
     let mut refused = Vec::new();
@@ -138,7 +140,13 @@ pub fn read_outputs(dir: &std::path::Path) -> (BTreeMap<String, Vec<u8>>, Vec<St
             ));
         } else {
             match std::fs::read(e.path()) {
-                Ok(v) => {
+                Ok(mut v) => {
+                    if v.ends_with(b"\n") {
+                        v.pop();
+                        if v.ends_with(b"\r") {
+                            v.pop();
+                        }
+                    }
                     out.insert(name, v);
                 }
                 Err(err) => refused.push(format!("{name}: {err}")),
@@ -179,5 +187,27 @@ mod tests {
         assert!(text.contains("sub: not a regular file"), "{text}");
         assert!(text.contains("more than STEP_OUTPUTS_MAX"), "{text}");
         assert_eq!(read_outputs(&d.join("none")), (BTreeMap::new(), vec![]));
+    }
+
+    #[test]
+    fn one_trailing_newline_is_trimmed_from_an_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, value) in [
+            ("echoed", "v1.2.3\n"),
+            ("crlf", "a\r\n"),
+            ("two", "b\n\n"),
+            ("bare", "c"),
+            ("spaces", " d \n"),
+        ] {
+            std::fs::write(d.join(name), value).unwrap();
+        }
+        let (out, refused) = read_outputs(d);
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(out["echoed"], b"v1.2.3");
+        assert_eq!(out["crlf"], b"a");
+        assert_eq!(out["two"], b"b\n");
+        assert_eq!(out["bare"], b"c");
+        assert_eq!(out["spaces"], b" d ");
     }
 }

@@ -214,7 +214,8 @@ pub struct Args {
     pub docker_host: Option<String>,
     /// RLIMIT_NPROC of containers, for engines whose own default their host refuses
     /// (rootful Podman without CAP_SYS_RESOURCE: "error setting rlimit type 6")
-    /// [default: the engine's].
+    /// [default: a local engine's own hard limit, read through its unix socket; else the
+    /// engine's default].
     #[arg(long, env = "CATHEDRAL_DOCKER_NPROC_LIMIT", value_name = "N")]
     pub docker_nproc_limit: Option<u64>,
     /// DNS server (IP:PORT) that resolves `dns:NAME:PORT` seeds [default: the system's

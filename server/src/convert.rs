@@ -162,7 +162,7 @@ pub fn outcome_to_pb(o: &Outcome) -> pb::Outcome {
     }
 }
 
-fn attempt_to_pb(a: &Attempt) -> pb::Attempt {
+fn attempt_to_pb(a: &Attempt, summary: String) -> pb::Attempt {
     pb::Attempt {
         number: a.number,
         node_id: a.node,
@@ -170,6 +170,7 @@ fn attempt_to_pb(a: &Attempt) -> pb::Attempt {
         started_at_ms: a.started_at_ms,
         finished_at_ms: a.finished_at_ms,
         outcome: a.outcome.as_ref().map(outcome_to_pb),
+        summary,
     }
 }
 
@@ -186,7 +187,12 @@ pub fn job_to_pb(
         reason: j.reason.clone().unwrap_or_default(),
         submitted_at_ms: j.submitted_at_ms,
         not_before_ms: j.not_before_ms,
-        attempts: j.attempts.iter().map(attempt_to_pb).collect(),
+        attempts: j
+            .attempts
+            .iter()
+            .zip(cathedral_consensus::words::attempts(j))
+            .map(|(a, words)| attempt_to_pb(a, words))
+            .collect(),
         workflow_id: j.workflow.unwrap_or(0),
         dependents: j.dependents.clone(),
         submitted_by: submitted_by.unwrap_or_default().to_string(),

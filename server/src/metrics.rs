@@ -241,6 +241,16 @@ fn describe() {
         "Log compactions (purges) done."
     );
     describe_gauge!("cathedral_storage_segments", "Segment files of the log.");
+    describe_gauge!(
+        "cathedral_data_dir_free_bytes",
+        Unit::Bytes,
+        "Bytes free (to this process) on the filesystem holding the data directory."
+    );
+    describe_gauge!(
+        "cathedral_data_dir_capacity_bytes",
+        Unit::Bytes,
+        "Size of the filesystem holding the data directory."
+    );
     describe_counter!(
         "cathedral_snapshot_writes_total",
         "Snapshots this node wrote."
@@ -510,6 +520,20 @@ pub async fn follow_events(node: std::sync::Arc<Node>) {
     }
 }
 
+/// (free to unprivileged users, total) bytes of the filesystem holding `dir`.
+fn filesystem_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a zeroed statvfs is a valid value; `path` is NUL-terminated and outlives
+    // the call, which only writes `st`.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let unit = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+}
+
 /// The text of a scrape: the series read from `node` now, and everything counted.
 pub fn render(node: &Node) -> String {
     let handle = handle();
@@ -530,6 +554,10 @@ pub fn render(node: &Node) -> String {
         counter!("cathedral_storage_commit_rounds_total").absolute(s.rounds);
         counter!("cathedral_storage_purges_total").absolute(s.purges);
         gauge!("cathedral_storage_segments").set(s.segments as f64);
+    }
+    if let Some((free, capacity)) = filesystem_space(node.data_dir()) {
+        gauge!("cathedral_data_dir_free_bytes").set(free as f64);
+        gauge!("cathedral_data_dir_capacity_bytes").set(capacity as f64);
     }
     let snaps = node.snapshots.stats();
     counter!("cathedral_snapshot_writes_total").absolute(snaps.writes);

@@ -63,6 +63,19 @@ fn attempt_ended(node: &Node, job: u64, attempt: u32) -> bool {
     }
 }
 
+/// `: ` and what became of the attempt, in words (an attempt that could not start wrote no
+/// output file, and its reason is there), or nothing when the state does not know it.
+fn what_became_of(node: &Node, job: u64, attempt: u32) -> String {
+    let a = node.applied.read().unwrap();
+    a.state
+        .job(job)
+        .and_then(|j| j.attempts.iter().find(|x| x.number == attempt))
+        .and_then(|x| x.outcome.as_ref())
+        .map_or(String::new(), |o| {
+            format!(": {}", cathedral_consensus::words::outcome(o))
+        })
+}
+
 /// Whether a missing output file means "no output (yet)": the attempt is running, or it
 /// ended having written nothing (its outcome's tail is empty). Otherwise the file was
 /// there and is gone (output retention).
@@ -113,8 +126,9 @@ pub async fn stream_local(
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 let _ = tx
                     .send(Err(tonic::Status::not_found(format!(
-                        "no output for job {job} attempt {attempt} on node {}",
-                        node.id
+                        "no output for job {job} attempt {attempt} on node {}{}",
+                        node.id,
+                        what_became_of(&node, job, attempt)
                     ))))
                     .await;
                 return;

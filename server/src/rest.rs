@@ -326,8 +326,15 @@ async fn job_output(
     match result {
         Ok(stream) => {
             use tokio_stream::StreamExt;
-            let bytes = stream
-                .into_inner()
+            let mut stream = stream.into_inner();
+            // The first chunk decides the status: an error before any byte (no output, not
+            // found) is answered as one, not as a 200 whose body then breaks off.
+            let first = match stream.next().await {
+                Some(Err(s)) => return error(&s),
+                first => first,
+            };
+            let bytes = tokio_stream::iter(first)
+                .chain(stream)
                 .map(|chunk| chunk.map(|c| axum::body::Bytes::from(c.data)));
             (
                 [(header::CONTENT_TYPE, "application/octet-stream")],

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use cathedral_consensus::words;
 use cathedral_consensus::{Assignment, ClusterState, JobId, JobState, Load, NodeId, NodeStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -18,6 +19,17 @@ pub enum Placement {
     RoundRobin,
     /// A fitting node drawn from a generator seeded by --placement-seed.
     Random,
+}
+
+impl Placement {
+    /// As `--placement` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::LeastLoaded => "least-loaded",
+            Placement::RoundRobin => "round-robin",
+            Placement::Random => "random",
+        }
+    }
 }
 
 /// Most assignments proposed in one entry.
@@ -235,16 +247,10 @@ pub fn explain(
         would_place_on: None,
     };
     let attempts = job.attempts.len();
-    if let Some(last) = job.attempts.last() {
+    if let Some(last) = words::attempts(job).pop() {
         e.details.push(format!(
-            "attempt {} of {} on node {}{}",
-            last.number,
-            job.spec.retry.max_attempts,
-            last.node,
-            last.outcome
-                .as_ref()
-                .map(|o| format!(": {:?}", o.exit))
-                .unwrap_or_default()
+            "{last} (the job allows {} attempt(s) of its own)",
+            job.spec.retry.max_attempts
         ));
     }
     match job.state {
@@ -289,8 +295,8 @@ pub fn explain(
     if job.not_before_ms > now_ms {
         e.runnable_at_ms = Some(job.not_before_ms);
         e.summary = format!(
-            "pending: backing off after {attempts} failed attempt(s); runnable in {} ms",
-            job.not_before_ms - now_ms
+            "pending: backing off after {attempts} failed attempt(s); runnable in {}",
+            words::duration_ms(job.not_before_ms - now_ms)
         );
         return Some(e);
     }
@@ -300,7 +306,7 @@ pub fn explain(
     for n in state.nodes() {
         let id = n.info.id;
         let why = if n.status != NodeStatus::Alive {
-            Some(format!("node is {:?}", n.status).to_lowercase())
+            Some(format!("node is {}", words::node_status(n.status)))
         } else if !candidates.contains_key(&id) {
             Some("not a candidate: not alive in gossip, or available=false".into())
         } else {
@@ -308,7 +314,14 @@ pub fn explain(
             let f = free[&id];
             let sandbox = job.spec.sandbox.required_tag().and_then(|(k, v)| {
                 (tags.get(k).map(String::as_str) != Some(v)).then(|| {
-                    format!("its sandbox needs {k}={v}, which the node does not advertise")
+                    if k == cathedral_consensus::DOCKER_DRIVER_TAG {
+                        format!(
+                            "its sandbox needs {k}={v}, which the node does not advertise: no \
+                             container engine answers at its --docker-host (see its log)"
+                        )
+                    } else {
+                        format!("its sandbox needs {k}={v}, which the node does not advertise")
+                    }
                 })
             });
             let constraint = job
@@ -333,8 +346,9 @@ pub fn explain(
                     ))
                 } else if f.memory.is_some_and(|m| m < need_mem) {
                     Some(format!(
-                        "needs {need_mem} bytes of memory, {} free",
-                        f.memory.unwrap_or(0)
+                        "needs {} of memory, {} free",
+                        words::bytes(need_mem),
+                        words::bytes(f.memory.unwrap_or(0))
                     ))
                 } else {
                     None
@@ -369,10 +383,11 @@ pub fn explain(
         Some(a) => {
             e.would_place_on = Some(a.node);
             e.summary = format!(
-                "pending: runnable; the next placement pass puts it on node {} ({} of {} nodes fit; {placement:?})",
+                "pending: runnable; the next placement pass puts it on node {} ({} of {} nodes fit; placement {})",
                 a.node,
                 fitting,
-                e.nodes.len()
+                e.nodes.len(),
+                placement.name()
             );
         }
         None => {

@@ -162,6 +162,37 @@ async fn jobs_submitted_as_the_leader_dies_all_succeed_with_default_settings() {
     }
 }
 
+/// A node started on its directory with another address than the one its cluster recorded
+/// says so in one line, naming both and the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_on_its_directory_with_another_address_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(tmp.path(), 3, &[]).await;
+    let l = leader_index(&nodes).await;
+    let f = (l + 1) % 3;
+    let recorded = nodes[f].grpc.clone();
+    nodes[f].stop();
+    let moved = Server::start(&nodes[f].dir, &["--role", "coordinator"]);
+    let line = eventually(WAIT, "the address line in the log", || async {
+        moved
+            .log_text()
+            .lines()
+            .find(|l| l.contains("recorded its address as"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        line.contains(&recorded) && line.contains(&moved.grpc) && line.contains("--bind"),
+        "{line}"
+    );
+    let errors = moved
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("recorded its address as"))
+        .count();
+    assert_eq!(errors, 1, "said once");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_joining_after_log_compaction_receives_a_snapshot() {
     let tmp = tempfile::tempdir().unwrap();

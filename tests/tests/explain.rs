@@ -66,7 +66,12 @@ async fn explain_says_why_a_job_waits() {
     );
     let j = get(&s, failing).await;
     assert_eq!(e.runnable_at_ms, j.not_before_ms);
-    assert!(e.details[0].contains("attempt 1 of 3"), "{e:?}");
+    assert!(
+        e.details[0].contains("attempt 1 on node")
+            && e.details[0].contains("exited with status 1")
+            && e.details[0].contains("allows 3 attempt(s)"),
+        "{e:?}"
+    );
 
     // Waiting on it.
     let after = s.cli_ok(&["submit", "--depends-on", &failing.to_string(), "--", "true"]);

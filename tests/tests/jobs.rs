@@ -71,6 +71,14 @@ async fn hello_world_through_the_cli() {
         serde_json::from_str(&s.cli_ok(&["status", &id, "--json"])).unwrap();
     assert_eq!(job["attempts"][0]["outcome"]["exit"]["code"], 0);
     assert_eq!(job["attempts"][0]["outcome"]["output_tail"], "hello\n");
+    // Ids are strings in JSON (no reader rounds a 64-bit node id); text is in words.
+    assert_eq!(job["id"], serde_json::json!(id));
+    assert!(job["attempts"][0]["node_id"].is_string(), "{job}");
+    let text = s.cli_ok(&["status", &id]);
+    assert!(
+        text.contains(": exited 0 after") && !text.contains("{\"code\""),
+        "{text}"
+    );
     // A failing command: `wait` exits 1.
     let id = s
         .cli_ok(&["submit", "--", "sh", "-c", "echo bad >&2; exit 4"])

@@ -89,7 +89,7 @@ fn listed(s: &Server) -> Vec<(u64, String, String)> {
         .iter()
         .map(|j| {
             (
-                j["id"].as_u64().unwrap(),
+                j["id"].as_str().unwrap().parse::<u64>().unwrap(),
                 j["name"].as_str().unwrap().to_string(),
                 j["state"].as_str().unwrap().to_string(),
             )

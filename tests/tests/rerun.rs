@@ -25,8 +25,8 @@ async fn a_rerun_from_a_failed_middle_step() {
     .unwrap();
     let out = s.cli_ok(&["workflow", "submit", file.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let workflow = v["workflow_id"].as_u64().unwrap();
-    let id = |k: &str| v["job_ids"][k].as_u64().unwrap();
+    let workflow: u64 = v["workflow_id"].as_str().unwrap().parse().unwrap();
+    let id = |k: &str| -> u64 { v["job_ids"][k].as_str().unwrap().parse().unwrap() };
     let (fetch, build, ship) = (id("fetch"), id("build"), id("ship"));
     eventually(Duration::from_secs(60), "build to fail", || async {
         (get(&s, ship).await.state == pb::JobState::Cancelled as i32).then_some(())
@@ -120,7 +120,7 @@ jobs:
     .unwrap();
     let out = s.cli_ok(&["workflow", "submit", file.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let id = |k: &str| v["job_ids"][k].as_u64().unwrap();
+    let id = |k: &str| -> u64 { v["job_ids"][k].as_str().unwrap().parse().unwrap() };
     let ship = id("ship");
     let j = cathedral_tests::until_final(&s, ship).await;
     assert_eq!(j.state, pb::JobState::Succeeded as i32, "{j:?}");

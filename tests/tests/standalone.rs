@@ -8,7 +8,7 @@ fn ids(list_json: &str) -> Vec<u64> {
     v.as_array()
         .expect("an array")
         .iter()
-        .map(|j| j["id"].as_u64().expect("id"))
+        .map(|j| j["id"].as_str().expect("id as a string").parse().unwrap())
         .collect()
 }
 
@@ -100,11 +100,11 @@ async fn workflows_cancel_wait_watch_and_completions_through_the_cli() {
     .unwrap();
     let ids = out["job_ids"].as_object().expect("job ids by key");
     assert_eq!(ids.len(), 4);
-    let build = ids["build"].as_u64().unwrap();
-    let test = ids["test"].as_u64().unwrap();
+    let build: u64 = ids["build"].as_str().unwrap().parse().unwrap();
+    let test: u64 = ids["test"].as_str().unwrap().parse().unwrap();
     let job: serde_json::Value =
         serde_json::from_str(&s.cli_ok(&["status", "--json", &test.to_string()])).unwrap();
-    assert_eq!(job["depends_on"], serde_json::json!([build]));
+    assert_eq!(job["depends_on"], serde_json::json!([build.to_string()]));
     assert_eq!(job["workflow_id"], out["workflow_id"]);
 
     // Cancelling a job cancels what depends on it; `wait` exits 1 for a job that did not

@@ -20,13 +20,15 @@ struct Cli {
     /// Any node's gRPC address; several, comma-separated, for writes to fail over to.
     #[arg(long, global = true, env = "CATHEDRAL_ADDR", default_value = DEFAULT_SERVER)]
     server: String,
-    /// Request id of a write (submit, cancel, workflow submit) [default: a new random id].
-    /// The cluster applies an id once: sending the same write again with it is safe.
-    #[arg(long, global = true, value_name = "ID")]
+    /// Request id of a write (submit, cancel, workflow submit|rerun, cron changes), given
+    /// before the subcommand [default: a new random id]. The cluster applies an id once:
+    /// sending the same write again with it is safe.
+    #[arg(long, value_name = "ID")]
     request_id: Option<String>,
     /// How long a write whose outcome is unknown (server down or frozen, no leader) is
-    /// tried again, at every --server in turn, under its request id; 0: not at all.
-    #[arg(long, global = true, default_value = "30s", value_name = "DURATION")]
+    /// tried again, at every --server in turn, under its request id, and how long `events
+    /// --follow` looks for a node to follow; 0: not at all. Given before the subcommand.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
     write_retry: String,
     /// The token's secret, for a cluster with access control on.
     #[arg(long, global = true, env = "CATHEDRAL_TOKEN", hide_env_values = true)]
@@ -440,6 +442,12 @@ enum SnapshotCmd {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`cathedral list | head`) ends this process quietly, as it
+    // does any Unix filter, instead of every print panicking on the closed pipe.
+    // SAFETY: restores the default disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Cmd::Tls { command } = cli.command {
         return match tls(command) {
@@ -451,12 +459,11 @@ fn main() -> ExitCode {
         };
     }
     if let Cmd::Completions { shell } = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "cathedral",
-            &mut std::io::stdout(),
-        );
+        // Into a buffer first: a reader that stops early (`| head`) closes the pipe, which
+        // ends the write quietly instead of panicking inside the generator.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "cathedral", &mut script);
+        let _ = std::io::stdout().write_all(&script);
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -496,7 +503,7 @@ async fn write(
             })
             .await?;
             if a.json {
-                print_json(&serde_json::json!({"job_id": r.job_id, "index": r.index}));
+                print_json(&serde_json::json!({"job_id": render::id(r.job_id), "index": r.index}));
             } else {
                 println!("{}", r.job_id);
             }
@@ -530,9 +537,14 @@ async fn write(
             })
             .await?;
             if json {
+                let job_ids: serde_json::Map<String, serde_json::Value> = r
+                    .job_ids
+                    .iter()
+                    .map(|(k, v)| (k.clone(), render::id(*v)))
+                    .collect();
                 print_json(&serde_json::json!({
-                    "workflow_id": r.workflow_id,
-                    "job_ids": r.job_ids,
+                    "workflow_id": render::id(r.workflow_id),
+                    "job_ids": job_ids,
                     "index": r.index,
                 }));
             } else {
@@ -568,7 +580,9 @@ async fn write(
             })
             .await?;
             if json {
-                print_json(&serde_json::json!({"job_ids": r.job_ids, "index": r.index}));
+                print_json(
+                    &serde_json::json!({"job_ids": render::ids(&r.job_ids), "index": r.index}),
+                );
             } else {
                 println!(
                     "workflow {workflow}: rerunning jobs {}",
@@ -855,6 +869,9 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                 ));
             } else {
                 let mut out = std::io::stdout().lock();
+                if !all.is_empty() {
+                    let _ = writeln!(out, "{}", render::JOB_LINE_HEADER);
+                }
                 for j in &all {
                     let _ = writeln!(out, "{}", render::job_line(j));
                 }
@@ -1067,8 +1084,11 @@ async fn acl(
         AclCmd::Token {
             command: TokenCmd::Revoke { accessor },
         } => {
-            acl.revoke_token(pb::RevokeTokenRequest { accessor })
-                .await?;
+            acl.revoke_token(pb::RevokeTokenRequest {
+                accessor: accessor.clone(),
+            })
+            .await?;
+            println!("token {accessor} revoked");
         }
     }
     Ok(0)
@@ -1110,7 +1130,12 @@ async fn cron(
                     })
                 }
                 (None, false) => {
-                    pb::cron_spec::Target::Job(submit_spec(job.command.clone(), &job)?)
+                    // The jobs it launches are named after the cron unless --name says.
+                    let mut spec = submit_spec(job.command.clone(), &job)?;
+                    if job.name.is_none() {
+                        spec.name = cron.clone();
+                    }
+                    pb::cron_spec::Target::Job(spec)
                 }
                 _ => {
                     return Err(CliError::invalid(
@@ -1269,25 +1294,33 @@ async fn cron(
         CronCmd::Pause { name } => {
             crons
                 .set_cron_paused(pb::SetCronPausedRequest {
-                    name,
+                    name: name.clone(),
                     paused: true,
                     request_id,
                 })
                 .await?;
+            println!("cron {name} paused");
         }
         CronCmd::Resume { name } => {
-            crons
+            let r = crons
                 .set_cron_paused(pb::SetCronPausedRequest {
-                    name,
+                    name: name.clone(),
                     paused: false,
                     request_id,
                 })
-                .await?;
+                .await?
+                .into_inner();
+            let _ = r;
+            println!("cron {name} resumed");
         }
         CronCmd::Delete { name } => {
             crons
-                .delete_cron(pb::DeleteCronRequest { name, request_id })
+                .delete_cron(pb::DeleteCronRequest {
+                    name: name.clone(),
+                    request_id,
+                })
                 .await?;
+            println!("cron {name} deleted");
         }
     }
     Ok(0)

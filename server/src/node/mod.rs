@@ -159,6 +159,38 @@ fn open_log(dir: &std::path::Path, data: &DataDir, options: Options) -> Result<L
     )?)
 }
 
+/// Says, in one line, when the cluster this directory belongs to recorded another address
+/// for this node than the one it advertises now: its peers call the recorded one, so it
+/// hears from nobody (a directory reused with other flags, or copied from another node).
+async fn address_check(
+    raft: Raft<TypeConfig>,
+    me: u64,
+    advertise: String,
+    data_dir: std::path::PathBuf,
+) {
+    // The membership the log holds, once Raft has loaded it (a fresh node has none).
+    let loaded = raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.membership_config.log_id().is_some(),
+            "membership loaded",
+        )
+        .await;
+    let Ok(metrics) = loaded else {
+        return;
+    };
+    let m = metrics.membership_config;
+    let Some(recorded) = m.membership().get_node(&me).map(|n| n.addr.clone()) else {
+        return;
+    };
+    if recorded != advertise && m.membership().nodes().count() > 1 {
+        tracing::error!(
+            "this node's cluster recorded its address as {recorded}, but it advertises              {advertise} now: its peers will not reach it. Start it with --bind (or              --advertise) {recorded}, or, to make it a new node, give it an empty              --data-dir (not {}) and --join the cluster",
+            data_dir.display()
+        );
+    }
+}
+
 /// One reason a node may not campaign now.
 #[derive(Debug, Clone, Copy)]
 enum Hold {
@@ -277,6 +309,12 @@ impl Node {
         )
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
+        tokio::spawn(address_check(
+            raft.clone(),
+            identity.node_id,
+            config.advertise.clone(),
+            config.data_dir.clone(),
+        ));
         let leader_heard = Arc::new(tokio::sync::Notify::new());
         let holds = Arc::new(ElectionHolds::default());
         quiet_start(&raft, &holds, &config.raft, leader_heard.clone());
@@ -697,21 +735,10 @@ fn quiet_start(
 /// Longest a restarted member waits to hear a leader before it may campaign itself.
 const QUIET_START_MS: u64 = 1000;
 
-/// What a command decided, in words: a batch by its commands' kinds, others by their
-/// fields (cut at `SUMMARY_CHARS_MAX`).
+/// What a command decided, in words (`words::command`, cut at `SUMMARY_CHARS_MAX`).
 fn summarize(cmd: &Command) -> String {
     const SUMMARY_CHARS_MAX: usize = 300;
-    let text = match cmd {
-        Command::Batch { commands, .. } => {
-            let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
-            for c in commands {
-                *kinds.entry(c.kind()).or_default() += 1;
-            }
-            let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} × {k}")).collect();
-            format!("{} commands: {}", commands.len(), parts.join(", "))
-        }
-        other => format!("{other:?}"),
-    };
+    let text = cathedral_consensus::words::command(cmd);
     match text.char_indices().nth(SUMMARY_CHARS_MAX) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text,

@@ -156,9 +156,14 @@ fn main() -> ExitCode {
     if let Some(result) = early {
         return finish(result);
     }
-    if !cli.data_dir.join("meta").exists() && !cli.data_dir.join("log").exists() {
+    // A directory `snapshot import` restored into holds only snapshots/ until the server
+    // first starts on it: still a data directory.
+    if !["meta", "log", "snapshots"]
+        .iter()
+        .any(|p| cli.data_dir.join(p).exists())
+    {
         eprintln!(
-            "cathedral-log: {} is not a Cathedral data directory (no meta, no log/)",
+            "cathedral-log: {} is not a Cathedral data directory (no meta, no log/, no snapshots/)",
             cli.data_dir.display()
         );
         return ExitCode::from(USAGE);
@@ -245,6 +250,53 @@ fn inspect_bar(
 }
 
 /// A storage finding as one line: `kind: file at byte N: reason`.
+/// Fields that hold ids (of jobs, nodes, workflows), as the state and the commands name
+/// them in JSON.
+const ID_FIELDS: &[&str] = &[
+    "id",
+    "job",
+    "node",
+    "workflow",
+    "from",
+    "depends_on",
+    "dependents",
+    "job_id",
+    "node_id",
+    "workflow_id",
+    "leader_id",
+];
+
+/// Writes every id in `v` as a string (the JSON convention of the CLI, these tools and the
+/// REST API's protobuf mapping: a 64-bit id is a string, so no JSON reader rounds it).
+/// Ids are found by field name ([`ID_FIELDS`]), at any depth; an object keyed by job id
+/// keeps its keys.
+pub(crate) fn ids_as_strings(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn stringify(v: &mut Value) {
+        match v {
+            Value::Number(n) => *v = Value::String(n.to_string()),
+            Value::Array(items) => items.iter_mut().for_each(stringify),
+            _ => {}
+        }
+    }
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if ID_FIELDS.contains(&k.as_str())
+                    && (x.is_number()
+                        || x.as_array().is_some_and(|a| a.iter().all(Value::is_number)))
+                {
+                    stringify(x);
+                } else {
+                    ids_as_strings(x);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(ids_as_strings),
+        _ => {}
+    }
+}
+
 pub(crate) fn finding_line(f: &Finding) -> String {
     format!(
         "{}: {} at byte {}: {}",
@@ -601,10 +653,20 @@ fn run_dump(
         // and its place in the batch, so filters see every command; a request as the
         // command it carries, with its request id.
         let items: Vec<DumpItem> = match &entry.payload {
-            EntryPayload::Blank => vec![("Blank".to_string(), json!(null), None, None)],
-            EntryPayload::Membership(m) => {
-                vec![("Membership".to_string(), json!(format!("{m}")), None, None)]
-            }
+            EntryPayload::Blank => vec![(
+                "Blank".to_string(),
+                json!(null),
+                None,
+                None,
+                "a new leader's first entry".to_string(),
+            )],
+            EntryPayload::Membership(m) => vec![(
+                "Membership".to_string(),
+                json!(format!("{m}")),
+                None,
+                None,
+                membership_words(m),
+            )],
             EntryPayload::Normal(cmd) => {
                 let all = cmd.commands();
                 let batched = matches!(cmd, cathedral_consensus::Command::Batch { .. });
@@ -615,18 +677,20 @@ fn run_dump(
                             cathedral_consensus::Command::Request { id, .. } => Some(id),
                             _ => None,
                         };
+                        let words = cathedral_consensus::words::command(c);
                         let c = c.inner();
                         (
                             c.kind().to_string(),
                             serde_json::to_value(c).unwrap_or(json!(null)),
                             batched.then_some((k + 1, all.len())),
                             request,
+                            words,
                         )
                     })
                     .collect()
             }
         };
-        for (kind, body, batch, request) in items {
+        for (kind, body, batch, request, words) in items {
             if !kinds.is_empty() && !kinds.iter().any(|k| k.eq_ignore_ascii_case(&kind)) {
                 continue;
             }
@@ -644,13 +708,14 @@ fn run_dump(
                 if let Some(r) = request {
                     v["request"] = serde_json::to_value(r).unwrap_or(json!(null));
                 }
+                ids_as_strings(&mut v);
                 v.to_string()
             } else {
                 let at = batch.map_or(String::new(), |(k, n)| format!(" [{k}/{n}]"));
                 let req = request.map_or(String::new(), |r| format!(" request {r}"));
                 format!(
-                    "{:>10} t{:<4} {:<16} {}{at}{req}",
-                    v.index, v.term, kind, body
+                    "{:>10} t{:<4} {:<16} {words}{at}{req}",
+                    v.index, v.term, kind
                 )
             };
             let _ = writeln!(out, "{line}");
@@ -670,14 +735,34 @@ fn run_dump(
     })
 }
 
-/// One command of a dumped entry: kind, body, `(position, of)` within a batch, and the
-/// request id it was proposed under.
+/// One command of a dumped entry: kind, body, `(position, of)` within a batch, the
+/// request id it was proposed under, and what it decided in words.
 type DumpItem<'a> = (
     String,
     serde_json::Value,
     Option<(usize, usize)>,
     Option<&'a cathedral_consensus::requests::RequestId>,
+    String,
 );
+
+/// A Raft membership in words: its voters and learners.
+pub(crate) fn membership_words(m: &openraft::Membership<u64, openraft::BasicNode>) -> String {
+    let list = |ids: Vec<u64>| {
+        if ids.is_empty() {
+            "none".to_string()
+        } else {
+            ids.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    format!(
+        "membership: voters {}; learners {}",
+        list(m.voter_ids().collect()),
+        list(m.learner_ids().collect())
+    )
+}
 
 /// Whether a command (as JSON) names job `id`: a `job` field, or in `assignments`.
 fn mentions_job(body: &serde_json::Value, id: u64) -> bool {

@@ -33,7 +33,7 @@ pub fn summary(r: &Replay) -> serde_json::Value {
                 "id": n.info.id,
                 "address": n.info.address,
                 "role": n.info.role.name(),
-                "status": format!("{:?}", n.status).to_lowercase(),
+                "status": cathedral_consensus::words::node_status(n.status),
                 "slots": n.info.capacity.slots,
             })
         })
@@ -78,6 +78,7 @@ pub fn summary(r: &Replay) -> serde_json::Value {
             "divergences": r.state.counters().divergences,
         },
         "state_hash": r.state_hash(),
+        "notes": r.notes,
         "findings": r.findings,
         "log_findings": r.log.findings.iter().map(crate::finding_json).collect::<Vec<_>>(),
     })
@@ -104,27 +105,32 @@ pub fn cmd_replay(
             ));
         }
         if as_json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "job": job,
-                    "history": r.history,
-                    "now": serde_json::to_value(r.state.job(job)).unwrap_or_default(),
-                    "findings": r.findings,
-                }))
-                .expect("prints")
-            );
+            let mut v = json!({
+                "job": job,
+                "history": r.history,
+                "now": serde_json::to_value(r.state.job(job)).unwrap_or_default(),
+                "notes": r.notes,
+                "findings": r.findings,
+            });
+            crate::ids_as_strings(&mut v);
+            println!("{}", serde_json::to_string_pretty(&v).expect("prints"));
         } else {
             println!(
-                "{:>10} {:>5} {:>15}  {:<16} {:<10} NOTE",
-                "INDEX", "TERM", "AT_MS", "COMMAND", "STATE"
+                "{:>10} {:>5} {:<24}  {:<16} {:<10} WHAT",
+                "INDEX", "TERM", "AT (UTC)", "COMMAND", "STATE"
             );
             for e in &r.history {
                 println!(
-                    "{:>10} {:>5} {:>15}  {:<16} {:<10} {}",
-                    e.index, e.term, e.at_ms, e.command, e.state, e.note
+                    "{:>10} {:>5} {:<24}  {:<16} {:<10} {}",
+                    e.index,
+                    e.term,
+                    cathedral_consensus::words::time_ms(e.at_ms),
+                    e.command,
+                    e.state,
+                    e.note
                 );
             }
+            print_notes(&r);
             print_findings(&r);
         }
         return Ok(if damaged { DAMAGED } else { CLEAN });
@@ -133,7 +139,9 @@ pub fn cmd_replay(
     if as_json || whole_state {
         if whole_state {
             s["state"] = serde_json::to_value(&r.state).map_err(|e| e.to_string())?;
+            s["crons"] = serde_json::to_value(r.state.crons()).map_err(|e| e.to_string())?;
         }
+        crate::ids_as_strings(&mut s);
         println!("{}", serde_json::to_string_pretty(&s).expect("prints"));
         return Ok(if damaged { DAMAGED } else { CLEAN });
     }
@@ -191,8 +199,15 @@ pub fn cmd_replay(
         println!("snapshots compared with the log: {}", r.snapshots_compared);
     }
     println!("state hash {}", r.state_hash());
+    print_notes(&r);
     print_findings(&r);
     Ok(if damaged { DAMAGED } else { CLEAN })
+}
+
+fn print_notes(r: &Replay) {
+    for n in &r.notes {
+        println!("note: {n}");
+    }
 }
 
 fn print_findings(r: &Replay) {

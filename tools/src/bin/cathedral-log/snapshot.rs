@@ -349,10 +349,14 @@ pub fn cmd_status(file: &Path, as_json: bool) -> Result<u8, String> {
                 |(i, t)| format!("index {i}, term {t}")
             )
         );
-        println!("created     {} ms since the epoch", info.meta.created_ms);
         println!(
-            "size        {} bytes ({} before compression)",
-            info.file_bytes, info.body_bytes
+            "created     {}",
+            cathedral_consensus::words::time_ms(info.meta.created_ms)
+        );
+        println!(
+            "size        {} ({} before compression)",
+            cathedral_consensus::words::bytes(info.file_bytes),
+            cathedral_consensus::words::bytes(info.body_bytes)
         );
         match &checksum {
             Ok(_) => println!("checksum    ok"),
@@ -360,7 +364,7 @@ pub fn cmd_status(file: &Path, as_json: bool) -> Result<u8, String> {
         }
         if let Ok(m) = &raft {
             println!("snapshot id {}", m.snapshot_id);
-            println!("membership  {}", m.membership.membership());
+            println!("{}", crate::membership_words(m.membership.membership()));
         }
         if let Some(Ok(s)) = &held {
             println!("jobs        {}", s.jobs().count());
