@@ -1,7 +1,20 @@
-//! The README's recipes, run as written: the commands are read out of README.md and run
-//! verbatim through `sh` in a fresh directory, with the workspace's binaries first on PATH.
-//! They use the documented default ports (50051.., 8081..), so this file is its own test
-//! binary (cargo runs test binaries one at a time) and its tests take turns.
+//! The README's recipes, run as written. Every ```sh block of README.md is a recipe, and
+//! the line before it says how it runs (a block without one fails this test):
+//!
+//! - `<!-- recipe: standalone -->`: a `cathedral-server` with every default (data in
+//!   `./cathedral-data`, ports 50051 and 8081) runs in a clean directory holding a copy of
+//!   `examples/`; the block runs there as one `sh -e` script.
+//! - `<!-- recipe: offline -->`: the same server runs three jobs and stops; then the block.
+//! - `<!-- recipe: script -->`: the block alone in a clean directory (it starts what it
+//!   needs); whatever it left running is killed after it.
+//! - `<!-- recipe: repository -->`: the block in the repository's root (reads only).
+//! - `<!-- recipe: three-node -->`: three servers, each in its own terminal
+//!   (`the_three_node_recipe_works_as_written`).
+//! - `<!-- recipe: not run here: WHY -->`: the README says why, next to the recipe.
+//!
+//! The workspace's binaries come first on PATH. The recipes use the documented ports, so
+//! this file is its own test binary (cargo runs test binaries one at a time) and its tests
+//! take turns.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +45,269 @@ fn recipe(text: &str, heading: &str) -> Vec<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
         .collect()
+}
+
+/// One ```sh block of the README: the line it starts on, how it runs, its text.
+#[derive(Debug)]
+struct Block {
+    line: usize,
+    how: String,
+    text: String,
+}
+
+/// Every ```sh block, with its `<!-- recipe: … -->` marker (empty when it has none).
+fn blocks(text: &str) -> Vec<Block> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim_end() == "```sh" {
+            let how = lines[..i]
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .and_then(|l| l.trim().strip_prefix("<!-- recipe:"))
+                .and_then(|l| l.strip_suffix("-->"))
+                .map_or(String::new(), |m| m.trim().to_string());
+            let end = (i + 1..lines.len())
+                .find(|&k| lines[k].trim_start().starts_with("```"))
+                .expect("the block ends");
+            out.push(Block {
+                line: i + 1,
+                how,
+                text: lines[i + 1..end].join("\n") + "\n",
+            });
+            i = end;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The blocks that run as `how`.
+fn blocks_of(how: &str) -> Vec<Block> {
+    blocks(&readme())
+        .into_iter()
+        .filter(|b| b.how == how)
+        .collect()
+}
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// How long one recipe may run.
+const RECIPE_TIME_MAX: Duration = Duration::from_secs(180);
+
+/// Runs `block` as one `sh -e` script in `cwd`, in a process group of its own (killed
+/// after, with whatever it started in the background); panics with its output unless it
+/// exits 0 within `RECIPE_TIME_MAX`.
+fn run_block(cwd: &Path, block: &Block) {
+    use std::os::unix::process::CommandExt;
+    let out_path = cwd.join(format!("recipe-{}.out", block.line));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-ec")
+        .arg(&block.text)
+        .current_dir(cwd)
+        .env("PATH", path_env())
+        .env_remove("CATHEDRAL_ADDR")
+        .env_remove("CATHEDRAL_CONFIG")
+        .env_remove("CATHEDRAL_DATA_DIR")
+        .env_remove("CATHEDRAL_LOG")
+        .env_remove("CATHEDRAL_TOKEN")
+        .env_remove("CATHEDRAL_TLS_CA")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0);
+    let mut child = cmd.spawn().expect("run sh");
+    let group = child.id() as i32;
+    let deadline = Instant::now() + RECIPE_TIME_MAX;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: a plain kill(2) of the group the script leads.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    match status {
+        Some(s) if s.success() => eprintln!("README line {}: ran\n{text}", block.line),
+        Some(s) => panic!(
+            "the README's recipe at line {} failed ({s}):\n{}\n--- its output:\n{text}",
+            block.line, block.text
+        ),
+        None => panic!(
+            "the README's recipe at line {} ran past {RECIPE_TIME_MAX:?}:\n{}\n--- its output:\n{text}",
+            block.line, block.text
+        ),
+    }
+}
+
+/// Waits for the documented ports, or says which one another process holds (then the
+/// recipe cannot run here, and the test says so).
+fn take_ports(ports: &[u16], test: &str) -> bool {
+    match ports_free(ports) {
+        Ok(()) => true,
+        Err(p) => {
+            eprintln!(
+                "SKIPPED {test}: port {p}, which the README's recipes use, stayed in use by another process for 30 s"
+            );
+            false
+        }
+    }
+}
+
+/// A clean directory holding a copy of `examples/`, with a default standalone server
+/// running in it, ready.
+fn standalone(tmp: &Path) -> Servers {
+    copy_dir(&repository().join("examples"), &tmp.join("examples"));
+    let mut running = Servers(vec![Servers::start(tmp, "cathedral-server")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        running.check_running();
+        let ok = sh(tmp, "curl -fs 127.0.0.1:8081/readyz")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return running;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standalone server never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn every_recipe_says_how_it_runs() {
+    let known = [
+        "standalone",
+        "offline",
+        "script",
+        "repository",
+        "three-node",
+    ];
+    let all = blocks(&readme());
+    assert!(all.len() >= 10, "{all:?}");
+    for b in &all {
+        assert!(
+            known.contains(&b.how.as_str())
+                || b.how.strip_prefix("not run here:").is_some_and(|why| !why.trim().is_empty()),
+            "README line {}: a ```sh block needs `<!-- recipe: standalone|offline|script|repository|three-node -->` or `<!-- recipe: not run here: WHY -->` on the line before it (found {:?})",
+            b.line,
+            b.how
+        );
+    }
+    // Every kind but three-node is run by a test below, block by block.
+    assert_eq!(blocks_of("three-node").len(), 1);
+}
+
+#[test]
+fn the_standalone_recipes_work_as_written() {
+    let _turn = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    for block in blocks_of("standalone") {
+        if !take_ports(&[50051, 8081], "the_standalone_recipes_work_as_written") {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut running = standalone(tmp.path());
+        run_block(tmp.path(), &block);
+        running.check_running();
+    }
+}
+
+#[test]
+fn the_offline_recipes_work_as_written() {
+    let _turn = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    for block in blocks_of("offline") {
+        if !take_ports(&[50051, 8081], "the_offline_recipes_work_as_written") {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut running = standalone(tmp.path());
+        let out = sh(
+            tmp.path(),
+            "for i in 1 2 3; do id=$(cathedral submit -- echo $i); cathedral wait $id; done",
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        // A clean stop (SIGTERM), as an operator stops a node before working on its data.
+        for (c, _) in &mut running.0 {
+            // SAFETY: a plain kill(2) of the server this test started.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+        running.0.clear();
+        run_block(tmp.path(), &block);
+    }
+}
+
+#[test]
+fn the_script_recipes_work_as_written() {
+    let _turn = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    for block in blocks_of("script") {
+        if !take_ports(
+            &[7001, 7002, 7003, 8001, 8002, 8003],
+            "the_script_recipes_work_as_written",
+        ) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        run_block(tmp.path(), &block);
+    }
+}
+
+#[test]
+fn the_repository_recipes_work_as_written() {
+    for block in blocks_of("repository") {
+        let needs: Vec<&str> = block
+            .text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| ["promtool", "kubectl"].contains(w))
+            .collect();
+        if let Some(missing) = needs.iter().find(|t| {
+            Command::new(t)
+                .arg("--version")
+                .output()
+                .map_or(true, |o| !o.status.success())
+        }) {
+            eprintln!(
+                "SKIPPED the README's recipe at line {}: {missing} is not installed (scripts/test.sh installs it where it can)",
+                block.line
+            );
+            continue;
+        }
+        run_block(&repository(), &block);
+    }
 }
 
 /// PATH with the workspace's binaries first.
