@@ -1817,6 +1817,16 @@ impl ClusterState {
         self.jobs.range(from..).map(|(_, j)| j)
     }
 
+    /// Jobs with ids up to `to`, newest first (a page of a listing, counting down).
+    pub fn jobs_down_from(&self, to: JobId) -> impl Iterator<Item = &Job> {
+        self.jobs.range(..=to).rev().map(|(_, j)| j)
+    }
+
+    /// Workflows with ids up to `to`, newest first.
+    pub fn workflows_down_from(&self, to: WorkflowId) -> impl Iterator<Item = &Workflow> {
+        self.workflows.range(..=to).rev().map(|(_, w)| w)
+    }
+
     pub fn job_count(&self) -> usize {
         self.jobs.len()
     }

@@ -113,17 +113,29 @@ const ASSETS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// For working on the dashboard: a directory whose files are served instead of the
+/// embedded ones, read at every request (so an edit shows at the next reload, without a
+/// rebuild). Unset in production.
+pub const UI_DIR_ENV: &str = "CATHEDRAL_UI_DIR";
+
 async fn asset(name: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, kind, body)) => (
-            [
-                (axum::http::header::CONTENT_TYPE, *kind),
-                (axum::http::header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
+        Some((_, kind, body)) => {
+            let body = match std::env::var_os(UI_DIR_ENV) {
+                Some(dir) => std::fs::read_to_string(std::path::Path::new(&dir).join(name))
+                    .unwrap_or_else(|e| format!("{UI_DIR_ENV}: {name}: {e}")),
+                None => (*body).to_string(),
+            };
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, *kind),
+                    (axum::http::header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+                .into_response()
+        }
         None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
     }
 }

@@ -37,6 +37,7 @@ mod error;
 mod events;
 mod forwarder;
 pub mod gossip;
+mod history;
 mod http;
 mod identity;
 mod leader;

@@ -315,6 +315,8 @@ pub fn method_label(path: &str) -> &'static str {
         "JobService/WatchEvents",
         "JobService/ExplainJob",
         "JobService/RerunWorkflow",
+        "JobService/ListWorkflows",
+        "JobService/GetWorkflow",
         "ClusterService/Status",
         "ClusterService/RemoveNode",
         "ClusterService/TriggerSnapshot",
@@ -385,6 +387,7 @@ pub fn sync_observer() -> cathedral_storage::SyncObserver {
     let latency = histogram!("cathedral_storage_fdatasync_duration_seconds");
     cathedral_storage::SyncObserver(std::sync::Arc::new(move |took: Duration| {
         latency.record(took.as_secs_f64());
+        crate::history::fsync(took);
     }))
 }
 
@@ -509,11 +512,13 @@ pub async fn follow_events(node: std::sync::Arc<Node>) {
                 let ready = job.not_before_ms.max(job.submitted_at_ms);
                 let waited = at.started_at_ms.unwrap_or(e.at_ms).saturating_sub(ready);
                 queue_wait.record(waited as f64 / 1000.0);
+                crate::history::job_started(waited);
             }
             (EventKind::JobFinished | EventKind::JobRetried, Some(at)) => {
                 if let Some(o) = &at.outcome {
                     run_time.record(o.duration_ms as f64 / 1000.0);
                 }
+                crate::history::job_finished();
             }
             _ => {}
         }

@@ -30,10 +30,14 @@ enum Answer {
     Message(&'static str),
     Bytes,
     EventStream,
+    /// JSON that is no protobuf message (described in words).
+    Json(&'static str),
 }
 
 const JOB_ID: (&str, &str, &str, &str) = ("id", "path", "string", "The job's id.");
 const NODE_ID: (&str, &str, &str, &str) = ("id", "path", "string", "The node's id.");
+const WORKFLOW_ID: (&str, &str, &str, &str) = ("id", "path", "string", "The workflow's id.");
+const CRON_NAME: (&str, &str, &str, &str) = ("name", "path", "string", "The cron's name.");
 
 /// Every route of the REST API (see `rest::routes`).
 const ROUTES: &[Route] = &[
@@ -57,6 +61,7 @@ const ROUTES: &[Route] = &[
             ("name_prefix", "query", "string", "Jobs whose name starts so."),
             ("node_id", "query", "string", "Jobs whose latest attempt ran there."),
             ("workflow_id", "query", "string", "The jobs of this workflow."),
+            ("newest_first", "query", "boolean", "Newest (highest id) first; page tokens then count down."),
             ("page_size", "query", "integer", "At most LIST_PAGE_SIZE_MAX (1000); default 100."),
             ("page_token", "query", "string", "A previous answer's next_page_token."),
         ],
@@ -101,6 +106,109 @@ const ROUTES: &[Route] = &[
         body: Some("SubmitWorkflowRequest"),
         params: &[],
         answer: Answer::Message("SubmitWorkflowResponse"),
+    },
+    Route {
+        method: "get",
+        path: "/v1/workflows",
+        operation: "ListWorkflows",
+        summary: "Workflows, newest first, a page at a time, with their jobs' states counted.",
+        body: None,
+        params: &[
+            ("name_prefix", "query", "string", "Workflows whose name starts so."),
+            ("page_size", "query", "integer", "At most 1000; default 100."),
+            ("page_token", "query", "string", "A previous answer's next_page_token."),
+        ],
+        answer: Answer::Message("ListWorkflowsResponse"),
+    },
+    Route {
+        method: "get",
+        path: "/v1/workflows/{id}",
+        operation: "GetWorkflow",
+        summary: "One workflow: its name, its jobs by key, their states counted.",
+        body: None,
+        params: &[WORKFLOW_ID],
+        answer: Answer::Message("WorkflowView"),
+    },
+    Route {
+        method: "post",
+        path: "/v1/workflows/{id}/rerun",
+        operation: "RerunWorkflow",
+        summary: "Run a failed, timed-out or cancelled job of the workflow again, with every job after it.",
+        body: Some("RerunWorkflowRequest"),
+        params: &[WORKFLOW_ID],
+        answer: Answer::Message("RerunWorkflowResponse"),
+    },
+    Route {
+        method: "get",
+        path: "/v1/jobs/{id}/explain",
+        operation: "ExplainJob",
+        summary: "Why a job is where it is, and each node's verdict for a runnable one.",
+        body: None,
+        params: &[JOB_ID],
+        answer: Answer::Message("ExplainJobResponse"),
+    },
+    Route {
+        method: "get",
+        path: "/v1/crons",
+        operation: "ListCrons",
+        summary: "Every cron with its next fire.",
+        body: None,
+        params: &[],
+        answer: Answer::Message("ListCronsResponse"),
+    },
+    Route {
+        method: "post",
+        path: "/v1/crons",
+        operation: "CreateCron",
+        summary: "Create a cron: a job or a workflow launched on a schedule.",
+        body: Some("CreateCronRequest"),
+        params: &[],
+        answer: Answer::Message("CreateCronResponse"),
+    },
+    Route {
+        method: "get",
+        path: "/v1/crons/{name}",
+        operation: "GetCron",
+        summary: "One cron and its recent decisions.",
+        body: None,
+        params: &[CRON_NAME],
+        answer: Answer::Message("Cron"),
+    },
+    Route {
+        method: "delete",
+        path: "/v1/crons/{name}",
+        operation: "DeleteCron",
+        summary: "Delete a cron (what it launched keeps running).",
+        body: None,
+        params: &[CRON_NAME],
+        answer: Answer::Message("DeleteCronResponse"),
+    },
+    Route {
+        method: "post",
+        path: "/v1/crons/{name}/pause",
+        operation: "PauseCron",
+        summary: "Pause a cron: no fire is owed for the paused time.",
+        body: None,
+        params: &[CRON_NAME],
+        answer: Answer::Message("SetCronPausedResponse"),
+    },
+    Route {
+        method: "post",
+        path: "/v1/crons/{name}/resume",
+        operation: "ResumeCron",
+        summary: "Resume a paused cron.",
+        body: None,
+        params: &[CRON_NAME],
+        answer: Answer::Message("SetCronPausedResponse"),
+    },
+    Route {
+        method: "get",
+        path: "/v1/dashboard/history",
+        operation: "DashboardHistory",
+        summary: "The last hour of the node's own measurements, a sample every 10 s, for the dashboard's charts (not a gRPC method).",
+        body: None,
+        params: &[],
+        answer: Answer::Json("An object: sample_ms, and samples (oldest first), each with at_ms, jobs_started_per_s, jobs_finished_per_s, queue_depth, queue_wait_p50_ms, queue_wait_p99_ms, committed_per_s, fsyncs_per_s, fsync_p99_us and nodes (id, address, running, slots)."),
     },
     Route {
         method: "get",
@@ -268,6 +376,10 @@ fn operation(r: &Route) -> Value {
         Answer::Bytes => json!({
             "description": "The output's bytes, streamed.",
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+        }),
+        Answer::Json(what) => json!({
+            "description": what,
+            "content": {"application/json": {"schema": {"type": "object"}}}
         }),
         Answer::EventStream => json!({
             "description": "A text/event-stream; each event's data is a ClusterEvent as JSON (an `error` event ends a stream that can go no further).",

@@ -40,7 +40,15 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/output", get(job_output))
-        .route("/v1/workflows", post(submit_workflow))
+        .route("/v1/workflows", post(submit_workflow).get(list_workflows))
+        .route("/v1/workflows/{id}", get(get_workflow))
+        .route("/v1/workflows/{id}/rerun", post(rerun_workflow))
+        .route("/v1/jobs/{id}/explain", get(explain_job))
+        .route("/v1/crons", get(list_crons).post(create_cron))
+        .route("/v1/crons/{name}", get(get_cron).delete(delete_cron))
+        .route("/v1/crons/{name}/pause", post(pause_cron))
+        .route("/v1/crons/{name}/resume", post(resume_cron))
+        .route("/v1/dashboard/history", get(dashboard_history))
         .route("/v1/cluster", get(cluster_status))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", axum::routing::delete(remove_node))
@@ -228,12 +236,23 @@ async fn submit_workflow(State(node): State<Arc<Node>>, headers: HeaderMap, b: B
     .await
 }
 
+/// Takes the boolean query parameter `name` out of `params` (`true` or `false`).
+fn flag(params: &mut HashMap<String, String>, name: &str) -> Result<bool, Status> {
+    match params.remove(name).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(invalid(name, format!("{v:?} is not true or false"))),
+    }
+}
+
 async fn list_jobs(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    Query(mut params): Query<HashMap<String, String>>,
 ) -> Response {
-    let req = query::<pb::ListJobsRequest>(params);
+    let req = flag(&mut params, "newest_first").and_then(|newest_first| {
+        query::<pb::ListJobsRequest>(params).map(|r| pb::ListJobsRequest { newest_first, ..r })
+    });
     call(
         &node,
         &headers,
@@ -531,4 +550,184 @@ fn events_query(
 
 async fn openapi() -> Response {
     (json_header(), crate::openapi::document().to_string()).into_response()
+}
+
+async fn list_workflows(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/ListWorkflows",
+        query::<pb::ListWorkflowsRequest>(params),
+        |api, r| async move { api.list_workflows(r).await },
+    )
+    .await
+}
+
+async fn get_workflow(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let req = id(&raw, "workflow_id").map(|workflow_id| pb::GetWorkflowRequest { workflow_id });
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/GetWorkflow",
+        req,
+        |api, r| async move { api.get_workflow(r).await },
+    )
+    .await
+}
+
+async fn rerun_workflow(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    b: Body,
+) -> Response {
+    let req = path_id_in_body(
+        id(&raw, "workflow_id"),
+        body::<pb::RerunWorkflowRequest>(b).await,
+        "workflow_id",
+        |r| &mut r.workflow_id,
+    );
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/RerunWorkflow",
+        req,
+        |api, r| async move { api.rerun_workflow(r).await },
+    )
+    .await
+}
+
+async fn explain_job(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let req = id(&raw, "job_id").map(|job_id| pb::ExplainJobRequest { job_id });
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.JobService/ExplainJob",
+        req,
+        |api, r| async move { api.explain_job(r).await },
+    )
+    .await
+}
+
+async fn list_crons(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    use crate::api::v1::cron_service_server::CronService;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.CronService/ListCrons",
+        Ok(pb::ListCronsRequest {}),
+        |api, r| async move { api.list_crons(r).await },
+    )
+    .await
+}
+
+async fn create_cron(State(node): State<Arc<Node>>, headers: HeaderMap, b: Body) -> Response {
+    use crate::api::v1::cron_service_server::CronService;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.CronService/CreateCron",
+        body::<pb::CreateCronRequest>(b).await,
+        |api, r| async move { api.create_cron(r).await },
+    )
+    .await
+}
+
+async fn get_cron(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    use crate::api::v1::cron_service_server::CronService;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.CronService/GetCron",
+        Ok(pb::GetCronRequest { name }),
+        |api, r| async move { api.get_cron(r).await },
+    )
+    .await
+}
+
+async fn delete_cron(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    use crate::api::v1::cron_service_server::CronService;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.CronService/DeleteCron",
+        Ok(pb::DeleteCronRequest {
+            name,
+            request_id: String::new(),
+        }),
+        |api, r| async move { api.delete_cron(r).await },
+    )
+    .await
+}
+
+/// Pauses or resumes cron `name`.
+async fn set_cron_paused(
+    node: Arc<Node>,
+    headers: HeaderMap,
+    name: String,
+    paused: bool,
+) -> Response {
+    use crate::api::v1::cron_service_server::CronService;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.CronService/SetCronPaused",
+        Ok(pb::SetCronPausedRequest {
+            name,
+            paused,
+            request_id: String::new(),
+        }),
+        |api, r| async move { api.set_cron_paused(r).await },
+    )
+    .await
+}
+
+async fn pause_cron(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_cron_paused(node, headers, name, true).await
+}
+
+async fn resume_cron(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_cron_paused(node, headers, name, false).await
+}
+
+/// The last hour of this node's own measurements, for the dashboard's charts (not a gRPC
+/// method: see `history`). Needs what the cluster's status needs.
+async fn dashboard_history(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    let path = "/cathedral.v1.ClusterService/Status";
+    if let Err(s) = auth::authorize_token(&node, auth::need(path), path, &headers) {
+        return error(&s);
+    }
+    axum::Json(serde_json::json!({
+        "sample_ms": crate::history::HISTORY_SAMPLE_MS,
+        "samples": crate::history::samples(),
+    }))
+    .into_response()
 }

@@ -66,6 +66,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let node = Node::open(config).await?;
     if node.config.metrics {
         node.spawn_until_stop(crate::metrics::follow_events(node.clone()));
+        node.spawn_until_stop(crate::history::run(node.clone()));
     }
     let (stop, stop_rx) = watch::channel(false);
 

@@ -275,34 +275,15 @@ impl JobService for Api {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let req = req.into_inner();
         let state = state_from_pb(req.state)?;
-        let size = match req.page_size {
-            0 => LIST_PAGE_SIZE_DEFAULT,
-            n if n > LIST_PAGE_SIZE_MAX => {
-                return Err(ServerError::invalid(
-                    "page_size",
-                    format!("{n} exceeds LIST_PAGE_SIZE_MAX {LIST_PAGE_SIZE_MAX}"),
-                )
-                .into())
-            }
-            n => n,
-        } as usize;
-        let from: JobId = if req.page_token.is_empty() {
-            0
-        } else {
-            // Exactly what `next_page_token` holds (a job id in canonical decimal), so a
-            // token is never taken for one it is not.
-            req.page_token
-                .parse::<JobId>()
-                .ok()
-                .filter(|id| *id > 0 && id.to_string() == req.page_token)
-                .ok_or_else(|| {
-                    ServerError::invalid("page_token", "not a token this API returned")
-                })?
-        };
+        let size = page_size(req.page_size)?;
+        let from = page_token(&req.page_token)?;
         let a = self.node.applied.read().unwrap();
-        let mut matching = a
-            .state
-            .jobs_from(from)
+        let all: Box<dyn Iterator<Item = &cathedral_consensus::Job>> = if req.newest_first {
+            Box::new(a.state.jobs_down_from(from.unwrap_or(JobId::MAX)))
+        } else {
+            Box::new(a.state.jobs_from(from.unwrap_or(0)))
+        };
+        let mut matching = all
             .filter(|j| state.is_none_or(|s| j.state == s))
             .filter(|j| j.spec.name.starts_with(&req.name_prefix))
             .filter(|j| {
@@ -319,6 +300,42 @@ impl JobService for Api {
             jobs,
             next_page_token,
         }))
+    }
+
+    async fn list_workflows(
+        &self,
+        req: Request<pb::ListWorkflowsRequest>,
+    ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        let req = req.into_inner();
+        let size = page_size(req.page_size)?;
+        let from = page_token(&req.page_token)?;
+        let a = self.node.applied.read().unwrap();
+        let mut matching = a
+            .state
+            .workflows_down_from(from.unwrap_or(u64::MAX))
+            .filter(|w| w.name.starts_with(&req.name_prefix));
+        let workflows: Vec<pb::WorkflowView> = matching
+            .by_ref()
+            .take(size)
+            .map(|w| workflow_view(&a.state, w))
+            .collect();
+        let next_page_token = matching.next().map_or(String::new(), |w| w.id.to_string());
+        Ok(Response::new(pb::ListWorkflowsResponse {
+            workflows,
+            next_page_token,
+        }))
+    }
+
+    async fn get_workflow(
+        &self,
+        req: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowView>, Status> {
+        let id = req.into_inner().workflow_id;
+        let a = self.node.applied.read().unwrap();
+        match a.state.workflow(id) {
+            Some(w) => Ok(Response::new(workflow_view(&a.state, w))),
+            None => Err(Status::not_found(format!("no workflow {id}"))),
+        }
     }
 
     async fn cancel_job(
@@ -729,5 +746,65 @@ impl ClusterService for Api {
         Ok(Response::new(pb::TriggerSnapshotResponse {
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
         }))
+    }
+}
+
+/// A listing's page size: the default for 0, refused past `LIST_PAGE_SIZE_MAX`.
+fn page_size(n: u32) -> Result<usize, Status> {
+    match n {
+        0 => Ok(LIST_PAGE_SIZE_DEFAULT as usize),
+        n if n > LIST_PAGE_SIZE_MAX => Err(ServerError::invalid(
+            "page_size",
+            format!("{n} exceeds LIST_PAGE_SIZE_MAX {LIST_PAGE_SIZE_MAX}"),
+        )
+        .into()),
+        n => Ok(n as usize),
+    }
+}
+
+/// A listing's page token: `None` for the first page. Exactly what `next_page_token`
+/// holds (an id in canonical decimal), so a token is never taken for one it is not.
+fn page_token(token: &str) -> Result<Option<u64>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0 && id.to_string() == token)
+        .map(Some)
+        .ok_or_else(|| ServerError::invalid("page_token", "not a token this API returned").into())
+}
+
+/// A workflow as the API shows it: its jobs by key and their states counted.
+fn workflow_view(
+    state: &cathedral_consensus::ClusterState,
+    w: &cathedral_consensus::Workflow,
+) -> pb::WorkflowView {
+    let mut by_state: std::collections::HashMap<String, u32> = Default::default();
+    let (mut open, mut all_ok) = (false, true);
+    for id in w.jobs.values() {
+        if let Some(j) = state.job(*id) {
+            *by_state
+                .entry(j.state.name().replace(' ', "_"))
+                .or_default() += 1;
+            open |= !j.state.is_final();
+            all_ok &= j.state == cathedral_consensus::JobState::Succeeded;
+        }
+    }
+    pb::WorkflowView {
+        id: w.id,
+        name: w.name.clone(),
+        submitted_at_ms: w.submitted_at_ms,
+        job_ids: w.jobs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        jobs_by_state: by_state,
+        state: if open {
+            "running"
+        } else if all_ok {
+            "succeeded"
+        } else {
+            "failed"
+        }
+        .into(),
     }
 }

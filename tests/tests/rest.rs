@@ -311,6 +311,74 @@ async fn every_route_answers_json_with_the_grpc_apis_bounds_and_errors() {
         .map(|j| j["spec"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["a", "b"], "{of_wf}");
+    // Workflows listed newest first, by name and with their jobs' states counted.
+    let listed = call(&s, "GET", "/v1/workflows", None, 200);
+    let first = &listed["workflows"][0];
+    assert_eq!(first["id"], wf_id, "{listed}");
+    assert_eq!(first["name"], "wf");
+    assert_eq!(first["state"], "succeeded", "{listed}");
+    assert_eq!(first["jobs_by_state"]["succeeded"], 2, "{listed}");
+    let one = call(&s, "GET", &format!("/v1/workflows/{wf_id}"), None, 200);
+    assert_eq!(one["job_ids"]["b"], b.as_str(), "{one}");
+    refused(&s, "GET", "/v1/workflows/999", None, None, "NOT_FOUND", 404);
+    // Jobs newest first: the page counts down.
+    let newest = call(
+        &s,
+        "GET",
+        "/v1/jobs?newest_first=true&page_size=2",
+        None,
+        200,
+    );
+    let ids: Vec<u64> = newest["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.len() == 2 && ids[0] > ids[1], "{newest}");
+    assert_eq!(ids[0].to_string(), b, "the newest job is b");
+    refused(
+        &s,
+        "GET",
+        "/v1/jobs?newest_first=yes",
+        None,
+        None,
+        "INVALID_ARGUMENT",
+        400,
+    );
+    // Explain over REST; a rerun of a workflow whose jobs all succeeded is refused.
+    let why = call(&s, "GET", &format!("/v1/jobs/{b}/explain"), None, 200);
+    assert_eq!(why["summary"], "succeeded", "{why}");
+    refused(
+        &s,
+        "POST",
+        &format!("/v1/workflows/{wf_id}/rerun"),
+        Some(r#"{"from_key":"b"}"#),
+        None,
+        "INVALID_ARGUMENT",
+        400,
+    );
+    // Crons: created, listed, paused and resumed over REST.
+    let cron = r#"{"spec":{"name":"tick","schedule":"0 3 * * *","tz":"UTC","job":{"name":"tick","command":["true"]}}}"#;
+    call(&s, "POST", "/v1/crons", Some(cron), 200);
+    let crons = call(&s, "GET", "/v1/crons", None, 200);
+    assert_eq!(crons["crons"][0]["spec"]["name"], "tick", "{crons}");
+    call(&s, "POST", "/v1/crons/tick/pause", None, 200);
+    assert_eq!(call(&s, "GET", "/v1/crons/tick", None, 200)["paused"], true);
+    call(&s, "POST", "/v1/crons/tick/resume", None, 200);
+    assert_ne!(call(&s, "GET", "/v1/crons/tick", None, 200)["paused"], true);
+    call(&s, "DELETE", "/v1/crons/tick", None, 200);
+    refused(&s, "GET", "/v1/crons/tick", None, None, "NOT_FOUND", 404);
+    // The dashboard's charts: samples of the node's own measurements (the first a second in).
+    let history = eventually(Duration::from_secs(30), "a history sample", || async {
+        let h = call(&s, "GET", "/v1/dashboard/history", None, 200);
+        (!h["samples"].as_array().unwrap().is_empty()).then_some(h)
+    })
+    .await;
+    let sample = &history["samples"][0];
+    assert!(sample["committed_per_s"].is_number(), "{history}");
+    let node_id = call(&s, "GET", "/v1/cluster", None, 200)["node_id"].clone();
+    assert_eq!(sample["nodes"][0]["id"], node_id, "{history}");
     let cyclic = r#"{"name":"loop","jobs":[{"key":"a","spec":{"name":"a","command":["true"]},"after":["b"]},{"key":"b","spec":{"name":"b","command":["true"]},"after":["a"]}]}"#;
     refused(
         &s,

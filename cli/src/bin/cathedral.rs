@@ -77,6 +77,9 @@ enum Cmd {
         /// Stop after this many jobs.
         #[arg(long)]
         limit: Option<usize>,
+        /// Newest first (with --limit: the latest jobs).
+        #[arg(long)]
+        newest_first: bool,
         #[arg(long)]
         json: bool,
     },
@@ -833,6 +836,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             node,
             workflow,
             limit,
+            newest_first,
             json,
         } => {
             let state = match state {
@@ -853,6 +857,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                         page_size: cathedral_api::LIST_PAGE_SIZE_MAX,
                         page_token: token,
                         workflow_id: workflow.unwrap_or(0),
+                        newest_first,
                     })
                     .await?
                     .into_inner();
