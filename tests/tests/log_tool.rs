@@ -250,6 +250,11 @@ fn replay_matches_the_live_state_and_a_snapshot_restores_it_elsewhere() {
     );
     let (code, out, err) = log_tool(&fresh, &["snapshot", "import", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
+    // Before any server ran on it, the restored directory is one the tools read.
+    for cmd in ["inspect", "verify"] {
+        let (code, out, err) = log_tool(&fresh, &[cmd]);
+        assert_eq!(code, Some(0), "{cmd}: {out}{err}");
+    }
     let mut restored = Server::start(&fresh, &["--slots", "1", "--checkpoint-interval", "5"]);
     restored.wait_ready();
     assert_eq!(

@@ -145,6 +145,55 @@ async fn workflows_cancel_wait_watch_and_completions_through_the_cli() {
         .unwrap();
     assert!(completions.status.success());
     assert!(String::from_utf8_lossy(&completions.stdout).contains("cathedral"));
+    // A reader that stops early ends the CLI quietly, not with a panic.
+    let cli = cathedral_tests::bin("cathedral");
+    for line in [
+        format!("{} completions zsh | head -1", cli.display()),
+        format!("{} --server {} list | head -1", cli.display(), s.grpc),
+    ] {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &line])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked"),
+            "{line}: {err}"
+        );
+    }
+    // Writes that print nothing else say what they did.
+    assert_eq!(
+        s.cli_ok(&[
+            "cron",
+            "create",
+            "nightly",
+            "--schedule",
+            "0 3 * * *",
+            "--",
+            "./backup.sh"
+        ])
+        .lines()
+        .next(),
+        Some("cron nightly; next fires:")
+    );
+    assert_eq!(
+        s.cli_ok(&["cron", "pause", "nightly"]),
+        "cron nightly paused\n"
+    );
+    assert_eq!(
+        s.cli_ok(&["cron", "resume", "nightly"]),
+        "cron nightly resumed\n"
+    );
+    let shown = s.cli_ok(&["cron", "show", "nightly", "--json"]);
+    let cron: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        cron["spec"]["job"]["name"], "nightly",
+        "the jobs a cron launches are named after it: {cron}"
+    );
+    assert_eq!(
+        s.cli_ok(&["cron", "delete", "nightly"]),
+        "cron nightly deleted\n"
+    );
 }
 
 fn ids_of(list_json: &str) -> Vec<u64> {
