@@ -78,6 +78,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "workflow_id": (j.workflow_id != 0).then(|| id(j.workflow_id)),
         "idempotency_key": (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
         "submitted_by": (!j.submitted_by.is_empty()).then_some(&j.submitted_by),
+        "collected_at_ms": j.collected_at_ms,
         "attempts": j.attempts.iter().map(|a| json!({
             "number": a.number,
             "node_id": id(a.node_id),
@@ -110,6 +111,13 @@ pub fn job_text(j: &pb::Job) -> String {
     }
     if j.workflow_id != 0 {
         s += &format!("  workflow: {}\n", j.workflow_id);
+    }
+    if let Some(at) = j.collected_at_ms {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);
+        s += &format!(
+            "  collected: {} (retention; answered from the node's archive)\n",
+            humantime::format_rfc3339_seconds(t)
+        );
     }
     for a in &j.attempts {
         if a.summary.is_empty() {

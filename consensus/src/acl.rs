@@ -143,6 +143,11 @@ impl Acl {
     }
 
     /// The accessor that submitted `job`, when one did.
+    /// Forgets who submitted `job` (collected).
+    pub(crate) fn forget_job(&mut self, job: JobId) {
+        self.submitted_by.remove(&job);
+    }
+
     pub fn submitter(&self, job: JobId) -> Option<&str> {
         self.submitted_by.get(&job).map(String::as_str)
     }

@@ -48,6 +48,8 @@ pub mod limits {
     /// Times one job may be placed again after losing a started attempt with its node
     /// (`Rules::lost_retries`).
     pub const LOST_RETRIES_MAX: u32 = 100;
+    /// Jobs one `Collect` entry names.
+    pub const COLLECT_PER_ENTRY_MAX: usize = 1000;
 }
 
 /// Default of [`Rules::lost_retries`].
@@ -661,6 +663,14 @@ pub enum Command {
         at_ms: u64,
         rules: Rules,
     },
+    /// Removes finished jobs from the state (retention, decided by the leader): each is
+    /// collected only if it has ended, nothing unfinished depends on it, and — for a job
+    /// of a workflow — every job of its workflow has ended; the others are kept. A
+    /// workflow goes with its last job. At most `COLLECT_PER_ENTRY_MAX` ids.
+    Collect {
+        at_ms: u64,
+        jobs: Vec<JobId>,
+    },
 }
 
 impl Command {
@@ -686,6 +696,7 @@ impl Command {
             | Command::Cron { at_ms, .. }
             | Command::RerunWorkflow { at_ms, .. }
             | Command::SetRules { at_ms, .. }
+            | Command::Collect { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms,
             Command::Request { command, .. } | Command::Authored { command, .. } => command.at_ms(),
         }
@@ -713,6 +724,7 @@ impl Command {
             | Command::Cron { at_ms, .. }
             | Command::RerunWorkflow { at_ms, .. }
             | Command::SetRules { at_ms, .. }
+            | Command::Collect { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms = t,
             Command::Request { command, .. } | Command::Authored { command, .. } => {
                 command.set_at_ms(t)
@@ -762,6 +774,7 @@ impl Command {
             Command::RerunWorkflow { .. } => "rerun_workflow",
             Command::TaskOutputs { .. } => "task_outputs",
             Command::SetRules { .. } => "set_rules",
+            Command::Collect { .. } => "collect",
             Command::Request { command, .. } | Command::Authored { command, .. } => command.kind(),
         }
     }

@@ -19,6 +19,7 @@
 //! - `error`: [`ConsensusError`] and [`Invalid`] (a rejected command's field and reason).
 
 pub mod acl;
+pub mod archive;
 mod command;
 pub mod cron;
 mod error;
@@ -38,6 +39,6 @@ pub use command::{
 };
 pub use error::{ConsensusError, Invalid, Result};
 pub use state::{
-    hex, Attempt, ClusterState, Counters, Job, JobState, Load, Node, NodeStatus, Response,
-    Workflow, CHECKPOINTS_KEPT,
+    hex, Attempt, ClusterState, Collected, Counters, Job, JobState, Load, Node, NodeStatus,
+    Response, Workflow, CHECKPOINTS_KEPT,
 };

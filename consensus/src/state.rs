@@ -14,6 +14,23 @@
 //!  any non-final state ── cancel ──▶ Cancelled; a dependency that ends unsuccessfully
 //!  cancels its dependents, saying why.
 //! ```
+//!
+//! What the state holds, and what bounds it (a cluster runs for a year):
+//!
+//! | part | bound |
+//! |---|---|
+//! | jobs, their end times, submitters, step outputs, rerun bases | retention: `Collect` entries the leader writes remove finished jobs `--job-retention` after they ended (a workflow as a unit, never a job something unfinished depends on), with everything kept for them; the node archives them (`archive`) |
+//! | workflows | go with their last job |
+//! | idempotency keys | go with their job: a key reused after its job was collected makes a new job |
+//! | checkpoint hashes | the last `CHECKPOINTS_KEPT` (64) |
+//! | answered request ids | `REQUESTS_REMEMBERED_MAX` (100,000) for `REQUEST_RETENTION_MS` |
+//! | tokens | `TOKENS_MAX` (10,000) |
+//! | crons (and their decision history) | `CRONS_MAX` (1,000), `CRON_HISTORY_MAX` each |
+//! | nodes | one per node that ever registered: grows with node churn only (not yet collected) |
+//! | counters, rules, next ids | fixed size |
+//!
+//! Derived indexes (the queue, attempts per node, job digests) follow the jobs; the event
+//! feed keeps what the log holds past its snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -32,8 +49,8 @@ use crate::requests::{Lookup, RequestId, Requests};
 pub const CHECKPOINTS_KEPT: usize = 64;
 /// Version 2 appends the answered-request table after the state, version 3 the access
 /// control state after that, version 4 the crons, rerun bases and step outputs, version 5
-/// the rules; every earlier version still loads.
-const SNAPSHOT_VERSION: u16 = 5;
+/// the rules, version 6 the end times; every earlier version still loads.
+const SNAPSHOT_VERSION: u16 = 6;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -190,6 +207,21 @@ pub enum Response {
     },
     /// A batch's responses, one per command, in order.
     Batch(Vec<Response>),
+    /// The jobs a `Collect` removed, and how many of those it named it kept.
+    Collected {
+        jobs: Vec<JobId>,
+        kept: u32,
+    },
+}
+
+/// A job a `Collect` removed, with what the state kept of it beside the job itself: its
+/// final record, for the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collected {
+    pub job: Job,
+    pub outputs: BTreeMap<String, String>,
+    pub submitted_by: Option<String>,
+    pub ended_at_ms: Option<u64>,
 }
 
 /// Resources an attempt in flight holds on a node.
@@ -243,6 +275,21 @@ pub struct ClusterState {
     /// earlier build replays as it was written). Snapshot version 5; hashed only once set.
     #[serde(skip)]
     rules: Option<Rules>,
+    /// When each ended job ended (the proposer's time of the entry that ended it), kept
+    /// under rules: what retention counts from. A job leaves it when it runs again or is
+    /// collected. Snapshot version 6; hashed only once not empty.
+    #[serde(skip)]
+    ended_at: BTreeMap<JobId, u64>,
+    /// The jobs the entries applied since the last [`take_collected`] removed, for the
+    /// caller to archive. Not encoded, not compared.
+    ///
+    /// [`take_collected`]: ClusterState::take_collected
+    #[serde(skip)]
+    collected: Vec<Collected>,
+    /// Whether `collected` is filled (a node with an archive); off, collected jobs are
+    /// only dropped. Not encoded, not compared.
+    #[serde(skip)]
+    keep_collected: bool,
     /// What the entry being applied changed, when the caller asked for events
     /// ([`apply_recording`](Self::apply_recording)). Not encoded, not compared.
     #[serde(skip)]
@@ -497,6 +544,9 @@ impl Default for ClusterState {
             rerun_base: BTreeMap::new(),
             outputs: BTreeMap::new(),
             rules: None,
+            ended_at: BTreeMap::new(),
+            collected: Vec::new(),
+            keep_collected: false,
             recorder: Recorder::default(),
         }
     }
@@ -549,9 +599,17 @@ impl ClusterState {
 
     fn apply_one(&mut self, index: u64, command: &Command) -> Response {
         let response = self.apply_command(index, command);
+        let under_rules = self.rules.is_some();
         for id in std::mem::take(&mut self.index.touched) {
             if let Some(j) = self.jobs.get(&id) {
                 self.index.insert(j);
+                if under_rules {
+                    if j.state.is_final() {
+                        self.ended_at.entry(id).or_insert(command.at_ms());
+                    } else {
+                        self.ended_at.remove(&id);
+                    }
+                }
             }
         }
         if self.recorder.on {
@@ -716,11 +774,30 @@ impl ClusterState {
                 Ok(_) => Response::Done,
                 Err(e) => Response::Rejected(e),
             },
-            Command::SetRules { rules, .. } => match rules.validate() {
+            Command::SetRules { at_ms, rules } => match rules.validate() {
                 Ok(()) => {
+                    if self.rules.is_none() {
+                        // Jobs that ended before the rules: their last attempt's end,
+                        // else (cancelled before any) when the rules came.
+                        for j in self.jobs.values().filter(|j| j.state.is_final()) {
+                            let end = j
+                                .attempts
+                                .last()
+                                .and_then(|a| a.finished_at_ms)
+                                .unwrap_or(*at_ms);
+                            self.ended_at.insert(j.id, end);
+                        }
+                    }
                     self.rules = Some(*rules);
                     Response::Done
                 }
+                Err(e) => {
+                    self.counters.rejected_commands += 1;
+                    Response::Rejected(e)
+                }
+            },
+            Command::Collect { jobs, .. } => match self.check(command) {
+                Ok(()) => self.collect(jobs),
                 Err(e) => {
                     self.counters.rejected_commands += 1;
                     Response::Rejected(e)
@@ -888,6 +965,16 @@ impl ClusterState {
             }
             Command::TaskOutputs { outputs, .. } => crate::command::check_outputs(outputs),
             Command::SetRules { rules, .. } => rules.validate(),
+            Command::Collect { jobs, .. } if jobs.len() > limits::COLLECT_PER_ENTRY_MAX => {
+                Err(Invalid::new(
+                    "jobs",
+                    format!(
+                        "{} ids > COLLECT_PER_ENTRY_MAX {}",
+                        jobs.len(),
+                        limits::COLLECT_PER_ENTRY_MAX
+                    ),
+                ))
+            }
             Command::TokenRevoke { accessor, .. } => match self.acl.token(accessor) {
                 Some(_) => Ok(()),
                 None => Err(Invalid::new("accessor", format!("no token {accessor}"))),
@@ -1300,7 +1387,12 @@ impl ClusterState {
                 format!("job {from} is not part of workflow {workflow}"),
             ));
         }
-        let root = &self.jobs[&from];
+        let root = self.jobs.get(&from).ok_or_else(|| {
+            Invalid::new(
+                "from",
+                format!("job {from} of workflow {workflow} was collected (retention)"),
+            )
+        })?;
         if !root.state.is_final() || root.state == JobState::Succeeded {
             return Err(Invalid::new(
                 "from",
@@ -1464,6 +1556,111 @@ impl ClusterState {
         }
     }
 
+    /// Removes the jobs of `ids` that may go (see [`collectable`](Self::collectable)), in
+    /// order, with what only they used: their idempotency key, submitter, step outputs,
+    /// rerun base and end time; a workflow goes with its last job.
+    fn collect(&mut self, ids: &[JobId]) -> Response {
+        let (mut jobs, mut kept) = (Vec::new(), 0);
+        for &id in ids {
+            if !self.collectable(id) {
+                kept += 1;
+                continue;
+            }
+            self.touch(id);
+            let job = self.jobs.remove(&id).expect("collectable jobs exist");
+            // Its dependencies that stay no longer name it (every dependent named exists).
+            for d in &job.spec.depends_on {
+                if self.jobs.contains_key(d) {
+                    self.touch(*d);
+                    let dj = self.jobs.get_mut(d).expect("present");
+                    dj.dependents.retain(|x| *x != id);
+                }
+            }
+            if let Some(k) = &job.spec.idempotency_key {
+                if self.idempotency.get(k) == Some(&id) {
+                    self.idempotency.remove(k);
+                }
+            }
+            let submitted_by = self.acl.submitter(id).map(str::to_string);
+            self.acl.forget_job(id);
+            let outputs = self.outputs.remove(&id).unwrap_or_default();
+            self.rerun_base.remove(&id);
+            let ended_at_ms = self.ended_at.remove(&id);
+            if let Some(w) = job.workflow {
+                let gone = self
+                    .workflows
+                    .get(&w)
+                    .is_some_and(|wf| wf.jobs.values().all(|j| !self.jobs.contains_key(j)));
+                if gone {
+                    self.workflows.remove(&w);
+                }
+            }
+            jobs.push(id);
+            if self.keep_collected {
+                self.collected.push(Collected {
+                    job,
+                    outputs,
+                    submitted_by,
+                    ended_at_ms,
+                });
+            }
+        }
+        Response::Collected { jobs, kept }
+    }
+
+    /// Whether job `id` may be collected: it has ended, nothing unfinished depends on it,
+    /// and every job of its workflow (if any) has ended.
+    pub fn collectable(&self, id: JobId) -> bool {
+        let ended = |j: &JobId| self.jobs.get(j).is_none_or(|x| x.state.is_final());
+        let Some(job) = self.jobs.get(&id) else {
+            return false;
+        };
+        job.state.is_final()
+            && job.dependents.iter().all(ended)
+            && job
+                .workflow
+                .and_then(|w| self.workflows.get(&w))
+                .is_none_or(|w| w.jobs.values().all(ended))
+    }
+
+    /// Jobs the leader may collect now: ended at or before `cutoff_ms` (a workflow's jobs
+    /// only once all of them did), collectable, in id order, at most `limit`.
+    pub fn collection_due(&self, cutoff_ms: u64, limit: usize) -> Vec<JobId> {
+        let due = |id: &JobId| self.ended_at.get(id).is_some_and(|t| *t <= cutoff_ms);
+        self.ended_at
+            .iter()
+            .filter(|(_, t)| **t <= cutoff_ms)
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                self.collectable(*id)
+                    && self.jobs[id]
+                        .workflow
+                        .and_then(|w| self.workflows.get(&w))
+                        .is_none_or(|w| {
+                            w.jobs
+                                .values()
+                                .all(|j| !self.jobs.contains_key(j) || due(j))
+                        })
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Keep the jobs collections remove, for [`take_collected`](Self::take_collected).
+    pub fn keep_collected(&mut self, on: bool) {
+        self.keep_collected = on;
+    }
+
+    /// The jobs collected since the last call, with what they carried, oldest first.
+    pub fn take_collected(&mut self) -> Vec<Collected> {
+        std::mem::take(&mut self.collected)
+    }
+
+    /// When job `id` ended, under rules.
+    pub fn ended_at(&self, id: JobId) -> Option<u64> {
+        self.ended_at.get(&id).copied()
+    }
+
     /// Marks a node failed or retired; its attempts in flight are lost and retried (or fail).
     fn node_down(&mut self, at: u64, node: NodeId, status: NodeStatus) -> Response {
         let Some(n) = self.nodes.get_mut(&node) else {
@@ -1515,6 +1712,7 @@ impl ClusterState {
             && self.rerun_base.is_empty()
             && self.outputs.is_empty()
             && self.rules.is_none()
+            && self.ended_at.is_empty()
         {
             return *hash.as_bytes();
         }
@@ -1538,6 +1736,10 @@ impl ClusterState {
         if let Some(rules) = &self.rules {
             h.update(b"rules");
             h.update(&postcard::to_stdvec(rules).expect("state always encodes"));
+        }
+        if !self.ended_at.is_empty() {
+            h.update(b"ended");
+            h.update(&postcard::to_stdvec(&self.ended_at).expect("state always encodes"));
         }
         *h.finalize().as_bytes()
     }
@@ -1723,6 +1925,7 @@ impl ClusterState {
         &BTreeMap<JobId, u32>,
         &BTreeMap<JobId, BTreeMap<String, String>>,
         &Option<Rules>,
+        &BTreeMap<JobId, u64>,
     ) {
         (
             SNAPSHOT_VERSION,
@@ -1733,6 +1936,7 @@ impl ClusterState {
             &self.rerun_base,
             &self.outputs,
             &self.rules,
+            &self.ended_at,
         )
     }
 
@@ -1781,7 +1985,11 @@ impl ClusterState {
                     if version >= 5 {
                         let (outputs, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
                         state.outputs = outputs;
-                        state.rules = postcard::from_bytes(rest).map_err(decode)?;
+                        let (rules, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
+                        state.rules = rules;
+                        if version >= 6 {
+                            state.ended_at = postcard::from_bytes(rest).map_err(decode)?;
+                        }
                     } else {
                         state.outputs = postcard::from_bytes(rest).map_err(decode)?;
                     }
@@ -2373,6 +2581,108 @@ mod tests {
             Response::Rejected(_)
         ));
         assert_eq!(s.rules(), Some(rules));
+    }
+
+    #[test]
+    fn collection_removes_only_what_nothing_unfinished_needs_and_workflows_as_units() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.keep_collected(true);
+        step(&mut s, &mut i, node(1));
+        step(
+            &mut s,
+            &mut i,
+            Command::SetRules {
+                at_ms: 1,
+                rules: Rules::default(),
+            },
+        );
+        let mut keyed = JobSpec::new("keyed", &["true"]);
+        keyed.idempotency_key = Some("k1".into());
+        let done = submit(&mut s, &mut i, keyed.clone());
+        run(&mut s, &mut i, 10, done, 1, 1, Exit::Code(0));
+        assert_eq!(
+            s.ended_at(done),
+            Some(15),
+            "the end time of the entry that ended it"
+        );
+        // A dependency of a job still pending stays.
+        let dep = submit(&mut s, &mut i, JobSpec::new("dep", &["true"]));
+        run(&mut s, &mut i, 20, dep, 1, 1, Exit::Code(0));
+        let mut waiting = JobSpec::new("waiting", &["true"]);
+        waiting.depends_on = vec![dep];
+        waiting.constraints.insert("zone".into(), "mars".into());
+        let w = submit(&mut s, &mut i, waiting);
+        // A workflow: a ended, b still pending: neither goes.
+        let stepw = |key: &str, after: &[&str]| WorkflowJob {
+            key: key.into(),
+            spec: JobSpec::new(key, &["true"]),
+            after: after.iter().map(|a| a.to_string()).collect(),
+        };
+        let Response::WorkflowSubmitted { workflow, jobs } = step(
+            &mut s,
+            &mut i,
+            Command::SubmitWorkflow {
+                at_ms: 30,
+                name: "w".into(),
+                jobs: vec![stepw("a", &[]), stepw("b", &["a"])],
+            },
+        ) else {
+            panic!("submitted")
+        };
+        let (a, b) = (jobs["a"], jobs["b"]);
+        run(&mut s, &mut i, 40, a, 1, 1, Exit::Code(0));
+        assert_eq!(s.collection_due(u64::MAX, 100), vec![done]);
+        let before = s.clone();
+        let r = step(
+            &mut s,
+            &mut i,
+            Command::Collect {
+                at_ms: 50,
+                jobs: vec![done, dep, w, a, 999],
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Collected {
+                jobs: vec![done],
+                kept: 4
+            }
+        );
+        assert!(s.job(done).is_none() && s.job(dep).is_some() && s.job(a).is_some());
+        assert!(s.indexes_consistent());
+        let archived = s.take_collected();
+        assert_eq!(archived.len(), 1);
+        assert_eq!(archived[0].job, *before.job(done).unwrap());
+        assert_eq!(archived[0].ended_at_ms, Some(15));
+        // Its idempotency key went with it: the same key makes a new job.
+        let again = submit(&mut s, &mut i, keyed);
+        assert_ne!(again, done);
+        // The workflow goes as a unit once b ended, and takes its record with it.
+        run(&mut s, &mut i, 60, b, 1, 1, Exit::Code(0));
+        assert!(
+            s.collection_due(64, 100).is_empty(),
+            "a (ended at 45) waits for b (ended at 65)"
+        );
+        assert_eq!(s.collection_due(65, 100), vec![a, b]);
+        step(
+            &mut s,
+            &mut i,
+            Command::Collect {
+                at_ms: 70,
+                jobs: vec![a, b],
+            },
+        );
+        assert!(s.workflow(workflow).is_none() && s.job(b).is_none());
+        // Snapshots and hashes keep up.
+        let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+        assert_eq!(back.hash(), s.hash());
+        assert_eq!(back.ended_at(dep), Some(25));
+        // Past the bound: refused.
+        let many = Command::Collect {
+            at_ms: 80,
+            jobs: (0..=limits::COLLECT_PER_ENTRY_MAX as u64).collect(),
+        };
+        assert!(matches!(step(&mut s, &mut i, many), Response::Rejected(_)));
     }
 
     #[test]

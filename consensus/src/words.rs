@@ -290,6 +290,15 @@ pub fn command(c: &Command) -> String {
         Command::RerunWorkflow { workflow, from, .. } => {
             format!("rerun workflow {workflow} from job {from}")
         }
+        Command::Collect { jobs: ids, .. } => match ids.as_slice() {
+            [one] => format!("collect finished job {one}"),
+            many => format!(
+                "collect {} finished jobs ({}…{})",
+                many.len(),
+                many.first().copied().unwrap_or(0),
+                many.last().copied().unwrap_or(0)
+            ),
+        },
         Command::SetRules { rules, .. } => format!(
             "rules: a job lost with its node after it started is queued again up to {} time(s)",
             rules.lost_retries

@@ -110,7 +110,8 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRetired { at_ms, node }),
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRecovered { at_ms, node }),
         1 => at.clone().prop_map(|at_ms| Command::Checkpoint { at_ms }),
-        1 => (at, 0u32..3).prop_map(|(at_ms, lost_retries)| Command::SetRules { at_ms, rules: Rules { lost_retries } }),
+        1 => (at.clone(), 0u32..3).prop_map(|(at_ms, lost_retries)| Command::SetRules { at_ms, rules: Rules { lost_retries } }),
+        2 => (at, prop::collection::vec(1u64..10, 1..5)).prop_map(|(at_ms, jobs)| Command::Collect { at_ms, jobs }),
     ]
 }
 
@@ -133,9 +134,16 @@ fn check_invariants(s: &ClusterState) -> Result<(), TestCaseError> {
             j.id,
             j.state
         );
-        if !j.attempts.is_empty() {
+        // Nothing unfinished lost a dependency to collection.
+        if !j.state.is_final() {
             for d in &j.spec.depends_on {
-                let dep = s.job(*d).expect("dependencies exist");
+                prop_assert!(s.job(*d).is_some(), "job {} lost dependency {}", j.id, d);
+            }
+        }
+        if !j.attempts.is_empty() {
+            // (A finished job's dependencies may have been collected since.)
+            for dep in j.spec.depends_on.iter().filter_map(|d| s.job(*d)) {
+                let d = dep.id;
                 prop_assert_eq!(
                     dep.state,
                     JobState::Succeeded,
@@ -144,6 +152,17 @@ fn check_invariants(s: &ClusterState) -> Result<(), TestCaseError> {
                     d
                 );
             }
+        }
+    }
+    // A workflow loses jobs to collection only once all of them ended.
+    for w in s.workflows() {
+        let present: Vec<_> = w.jobs.values().filter_map(|id| s.job(*id)).collect();
+        if present.len() < w.jobs.len() {
+            prop_assert!(
+                present.iter().all(|j| j.state.is_final()),
+                "workflow {} lost a job while another had not ended",
+                w.id
+            );
         }
     }
     Ok(())

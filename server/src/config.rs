@@ -121,6 +121,10 @@ pub struct Args {
     /// Output older than this is deleted [default: 168].
     #[arg(long, env = "CATHEDRAL_OUTPUT_RETENTION_HOURS")]
     pub output_retention_hours: Option<u64>,
+    /// Bytes the archive of collected jobs (DATA_DIR/archive) may take; its oldest day
+    /// goes first [default: 1073741824].
+    #[arg(long, env = "CATHEDRAL_ARCHIVE_BYTES_MAX")]
+    pub archive_bytes_max: Option<u64>,
     /// The leader records a state-hash checkpoint every this many log entries; 0 never
     /// [default: 10000].
     #[arg(long, env = "CATHEDRAL_CHECKPOINT_INTERVAL")]
@@ -189,6 +193,12 @@ pub struct Args {
     /// applies the same rule [default: 3, at most 100].
     #[arg(long, env = "CATHEDRAL_LOST_RETRIES")]
     pub lost_retries: Option<u32>,
+    /// How long a finished job (succeeded, failed, cancelled, timed out) stays in the
+    /// cluster's state before the leader collects it, as `30s`, `12h`, `7d`; `0` keeps
+    /// every job. A workflow goes as a unit once all its jobs are past it
+    /// [default: 7d].
+    #[arg(long, env = "CATHEDRAL_JOB_RETENTION", value_name = "DURATION")]
+    pub job_retention: Option<String>,
     /// A tag this node advertises (zone=eu-1, gpu=a100); repeatable. `available=false`
     /// keeps work off it. Changed at run time with `cathedral node tag set`.
     #[arg(
@@ -271,6 +281,8 @@ pub struct Config {
     pub gossip: GossipSettings,
     pub leader: LeaderSettings,
     pub output: OutputSettings,
+    /// Bound of the archive of collected jobs.
+    pub archive_bytes_max: u64,
     pub tls: Option<TlsFiles>,
     /// The docker sandbox's engine; `None`: no docker sandbox (`--docker-host none`).
     pub docker_host: Option<String>,
@@ -381,6 +393,19 @@ impl Config {
         set(&mut leader.node_timeout_ms, args.node_timeout_ms);
         set(&mut leader.failure_grace_ms, args.failure_grace_ms);
         set(&mut leader.lost_retries, args.lost_retries);
+        if let Some(r) = &args.job_retention {
+            leader.job_retention_ms = if r.trim() == "0" {
+                0
+            } else {
+                humantime::parse_duration(r)
+                    .map_err(|e| {
+                        ServerError::Config(format!(
+                            "--job-retention {r:?}: {e} (try 30s, 12h, 7d, or 0 to keep every job)"
+                        ))
+                    })?
+                    .as_millis() as u64
+            };
+        }
         set(&mut leader.checkpoint_interval, args.checkpoint_interval);
         set(&mut leader.placement, args.placement);
         set(&mut leader.placement_seed, args.placement_seed);
@@ -423,6 +448,9 @@ impl Config {
                 None => Some(cathedral_executor::default_docker_host()),
             },
             docker_nproc_limit: args.docker_nproc_limit,
+            archive_bytes_max: args
+                .archive_bytes_max
+                .unwrap_or(cathedral_consensus::archive::ARCHIVE_BYTES_MAX_DEFAULT),
             tls: match (args.tls_cert, args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,

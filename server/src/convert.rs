@@ -199,6 +199,7 @@ pub fn job_to_pb(
         outputs: outputs
             .map(|o| o.clone().into_iter().collect())
             .unwrap_or_default(),
+        collected_at_ms: None,
     }
 }
 

@@ -28,6 +28,13 @@ pub const FAILURE_GRACE_MS_DEFAULT: u64 = 1_000;
 /// Default time a registered node may go unseen by gossip (after this node began to lead)
 /// before it is declared failed.
 pub const NODE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default of `--job-retention`: a week.
+pub const JOB_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+/// The longest between two looks for jobs to collect (shorter for short retentions: a
+/// tenth of it, at least `COLLECT_CHECK_MS_MIN`).
+pub const COLLECT_CHECK_MS_MAX: u64 = 60_000;
+pub const COLLECT_CHECK_MS_MIN: u64 = 1_000;
+
 /// A node gets work only if it answered one of the leader's Raft RPCs within this long
 /// (at least `PLACEMENT_CONTACT_HEARTBEATS` heartbeat periods, when those are longer).
 pub const PLACEMENT_CONTACT_MS: u64 = 1_000;
@@ -49,6 +56,8 @@ pub struct LeaderSettings {
     pub placement_seed: u64,
     /// The lost-retry budget the leader writes into the rules (see `Rules`).
     pub lost_retries: u32,
+    /// How long a finished job stays before the leader collects it; 0: never.
+    pub job_retention_ms: u64,
 }
 
 impl Default for LeaderSettings {
@@ -60,6 +69,7 @@ impl Default for LeaderSettings {
             placement: Placement::LeastLoaded,
             placement_seed: 0,
             lost_retries: cathedral_consensus::LOST_RETRIES_DEFAULT,
+            job_retention_ms: JOB_RETENTION_MS_DEFAULT,
         }
     }
 }
@@ -75,6 +85,7 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
     );
     let mut schedules = std::collections::HashMap::new();
     let mut crons_checked = Instant::now() - CRON_CHECK_INTERVAL;
+    let mut collected_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -94,6 +105,9 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
         if let Err(e) = checkpoint_if_due(&node).await {
             tracing::debug!("checkpoint: {e}");
         }
+        if let Err(e) = collect_if_due(&node, &mut collected_at).await {
+            tracing::debug!("collection: {e}");
+        }
         // The loop wakes at every applied entry: crons are looked at a few times a second.
         if crons_checked.elapsed() >= CRON_CHECK_INTERVAL {
             crons_checked = Instant::now();
@@ -105,6 +119,46 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
 /// How often the leader looks for due cron fires (a fire runs within this of its time,
 /// plus the time to commit it).
 pub const CRON_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Retention: every so often (see `COLLECT_CHECK_MS_MAX`), a `Collect` entry naming the
+/// jobs that ended `--job-retention` ago or more (`ClusterState::collection_due`), at most
+/// `COLLECT_PER_ENTRY_MAX` at a time (a full entry is followed by the next at once).
+async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error::Result<()> {
+    let retention = node.config.leader.job_retention_ms;
+    if retention == 0 {
+        return Ok(());
+    }
+    let every =
+        Duration::from_millis((retention / 10).clamp(COLLECT_CHECK_MS_MIN, COLLECT_CHECK_MS_MAX));
+    if last.is_some_and(|t| t.elapsed() < every) {
+        return Ok(());
+    }
+    let now = now_ms();
+    let due = {
+        let a = node.applied.read().unwrap();
+        if a.state.rules().is_none() {
+            return Ok(());
+        }
+        a.state.collection_due(
+            now.saturating_sub(retention),
+            cathedral_consensus::limits::COLLECT_PER_ENTRY_MAX,
+        )
+    };
+    let full = due.len() == cathedral_consensus::limits::COLLECT_PER_ENTRY_MAX;
+    if !full {
+        *last = Some(Instant::now());
+    }
+    if due.is_empty() {
+        return Ok(());
+    }
+    tracing::debug!(count = due.len(), "collecting finished jobs");
+    node.propose(Proposal::Write(Command::Collect {
+        at_ms: now,
+        jobs: due,
+    }))
+    .await?;
+    Ok(())
+}
 
 /// Every `checkpoint_interval` entries: a `Checkpoint` (each node records its state hash at
 /// that index), then a `CheckpointHash` carrying the leader's, which every node — and the

@@ -62,6 +62,7 @@ const ROUTES: &[Route] = &[
             ("node_id", "query", "string", "Jobs whose latest attempt ran there."),
             ("workflow_id", "query", "string", "The jobs of this workflow."),
             ("newest_first", "query", "boolean", "Newest (highest id) first; page tokens then count down."),
+            ("archived", "query", "boolean", "The jobs retention collected, from the node's archive, most recently collected first."),
             ("page_size", "query", "integer", "At most LIST_PAGE_SIZE_MAX (1000); default 100."),
             ("page_token", "query", "string", "A previous answer's next_page_token."),
         ],

@@ -251,7 +251,12 @@ async fn list_jobs(
     Query(mut params): Query<HashMap<String, String>>,
 ) -> Response {
     let req = flag(&mut params, "newest_first").and_then(|newest_first| {
-        query::<pb::ListJobsRequest>(params).map(|r| pb::ListJobsRequest { newest_first, ..r })
+        let archived = flag(&mut params, "archived")?;
+        query::<pb::ListJobsRequest>(params).map(|r| pb::ListJobsRequest {
+            newest_first,
+            archived,
+            ..r
+        })
     });
     call(
         &node,

@@ -39,15 +39,73 @@ pub struct Api {
 impl Api {
     /// Job `id` as this node applied it; "not found" only once a read barrier confirmed
     /// this node is not behind the cluster (see [`Api::confirm_absent`]).
+    /// Job `id`, from the state, or — collected by retention — from the archive (marked
+    /// with when it was collected).
     async fn job(&self, id: JobId) -> Result<pb::Job, Status> {
         if !self.has_job(id) {
             self.confirm_absent().await?;
         }
-        let a = self.node.applied.read().unwrap();
-        a.state
-            .job(id)
-            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id), a.state.step_outputs(j.id)))
-            .ok_or_else(|| ServerError::not_found("job", id).into())
+        {
+            let a = self.node.applied.read().unwrap();
+            if let Some(j) = a.state.job(id) {
+                return Ok(job_to_pb(
+                    j,
+                    a.state.acl().submitter(j.id),
+                    a.state.step_outputs(j.id),
+                ));
+            }
+        }
+        let archive = self.node.archive.clone();
+        let found = tokio::task::spawn_blocking(move || archive.find(id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match found {
+            Some(r) => {
+                let c = &r.collected;
+                let mut j = job_to_pb(&c.job, c.submitted_by.as_deref(), Some(&c.outputs));
+                j.collected_at_ms = Some(r.collected_at_ms);
+                Ok(j)
+            }
+            None => Err(ServerError::not_found("job", id).into()),
+        }
+    }
+
+    /// A page of the archive (`ListJobs` with `archived`), filtered as asked.
+    async fn list_archived(
+        &self,
+        req: pb::ListJobsRequest,
+        state: Option<cathedral_consensus::JobState>,
+        size: usize,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let dir = self.node.archive.dir().to_path_buf();
+        let token = (!req.page_token.is_empty()).then(|| req.page_token.clone());
+        let (records, next) = tokio::task::spawn_blocking(move || {
+            cathedral_consensus::archive::page(&dir, token.as_deref(), size)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::from(ServerError::invalid("page_token", e)))?;
+        let jobs = records
+            .iter()
+            .filter(|r| {
+                let j = &r.collected.job;
+                state.is_none_or(|s| j.state == s)
+                    && j.spec.name.starts_with(&req.name_prefix)
+                    && (req.node_id == 0
+                        || j.attempts.last().is_some_and(|a| a.node == req.node_id))
+                    && (req.workflow_id == 0 || j.workflow == Some(req.workflow_id))
+            })
+            .map(|r| {
+                let c = &r.collected;
+                let mut j = job_to_pb(&c.job, c.submitted_by.as_deref(), Some(&c.outputs));
+                j.collected_at_ms = Some(r.collected_at_ms);
+                j
+            })
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs,
+            next_page_token: next.unwrap_or_default(),
+        }))
     }
 
     fn has_job(&self, id: JobId) -> bool {
@@ -276,6 +334,9 @@ impl JobService for Api {
         let req = req.into_inner();
         let state = state_from_pb(req.state)?;
         let size = page_size(req.page_size)?;
+        if req.archived {
+            return self.list_archived(req, state, size).await;
+        }
         let from = page_token(&req.page_token)?;
         let a = self.node.applied.read().unwrap();
         let all: Box<dyn Iterator<Item = &cathedral_consensus::Job>> = if req.newest_first {

@@ -1,9 +1,27 @@
 //! The dashboard in a real browser: headless Chromium driven by Selenium
 //! (tests/python/dashboard.py) against a three-node cluster running a workflow with a
-//! failing job that is retried. Checks the rendered DOM: the leader and members, the job
-//! list and counts, a job's attempts and streamed output, a job turning succeeded on its
-//! open page without a reload, a cancel from the page. Screenshots go to
-//! `target/dashboard/`.
+//! failing job that is retried, a cron, and one node named by a `name` tag. Checks the
+//! rendered DOM:
+//! - cluster: the leader and members, nodes by name (the tag, else the address) with
+//!   their ids, tags in sorted order;
+//! - jobs: the list (newest first) and counts, a node column, the search by name prefix
+//!   and by node;
+//! - a job: its attempts in words, streamed output, its history in the log, the
+//!   explain section; a job turning succeeded on its open page without a reload; a
+//!   cancel from the page (its attempt then says it was stopped, not running); a
+//!   timed-out job's kill reason;
+//! - workflows: the list shows "dashboard" by name with its state; its view has the
+//!   name in its heading, the DAG, a rerun control, and a timeline with a time axis and
+//!   each bar's title in words naming the node;
+//! - crons: "nightly" listed with its schedule, zone and next fire; Pause then Resume
+//!   flip its state on the page and in the cluster;
+//! - charts: every chart has a title and an accessible label, and lines or the empty
+//!   state;
+//! - the log: entries, checkpoints, no divergence;
+//! - Rerun from here on the failing job's page: the page says so, and the cluster runs
+//!   it again (more attempts, then failed again, its dependent cancelled again).
+//!
+//! Screenshots go to `target/dashboard/`.
 //!
 //! Needs `CATHEDRAL_PYTHON` with Selenium, and Debian's `chromium` and `chromium-driver`
 //! (scripts/test.sh installs them); without them the test says so and passes.
@@ -75,6 +93,48 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
             .to_string()
     };
     let (hello, failing, after) = (id("hello"), id("failing"), id("after"));
+    let workflow = wf["workflow_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{wf}"))
+        .to_string();
+
+    // A cron for the crons view to list, pause and resume (next fire at 03:00 UTC).
+    let cron = post(
+        s,
+        "/v1/crons",
+        &json!({"spec": {"name": "nightly", "schedule": "0 3 * * *", "tz": "UTC",
+            "job": {"name": "nightly", "command": ["true"]}}}),
+    );
+    assert!(
+        cron["next_ms"].as_array().is_some_and(|n| !n.is_empty()),
+        "{cron}"
+    );
+
+    // One node named by its `name` tag; the dashboard shows the others by address.
+    let named = &nodes[(leader + 2) % 3];
+    let named_id = eventually(WAIT, "the node to name listed", || async {
+        get(s, "/v1/nodes")["nodes"]
+            .as_array()
+            .and_then(|all| all.iter().find(|n| n["address"] == named.grpc.as_str()))
+            .and_then(|n| n["id"].as_str())
+            .map(str::to_string)
+    })
+    .await;
+    post(
+        s,
+        &format!("/v1/nodes/{named_id}/tags"),
+        &json!({"set": {"name": "north"}}),
+    );
+    eventually(WAIT, "the name tag seen", || async {
+        get(s, "/v1/nodes")["nodes"]
+            .as_array()
+            .is_some_and(|all| {
+                all.iter()
+                    .any(|n| n["id"] == named_id.as_str() && n["tags"]["name"] == "north")
+            })
+            .then_some(())
+    })
+    .await;
     let sleeper = post(
         s,
         "/v1/jobs",
@@ -99,6 +159,9 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         (get(s, &format!("/v1/jobs/{failing}"))["state"] == "JOB_STATE_FAILED").then_some(())
     })
     .await;
+    let failing_attempts = get(s, &format!("/v1/jobs/{failing}"))["attempts"]
+        .as_array()
+        .map_or(0, |a| a.len());
     let status = get(s, "/v1/cluster");
     let facts = json!({
         "http": s.http,
@@ -109,6 +172,11 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         "after": after,
         "sleeper": sleeper,
         "timed": timed,
+        "workflow": workflow,
+        "workflow_name": "dashboard",
+        "cron": "nightly",
+        "named": {"id": named_id, "name": "north"},
+        "failing_attempts": failing_attempts,
         "screenshots": repo.join("target/dashboard"),
     });
     let out = Command::new(python)
@@ -131,8 +199,19 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         get(s, &format!("/v1/jobs/{sleeper}"))["state"],
         "JOB_STATE_CANCELLED"
     );
-    assert_eq!(
-        get(s, &format!("/v1/jobs/{after}"))["state"],
-        "JOB_STATE_CANCELLED"
-    );
+    // Pause then Resume left the cron running.
+    assert_ne!(get(s, "/v1/crons/nightly")["paused"], true);
+    // The rerun clicked in the page ran the failing job again: more attempts than before
+    // (it exits 3 again, so it fails again and its dependent is cancelled again).
+    eventually(WAIT, "the failing job rerun", || async {
+        let j = get(s, &format!("/v1/jobs/{failing}"));
+        (j["attempts"].as_array().map_or(0, |a| a.len()) > failing_attempts).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the rerun to fail again", || async {
+        (get(s, &format!("/v1/jobs/{failing}"))["state"] == "JOB_STATE_FAILED"
+            && get(s, &format!("/v1/jobs/{after}"))["state"] == "JOB_STATE_CANCELLED")
+            .then_some(())
+    })
+    .await;
 }

@@ -80,6 +80,10 @@ enum Cmd {
         /// Newest first (with --limit: the latest jobs).
         #[arg(long)]
         newest_first: bool,
+        /// The jobs retention collected, from the asked node's archive (most recently
+        /// collected first).
+        #[arg(long)]
+        archived: bool,
         #[arg(long)]
         json: bool,
     },
@@ -837,6 +841,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
             workflow,
             limit,
             newest_first,
+            archived,
             json,
         } => {
             let state = match state {
@@ -858,6 +863,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
                         page_token: token,
                         workflow_id: workflow.unwrap_or(0),
                         newest_first,
+                        archived,
                     })
                     .await?
                     .into_inner();

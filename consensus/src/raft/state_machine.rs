@@ -86,6 +86,9 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 /// The replicated state with what Raft needs beside it.
 pub struct StateMachine {
     applied: Arc<RwLock<Applied>>,
+    /// Where the jobs collections remove are kept (a server's data directory); none for
+    /// a state machine without one.
+    archive: Option<Arc<crate::archive::Archive>>,
     /// The events of what is applied, for watchers.
     events: Arc<EventFeed>,
     snapshots: SnapshotStore,
@@ -105,10 +108,17 @@ pub struct Applied {
 pub type AppliedHandle = Arc<RwLock<Applied>>;
 
 impl StateMachine {
+    /// Archives the jobs collections remove into `archive` from now on.
+    pub fn set_archive(&mut self, archive: Arc<crate::archive::Archive>) {
+        self.applied.write().unwrap().state.keep_collected(true);
+        self.archive = Some(archive);
+    }
+
     /// Opens the state machine, loading the latest snapshot in `snapshots` if there is one.
     pub fn open(snapshots: SnapshotStore) -> StorageResult<StateMachine> {
         let mut sm = StateMachine {
             applied: Arc::new(RwLock::new(Applied::default())),
+            archive: None,
             events: Arc::new(EventFeed::default()),
             snapshots,
             receiving: None,
@@ -219,6 +229,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         let mut a = self.applied.write().unwrap();
+        // (A state loaded from a snapshot since starts without the flag.)
+        a.state.keep_collected(self.archive.is_some());
         for e in entries {
             a.last_applied = Some(e.log_id);
             let index = e.log_id.index;
@@ -231,7 +243,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ev.detail = format!("term {}", e.log_id.leader_id.term);
                     (Response::Done, vec![ev])
                 }
-                EntryPayload::Normal(cmd) => a.state.apply_recording(index, &cmd),
+                EntryPayload::Normal(cmd) => {
+                    let applied = a.state.apply_recording(index, &cmd);
+                    if let Some(archive) = &self.archive {
+                        let collected = a.state.take_collected();
+                        if let Err(e) = archive.append(index, cmd.at_ms(), collected) {
+                            tracing::error!(
+                                index,
+                                "archive: {e}; the jobs this entry collected are not archived"
+                            );
+                        }
+                    }
+                    applied
+                }
                 EntryPayload::Membership(m) => {
                     a.membership = StoredMembership::new(Some(e.log_id), m);
                     (Response::Done, Vec::new())

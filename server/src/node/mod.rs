@@ -113,6 +113,8 @@ pub struct Node {
     next_request: std::sync::atomic::AtomicU64,
     /// What keeps this node from campaigning (a quiet start, entries it owes).
     holds: Arc<ElectionHolds>,
+    /// The jobs retention collected, kept in the data directory.
+    pub archive: Arc<cathedral_consensus::archive::Archive>,
 }
 
 /// How often a repairing node checks whether it holds what it owes again.
@@ -263,8 +265,18 @@ impl Node {
         let identity = Identity::load_or_create(&data.identity_file())?;
         let snapshots = SnapshotStore::open(data.snapshots(), SnapshotOptions::default())?;
         check_snapshots(dir, &snapshots, log.purged_through())?;
-        let sm = StateMachine::open(snapshots.clone())
+        let mut sm = StateMachine::open(snapshots.clone())
             .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
+        let archive = Arc::new(
+            cathedral_consensus::archive::Archive::open(
+                &config
+                    .data_dir
+                    .join(cathedral_consensus::archive::ARCHIVE_DIR),
+                config.archive_bytes_max,
+            )
+            .map_err(ServerError::Storage)?,
+        );
+        sm.set_archive(archive.clone());
         let applied = sm.handle();
         let events = sm.events();
         let store = LogStore::new(log.clone())
@@ -351,6 +363,7 @@ impl Node {
             config,
             raft,
             applied,
+            archive,
             events,
             peers,
             snapshots,

@@ -106,6 +106,27 @@ enum Cmd {
         #[command(subcommand)]
         command: SnapshotCmd,
     },
+    /// The archive of the jobs retention collected (DATA_DIR/archive).
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCmd {
+    /// Each day file: its jobs, its entry indexes, its bytes.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One collected job's final record, as JSON.
+    Show { id: u64 },
+    /// Reads every frame of every file; exit 0 whole, 1 damage found.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,8 +225,73 @@ fn main() -> ExitCode {
             } => snapshot::cmd_export(&cli.data_dir, &out, to, held, json),
             SnapshotCmd::Import { .. } | SnapshotCmd::Status { .. } => unreachable!("ran above"),
         },
+        Cmd::Archive { command } => run_archive(&cli.data_dir, command),
     };
     finish(result)
+}
+
+/// `archive ls|show|verify`: the archive read offline, file by file.
+fn run_archive(dir: &Path, command: ArchiveCmd) -> Result<u8, String> {
+    use cathedral_consensus::archive::{files, find, frames, ARCHIVE_DIR};
+    let adir = dir.join(ARCHIVE_DIR);
+    match command {
+        ArchiveCmd::Show { id } => match find(&adir, id) {
+            Some(r) => {
+                let mut v = serde_json::to_value(&r).map_err(|e| e.to_string())?;
+                ids_as_strings(&mut v);
+                println!("{}", serde_json::to_string_pretty(&v).expect("prints"));
+                Ok(CLEAN)
+            }
+            None => Err(format!(
+                "job {id} is not in the archive at {}",
+                adir.display()
+            )),
+        },
+        ArchiveCmd::Ls { json } | ArchiveCmd::Verify { json } => {
+            let verify = matches!(command, ArchiveCmd::Verify { .. });
+            let mut rows = Vec::new();
+            let mut damaged = false;
+            for path in files(&adir) {
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let (_, records, problem) = frames(&bytes);
+                damaged |= problem.is_some();
+                rows.push(json!({
+                    "file": path.display().to_string(),
+                    "bytes": bytes.len(),
+                    "jobs": records.len(),
+                    "job_ids": records.iter().map(|r| r.collected.job.id.to_string()).collect::<Vec<_>>(),
+                    "first_index": records.iter().map(|r| r.index).min(),
+                    "last_index": records.iter().map(|r| r.index).max(),
+                    "problem": problem,
+                }));
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"files": rows, "damaged": damaged}))
+                        .expect("prints")
+                );
+            } else {
+                if rows.is_empty() {
+                    println!("no archive at {} (nothing collected yet)", adir.display());
+                }
+                for r in &rows {
+                    println!(
+                        "{}  {} jobs  entries {}..{}  {}{}",
+                        r["file"].as_str().unwrap_or(""),
+                        r["jobs"],
+                        r["first_index"],
+                        r["last_index"],
+                        cathedral_consensus::words::bytes(r["bytes"].as_u64().unwrap_or(0)),
+                        r["problem"]
+                            .as_str()
+                            .map_or(String::new(), |p| format!("  DAMAGE: {p}"))
+                    );
+                }
+            }
+            Ok(if verify && damaged { DAMAGED } else { CLEAN })
+        }
+    }
 }
 
 fn finish(result: Result<u8, String>) -> ExitCode {
