@@ -328,7 +328,11 @@ async function jobView(id) {
       el("div", {}, el("span", {}, "submitted"), time(j.submitted_at_ms)),
       el("div", {}, el("span", {}, "workflow"),
         inWorkflow ? el("a", { href: `#/workflow/${j.workflow_id}`, id: "workflow-link" }, j.workflow_id) : "none"),
-      el("div", {}, el("span", {}, "reason"), named(j.reason || ""))),
+      el("div", {}, el("span", {}, "reason"), named(j.reason || "")),
+      // Collected by retention: answered from the node's archive.
+      j.collected_at_ms
+        ? el("div", { id: "collected" }, el("span", {}, "collected"), `${time(j.collected_at_ms)} (from the archive)`)
+        : ""),
     el("div", { class: "actions" }, cancel, rerun, message, rerunResult),
     el("h2", {}, "Why it is where it is"), explainSection(why),
     el("h2", {}, "Attempts"),
@@ -399,10 +403,11 @@ async function jobHistory(id, table) {
 async function logView(params) {
   const q = new URLSearchParams({ limit: "50" });
   if (params.get("from")) q.set("from_index", params.get("from"));
-  const log = await api("/v1/log?" + q);
+  const [log] = await Promise.all([api("/v1/log?" + q), loadNodes()]);
   const entries = (log.entries || []).map((e) => el("tr", { "data-index": e.index },
-    el("td", {}, e.index || 0), el("td", {}, e.term || 0), el("td", { class: "wide" }, e.leader_id || 0),
-    el("td", {}, e.kind), el("td", {}, e.summary), el("td", { class: "wide" }, e.bytes || 0)));
+    el("td", {}, e.index || 0), el("td", {}, e.term || 0),
+    el("td", { class: "wide" }, e.leader_id && e.leader_id !== "0" ? nodeLink(e.leader_id) : 0),
+    el("td", {}, e.kind), el("td", { title: e.summary }, named(e.summary)), el("td", { class: "wide" }, e.bytes || 0)));
   view.replaceChildren(
     el("h2", {}, "Log"),
     el("div", { class: "facts" },
@@ -590,6 +595,7 @@ function clockTicks(t0, t1, most = 4) {
 
 // Seconds as a tick label: as many decimals as the step needs; minutes past two.
 function secondsLabel(s, step) {
+  if (s >= 3600 && step >= 60) return `${Math.floor(s / 3600)} h${s % 3600 ? ` ${Math.round((s % 3600) / 60)} min` : ""}`;
   if (s >= 120 && step >= 1) return `${Math.floor(s / 60)} min${s % 60 ? ` ${Math.round(s % 60)} s` : ""}`;
   const decimals = step >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(step)));
   return `${s.toFixed(decimals)} s`;
@@ -627,7 +633,11 @@ function timeline(jobs) {
     }),
   ]);
   // The axis: seconds since the first attempt began, with faint lines across the rows.
-  const { step, values } = ticks(0, (end - start) / 1000, 8);
+  // Past a minute, steps a clock would use (30 s, 5 min, 1 h) rather than 50 s or 500 s.
+  const span = (end - start) / 1000;
+  const clockwise = clockTicks(0, end - start, 8);
+  const { step, values } = span > 60
+    ? { step: clockwise.step / 1000, values: clockwise.values.map((v) => v / 1000) } : ticks(0, span, 8);
   const axis = svg("g", { class: "gantt-axis", role: "img", "aria-label": `time axis, seconds since ${time(start)} UTC` },
     svg("line", { x1: L, y1: bottom, x2: W - R, y2: bottom, stroke: "#5d6677" }),
     values.map((s) => {

@@ -63,6 +63,16 @@ async fn finished_jobs_are_collected_alike_everywhere_and_answered_from_the_arch
     }
     let text = nodes[(l + 2) % 3].cli_ok(&["status", &first[0].to_string()]);
     assert!(text.contains("collected:"), "{text}");
+    let (code, body) = nodes[l]
+        .http_get(&format!("/v1/jobs/{}", first[0]))
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let rest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        rest["collected_at_ms"].is_string(),
+        "REST marks it collected: {rest}"
+    );
+    assert_eq!(rest["state"], "JOB_STATE_SUCCEEDED", "{rest}");
 
     // The leader dies between collections; more jobs finish and are collected by the next.
     nodes[l].kill9();
