@@ -45,6 +45,9 @@ use crate::error::{ConsensusError, Invalid, Result};
 use crate::events::{self, Before, Event, EventKind};
 use crate::requests::{Lookup, RequestId, Requests};
 
+/// The jobs by id: a persistent ordered map (see `ClusterState::jobs`).
+type Jobs = imbl::OrdMap<JobId, Job>;
+
 /// Checkpoint hashes kept for comparison with the leader's.
 pub const CHECKPOINTS_KEPT: usize = 64;
 /// Version 2 appends the answered-request table after the state, version 3 the access
@@ -235,7 +238,9 @@ pub struct Load {
 /// The replicated state. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
-    jobs: BTreeMap<JobId, Job>,
+    /// Persistent (structurally shared): a copy is O(1), so the state machine takes a
+    /// snapshot's copy under its lock without stopping apply for the size of the state.
+    jobs: Jobs,
     workflows: BTreeMap<WorkflowId, Workflow>,
     nodes: BTreeMap<NodeId, Node>,
     idempotency: BTreeMap<String, JobId>,
@@ -279,7 +284,7 @@ pub struct ClusterState {
     /// under rules: what retention counts from. A job leaves it when it runs again or is
     /// collected. Snapshot version 6; hashed only once not empty.
     #[serde(skip)]
-    ended_at: BTreeMap<JobId, u64>,
+    ended_at: imbl::OrdMap<JobId, u64>,
     /// The jobs the entries applied since the last [`take_collected`] removed, for the
     /// caller to archive. Not encoded, not compared.
     ///
@@ -364,7 +369,7 @@ impl JobIndex {
         }
     }
 
-    fn rebuilt(jobs: &BTreeMap<JobId, Job>) -> JobIndex {
+    fn rebuilt(jobs: &Jobs) -> JobIndex {
         let mut index = JobIndex::default();
         for j in jobs.values() {
             index.insert(j);
@@ -425,7 +430,7 @@ impl JobDigests {
     }
 
     /// The digest of all jobs: their count and the sum of `BLAKE3(id, job)`.
-    fn of(&self, jobs: &BTreeMap<JobId, Job>) -> [u8; 32] {
+    fn of(&self, jobs: &Jobs) -> [u8; 32] {
         let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let digest = |j: &Job| -> [u8; 32] {
             *blake3::hash(&postcard::to_stdvec(j).expect("jobs always encode")).as_bytes()
@@ -527,7 +532,7 @@ fn pristine(r: &&Requests) -> bool {
 impl Default for ClusterState {
     fn default() -> Self {
         ClusterState {
-            jobs: BTreeMap::new(),
+            jobs: Jobs::new(),
             workflows: BTreeMap::new(),
             nodes: BTreeMap::new(),
             idempotency: BTreeMap::new(),
@@ -544,7 +549,7 @@ impl Default for ClusterState {
             rerun_base: BTreeMap::new(),
             outputs: BTreeMap::new(),
             rules: None,
-            ended_at: BTreeMap::new(),
+            ended_at: imbl::OrdMap::new(),
             collected: Vec::new(),
             keep_collected: false,
             recorder: Recorder::default(),
@@ -1925,7 +1930,7 @@ impl ClusterState {
         &BTreeMap<JobId, u32>,
         &BTreeMap<JobId, BTreeMap<String, String>>,
         &Option<Rules>,
-        &BTreeMap<JobId, u64>,
+        &imbl::OrdMap<JobId, u64>,
     ) {
         (
             SNAPSHOT_VERSION,
@@ -1938,6 +1943,35 @@ impl ClusterState {
             &self.rules,
             &self.ended_at,
         )
+    }
+
+    /// A copy of what a snapshot encodes, for writing it beside apply: the jobs and their
+    /// end times are shared (O(1)); the derived parts (job digests, indexes) are left out —
+    /// a copy to encode, never to apply to (a snapshot loaded back rebuilds them).
+    pub fn snapshot_copy(&self) -> ClusterState {
+        ClusterState {
+            jobs: self.jobs.clone(),
+            workflows: self.workflows.clone(),
+            nodes: self.nodes.clone(),
+            idempotency: self.idempotency.clone(),
+            next_job: self.next_job,
+            next_workflow: self.next_workflow,
+            checkpoints: self.checkpoints.clone(),
+            counters: self.counters.clone(),
+            last_applied: self.last_applied,
+            digests: JobDigests::default(),
+            index: JobIndex::default(),
+            requests: self.requests.clone(),
+            acl: self.acl.clone(),
+            crons: self.crons.clone(),
+            rerun_base: self.rerun_base.clone(),
+            outputs: self.outputs.clone(),
+            rules: self.rules,
+            ended_at: self.ended_at.clone(),
+            collected: Vec::new(),
+            keep_collected: false,
+            recorder: Recorder::default(),
+        }
     }
 
     /// The state as snapshot bytes (versioned).
@@ -2683,6 +2717,27 @@ mod tests {
             jobs: (0..=limits::COLLECT_PER_ENTRY_MAX as u64).collect(),
         };
         assert!(matches!(step(&mut s, &mut i, many), Response::Rejected(_)));
+    }
+
+    #[test]
+    fn the_persistent_job_map_encodes_as_the_ordered_map_did() {
+        // Snapshots written when the jobs were a BTreeMap load, and new ones are the same
+        // bytes: both encode as a length and the pairs in key order.
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        step(&mut s, &mut i, node(1));
+        for k in 0..50 {
+            submit(&mut s, &mut i, JobSpec::new(&format!("j{k}"), &["true"]));
+        }
+        let before: BTreeMap<JobId, Job> = s.jobs.iter().map(|(k, v)| (*k, v.clone())).collect();
+        assert_eq!(
+            postcard::to_stdvec(&before).unwrap(),
+            postcard::to_stdvec(&s.jobs).unwrap()
+        );
+        // A copy shares the jobs; changing the original leaves the copy as it was.
+        let copy = s.clone();
+        run(&mut s, &mut i, 10, 1, 1, 1, Exit::Code(0));
+        assert_eq!(copy.job(1).unwrap().state, JobState::Pending);
+        assert_eq!(s.job(1).unwrap().state, JobState::Succeeded);
     }
 
     #[test]

@@ -159,6 +159,9 @@ impl StateMachine {
 /// Writes a snapshot of a copy of the state.
 pub struct SnapshotBuilder {
     state: ClusterState,
+    /// The state's hash, taken with the copy (the live state hashes incrementally; the
+    /// copy has no digests).
+    hash: [u8; 32],
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     snapshots: SnapshotStore,
@@ -174,7 +177,7 @@ async fn open_snapshot(path: &std::path::Path) -> StorageResult<Box<tokio::fs::F
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let snapshot_id = match self.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.state.hash()[0]),
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.hash[0]),
             None => "initial".to_string(),
         };
         let meta = RaftSnapshotMeta {
@@ -270,7 +273,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let a = self.applied.read().unwrap();
         SnapshotBuilder {
-            state: a.state.clone(),
+            // O(1) for the jobs (shared): apply is not held up for the state's size.
+            state: a.state.snapshot_copy(),
+            hash: a.state.hash(),
             last_applied: a.last_applied,
             membership: a.membership.clone(),
             snapshots: self.snapshots.clone(),
