@@ -142,12 +142,12 @@ impl Acl {
         self.tokens.values()
     }
 
-    /// The accessor that submitted `job`, when one did.
     /// Forgets who submitted `job` (collected).
     pub(crate) fn forget_job(&mut self, job: JobId) {
         self.submitted_by.remove(&job);
     }
 
+    /// The accessor that submitted `job`, when one did.
     pub fn submitter(&self, job: JobId) -> Option<&str> {
         self.submitted_by.get(&job).map(String::as_str)
     }

@@ -116,19 +116,27 @@ impl Archive {
     pub fn open(dir: &Path, bytes_max: u64) -> Result<Archive, String> {
         std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         let mut last_index = 0;
-        if let Some(newest) = files(dir).pop() {
-            let bytes = std::fs::read(&newest).map_err(|e| io("read", &newest, e))?;
+        let all = files(dir);
+        // An entry may land in the file of a day before the newest one's (proposers'
+        // clocks differ around midnight): the highest index is read from the two newest.
+        for older in all.iter().rev().skip(1).take(1) {
+            let bytes = std::fs::read(older).map_err(|e| io("read", older, e))?;
+            let (_, records, _) = frames(&bytes);
+            last_index = records.iter().map(|r| r.index).max().unwrap_or(0);
+        }
+        if let Some(newest) = all.last() {
+            let bytes = std::fs::read(newest).map_err(|e| io("read", newest, e))?;
             let (end, records, problem) = frames(&bytes);
             if let Some(p) = problem {
                 tracing::warn!(file = %newest.display(), "archive: {p}; cutting it there");
                 let f = OpenOptions::new()
                     .write(true)
-                    .open(&newest)
-                    .map_err(|e| io("open", &newest, e))?;
-                f.set_len(end as u64).map_err(|e| io("cut", &newest, e))?;
-                f.sync_data().map_err(|e| io("sync", &newest, e))?;
+                    .open(newest)
+                    .map_err(|e| io("open", newest, e))?;
+                f.set_len(end as u64).map_err(|e| io("cut", newest, e))?;
+                f.sync_data().map_err(|e| io("sync", newest, e))?;
             }
-            last_index = records.iter().map(|r| r.index).max().unwrap_or(0);
+            last_index = last_index.max(records.iter().map(|r| r.index).max().unwrap_or(0));
         }
         Ok(Archive {
             dir: dir.to_path_buf(),
@@ -160,12 +168,26 @@ impl Archive {
         }
         let frame = zstd::bulk::compress(&text, LEVEL).map_err(|e| e.to_string())?;
         let path = self.dir.join(day_file(at_ms));
+        let new = !path.exists();
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| io("open", &path, e))?;
-        f.write_all(&frame).map_err(|e| io("append to", &path, e))?;
+        let before = f.metadata().map_err(|e| io("stat", &path, e))?.len();
+        // Durable before the state moves past it: a snapshot taken after this entry no
+        // longer holds these jobs, so the archive must. A failed write is taken back
+        // whole, so frames appended later stay readable.
+        let written = f.write_all(&frame).and_then(|()| f.sync_data());
+        if let Err(e) = written {
+            let _ = f.set_len(before);
+            return Err(io("append to", &path, e));
+        }
+        if new {
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+        }
         *last = index;
         drop(last);
         self.bound();

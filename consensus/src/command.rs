@@ -48,6 +48,10 @@ pub mod limits {
     /// Times one job may be placed again after losing a started attempt with its node
     /// (`Rules::lost_retries`).
     pub const LOST_RETRIES_MAX: u32 = 100;
+    /// Attempts of one job lost with their node before they started that count against
+    /// nothing; past them, such losses spend the lost-retry budget too (a job that takes
+    /// its nodes down before its start is committed does not cycle through them forever).
+    pub const LOST_BEFORE_START_FREE: u32 = 5;
     /// Jobs one `Collect` entry names.
     pub const COLLECT_PER_ENTRY_MAX: usize = 1000;
 }

@@ -796,17 +796,12 @@ impl ClusterState {
                     self.rules = Some(*rules);
                     Response::Done
                 }
-                Err(e) => {
-                    self.counters.rejected_commands += 1;
-                    Response::Rejected(e)
-                }
+                // (Counted with every rejection below.)
+                Err(e) => Response::Rejected(e),
             },
             Command::Collect { jobs, .. } => match self.check(command) {
                 Ok(()) => self.collect(jobs),
-                Err(e) => {
-                    self.counters.rejected_commands += 1;
-                    Response::Rejected(e)
-                }
+                Err(e) => Response::Rejected(e),
             },
             Command::Checkpoint { .. } => {
                 let hash = self.hash();
@@ -937,8 +932,8 @@ impl ClusterState {
     }
 
     /// Whether `command` would be accepted by [`apply`](Self::apply) on this state: a
-    /// proposer checks it first so that bad input never takes a log entry. Jobs are never
-    /// removed, so what passes here passes on every later state too.
+    /// proposer checks it first so that bad input never takes a log entry. Apply checks
+    /// again: a job named here may have been collected (retention) in between.
     pub fn check(&self, command: &Command) -> std::result::Result<(), Invalid> {
         match command {
             Command::Request { id, command } => {
@@ -1351,16 +1346,22 @@ impl ClusterState {
     /// counting against nothing; lost after it started, the job is queued again while its
     /// lost-retry budget lasts, and fails once it is spent. Returns whether it failed.
     fn lost_attempt(at: u64, j: &mut Job, base: usize, rules: Rules) -> bool {
+        let run = &j.attempts[base.min(j.attempts.len())..];
+        let unstarted = run
+            .iter()
+            .filter(|a| a.lost() && a.started_at_ms.is_none())
+            .count() as u32;
         let current = j.attempts.last().expect("attempt in flight");
-        if current.started_at_ms.is_none() {
+        if current.started_at_ms.is_none() && unstarted <= limits::LOST_BEFORE_START_FREE {
             j.state = JobState::Pending;
             j.not_before_ms = at;
             return false;
         }
-        let lost = j.attempts[base.min(j.attempts.len())..]
+        let lost = run
             .iter()
             .filter(|a| a.lost() && a.started_at_ms.is_some())
-            .count() as u32;
+            .count() as u32
+            + unstarted.saturating_sub(limits::LOST_BEFORE_START_FREE);
         if lost <= rules.lost_retries {
             j.state = JobState::Pending;
             j.not_before_ms = at;
@@ -1368,7 +1369,7 @@ impl ClusterState {
         }
         j.state = JobState::Failed;
         j.reason = Some(format!(
-            "lost with its node {lost} time(s) after it started (lost retries: {})",
+            "lost with its node {lost} time(s) (lost retries: {})",
             rules.lost_retries
         ));
         true
@@ -1414,6 +1415,22 @@ impl ClusterState {
                 if self.jobs[d].workflow == Some(workflow) && plan.insert(*d) {
                     queue.push_back(*d);
                 }
+            }
+        }
+        // A job whose dependency retention collected would wait for it forever.
+        for id in &plan {
+            if let Some(d) = self.jobs[id]
+                .spec
+                .depends_on
+                .iter()
+                .find(|d| !self.jobs.contains_key(d))
+            {
+                return Err(Invalid::new(
+                    "from",
+                    format!(
+                        "job {id} depends on job {d}, which retention collected; submit the workflow again instead"
+                    ),
+                ));
             }
         }
         if let Some(busy) = plan.iter().find(|id| !self.jobs[id].state.is_final()) {
@@ -1659,6 +1676,11 @@ impl ClusterState {
     /// The jobs collected since the last call, with what they carried, oldest first.
     pub fn take_collected(&mut self) -> Vec<Collected> {
         std::mem::take(&mut self.collected)
+    }
+
+    /// The id the next job will get: every job ever submitted has a lower one.
+    pub fn next_job_id(&self) -> JobId {
+        self.next_job
     }
 
     /// When job `id` ended, under rules.
@@ -2596,8 +2618,42 @@ mod tests {
         assert_eq!(job.state, JobState::Failed);
         assert_eq!(
             job.reason.as_deref(),
-            Some("lost with its node 3 time(s) after it started (lost retries: 2)")
+            Some("lost with its node 3 time(s) (lost retries: 2)")
         );
+        // Losses before the start are free only up to LOST_BEFORE_START_FREE; past them
+        // they spend the budget too.
+        let m = submit(&mut s, &mut i, JobSpec::new("m", &["true"]));
+        let free = limits::LOST_BEFORE_START_FREE;
+        for attempt in 1..=free + 3 {
+            let at = 1000 + 10 * u64::from(attempt);
+            let n = 1 + u64::from(attempt) % 6;
+            if s.node(n).unwrap().status != NodeStatus::Alive {
+                step(
+                    &mut s,
+                    &mut i,
+                    Command::NodeRecovered { at_ms: at, node: n },
+                );
+            }
+            assign(&mut s, &mut i, at, m, attempt, n);
+            step(
+                &mut s,
+                &mut i,
+                Command::NodeFailed {
+                    at_ms: at + 1,
+                    node: n,
+                },
+            );
+            let want = if attempt <= free + 2 {
+                JobState::Pending
+            } else {
+                JobState::Failed
+            };
+            assert_eq!(
+                s.job(m).unwrap().state,
+                want,
+                "after {attempt} unstarted losses"
+            );
+        }
         // The rules survive a snapshot, and so does the hash.
         let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
         assert_eq!(back.rules(), Some(rules));
@@ -2711,6 +2767,43 @@ mod tests {
         let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
         assert_eq!(back.hash(), s.hash());
         assert_eq!(back.ended_at(dep), Some(25));
+        // A workflow job that depended on a job outside it, once that one is collected, is
+        // not rerun (it would wait for it forever).
+        let outside = submit(&mut s, &mut i, JobSpec::new("outside", &["true"]));
+        run(&mut s, &mut i, 90, outside, 1, 1, Exit::Code(0));
+        let mut x = stepw("x", &[]);
+        x.spec.depends_on = vec![outside];
+        let Response::WorkflowSubmitted { workflow: w2, jobs } = step(
+            &mut s,
+            &mut i,
+            Command::SubmitWorkflow {
+                at_ms: 100,
+                name: "w2".into(),
+                jobs: vec![x],
+            },
+        ) else {
+            panic!("submitted")
+        };
+        run(&mut s, &mut i, 110, jobs["x"], 1, 1, Exit::Code(1));
+        step(
+            &mut s,
+            &mut i,
+            Command::Collect {
+                at_ms: 120,
+                jobs: vec![outside],
+            },
+        );
+        assert!(s.job(outside).is_none());
+        let rerun = Command::RerunWorkflow {
+            at_ms: 130,
+            workflow: w2,
+            from: jobs["x"],
+        };
+        let refused = s.check(&rerun).unwrap_err();
+        assert!(
+            refused.to_string().contains("retention collected"),
+            "{refused}"
+        );
         // Past the bound: refused.
         let many = Command::Collect {
             at_ms: 80,

@@ -177,6 +177,11 @@ pub fn duration_ms(ms: u64) -> String {
 
 /// A wall-clock time from epoch milliseconds, in UTC: "2026-12-03T13:28:30.123Z".
 pub fn time_ms(ms: u64) -> String {
+    // RFC 3339 stops at year 9999: later (nonsense) times are shown as numbers.
+    const YEAR_10000_MS: u64 = 253_402_300_800_000;
+    if ms >= YEAR_10000_MS {
+        return format!("{ms} ms since the epoch");
+    }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -325,6 +330,10 @@ mod tests {
         assert_eq!(duration_ms(7_260_000), "2 h 1 min");
         assert_eq!(time_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(time_ms(1_796_304_255_762), "2026-12-03T13:24:15.762Z");
+        assert_eq!(
+            time_ms(u64::MAX),
+            format!("{} ms since the epoch", u64::MAX)
+        );
     }
 
     #[test]

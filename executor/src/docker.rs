@@ -121,7 +121,9 @@ impl DockerDriver {
     /// own limit it can always grant. `None`: not local, not readable, or unlimited.
     pub fn engine_nproc_limit(&self) -> Option<u64> {
         let path = self.host.strip_prefix("unix://")?;
-        let pid = peer_pid(std::path::Path::new(path))?;
+        // Pid 1 holds a socket-activated engine's socket (docker.socket, podman.socket):
+        // its limits are not the engine's.
+        let pid = peer_pid(std::path::Path::new(path)).filter(|p| *p != 1)?;
         let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
         nproc_hard_limit(&limits)
     }

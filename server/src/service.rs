@@ -54,6 +54,10 @@ impl Api {
                     a.state.step_outputs(j.id),
                 ));
             }
+            // Never submitted: no need to read the archive.
+            if id == 0 || id >= a.state.next_job_id() {
+                return Err(ServerError::not_found("job", id).into());
+            }
         }
         let archive = self.node.archive.clone();
         let found = tokio::task::spawn_blocking(move || archive.find(id))
@@ -521,15 +525,9 @@ impl JobService for Api {
         req: Request<pb::GetJobOutputRequest>,
     ) -> Result<Response<Self::GetJobOutputStream>, Status> {
         let req = req.into_inner();
-        if !self.has_job(req.job_id) {
-            self.confirm_absent().await?;
-        }
+        // From the state, or the archive for a collected job (its output may outlive it).
+        let job = self.job(req.job_id).await?;
         let (attempt, node, ended) = {
-            let a = self.node.applied.read().unwrap();
-            let job = a
-                .state
-                .job(req.job_id)
-                .ok_or(ServerError::not_found("job", req.job_id))?;
             let at = if req.attempt == 0 {
                 job.attempts.last()
             } else {
@@ -546,7 +544,7 @@ impl JobService for Api {
                     }
                 ))
             })?;
-            (at.number, at.node, at.finished_at_ms.is_some())
+            (at.number, at.node_id, at.finished_at_ms.is_some())
         };
         let (tx, rx) = mpsc::channel(8);
         let (inner_tx, mut inner_rx) = mpsc::channel(8);

@@ -492,6 +492,31 @@ async fn every_route_answers_json_with_the_grpc_apis_bounds_and_errors() {
     assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
     validate_openapi(&doc, tmp.path());
 
+    // An attempt whose output file is gone (as retention or a failed start leaves it): a
+    // 404 saying so, not a 200 whose body breaks off.
+    let second = call(
+        &s,
+        "POST",
+        "/v1/jobs",
+        Some(r#"{"spec":{"name":"gone","command":["echo","gone"]}}"#),
+        200,
+    )["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_state(&s, &second, "JOB_STATE_SUCCEEDED").await;
+    let file = cathedral_executor::output_path(&s.dir, second.parse().unwrap(), 1);
+    std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    refused(
+        &s,
+        "GET",
+        &format!("/v1/jobs/{second}/output"),
+        None,
+        None,
+        "NOT_FOUND",
+        404,
+    );
+
     // Tokens, once access control is on: none, too weak, enough.
     let boot: Value = serde_json::from_str(&s.cli_ok(&["acl", "bootstrap", "--json"])).unwrap();
     let admin = boot["secret"].as_str().unwrap().to_string();

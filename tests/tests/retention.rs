@@ -45,7 +45,13 @@ async fn finished_jobs_are_collected_alike_everywhere_and_answered_from_the_arch
     let l = leader_index(&nodes).await;
     let mut first = Vec::new();
     for i in 0..6 {
-        first.push(submit(&nodes[(l + 1) % 3], spec(&format!("r{i}"), &["true"])).await);
+        first.push(
+            submit(
+                &nodes[(l + 1) % 3],
+                spec(&format!("r{i}"), &["echo", "kept"]),
+            )
+            .await,
+        );
     }
     for id in &first {
         until_final(&nodes[l], *id).await;
@@ -63,6 +69,11 @@ async fn finished_jobs_are_collected_alike_everywhere_and_answered_from_the_arch
     }
     let text = nodes[(l + 2) % 3].cli_ok(&["status", &first[0].to_string()]);
     assert!(text.contains("collected:"), "{text}");
+    // Its output outlives it (output retention is apart).
+    assert_eq!(
+        nodes[(l + 2) % 3].cli_ok(&["logs", &first[0].to_string()]),
+        "kept\n"
+    );
     let (code, body) = nodes[l]
         .http_get(&format!("/v1/jobs/{}", first[0]))
         .unwrap();

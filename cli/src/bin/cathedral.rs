@@ -449,12 +449,23 @@ enum SnapshotCmd {
 }
 
 fn main() -> ExitCode {
-    // A reader that stops early (`cathedral list | head`) ends this process quietly, as it
-    // does any Unix filter, instead of every print panicking on the closed pipe.
-    // SAFETY: restores the default disposition before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // A reader that stops early (`cathedral list | head`) ends this process quietly, with
+    // the status a Unix filter killed by SIGPIPE has (141), instead of a panic message.
+    // (Not by restoring SIGPIPE's default: a write to a closed socket would then kill the
+    // process instead of failing the call.)
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     if let Cmd::Tls { command } = cli.command {
         return match tls(command) {

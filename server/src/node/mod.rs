@@ -187,7 +187,7 @@ async fn address_check(
     };
     if recorded != advertise && m.membership().nodes().count() > 1 {
         tracing::error!(
-            "this node's cluster recorded its address as {recorded}, but it advertises              {advertise} now: its peers will not reach it. Start it with --bind (or              --advertise) {recorded}, or, to make it a new node, give it an empty              --data-dir (not {}) and --join the cluster",
+            "this node's cluster recorded its address as {recorded}, but it advertises {advertise} now: its peers will not reach it. Start it with --bind (or --advertise) {recorded}, or, to make it a new node, give it an empty --data-dir (not {}) and --join the cluster",
             data_dir.display()
         );
     }
