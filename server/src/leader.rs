@@ -99,14 +99,22 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
         }
         // A new leader gives every node a full timeout to be seen by gossip.
         let since = *leading_since.get_or_insert_with(Instant::now);
-        if let Err(e) = lead_once(&node, since, &mut strategy).await {
-            tracing::debug!("leader duties: {e}");
-        }
-        if let Err(e) = checkpoint_if_due(&node).await {
-            tracing::debug!("checkpoint: {e}");
-        }
-        if let Err(e) = collect_if_due(&node, &mut collected_at).await {
-            tracing::debug!("collection: {e}");
+        // A shutdown does not wait for a proposal in flight (up to the write timeout
+        // without a quorum): whatever it decided, the next leader decides again.
+        let duties = async {
+            if let Err(e) = lead_once(&node, since, &mut strategy).await {
+                tracing::debug!("leader duties: {e}");
+            }
+            if let Err(e) = checkpoint_if_due(&node).await {
+                tracing::debug!("checkpoint: {e}");
+            }
+            if let Err(e) = collect_if_due(&node, &mut collected_at).await {
+                tracing::debug!("collection: {e}");
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = duties => {}
         }
         // The loop wakes at every applied entry: crons are looked at a few times a second.
         if crons_checked.elapsed() >= CRON_CHECK_INTERVAL {
