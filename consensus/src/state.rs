@@ -1593,8 +1593,9 @@ impl ClusterState {
     /// rerun base and end time; a workflow goes with its last job.
     fn collect(&mut self, ids: &[JobId]) -> Response {
         let (mut jobs, mut kept) = (Vec::new(), 0);
+        let mut workflows = BTreeMap::new();
         for &id in ids {
-            if !self.collectable(id) {
+            if !self.collectable_by(id, None, &mut workflows) {
                 kept += 1;
                 continue;
             }
@@ -1646,36 +1647,54 @@ impl ClusterState {
     /// Whether job `id` may be collected: it has ended, nothing unfinished depends on it,
     /// and every job of its workflow (if any) has ended.
     pub fn collectable(&self, id: JobId) -> bool {
-        let ended = |j: &JobId| self.jobs.get(j).is_none_or(|x| x.state.is_final());
+        self.collectable_by(id, None, &mut BTreeMap::new())
+    }
+
+    /// [`collectable`](Self::collectable), and with `cutoff_ms`, every job of its
+    /// workflow ended by then too. A workflow's verdict is worked out once per pass and
+    /// kept in `workflows` (a job removed counts as ended, so a pass that removes jobs
+    /// never turns a verdict false): O(its jobs) once, not once per job of it.
+    fn collectable_by(
+        &self,
+        id: JobId,
+        cutoff_ms: Option<u64>,
+        workflows: &mut BTreeMap<WorkflowId, bool>,
+    ) -> bool {
+        let ended = |j: &JobId| {
+            self.jobs.get(j).is_none_or(|x| {
+                x.state.is_final()
+                    && cutoff_ms.is_none_or(|c| self.ended_at.get(j).is_some_and(|t| *t <= c))
+            })
+        };
         let Some(job) = self.jobs.get(&id) else {
             return false;
         };
-        job.state.is_final()
-            && job.dependents.iter().all(ended)
-            && job
-                .workflow
-                .and_then(|w| self.workflows.get(&w))
-                .is_none_or(|w| w.jobs.values().all(ended))
+        if !job.state.is_final()
+            || !job
+                .dependents
+                .iter()
+                .all(|d| self.jobs.get(d).is_none_or(|x| x.state.is_final()))
+        {
+            return false;
+        }
+        match job.workflow {
+            None => true,
+            Some(w) => *workflows.entry(w).or_insert_with(|| {
+                self.workflows
+                    .get(&w)
+                    .is_none_or(|wf| wf.jobs.values().all(ended))
+            }),
+        }
     }
 
     /// Jobs the leader may collect now: ended at or before `cutoff_ms` (a workflow's jobs
-    /// only once all of them did), collectable, in id order, at most `limit`.
+    /// only once all of them did), collectable, oldest end first, at most `limit`.
     pub fn collection_due(&self, cutoff_ms: u64, limit: usize) -> Vec<JobId> {
-        let due = |id: &JobId| self.ended_at.get(id).is_some_and(|t| *t <= cutoff_ms);
+        let mut workflows = BTreeMap::new();
         self.ended_order
             .range(..=(cutoff_ms, JobId::MAX))
             .map(|(_, id)| *id)
-            .filter(|id| {
-                self.collectable(*id)
-                    && self.jobs[id]
-                        .workflow
-                        .and_then(|w| self.workflows.get(&w))
-                        .is_none_or(|w| {
-                            w.jobs
-                                .values()
-                                .all(|j| !self.jobs.contains_key(j) || due(j))
-                        })
-            })
+            .filter(|id| self.collectable_by(*id, Some(cutoff_ms), &mut workflows))
             .take(limit)
             .collect()
     }
@@ -2554,6 +2573,36 @@ mod tests {
         );
     }
 
+    /// Assigns `job`'s `attempt` to `node` at `at`, reports it started, then fails the node.
+    fn lose_started(
+        s: &mut ClusterState,
+        i: &mut u64,
+        at: u64,
+        job: JobId,
+        attempt: u32,
+        node: NodeId,
+    ) {
+        assign(s, i, at, job, attempt, node);
+        step(
+            s,
+            i,
+            Command::TaskStarted {
+                at_ms: at + 1,
+                job,
+                attempt,
+                node,
+            },
+        );
+        step(
+            s,
+            i,
+            Command::NodeFailed {
+                at_ms: at + 2,
+                node,
+            },
+        );
+    }
+
     #[test]
     fn under_rules_a_lost_attempt_is_requeued_and_counted_apart_from_retries() {
         let (mut s, mut i) = (ClusterState::new(), 0);
@@ -2578,25 +2627,7 @@ mod tests {
         // Lost after it started, twice: within the budget of two.
         for (attempt, n) in [(2, 2), (3, 3)] {
             let at = 30 + 10 * u64::from(attempt);
-            assign(&mut s, &mut i, at, j, attempt, n);
-            step(
-                &mut s,
-                &mut i,
-                Command::TaskStarted {
-                    at_ms: at + 1,
-                    job: j,
-                    attempt,
-                    node: n,
-                },
-            );
-            step(
-                &mut s,
-                &mut i,
-                Command::NodeFailed {
-                    at_ms: at + 2,
-                    node: n,
-                },
-            );
+            lose_started(&mut s, &mut i, at, j, attempt, n);
             let job = s.job(j).unwrap();
             assert_eq!((job.state, job.not_before_ms), (JobState::Pending, at + 2));
         }
@@ -2613,25 +2644,7 @@ mod tests {
         let k = submit(&mut s, &mut i, JobSpec::new("k", &["true"]));
         for (attempt, n) in [(1, 4), (2, 5), (3, 6)] {
             let at = 100 + 10 * u64::from(attempt);
-            assign(&mut s, &mut i, at, k, attempt, n);
-            step(
-                &mut s,
-                &mut i,
-                Command::TaskStarted {
-                    at_ms: at + 1,
-                    job: k,
-                    attempt,
-                    node: n,
-                },
-            );
-            step(
-                &mut s,
-                &mut i,
-                Command::NodeFailed {
-                    at_ms: at + 2,
-                    node: n,
-                },
-            );
+            lose_started(&mut s, &mut i, at, k, attempt, n);
         }
         let job = s.job(k).unwrap();
         assert_eq!(job.state, JobState::Failed);

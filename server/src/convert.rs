@@ -203,6 +203,15 @@ pub fn job_to_pb(
     }
 }
 
+/// A job retention collected, as the API shows it: from its archived record, marked with
+/// when it was collected.
+pub fn archived_to_pb(r: &cathedral_consensus::archive::Record) -> pb::Job {
+    let c = &r.collected;
+    let mut j = job_to_pb(&c.job, c.submitted_by.as_deref(), Some(&c.outputs));
+    j.collected_at_ms = Some(r.collected_at_ms);
+    j
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,12 +64,7 @@ impl Api {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         match found {
-            Some(r) => {
-                let c = &r.collected;
-                let mut j = job_to_pb(&c.job, c.submitted_by.as_deref(), Some(&c.outputs));
-                j.collected_at_ms = Some(r.collected_at_ms);
-                Ok(j)
-            }
+            Some(r) => Ok(crate::convert::archived_to_pb(&r)),
             None => Err(ServerError::not_found("job", id).into()),
         }
     }
@@ -99,12 +94,7 @@ impl Api {
                         || j.attempts.last().is_some_and(|a| a.node == req.node_id))
                     && (req.workflow_id == 0 || j.workflow == Some(req.workflow_id))
             })
-            .map(|r| {
-                let c = &r.collected;
-                let mut j = job_to_pb(&c.job, c.submitted_by.as_deref(), Some(&c.outputs));
-                j.collected_at_ms = Some(r.collected_at_ms);
-                j
-            })
+            .map(crate::convert::archived_to_pb)
             .collect();
         Ok(Response::new(pb::ListJobsResponse {
             jobs,

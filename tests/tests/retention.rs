@@ -38,6 +38,20 @@ async fn collected(s: &Server, id: u64) -> Option<u64> {
         .and_then(|r| r.into_inner().collected_at_ms)
 }
 
+/// Waits until every job of `ids` is answered as collected by every node of `nodes`.
+async fn all_collected<'a>(nodes: impl IntoIterator<Item = &'a Server>, ids: &[u64]) {
+    for s in nodes {
+        for id in ids {
+            eventually(
+                WAIT,
+                &format!("job {id} collected on {}", s.grpc),
+                || async { collected(s, *id).await },
+            )
+            .await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn finished_jobs_are_collected_alike_everywhere_and_answered_from_the_archive() {
     let tmp = tempfile::tempdir().unwrap();
@@ -57,16 +71,7 @@ async fn finished_jobs_are_collected_alike_everywhere_and_answered_from_the_arch
         until_final(&nodes[l], *id).await;
     }
     // Collected on every node, and still answered there, from its archive.
-    for s in &nodes {
-        for id in &first {
-            eventually(
-                WAIT,
-                &format!("job {id} collected on {}", s.grpc),
-                || async { collected(s, *id).await },
-            )
-            .await;
-        }
-    }
+    all_collected(&nodes, &first).await;
     let text = nodes[(l + 2) % 3].cli_ok(&["status", &first[0].to_string()]);
     assert!(text.contains("collected:"), "{text}");
     // Its output outlives it (output retention is apart).
@@ -94,25 +99,13 @@ async fn finished_jobs_are_collected_alike_everywhere_and_answered_from_the_arch
     }
     for id in &second {
         until_final(&nodes[l2], *id).await;
-        eventually(WAIT, &format!("job {id} collected"), || async {
-            collected(&nodes[l2], *id).await
-        })
-        .await;
     }
+    all_collected([&nodes[l2]], &second).await;
     // The killed node comes back, catches up, and archives what it missed — once.
     nodes[l].restart();
     nodes[l].wait_ready();
     let want: BTreeSet<u64> = first.iter().chain(&second).copied().collect();
-    for s in &nodes {
-        for id in &want {
-            eventually(
-                WAIT,
-                &format!("job {id} collected on {}", s.grpc),
-                || async { collected(s, *id).await },
-            )
-            .await;
-        }
-    }
+    all_collected(&nodes, &want.iter().copied().collect::<Vec<_>>()).await;
     let hashes = eventually(WAIT, "equal state hashes", || async {
         let mut seen = BTreeSet::new();
         let mut applied = BTreeSet::new();
