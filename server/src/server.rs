@@ -194,6 +194,10 @@ pub async fn start(config: Config) -> Result<Running> {
     })
 }
 
+/// How long a shutdown waits for the servers (their calls in flight) and the node's loops
+/// (the worker's reports) before stopping them.
+pub const SHUTDOWN_SERVE_WAIT: Duration = Duration::from_secs(8);
+
 /// Attempts at asking the `--join` member for gossip seeds, a second apart.
 const SEED_FETCH_ATTEMPTS: u32 = 10;
 /// How often the live peers' gossip addresses are saved for the next start.
@@ -262,8 +266,29 @@ impl Running {
         self.node.gossip.leave().await;
         let _ = self.stop.send(true);
         self.node.begin_shutdown();
-        for t in self.tasks {
-            let _ = t.await;
+        // Bounded: a peer that froze mid-call keeps a graceful server shutdown waiting on
+        // its connection for ever; what has not stopped by then is stopped.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_SERVE_WAIT;
+        const NAMES: [&str; 8] = [
+            "gRPC server",
+            "HTTP server",
+            "upkeep",
+            "leader loop",
+            "worker",
+            "output copies",
+            "gossip join",
+            "peer list",
+        ];
+        for (t, name) in self.tasks.into_iter().zip(NAMES) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                tracing::warn!(
+                    task = name,
+                    "still running {} s after the shutdown began; stopping it",
+                    SHUTDOWN_SERVE_WAIT.as_secs()
+                );
+                abort.abort();
+            }
         }
         self.node.shutdown().await;
         tracing::info!(node = self.node.id, "stopped");
