@@ -136,7 +136,7 @@ fn main() {
         if at >= next_collect {
             next_collect += 60_000;
             loop {
-                let due = s.collection_due(at.saturating_sub(retention_ms), COLLECT_PER_ENTRY_MAX);
+                let due = s.collection_due(at, retention_ms, COLLECT_PER_ENTRY_MAX);
                 if due.is_empty() {
                     break;
                 }

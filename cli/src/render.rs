@@ -78,6 +78,7 @@ pub fn job_json(j: &pb::Job) -> Value {
         "workflow_id": (j.workflow_id != 0).then(|| id(j.workflow_id)),
         "idempotency_key": (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
         "submitted_by": (!j.submitted_by.is_empty()).then_some(&j.submitted_by),
+        "retain_ms": spec.retain_ms,
         "collected_at_ms": j.collected_at_ms,
         "attempts": j.attempts.iter().map(|a| json!({
             "number": a.number,
@@ -111,6 +112,16 @@ pub fn job_text(j: &pb::Job) -> String {
     }
     if j.workflow_id != 0 {
         s += &format!("  workflow: {}\n", j.workflow_id);
+    }
+    match spec.retain_ms {
+        Some(0) => s += "  retain:   kept (retention does not collect it)\n",
+        Some(ms) => {
+            s += &format!(
+                "  retain:   {} after it ends\n",
+                humantime::format_duration(std::time::Duration::from_millis(ms))
+            )
+        }
+        None => {}
     }
     if let Some(at) = j.collected_at_ms {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);

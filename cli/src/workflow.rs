@@ -7,6 +7,8 @@
 //!     command: [sh, -c, "echo fetching"]
 //!     timeout: 30s        # optional; default 30s, "0" for none
 //!     retries: 2          # optional; retries after the first attempt
+//!     retain: 30d         # optional; kept this long after it ends (default: the
+//!                         # cluster's --job-retention; 0 keeps it)
 //!   - key: build
 //!     command: [make, -j4]
 //!     after: [fetch]      # keys of jobs that must succeed first
@@ -52,6 +54,9 @@ struct Job {
     constraints: BTreeMap<String, String>,
     #[serde(default)]
     timeout: Option<String>,
+    /// Kept this long after it ends before retention collects it (0: kept).
+    #[serde(default)]
+    retain: Option<String>,
     #[serde(default)]
     retries: Option<u32>,
     #[serde(default)]
@@ -130,6 +135,12 @@ fn to_request(file: File, stem: String) -> Result<pb::SubmitWorkflowRequest, Str
             priority: j.priority,
             sandbox: sandbox as i32,
             docker,
+            retain_ms: j
+                .retain
+                .as_deref()
+                .map(parse::duration_ms)
+                .transpose()
+                .map_err(at)?,
             ..Default::default()
         };
         jobs.push(pb::WorkflowJob {

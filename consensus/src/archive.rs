@@ -312,6 +312,7 @@ mod tests {
             outputs: Default::default(),
             submitted_by: None,
             ended_at_ms: Some(2),
+            retain_ms: None,
         }
     }
 

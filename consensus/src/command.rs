@@ -54,6 +54,87 @@ pub mod limits {
     pub const LOST_BEFORE_START_FREE: u32 = 5;
     /// Jobs one `Collect` entry names.
     pub const COLLECT_PER_ENTRY_MAX: usize = 1000;
+    /// A job's own retention (`JobOption::RetainMs`): ten years.
+    pub const JOB_RETAIN_MS_MAX: u64 = 3650 * 24 * 3600 * 1000;
+    /// Options of one job (`WithJobOptions`).
+    pub const JOB_OPTIONS_MAX: usize = 8;
+}
+
+/// A per-job setting that is not part of [`JobSpec`] (whose encoding is fixed by the logs
+/// already written): carried beside the submission by [`Command::WithJobOptions`]. New
+/// options are new variants, appended, so every log written stays readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobOption {
+    /// How long the job is kept after it ended before it is collected, instead of the
+    /// cluster's `--job-retention`; 0 keeps it until something else removes it.
+    RetainMs(u64),
+}
+
+impl JobOption {
+    fn validate(&self) -> std::result::Result<(), Invalid> {
+        match self {
+            JobOption::RetainMs(ms) if *ms > limits::JOB_RETAIN_MS_MAX => Err(Invalid::new(
+                "retain",
+                format!("{ms} ms > JOB_RETAIN_MS_MAX {}", limits::JOB_RETAIN_MS_MAX),
+            )),
+            JobOption::RetainMs(_) => Ok(()),
+        }
+    }
+
+    /// The job's own retention among `options`, if it asked for one.
+    // A find, not a map: more variants will come.
+    #[allow(clippy::unnecessary_find_map)]
+    pub fn retain_ms(options: &[JobOption]) -> Option<u64> {
+        options.iter().find_map(|o| match o {
+            JobOption::RetainMs(ms) => Some(*ms),
+        })
+    }
+}
+
+/// Checks `options` against the submission `command` they go with: one list per job, in
+/// the order of its jobs, each within its bounds, no option twice.
+pub fn check_job_options(
+    options: &[Vec<JobOption>],
+    command: &Command,
+) -> std::result::Result<(), Invalid> {
+    let jobs = match command {
+        Command::SubmitJobs { jobs, .. } => jobs.len(),
+        Command::SubmitWorkflow { jobs, .. } => jobs.len(),
+        other => {
+            return Err(Invalid::new(
+                "options",
+                format!("a {} takes no job options", other.kind()),
+            ))
+        }
+    };
+    if options.len() != jobs {
+        return Err(Invalid::new(
+            "options",
+            format!("{} option lists for {jobs} jobs", options.len()),
+        ));
+    }
+    for list in options {
+        if list.len() > limits::JOB_OPTIONS_MAX {
+            return Err(Invalid::new(
+                "options",
+                format!(
+                    "{} > JOB_OPTIONS_MAX {}",
+                    list.len(),
+                    limits::JOB_OPTIONS_MAX
+                ),
+            ));
+        }
+        for (k, o) in list.iter().enumerate() {
+            o.validate()?;
+            if list[..k]
+                .iter()
+                .any(|x| std::mem::discriminant(x) == std::mem::discriminant(o))
+            {
+                return Err(Invalid::new("options", format!("{o:?} given twice")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Default of [`Rules::lost_retries`].
@@ -675,6 +756,13 @@ pub enum Command {
         at_ms: u64,
         jobs: Vec<JobId>,
     },
+    /// A `SubmitJobs` or `SubmitWorkflow` with options per job (`options[i]` for its i-th
+    /// job; see [`JobOption`]). Options apply to the jobs the submission creates, not to
+    /// those an idempotency key repeats.
+    WithJobOptions {
+        options: Vec<Vec<JobOption>>,
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -702,7 +790,9 @@ impl Command {
             | Command::SetRules { at_ms, .. }
             | Command::Collect { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms,
-            Command::Request { command, .. } | Command::Authored { command, .. } => command.at_ms(),
+            Command::Request { command, .. }
+            | Command::Authored { command, .. }
+            | Command::WithJobOptions { command, .. } => command.at_ms(),
         }
     }
 
@@ -730,9 +820,9 @@ impl Command {
             | Command::SetRules { at_ms, .. }
             | Command::Collect { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms = t,
-            Command::Request { command, .. } | Command::Authored { command, .. } => {
-                command.set_at_ms(t)
-            }
+            Command::Request { command, .. }
+            | Command::Authored { command, .. }
+            | Command::WithJobOptions { command, .. } => command.set_at_ms(t),
         }
     }
 
@@ -747,10 +837,12 @@ impl Command {
         }
     }
 
-    /// The command a request (and its author) wraps, or itself.
+    /// The command a request (and its author, and its job options) wraps, or itself.
     pub fn inner(&self) -> &Command {
         match self {
-            Command::Request { command, .. } | Command::Authored { command, .. } => command.inner(),
+            Command::Request { command, .. }
+            | Command::Authored { command, .. }
+            | Command::WithJobOptions { command, .. } => command.inner(),
             other => other,
         }
     }
@@ -779,7 +871,9 @@ impl Command {
             Command::TaskOutputs { .. } => "task_outputs",
             Command::SetRules { .. } => "set_rules",
             Command::Collect { .. } => "collect",
-            Command::Request { command, .. } | Command::Authored { command, .. } => command.kind(),
+            Command::Request { command, .. }
+            | Command::Authored { command, .. }
+            | Command::WithJobOptions { command, .. } => command.kind(),
         }
     }
 

@@ -33,9 +33,10 @@ pub mod testkit;
 pub mod words;
 
 pub use command::{
-    check_outputs, limits, valid_output_name, Assignment, Capacity, Command, ContainerSpec, Exit,
-    JobId, JobSpec, NodeId, NodeInfo, Outcome, Resources, RetryPolicy, Role, Rules, SandboxKind,
-    WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG, LOST_RETRIES_DEFAULT,
+    check_job_options, check_outputs, limits, valid_output_name, Assignment, Capacity, Command,
+    ContainerSpec, Exit, JobId, JobOption, JobSpec, NodeId, NodeInfo, Outcome, Resources,
+    RetryPolicy, Role, Rules, SandboxKind, WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG,
+    LOST_RETRIES_DEFAULT,
 };
 pub use error::{ConsensusError, Invalid, Result};
 pub use state::{

@@ -234,8 +234,21 @@ impl Requests {
 /// Every command's postcard encoding is its variant index, then its `at_ms` (the first
 /// field of every variant; both varints), then the rest; the fingerprint skips the
 /// `at_ms` bytes rather than clone the command to zero it (this runs on every node for
-/// every write). A test pins the layout for every variant.
+/// every write). A test pins the layout for every variant. (`Authored` is the exception
+/// the layout misses: its accessor comes first, so its print covers the timestamp of the
+/// command it wraps.)
 pub fn fingerprint(command: &Command) -> [u8; 16] {
+    // A wrapper whose first field is not the timestamp: its own fields, then the print of
+    // what it wraps (so the wrapped command's timestamp is skipped too).
+    if let Command::WithJobOptions { options, command } = command {
+        let mut h = blake3::Hasher::new();
+        h.update(b"with_job_options");
+        h.update(&postcard::to_stdvec(options).expect("options always encode"));
+        h.update(&fingerprint(command));
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        return out;
+    }
     let bytes = postcard::to_stdvec(command).expect("commands always encode");
     let skip = |b: &[u8]| -> Option<(usize, usize)> {
         let (_, after_variant) = postcard::take_from_bytes::<u32>(b).ok()?;
@@ -471,5 +484,13 @@ mod tests {
             reason: "r".into(),
         };
         assert_ne!(fingerprint(&cancel(1)), fingerprint(&cancel(2)));
+        // Job options: the wrapped submission's timestamp does not count, the options do.
+        let with = |at_ms, retain| Command::WithJobOptions {
+            options: vec![vec![crate::command::JobOption::RetainMs(retain)]],
+            command: Box::new(submit(at_ms, "a")),
+        };
+        assert_eq!(fingerprint(&with(1, 5)), fingerprint(&with(1 << 40, 5)));
+        assert_ne!(fingerprint(&with(1, 5)), fingerprint(&with(1, 6)));
+        assert_ne!(fingerprint(&with(1, 5)), fingerprint(&submit(1, "a")));
     }
 }

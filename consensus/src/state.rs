@@ -21,6 +21,7 @@
 //! |---|---|
 //! | jobs, their end times, submitters, step outputs, rerun bases | retention: `Collect` entries the leader writes remove finished jobs `--job-retention` after they ended (a workflow as a unit, never a job something unfinished depends on), with everything kept for them; the node archives them (`archive`) |
 //! | workflows | go with their last job |
+//! | jobs' own retentions (`JobOption::RetainMs`) | go with their job |
 //! | idempotency keys | go with their job: a key reused after its job was collected makes a new job |
 //! | checkpoint hashes | the last `CHECKPOINTS_KEPT` (64) |
 //! | answered request ids | `REQUESTS_REMEMBERED_MAX` (100,000) for `REQUEST_RETENTION_MS` |
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::Acl;
 use crate::command::{
-    limits, Assignment, Command, Exit, JobId, JobSpec, NodeId, NodeInfo, Outcome, Rules,
+    limits, Assignment, Command, Exit, JobId, JobOption, JobSpec, NodeId, NodeInfo, Outcome, Rules,
     WorkflowId, WorkflowJob,
 };
 use crate::error::{ConsensusError, Invalid, Result};
@@ -52,8 +53,9 @@ type Jobs = imbl::OrdMap<JobId, Job>;
 pub const CHECKPOINTS_KEPT: usize = 64;
 /// Version 2 appends the answered-request table after the state, version 3 the access
 /// control state after that, version 4 the crons, rerun bases and step outputs, version 5
-/// the rules, version 6 the end times; every earlier version still loads.
-const SNAPSHOT_VERSION: u16 = 6;
+/// the rules, version 6 the end times, version 7 the jobs' own retentions; every earlier
+/// version still loads.
+const SNAPSHOT_VERSION: u16 = 7;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -225,6 +227,9 @@ pub struct Collected {
     pub outputs: BTreeMap<String, String>,
     pub submitted_by: Option<String>,
     pub ended_at_ms: Option<u64>,
+    /// The job's own retention, if it asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_ms: Option<u64>,
 }
 
 /// Resources an attempt in flight holds on a node.
@@ -290,6 +295,15 @@ pub struct ClusterState {
     /// load.
     #[serde(skip)]
     ended_order: imbl::OrdSet<(u64, JobId)>,
+    /// The retention jobs asked for themselves (`JobOption::RetainMs`), instead of the
+    /// cluster's; goes with the job. Snapshot version 7; hashed only once not empty.
+    #[serde(skip)]
+    retain: BTreeMap<JobId, u64>,
+    /// Derived: ended jobs with a retention of their own (not 0), by when they are due
+    /// (their end plus it); `ended_order` holds only the others. Not encoded; rebuilt
+    /// after a snapshot load.
+    #[serde(skip)]
+    own_due: imbl::OrdSet<(u64, JobId)>,
     /// The jobs the entries applied since the last [`take_collected`] removed, for the
     /// caller to archive. Not encoded, not compared.
     ///
@@ -556,6 +570,8 @@ impl Default for ClusterState {
             rules: None,
             ended_at: imbl::OrdMap::new(),
             ended_order: imbl::OrdSet::new(),
+            retain: BTreeMap::new(),
+            own_due: imbl::OrdSet::new(),
             collected: Vec::new(),
             keep_collected: false,
             recorder: Recorder::default(),
@@ -618,10 +634,10 @@ impl ClusterState {
                     if j.state.is_final() {
                         if !self.ended_at.contains_key(&id) {
                             self.ended_at.insert(id, command.at_ms());
-                            self.ended_order.insert((command.at_ms(), id));
+                            self.order(id, command.at_ms(), true);
                         }
                     } else if let Some(t) = self.ended_at.remove(&id) {
-                        self.ended_order.remove(&(t, id));
+                        self.order(id, t, false);
                     }
                 }
             }
@@ -730,6 +746,9 @@ impl ClusterState {
             Command::Authored { accessor, command } => {
                 return self.apply_authored(index, accessor, command)
             }
+            Command::WithJobOptions { options, command } => {
+                return self.apply_with_options(index, options, command)
+            }
             _ => {}
         }
         self.last_applied = Some(index);
@@ -762,7 +781,9 @@ impl ClusterState {
             }
             Command::NodeRecovered { at_ms, node } => self.node_recovered(*at_ms, *node),
             Command::Batch { .. } => unreachable!("apply takes batches apart"),
-            Command::Request { .. } | Command::Authored { .. } => unreachable!("taken above"),
+            Command::Request { .. } | Command::Authored { .. } | Command::WithJobOptions { .. } => {
+                unreachable!("taken above")
+            }
             Command::AclBootstrap { token, .. } => match self.acl.add(token.clone(), true) {
                 Ok(()) => Response::Done,
                 Err(e) => Response::Rejected(e),
@@ -791,6 +812,7 @@ impl ClusterState {
             Command::SetRules { at_ms, rules } => match rules.validate() {
                 Ok(()) => {
                     if self.rules.is_none() {
+                        let mut ended = Vec::new();
                         // Jobs that ended before the rules: their last attempt's end,
                         // else (cancelled before any) when the rules came.
                         for j in self.jobs.values().filter(|j| j.state.is_final()) {
@@ -800,7 +822,10 @@ impl ClusterState {
                                 .and_then(|a| a.finished_at_ms)
                                 .unwrap_or(*at_ms);
                             self.ended_at.insert(j.id, end);
-                            self.ended_order.insert((end, j.id));
+                            ended.push((j.id, end));
+                        }
+                        for (id, end) in ended {
+                            self.order(id, end, true);
                         }
                     }
                     self.rules = Some(*rules);
@@ -878,6 +903,42 @@ impl ClusterState {
         response
     }
 
+    /// Applies a submission with options per job; the options go to the jobs it created
+    /// (not to those an idempotency key repeated).
+    fn apply_with_options(
+        &mut self,
+        index: u64,
+        options: &[Vec<JobOption>],
+        command: &Command,
+    ) -> Response {
+        self.last_applied = Some(index);
+        if let Err(e) = crate::command::check_job_options(options, command) {
+            self.counters.rejected_commands += 1;
+            return Response::Rejected(e);
+        }
+        let first_new = self.next_job;
+        let response = self.apply_command(index, command);
+        let created: Vec<(JobId, &Vec<JobOption>)> = match (&response, command) {
+            (Response::Submitted { jobs }, _) => jobs.iter().copied().zip(options).collect(),
+            (Response::WorkflowSubmitted { jobs, .. }, Command::SubmitWorkflow { jobs: w, .. }) => {
+                w.iter()
+                    .zip(options)
+                    .filter_map(|(j, o)| jobs.get(&j.key).map(|id| (*id, o)))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        for (id, options) in created {
+            if id < first_new {
+                continue;
+            }
+            if let Some(ms) = JobOption::retain_ms(options) {
+                self.retain.insert(id, ms);
+            }
+        }
+        response
+    }
+
     fn submit_jobs(&mut self, at: u64, specs: &[JobSpec]) -> Response {
         if let Err(e) = self.check_submit(specs) {
             return Response::Rejected(e);
@@ -903,7 +964,9 @@ impl ClusterState {
                 Lookup::Conflict(_) => None,
                 Lookup::New => self.repeat(command),
             },
-            Command::Authored { command, .. } => self.repeat(command),
+            Command::Authored { command, .. } | Command::WithJobOptions { command, .. } => {
+                self.repeat(command)
+            }
             Command::SubmitJobs { jobs, .. } => {
                 let ids: Option<Vec<JobId>> = jobs.iter().map(|s| self.job_of_key(s)).collect();
                 ids.filter(|ids| !ids.is_empty())
@@ -961,6 +1024,10 @@ impl ClusterState {
             }
             Command::Authored { command, .. } => {
                 authored_allowed(command)?;
+                self.check(command)
+            }
+            Command::WithJobOptions { options, command } => {
+                crate::command::check_job_options(options, command)?;
                 self.check(command)
             }
             Command::SubmitJobs { jobs, .. } => self.check_submit(jobs),
@@ -1620,8 +1687,9 @@ impl ClusterState {
             self.rerun_base.remove(&id);
             let ended_at_ms = self.ended_at.remove(&id);
             if let Some(t) = ended_at_ms {
-                self.ended_order.remove(&(t, id));
+                self.order(id, t, false);
             }
+            let retain_ms = self.retain.remove(&id);
             if let Some(w) = job.workflow {
                 let gone = self
                     .workflows
@@ -1638,6 +1706,7 @@ impl ClusterState {
                     outputs,
                     submitted_by,
                     ended_at_ms,
+                    retain_ms,
                 });
             }
         }
@@ -1650,20 +1719,22 @@ impl ClusterState {
         self.collectable_by(id, None, &mut BTreeMap::new())
     }
 
-    /// [`collectable`](Self::collectable), and with `cutoff_ms`, every job of its
-    /// workflow ended by then too. A workflow's verdict is worked out once per pass and
+    /// [`collectable`](Self::collectable), and with `due` (now, the cluster's retention),
+    /// every job of its workflow due by then too (see [`due_at`](Self::due_at)). A workflow's verdict is worked out once per pass and
     /// kept in `workflows` (a job removed counts as ended, so a pass that removes jobs
     /// never turns a verdict false): O(its jobs) once, not once per job of it.
     fn collectable_by(
         &self,
         id: JobId,
-        cutoff_ms: Option<u64>,
+        due: Option<(u64, u64)>,
         workflows: &mut BTreeMap<WorkflowId, bool>,
     ) -> bool {
         let ended = |j: &JobId| {
             self.jobs.get(j).is_none_or(|x| {
                 x.state.is_final()
-                    && cutoff_ms.is_none_or(|c| self.ended_at.get(j).is_some_and(|t| *t <= c))
+                    && due.is_none_or(|(now, retention)| {
+                        self.due_at(*j, retention).is_some_and(|t| t <= now)
+                    })
             })
         };
         let Some(job) = self.jobs.get(&id) else {
@@ -1687,16 +1758,76 @@ impl ClusterState {
         }
     }
 
-    /// Jobs the leader may collect now: ended at or before `cutoff_ms` (a workflow's jobs
-    /// only once all of them did), collectable, oldest end first, at most `limit`.
-    pub fn collection_due(&self, cutoff_ms: u64, limit: usize) -> Vec<JobId> {
+    /// When ended job `id` is due for collection under the cluster's `retention_ms` (0:
+    /// never) or its own retention (0: never); `None` while it has not ended or never.
+    pub fn due_at(&self, id: JobId, retention_ms: u64) -> Option<u64> {
+        let keep = self.retain.get(&id).copied().unwrap_or(retention_ms);
+        let ended = self.ended_at.get(&id)?;
+        (keep > 0).then(|| ended.saturating_add(keep))
+    }
+
+    /// The retention job `id` asked for itself, if any.
+    pub fn retain_of(&self, id: JobId) -> Option<u64> {
+        self.retain.get(&id).copied()
+    }
+
+    /// Jobs the leader may collect at `now_ms`: due under the cluster's `retention_ms` (0:
+    /// only jobs with a retention of their own) or their own (a workflow's jobs only once
+    /// all of them are), collectable, earliest due first, at most `limit`.
+    pub fn collection_due(&self, now_ms: u64, retention_ms: u64, limit: usize) -> Vec<JobId> {
         let mut workflows = BTreeMap::new();
-        self.ended_order
-            .range(..=(cutoff_ms, JobId::MAX))
-            .map(|(_, id)| *id)
-            .filter(|id| self.collectable_by(*id, Some(cutoff_ms), &mut workflows))
+        let by_cluster = (retention_ms > 0)
+            .then(|| {
+                self.ended_order
+                    .range(..=(now_ms.saturating_sub(retention_ms), JobId::MAX))
+                    .map(move |(t, id)| (t + retention_ms, *id))
+            })
+            .into_iter()
+            .flatten();
+        let by_own = self
+            .own_due
+            .range(..=(now_ms, JobId::MAX))
+            .map(|(t, id)| (*t, *id));
+        let mut due: Vec<(u64, JobId)> = by_cluster
+            .filter(|(_, id)| {
+                self.collectable_by(*id, Some((now_ms, retention_ms)), &mut workflows)
+            })
             .take(limit)
-            .collect()
+            .collect();
+        due.extend(
+            by_own
+                .filter(|(_, id)| {
+                    self.collectable_by(*id, Some((now_ms, retention_ms)), &mut workflows)
+                })
+                .take(limit),
+        );
+        due.sort_unstable();
+        due.truncate(limit);
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Puts ended job `id` (ended at `t`) in the order the leader collects by (`add`), or
+    /// takes it out: by its end in `ended_order`, by its own due time in `own_due`, or in
+    /// neither when it asked to be kept.
+    fn order(&mut self, id: JobId, t: u64, add: bool) {
+        match self.retain.get(&id).copied() {
+            None => {
+                if add {
+                    self.ended_order.insert((t, id));
+                } else {
+                    self.ended_order.remove(&(t, id));
+                }
+            }
+            Some(0) => {}
+            Some(keep) => {
+                let due = t.saturating_add(keep);
+                if add {
+                    self.own_due.insert((due, id));
+                } else {
+                    self.own_due.remove(&(due, id));
+                }
+            }
+        }
     }
 
     /// Keep the jobs collections remove, for [`take_collected`](Self::take_collected).
@@ -1771,6 +1902,7 @@ impl ClusterState {
             && self.outputs.is_empty()
             && self.rules.is_none()
             && self.ended_at.is_empty()
+            && self.retain.is_empty()
         {
             return *hash.as_bytes();
         }
@@ -1798,6 +1930,10 @@ impl ClusterState {
         if !self.ended_at.is_empty() {
             h.update(b"ended");
             h.update(&postcard::to_stdvec(&self.ended_at).expect("state always encodes"));
+        }
+        if !self.retain.is_empty() {
+            h.update(b"retain");
+            h.update(&postcard::to_stdvec(&self.retain).expect("state always encodes"));
         }
         *h.finalize().as_bytes()
     }
@@ -1984,6 +2120,7 @@ impl ClusterState {
         &BTreeMap<JobId, BTreeMap<String, String>>,
         &Option<Rules>,
         &imbl::OrdMap<JobId, u64>,
+        &BTreeMap<JobId, u64>,
     ) {
         (
             SNAPSHOT_VERSION,
@@ -1995,6 +2132,7 @@ impl ClusterState {
             &self.outputs,
             &self.rules,
             &self.ended_at,
+            &self.retain,
         )
     }
 
@@ -2022,6 +2160,8 @@ impl ClusterState {
             rules: self.rules,
             ended_at: self.ended_at.clone(),
             ended_order: imbl::OrdSet::new(),
+            retain: self.retain.clone(),
+            own_due: imbl::OrdSet::new(),
             collected: Vec::new(),
             keep_collected: false,
             recorder: Recorder::default(),
@@ -2054,37 +2194,40 @@ impl ClusterState {
                 supported: SNAPSHOT_VERSION,
             });
         }
-        let decode = |e: postcard::Error| ConsensusError::Decode(e.to_string());
-        let (mut state, rest): (ClusterState, &[u8]) =
-            postcard::take_from_bytes(rest).map_err(decode)?;
+        // Each version appends parts after the previous one's, so a part is read only
+        // from the version that added it on.
+        let mut rest = rest;
+        fn next<'a, T: Deserialize<'a>>(rest: &mut &'a [u8]) -> Result<T> {
+            let (value, tail) = postcard::take_from_bytes(rest)
+                .map_err(|e| ConsensusError::Decode(e.to_string()))?;
+            *rest = tail;
+            Ok(value)
+        }
+        let mut state: ClusterState = next(&mut rest)?;
         if version >= 2 {
-            let (requests, rest): (Requests, &[u8]) =
-                postcard::take_from_bytes(rest).map_err(decode)?;
-            state.requests = requests;
-            if version >= 3 {
-                let (acl, rest): (Acl, &[u8]) = postcard::take_from_bytes(rest).map_err(decode)?;
-                state.acl = acl;
-                state.acl.reindex();
-                if version >= 4 {
-                    let (crons, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
-                    state.crons = crons;
-                    let (reruns, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
-                    state.rerun_base = reruns;
-                    if version >= 5 {
-                        let (outputs, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
-                        state.outputs = outputs;
-                        let (rules, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
-                        state.rules = rules;
-                        if version >= 6 {
-                            state.ended_at = postcard::from_bytes(rest).map_err(decode)?;
-                            state.ended_order =
-                                state.ended_at.iter().map(|(id, t)| (*t, *id)).collect();
-                        }
-                    } else {
-                        state.outputs = postcard::from_bytes(rest).map_err(decode)?;
-                    }
-                }
-            }
+            state.requests = next(&mut rest)?;
+        }
+        if version >= 3 {
+            state.acl = next(&mut rest)?;
+            state.acl.reindex();
+        }
+        if version >= 4 {
+            state.crons = next(&mut rest)?;
+            state.rerun_base = next(&mut rest)?;
+            state.outputs = next(&mut rest)?;
+        }
+        if version >= 5 {
+            state.rules = next(&mut rest)?;
+        }
+        if version >= 6 {
+            state.ended_at = next(&mut rest)?;
+        }
+        if version >= 7 {
+            state.retain = next(&mut rest)?;
+        }
+        let ended: Vec<(JobId, u64)> = state.ended_at.iter().map(|(id, t)| (*id, *t)).collect();
+        for (id, t) in ended {
+            state.order(id, t, true);
         }
         state.index = JobIndex::rebuilt(&state.jobs);
         Ok(state)
@@ -2093,11 +2236,14 @@ impl ClusterState {
     /// Whether the derived indexes equal a rebuild from the jobs (tests call it after every
     /// entry).
     pub fn indexes_consistent(&self) -> bool {
-        let order: imbl::OrdSet<(u64, JobId)> =
-            self.ended_at.iter().map(|(id, t)| (*t, *id)).collect();
+        let mut rebuilt = self.snapshot_copy();
+        for (id, t) in self.ended_at.iter() {
+            rebuilt.order(*id, *t, true);
+        }
         self.index.touched.is_empty()
             && self.index.same(&JobIndex::rebuilt(&self.jobs))
-            && self.ended_order == order
+            && self.ended_order == rebuilt.ended_order
+            && self.own_due == rebuilt.own_due
     }
 
     // Queries for the server and the scheduler.
@@ -2255,6 +2401,7 @@ fn authored_allowed(command: &Command) -> std::result::Result<(), Invalid> {
     match command {
         Command::SubmitJobs { .. }
         | Command::SubmitWorkflow { .. }
+        | Command::WithJobOptions { .. }
         | Command::CancelJob { .. }
         | Command::RerunWorkflow { .. } => Ok(()),
         other => Err(Invalid::new(
@@ -2706,6 +2853,112 @@ mod tests {
     }
 
     #[test]
+    fn a_job_with_a_retention_of_its_own_is_due_by_it_and_one_kept_never() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        s.keep_collected(true);
+        step(&mut s, &mut i, node(1));
+        step(
+            &mut s,
+            &mut i,
+            Command::SetRules {
+                at_ms: 1,
+                rules: Rules::default(),
+            },
+        );
+        let with = |options: Vec<Vec<JobOption>>, jobs: Vec<JobSpec>| Command::WithJobOptions {
+            options,
+            command: Box::new(Command::SubmitJobs { at_ms: 10, jobs }),
+        };
+        // Three jobs in one submission: 100 ms of its own, kept, the cluster's.
+        let r = step(
+            &mut s,
+            &mut i,
+            with(
+                vec![
+                    vec![JobOption::RetainMs(100)],
+                    vec![JobOption::RetainMs(0)],
+                    vec![],
+                ],
+                vec![
+                    JobSpec::new("short", &["true"]),
+                    JobSpec::new("kept", &["true"]),
+                    JobSpec::new("plain", &["true"]),
+                ],
+            ),
+        );
+        let Response::Submitted { jobs } = r else {
+            panic!("submitted: {r:?}")
+        };
+        let (short, kept, plain) = (jobs[0], jobs[1], jobs[2]);
+        assert_eq!(s.retain_of(short), Some(100));
+        assert_eq!(s.retain_of(kept), Some(0));
+        assert_eq!(s.retain_of(plain), None);
+        for j in [short, kept, plain] {
+            run(&mut s, &mut i, 10, j, 1, 1, Exit::Code(0));
+        }
+        assert!(s.indexes_consistent());
+        // Ended at 15: the short one is due at 115, whatever the cluster keeps.
+        assert!(s.collection_due(114, 0, 100).is_empty());
+        assert_eq!(s.collection_due(115, 0, 100), vec![short]);
+        assert_eq!(s.collection_due(115, 1_000_000, 100), vec![short]);
+        // The cluster's retention takes the plain one; the kept one never goes.
+        assert_eq!(s.collection_due(1_015, 1_000, 100), vec![short, plain]);
+        assert_eq!(
+            s.collection_due(u64::MAX, 1, 100),
+            vec![plain, short],
+            "earliest due first"
+        );
+        assert_eq!(s.due_at(kept, 1), None);
+        // Snapshots and hashes carry the retentions; the derived order is rebuilt.
+        let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+        assert_eq!(back.hash(), s.hash());
+        assert_eq!(back.collection_due(115, 0, 100), vec![short]);
+        assert!(back.indexes_consistent());
+        let Response::Collected { jobs, .. } = step(
+            &mut s,
+            &mut i,
+            Command::Collect {
+                at_ms: 200,
+                jobs: vec![short],
+            },
+        ) else {
+            panic!("collected")
+        };
+        assert_eq!(jobs, vec![short]);
+        assert_eq!(s.take_collected()[0].retain_ms, Some(100));
+        assert_eq!(s.retain_of(short), None, "the retention goes with its job");
+        assert!(s.indexes_consistent());
+        // A repeated idempotency key does not take the new options.
+        let mut keyed = JobSpec::new("keyed", &["true"]);
+        keyed.idempotency_key = Some("k".into());
+        let first = submit(&mut s, &mut i, keyed.clone());
+        let r = step(
+            &mut s,
+            &mut i,
+            with(vec![vec![JobOption::RetainMs(5)]], vec![keyed]),
+        );
+        assert_eq!(r, Response::Submitted { jobs: vec![first] });
+        assert_eq!(s.retain_of(first), None);
+        // Options that do not fit the submission, or past their bound, are refused whole.
+        let before = s.next_job_id();
+        for bad in [
+            with(vec![], vec![JobSpec::new("x", &["true"])]),
+            with(
+                vec![vec![JobOption::RetainMs(limits::JOB_RETAIN_MS_MAX + 1)]],
+                vec![JobSpec::new("x", &["true"])],
+            ),
+            with(
+                vec![vec![JobOption::RetainMs(1), JobOption::RetainMs(2)]],
+                vec![JobSpec::new("x", &["true"])],
+            ),
+        ] {
+            assert!(s.check(&bad).is_err(), "{bad:?}");
+            assert!(matches!(step(&mut s, &mut i, bad), Response::Rejected(_)));
+        }
+        assert_eq!(s.next_job_id(), before, "nothing accepted");
+    }
+
+    #[test]
     fn collection_removes_only_what_nothing_unfinished_needs_and_workflows_as_units() {
         let (mut s, mut i) = (ClusterState::new(), 0);
         s.keep_collected(true);
@@ -2753,7 +3006,7 @@ mod tests {
         };
         let (a, b) = (jobs["a"], jobs["b"]);
         run(&mut s, &mut i, 40, a, 1, 1, Exit::Code(0));
-        assert_eq!(s.collection_due(u64::MAX, 100), vec![done]);
+        assert_eq!(s.collection_due(u64::MAX, 1, 100), vec![done]);
         let before = s.clone();
         let r = step(
             &mut s,
@@ -2782,10 +3035,10 @@ mod tests {
         // The workflow goes as a unit once b ended, and takes its record with it.
         run(&mut s, &mut i, 60, b, 1, 1, Exit::Code(0));
         assert!(
-            s.collection_due(64, 100).is_empty(),
+            s.collection_due(65, 1, 100).is_empty(),
             "a (ended at 45) waits for b (ended at 65)"
         );
-        assert_eq!(s.collection_due(65, 100), vec![a, b]);
+        assert_eq!(s.collection_due(66, 1, 100), vec![a, b]);
         step(
             &mut s,
             &mut i,

@@ -4,7 +4,7 @@
 //! from the API), the CLI (which prints what the API says) and `cathedral-log` (offline).
 //! JSON output keeps the structured fields; these are for text.
 
-use crate::command::{Command, Exit, Outcome};
+use crate::command::{Command, Exit, JobOption, Outcome};
 use crate::state::{Attempt, Job, NodeStatus};
 
 /// The conventional name of a Linux signal number.
@@ -265,6 +265,24 @@ pub fn command(c: &Command) -> String {
             s
         }
         Command::Request { command: inner, .. } => command(inner),
+        Command::WithJobOptions {
+            options,
+            command: inner,
+        } => {
+            let retains: Vec<String> = options
+                .iter()
+                .filter_map(|o| JobOption::retain_ms(o))
+                .map(|ms| match ms {
+                    0 => "kept".to_string(),
+                    ms => format!("kept {}", duration_ms(ms)),
+                })
+                .collect();
+            match retains.as_slice() {
+                [] => command(inner),
+                [one] => format!("{} ({one} after it ends)", command(inner)),
+                _ => format!("{} (with retentions of their own)", command(inner)),
+            }
+        }
         Command::Authored {
             accessor,
             command: inner,

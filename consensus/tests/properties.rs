@@ -14,8 +14,8 @@ use cathedral_consensus::events::{Event, EventKind};
 use cathedral_consensus::raft::{decode_entry, encode_entry, TypeConfig};
 use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
-    Assignment, Capacity, ClusterState, Command, Exit, JobSpec, JobState, NodeInfo, Outcome,
-    Response, RetryPolicy, Role, Rules, WorkflowJob,
+    Assignment, Capacity, ClusterState, Command, Exit, JobOption, JobSpec, JobState, NodeInfo,
+    Outcome, Response, RetryPolicy, Role, Rules, WorkflowJob,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -111,7 +111,15 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRecovered { at_ms, node }),
         1 => at.clone().prop_map(|at_ms| Command::Checkpoint { at_ms }),
         1 => (at.clone(), 0u32..3).prop_map(|(at_ms, lost_retries)| Command::SetRules { at_ms, rules: Rules { lost_retries } }),
-        2 => (at, prop::collection::vec(1u64..10, 1..5)).prop_map(|(at_ms, jobs)| Command::Collect { at_ms, jobs }),
+        2 => (at.clone(), prop::collection::vec(1u64..10, 1..5)).prop_map(|(at_ms, jobs)| Command::Collect { at_ms, jobs }),
+        // Jobs with a retention of their own (0: kept), some of them without one.
+        2 => (at, prop::collection::vec((spec(), prop::option::of(0u64..3_000)), 1..3)).prop_map(|(at_ms, js)| {
+            let options = js.iter().map(|(_, r)| r.map(JobOption::RetainMs).into_iter().collect()).collect();
+            Command::WithJobOptions {
+                options,
+                command: Box::new(Command::SubmitJobs { at_ms, jobs: js.into_iter().map(|(s, _)| s).collect() }),
+            }
+        }),
     ]
 }
 
@@ -152,6 +160,22 @@ fn check_invariants(s: &ClusterState) -> Result<(), TestCaseError> {
                     d
                 );
             }
+        }
+    }
+    // What the leader would collect is collectable, and due under its own retention or
+    // the cluster's.
+    for (now, retention) in [(5_000, 0), (5_000, 1_000), (20_000, 1), (u64::MAX, 0)] {
+        for id in s.collection_due(now, retention, 1000) {
+            prop_assert!(s.collectable(id), "job {} due but not collectable", id);
+            let due = s.due_at(id, retention);
+            prop_assert!(
+                due.is_some_and(|t| t <= now),
+                "job {} named at {} with retention {} but due at {:?}",
+                id,
+                now,
+                retention,
+                due
+            );
         }
     }
     // A workflow loses jobs to collection only once all of them ended.
@@ -338,18 +362,19 @@ fn random_sequences_reach_success_failure_and_retries() {
     );
     let mut seen = std::collections::BTreeSet::new();
     let mut retried = false;
-    for _ in 0..200 {
+    for _ in 0..400 {
         let cmds = prop::collection::vec(command(), 150..200)
             .new_tree(&mut runner)
             .unwrap()
             .current();
         let mut s = ClusterState::new();
+        // Seen after every entry: collection may remove a job once it ended.
         for (i, c) in cmds.iter().enumerate() {
             s.apply(i as u64 + 1, c);
-        }
-        for j in s.jobs() {
-            seen.insert(j.state);
-            retried |= j.attempts.len() > 1;
+            for j in s.jobs() {
+                seen.insert(j.state);
+                retried |= j.attempts.len() > 1;
+            }
         }
     }
     for state in [

@@ -329,6 +329,11 @@ async function jobView(id) {
       el("div", {}, el("span", {}, "workflow"),
         inWorkflow ? el("a", { href: `#/workflow/${j.workflow_id}`, id: "workflow-link" }, j.workflow_id) : "none"),
       el("div", {}, el("span", {}, "reason"), named(j.reason || "")),
+      // A retention of its own (0: kept).
+      j.spec?.retain_ms != null
+        ? el("div", { id: "retain" }, el("span", {}, "retain"),
+          Number(j.spec.retain_ms) === 0 ? "kept (not collected)" : `${duration(Number(j.spec.retain_ms))} after it ends`)
+        : "",
       // Collected by retention: answered from the node's archive.
       j.collected_at_ms
         ? el("div", { id: "collected" }, el("span", {}, "collected"), `${time(j.collected_at_ms)} (from the archive)`)

@@ -3,8 +3,8 @@
 //! `JobSpec::validate`.
 
 use cathedral_consensus::{
-    Attempt, ContainerSpec, Exit, Job, JobSpec, JobState, Outcome, Resources, RetryPolicy,
-    SandboxKind, WorkflowJob,
+    Attempt, Command, ContainerSpec, Exit, Job, JobOption, JobSpec, JobState, Outcome, Resources,
+    RetryPolicy, SandboxKind, WorkflowJob,
 };
 
 use crate::api::v1 as pb;
@@ -73,6 +73,27 @@ pub fn spec_from_pb(spec: Option<pb::JobSpec>, field: &str) -> Result<JobSpec> {
     Ok(spec)
 }
 
+/// The options of a job (see `JobOption`) its protobuf spec carries besides the spec.
+pub fn options_from_pb(spec: Option<&pb::JobSpec>) -> Vec<JobOption> {
+    spec.and_then(|s| s.retain_ms)
+        .map(JobOption::RetainMs)
+        .into_iter()
+        .collect()
+}
+
+/// `command` (a submission) with `options` for its jobs, when any job has one; checked
+/// against their bounds here, so bad input never takes a log entry.
+pub fn with_job_options(command: Command, options: Vec<Vec<JobOption>>) -> Result<Command> {
+    if options.iter().all(Vec::is_empty) {
+        return Ok(command);
+    }
+    cathedral_consensus::check_job_options(&options, &command)?;
+    Ok(Command::WithJobOptions {
+        options,
+        command: Box::new(command),
+    })
+}
+
 pub fn workflow_jobs_from_pb(jobs: Vec<pb::WorkflowJob>) -> Result<Vec<WorkflowJob>> {
     jobs.into_iter()
         .enumerate()
@@ -104,6 +125,8 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         priority: s.priority,
         depends_on: s.depends_on.clone(),
         idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
+        // Not part of the spec: `job_to_pb` sets it from the state.
+        retain_ms: None,
         sandbox: match s.sandbox {
             SandboxKind::Default => pb::Sandbox::Default,
             SandboxKind::Process => pb::Sandbox::Process,
@@ -174,15 +197,20 @@ fn attempt_to_pb(a: &Attempt, summary: String) -> pb::Attempt {
     }
 }
 
-/// `j` as the API shows it; `submitted_by`: the accessor of the token that submitted it.
+/// `j` as the API shows it; `submitted_by`: the accessor of the token that submitted it;
+/// `retain_ms`: the retention it asked for itself.
 pub fn job_to_pb(
     j: &Job,
     submitted_by: Option<&str>,
     outputs: Option<&std::collections::BTreeMap<String, String>>,
+    retain_ms: Option<u64>,
 ) -> pb::Job {
     pb::Job {
         id: j.id,
-        spec: Some(spec_to_pb(&j.spec)),
+        spec: Some(pb::JobSpec {
+            retain_ms,
+            ..spec_to_pb(&j.spec)
+        }),
         state: state_to_pb(j.state) as i32,
         reason: j.reason.clone().unwrap_or_default(),
         submitted_at_ms: j.submitted_at_ms,
@@ -207,7 +235,12 @@ pub fn job_to_pb(
 /// when it was collected.
 pub fn archived_to_pb(r: &cathedral_consensus::archive::Record) -> pb::Job {
     let c = &r.collected;
-    let mut j = job_to_pb(&c.job, c.submitted_by.as_deref(), Some(&c.outputs));
+    let mut j = job_to_pb(
+        &c.job,
+        c.submitted_by.as_deref(),
+        Some(&c.outputs),
+        c.retain_ms,
+    );
     j.collected_at_ms = Some(r.collected_at_ms);
     j
 }

@@ -47,6 +47,20 @@ fn spec_from_pb_cron(s: Option<pb::CronSpec>) -> Result<CronSpec, ServerError> {
             ))
         }
     };
+    let retains = match &s.target {
+        Some(pb::cron_spec::Target::Job(j)) => j.retain_ms.is_some(),
+        Some(pb::cron_spec::Target::Workflow(w)) => w
+            .jobs
+            .iter()
+            .any(|j| j.spec.as_ref().is_some_and(|s| s.retain_ms.is_some())),
+        None => false,
+    };
+    if retains {
+        return Err(ServerError::invalid(
+            "spec.retain_ms",
+            "a cron's jobs take the cluster's retention (--job-retention); retain is for jobs submitted directly",
+        ));
+    }
     let target = match s.target {
         Some(pb::cron_spec::Target::Job(j)) => {
             CronTarget::Job(Box::new(spec_from_pb(Some(j), "spec.job")?))
@@ -345,4 +359,27 @@ pub fn due_ops(
         }
     }
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crons_job_with_a_retention_of_its_own_is_refused() {
+        let spec = |retain_ms| pb::CronSpec {
+            name: "c".into(),
+            schedule: "@hourly".into(),
+            target: Some(pb::cron_spec::Target::Job(pb::JobSpec {
+                name: "j".into(),
+                command: vec!["true".into()],
+                retain_ms,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert!(spec_from_pb_cron(Some(spec(None))).is_ok());
+        let e = spec_from_pb_cron(Some(spec(Some(1000)))).unwrap_err();
+        assert!(e.to_string().contains("retain"), "{e}");
+    }
 }

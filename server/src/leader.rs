@@ -129,15 +129,16 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
 pub const CRON_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Retention: every so often (see `COLLECT_CHECK_MS_MAX`), a `Collect` entry naming the
-/// jobs that ended `--job-retention` ago or more (`ClusterState::collection_due`), at most
-/// `COLLECT_PER_ENTRY_MAX` at a time (a full entry is followed by the next at once).
+/// jobs that ended `--job-retention` ago or more, or their own retention ago
+/// (`ClusterState::collection_due`), at most `COLLECT_PER_ENTRY_MAX` at a time (a full
+/// entry is followed by the next at once). With `--job-retention 0` only jobs that asked
+/// for a retention of their own are collected.
 async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error::Result<()> {
     let retention = node.config.leader.job_retention_ms;
-    if retention == 0 {
-        return Ok(());
-    }
-    let every =
-        Duration::from_millis((retention / 10).clamp(COLLECT_CHECK_MS_MIN, COLLECT_CHECK_MS_MAX));
+    let every = Duration::from_millis(match retention {
+        0 => COLLECT_CHECK_MS_MIN,
+        r => (r / 10).clamp(COLLECT_CHECK_MS_MIN, COLLECT_CHECK_MS_MAX),
+    });
     if last.is_some_and(|t| t.elapsed() < every) {
         return Ok(());
     }
@@ -148,7 +149,8 @@ async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error
             return Ok(());
         }
         a.state.collection_due(
-            now.saturating_sub(retention),
+            now,
+            retention,
             cathedral_consensus::limits::COLLECT_PER_ENTRY_MAX,
         )
     };

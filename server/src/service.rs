@@ -15,7 +15,8 @@ use crate::api::v1::cluster_service_server::ClusterService;
 use crate::api::v1::job_service_server::JobService;
 use crate::auth::{self, Caller};
 use crate::convert::{
-    job_to_pb, outcome_to_pb, spec_from_pb, state_from_pb, state_to_pb, workflow_jobs_from_pb,
+    job_to_pb, options_from_pb, outcome_to_pb, spec_from_pb, state_from_pb, state_to_pb,
+    with_job_options, workflow_jobs_from_pb,
 };
 use crate::error::ServerError;
 use crate::gossip::TAGS_MAX;
@@ -52,6 +53,7 @@ impl Api {
                     j,
                     a.state.acl().submitter(j.id),
                     a.state.step_outputs(j.id),
+                    a.state.retain_of(j.id),
                 ));
             }
             // Never submitted: no need to read the archive.
@@ -168,14 +170,16 @@ impl JobService for Api {
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let caller = auth::caller(&req);
         let req = req.into_inner();
+        let options = options_from_pb(req.spec.as_ref());
         let spec = spec_from_pb(req.spec, "spec")?;
         self.node.refuse_if_partitioned()?;
+        let submit = Command::SubmitJobs {
+            at_ms: now_ms(),
+            jobs: vec![spec],
+        };
         let cmd = with_request_id(
             &caller,
-            Command::SubmitJobs {
-                at_ms: now_ms(),
-                jobs: vec![spec],
-            },
+            with_job_options(submit, vec![options])?,
             req.request_id,
         )?;
         match self.node.propose(Proposal::Write(cmd)).await? {
@@ -196,15 +200,17 @@ impl JobService for Api {
         let caller = auth::caller(&req);
         let req = req.into_inner();
         self.node.refuse_if_partitioned()?;
-        let cmd = with_request_id(
-            &caller,
-            Command::SubmitWorkflow {
-                at_ms: now_ms(),
-                name: req.name,
-                jobs: workflow_jobs_from_pb(req.jobs)?,
-            },
-            req.request_id,
-        )?;
+        let options = req
+            .jobs
+            .iter()
+            .map(|j| options_from_pb(j.spec.as_ref()))
+            .collect();
+        let submit = Command::SubmitWorkflow {
+            at_ms: now_ms(),
+            name: req.name,
+            jobs: workflow_jobs_from_pb(req.jobs)?,
+        };
+        let cmd = with_request_id(&caller, with_job_options(submit, options)?, req.request_id)?;
         match self.node.propose(Proposal::Write(cmd)).await? {
             (index, Applied::WorkflowSubmitted { workflow, jobs }) => {
                 Ok(Response::new(pb::SubmitWorkflowResponse {
@@ -348,7 +354,14 @@ impl JobService for Api {
         let jobs: Vec<pb::Job> = matching
             .by_ref()
             .take(size)
-            .map(|j| job_to_pb(j, a.state.acl().submitter(j.id), a.state.step_outputs(j.id)))
+            .map(|j| {
+                job_to_pb(
+                    j,
+                    a.state.acl().submitter(j.id),
+                    a.state.step_outputs(j.id),
+                    a.state.retain_of(j.id),
+                )
+            })
             .collect();
         let next_page_token = matching.next().map_or(String::new(), |j| j.id.to_string());
         Ok(Response::new(pb::ListJobsResponse {

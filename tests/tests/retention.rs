@@ -155,3 +155,64 @@ async fn finished_jobs_are_collected_alike_everywhere_and_answered_from_the_arch
         "{page}"
     );
 }
+
+/// A job may ask for a retention of its own (`--retain`, `retain:` in a workflow file):
+/// with the cluster keeping everything (`--job-retention 0`), only such jobs are collected,
+/// each by its own; `--retain 0` keeps a job; past its bound a retention is refused whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_with_a_retention_of_its_own_is_collected_by_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = cluster(tmp.path(), 1, &["--job-retention", "0"]).await;
+    let s = &nodes[0];
+    let id = |out: String| -> u64 { out.trim().parse().expect("a job id") };
+    let short = id(s.cli_ok(&["submit", "--retain", "2s", "--", "true"]));
+    let kept = id(s.cli_ok(&["submit", "--retain", "0", "--", "true"]));
+    let plain = id(s.cli_ok(&["submit", "--", "true"]));
+    let flow = tmp.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        "jobs:\n  - key: a\n    command: [\"true\"]\n    retain: 1s\n  - key: b\n    command: [\"true\"]\n    after: [a]\n    retain: 3s\n",
+    )
+    .unwrap();
+    let run: serde_json::Value =
+        serde_json::from_str(&s.cli_ok(&["workflow", "submit", "--json", flow.to_str().unwrap()]))
+            .unwrap();
+    let steps: Vec<u64> = run["job_ids"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|v| v.as_str().unwrap().parse().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(steps.len(), 2, "{run}");
+    for j in [short, kept, plain].iter().chain(&steps) {
+        until_final(s, *j).await;
+    }
+    // Shown with the job, by the CLI and REST, while it is held.
+    let text = s.cli_ok(&["status", &kept.to_string()]);
+    assert!(text.contains("retain:   kept"), "{text}");
+    let (code, body) = s.http_get(&format!("/v1/jobs/{short}")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let rest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rest["spec"]["retain_ms"], "2000", "{rest}");
+    all_collected([s], &[short]).await;
+    all_collected([s], &steps).await;
+    // The others stay: the cluster keeps everything, and `kept` asked to be kept.
+    for j in [kept, plain] {
+        assert_eq!(collected(s, j).await, None, "job {j} is held");
+    }
+    let archived: BTreeSet<u64> = archived(s).into_iter().collect();
+    let want: BTreeSet<u64> = std::iter::once(short).chain(steps).collect();
+    assert_eq!(archived, want);
+    let text = s.cli_ok(&["status", &short.to_string()]);
+    assert!(text.contains("retain:   2s after it ends"), "{text}");
+    assert!(text.contains("collected:"), "{text}");
+    // Past its bound: refused, nothing accepted (the next job takes the next id).
+    let out = s.cli(&["submit", "--retain", "4000d", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("JOB_RETAIN_MS_MAX"), "{err}");
+    let last = want.iter().chain([&kept, &plain]).max().unwrap();
+    assert_eq!(id(s.cli_ok(&["submit", "--", "true"])), last + 1);
+}

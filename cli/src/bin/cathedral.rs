@@ -334,6 +334,10 @@ struct SubmitArgs {
     /// Time limit per attempt (30s, 5m, 0 for none).
     #[arg(long, default_value = "30s")]
     timeout: String,
+    /// Keep the job this long after it ends before retention collects it into the
+    /// archive, instead of the cluster's --job-retention (12h, 30d; 0 keeps it).
+    #[arg(long, value_name = "DURATION")]
+    retain: Option<String>,
     /// Retries after a failed first attempt.
     #[arg(long, default_value_t = 0)]
     retries: u32,
@@ -1439,6 +1443,12 @@ fn submit_spec(command: Vec<String>, a: &SubmitArgs) -> Result<pb::JobSpec, CliE
         docker,
         constraints: kv(&a.tags)?,
         timeout_ms: Some(parse::duration_ms(&a.timeout).map_err(CliError::invalid)?),
+        retain_ms: a
+            .retain
+            .as_deref()
+            .map(parse::duration_ms)
+            .transpose()
+            .map_err(CliError::invalid)?,
         retry: Some(pb::RetryPolicy {
             max_attempts: a.retries.saturating_add(1),
             initial_backoff_ms: 1000,
