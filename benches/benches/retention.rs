@@ -1,18 +1,21 @@
 //! Retention at scale, the state machine alone: job lifecycles (submit, assign, start,
 //! finish) at a simulated 1,000 jobs/s, with `Collect` entries as the leader writes them
-//! (every simulated minute, the jobs that ended an hour ago or more), printing every
+//! (every simulated minute, the jobs that ended an hour ago or more) and a checkpoint every
+//! 10,000 entries (each node hashes its state there), printing every
 //! simulated 10 minutes the jobs held, the encoded snapshot's size and bytes per job held,
 //! and the process's RSS. After the first retention period the state must be flat.
 //!
 //! `cargo bench -p cathedral-benches --bench retention -- --jobs 10000000`
-//! (`--retention-s`, `--rate` change the simulation; the default is 10 M jobs.)
+//! (`--retention-s`, `--rate` change the simulation; the default is 10 M jobs;
+//! `--legacy-hash 1` hashes as a log written before `Feature::JobDigestsCoverTheirRecords`.)
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cathedral_consensus::limits::COLLECT_PER_ENTRY_MAX;
 use cathedral_consensus::{
-    Assignment, Capacity, ClusterState, Command, Exit, JobSpec, NodeInfo, Outcome, Role, Rules,
+    Assignment, Capacity, ClusterState, Command, Exit, Feature, JobSpec, NodeInfo, Outcome, Role,
+    Rules,
 };
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -73,6 +76,13 @@ fn main() {
             rules: Rules::default(),
         },
     );
+    // And the features of apply a leader of this build turns on (`--legacy-hash 1`: none,
+    // as a log written before them replays: the state hash encodes the per-job maps whole).
+    if arg("--legacy-hash", 0) == 0 {
+        for feature in Feature::ALL {
+            apply(&mut s, Command::Enable { at_ms: 0, feature });
+        }
+    }
     let spec = JobSpec::new("bench", &["sh", "-c", "echo hello from a benchmark job"]);
     println!(
         "{} jobs at {rate}/s simulated, retention {} s, a collection pass every simulated minute",
@@ -133,6 +143,11 @@ fn main() {
                 },
             },
         );
+        // A checkpoint every 10,000 entries, as the leader writes them by default: every
+        // node hashes its state there (and keeps the per-job digests that takes).
+        if job % 2_500 == 0 {
+            apply(&mut s, Command::Checkpoint { at_ms: at });
+        }
         if at >= next_collect {
             next_collect += 60_000;
             loop {
@@ -167,6 +182,29 @@ fn main() {
             samples.push((at, held, snap, rss));
         }
     }
+    // What a checkpoint costs every node (apply waits for it): one more job ended, then
+    // the state hash.
+    let t = Instant::now();
+    let r = apply(
+        &mut s,
+        Command::CancelJob {
+            at_ms: jobs * step_ms,
+            job: jobs,
+            reason: String::new(),
+        },
+    );
+    let _ = r;
+    apply(
+        &mut s,
+        Command::Checkpoint {
+            at_ms: jobs * step_ms,
+        },
+    );
+    println!(
+        "a checkpoint with {} jobs held: {:.1} ms",
+        s.job_count(),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     // What taking a snapshot costs the state machine: the copy made under the applied
     // state's lock (`get_snapshot_builder`), then the encoding, which runs beside it.
     let t = Instant::now();

@@ -147,6 +147,12 @@ impl Acl {
         self.submitted_by.remove(&job);
     }
 
+    /// Whether enforced and the tokens, encoded (the state hash's part of access control
+    /// without the submitters, which the job digests cover).
+    pub(crate) fn tokens_encoded(&self) -> Vec<u8> {
+        postcard::to_stdvec(&(self.enforced, &self.tokens)).expect("tokens always encode")
+    }
+
     /// The accessor that submitted `job`, when one did.
     pub fn submitter(&self, job: JobId) -> Option<&str> {
         self.submitted_by.get(&job).map(String::as_str)

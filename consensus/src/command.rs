@@ -60,6 +60,24 @@ pub mod limits {
     pub const JOB_OPTIONS_MAX: usize = 8;
 }
 
+/// A change to how apply works, turned on by an entry ([`Command::Enable`]) so that every
+/// node — and every replay of a log written before it existed — switches at the same
+/// index. New features are new variants, appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Feature {
+    /// The state hash costs what changed since the last one, not the size of the state:
+    /// each job's digest covers what the state keeps for it besides the job (its end time,
+    /// own retention, step outputs, rerun base, submitter, idempotency key), and those maps
+    /// leave the hash's full encoding. Without it (logs written before it existed) the
+    /// maps are encoded whole at every checkpoint, as they were.
+    JobDigestsCoverTheirRecords,
+}
+
+impl Feature {
+    /// Every feature a leader of this build turns on.
+    pub const ALL: [Feature; 1] = [Feature::JobDigestsCoverTheirRecords];
+}
+
 /// A per-job setting that is not part of [`JobSpec`] (whose encoding is fixed by the logs
 /// already written): carried beside the submission by [`Command::WithJobOptions`]. New
 /// options are new variants, appended, so every log written stays readable.
@@ -544,6 +562,22 @@ pub enum Exit {
     Lost,
 }
 
+impl Exit {
+    /// Names of the kinds of ending, in the order of [`kind`](Self::kind).
+    pub const KINDS: [&'static str; 5] = ["succeeded", "failed", "killed", "timed_out", "lost"];
+
+    /// Which of [`KINDS`](Self::KINDS) this is.
+    pub fn kind(&self) -> usize {
+        match self {
+            Exit::Code(0) => 0,
+            Exit::Code(_) => 1,
+            Exit::Signal(_) => 2,
+            Exit::TimedOut => 3,
+            Exit::Lost => 4,
+        }
+    }
+}
+
 /// The replicated outcome of an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -763,6 +797,12 @@ pub enum Command {
         options: Vec<Vec<JobOption>>,
         command: Box<Command>,
     },
+    /// Turns `feature` on from this entry on (a leader writes it on taking office while
+    /// the state lacks it). Turning on one already on changes nothing.
+    Enable {
+        at_ms: u64,
+        feature: Feature,
+    },
 }
 
 impl Command {
@@ -789,6 +829,7 @@ impl Command {
             | Command::RerunWorkflow { at_ms, .. }
             | Command::SetRules { at_ms, .. }
             | Command::Collect { at_ms, .. }
+            | Command::Enable { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms,
             Command::Request { command, .. }
             | Command::Authored { command, .. }
@@ -819,6 +860,7 @@ impl Command {
             | Command::RerunWorkflow { at_ms, .. }
             | Command::SetRules { at_ms, .. }
             | Command::Collect { at_ms, .. }
+            | Command::Enable { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms = t,
             Command::Request { command, .. }
             | Command::Authored { command, .. }
@@ -871,6 +913,7 @@ impl Command {
             Command::TaskOutputs { .. } => "task_outputs",
             Command::SetRules { .. } => "set_rules",
             Command::Collect { .. } => "collect",
+            Command::Enable { .. } => "enable",
             Command::Request { command, .. }
             | Command::Authored { command, .. }
             | Command::WithJobOptions { command, .. } => command.kind(),

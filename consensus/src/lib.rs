@@ -24,6 +24,7 @@ mod command;
 pub mod cron;
 mod error;
 pub mod events;
+mod jobs;
 pub mod raft;
 pub mod replay;
 pub mod requests;
@@ -34,7 +35,7 @@ pub mod words;
 
 pub use command::{
     check_job_options, check_outputs, limits, valid_output_name, Assignment, Capacity, Command,
-    ContainerSpec, Exit, JobId, JobOption, JobSpec, NodeId, NodeInfo, Outcome, Resources,
+    ContainerSpec, Exit, Feature, JobId, JobOption, JobSpec, NodeId, NodeInfo, Outcome, Resources,
     RetryPolicy, Role, Rules, SandboxKind, WorkflowId, WorkflowJob, DOCKER_DRIVER_TAG,
     LOST_RETRIES_DEFAULT,
 };

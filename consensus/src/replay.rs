@@ -472,7 +472,7 @@ impl Run {
             Command::SubmitJobs { .. } | Command::SubmitWorkflow { .. } => {
                 format!("submitted: {}", j.spec.command.join(" "))
             }
-            other => match crate::words::attempts(j).pop() {
+            other => match crate::words::attempts(&j).pop() {
                 Some(a) => a,
                 None => crate::words::command(other),
             },

@@ -32,6 +32,15 @@
 //!
 //! Derived indexes (the queue, attempts per node, job digests) follow the jobs; the event
 //! feed keeps what the log holds past its snapshot.
+//!
+//! What it costs: a job that ended is held as its encoding (`crate::jobs`: ~370 bytes per
+//! held job with its digest, end time and indexes, against ~1.4 KB as a value); the map is
+//! persistent, so a snapshot's copy is O(1) under the lock; and under
+//! `Feature::JobDigestsCoverTheirRecords` (which a leader turns on) a checkpoint's hash
+//! costs the jobs changed since the last one plus the parts that are not per job
+//! (workflows, nodes, up to `REQUESTS_REMEMBERED_MAX` answered requests, tokens, crons) —
+//! without it, as a log written before it replays, the per-job maps are encoded whole at
+//! every checkpoint (~33 ms with 1 M jobs held).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -39,23 +48,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::Acl;
 use crate::command::{
-    limits, Assignment, Command, Exit, JobId, JobOption, JobSpec, NodeId, NodeInfo, Outcome, Rules,
-    WorkflowId, WorkflowJob,
+    limits, Assignment, Command, Exit, Feature, JobId, JobOption, JobSpec, NodeId, NodeInfo,
+    Outcome, Rules, WorkflowId, WorkflowJob,
 };
 use crate::error::{ConsensusError, Invalid, Result};
 use crate::events::{self, Before, Event, EventKind};
 use crate::requests::{Lookup, RequestId, Requests};
 
-/// The jobs by id: a persistent ordered map (see `ClusterState::jobs`).
-type Jobs = imbl::OrdMap<JobId, Job>;
+use std::borrow::Cow;
+
+use crate::jobs::Jobs;
 
 /// Checkpoint hashes kept for comparison with the leader's.
 pub const CHECKPOINTS_KEPT: usize = 64;
 /// Version 2 appends the answered-request table after the state, version 3 the access
 /// control state after that, version 4 the crons, rerun bases and step outputs, version 5
-/// the rules, version 6 the end times, version 7 the jobs' own retentions; every earlier
-/// version still loads.
-const SNAPSHOT_VERSION: u16 = 7;
+/// the rules, version 6 the end times, version 7 the jobs' own retentions; version 8
+/// writes each job as its encoding (with its state) instead of as a value, so an ended
+/// job held as its encoding is written and loaded as it is. Every earlier version still
+/// loads.
+const SNAPSHOT_VERSION: u16 = 8;
+
+/// The jobs as a snapshot (version 8) writes them: a sequence of `(id, state, encoding)`,
+/// the encoding as bytes (a length, then the job's postcard bytes).
+struct EncodedJobs<'a>(&'a Jobs);
+
+impl Serialize for EncodedJobs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        struct Raw<'b>(&'b [u8]);
+        impl Serialize for Raw<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (id, state, bytes) in self.0.encoded() {
+            seq.serialize_element(&(id, state, Raw(&bytes)))?;
+        }
+        seq.end()
+    }
+}
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -244,7 +280,10 @@ pub struct Load {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     /// Persistent (structurally shared): a copy is O(1), so the state machine takes a
-    /// snapshot's copy under its lock without stopping apply for the size of the state.
+    /// snapshot's copy under its lock without stopping apply for the size of the state;
+    /// an ended job is held as its encoding (see `jobs`). Encoded by the snapshot code
+    /// ahead of the other fields (where a derived encoding of the struct had it).
+    #[serde(skip)]
     jobs: Jobs,
     workflows: BTreeMap<WorkflowId, Workflow>,
     nodes: BTreeMap<NodeId, Node>,
@@ -314,11 +353,32 @@ pub struct ClusterState {
     /// only dropped. Not encoded, not compared.
     #[serde(skip)]
     keep_collected: bool,
+    /// Features of apply turned on by `Enable` entries (snapshot version 8); hashed only
+    /// once not empty.
+    #[serde(skip)]
+    features: BTreeSet<Feature>,
+    /// Derived: attempts ended by the entries this value applied (not those it loaded
+    /// from a snapshot), by `Exit::kind`: a counter for metrics that costs nothing to
+    /// read. Not encoded, not compared.
+    #[serde(skip)]
+    attempts_ended: Tally,
     /// What the entry being applied changed, when the caller asked for events
     /// ([`apply_recording`](Self::apply_recording)). Not encoded, not compared.
     #[serde(skip)]
     recorder: Recorder,
 }
+
+/// Counts that are not part of the state's value (equal whatever they hold).
+#[derive(Debug, Clone, Default)]
+struct Tally([u64; 5]);
+
+impl PartialEq for Tally {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Tally {}
 
 /// Collects the events of one entry: each touched job's state before the command, and the
 /// events made from it when the command ends.
@@ -360,10 +420,13 @@ struct JobIndex {
     active: BTreeMap<NodeId, BTreeSet<JobId>>,
     /// Jobs touched by the command being applied, to index again when it ends.
     touched: BTreeSet<JobId>,
+    /// Jobs by state (`JobState as usize`).
+    counts: [u64; 7],
 }
 
 impl JobIndex {
     fn insert(&mut self, j: &Job) {
+        self.counts[j.state as usize] += 1;
         if j.state == JobState::Pending {
             self.pending
                 .insert((std::cmp::Reverse(j.spec.priority), j.id));
@@ -374,6 +437,7 @@ impl JobIndex {
     }
 
     fn remove(&mut self, j: &Job) {
+        self.counts[j.state as usize] -= 1;
         if j.state == JobState::Pending {
             self.pending
                 .remove(&(std::cmp::Reverse(j.spec.priority), j.id));
@@ -388,16 +452,22 @@ impl JobIndex {
         }
     }
 
+    /// From the jobs: an ended job is only counted (it is in no queue), so a rebuild
+    /// decodes only the jobs that have not ended.
     fn rebuilt(jobs: &Jobs) -> JobIndex {
         let mut index = JobIndex::default();
-        for j in jobs.values() {
-            index.insert(j);
+        for (id, state) in jobs.states() {
+            if state.is_final() {
+                index.counts[state as usize] += 1;
+            } else {
+                index.insert(jobs.live(&id));
+            }
         }
         index
     }
 
     fn same(&self, other: &JobIndex) -> bool {
-        self.pending == other.pending && self.active == other.active
+        self.pending == other.pending && self.active == other.active && self.counts == other.counts
     }
 }
 
@@ -441,6 +511,10 @@ struct Digests {
 }
 
 impl JobDigests {
+    fn invalidate(&mut self) {
+        self.0.get_mut().unwrap_or_else(|e| e.into_inner()).valid = false;
+    }
+
     fn touch(&mut self, id: JobId) {
         let d = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
         if d.valid {
@@ -448,19 +522,25 @@ impl JobDigests {
         }
     }
 
-    /// The digest of all jobs: their count and the sum of `BLAKE3(id, job)`.
-    fn of(&self, jobs: &Jobs) -> [u8; 32] {
+    /// The digest of all jobs: the sum of `BLAKE3(job's encoding)`, each followed by
+    /// `record(id)` when given (what the state keeps for the job besides it).
+    fn of(&self, jobs: &Jobs, record: Option<&dyn Fn(JobId) -> Vec<u8>>) -> [u8; 32] {
         let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let digest = |j: &Job| -> [u8; 32] {
-            *blake3::hash(&postcard::to_stdvec(j).expect("jobs always encode")).as_bytes()
+        let digest = |id: JobId, bytes: &[u8]| -> [u8; 32] {
+            let mut h = blake3::Hasher::new();
+            h.update(bytes);
+            if let Some(r) = record {
+                h.update(&r(id));
+            }
+            *h.finalize().as_bytes()
         };
         if !d.valid {
             d.each.clear();
             d.sum = [0; 4];
-            for (id, j) in jobs {
-                let h = digest(j);
+            for (id, _, bytes) in jobs.encoded() {
+                let h = digest(id, &bytes);
                 wide_add(&mut d.sum, &h, false);
-                d.each.insert(*id, h);
+                d.each.insert(id, h);
             }
             d.dirty.clear();
             d.valid = true;
@@ -469,8 +549,8 @@ impl JobDigests {
                 if let Some(old) = d.each.remove(&id) {
                     wide_add(&mut d.sum, &old, true);
                 }
-                if let Some(j) = jobs.get(&id) {
-                    let h = digest(j);
+                if let Some(bytes) = jobs.bytes(&id) {
+                    let h = digest(id, &bytes);
                     wide_add(&mut d.sum, &h, false);
                     d.each.insert(id, h);
                 }
@@ -551,7 +631,7 @@ fn pristine(r: &&Requests) -> bool {
 impl Default for ClusterState {
     fn default() -> Self {
         ClusterState {
-            jobs: Jobs::new(),
+            jobs: Jobs::default(),
             workflows: BTreeMap::new(),
             nodes: BTreeMap::new(),
             idempotency: BTreeMap::new(),
@@ -574,6 +654,8 @@ impl Default for ClusterState {
             own_due: imbl::OrdSet::new(),
             collected: Vec::new(),
             keep_collected: false,
+            features: BTreeSet::new(),
+            attempts_ended: Tally::default(),
             recorder: Recorder::default(),
         }
     }
@@ -627,11 +709,15 @@ impl ClusterState {
     fn apply_one(&mut self, index: u64, command: &Command) -> Response {
         let response = self.apply_command(index, command);
         let under_rules = self.rules.is_some();
-        for id in std::mem::take(&mut self.index.touched) {
+        let touched = std::mem::take(&mut self.index.touched);
+        for id in &touched {
+            let id = *id;
             if let Some(j) = self.jobs.get(&id) {
-                self.index.insert(j);
+                self.index.insert(&j);
+                let ended = j.state.is_final();
+                drop(j);
                 if under_rules {
-                    if j.state.is_final() {
+                    if ended {
                         if !self.ended_at.contains_key(&id) {
                             self.ended_at.insert(id, command.at_ms());
                             self.order(id, command.at_ms(), true);
@@ -647,11 +733,15 @@ impl ClusterState {
                 let Some(j) = self.jobs.get(&id) else {
                     continue;
                 };
-                if let Some(mut e) = events::job_event(before, j) {
+                if let Some(mut e) = events::job_event(before, &j) {
                     e.at_ms = command.at_ms();
                     self.recorder.out.push(e);
                 }
             }
+        }
+        // Ended jobs go back to being held as their encoding.
+        for id in &touched {
+            self.jobs.settle(id);
         }
         response
     }
@@ -697,13 +787,15 @@ impl ClusterState {
             self.recorder
                 .before
                 .entry(id)
-                .or_insert_with(|| jobs.get(&id).map(Before::of));
+                .or_insert_with(|| jobs.get(&id).map(|j| Before::of(&j)));
         }
         self.digests.touch(id);
-        if let Some(j) = self.jobs.get(&id) {
-            self.index.remove(j);
+        // Out of the indexes once per command (it goes back in when the command ends).
+        if self.index.touched.insert(id) {
+            if let Some(j) = self.jobs.get(&id) {
+                self.index.remove(&j);
+            }
         }
-        self.index.touched.insert(id);
     }
 
     /// Applies `command` under request id `id` unless the id was answered already.
@@ -826,6 +918,8 @@ impl ClusterState {
                         }
                         for (id, end) in ended {
                             self.order(id, end, true);
+                            // Its digest covers its end (by-job hashing).
+                            self.digests.touch(id);
                         }
                     }
                     self.rules = Some(*rules);
@@ -838,6 +932,13 @@ impl ClusterState {
                 Ok(()) => self.collect(jobs),
                 Err(e) => Response::Rejected(e),
             },
+            Command::Enable { feature, .. } => {
+                if self.features.insert(*feature) {
+                    // Digests are worked out anew the way the feature has them.
+                    self.digests.invalidate();
+                }
+                Response::Done
+            }
             Command::Checkpoint { .. } => {
                 let hash = self.hash();
                 self.checkpoints.insert(index, hash);
@@ -897,6 +998,14 @@ impl ClusterState {
             Response::WorkflowSubmitted { jobs, .. } => {
                 let ids: Vec<JobId> = jobs.values().copied().collect();
                 self.acl.record_submitter(accessor, &ids)
+            }
+            _ => {}
+        }
+        // Their digests cover their submitter (a repeat may record one only now).
+        match &response {
+            Response::Submitted { jobs } => jobs.iter().for_each(|j| self.digests.touch(*j)),
+            Response::WorkflowSubmitted { jobs, .. } => {
+                jobs.values().for_each(|j| self.digests.touch(*j))
             }
             _ => {}
         }
@@ -1042,6 +1151,7 @@ impl ClusterState {
             }
             Command::TaskOutputs { outputs, .. } => crate::command::check_outputs(outputs),
             Command::SetRules { rules, .. } => rules.validate(),
+            Command::Enable { .. } => Ok(()),
             Command::Collect { jobs, .. } if jobs.len() > limits::COLLECT_PER_ENTRY_MAX => {
                 Err(Invalid::new(
                     "jobs",
@@ -1104,7 +1214,7 @@ impl ClusterState {
         deps.sort_unstable();
         deps.dedup();
         let blocked_by = deps.iter().copied().find(|d| {
-            let s = self.jobs[d].state;
+            let s = self.jobs.state(d).expect("present");
             s.is_final() && s != JobState::Succeeded
         });
         for d in &deps {
@@ -1124,7 +1234,10 @@ impl ClusterState {
         };
         if let Some(d) = blocked_by {
             job.state = JobState::Cancelled;
-            job.reason = Some(format!("dependency {d} {}", self.jobs[&d].state.name()));
+            job.reason = Some(format!(
+                "dependency {d} {}",
+                self.jobs.state(&d).expect("present").name()
+            ));
         }
         self.touch(id);
         self.jobs.insert(id, job);
@@ -1182,7 +1295,7 @@ impl ClusterState {
                     format!(
                         "{:?} already names job {id}{}; a workflow may reuse idempotency keys only to repeat a whole submitted workflow",
                         j.spec.idempotency_key.as_deref().unwrap_or(""),
-                        self.jobs[&id]
+                        self.jobs.get(&id).expect("present")
                             .workflow
                             .map_or(String::new(), |w| format!(" of workflow {w}"))
                     ),
@@ -1302,15 +1415,14 @@ impl ClusterState {
             && a.attempt as usize == job.attempts.len() + 1
             && job.not_before_ms <= at
             && node_alive
-            && self.dependencies_succeeded(job)
+            && self.dependencies_succeeded(&job)
     }
 
     fn dependencies_succeeded(&self, job: &Job) -> bool {
-        job.spec.depends_on.iter().all(|d| {
-            self.jobs
-                .get(d)
-                .is_some_and(|j| j.state == JobState::Succeeded)
-        })
+        job.spec
+            .depends_on
+            .iter()
+            .all(|d| self.jobs.state(d) == Some(JobState::Succeeded))
     }
 
     /// The job whose current attempt is `attempt` on `node`, or why a report about it is
@@ -1381,6 +1493,7 @@ impl ClusterState {
         let a = j.attempts.last_mut().expect("attempt in flight");
         a.finished_at_ms = Some(at);
         let exit = outcome.exit;
+        self.attempts_ended.0[exit.kind()] += 1;
         let success = outcome.succeeded();
         a.outcome = Some(outcome);
         if success {
@@ -1488,15 +1601,19 @@ impl ClusterState {
         let mut plan = BTreeSet::from([from]);
         let mut queue = VecDeque::from([from]);
         while let Some(id) = queue.pop_front() {
-            for d in &self.jobs[&id].dependents {
-                if self.jobs[d].workflow == Some(workflow) && plan.insert(*d) {
+            for d in &self.jobs.get(&id).expect("present").dependents {
+                if self.jobs.get(d).expect("present").workflow == Some(workflow) && plan.insert(*d)
+                {
                     queue.push_back(*d);
                 }
             }
         }
         // A job whose dependency retention collected would wait for it forever.
         for id in &plan {
-            if let Some(d) = self.jobs[id]
+            if let Some(d) = self
+                .jobs
+                .get(id)
+                .expect("present")
                 .spec
                 .depends_on
                 .iter()
@@ -1510,12 +1627,15 @@ impl ClusterState {
                 ));
             }
         }
-        if let Some(busy) = plan.iter().find(|id| !self.jobs[id].state.is_final()) {
+        if let Some(busy) = plan
+            .iter()
+            .find(|id| !self.jobs.state(id).expect("present").is_final())
+        {
             return Err(Invalid::new(
                 "from",
                 format!(
                     "job {busy} downstream is still {}; wait for it or cancel it",
-                    self.jobs[busy].state.name()
+                    self.jobs.state(busy).expect("present").name()
                 ),
             ));
         }
@@ -1545,6 +1665,8 @@ impl ClusterState {
             };
         }
         self.outputs.insert(job, outputs.clone());
+        // Its digest covers its outputs (under `JobDigestsCoverTheirRecords`).
+        self.digests.touch(job);
         Response::Done
     }
 
@@ -1575,7 +1697,10 @@ impl ClusterState {
 
     /// Cancels every job that (transitively) depends on `root`, which ended unsuccessfully.
     fn cancel_dependents(&mut self, root: JobId) {
-        let mut queue: VecDeque<(JobId, JobId)> = self.jobs[&root]
+        let mut queue: VecDeque<(JobId, JobId)> = self
+            .jobs
+            .get(&root)
+            .expect("present")
             .dependents
             .iter()
             .map(|&d| (d, root))
@@ -1585,7 +1710,7 @@ impl ClusterState {
             if !seen.insert(id) {
                 continue;
             }
-            let state = self.jobs[&because].state;
+            let state = self.jobs.state(&because).expect("present");
             self.touch(id);
             let j = self.jobs.get_mut(&id).expect("dependents exist");
             if j.state.is_final() {
@@ -1730,8 +1855,8 @@ impl ClusterState {
         workflows: &mut BTreeMap<WorkflowId, bool>,
     ) -> bool {
         let ended = |j: &JobId| {
-            self.jobs.get(j).is_none_or(|x| {
-                x.state.is_final()
+            self.jobs.state(j).is_none_or(|x| {
+                x.is_final()
                     && due.is_none_or(|(now, retention)| {
                         self.due_at(*j, retention).is_some_and(|t| t <= now)
                     })
@@ -1744,7 +1869,7 @@ impl ClusterState {
             || !job
                 .dependents
                 .iter()
-                .all(|d| self.jobs.get(d).is_none_or(|x| x.state.is_final()))
+                .all(|d| self.jobs.state(d).is_none_or(|x| x.is_final()))
         {
             return false;
         }
@@ -1830,6 +1955,70 @@ impl ClusterState {
         }
     }
 
+    /// The state hash under `Feature::JobDigestsCoverTheirRecords`: what the state keeps
+    /// per job is in that job's digest (kept up to date as jobs change), so a hash costs
+    /// the jobs changed since the last one plus the parts that are not per job (workflows,
+    /// nodes, the answered-request table, tokens, crons, rules, features). The
+    /// idempotency keys are not hashed apart: each names the one held job whose spec has
+    /// it, which the job digests cover.
+    fn hash_by_job(&self) -> [u8; 32] {
+        let record = |id: JobId| -> Vec<u8> {
+            postcard::to_stdvec(&(
+                self.ended_at.get(&id),
+                self.retain.get(&id),
+                self.outputs.get(&id),
+                self.rerun_base.get(&id),
+                self.acl.submitter(id),
+            ))
+            .expect("records always encode")
+        };
+        #[derive(Serialize)]
+        struct View<'a> {
+            jobs: u64,
+            jobs_digest: [u8; 32],
+            workflows: &'a BTreeMap<WorkflowId, Workflow>,
+            nodes: &'a BTreeMap<NodeId, Node>,
+            next_job: JobId,
+            next_workflow: WorkflowId,
+            checkpoints: &'a BTreeMap<u64, [u8; 32]>,
+            counters: &'a Counters,
+            last_applied: Option<u64>,
+            requests: &'a Requests,
+            tokens: Vec<u8>,
+            crons: &'a crate::cron::Crons,
+            rules: &'a Option<Rules>,
+            features: &'a BTreeSet<Feature>,
+        }
+        let view = View {
+            jobs: self.jobs.len() as u64,
+            jobs_digest: self.digests.of(&self.jobs, Some(&record)),
+            workflows: &self.workflows,
+            nodes: &self.nodes,
+            next_job: self.next_job,
+            next_workflow: self.next_workflow,
+            checkpoints: &self.checkpoints,
+            counters: &self.counters,
+            last_applied: self.last_applied,
+            requests: &self.requests,
+            tokens: self.acl.tokens_encoded(),
+            crons: &self.crons,
+            rules: &self.rules,
+            features: &self.features,
+        };
+        *blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes")).as_bytes()
+    }
+
+    /// Whether the idempotency keys are what the jobs make them: each names the held job
+    /// whose spec has it (what `hash_by_job` relies on).
+    pub fn idempotency_consistent(&self) -> bool {
+        let derived: BTreeMap<String, JobId> = self
+            .jobs
+            .values()
+            .filter_map(|j| j.spec.idempotency_key.clone().map(|k| (k, j.id)))
+            .collect();
+        derived == self.idempotency
+    }
+
     /// Keep the jobs collections remove, for [`take_collected`](Self::take_collected).
     pub fn keep_collected(&mut self, on: bool) {
         self.keep_collected = on;
@@ -1882,9 +2071,15 @@ impl ClusterState {
     /// jobs, their count and the sum of their digests (see `JobDigests`): equal states give
     /// equal hashes on every node and in every replay.
     pub fn hash(&self) -> [u8; 32] {
+        if self
+            .features
+            .contains(&Feature::JobDigestsCoverTheirRecords)
+        {
+            return self.hash_by_job();
+        }
         let view = HashView {
             jobs: self.jobs.len() as u64,
-            jobs_digest: self.digests.of(&self.jobs),
+            jobs_digest: self.digests.of(&self.jobs, None),
             workflows: &self.workflows,
             nodes: &self.nodes,
             idempotency: &self.idempotency,
@@ -1958,11 +2153,11 @@ impl ClusterState {
         use crate::cron::Launched;
         match current {
             None => false,
-            Some(Launched::Job(id)) => self.jobs.get(&id).is_some_and(|j| !j.state.is_final()),
+            Some(Launched::Job(id)) => self.jobs.state(&id).is_some_and(|s| !s.is_final()),
             Some(Launched::Workflow(w)) => self.workflows.get(&w).is_some_and(|w| {
                 w.jobs
                     .values()
-                    .any(|id| self.jobs.get(id).is_some_and(|j| !j.state.is_final()))
+                    .any(|id| self.jobs.state(id).is_some_and(|s| !s.is_final()))
             }),
         }
     }
@@ -2112,6 +2307,7 @@ impl ClusterState {
         &self,
     ) -> (
         u16,
+        EncodedJobs<'_>,
         &Self,
         &Requests,
         &Acl,
@@ -2121,9 +2317,11 @@ impl ClusterState {
         &Option<Rules>,
         &imbl::OrdMap<JobId, u64>,
         &BTreeMap<JobId, u64>,
+        &BTreeSet<Feature>,
     ) {
         (
             SNAPSHOT_VERSION,
+            EncodedJobs(&self.jobs),
             self,
             &self.requests,
             &self.acl,
@@ -2133,6 +2331,7 @@ impl ClusterState {
             &self.rules,
             &self.ended_at,
             &self.retain,
+            &self.features,
         )
     }
 
@@ -2162,8 +2361,10 @@ impl ClusterState {
             ended_order: imbl::OrdSet::new(),
             retain: self.retain.clone(),
             own_due: imbl::OrdSet::new(),
+            features: self.features.clone(),
             collected: Vec::new(),
             keep_collected: false,
+            attempts_ended: Tally::default(),
             recorder: Recorder::default(),
         }
     }
@@ -2203,7 +2404,24 @@ impl ClusterState {
             *rest = tail;
             Ok(value)
         }
+        // The jobs: to version 7 a map of jobs (where the derived encoding of the state
+        // put its first field), from version 8 each job as its encoding, with its state.
+        let (count, tail): (usize, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| ConsensusError::Decode(e.to_string()))?;
+        rest = tail;
+        let mut jobs = Jobs::default();
+        for _ in 0..count {
+            if version >= 8 {
+                let (id, state, bytes): (JobId, JobState, &[u8]) = next(&mut rest)?;
+                jobs.insert_encoded(id, state, bytes);
+            } else {
+                let (id, job): (JobId, Job) = next(&mut rest)?;
+                jobs.insert(id, job);
+                jobs.settle(&id);
+            }
+        }
         let mut state: ClusterState = next(&mut rest)?;
+        state.jobs = jobs;
         if version >= 2 {
             state.requests = next(&mut rest)?;
         }
@@ -2224,6 +2442,9 @@ impl ClusterState {
         }
         if version >= 7 {
             state.retain = next(&mut rest)?;
+        }
+        if version >= 8 {
+            state.features = next(&mut rest)?;
         }
         let ended: Vec<(JobId, u64)> = state.ended_at.iter().map(|(id, t)| (*id, *t)).collect();
         for (id, t) in ended {
@@ -2248,26 +2469,63 @@ impl ClusterState {
 
     // Queries for the server and the scheduler.
 
-    pub fn job(&self, id: JobId) -> Option<&Job> {
+    /// Job `id`: borrowed while it may still change, decoded once it ended (see
+    /// `crate::jobs`).
+    pub fn job(&self, id: JobId) -> Option<Cow<'_, Job>> {
         self.jobs.get(&id)
     }
 
-    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+    /// Whether apply has `feature` on (an `Enable` entry was applied).
+    pub fn has_feature(&self, feature: Feature) -> bool {
+        self.features.contains(&feature)
+    }
+
+    /// Attempt `number` of job `id`.
+    pub fn attempt(&self, id: JobId, number: u32) -> Option<Attempt> {
+        self.jobs
+            .get(&id)?
+            .attempts
+            .iter()
+            .find(|a| a.number == number)
+            .cloned()
+    }
+
+    /// Job `id`'s state, without decoding the job.
+    pub fn job_state(&self, id: JobId) -> Option<JobState> {
+        self.jobs.state(&id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = Cow<'_, Job>> {
         self.jobs.values()
     }
 
-    pub fn jobs_in(&self, state: JobState) -> impl Iterator<Item = &Job> {
-        self.jobs.values().filter(move |j| j.state == state)
+    /// Attempts ended by the entries this value applied since it was made or loaded, by
+    /// `Exit::kind`.
+    pub fn attempts_ended(&self) -> [u64; 5] {
+        self.attempts_ended.0
+    }
+
+    /// How many jobs are in each state, `JobState as usize` (kept as jobs change).
+    pub fn job_counts(&self) -> [u64; 7] {
+        self.index.counts
+    }
+
+    /// Jobs in `state`, in id order; jobs in other states are passed over undecoded.
+    pub fn jobs_in(&self, state: JobState) -> impl Iterator<Item = Cow<'_, Job>> {
+        self.jobs
+            .states()
+            .filter(move |(_, s)| *s == state)
+            .filter_map(|(id, _)| self.jobs.get(&id))
     }
 
     /// Jobs with ids from `from` on, in id order (a page of a listing).
-    pub fn jobs_from(&self, from: JobId) -> impl Iterator<Item = &Job> {
-        self.jobs.range(from..).map(|(_, j)| j)
+    pub fn jobs_from(&self, from: JobId) -> impl Iterator<Item = Cow<'_, Job>> {
+        self.jobs.range(from..)
     }
 
     /// Jobs with ids up to `to`, newest first (a page of a listing, counting down).
-    pub fn jobs_down_from(&self, to: JobId) -> impl Iterator<Item = &Job> {
-        self.jobs.range(..=to).rev().map(|(_, j)| j)
+    pub fn jobs_down_from(&self, to: JobId) -> impl Iterator<Item = Cow<'_, Job>> {
+        self.jobs.range(..=to).rev()
     }
 
     /// Workflows with ids up to `to`, newest first.
@@ -2284,7 +2542,7 @@ impl ClusterState {
         self.index
             .active
             .values()
-            .flat_map(|ids| ids.iter().map(|id| &self.jobs[id]))
+            .flat_map(|ids| ids.iter().map(|id| self.jobs.live(id)))
     }
 
     pub fn workflow(&self, id: WorkflowId) -> Option<&Workflow> {
@@ -2309,7 +2567,7 @@ impl ClusterState {
         self.index
             .pending
             .iter()
-            .map(|(_, id)| &self.jobs[id])
+            .map(|(_, id)| self.jobs.live(id))
             .filter(move |j| j.not_before_ms <= now_ms && self.dependencies_succeeded(j))
     }
 
@@ -2318,7 +2576,7 @@ impl ClusterState {
         self.index.active.get(&node).map_or(Vec::new(), |ids| {
             ids.iter()
                 .filter_map(|id| {
-                    let j = &self.jobs[id];
+                    let j = self.jobs.live(id);
                     j.current_attempt().map(|a| (j.id, a.number))
                 })
                 .collect()
@@ -2329,7 +2587,7 @@ impl ClusterState {
     pub fn load(&self, node: NodeId) -> Load {
         let mut l = Load::default();
         for id in self.index.active.get(&node).into_iter().flatten() {
-            let j = &self.jobs[id];
+            let j = self.jobs.live(id);
             l.slots += 1;
             l.cpu_millis += j.spec.resources.cpu_millis as u64;
             l.memory_bytes += j.spec.resources.memory_bytes;
@@ -3098,24 +3356,53 @@ mod tests {
     }
 
     #[test]
-    fn the_persistent_job_map_encodes_as_the_ordered_map_did() {
-        // Snapshots written when the jobs were a BTreeMap load, and new ones are the same
-        // bytes: both encode as a length and the pairs in key order.
+    fn a_snapshot_of_version_7_with_jobs_as_values_loads_as_written_now() {
+        // To version 7 the jobs were a map of values where the state's derived encoding
+        // put its first field; version 8 writes each job as its encoding.
         let (mut s, mut i) = (ClusterState::new(), 0);
         step(&mut s, &mut i, node(1));
+        step(
+            &mut s,
+            &mut i,
+            Command::SetRules {
+                at_ms: 1,
+                rules: Rules::default(),
+            },
+        );
         for k in 0..50 {
             submit(&mut s, &mut i, JobSpec::new(&format!("j{k}"), &["true"]));
         }
-        let before: BTreeMap<JobId, Job> = s.jobs.iter().map(|(k, v)| (*k, v.clone())).collect();
-        assert_eq!(
-            postcard::to_stdvec(&before).unwrap(),
-            postcard::to_stdvec(&s.jobs).unwrap()
-        );
+        for id in 1..=20 {
+            run(&mut s, &mut i, 10, id, 1, 1, Exit::Code(id as i32 % 2));
+        }
+        let values: BTreeMap<JobId, Job> = s.jobs().map(|j| (j.id, j.into_owned())).collect();
+        let v7 = postcard::to_stdvec(&(
+            7u16,
+            &values,
+            &s,
+            &s.requests,
+            &s.acl,
+            &s.crons,
+            &s.rerun_base,
+            &s.outputs,
+            &s.rules,
+            &s.ended_at,
+            &s.retain,
+        ))
+        .unwrap();
+        let old = ClusterState::from_snapshot(&v7).unwrap();
+        let new = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+        assert_eq!(old, s);
+        assert_eq!(new, s);
+        assert_eq!(old.hash(), s.hash());
+        assert_eq!(new.hash(), s.hash());
+        assert!(old.indexes_consistent() && new.indexes_consistent());
+        assert_eq!(old.job_counts(), s.job_counts());
         // A copy shares the jobs; changing the original leaves the copy as it was.
         let copy = s.clone();
-        run(&mut s, &mut i, 10, 1, 1, 1, Exit::Code(0));
-        assert_eq!(copy.job(1).unwrap().state, JobState::Pending);
-        assert_eq!(s.job(1).unwrap().state, JobState::Succeeded);
+        run(&mut s, &mut i, 10, 30, 1, 1, Exit::Code(0));
+        assert_eq!(copy.job(30).unwrap().state, JobState::Pending);
+        assert_eq!(s.job(30).unwrap().state, JobState::Succeeded);
     }
 
     #[test]
@@ -3624,7 +3911,8 @@ mod tests {
             },
         );
         // Version 1 snapshots (no table) load, with an empty table and the same hash.
-        let v1 = postcard::to_stdvec(&(1u16, &s)).unwrap();
+        let jobs: BTreeMap<JobId, Job> = s.jobs().map(|j| (j.id, j.into_owned())).collect();
+        let v1 = postcard::to_stdvec(&(1u16, &jobs, &s)).unwrap();
         let loaded = ClusterState::from_snapshot(&v1).unwrap();
         assert_eq!(loaded, s);
         assert_eq!(loaded.hash(), s.hash());
@@ -3645,7 +3933,7 @@ mod tests {
         }
         let before = Before {
             jobs: s.jobs.len() as u64,
-            jobs_digest: s.digests.of(&s.jobs),
+            jobs_digest: s.digests.of(&s.jobs, None),
             workflows: &s.workflows,
             nodes: &s.nodes,
             idempotency: &s.idempotency,

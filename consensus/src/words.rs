@@ -265,6 +265,7 @@ pub fn command(c: &Command) -> String {
             s
         }
         Command::Request { command: inner, .. } => command(inner),
+        Command::Enable { feature, .. } => format!("apply turns on {feature:?}"),
         Command::WithJobOptions {
             options,
             command: inner,

@@ -14,8 +14,8 @@ use cathedral_consensus::events::{Event, EventKind};
 use cathedral_consensus::raft::{decode_entry, encode_entry, TypeConfig};
 use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
-    Assignment, Capacity, ClusterState, Command, Exit, JobOption, JobSpec, JobState, NodeInfo,
-    Outcome, Response, RetryPolicy, Role, Rules, WorkflowJob,
+    Assignment, Capacity, ClusterState, Command, Exit, Feature, JobOption, JobSpec, JobState,
+    NodeInfo, Outcome, Response, RetryPolicy, Role, Rules, WorkflowJob,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -63,9 +63,15 @@ fn check_events(
 }
 
 fn spec() -> impl Strategy<Value = JobSpec> {
-    (prop::collection::vec(1u64..10, 0..3), 1u32..4, 0i32..3).prop_map(
-        |(deps, attempts, priority)| JobSpec {
+    (
+        prop::collection::vec(1u64..10, 0..3),
+        1u32..4,
+        0i32..3,
+        prop::option::weighted(0.2, 0u8..4),
+    )
+        .prop_map(|(deps, attempts, priority, key)| JobSpec {
             depends_on: deps,
+            idempotency_key: key.map(|k| format!("key{k}")),
             retry: RetryPolicy {
                 max_attempts: attempts,
                 initial_backoff_ms: 10,
@@ -74,8 +80,7 @@ fn spec() -> impl Strategy<Value = JobSpec> {
             },
             priority,
             ..JobSpec::new("job", &["true"])
-        },
-    )
+        })
 }
 
 fn exit() -> impl Strategy<Value = Exit> {
@@ -103,6 +108,9 @@ fn command() -> impl Strategy<Value = Command> {
             at_ms, job, attempt, node, outcome: Outcome { exit, duration_ms: 3, output_tail: vec![7; 10] },
         }),
         1 => (at.clone(), 1u64..10).prop_map(|(at_ms, job)| Command::CancelJob { at_ms, job, reason: "p".into() }),
+        1 => (at.clone(), 1u64..10, 1u32..4, 1u64..4).prop_map(|(at_ms, job, attempt, node)| Command::TaskOutputs {
+            at_ms, job, attempt, node, outputs: BTreeMap::from([("out".to_string(), format!("v{at_ms}"))]),
+        }),
         2 => (at.clone(), 1u64..4).prop_map(|(at_ms, id)| Command::NodeRegistered { at_ms, node: NodeInfo {
             id, address: "a".into(), role: Role::Worker, tags: BTreeMap::new(), capacity: Capacity { slots: 2, cpu_millis: 1000, memory_bytes: 1 << 20 },
         }}),
@@ -111,6 +119,7 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRecovered { at_ms, node }),
         1 => at.clone().prop_map(|at_ms| Command::Checkpoint { at_ms }),
         1 => (at.clone(), 0u32..3).prop_map(|(at_ms, lost_retries)| Command::SetRules { at_ms, rules: Rules { lost_retries } }),
+        1 => at.clone().prop_map(|at_ms| Command::Enable { at_ms, feature: Feature::JobDigestsCoverTheirRecords }),
         2 => (at.clone(), prop::collection::vec(1u64..10, 1..5)).prop_map(|(at_ms, jobs)| Command::Collect { at_ms, jobs }),
         // Jobs with a retention of their own (0: kept), some of them without one.
         2 => (at, prop::collection::vec((spec(), prop::option::of(0u64..3_000)), 1..3)).prop_map(|(at_ms, js)| {
@@ -178,6 +187,11 @@ fn check_invariants(s: &ClusterState) -> Result<(), TestCaseError> {
             );
         }
     }
+    // The hash by job leaves the idempotency keys to the job digests: they must follow.
+    prop_assert!(
+        s.idempotency_consistent(),
+        "idempotency keys differ from the jobs'"
+    );
     // A workflow loses jobs to collection only once all of them ended.
     for w in s.workflows() {
         let present: Vec<_> = w.jobs.values().filter_map(|id| s.job(*id)).collect();

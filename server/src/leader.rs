@@ -361,6 +361,22 @@ async fn lead_once(
             .await?;
         return Ok(());
     }
+    // Then the features of apply this build has that the log has not turned on yet.
+    let missing = {
+        let a = node.applied.read().unwrap();
+        cathedral_consensus::Feature::ALL
+            .into_iter()
+            .find(|f| !a.state.has_feature(*f))
+    };
+    if let Some(feature) = missing {
+        tracing::info!(?feature, "turning on a feature of apply");
+        node.propose(Proposal::Write(Command::Enable {
+            at_ms: now,
+            feature,
+        }))
+        .await?;
+        return Ok(());
+    }
     let (failed, recovered, timed_out, assignments) = {
         let a = node.applied.read().unwrap();
         let state = &a.state;

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cathedral_consensus::JobState;
+use cathedral_consensus::{Exit, JobState};
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
@@ -34,20 +34,6 @@ pub const PLACEMENT_BUCKETS: [f64; 9] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 25
 
 /// How often histogram samples are folded into their buckets between scrapes.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The outcome labels of `cathedral_attempts_total`.
-const OUTCOMES: [&str; 5] = ["succeeded", "failed", "killed", "timed_out", "lost"];
-
-fn outcome_slot(exit: &cathedral_consensus::Exit) -> usize {
-    use cathedral_consensus::Exit;
-    match exit {
-        Exit::Code(0) => 0,
-        Exit::Code(_) => 1,
-        Exit::Signal(_) => 2,
-        Exit::TimedOut => 3,
-        Exit::Lost => 4,
-    }
-}
 
 /// The process's recorder: installed once (a process runs one node; in-process tests share
 /// it), described once.
@@ -177,7 +163,7 @@ fn describe() {
     );
     describe_counter!(
         "cathedral_attempts_total",
-        "Ended attempts in the cluster (the replicated state), by outcome."
+        "Attempts ended in the cluster by the entries this node applied since it started, by outcome."
     );
     describe_counter!(
         "cathedral_state_fenced_reports_total",
@@ -569,18 +555,14 @@ pub fn render(node: &Node) -> String {
     counter!("cathedral_snapshot_written_bytes_total").absolute(snaps.written_bytes);
     {
         let a = node.applied.read().unwrap();
+        // Counts the state keeps as it applies: O(1) under the lock apply waits for.
+        let counts = a.state.job_counts();
         for st in JobState::ALL {
-            let n = a.state.jobs_in(st).count();
-            gauge!("cathedral_jobs", "state" => st.name().replace(' ', "_")).set(n as f64);
+            gauge!("cathedral_jobs", "state" => st.name().replace(' ', "_"))
+                .set(counts[st as usize] as f64);
         }
         gauge!("cathedral_attempts_in_flight").set(a.state.running_on(node.id).len() as f64);
-        let mut ended = [0u64; OUTCOMES.len()];
-        for j in a.state.jobs() {
-            for o in j.attempts.iter().filter_map(|x| x.outcome.as_ref()) {
-                ended[outcome_slot(&o.exit)] += 1;
-            }
-        }
-        for (label, n) in OUTCOMES.iter().zip(ended) {
+        for (label, n) in Exit::KINDS.iter().zip(a.state.attempts_ended()) {
             counter!("cathedral_attempts_total", "outcome" => *label).absolute(n);
         }
         let c = a.state.counters();

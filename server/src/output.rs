@@ -68,11 +68,10 @@ fn attempt_ended(node: &Node, job: u64, attempt: u32) -> bool {
 fn what_became_of(node: &Node, job: u64, attempt: u32) -> String {
     let a = node.applied.read().unwrap();
     a.state
-        .job(job)
-        .and_then(|j| j.attempts.iter().find(|x| x.number == attempt))
-        .and_then(|x| x.outcome.as_ref())
+        .attempt(job, attempt)
+        .and_then(|x| x.outcome)
         .map_or(String::new(), |o| {
-            format!(": {}", cathedral_consensus::words::outcome(o))
+            format!(": {}", cathedral_consensus::words::outcome(&o))
         })
 }
 
@@ -82,8 +81,7 @@ fn what_became_of(node: &Node, job: u64, attempt: u32) -> String {
 fn nothing_written(node: &Node, job: u64, attempt: u32) -> bool {
     let a = node.applied.read().unwrap();
     a.state
-        .job(job)
-        .and_then(|j| j.attempts.iter().find(|x| x.number == attempt))
+        .attempt(job, attempt)
         .is_some_and(|x| x.outcome.as_ref().is_none_or(|o| o.output_tail.is_empty()))
 }
 

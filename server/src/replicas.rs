@@ -160,9 +160,8 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 fn wrote_something(node: &Node, job: u64, attempt: u32) -> bool {
     let a = node.applied.read().unwrap();
     a.state
-        .job(job)
-        .and_then(|j| j.attempts.iter().find(|x| x.number == attempt))
-        .and_then(|x| x.outcome.as_ref())
+        .attempt(job, attempt)
+        .and_then(|x| x.outcome)
         .is_some_and(|o| !o.output_tail.is_empty())
 }
 

@@ -247,7 +247,7 @@ pub fn explain(
         would_place_on: None,
     };
     let attempts = job.attempts.len();
-    if let Some(last) = words::attempts(job).pop() {
+    if let Some(last) = words::attempts(&job).pop() {
         e.details.push(format!(
             "{last} (the job allows {} attempt(s) of its own)",
             job.spec.retry.max_attempts

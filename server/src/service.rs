@@ -50,7 +50,7 @@ impl Api {
             let a = self.node.applied.read().unwrap();
             if let Some(j) = a.state.job(id) {
                 return Ok(job_to_pb(
-                    j,
+                    &j,
                     a.state.acl().submitter(j.id),
                     a.state.step_outputs(j.id),
                     a.state.retain_of(j.id),
@@ -339,11 +339,12 @@ impl JobService for Api {
         }
         let from = page_token(&req.page_token)?;
         let a = self.node.applied.read().unwrap();
-        let all: Box<dyn Iterator<Item = &cathedral_consensus::Job>> = if req.newest_first {
-            Box::new(a.state.jobs_down_from(from.unwrap_or(JobId::MAX)))
-        } else {
-            Box::new(a.state.jobs_from(from.unwrap_or(0)))
-        };
+        let all: Box<dyn Iterator<Item = std::borrow::Cow<'_, cathedral_consensus::Job>>> =
+            if req.newest_first {
+                Box::new(a.state.jobs_down_from(from.unwrap_or(JobId::MAX)))
+            } else {
+                Box::new(a.state.jobs_from(from.unwrap_or(0)))
+            };
         let mut matching = all
             .filter(|j| state.is_none_or(|s| j.state == s))
             .filter(|j| j.spec.name.starts_with(&req.name_prefix))
@@ -356,7 +357,7 @@ impl JobService for Api {
             .take(size)
             .map(|j| {
                 job_to_pb(
-                    j,
+                    &j,
                     a.state.acl().submitter(j.id),
                     a.state.step_outputs(j.id),
                     a.state.retain_of(j.id),

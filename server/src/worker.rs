@@ -166,7 +166,7 @@ fn step(
                 let key = (job, attempt);
                 let spec = (!mine.contains_key(&key)).then(|| {
                     let mut spec = j.spec.clone();
-                    let resolved = with_step_outputs(&a.state, j, &mut spec);
+                    let resolved = with_step_outputs(&a.state, &j, &mut spec);
                     (spec, resolved)
                 });
                 Some((key, j.state == JobState::Running, spec))

@@ -1,0 +1,243 @@
+//! The jobs of the state, held compactly.
+//!
+//! A job that may still change is held as a value (`Cell::Live`, shared with snapshot
+//! copies and copied on write); a job that ended — most of what a cluster holds, for its
+//! retention — is held as its encoding (`Cell::Ended`: the postcard bytes of the job,
+//! about a fifth of the memory of the value with its allocations). The bytes are what the
+//! job's digest hashes and what a snapshot writes, so neither encodes an ended job again;
+//! reading one decodes it (a `Cow`). A job changed after it ended (a rerun, a dependent
+//! added or collected) becomes a value again until the command that changed it ends.
+//!
+//! The map is persistent (`imbl::OrdMap`, structurally shared): a copy is O(1), so a
+//! snapshot's copy is taken under the state's lock without stopping apply.
+
+use std::borrow::Cow;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use crate::command::JobId;
+use crate::state::{Job, JobState};
+
+#[derive(Clone)]
+enum Cell {
+    Live(Arc<Job>),
+    Ended { state: JobState, bytes: Arc<[u8]> },
+}
+
+impl Cell {
+    fn job(&self) -> Cow<'_, Job> {
+        match self {
+            Cell::Live(j) => Cow::Borrowed(j),
+            Cell::Ended { bytes, .. } => Cow::Owned(decode(bytes)),
+        }
+    }
+
+    fn state(&self) -> JobState {
+        match self {
+            Cell::Live(j) => j.state,
+            Cell::Ended { state, .. } => *state,
+        }
+    }
+
+    /// The job's encoding: the bytes held, or the value encoded.
+    fn bytes(&self) -> Cow<'_, [u8]> {
+        match self {
+            Cell::Live(j) => Cow::Owned(encode(j)),
+            Cell::Ended { bytes, .. } => Cow::Borrowed(bytes),
+        }
+    }
+}
+
+fn encode(j: &Job) -> Vec<u8> {
+    postcard::to_stdvec(j).expect("jobs always encode")
+}
+
+fn decode(bytes: &[u8]) -> Job {
+    postcard::from_bytes(bytes).expect("a held job's encoding decodes")
+}
+
+/// The jobs by id. See the module docs.
+#[derive(Clone, Default)]
+pub(crate) struct Jobs {
+    map: imbl::OrdMap<JobId, Cell>,
+}
+
+impl Jobs {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn contains_key(&self, id: &JobId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub fn get(&self, id: &JobId) -> Option<Cow<'_, Job>> {
+        self.map.get(id).map(Cell::job)
+    }
+
+    /// Job `id`'s state, without decoding it.
+    pub fn state(&self, id: &JobId) -> Option<JobState> {
+        self.map.get(id).map(Cell::state)
+    }
+
+    /// A job that has not ended (the indexes name only those).
+    pub fn live(&self, id: &JobId) -> &Job {
+        match self.map.get(id) {
+            Some(Cell::Live(j)) => j,
+            Some(Cell::Ended { .. }) => panic!("job {id} is indexed as in flight but ended"),
+            None => panic!("job {id} is indexed but absent"),
+        }
+    }
+
+    /// Job `id` to change: held as a value from here until [`settle`](Self::settle).
+    pub fn get_mut(&mut self, id: &JobId) -> Option<&mut Job> {
+        let cell = self.map.get_mut(id)?;
+        if let Cell::Ended { bytes, .. } = cell {
+            *cell = Cell::Live(Arc::new(decode(bytes)));
+        }
+        match cell {
+            Cell::Live(j) => Some(Arc::make_mut(j)),
+            Cell::Ended { .. } => unreachable!("made live above"),
+        }
+    }
+
+    pub fn insert(&mut self, id: JobId, job: Job) {
+        self.map.insert(id, Cell::Live(Arc::new(job)));
+    }
+
+    pub fn remove(&mut self, id: &JobId) -> Option<Job> {
+        self.map.remove(id).map(|c| c.job().into_owned())
+    }
+
+    /// Holds job `id` as its encoding if it has ended.
+    pub fn settle(&mut self, id: &JobId) {
+        if let Some(cell) = self.map.get_mut(id) {
+            if let Cell::Live(j) = cell {
+                if j.state.is_final() {
+                    *cell = Cell::Ended {
+                        state: j.state,
+                        bytes: encode(j).into(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Job `id`'s encoding (what its digest hashes).
+    pub fn bytes(&self, id: &JobId) -> Option<Cow<'_, [u8]>> {
+        self.map.get(id).map(Cell::bytes)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = Cow<'_, Job>> {
+        self.map.values().map(Cell::job)
+    }
+
+    /// Every job's id and encoding, in id order.
+    pub fn encoded(&self) -> impl Iterator<Item = (JobId, JobState, Cow<'_, [u8]>)> {
+        self.map.iter().map(|(id, c)| (*id, c.state(), c.bytes()))
+    }
+
+    pub fn range<R: RangeBounds<JobId>>(
+        &self,
+        range: R,
+    ) -> impl DoubleEndedIterator<Item = Cow<'_, Job>> {
+        self.map.range(range).map(|(_, c)| c.job())
+    }
+
+    /// Ids and states in id order, without decoding.
+    pub fn states(&self) -> impl Iterator<Item = (JobId, JobState)> + '_ {
+        self.map.iter().map(|(id, c)| (*id, c.state()))
+    }
+
+    /// Puts an encoded job in (a snapshot load): an ended one stays encoded, any other is
+    /// decoded.
+    pub fn insert_encoded(&mut self, id: JobId, state: JobState, bytes: &[u8]) {
+        let cell = if state.is_final() {
+            Cell::Ended {
+                state,
+                bytes: bytes.into(),
+            }
+        } else {
+            Cell::Live(Arc::new(decode(bytes)))
+        };
+        self.map.insert(id, cell);
+    }
+}
+
+impl PartialEq for Jobs {
+    /// Equal jobs, however each is held.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .map
+                .iter()
+                .zip(other.map.iter())
+                .all(|((a, x), (b, y))| a == b && x.bytes() == y.bytes())
+    }
+}
+
+impl Eq for Jobs {}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.map.iter().map(|(id, c)| (id, c.job())))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::JobSpec;
+
+    fn job(id: JobId, state: JobState) -> Job {
+        Job {
+            id,
+            spec: JobSpec::new("j", &["sh", "-c", "echo hello"]),
+            state,
+            reason: None,
+            submitted_at_ms: 1,
+            not_before_ms: 1,
+            attempts: Vec::new(),
+            workflow: None,
+            dependents: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_ended_job_is_held_as_its_encoding_and_reads_back_the_same() {
+        let mut jobs = Jobs::default();
+        jobs.insert(1, job(1, JobState::Succeeded));
+        jobs.insert(2, job(2, JobState::Pending));
+        let before = jobs.clone();
+        jobs.settle(&1);
+        jobs.settle(&2);
+        assert!(matches!(jobs.map.get(&1), Some(Cell::Ended { .. })));
+        assert!(matches!(jobs.map.get(&2), Some(Cell::Live(_))));
+        assert_eq!(jobs, before, "equal however held");
+        assert_eq!(*jobs.get(&1).unwrap(), job(1, JobState::Succeeded));
+        assert_eq!(jobs.state(&1), Some(JobState::Succeeded));
+        assert_eq!(
+            jobs.bytes(&1).unwrap(),
+            before.bytes(&1).unwrap(),
+            "the digest's bytes do not depend on how it is held"
+        );
+        // Changed after it ended: a value again, the copy taken before untouched.
+        let copy = jobs.clone();
+        jobs.get_mut(&1).unwrap().dependents.push(9);
+        assert!(matches!(jobs.map.get(&1), Some(Cell::Live(_))));
+        assert_eq!(jobs.get(&1).unwrap().dependents, vec![9]);
+        assert!(copy.get(&1).unwrap().dependents.is_empty());
+        jobs.settle(&1);
+        assert_eq!(jobs.get(&1).unwrap().dependents, vec![9]);
+        // Loaded from its encoding.
+        let mut loaded = Jobs::default();
+        for (id, state, bytes) in jobs.encoded() {
+            loaded.insert_encoded(id, state, &bytes);
+        }
+        assert_eq!(loaded, jobs);
+        assert_eq!(jobs.remove(&1).unwrap().dependents, vec![9]);
+        assert_eq!(jobs.live(&2).state, JobState::Pending);
+    }
+}
