@@ -48,30 +48,21 @@ impl Caller {
     }
 }
 
-/// What the call at `path` (`/package.Service/Method`) needs. Anything not listed needs
-/// a management token (deny by default).
+/// What the call at `path` (`/package.Service/Method`) needs: what the method table
+/// (`methods::METHODS`) says; health checks need nothing, reflection any token, an
+/// unlisted peer call a node; anything else a management token (deny by default).
 pub fn need(path: &str) -> Need {
-    let (service, method) = path
+    if let Some(m) = crate::methods::find(path) {
+        return m.need;
+    }
+    let service = path
         .trim_start_matches('/')
         .split_once('/')
-        .unwrap_or((path, ""));
-    match (service, method) {
-        ("grpc.health.v1.Health", _) => Need::Nothing,
-        ("cathedral.v1.AclService", "Bootstrap") => Need::Nothing,
-        ("cathedral.internal.v1.Peer", _) => Need::Node,
-        (s, _) if s.starts_with("grpc.reflection.") => Need::AnyToken,
-        ("cathedral.v1.AclService", "WhoAmI") => Need::AnyToken,
-        (
-            "cathedral.v1.JobService",
-            "SubmitJob" | "SubmitWorkflow" | "CancelJob" | "RerunWorkflow",
-        ) => Need::Policy(Policy::Submit),
-        ("cathedral.v1.JobService", _) => Need::Policy(Policy::Read),
-        ("cathedral.v1.CronService", "CreateCron" | "SetCronPaused" | "DeleteCron") => {
-            Need::Policy(Policy::Submit)
-        }
-        ("cathedral.v1.CronService", _) => Need::Policy(Policy::Read),
-        ("cathedral.v1.ClusterService", "Status") => Need::Policy(Policy::Read),
-        ("cathedral.v1.ClusterService", _) => Need::Policy(Policy::Operator),
+        .map_or(path, |(s, _)| s);
+    match service {
+        "grpc.health.v1.Health" => Need::Nothing,
+        s if s.starts_with("grpc.reflection.") => Need::AnyToken,
+        "cathedral.internal.v1.Peer" => Need::Node,
         _ => Need::Policy(Policy::Management),
     }
 }

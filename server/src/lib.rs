@@ -19,6 +19,8 @@
 //!   an authenticated UDP transport; `tags` the run-time tag overlay file.
 //! - `output`: job output files and their streaming.
 //! - `http`: `/healthz` and `/readyz` (over TLS when the node has a certificate).
+//! - `methods`: every API method once (gRPC path, what a caller needs, whether it writes,
+//!   its REST routes), which auth, metrics, REST and OpenAPI read.
 //! - `auth`: the tower layer that decides every call (tokens by policy, nodes by
 //!   certificate and cluster-key credential); `acl_service` the public `AclService`;
 //!   `security` TLS configurations and node credentials.
@@ -41,6 +43,7 @@ mod history;
 mod http;
 mod identity;
 mod leader;
+pub mod methods;
 /// The metrics a node counts (public for the benchmark of what counting costs).
 pub mod metrics;
 mod node;

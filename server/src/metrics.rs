@@ -290,57 +290,7 @@ fn describe() {
 /// The label for a gRPC path: `Service/Method` of the services this server has, `other`
 /// for anything else (bounded cardinality whatever clients send).
 pub fn method_label(path: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "JobService/SubmitJob",
-        "JobService/SubmitWorkflow",
-        "JobService/GetJob",
-        "JobService/ListJobs",
-        "JobService/CancelJob",
-        "JobService/WatchJob",
-        "JobService/GetJobOutput",
-        "JobService/WatchEvents",
-        "JobService/ExplainJob",
-        "JobService/RerunWorkflow",
-        "JobService/ListWorkflows",
-        "JobService/GetWorkflow",
-        "ClusterService/Status",
-        "ClusterService/RemoveNode",
-        "ClusterService/TriggerSnapshot",
-        "ClusterService/ListNodes",
-        "ClusterService/SetNodeTags",
-        "ClusterService/ReadLog",
-        "CronService/CreateCron",
-        "CronService/ListCrons",
-        "CronService/GetCron",
-        "CronService/SetCronPaused",
-        "CronService/DeleteCron",
-        "CronService/PreviewCron",
-        "AclService/Bootstrap",
-        "AclService/CreateToken",
-        "AclService/ListTokens",
-        "AclService/RevokeToken",
-        "AclService/WhoAmI",
-        "Peer/AppendEntries",
-        "Peer/Vote",
-        "Peer/InstallSnapshot",
-        "Peer/Forward",
-        "Peer/ForwardBatch",
-        "Peer/Join",
-        "Peer/GossipSeeds",
-        "Peer/SetTags",
-        "Peer/FetchOutput",
-    ];
-    let short = path
-        .rsplit_once('/')
-        .and_then(|(svc, m)| svc.rsplit('.').next().map(|s| (s, m)));
-    match short {
-        Some((svc, m)) => KNOWN
-            .iter()
-            .find(|k| k.split_once('/') == Some((svc, m)))
-            .copied()
-            .unwrap_or("other"),
-        None => "other",
-    }
+    crate::methods::find(path).map_or("other", crate::methods::Method::label)
 }
 
 /// A call's series: its counter and its latency histogram, by (method, code).

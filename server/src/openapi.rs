@@ -12,10 +12,9 @@ use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FileDescriptorSet};
 use serde_json::{json, Map, Value};
 
-/// What a route takes and answers.
+/// What a route takes and answers; its verb and path are the method table's
+/// (`methods::rest`), found by the operation id.
 struct Route {
-    method: &'static str,
-    path: &'static str,
     operation: &'static str,
     summary: &'static str,
     /// The JSON body's message, if the route takes one.
@@ -42,8 +41,6 @@ const CRON_NAME: (&str, &str, &str, &str) = ("name", "path", "string", "The cron
 /// Every route of the REST API (see `rest::routes`).
 const ROUTES: &[Route] = &[
     Route {
-        method: "post",
-        path: "/v1/jobs",
         operation: "SubmitJob",
         summary: "Submit a job; answered once its entry is committed and applied.",
         body: Some("SubmitJobRequest"),
@@ -51,8 +48,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("SubmitJobResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/jobs",
         operation: "ListJobs",
         summary: "List jobs, a page at a time, filtered by state, name prefix or node.",
         body: None,
@@ -69,8 +64,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("ListJobsResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/jobs/{id}",
         operation: "GetJob",
         summary: "One job and its attempts.",
         body: None,
@@ -78,8 +71,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("Job"),
     },
     Route {
-        method: "post",
-        path: "/v1/jobs/{id}/cancel",
         operation: "CancelJob",
         summary: "Cancel a job (and the jobs that depend on it).",
         body: Some("CancelJobRequest"),
@@ -87,8 +78,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("CancelJobResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/jobs/{id}/output",
         operation: "GetJobOutput",
         summary: "An attempt's captured output, fetched from the node that ran it.",
         body: None,
@@ -100,8 +89,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Bytes,
     },
     Route {
-        method: "post",
-        path: "/v1/workflows",
         operation: "SubmitWorkflow",
         summary: "Submit a DAG of jobs, accepted or refused as a whole.",
         body: Some("SubmitWorkflowRequest"),
@@ -109,8 +96,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("SubmitWorkflowResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/workflows",
         operation: "ListWorkflows",
         summary: "Workflows, newest first, a page at a time, with their jobs' states counted.",
         body: None,
@@ -122,8 +107,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("ListWorkflowsResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/workflows/{id}",
         operation: "GetWorkflow",
         summary: "One workflow: its name, its jobs by key, their states counted.",
         body: None,
@@ -131,8 +114,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("WorkflowView"),
     },
     Route {
-        method: "post",
-        path: "/v1/workflows/{id}/rerun",
         operation: "RerunWorkflow",
         summary: "Run a failed, timed-out or cancelled job of the workflow again, with every job after it.",
         body: Some("RerunWorkflowRequest"),
@@ -140,8 +121,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("RerunWorkflowResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/jobs/{id}/explain",
         operation: "ExplainJob",
         summary: "Why a job is where it is, and each node's verdict for a runnable one.",
         body: None,
@@ -149,8 +128,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("ExplainJobResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/crons",
         operation: "ListCrons",
         summary: "Every cron with its next fire.",
         body: None,
@@ -158,8 +135,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("ListCronsResponse"),
     },
     Route {
-        method: "post",
-        path: "/v1/crons",
         operation: "CreateCron",
         summary: "Create a cron: a job or a workflow launched on a schedule.",
         body: Some("CreateCronRequest"),
@@ -167,8 +142,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("CreateCronResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/crons/{name}",
         operation: "GetCron",
         summary: "One cron and its recent decisions.",
         body: None,
@@ -176,8 +149,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("Cron"),
     },
     Route {
-        method: "delete",
-        path: "/v1/crons/{name}",
         operation: "DeleteCron",
         summary: "Delete a cron (what it launched keeps running).",
         body: None,
@@ -185,8 +156,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("DeleteCronResponse"),
     },
     Route {
-        method: "post",
-        path: "/v1/crons/{name}/pause",
         operation: "PauseCron",
         summary: "Pause a cron: no fire is owed for the paused time.",
         body: None,
@@ -194,8 +163,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("SetCronPausedResponse"),
     },
     Route {
-        method: "post",
-        path: "/v1/crons/{name}/resume",
         operation: "ResumeCron",
         summary: "Resume a paused cron.",
         body: None,
@@ -203,8 +170,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("SetCronPausedResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/dashboard/history",
         operation: "DashboardHistory",
         summary: "The last hour of the node's own measurements, a sample every 10 s, for the dashboard's charts (not a gRPC method).",
         body: None,
@@ -212,8 +177,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Json("An object: sample_ms, and samples (oldest first), each with at_ms, jobs_started_per_s, jobs_finished_per_s, queue_depth, queue_wait_p50_ms, queue_wait_p99_ms, committed_per_s, fsyncs_per_s, fsync_p99_us and nodes (id, address, running, slots)."),
     },
     Route {
-        method: "get",
-        path: "/v1/cluster",
         operation: "Status",
         summary: "Raft's view from the node asked: leader, term, indexes, members.",
         body: None,
@@ -221,8 +184,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("StatusResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/nodes",
         operation: "ListNodes",
         summary: "Every node: liveness, tags, capacity, load.",
         body: None,
@@ -230,8 +191,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("ListNodesResponse"),
     },
     Route {
-        method: "delete",
-        path: "/v1/nodes/{id}",
         operation: "RemoveNode",
         summary: "Retire a node and remove it from Raft's membership.",
         body: None,
@@ -239,8 +198,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("RemoveNodeResponse"),
     },
     Route {
-        method: "post",
-        path: "/v1/nodes/{id}/tags",
         operation: "SetNodeTags",
         summary: "Set and unset a node's tags at run time.",
         body: Some("SetNodeTagsRequest"),
@@ -248,8 +205,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("SetNodeTagsResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/log",
         operation: "ReadLog",
         summary: "Entries of the node's log with what each decided, its checkpoints and the snapshots it holds.",
         body: None,
@@ -260,8 +215,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("ReadLogResponse"),
     },
     Route {
-        method: "post",
-        path: "/v1/snapshots",
         operation: "TriggerSnapshot",
         summary: "Write a snapshot of the node's state now.",
         body: None,
@@ -269,8 +222,6 @@ const ROUTES: &[Route] = &[
         answer: Answer::Message("TriggerSnapshotResponse"),
     },
     Route {
-        method: "get",
-        path: "/v1/events",
         operation: "WatchEvents",
         summary: "Server-Sent Events: every applied change, in log order, from a position the node holds, then live. Each event's id is INDEX.SEQ; Last-Event-ID resumes after it.",
         body: None,
@@ -320,12 +271,13 @@ fn build() -> Value {
     );
     let mut paths = Map::new();
     for r in ROUTES {
+        let route = crate::methods::rest(r.operation).expect("every route is in the method table");
         let entry = paths
-            .entry(r.path.to_string())
+            .entry(route.path.to_string())
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .expect("an object");
-        entry.insert(r.method.into(), operation(r));
+        entry.insert(route.verb.into(), operation(r));
     }
     json!({
         "openapi": "3.0.3",
@@ -494,5 +446,25 @@ mod tests {
         assert_eq!(job["state"]["$ref"], "#/components/schemas/JobState");
         assert_eq!(schemas["JobSpec"]["properties"]["env"]["type"], "object");
         assert_eq!(job["attempts"]["type"], "array");
+    }
+
+    #[test]
+    fn every_route_of_the_method_table_is_described_once() {
+        let described: Vec<&str> = ROUTES.iter().map(|r| r.operation).collect();
+        let mut table: Vec<&str> = crate::methods::rest_routes()
+            .map(|(_, r)| r.operation)
+            .collect();
+        let mut sorted = described.clone();
+        sorted.sort_unstable();
+        table.sort_unstable();
+        assert_eq!(sorted, table);
+        let doc = document();
+        for (_, r) in crate::methods::rest_routes() {
+            assert_eq!(
+                doc["paths"][r.path][r.verb]["operationId"], r.operation,
+                "{} {}",
+                r.verb, r.path
+            );
+        }
     }
 }

@@ -159,19 +159,6 @@ impl Peer for PeerService {
         }))
     }
 
-    async fn forward(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        self.check_target(req.target)?;
-        let proposal: Proposal = decode(&req.body).map_err(bad)?;
-        let reply = match self.node.raft.current_leader().await {
-            Some(l) if l == self.node.id => self.node.execute(&proposal).await,
-            leader => Err(ServerError::NotLeader { leader }),
-        };
-        Ok(Response::new(RaftReply {
-            body: encode(&reply),
-        }))
-    }
-
     /// Proposals a follower forwarded together: each goes through this node's write path
     /// at once (so the batcher can put them in one entry), answered in order.
     async fn forward_batch(

@@ -77,9 +77,15 @@ pub async fn copy_from(node: &Node, from: NodeId, job: u64, attempt: u32) -> Res
     let dir = path.parent().expect("outputs dir").to_path_buf();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
+        // The copy is durable before its name says it is there (the holder confirms the
+        // copy to the retention that may then drop the original): data, rename, directory.
         let tmp = path.with_extension("log.part");
-        std::fs::write(&tmp, &data)?;
-        std::fs::rename(&tmp, &path)
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &data)?;
+        f.sync_data()?;
+        drop(f);
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir)?.sync_all()
     })
     .await
     .map_err(|e| e.to_string())?

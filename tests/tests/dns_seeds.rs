@@ -26,7 +26,20 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// A port free on 127.0.0.1 for both UDP and TCP: dnsmasq listens on both and exits when
+/// either is taken (the suite's servers hold many TCP ports).
+fn free_dns_port() -> u16 {
+    loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// dnsmasq answering on 127.0.0.1 from `hosts` only (nothing forwarded, no /etc/hosts).
+/// A start that fails (a port taken between the check and its bind) is tried again on
+/// another port; one that cannot start at all skips the test, saying why.
 fn dnsmasq(hosts: &std::path::Path) -> Option<Dnsmasq> {
     let Some(exe) = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
         .into_iter()
@@ -35,26 +48,44 @@ fn dnsmasq(hosts: &std::path::Path) -> Option<Dnsmasq> {
         eprintln!("SKIPPED: dnsmasq is not installed (scripts/test.sh installs it)");
         return None;
     };
-    let port = free_udp_port();
-    let child = Command::new(exe)
-        .arg("--keep-in-foreground")
-        .arg("--conf-file=/dev/null")
-        .arg(format!("--port={port}"))
-        .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
-        .args(["--no-resolv", "--no-hosts", "--pid-file="])
-        .arg(format!("--addn-hosts={}", hosts.display()))
-        // Names it does not know are not forwarded anywhere; answer from the file at once.
-        .args(["--user=root", "--local-ttl=0", "--no-negcache"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    match child {
-        Ok(child) => Some(Dnsmasq { child, port }),
-        Err(e) => {
-            eprintln!("SKIPPED: cannot start dnsmasq: {e}");
-            None
+    let mut last = String::new();
+    for _ in 0..10 {
+        let port = free_dns_port();
+        let child = Command::new(exe)
+            .arg("--keep-in-foreground")
+            .arg("--conf-file=/dev/null")
+            .arg(format!("--port={port}"))
+            .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
+            .args(["--no-resolv", "--no-hosts", "--pid-file="])
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            // Names it does not know are not forwarded anywhere; answer from the file at once.
+            .args(["--user=root", "--local-ttl=0", "--no-negcache"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("SKIPPED: cannot start dnsmasq: {e}");
+                return None;
+            }
+        };
+        // It binds its sockets before it serves: one that is still running after a
+        // moment has them.
+        std::thread::sleep(Duration::from_millis(300));
+        match child.try_wait() {
+            Ok(None) => return Some(Dnsmasq { child, port }),
+            _ => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                last = format!("port {port}: {}", err.trim());
+            }
         }
     }
+    panic!("dnsmasq did not start on 10 ports; the last: {last}");
 }
 
 fn published(id: u64) -> Published {
@@ -128,8 +159,9 @@ async fn members_find_each_other_through_dns_records_resolved_at_every_attempt()
     unsafe {
         libc::kill(dns.child.id() as i32, libc::SIGHUP);
     }
-    let attempt = joining
+    let attempt = tokio::time::timeout(Duration::from_secs(90), joining)
         .await
+        .expect("b joins within 90 s (a lookup the DNS server does not answer waits for the resolver's timeout)")
         .unwrap()
         .expect("b joins once the name resolves");
     assert!(

@@ -89,6 +89,23 @@ async fn every_route_answers_json_with_the_grpc_apis_bounds_and_errors() {
     let mut s = Server::start(&tmp.path().join("node"), &[]);
     s.wait_ready();
 
+    // Every route of the method table is served (an unknown id or name is fine; an
+    // unknown route or verb is not).
+    for (m, r) in cathedral_server::methods::rest_routes() {
+        let mut path = r.path.replace("{id}", "999999").replace("{name}", "nope");
+        if r.path == "/v1/events" {
+            path += "?stop_at_applied=true";
+        }
+        let verb = r.verb.to_uppercase();
+        let body = (verb == "POST").then_some("{}");
+        let (code, text) = curl(&s, &verb, &path, body, None);
+        assert!(
+            code != 405 && !(code == 404 && text.contains("no such route")),
+            "{verb} {path} ({}): {code} {text}",
+            m.path
+        );
+    }
+
     // Submit, get, output.
     let r = call(
         &s,

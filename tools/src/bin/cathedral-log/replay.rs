@@ -139,6 +139,14 @@ pub fn cmd_replay(
     if as_json || whole_state {
         if whole_state {
             s["state"] = serde_json::to_value(&r.state).map_err(|e| e.to_string())?;
+            // The state's own encoding leaves the jobs to the snapshot code: put them in.
+            let jobs: serde_json::Map<String, serde_json::Value> = r
+                .state
+                .jobs()
+                .map(|j| Ok((j.id.to_string(), serde_json::to_value(&*j)?)))
+                .collect::<Result<_, serde_json::Error>>()
+                .map_err(|e| e.to_string())?;
+            s["state"]["jobs"] = serde_json::Value::Object(jobs);
             s["crons"] = serde_json::to_value(r.state.crons()).map_err(|e| e.to_string())?;
         }
         crate::ids_as_strings(&mut s);

@@ -1,0 +1,226 @@
+//! Every API method, once: its gRPC path, what a caller needs, whether it writes to the
+//! log, and its REST routes. Access control (`auth::need`), the metrics label
+//! (`metrics::method_label`), the REST API (`rest`, whose calls name the method they
+//! stand for) and the OpenAPI document (`openapi`, whose routes take their verb and path
+//! from here) read it. Tests hold it against the proto's descriptor set (a method the
+//! proto has and the table does not fails them) and against the REST router.
+
+use cathedral_consensus::acl::Policy;
+
+use crate::auth::Need;
+
+/// One gRPC method.
+#[derive(Debug)]
+pub struct Method {
+    /// `/package.Service/Method`, as gRPC names it.
+    pub path: &'static str,
+    /// What a caller needs.
+    pub need: Need,
+    /// Whether it proposes a log entry (changes the replicated state).
+    pub writes: bool,
+    /// Its REST routes, if any.
+    pub rest: &'static [Rest],
+}
+
+/// One REST route.
+#[derive(Debug)]
+pub struct Rest {
+    /// The HTTP method, lower case (as OpenAPI writes it).
+    pub verb: &'static str,
+    /// The path, with `{parameters}`.
+    pub path: &'static str,
+    /// The OpenAPI operation id.
+    pub operation: &'static str,
+}
+
+impl Method {
+    /// `Service/Method`: the metrics label.
+    pub fn label(&self) -> &'static str {
+        let p = self.path;
+        &p[p.rfind('.').map_or(1, |i| i + 1)..]
+    }
+
+    /// The gRPC service, `package.Service`.
+    pub fn service(&self) -> &'static str {
+        let p = self.path.trim_start_matches('/');
+        p.split_once('/').map_or(p, |(s, _)| s)
+    }
+
+    /// The method's name.
+    pub fn name(&self) -> &'static str {
+        self.path.rsplit_once('/').map_or(self.path, |(_, m)| m)
+    }
+}
+
+const fn m(path: &'static str, need: Need, writes: bool, rest: &'static [Rest]) -> Method {
+    Method {
+        path,
+        need,
+        writes,
+        rest,
+    }
+}
+
+const fn r(verb: &'static str, path: &'static str, operation: &'static str) -> Rest {
+    Rest {
+        verb,
+        path,
+        operation,
+    }
+}
+
+const READ: Need = Need::Policy(Policy::Read);
+const SUBMIT: Need = Need::Policy(Policy::Submit);
+const OPERATOR: Need = Need::Policy(Policy::Operator);
+const MANAGEMENT: Need = Need::Policy(Policy::Management);
+const NODE: Need = Need::Node;
+
+/// Every method of the public API (`cathedral.v1`) and of the peer service.
+#[rustfmt::skip]
+pub const METHODS: &[Method] = &[
+    m("/cathedral.v1.JobService/SubmitJob", SUBMIT, true, &[r("post", "/v1/jobs", "SubmitJob")]),
+    m("/cathedral.v1.JobService/SubmitWorkflow", SUBMIT, true, &[r("post", "/v1/workflows", "SubmitWorkflow")]),
+    m("/cathedral.v1.JobService/GetJob", READ, false, &[r("get", "/v1/jobs/{id}", "GetJob")]),
+    m("/cathedral.v1.JobService/ListJobs", READ, false, &[r("get", "/v1/jobs", "ListJobs")]),
+    m("/cathedral.v1.JobService/CancelJob", SUBMIT, true, &[r("post", "/v1/jobs/{id}/cancel", "CancelJob")]),
+    m("/cathedral.v1.JobService/WatchJob", READ, false, &[]),
+    m("/cathedral.v1.JobService/GetJobOutput", READ, false, &[r("get", "/v1/jobs/{id}/output", "GetJobOutput")]),
+    m("/cathedral.v1.JobService/WatchEvents", READ, false, &[r("get", "/v1/events", "WatchEvents")]),
+    m("/cathedral.v1.JobService/ExplainJob", READ, false, &[r("get", "/v1/jobs/{id}/explain", "ExplainJob")]),
+    m("/cathedral.v1.JobService/RerunWorkflow", SUBMIT, true, &[r("post", "/v1/workflows/{id}/rerun", "RerunWorkflow")]),
+    m("/cathedral.v1.JobService/ListWorkflows", READ, false, &[r("get", "/v1/workflows", "ListWorkflows")]),
+    m("/cathedral.v1.JobService/GetWorkflow", READ, false, &[r("get", "/v1/workflows/{id}", "GetWorkflow")]),
+    m("/cathedral.v1.ClusterService/Status", READ, false, &[r("get", "/v1/cluster", "Status")]),
+    m("/cathedral.v1.ClusterService/RemoveNode", OPERATOR, true, &[r("delete", "/v1/nodes/{id}", "RemoveNode")]),
+    m("/cathedral.v1.ClusterService/TriggerSnapshot", OPERATOR, false, &[r("post", "/v1/snapshots", "TriggerSnapshot")]),
+    m("/cathedral.v1.ClusterService/ListNodes", OPERATOR, false, &[r("get", "/v1/nodes", "ListNodes")]),
+    m("/cathedral.v1.ClusterService/SetNodeTags", OPERATOR, false, &[r("post", "/v1/nodes/{id}/tags", "SetNodeTags")]),
+    m("/cathedral.v1.ClusterService/ReadLog", OPERATOR, false, &[r("get", "/v1/log", "ReadLog")]),
+    m("/cathedral.v1.CronService/CreateCron", SUBMIT, true, &[r("post", "/v1/crons", "CreateCron")]),
+    m("/cathedral.v1.CronService/ListCrons", READ, false, &[r("get", "/v1/crons", "ListCrons")]),
+    m("/cathedral.v1.CronService/GetCron", READ, false, &[r("get", "/v1/crons/{name}", "GetCron")]),
+    m(
+        "/cathedral.v1.CronService/SetCronPaused",
+        SUBMIT,
+        true,
+        &[
+            r("post", "/v1/crons/{name}/pause", "PauseCron"),
+            r("post", "/v1/crons/{name}/resume", "ResumeCron"),
+        ],
+    ),
+    m("/cathedral.v1.CronService/DeleteCron", SUBMIT, true, &[r("delete", "/v1/crons/{name}", "DeleteCron")]),
+    m("/cathedral.v1.CronService/PreviewCron", READ, false, &[]),
+    m("/cathedral.v1.AclService/Bootstrap", Need::Nothing, true, &[]),
+    m("/cathedral.v1.AclService/CreateToken", MANAGEMENT, true, &[]),
+    m("/cathedral.v1.AclService/ListTokens", MANAGEMENT, false, &[]),
+    m("/cathedral.v1.AclService/RevokeToken", MANAGEMENT, true, &[]),
+    m("/cathedral.v1.AclService/WhoAmI", Need::AnyToken, false, &[]),
+    m("/cathedral.internal.v1.Peer/AppendEntries", NODE, false, &[]),
+    m("/cathedral.internal.v1.Peer/Vote", NODE, false, &[]),
+    m("/cathedral.internal.v1.Peer/InstallSnapshot", NODE, false, &[]),
+    m("/cathedral.internal.v1.Peer/ForwardBatch", NODE, true, &[]),
+    m("/cathedral.internal.v1.Peer/Join", NODE, true, &[]),
+    m("/cathedral.internal.v1.Peer/FetchOutput", NODE, false, &[]),
+    m("/cathedral.internal.v1.Peer/GossipSeeds", NODE, false, &[]),
+    m("/cathedral.internal.v1.Peer/SetTags", NODE, false, &[]),
+    m("/cathedral.internal.v1.Peer/ReadIndex", NODE, false, &[]),
+];
+
+/// REST routes that stand for no gRPC method: the method whose need they take.
+pub const REST_ONLY: &[(Rest, &str)] = &[(
+    r("get", "/v1/dashboard/history", "DashboardHistory"),
+    "/cathedral.v1.ClusterService/Status",
+)];
+
+/// The method at `path` (`/package.Service/Method`).
+pub fn find(path: &str) -> Option<&'static Method> {
+    METHODS.iter().find(|m| m.path == path)
+}
+
+/// Every REST route: the method's (or, for a REST-only route, the one whose need it
+/// takes) and the route.
+pub fn rest_routes() -> impl Iterator<Item = (&'static Method, &'static Rest)> {
+    METHODS
+        .iter()
+        .flat_map(|m| m.rest.iter().map(move |r| (m, r)))
+        .chain(
+            REST_ONLY
+                .iter()
+                .map(|(r, of)| (find(of).expect("REST_ONLY names a method"), r)),
+        )
+}
+
+/// The REST route with OpenAPI operation id `operation`.
+pub fn rest(operation: &str) -> Option<&'static Rest> {
+    rest_routes()
+        .map(|(_, r)| r)
+        .find(|r| r.operation == operation)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use prost::Message;
+    use prost_types::FileDescriptorSet;
+
+    use super::*;
+
+    #[test]
+    fn the_table_names_every_method_of_the_proto_and_no_other() {
+        let fds = FileDescriptorSet::decode(crate::api::FILE_DESCRIPTOR_SET).unwrap();
+        let mut proto = BTreeSet::new();
+        for file in &fds.file {
+            for s in &file.service {
+                for m in &s.method {
+                    proto.insert(format!("/{}.{}/{}", file.package(), s.name(), m.name()));
+                }
+            }
+        }
+        let table: BTreeSet<String> = METHODS.iter().map(|m| m.path.to_string()).collect();
+        assert_eq!(
+            proto.difference(&table).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "methods the proto has and the table lacks"
+        );
+        assert_eq!(
+            table.difference(&proto).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "methods the table has and the proto lacks"
+        );
+        assert_eq!(table.len(), METHODS.len(), "a method listed twice");
+    }
+
+    #[test]
+    fn labels_operations_and_routes_are_unique() {
+        let labels: BTreeSet<&str> = METHODS.iter().map(Method::label).collect();
+        assert_eq!(labels.len(), METHODS.len());
+        assert_eq!(
+            find("/cathedral.v1.JobService/SubmitJob").unwrap().label(),
+            "JobService/SubmitJob"
+        );
+        assert_eq!(
+            find("/cathedral.internal.v1.Peer/Vote").unwrap().label(),
+            "Peer/Vote"
+        );
+        let m = find("/cathedral.v1.CronService/SetCronPaused").unwrap();
+        assert_eq!(
+            (m.service(), m.name()),
+            ("cathedral.v1.CronService", "SetCronPaused")
+        );
+        let ops: BTreeSet<&str> = rest_routes().map(|(_, r)| r.operation).collect();
+        let routes: BTreeSet<(&str, &str)> = rest_routes().map(|(_, r)| (r.verb, r.path)).collect();
+        assert_eq!(ops.len(), rest_routes().count());
+        assert_eq!(routes.len(), rest_routes().count());
+        // Whatever writes needs at least `submit` (or is the bootstrap, or a node's).
+        for m in METHODS.iter().filter(|m| m.writes) {
+            assert!(
+                matches!(m.need, Need::Nothing | Need::Node)
+                    || matches!(m.need, Need::Policy(p) if p >= Policy::Submit),
+                "{} writes with {:?}",
+                m.path,
+                m.need
+            );
+        }
+    }
+}
