@@ -56,6 +56,12 @@ fn decode(bytes: &[u8]) -> Job {
     postcard::from_bytes(bytes).expect("a held job's encoding decodes")
 }
 
+/// A job as the map holds it (see [`Jobs::held`]).
+pub(crate) enum Held<'a> {
+    Encoded(&'a [u8]),
+    Value(&'a Job),
+}
+
 /// The jobs by id. See the module docs.
 #[derive(Clone, Default)]
 pub(crate) struct Jobs {
@@ -142,6 +148,15 @@ impl Jobs {
         range: R,
     ) -> impl DoubleEndedIterator<Item = Cow<'_, Job>> {
         self.map.range(range).map(|(_, c)| c.job())
+    }
+
+    /// Every job as held, in id order: an ended one as its encoding, any other as its
+    /// value (what a snapshot writes, without encoding either again).
+    pub fn held(&self) -> impl Iterator<Item = (JobId, JobState, Held<'_>)> {
+        self.map.iter().map(|(id, c)| match c {
+            Cell::Live(j) => (*id, j.state, Held::Value(j)),
+            Cell::Ended { state, bytes } => (*id, *state, Held::Encoded(bytes)),
+        })
     }
 
     /// Ids and states in id order, without decoding.

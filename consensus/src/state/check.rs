@@ -1,0 +1,129 @@
+//! What a proposer asks before it proposes: whether a command would be accepted, and
+//! whether it repeats one already accepted (answered without a log entry).
+
+use super::*;
+
+impl ClusterState {
+    /// The answer to `command` when it repeats a request this state already accepted, so
+    /// a proposer answers it without a log entry: a submission whose every job carries an
+    /// idempotency key this state holds (the jobs those keys name), or a workflow whose
+    /// jobs are exactly the jobs of one workflow by their keys (that workflow). `None`: not
+    /// a repeat. [`apply`](Self::apply) gives the same answer for a repeat that was
+    /// proposed anyway (two copies in flight), so the result does not depend on timing.
+    pub fn repeat(&self, command: &Command) -> Option<Response> {
+        match command {
+            Command::Request { id, command } => match self.requests.lookup(id, command) {
+                Lookup::Answered(a) => Some(a.response.clone()),
+                Lookup::Conflict(_) => None,
+                Lookup::New => self.repeat(command),
+            },
+            Command::Authored { command, .. } | Command::WithJobOptions { command, .. } => {
+                self.repeat(command)
+            }
+            Command::SubmitJobs { jobs, .. } => {
+                let ids: Option<Vec<JobId>> = jobs.iter().map(|s| self.job_of_key(s)).collect();
+                ids.filter(|ids| !ids.is_empty())
+                    .map(|jobs| Response::Submitted { jobs })
+            }
+            Command::SubmitWorkflow { jobs, .. } => {
+                self.repeated_workflow(jobs)
+                    .map(|w| Response::WorkflowSubmitted {
+                        workflow: w.id,
+                        jobs: w.jobs.clone(),
+                    })
+            }
+            _ => None,
+        }
+    }
+
+    /// The job `spec`'s idempotency key names, if any.
+    pub(super) fn job_of_key(&self, spec: &JobSpec) -> Option<JobId> {
+        spec.idempotency_key
+            .as_ref()
+            .and_then(|k| self.idempotency.get(k))
+            .copied()
+    }
+
+    /// Whether `command` would be accepted by [`apply`](Self::apply) on this state: a
+    /// proposer checks it first so that bad input never takes a log entry. Apply checks
+    /// again: a job named here may have been collected (retention) in between.
+    pub fn check(&self, command: &Command) -> std::result::Result<(), Invalid> {
+        match command {
+            Command::Request { id, command } => {
+                id.check()?;
+                if !command.batchable() || matches!(**command, Command::Request { .. }) {
+                    return Err(Invalid::new(
+                        "request",
+                        format!("a {} cannot be a request", command.kind()),
+                    ));
+                }
+                if let Lookup::Conflict(e) = self.requests.lookup(id, command) {
+                    return Err(e);
+                }
+                self.check(command)
+            }
+            Command::Authored { command, .. } => {
+                authored_allowed(command)?;
+                self.check(command)
+            }
+            Command::WithJobOptions { options, command } => {
+                crate::command::check_job_options(options, command)?;
+                self.check(command)
+            }
+            Command::SubmitJobs { jobs, .. } => self.check_submit(jobs),
+            Command::SubmitWorkflow { name, jobs, .. } => {
+                self.plan_workflow(name, jobs).map(|_| ())
+            }
+            Command::AclBootstrap { token, .. } => self.acl.check_add(token, true),
+            Command::TokenCreate { token, .. } => self.acl.check_add(token, false),
+            Command::Cron { op, .. } => self.crons.check(op),
+            Command::RerunWorkflow { workflow, from, .. } => {
+                self.rerun_plan(*workflow, *from).map(|_| ())
+            }
+            Command::TaskOutputs { outputs, .. } => crate::command::check_outputs(outputs),
+            Command::SetRules { rules, .. } => rules.validate(),
+            Command::Enable { .. } => Ok(()),
+            Command::Collect { jobs, .. } if jobs.len() > limits::COLLECT_PER_ENTRY_MAX => {
+                Err(Invalid::new(
+                    "jobs",
+                    format!(
+                        "{} ids > COLLECT_PER_ENTRY_MAX {}",
+                        jobs.len(),
+                        limits::COLLECT_PER_ENTRY_MAX
+                    ),
+                ))
+            }
+            Command::TokenRevoke { accessor, .. } => match self.acl.token(accessor) {
+                Some(_) => Ok(()),
+                None => Err(Invalid::new("accessor", format!("no token {accessor}"))),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn check_submit(&self, specs: &[JobSpec]) -> std::result::Result<(), Invalid> {
+        if specs.is_empty() || specs.len() > limits::SUBMIT_BATCH_MAX {
+            return Err(Invalid::new(
+                "jobs",
+                format!(
+                    "must hold 1..={} jobs (SUBMIT_BATCH_MAX)",
+                    limits::SUBMIT_BATCH_MAX
+                ),
+            ));
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            self.check_spec(spec)
+                .map_err(|e| e.at(&format!("jobs[{i}]")))?;
+        }
+        unique_keys(specs.iter())
+    }
+
+    /// Spec validity plus references: every dependency must exist.
+    pub(super) fn check_spec(&self, spec: &JobSpec) -> std::result::Result<(), Invalid> {
+        spec.validate()?;
+        if let Some(d) = spec.depends_on.iter().find(|d| !self.jobs.contains_key(d)) {
+            return Err(Invalid::new("depends_on", format!("unknown job {d}")));
+        }
+        Ok(())
+    }
+}

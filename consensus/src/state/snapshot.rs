@@ -1,0 +1,229 @@
+//! The state as snapshot bytes, and back: every body version since the first loads.
+
+use super::*;
+
+/// Version 2 appends the answered-request table after the state, version 3 the access
+/// control state after that, version 4 the crons, rerun bases and step outputs, version 5
+/// the rules, version 6 the end times, version 7 the jobs' own retentions; version 8
+/// writes each job as its encoding (with its state) instead of as a value, so an ended
+/// job held as its encoding is written and loaded as it is. Every earlier version still
+/// loads.
+pub(super) const SNAPSHOT_VERSION: u16 = 8;
+
+/// The jobs as a snapshot (version 8) writes them: a sequence of `(id, state, held)`,
+/// `held` an enum: `Encoded(bytes)` (a length, then the job's postcard bytes: an ended job
+/// as the state holds it) or `Value(job)` (any other, encoded in place) — neither is
+/// encoded twice.
+pub(super) struct EncodedJobs<'a>(&'a Jobs);
+
+/// How one job is read from a version 8 snapshot (variant order fixed by the format;
+/// written by `EncodedJobs`).
+#[derive(Deserialize)]
+pub(super) enum HeldJob<'a> {
+    Encoded(&'a [u8]),
+    Value(Box<Job>),
+}
+
+impl Serialize for EncodedJobs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        /// `HeldJob` by reference (its encoding, without copying the job).
+        enum Ref<'b> {
+            Encoded(&'b [u8]),
+            Value(&'b Job),
+        }
+        impl Serialize for Ref<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                struct Raw<'c>(&'c [u8]);
+                impl Serialize for Raw<'_> {
+                    fn serialize<S: serde::Serializer>(
+                        &self,
+                        s: S,
+                    ) -> std::result::Result<S::Ok, S::Error> {
+                        s.serialize_bytes(self.0)
+                    }
+                }
+                match self {
+                    Ref::Encoded(b) => {
+                        s.serialize_newtype_variant("HeldJob", 0, "Encoded", &Raw(b))
+                    }
+                    Ref::Value(j) => s.serialize_newtype_variant("HeldJob", 1, "Value", j),
+                }
+            }
+        }
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (id, state, held) in self.0.held() {
+            let r = match held {
+                crate::jobs::Held::Encoded(b) => Ref::Encoded(b),
+                crate::jobs::Held::Value(j) => Ref::Value(j),
+            };
+            seq.serialize_element(&(id, state, r))?;
+        }
+        seq.end()
+    }
+}
+
+impl ClusterState {
+    /// What a snapshot encodes, in order: the version, the state, then the parts added
+    /// after version 1 (each read only from the version that added it).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn snapshot_parts(
+        &self,
+    ) -> (
+        u16,
+        EncodedJobs<'_>,
+        &Self,
+        &Requests,
+        &Acl,
+        &crate::cron::Crons,
+        &BTreeMap<JobId, u32>,
+        &BTreeMap<JobId, BTreeMap<String, String>>,
+        &Option<Rules>,
+        &imbl::OrdMap<JobId, u64>,
+        &BTreeMap<JobId, u64>,
+        &BTreeSet<Feature>,
+    ) {
+        (
+            SNAPSHOT_VERSION,
+            EncodedJobs(&self.jobs),
+            self,
+            &self.requests,
+            &self.acl,
+            &self.crons,
+            &self.rerun_base,
+            &self.outputs,
+            &self.rules,
+            &self.ended_at,
+            &self.retain,
+            &self.features,
+        )
+    }
+
+    /// A copy of what a snapshot encodes, for writing it beside apply: the jobs and their
+    /// end times are shared (O(1)); the derived parts (job digests, indexes) are left out —
+    /// a copy to encode, never to apply to (a snapshot loaded back rebuilds them).
+    pub fn snapshot_copy(&self) -> ClusterState {
+        ClusterState {
+            jobs: self.jobs.clone(),
+            workflows: self.workflows.clone(),
+            nodes: self.nodes.clone(),
+            idempotency: self.idempotency.clone(),
+            next_job: self.next_job,
+            next_workflow: self.next_workflow,
+            checkpoints: self.checkpoints.clone(),
+            counters: self.counters.clone(),
+            last_applied: self.last_applied,
+            digests: JobDigests::default(),
+            index: JobIndex::default(),
+            requests: self.requests.clone(),
+            acl: self.acl.clone(),
+            crons: self.crons.clone(),
+            rerun_base: self.rerun_base.clone(),
+            outputs: self.outputs.clone(),
+            rules: self.rules,
+            ended_at: self.ended_at.clone(),
+            ended_order: imbl::OrdSet::new(),
+            retain: self.retain.clone(),
+            own_due: imbl::OrdSet::new(),
+            features: self.features.clone(),
+            collected: Vec::new(),
+            keep_collected: false,
+            attempts_ended: Tally::default(),
+            recorder: Recorder::default(),
+        }
+    }
+
+    /// The state as snapshot bytes (versioned).
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.snapshot_parts()).expect("state always encodes")
+    }
+
+    /// Streams the state's snapshot encoding (the same bytes as [`to_snapshot`]) into `w`,
+    /// without building it in memory first.
+    ///
+    /// [`to_snapshot`]: ClusterState::to_snapshot
+    pub fn write_snapshot<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
+        let w = std::io::BufWriter::with_capacity(1 << 16, w);
+        postcard::to_io(&self.snapshot_parts(), w)
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// A state from snapshot bytes.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<ClusterState> {
+        let (version, rest): (u16, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| ConsensusError::Decode(e.to_string()))?;
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
+            return Err(ConsensusError::UnsupportedVersion {
+                found: version,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        // Each version appends parts after the previous one's, so a part is read only
+        // from the version that added it on.
+        let mut rest = rest;
+        fn next<'a, T: Deserialize<'a>>(rest: &mut &'a [u8]) -> Result<T> {
+            let (value, tail) = postcard::take_from_bytes(rest)
+                .map_err(|e| ConsensusError::Decode(e.to_string()))?;
+            *rest = tail;
+            Ok(value)
+        }
+        // The jobs: to version 7 a map of jobs (where the derived encoding of the state
+        // put its first field), from version 8 each job as its encoding, with its state.
+        let (count, tail): (usize, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| ConsensusError::Decode(e.to_string()))?;
+        rest = tail;
+        let mut jobs = Jobs::default();
+        for _ in 0..count {
+            if version >= 8 {
+                let (id, state, held): (JobId, JobState, HeldJob) = next(&mut rest)?;
+                match held {
+                    HeldJob::Encoded(bytes) => jobs.insert_encoded(id, state, bytes),
+                    HeldJob::Value(job) => {
+                        jobs.insert(id, *job);
+                        jobs.settle(&id);
+                    }
+                }
+            } else {
+                let (id, job): (JobId, Job) = next(&mut rest)?;
+                jobs.insert(id, job);
+                jobs.settle(&id);
+            }
+        }
+        let mut state: ClusterState = next(&mut rest)?;
+        state.jobs = jobs;
+        if version >= 2 {
+            state.requests = next(&mut rest)?;
+        }
+        if version >= 3 {
+            state.acl = next(&mut rest)?;
+            state.acl.reindex();
+        }
+        if version >= 4 {
+            state.crons = next(&mut rest)?;
+            state.rerun_base = next(&mut rest)?;
+            state.outputs = next(&mut rest)?;
+        }
+        if version >= 5 {
+            state.rules = next(&mut rest)?;
+        }
+        if version >= 6 {
+            state.ended_at = next(&mut rest)?;
+        }
+        if version >= 7 {
+            state.retain = next(&mut rest)?;
+        }
+        if version >= 8 {
+            state.features = next(&mut rest)?;
+        }
+        let ended: Vec<(JobId, u64)> = state.ended_at.iter().map(|(id, t)| (*id, *t)).collect();
+        for (id, t) in ended {
+            state.order(id, t, true);
+        }
+        state.index = JobIndex::rebuilt(&state.jobs);
+        Ok(state)
+    }
+}
