@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use crate::events::Event;
 
-/// Most events held in memory; the oldest leave first. At some 150 bytes each (the
-/// struct and its detail text), about 40 MiB.
+/// Most events held in memory; the oldest leave first. At some 104 bytes each plus their
+/// detail text, ~30–40 MiB once full (four events per job: ~65,000 jobs' worth).
 pub const EVENTS_RETAINED: usize = 262_144;
 
 /// A position in the event order: a log index and the event's place in its entry.
@@ -69,11 +69,13 @@ impl EventFeed {
             let mut g = self.lock();
             for e in events {
                 debug_assert!(e.index == index);
+                // The oldest leaves before the newest comes in: the buffer never holds
+                // more than `capacity` (pushing first would double it once, for good).
+                if g.events.len() >= self.capacity {
+                    let gone = g.events.pop_front().expect("at capacity, so not empty");
+                    g.floor = gone.next_position();
+                }
                 g.events.push_back(e);
-            }
-            while g.events.len() > self.capacity {
-                let gone = g.events.pop_front().expect("over capacity, so not empty");
-                g.floor = gone.next_position();
             }
             g.last_index = index;
         }
@@ -131,6 +133,22 @@ mod tests {
         e.index = index;
         e.seq = seq;
         e
+    }
+
+    #[test]
+    fn the_buffer_stays_within_its_capacity() {
+        let feed = EventFeed::with_capacity(64);
+        for index in 1..=1000 {
+            feed.push(index, vec![ev(index, 0), ev(index, 1)]);
+        }
+        let g = feed.lock();
+        assert_eq!(g.events.len(), 64);
+        assert!(
+            g.events.capacity() < 128,
+            "the buffer grew to {} slots for 64 events",
+            g.events.capacity()
+        );
+        assert_eq!(g.floor, (968, 2), "after the last event that left");
     }
 
     fn positions(v: &[Event]) -> Vec<Position> {

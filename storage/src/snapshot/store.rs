@@ -419,6 +419,11 @@ impl SnapshotWriter {
         let mut encoder = zstd::stream::Encoder::new(out, level).map_err(io)?;
         // zstd's own frame checksum (XXH64 of the body) also catches a bad decompression.
         encoder.include_checksum(true).map_err(io)?;
+        // Compression in a worker thread of zstd's, beside the caller encoding the state:
+        // the two overlap instead of adding up (SNAPSHOT_COMPRESSION_WORKERS).
+        encoder
+            .multithread(SNAPSHOT_COMPRESSION_WORKERS)
+            .map_err(io)?;
         Ok(SnapshotWriter {
             target,
             tmp: tmp.clone(),
@@ -466,6 +471,10 @@ impl SnapshotWriter {
         info
     }
 }
+
+/// zstd worker threads compressing a snapshot body while it is written (the encoding
+/// of the state runs in the caller's thread; one worker overlaps the two).
+pub const SNAPSHOT_COMPRESSION_WORKERS: u32 = 1;
 
 impl Write for SnapshotWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
