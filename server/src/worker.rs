@@ -644,14 +644,17 @@ async fn retention(node: Arc<Node>, confirmed: Arc<std::sync::Mutex<BTreeSet<Key
             .unwrap_or_default()
     };
     let voters = crate::replicas::voters(&node);
+    // What was confirmed for a file that is gone is forgotten: the set is bounded by the
+    // output files on disk, not by every attempt this node ever ran.
+    let present: BTreeSet<Key> = files.iter().map(|(k, _)| *k).collect();
+    confirmed.lock().unwrap().retain(|k| present.contains(k));
     let (mut keep, own): (BTreeSet<Key>, Vec<(Key, u64, u64)>) = {
         let a = node.applied.read().unwrap();
         let keep = a.state.running_on(node.id).into_iter().collect();
         let own = files
             .into_iter()
             .filter_map(|(key, len)| {
-                let j = a.state.job(key.0)?;
-                let at = j.attempts.iter().find(|x| x.number == key.1)?;
+                let at = a.state.attempt(key.0, key.1)?;
                 (at.node == node.id && at.finished_at_ms.is_some()).then_some(())?;
                 let holder = crate::replicas::replica_holder(&voters, key.0, key.1, node.id)?;
                 Some((key, len, holder))
