@@ -71,11 +71,20 @@ pub enum Feature {
     /// leave the hash's full encoding. Without it (logs written before it existed) the
     /// maps are encoded whole at every checkpoint, as they were.
     JobDigestsCoverTheirRecords,
+    /// A request's print (what a copy of it is recognised by) skips the timestamp of the
+    /// command an `Authored` (or `WithJobOptions`) wraps too: a client's retry under
+    /// access control, which carries a new timestamp, is answered with the first answer
+    /// instead of refused as another request. Prints remembered before it stay as they
+    /// were.
+    RequestPrintsSkipEveryTimestamp,
 }
 
 impl Feature {
     /// Every feature a leader of this build turns on.
-    pub const ALL: [Feature; 1] = [Feature::JobDigestsCoverTheirRecords];
+    pub const ALL: [Feature; 2] = [
+        Feature::JobDigestsCoverTheirRecords,
+        Feature::RequestPrintsSkipEveryTimestamp,
+    ];
 }
 
 /// A per-job setting that is not part of [`JobSpec`] (whose encoding is fixed by the logs

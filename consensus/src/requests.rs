@@ -108,6 +108,11 @@ pub struct Requests {
     conflicts: u64,
     remembered_max: usize,
     retention_ms: u64,
+    /// Prints skip the timestamp of a command a wrapper holds too (under
+    /// `Feature::RequestPrintsSkipEveryTimestamp`; see [`print`]). Follows the state's
+    /// features: not encoded.
+    #[serde(skip)]
+    every_timestamp: bool,
 }
 
 impl Default for Requests {
@@ -138,14 +143,24 @@ impl Requests {
             conflicts: 0,
             remembered_max,
             retention_ms,
+            every_timestamp: false,
         }
+    }
+
+    /// Prints from here on skip every timestamp (see [`print`]).
+    pub(crate) fn skip_every_timestamp(&mut self, on: bool) {
+        self.every_timestamp = on;
+    }
+
+    fn print(&self, command: &Command) -> [u8; 16] {
+        print(command, self.every_timestamp)
     }
 
     /// What the table knows of a copy of `command` under `id`.
     pub fn lookup(&self, id: &RequestId, command: &Command) -> Lookup<'_> {
         match self.answered.get(id) {
             None => Lookup::New,
-            Some(a) if a.fingerprint == fingerprint(command) => Lookup::Answered(a),
+            Some(a) if a.fingerprint == self.print(command) => Lookup::Answered(a),
             Some(a) => Lookup::Conflict(Invalid::new(
                 "request_id",
                 format!(
@@ -180,7 +195,7 @@ impl Requests {
         let answered = Answered {
             at_ms: self.clock_ms,
             index,
-            fingerprint: fingerprint(command),
+            fingerprint: self.print(command),
             response,
         };
         if self.answered.insert(id.clone(), answered).is_none() {
@@ -225,6 +240,34 @@ impl Requests {
     /// hash as they always did.
     pub(crate) fn is_pristine(&self) -> bool {
         self.answered.is_empty() && self.repeats == 0 && self.conflicts == 0
+    }
+}
+
+/// The print a request is remembered by: [`fingerprint`], or with `every_timestamp`
+/// (`Feature::RequestPrintsSkipEveryTimestamp`) one that also skips the timestamp of the
+/// command an `Authored` wraps — so a client's retry under access control, which carries
+/// a new timestamp, is the same request (without it, it was refused as another).
+pub fn print(command: &Command, every_timestamp: bool) -> [u8; 16] {
+    match command {
+        Command::Authored { accessor, command } if every_timestamp => {
+            let mut h = blake3::Hasher::new();
+            h.update(b"authored");
+            h.update(&postcard::to_stdvec(accessor).expect("strings always encode"));
+            h.update(&print(command, true));
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+            out
+        }
+        Command::WithJobOptions { options, command } if every_timestamp => {
+            let mut h = blake3::Hasher::new();
+            h.update(b"with_job_options");
+            h.update(&postcard::to_stdvec(options).expect("options always encode"));
+            h.update(&print(command, true));
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+            out
+        }
+        other => fingerprint(other),
     }
 }
 
@@ -492,5 +535,54 @@ mod tests {
         assert_eq!(fingerprint(&with(1, 5)), fingerprint(&with(1 << 40, 5)));
         assert_ne!(fingerprint(&with(1, 5)), fingerprint(&with(1, 6)));
         assert_ne!(fingerprint(&with(1, 5)), fingerprint(&submit(1, "a")));
+    }
+
+    #[test]
+    fn under_the_feature_a_retry_under_a_token_is_the_same_request() {
+        let authored = |at_ms, name: &str| Command::Authored {
+            accessor: "acc".into(),
+            command: Box::new(Command::WithJobOptions {
+                options: vec![vec![crate::command::JobOption::RetainMs(5)]],
+                command: Box::new(submit(at_ms, name)),
+            }),
+        };
+        // As logs written before the feature have it: the wrapped timestamp counts.
+        assert_ne!(
+            print(&authored(1, "a"), false),
+            print(&authored(2, "a"), false)
+        );
+        assert_eq!(
+            print(&authored(1, "a"), false),
+            fingerprint(&authored(1, "a"))
+        );
+        // Under it: it does not; the accessor and the command still do.
+        assert_eq!(
+            print(&authored(1, "a"), true),
+            print(&authored(1 << 40, "a"), true)
+        );
+        assert_ne!(
+            print(&authored(1, "a"), true),
+            print(&authored(1, "b"), true)
+        );
+        let other = Command::Authored {
+            accessor: "other".into(),
+            command: Box::new(submit(1, "a")),
+        };
+        let mine = Command::Authored {
+            accessor: "acc".into(),
+            command: Box::new(submit(1, "a")),
+        };
+        assert_ne!(print(&other, true), print(&mine, true));
+        let mut t = Requests::default();
+        t.skip_every_timestamp(true);
+        t.remember(&c("r1"), &authored(1, "a"), 7, answered(vec![1]));
+        assert!(matches!(
+            t.lookup(&c("r1"), &authored(99, "a")),
+            Lookup::Answered(_)
+        ));
+        assert!(matches!(
+            t.lookup(&c("r1"), &authored(99, "b")),
+            Lookup::Conflict(_)
+        ));
     }
 }

@@ -119,7 +119,7 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (at.clone(), 1u64..4).prop_map(|(at_ms, node)| Command::NodeRecovered { at_ms, node }),
         1 => at.clone().prop_map(|at_ms| Command::Checkpoint { at_ms }),
         1 => (at.clone(), 0u32..3).prop_map(|(at_ms, lost_retries)| Command::SetRules { at_ms, rules: Rules { lost_retries } }),
-        1 => at.clone().prop_map(|at_ms| Command::Enable { at_ms, feature: Feature::JobDigestsCoverTheirRecords }),
+        1 => (at.clone(), prop::sample::select(Feature::ALL.to_vec())).prop_map(|(at_ms, feature)| Command::Enable { at_ms, feature }),
         2 => (at.clone(), prop::collection::vec(1u64..10, 1..5)).prop_map(|(at_ms, jobs)| Command::Collect { at_ms, jobs }),
         // Jobs with a retention of their own (0: kept), some of them without one.
         2 => (at, prop::collection::vec((spec(), prop::option::of(0u64..3_000)), 1..3)).prop_map(|(at_ms, js)| {

@@ -240,6 +240,32 @@ async fn a_cluster_with_mutual_tls_and_tokens() {
     );
     let r_secret = read["secret"].as_str().unwrap().to_string();
 
+    // A client's retry under a token (same request id, a later timestamp, another node)
+    // is the same request: the first answer, not a refusal.
+    let retried: Vec<String> = [1, 2]
+        .iter()
+        .map(|i| {
+            ok(cli(
+                &nodes[*i].grpc,
+                Some(ca),
+                Some(&s_secret),
+                &[
+                    "--request-id",
+                    "retry-under-a-token",
+                    "submit",
+                    "--",
+                    "true",
+                ],
+            ))
+            .trim()
+            .to_string()
+        })
+        .collect();
+    assert_eq!(
+        retried[0], retried[1],
+        "a retry under a token gets the first answer"
+    );
+
     // The CLI: no token, a token without the policy, no TLS, a good token.
     denied(
         cli(&nodes[2].grpc, Some(ca), None, &["list"]),

@@ -527,6 +527,9 @@ impl ClusterState {
                 if self.features.insert(*feature) {
                     // Digests are worked out anew the way the feature has them.
                     self.digests.invalidate();
+                    self.requests.skip_every_timestamp(
+                        self.has_feature(Feature::RequestPrintsSkipEveryTimestamp),
+                    );
                 }
                 Response::Done
             }
