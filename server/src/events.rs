@@ -104,8 +104,15 @@ pub fn watch(
                 return;
             }
             if batch.is_empty() {
-                if applied.changed().await.is_err() {
-                    return;
+                // Waits for the next entry, or for the watcher to leave: one whose filter
+                // matches nothing more would otherwise live until it next sent.
+                tokio::select! {
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
                 }
                 continue;
             }
