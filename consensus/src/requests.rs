@@ -249,26 +249,26 @@ impl Requests {
 /// a new timestamp, is the same request (without it, it was refused as another).
 pub fn print(command: &Command, every_timestamp: bool) -> [u8; 16] {
     match command {
-        Command::Authored { accessor, command } if every_timestamp => {
-            let mut h = blake3::Hasher::new();
-            h.update(b"authored");
-            h.update(&postcard::to_stdvec(accessor).expect("strings always encode"));
-            h.update(&print(command, true));
-            let mut out = [0u8; 16];
-            out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-            out
-        }
-        Command::WithJobOptions { options, command } if every_timestamp => {
-            let mut h = blake3::Hasher::new();
-            h.update(b"with_job_options");
-            h.update(&postcard::to_stdvec(options).expect("options always encode"));
-            h.update(&print(command, true));
-            let mut out = [0u8; 16];
-            out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-            out
-        }
+        Command::Authored { accessor, command } if every_timestamp => wrapper_print(
+            b"authored",
+            &postcard::to_stdvec(accessor).expect("strings always encode"),
+            print(command, true),
+        ),
+        // (`WithJobOptions` wraps only submissions: `fingerprint` already skips theirs.)
         other => fingerprint(other),
     }
+}
+
+/// The print of a wrapper whose first field is not the timestamp: its tag, its own
+/// fields' encoding, then the print of what it wraps.
+fn wrapper_print(tag: &[u8], fields: &[u8], inner: [u8; 16]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(tag);
+    h.update(fields);
+    h.update(&inner);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
 }
 
 /// 16 bytes of BLAKE3 over the command's encoding without its timestamp: a resend or a
@@ -284,13 +284,11 @@ pub fn fingerprint(command: &Command) -> [u8; 16] {
     // A wrapper whose first field is not the timestamp: its own fields, then the print of
     // what it wraps (so the wrapped command's timestamp is skipped too).
     if let Command::WithJobOptions { options, command } = command {
-        let mut h = blake3::Hasher::new();
-        h.update(b"with_job_options");
-        h.update(&postcard::to_stdvec(options).expect("options always encode"));
-        h.update(&fingerprint(command));
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
-        return out;
+        return wrapper_print(
+            b"with_job_options",
+            &postcard::to_stdvec(options).expect("options always encode"),
+            fingerprint(command),
+        );
     }
     let bytes = postcard::to_stdvec(command).expect("commands always encode");
     let skip = |b: &[u8]| -> Option<(usize, usize)> {
