@@ -282,8 +282,36 @@ async fn without_a_quorum_writes_fail_with_unavailable_and_a_message() {
     );
     // Reads still answer from the applied state.
     assert_eq!(all_jobs(&nodes[0]).await.len(), 1);
-    // The quorum returns, and so do writes.
+    // The quorum returns, and so do writes: at once where node 0 leads with a fresh
+    // quorum, else once its gossip sees node 1 again (until then it answers Unavailable,
+    // which a client retries, here under one request id).
     nodes[1].restart();
     nodes[1].wait_ready();
-    submit(&nodes[0], "after").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = nodes[0]
+            .jobs()
+            .await
+            .submit_job(pb::SubmitJobRequest {
+                spec: Some(spec("after", &["true"])),
+                request_id: "after-the-quorum-returns".into(),
+            })
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(e)
+                if e.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("submit after the quorum returned: {e}"),
+        }
+    }
+    // Node 0 holds the job submitted after (and maybe the one that timed out: a write
+    // refused for want of a majority after it was appended may still commit).
+    let n0 = &nodes[0];
+    eventually(WAIT, "node 0 to hold the job submitted after", || async {
+        (all_jobs(n0).await.len() >= 2).then_some(())
+    })
+    .await;
 }

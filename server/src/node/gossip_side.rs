@@ -26,16 +26,27 @@ impl Node {
         self.gossip.set_tags(set, unset).await.map_err(gossip_error)
     }
 
-    /// Unavailable while gossip says this node is on the minority side of a partition.
+    /// Unavailable while gossip says this node is on the minority side of a partition,
+    /// unless Raft knows better: a leader a majority acknowledged within an election
+    /// timeout can commit, whatever gossip (slower to see a node come back) says yet.
     pub fn refuse_if_partitioned(&self) -> Result<()> {
         let v = self.gossip.view();
-        if v.health == crate::gossip::Health::Partitioned {
+        if v.health == crate::gossip::Health::Partitioned && !self.leader_with_fresh_quorum() {
             return Err(ServerError::Unavailable(format!(
                 "this node is partitioned from the cluster ({} of {} known nodes reachable); send the request to another node",
                 v.alive, v.known
             )));
         }
         Ok(())
+    }
+
+    /// Whether this node leads and a majority acknowledged it within the shortest
+    /// election timeout (no follower can have started an election against it since).
+    fn leader_with_fresh_quorum(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == openraft::ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms <= self.raft.config().election_timeout_min)
     }
 
     /// Every node in the job state or in gossip, with both views of it.
