@@ -2,7 +2,8 @@
 //!
 //! The state machine pushes each applied entry's events here. After a restart the node
 //! applies the log again from its snapshot, so the feed holds the events of every entry
-//! the log holds past the snapshot (up to [`EVENTS_RETAINED`]), then the live ones. A
+//! the log holds past the snapshot (up to [`EVENTS_RETAINED`] events and
+//! [`EVENTS_RETAINED_BYTES`] bytes, whichever is reached first), then the live ones. A
 //! watcher reads from a position `(index, seq)` and waits for more; a position older than
 //! what is held is refused with the first one that is, never skipped silently.
 
@@ -11,9 +12,20 @@ use std::sync::Mutex;
 
 use crate::events::Event;
 
-/// Most events held in memory; the oldest leave first. At some 104 bytes each plus their
-/// detail text, ~30–40 MiB once full (four events per job: ~65,000 jobs' worth).
+/// Most events held in memory; the oldest leave first.
 pub const EVENTS_RETAINED: usize = 262_144;
+
+/// Most bytes the held events take (each counted as its struct plus its detail text's
+/// allocation); the oldest leave first. A memory budget stated in bytes, like a watch
+/// cache's: at four events per job some 25,000 jobs' worth — at a few hundred jobs a
+/// second a minute or two of history for a watcher to resume in, after which it is told
+/// the first position held (and lists again) rather than skipped.
+pub const EVENTS_RETAINED_BYTES: usize = 16 << 20;
+
+/// What one held event counts against [`EVENTS_RETAINED_BYTES`].
+fn held_bytes(e: &Event) -> usize {
+    std::mem::size_of::<Event>() + e.detail.capacity()
+}
 
 /// A position in the event order: a log index and the event's place in its entry.
 pub type Position = (u64, u32);
@@ -30,6 +42,7 @@ pub struct EventFeed {
     /// Moves on every applied entry: watchers wait on it.
     applied: tokio::sync::watch::Sender<u64>,
     capacity: usize,
+    max_bytes: usize,
 }
 
 struct Inner {
@@ -38,24 +51,35 @@ struct Inner {
     floor: Position,
     /// The index of the last entry applied.
     last_index: u64,
+    /// What the held events count against the byte bound ([`held_bytes`]).
+    bytes: usize,
 }
 
 impl Default for EventFeed {
     fn default() -> Self {
-        EventFeed::with_capacity(EVENTS_RETAINED)
+        EventFeed::with_bounds(EVENTS_RETAINED, EVENTS_RETAINED_BYTES)
     }
 }
 
 impl EventFeed {
+    /// A feed bounded by events alone.
     pub fn with_capacity(capacity: usize) -> EventFeed {
+        EventFeed::with_bounds(capacity, usize::MAX)
+    }
+
+    /// A feed holding at most `capacity` events and `max_bytes` bytes of them (always
+    /// at least the newest event).
+    pub fn with_bounds(capacity: usize, max_bytes: usize) -> EventFeed {
         EventFeed {
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
                 floor: (0, 0),
                 last_index: 0,
+                bytes: 0,
             }),
             applied: tokio::sync::watch::channel(0).0,
             capacity: capacity.max(1),
+            max_bytes,
         }
     }
 
@@ -69,12 +93,17 @@ impl EventFeed {
             let mut g = self.lock();
             for e in events {
                 debug_assert!(e.index == index);
-                // The oldest leaves before the newest comes in: the buffer never holds
+                // The oldest leave before the newest comes in: the buffer never holds
                 // more than `capacity` (pushing first would double it once, for good).
-                if g.events.len() >= self.capacity {
-                    let gone = g.events.pop_front().expect("at capacity, so not empty");
+                let size = held_bytes(&e);
+                while g.events.len() >= self.capacity
+                    || (!g.events.is_empty() && g.bytes + size > self.max_bytes)
+                {
+                    let gone = g.events.pop_front().expect("checked not empty");
+                    g.bytes -= held_bytes(&gone);
                     g.floor = gone.next_position();
                 }
+                g.bytes += size;
                 g.events.push_back(e);
             }
             g.last_index = index;
@@ -88,6 +117,7 @@ impl EventFeed {
         {
             let mut g = self.lock();
             g.events.clear();
+            g.bytes = 0;
             g.floor = (last_index + 1, 0);
             g.last_index = last_index;
         }
@@ -149,6 +179,33 @@ mod tests {
             g.events.capacity()
         );
         assert_eq!(g.floor, (968, 2), "after the last event that left");
+    }
+
+    #[test]
+    fn the_oldest_leave_once_the_held_bytes_would_pass_the_byte_bound() {
+        let each = std::mem::size_of::<Event>() + 100;
+        let feed = EventFeed::with_bounds(1_000, 10 * each);
+        for index in 1..=50u64 {
+            let mut e = ev(index, 0);
+            e.detail = "x".repeat(100);
+            e.detail.shrink_to_fit();
+            feed.push(index, vec![e]);
+        }
+        let g = feed.lock();
+        assert_eq!(g.events.len(), 10, "ten events of {each} bytes fit");
+        assert_eq!(g.bytes, 10 * each);
+        assert_eq!(g.floor, (40, 1), "after the last event that left");
+        drop(g);
+        assert_eq!(feed.read((40, 0), 10), Err(Compacted { earliest: (40, 1) }));
+        assert_eq!(feed.read((40, 1), 1).unwrap()[0].index, 41);
+        // One event larger than the whole budget is still held, alone.
+        let mut big = ev(51, 0);
+        big.detail = "y".repeat(20 * each);
+        feed.push(51, vec![big]);
+        assert_eq!(positions(&feed.read((51, 0), 10).unwrap()), vec![(51, 0)]);
+        assert_eq!(feed.earliest(), (51, 0));
+        feed.reset(60);
+        assert_eq!(feed.lock().bytes, 0);
     }
 
     fn positions(v: &[Event]) -> Vec<Position> {

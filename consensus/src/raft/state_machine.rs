@@ -174,6 +174,34 @@ async fn open_snapshot(path: &std::path::Path) -> StorageResult<Box<tokio::fs::F
     Ok(Box::new(f))
 }
 
+/// The nice value a snapshot is built at.
+pub const SNAPSHOT_BUILD_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`SNAPSHOT_BUILD_NICE`] (on Linux the nice
+/// value is the thread's own; threads it starts, such as zstd's compression worker,
+/// inherit it). A snapshot of a large state takes most of a core for a second or more;
+/// at nice 10 the scheduler gives the threads that apply entries and answer writes ~10×
+/// its share when they compete, so the write path does not queue behind it, and it uses
+/// what they leave. Its own thread, because a thread cannot raise its priority back
+/// without privilege (a blocking-pool thread would stay lowered for later work). Best
+/// effort: where the call fails the snapshot is built at the normal priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority have no memory effects; `who` is this thread.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, SNAPSHOT_BUILD_NICE)
+        };
+        if rc != 0 {
+            tracing::debug!(
+                error = %io::Error::last_os_error(),
+                "snapshot build at the normal priority"
+            );
+        }
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let snapshot_id = match self.last_applied {
@@ -192,19 +220,28 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         };
-        // The builder owns its copy of the state: stream its encoding into the file.
+        // The builder owns its copy of the state: stream its encoding into the file, on a
+        // thread of its own at a low CPU priority (see [`lower_this_threads_priority`]).
         let state = std::mem::take(&mut self.state);
         let store = self.snapshots.clone();
-        let info = tokio::task::spawn_blocking(move || {
-            let mut w = store.writer(file_meta)?;
-            state.write_snapshot(&mut w).map_err(|e| {
-                cathedral_storage::Error::InvalidArgument(format!("encode state: {e}"))
-            })?;
-            w.finish()
-        })
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, io::Error::other(e.to_string())))?
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("snapshot-build".into())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let built = store.writer(file_meta).and_then(|mut w| {
+                    state.write_snapshot(&mut w).map_err(|e| {
+                        cathedral_storage::Error::InvalidArgument(format!("encode state: {e}"))
+                    })?;
+                    w.finish()
+                });
+                let _ = tx.send(built);
+            })
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let info = rx
+            .await
+            .map_err(|_| snap_err(ErrorVerb::Write, io::Error::other("snapshot thread ended")))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: self.last_applied,
@@ -272,10 +309,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let a = self.applied.read().unwrap();
+        let started = std::time::Instant::now();
+        let state = a.state.snapshot_copy();
+        let copied = started.elapsed();
+        let hash = a.state.hash();
+        // Apply waits for this (it holds the state's lock): say so when it is long.
+        let took = started.elapsed();
+        if took > std::time::Duration::from_millis(20) {
+            tracing::warn!(
+                copy_ms = copied.as_millis() as u64,
+                hash_ms = (took - copied).as_millis() as u64,
+                "snapshot copy of the state held apply"
+            );
+        }
         SnapshotBuilder {
-            // O(1) for the jobs (shared): apply is not held up for the state's size.
-            state: a.state.snapshot_copy(),
-            hash: a.state.hash(),
+            // O(1) (persistent maps, shared): apply is not held up for the state's size.
+            state,
+            hash,
             last_applied: a.last_applied,
             membership: a.membership.clone(),
             snapshots: self.snapshots.clone(),
@@ -373,5 +423,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             },
             snapshot: open_snapshot(&info.path).await?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_snapshot_thread_lowers_its_own_priority_and_no_other() {
+        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let inside = std::thread::spawn(|| {
+            super::lower_this_threads_priority();
+            // A thread it starts inherits the lowered priority (zstd's worker does).
+            let child = std::thread::spawn(|| unsafe {
+                libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
+            })
+            .join()
+            .unwrap();
+            let own =
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            (own, child)
+        })
+        .join()
+        .unwrap();
+        let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let want = super::SNAPSHOT_BUILD_NICE.max(before);
+        assert_eq!(inside, (want, want));
+        assert_eq!(after, before, "the calling thread keeps its priority");
     }
 }

@@ -95,9 +95,9 @@ pub struct ClusterState {
     /// ahead of the other fields (where a derived encoding of the struct had it).
     #[serde(skip)]
     jobs: Jobs,
-    workflows: BTreeMap<WorkflowId, Workflow>,
+    workflows: imbl::OrdMap<WorkflowId, Workflow>,
     nodes: BTreeMap<NodeId, Node>,
-    idempotency: BTreeMap<String, JobId>,
+    idempotency: imbl::OrdMap<String, JobId>,
     next_job: JobId,
     next_workflow: WorkflowId,
     checkpoints: BTreeMap<u64, [u8; 32]>,
@@ -125,11 +125,11 @@ pub struct ClusterState {
     /// Attempts a job had when it was last rerun (`RerunWorkflow`): its retry budget
     /// counts from there. Snapshot version 4; hashed only once not empty.
     #[serde(skip)]
-    rerun_base: BTreeMap<JobId, u32>,
+    rerun_base: imbl::OrdMap<JobId, u32>,
     /// Step outputs each job's successful attempt published (`TaskOutputs`). Snapshot
     /// version 4; hashed only once not empty.
     #[serde(skip)]
-    outputs: BTreeMap<JobId, BTreeMap<String, String>>,
+    outputs: imbl::OrdMap<JobId, BTreeMap<String, String>>,
     /// The rules of apply once a `SetRules` entry was applied; `None` before (a log of an
     /// earlier build replays as it was written). Snapshot version 5; hashed only once set.
     #[serde(skip)]
@@ -147,7 +147,7 @@ pub struct ClusterState {
     /// The retention jobs asked for themselves (`JobOption::RetainMs`), instead of the
     /// cluster's; goes with the job. Snapshot version 7; hashed only once not empty.
     #[serde(skip)]
-    retain: BTreeMap<JobId, u64>,
+    retain: imbl::OrdMap<JobId, u64>,
     /// Derived: ended jobs with a retention of their own (not 0), by when they are due
     /// (their end plus it); `ended_order` holds only the others. Not encoded; rebuilt
     /// after a snapshot load.
@@ -223,9 +223,9 @@ impl Default for ClusterState {
     fn default() -> Self {
         ClusterState {
             jobs: Jobs::default(),
-            workflows: BTreeMap::new(),
+            workflows: imbl::OrdMap::new(),
             nodes: BTreeMap::new(),
-            idempotency: BTreeMap::new(),
+            idempotency: imbl::OrdMap::new(),
             next_job: 1,
             next_workflow: 1,
             checkpoints: BTreeMap::new(),
@@ -236,12 +236,12 @@ impl Default for ClusterState {
             requests: Requests::default(),
             acl: Acl::default(),
             crons: Default::default(),
-            rerun_base: BTreeMap::new(),
-            outputs: BTreeMap::new(),
+            rerun_base: imbl::OrdMap::new(),
+            outputs: imbl::OrdMap::new(),
             rules: None,
             ended_at: imbl::OrdMap::new(),
             ended_order: imbl::OrdSet::new(),
-            retain: BTreeMap::new(),
+            retain: imbl::OrdMap::new(),
             own_due: imbl::OrdSet::new(),
             collected: Vec::new(),
             keep_collected: false,
@@ -261,6 +261,12 @@ impl ClusterState {
     /// A batch is its commands applied one after another at the same index (so replaying
     /// them one by one gives the same state).
     pub fn apply(&mut self, index: u64, command: &Command) -> Response {
+        let response = self.apply_entry(index, command);
+        self.fold_digests_when_due();
+        response
+    }
+
+    fn apply_entry(&mut self, index: u64, command: &Command) -> Response {
         match command {
             Command::Batch { commands, .. } => Response::Batch(
                 commands

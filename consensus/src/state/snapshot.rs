@@ -79,11 +79,11 @@ impl ClusterState {
         &Requests,
         &Acl,
         &crate::cron::Crons,
-        &BTreeMap<JobId, u32>,
-        &BTreeMap<JobId, BTreeMap<String, String>>,
+        &imbl::OrdMap<JobId, u32>,
+        &imbl::OrdMap<JobId, BTreeMap<String, String>>,
         &Option<Rules>,
         &imbl::OrdMap<JobId, u64>,
-        &BTreeMap<JobId, u64>,
+        &imbl::OrdMap<JobId, u64>,
         &BTreeSet<Feature>,
     ) {
         (
