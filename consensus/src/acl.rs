@@ -107,8 +107,9 @@ pub struct Acl {
     /// Set once, by the bootstrap; from then on every API call needs a token.
     pub enforced: bool,
     tokens: BTreeMap<String, Token>,
-    /// The accessor of the token that submitted each job (while enforced).
-    submitted_by: BTreeMap<JobId, String>,
+    /// The accessor of the token that submitted each job (while enforced). Persistent
+    /// (O(1) to copy for a snapshot, like the jobs); encoded as the `BTreeMap` it was.
+    submitted_by: imbl::OrdMap<JobId, String>,
     /// Derived: accessor by secret hash.
     #[serde(skip)]
     by_secret: BTreeMap<[u8; 32], String>,

@@ -28,7 +28,8 @@ impl Node {
 
     /// Unavailable while gossip says this node is on the minority side of a partition,
     /// unless Raft knows better: a leader a majority acknowledged within an election
-    /// timeout can commit, whatever gossip (slower to see a node come back) says yet.
+    /// timeout can most likely commit, whatever gossip (slower to see a node come back)
+    /// says yet.
     pub fn refuse_if_partitioned(&self) -> Result<()> {
         let v = self.gossip.view();
         if v.health == crate::gossip::Health::Partitioned && !self.leader_with_fresh_quorum() {
@@ -40,10 +41,12 @@ impl Node {
         Ok(())
     }
 
-    /// Whether this node leads and a majority acknowledged it within the shortest
-    /// election timeout (no follower can have started an election against it since).
+    /// Whether this node leads and a majority acknowledged it within about the shortest
+    /// election timeout (openraft refreshes the figure each tick, 1.5 heartbeats). Only
+    /// decides whether to fail fast: a write let through still needs its majority.
     fn leader_with_fresh_quorum(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         m.state == openraft::ServerState::Leader
             && m.millis_since_quorum_ack
                 .is_some_and(|ms| ms <= self.raft.config().election_timeout_min)
