@@ -119,8 +119,9 @@ const RECIPE_TIME_MAX: Duration = Duration::from_secs(180);
 /// exits 0 within `RECIPE_TIME_MAX`.
 fn run_block(cwd: &Path, block: &Block) {
     use std::os::unix::process::CommandExt;
-    let out_path = cwd.join(format!("recipe-{}.out", block.line));
-    let out = std::fs::File::create(&out_path).unwrap();
+    // The output goes to an unnamed temporary file, never into `cwd` (the repository,
+    // for recipes that read its files).
+    let out = tempfile::tempfile().unwrap();
     let mut cmd = Command::new("sh");
     cmd.arg("-ec")
         .arg(&block.text)
@@ -134,8 +135,9 @@ fn run_block(cwd: &Path, block: &Block) {
         .env_remove("CATHEDRAL_TLS_CA")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
-        .stderr(out)
+        .stderr(out.try_clone().unwrap())
         .process_group(0);
+    let out_read = out;
     let mut child = cmd.spawn().expect("run sh");
     let group = child.id() as i32;
     let deadline = Instant::now() + RECIPE_TIME_MAX;
@@ -153,7 +155,13 @@ fn run_block(cwd: &Path, block: &Block) {
         libc::kill(-group, libc::SIGKILL);
     }
     let _ = child.wait();
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let text = {
+        use std::io::{Read, Seek};
+        let mut out = out_read;
+        let mut text = String::new();
+        let _ = out.rewind().and_then(|()| out.read_to_string(&mut text));
+        text
+    };
     match status {
         Some(s) if s.success() => eprintln!("README line {}: ran\n{text}", block.line),
         Some(s) => panic!(
