@@ -32,6 +32,10 @@ pub const LOG_READ_LIMIT_MAX: u32 = 1000;
 /// How long TriggerSnapshot waits for the snapshot to be written.
 pub const SNAPSHOT_WAIT_MS: u64 = 60_000;
 
+/// How often a snapshot request triggers again while it waits (a trigger that came
+/// during another build was ignored).
+pub const SNAPSHOT_RETRIGGER_MS: u64 = 250;
+
 #[derive(Clone)]
 pub struct Api {
     pub node: Arc<Node>,
@@ -790,22 +794,39 @@ impl ClusterService for Api {
         _req: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
         let target = self.node.metrics().last_applied.map_or(0, |l| l.index);
-        self.node
-            .raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let m = self
-            .node
-            .raft
-            .wait(Some(Duration::from_millis(SNAPSHOT_WAIT_MS)))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= target),
-                "snapshot written",
-            )
-            .await
-            .map_err(|e| Status::deadline_exceeded(format!("snapshot not written: {e}")))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(SNAPSHOT_WAIT_MS);
+        // openraft ignores a trigger while a snapshot is being built, and that build may
+        // end short of `target` (a single trigger then waited the whole SNAPSHOT_WAIT_MS
+        // for a build never started). So trigger again every SNAPSHOT_RETRIGGER_MS until a
+        // snapshot covers it: a trigger during a build is ignored, one after starts the
+        // next.
+        let m = loop {
+            self.node
+                .raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let waited = self
+                .node
+                .raft
+                .wait(Some(left.min(Duration::from_millis(SNAPSHOT_RETRIGGER_MS))))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= target),
+                    "snapshot written",
+                )
+                .await;
+            match waited {
+                Ok(m) => break m,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "snapshot not written: {e}"
+                    )))
+                }
+                Err(_) => continue,
+            }
+        };
         Ok(Response::new(pb::TriggerSnapshotResponse {
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
         }))

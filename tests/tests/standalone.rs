@@ -235,3 +235,63 @@ fn bad_flags_exit_2_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs --join"), "{err}");
 }
+
+/// A snapshot requested while another is being built (and ends short of what the
+/// request saw applied) is still written: the request triggers again once the build in
+/// progress ends, instead of waiting for a snapshot that was never started.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_requested_during_another_build_is_written() {
+    use cathedral_server::api::v1 as pb;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(tmp.path(), &["--slots", "0"]);
+    s.wait_ready();
+    // Enough state that a build takes a while.
+    let mut jobs = s.jobs().await;
+    for w in 0..15 {
+        let specs: Vec<pb::WorkflowJob> = (0..2_000)
+            .map(|i| pb::WorkflowJob {
+                key: format!("k{i}"),
+                spec: Some(cathedral_tests::spec(&format!("fill-{w}-{i}"), &["true"])),
+                after: Vec::new(),
+            })
+            .collect();
+        jobs.submit_workflow(pb::SubmitWorkflowRequest {
+            name: format!("fill-{w}"),
+            jobs: specs,
+            request_id: String::new(),
+        })
+        .await
+        .expect("fill");
+    }
+    for round in 0..8 {
+        // One request starts a build; a write lands; a second request, which saw it
+        // applied, arrives while the first build may still run.
+        let mut first = s.cluster().await;
+        let a = tokio::spawn(async move {
+            first
+                .trigger_snapshot(pb::TriggerSnapshotRequest {})
+                .await
+                .map(|r| r.into_inner().snapshot_index)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        jobs.submit_job(pb::SubmitJobRequest {
+            spec: Some(cathedral_tests::spec(
+                &format!("between-{round}"),
+                &["true"],
+            )),
+            request_id: String::new(),
+        })
+        .await
+        .expect("submit");
+        let applied = s.status().await.applied_index;
+        let second = s
+            .cluster()
+            .await
+            .trigger_snapshot(pb::TriggerSnapshotRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"))
+            .into_inner();
+        assert!(second.snapshot_index >= applied, "round {round}");
+        a.await.unwrap().expect("the first request");
+    }
+}
