@@ -169,20 +169,25 @@ impl ClusterState {
         .expect("records always encode")
     }
 
-    /// Folds the changed jobs' digests into the sum once [`DIGESTS_DIRTY_MAX`] wait (the
-    /// hash is the same whenever they are folded).
-    pub(super) fn fold_digests_when_due(&self) {
-        if self.digests.dirty() < DIGESTS_DIRTY_MAX {
-            return;
-        }
+    /// The sum of the job digests, with the changed jobs folded in: each covering the
+    /// job's records under `Feature::JobDigestsCoverTheirRecords`, the job alone before.
+    fn jobs_digest(&self) -> [u8; 32] {
         if self
             .features
             .contains(&Feature::JobDigestsCoverTheirRecords)
         {
             let record = |id: JobId| self.job_record(id);
-            self.digests.of(&self.jobs, Some(&record));
+            self.digests.of(&self.jobs, Some(&record))
         } else {
-            self.digests.of(&self.jobs, None);
+            self.digests.of(&self.jobs, None)
+        }
+    }
+
+    /// Folds the changed jobs' digests into the sum once [`DIGESTS_DIRTY_MAX`] wait (the
+    /// hash is the same whenever they are folded).
+    pub(super) fn fold_digests_when_due(&self) {
+        if self.digests.dirty() >= DIGESTS_DIRTY_MAX {
+            self.jobs_digest();
         }
     }
 
@@ -193,7 +198,6 @@ impl ClusterState {
     /// idempotency keys are not hashed apart: each names the one held job whose spec has
     /// it, which the job digests cover.
     pub(super) fn hash_by_job(&self) -> [u8; 32] {
-        let record = |id: JobId| self.job_record(id);
         #[derive(Serialize)]
         struct View<'a> {
             jobs: u64,
@@ -213,7 +217,7 @@ impl ClusterState {
         }
         let view = View {
             jobs: self.jobs.len() as u64,
-            jobs_digest: self.digests.of(&self.jobs, Some(&record)),
+            jobs_digest: self.jobs_digest(),
             workflows: &self.workflows,
             nodes: &self.nodes,
             next_job: self.next_job,
@@ -253,7 +257,7 @@ impl ClusterState {
         }
         let view = HashView {
             jobs: self.jobs.len() as u64,
-            jobs_digest: self.digests.of(&self.jobs, None),
+            jobs_digest: self.jobs_digest(),
             workflows: &self.workflows,
             nodes: &self.nodes,
             idempotency: &self.idempotency,
