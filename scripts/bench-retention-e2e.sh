@@ -22,7 +22,7 @@ until curl -fs "http://$HTTP/readyz" >/dev/null 2>&1; do sleep 0.1; done
 $BENCH --server $ADDR --clients 64 --wait --duration "$((MINUTES * 60))s" --warmup 0s \
     >"$dir/bench" 2>&1 &
 bench=$!
-printf '%6s %10s %10s %10s %14s %8s\n' minute "jobs ever" "jobs held" archived "snapshot B" "RSS MB"
+printf '%6s %10s %10s %10s %14s %8s %8s %8s\n' minute "jobs ever" "jobs held" archived "snapshot B" "RSS MB" "anon MB" "file MB"
 for m in $(seq 1 "$MINUTES"); do
     sleep 60
     $CLI --server $ADDR snapshot trigger >/dev/null
@@ -32,7 +32,11 @@ for m in $(seq 1 "$MINUTES"); do
     ever=$($CLI --server $ADDR list --newest-first --limit 1 --json | grep -o '"id": *"[0-9]*"' | head -1 | grep -o '[0-9]*')
     archived=$(cat "$dir"/d/archive/*.jsonl.zst 2>/dev/null | wc -c)
     rss=$(awk '/VmRSS/ {printf "%d", $2/1024}' /proc/$pid/status)
-    printf '%6s %10s %10s %10s %14s %8s\n' "$m" "${ever:-0}" "$held" "$archived" "$size" "$rss"
+    # Anonymous memory (the heap) and mapped files' pages (log segments read through
+    # mmap) apart: only the first is the state's.
+    anon=$(awk '/RssAnon/ {printf "%d", $2/1024}' /proc/$pid/status)
+    file=$(awk '/RssFile/ {printf "%d", $2/1024}' /proc/$pid/status)
+    printf '%6s %10s %10s %10s %14s %8s %8s %8s\n' "$m" "${ever:-0}" "$held" "$archived" "$size" "$rss" "$anon" "$file"
 done
 wait $bench || true
 tail -2 "$dir/bench"

@@ -159,25 +159,119 @@ impl Jobs {
         })
     }
 
+    /// Every job's state in id order, with the job if it is held as a value (one that has
+    /// not ended, or is changing): what the indexes are rebuilt from, without a lookup.
+    pub fn cells(&self) -> impl Iterator<Item = (JobState, Option<&Job>)> {
+        self.map.iter().map(|(_, c)| match c {
+            Cell::Live(j) => (j.state, Some(&**j)),
+            Cell::Ended { state, .. } => (*state, None),
+        })
+    }
+
     /// Ids and states in id order, without decoding.
     pub fn states(&self) -> impl Iterator<Item = (JobId, JobState)> + '_ {
         self.map.iter().map(|(id, c)| (*id, c.state()))
     }
 
-    /// Puts an encoded job in (a snapshot load): an ended one stays encoded, any other is
-    /// decoded.
-    pub fn insert_encoded(&mut self, id: JobId, state: JobState, bytes: &[u8]) {
-        let cell = if state.is_final() {
-            Cell::Ended {
-                state,
-                bytes: bytes.into(),
+    /// The jobs of a snapshot, from its entries in id order.
+    ///
+    /// Decoding the jobs that have not ended (each an allocation per string and list) was
+    /// most of a restart's time: with over [`LOAD_PARALLEL_MIN`] entries, chunks of
+    /// [`LOAD_CHUNK`] are decoded on up to [`LOAD_THREADS_MAX`] threads while this one puts
+    /// the decoded chunks in the map as they come (in any order: the map sorts).
+    pub fn load(mut entries: Vec<(JobId, Loaded<'_>)>) -> Result<Jobs, String> {
+        let mut jobs = Jobs::default();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(LOAD_THREADS_MAX);
+        if entries.len() < LOAD_PARALLEL_MIN || threads < 2 {
+            for (id, loaded) in entries {
+                jobs.map.insert(id, loaded.cell(id)?);
             }
-        } else {
-            Cell::Live(Arc::new(decode(bytes)))
-        };
-        self.map.insert(id, cell);
+            return Ok(jobs);
+        }
+        let queue = std::sync::Mutex::new(entries.chunks_mut(LOAD_CHUNK));
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<(JobId, Cell)>, String>>();
+            for _ in 0..threads {
+                let (tx, queue, failed) = (tx.clone(), &queue, &failed);
+                scope.spawn(move || loop {
+                    let Some(chunk) = queue.lock().unwrap().next() else {
+                        return;
+                    };
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let cells = chunk
+                        .iter_mut()
+                        .map(|(id, l)| Ok((*id, std::mem::take(l).cell(*id)?)))
+                        .collect::<Result<Vec<_>, String>>();
+                    if cells.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if tx.send(cells).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop(tx);
+            for cells in rx {
+                for (id, cell) in cells? {
+                    jobs.map.insert(id, cell);
+                }
+            }
+            Ok(jobs)
+        })
     }
 }
+
+/// A job as a snapshot holds it, before [`Jobs::load`] puts it in the map.
+#[derive(Default)]
+pub(crate) enum Loaded<'a> {
+    /// Its state and encoding: kept as it is if the job ended, decoded if not.
+    Encoded(JobState, &'a [u8]),
+    /// Decoded already (snapshots written before every job was written as its encoding).
+    Value(Box<Job>),
+    /// Taken by the thread decoding it.
+    #[default]
+    Taken,
+}
+
+impl Loaded<'_> {
+    fn cell(self, id: JobId) -> Result<Cell, String> {
+        match self {
+            Loaded::Encoded(state, bytes) if state.is_final() => Ok(Cell::Ended {
+                state,
+                bytes: bytes.into(),
+            }),
+            Loaded::Encoded(state, bytes) => {
+                let job: Job = postcard::from_bytes(bytes)
+                    .map_err(|e| format!("job {id}: its encoding does not decode: {e}"))?;
+                if job.state != state {
+                    return Err(format!(
+                        "job {id}: listed as {state:?} but its encoding says {:?}",
+                        job.state
+                    ));
+                }
+                Ok(Cell::Live(Arc::new(job)))
+            }
+            Loaded::Value(job) if job.state.is_final() => Ok(Cell::Ended {
+                state: job.state,
+                bytes: encode(&job).into(),
+            }),
+            Loaded::Value(job) => Ok(Cell::Live(Arc::from(job))),
+            Loaded::Taken => Err(format!("job {id}: loaded twice")),
+        }
+    }
+}
+
+/// Fewest jobs a snapshot load decodes on more than one thread.
+pub const LOAD_PARALLEL_MIN: usize = 16_384;
+/// Jobs a loading thread decodes at a time.
+pub const LOAD_CHUNK: usize = 4096;
+/// Most threads a snapshot load decodes jobs on.
+pub const LOAD_THREADS_MAX: usize = 4;
 
 impl PartialEq for Jobs {
     /// Equal jobs, however each is held.
@@ -247,10 +341,14 @@ mod tests {
         jobs.settle(&1);
         assert_eq!(jobs.get(&1).unwrap().dependents, vec![9]);
         // Loaded from its encoding.
-        let mut loaded = Jobs::default();
-        for (id, state, bytes) in jobs.encoded() {
-            loaded.insert_encoded(id, state, &bytes);
-        }
+        let encoded: Vec<_> = jobs.encoded().collect();
+        let loaded = Jobs::load(
+            encoded
+                .iter()
+                .map(|(id, state, bytes)| (*id, Loaded::Encoded(*state, bytes)))
+                .collect(),
+        )
+        .unwrap();
         assert_eq!(loaded, jobs);
         assert_eq!(jobs.remove(&1).unwrap().dependents, vec![9]);
         assert_eq!(jobs.live(&2).state, JobState::Pending);

@@ -48,15 +48,31 @@ impl JobIndex {
 
     /// From the jobs: an ended job is only counted (it is in no queue), so a rebuild
     /// decodes only the jobs that have not ended.
+    /// The sets are built from sorted lists (a bulk build, not an insert per job): a
+    /// restart rebuilds them for every job held.
     pub(super) fn rebuilt(jobs: &Jobs) -> JobIndex {
         let mut index = JobIndex::default();
-        for (id, state) in jobs.states() {
+        let mut pending = Vec::new();
+        let mut active: BTreeMap<NodeId, Vec<JobId>> = BTreeMap::new();
+        for (state, live) in jobs.cells() {
+            index.counts[state as usize] += 1;
             if state.is_final() {
-                index.counts[state as usize] += 1;
-            } else {
-                index.insert(jobs.live(&id));
+                continue;
+            }
+            let j = live.expect("a job that has not ended is held as a value");
+            if j.state == JobState::Pending {
+                pending.push((std::cmp::Reverse(j.spec.priority), j.id));
+            }
+            if let Some(a) = j.current_attempt() {
+                active.entry(a.node).or_default().push(j.id);
             }
         }
+        pending.sort_unstable();
+        index.pending = pending.into_iter().collect();
+        index.active = active
+            .into_iter()
+            .map(|(node, ids)| (node, ids.into_iter().collect()))
+            .collect();
         index
     }
 

@@ -1,6 +1,7 @@
 //! The state as snapshot bytes, and back: every body version since the first loads.
 
 use super::*;
+use crate::jobs::Loaded;
 
 /// Version 2 appends the answered-request table after the state, version 3 the access
 /// control state after that, version 4 the crons, rerun bases and step outputs, version 5
@@ -11,9 +12,12 @@ use super::*;
 pub(super) const SNAPSHOT_VERSION: u16 = 8;
 
 /// The jobs as a snapshot (version 8) writes them: a sequence of `(id, state, held)`,
-/// `held` an enum: `Encoded(bytes)` (a length, then the job's postcard bytes: an ended job
-/// as the state holds it) or `Value(job)` (any other, encoded in place) — neither is
-/// encoded twice.
+/// `held` an enum: `Encoded(bytes)` (a length, then the job's postcard bytes) or
+/// `Value(job)` (the job encoded in place). Every job is written as `Encoded` — an ended
+/// one as the state holds it, any other encoded into a scratch buffer first — so a load
+/// can find each job's bytes without decoding it and decode the jobs on several threads
+/// ([`Jobs::load`]). `Value` is what snapshots written before that hold for the jobs that
+/// had not ended; it still loads.
 pub(super) struct EncodedJobs<'a>(&'a Jobs);
 
 /// How one job is read from a version 8 snapshot (variant order fixed by the format;
@@ -27,11 +31,8 @@ pub(super) enum HeldJob<'a> {
 impl Serialize for EncodedJobs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        /// `HeldJob` by reference (its encoding, without copying the job).
-        enum Ref<'b> {
-            Encoded(&'b [u8]),
-            Value(&'b Job),
-        }
+        /// `HeldJob::Encoded` by reference (without copying the bytes).
+        struct Ref<'b>(&'b [u8]);
         impl Serialize for Ref<'_> {
             fn serialize<S: serde::Serializer>(
                 &self,
@@ -46,19 +47,20 @@ impl Serialize for EncodedJobs<'_> {
                         s.serialize_bytes(self.0)
                     }
                 }
-                match self {
-                    Ref::Encoded(b) => {
-                        s.serialize_newtype_variant("HeldJob", 0, "Encoded", &Raw(b))
-                    }
-                    Ref::Value(j) => s.serialize_newtype_variant("HeldJob", 1, "Value", j),
-                }
+                s.serialize_newtype_variant("HeldJob", 0, "Encoded", &Raw(self.0))
             }
         }
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut scratch = Vec::new();
         for (id, state, held) in self.0.held() {
             let r = match held {
-                crate::jobs::Held::Encoded(b) => Ref::Encoded(b),
-                crate::jobs::Held::Value(j) => Ref::Value(j),
+                crate::jobs::Held::Encoded(b) => Ref(b),
+                crate::jobs::Held::Value(j) => {
+                    scratch.clear();
+                    scratch = postcard::to_extend(j, std::mem::take(&mut scratch))
+                        .map_err(serde::ser::Error::custom)?;
+                    Ref(&scratch)
+                }
             };
             seq.serialize_element(&(id, state, r))?;
         }
@@ -176,23 +178,26 @@ impl ClusterState {
         let (count, tail): (usize, &[u8]) =
             postcard::take_from_bytes(rest).map_err(|e| ConsensusError::Decode(e.to_string()))?;
         rest = tail;
-        let mut jobs = Jobs::default();
+        // Read the entries first (a job's bytes are only sliced), then decode the jobs
+        // (on several threads for a large state). The count is the file's word, so the
+        // space reserved for it is bounded by the bytes that could hold it.
+        let mut entries = Vec::with_capacity(count.min(rest.len() / 3));
         for _ in 0..count {
             if version >= 8 {
                 let (id, state, held): (JobId, JobState, HeldJob) = next(&mut rest)?;
-                match held {
-                    HeldJob::Encoded(bytes) => jobs.insert_encoded(id, state, bytes),
-                    HeldJob::Value(job) => {
-                        jobs.insert(id, *job);
-                        jobs.settle(&id);
-                    }
-                }
+                entries.push((
+                    id,
+                    match held {
+                        HeldJob::Encoded(bytes) => Loaded::Encoded(state, bytes),
+                        HeldJob::Value(job) => Loaded::Value(job),
+                    },
+                ));
             } else {
                 let (id, job): (JobId, Job) = next(&mut rest)?;
-                jobs.insert(id, job);
-                jobs.settle(&id);
+                entries.push((id, Loaded::Value(Box::new(job))));
             }
         }
+        let jobs = Jobs::load(entries).map_err(ConsensusError::Decode)?;
         let mut state: ClusterState = next(&mut rest)?;
         state.jobs = jobs;
         if version >= 2 {

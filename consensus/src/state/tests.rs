@@ -733,6 +733,110 @@ fn a_snapshot_of_version_7_with_jobs_as_values_loads_as_written_now() {
 }
 
 #[test]
+fn a_snapshot_of_version_8_with_live_jobs_as_values_loads_as_written_now() {
+    // Version 8 snapshots first wrote the jobs that had not ended as values in place;
+    // every job is now written as its encoding, so a load can decode them in parallel.
+    #[derive(Serialize)]
+    enum Held<'a> {
+        Encoded(&'a [u8]),
+        Value(&'a Job),
+    }
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    step(&mut s, &mut i, node(1));
+    for k in 0..40 {
+        submit(&mut s, &mut i, JobSpec::new(&format!("j{k}"), &["true"]));
+    }
+    for id in 1..=10 {
+        run(&mut s, &mut i, 10, id, 1, 1, Exit::Code(id as i32 % 2));
+    }
+    assign(&mut s, &mut i, 20, 11, 1, 1);
+    let jobs: Vec<(JobId, JobState, Vec<u8>, Job)> = s
+        .jobs
+        .encoded()
+        .map(|(id, state, b)| (id, state, b.to_vec(), s.job(id).unwrap().into_owned()))
+        .collect();
+    let held: Vec<(JobId, JobState, Held)> = jobs
+        .iter()
+        .map(|(id, state, b, j)| {
+            let h = if state.is_final() {
+                Held::Encoded(b)
+            } else {
+                Held::Value(j)
+            };
+            (*id, *state, h)
+        })
+        .collect();
+    let old = postcard::to_stdvec(&(
+        8u16,
+        &held,
+        &s,
+        &s.requests,
+        &s.acl,
+        &s.crons,
+        &s.rerun_base,
+        &s.outputs,
+        &s.rules,
+        &s.ended_at,
+        &s.retain,
+        &s.features,
+    ))
+    .unwrap();
+    assert_ne!(old, s.to_snapshot(), "written differently now");
+    let old = ClusterState::from_snapshot(&old).unwrap();
+    assert_eq!(old, s);
+    assert_eq!(old.hash(), s.hash());
+    assert!(old.indexes_consistent());
+    assert_eq!(old.job_counts(), s.job_counts());
+}
+
+#[test]
+fn a_large_snapshot_loads_on_several_threads_as_written_and_a_bad_job_is_an_error() {
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    step(&mut s, &mut i, node(1));
+    let n = crate::jobs::LOAD_PARALLEL_MIN as u64 + 3 * crate::jobs::LOAD_CHUNK as u64 / 2;
+    let specs: Vec<JobSpec> = (0..n)
+        .map(|k| {
+            let mut spec = JobSpec::new(&format!("j{k}"), &["true"]);
+            spec.priority = (k % 3) as i32;
+            spec
+        })
+        .collect();
+    for chunk in specs.chunks(1000) {
+        step(
+            &mut s,
+            &mut i,
+            Command::SubmitJobs {
+                at_ms: 10,
+                jobs: chunk.to_vec(),
+            },
+        );
+    }
+    for id in 1..=50 {
+        run(&mut s, &mut i, 10, id, 1, 1, Exit::Code(0));
+    }
+    assign(&mut s, &mut i, 20, 60, 1, 1);
+    let bytes = s.to_snapshot();
+    let loaded = ClusterState::from_snapshot(&bytes).unwrap();
+    assert_eq!(loaded.jobs.len() as u64, n);
+    assert_eq!(loaded, s);
+    assert_eq!(loaded.hash(), s.hash());
+    assert!(loaded.indexes_consistent());
+    assert_eq!(loaded.job_counts(), s.job_counts());
+    // A job's encoding that does not decode (past the checksums a file has) is an
+    // error naming the job, not a panic on a loading thread: job n/2's bytes are
+    // overwritten with 0xff (its id, a varint, never ends).
+    let job = s.jobs.bytes(&(n / 2)).unwrap().to_vec();
+    let at = bytes
+        .windows(job.len())
+        .position(|w| w == job.as_slice())
+        .expect("the job's encoding is in the snapshot");
+    let mut bad = bytes.clone();
+    bad[at..at + job.len()].fill(0xff);
+    let err = ClusterState::from_snapshot(&bad).unwrap_err().to_string();
+    assert!(err.contains(&format!("job {}", n / 2)), "{err}");
+}
+
+#[test]
 fn without_rules_a_lost_attempt_spends_the_jobs_attempt_as_before() {
     let (mut s, mut i) = (ClusterState::new(), 0);
     s.apply(0, &node(1));

@@ -250,7 +250,15 @@ impl Node {
             on_sync: config.metrics.then(crate::metrics::sync_observer),
             ..Options::default()
         };
+        // Each phase of opening is timed and logged: what a restart spends its time on is
+        // the first thing an operator asks of a slow one.
+        let phase = std::time::Instant::now();
         let log = Arc::new(open_log(dir, &data, options)?);
+        tracing::info!(
+            ms = phase.elapsed().as_millis() as u64,
+            last_index = log.last_index(),
+            "log opened"
+        );
         for loss in log.losses() {
             tracing::warn!(
                 first = loss.first,
@@ -265,8 +273,19 @@ impl Node {
         let identity = Identity::load_or_create(&data.identity_file())?;
         let snapshots = SnapshotStore::open(data.snapshots(), SnapshotOptions::default())?;
         check_snapshots(dir, &snapshots, log.purged_through())?;
+        let phase = std::time::Instant::now();
         let mut sm = StateMachine::open(snapshots.clone())
             .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
+        tracing::info!(
+            ms = phase.elapsed().as_millis() as u64,
+            applied = sm
+                .handle()
+                .read()
+                .unwrap()
+                .last_applied
+                .map_or(0, |l| l.index),
+            "state loaded from the latest snapshot"
+        );
         let archive = Arc::new(
             cathedral_consensus::archive::Archive::open(
                 &config
@@ -310,6 +329,7 @@ impl Node {
             .raft
             .openraft_config("cathedral")
             .map_err(ServerError::Config)?;
+        let phase = std::time::Instant::now();
         let raft = Raft::new(
             identity.node_id,
             raft_config,
@@ -321,6 +341,7 @@ impl Node {
         )
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
+        tracing::info!(ms = phase.elapsed().as_millis() as u64, "raft started");
         tokio::spawn(address_check(
             raft.clone(),
             identity.node_id,
