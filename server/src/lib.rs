@@ -15,8 +15,10 @@
 //! - `scheduler`: placement ([`place`]) and overdue attempts ([`overdue`]), pure functions;
 //!   `leader` the leader's loop (node failure and recovery from gossip, timeouts,
 //!   assignments); `worker` the loop that runs this node's attempts through the executor.
-//! - `gossip`: membership over chitchat (phi-accrual detection, tags, partitions), with
-//!   an authenticated UDP transport; `tags` the run-time tag overlay file.
+//! - `gossip`: membership over chitchat (phi-accrual detection, tags, partitions): what
+//!   it tells the node (`view`), its decisions as pure functions (`rules`), the running
+//!   membership (`membership`), an authenticated UDP transport, and loss and partitions
+//!   injected in the crate's tests only (`faults`); `tags` the run-time tag overlay file.
 //! - `output`: job output files and their streaming.
 //! - `http`: `/healthz` and `/readyz` (over TLS when the node has a certificate).
 //! - `methods`: every API method once (gRPC path, what a caller needs, whether it writes,

@@ -1,12 +1,15 @@
 //! In-process gossip tests: real chitchat instances over loopback UDP, with loss and
-//! partitions injected by the transport's [`Faults`](super::transport::Faults).
+//! partitions injected by [`Faults`](super::faults::Faults).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::rules::{diff, judge_health, significant};
 use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::broadcast;
 
 /// Gossip period in these tests: fast, with room for a loaded machine (chitchat's timeout
 /// at phi 8 is about 8 periods).

@@ -10,19 +10,20 @@
 //!   datagram = envelope bytes ‖ BLAKE3-keyed(key, envelope bytes)   (32 bytes)
 //! ```
 //!
-//! The same transport carries the test hooks ([`Faults`]): a seeded drop rate and blocked
-//! destinations, applied on the sending side, so in-process tests run over real loopback
-//! sockets with loss and partitions.
+//! In the crate's tests the same transport carries injected faults (`gossip::faults`): a
+//! seeded drop rate and blocked destinations, applied on the sending side, so in-process
+//! tests run over real loopback sockets with loss and partitions. A build for use has no
+//! such hook on its send path.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::ChitchatEnvelope;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+
+#[cfg(test)]
+use super::faults::Faults;
 
 /// Bytes of the MAC at the end of every datagram.
 pub const MAC_BYTES: usize = 32;
@@ -90,7 +91,8 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// Envelopes not sent because they would not fit one datagram.
     pub oversized: AtomicU64,
-    /// Datagrams the test hooks dropped.
+    /// Datagrams the injected faults dropped (tests).
+    #[cfg(test)]
     pub dropped_by_faults: AtomicU64,
 }
 
@@ -104,6 +106,7 @@ pub struct CountersSnapshot {
     pub rejected_mac: u64,
     pub malformed: u64,
     pub oversized: u64,
+    #[cfg(test)]
     pub dropped_by_faults: u64,
 }
 
@@ -118,6 +121,7 @@ impl Counters {
             rejected_mac: g(&self.rejected_mac),
             malformed: g(&self.malformed),
             oversized: g(&self.oversized),
+            #[cfg(test)]
             dropped_by_faults: g(&self.dropped_by_faults),
         }
     }
@@ -125,47 +129,6 @@ impl Counters {
 
 fn add(c: &AtomicU64, n: usize) {
     c.fetch_add(n as u64, Ordering::Relaxed);
-}
-
-/// Loss and partitions injected on the sending side (tests and benchmarks).
-pub struct Faults {
-    /// Probability of dropping a datagram, in millionths.
-    drop_ppm: AtomicU64,
-    rng: Mutex<StdRng>,
-    blocked: Mutex<HashSet<SocketAddr>>,
-}
-
-impl Faults {
-    pub fn new(seed: u64) -> Faults {
-        Faults {
-            drop_ppm: AtomicU64::new(0),
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            blocked: Mutex::new(HashSet::new()),
-        }
-    }
-
-    /// Drops each datagram sent with probability `p` (0.0..=1.0).
-    pub fn set_drop_rate(&self, p: f64) {
-        let ppm = (p.clamp(0.0, 1.0) * 1e6).round() as u64;
-        self.drop_ppm.store(ppm, Ordering::Relaxed);
-    }
-
-    /// Datagrams to `to` are dropped until [`heal`](Self::heal).
-    pub fn block(&self, to: SocketAddr) {
-        self.blocked.lock().unwrap().insert(to);
-    }
-
-    pub fn heal(&self) {
-        self.blocked.lock().unwrap().clear();
-    }
-
-    fn drops(&self, to: SocketAddr) -> bool {
-        if self.blocked.lock().unwrap().contains(&to) {
-            return true;
-        }
-        let ppm = self.drop_ppm.load(Ordering::Relaxed);
-        ppm > 0 && self.rng.lock().unwrap().gen_range(0..1_000_000) < ppm
-    }
 }
 
 /// chitchat's [`Transport`] over UDP with the cluster key's MAC on every datagram.
@@ -180,6 +143,7 @@ impl Faults {
 pub struct AuthenticatedUdp {
     pub key: ClusterKey,
     pub counters: Arc<Counters>,
+    #[cfg(test)]
     pub faults: Arc<Faults>,
 }
 
@@ -211,6 +175,7 @@ impl Transport for AuthenticatedUdp {
             pending: None,
             key: self.key.clone(),
             counters: self.counters.clone(),
+            #[cfg(test)]
             faults: self.faults.clone(),
             buf: vec![0; DATAGRAM_BYTES_MAX + 1].into_boxed_slice(),
         }))
@@ -232,6 +197,7 @@ struct AuthenticatedSocket {
     pending: Option<SocketAddr>,
     key: ClusterKey,
     counters: Arc<Counters>,
+    #[cfg(test)]
     faults: Arc<Faults>,
     buf: Box<[u8]>,
 }
@@ -283,6 +249,7 @@ impl Socket for AuthenticatedSocket {
                 "gossip message of {len} bytes (with its MAC) exceeds DATAGRAM_BYTES_MAX ({DATAGRAM_BYTES_MAX})"
             );
         }
+        #[cfg(test)]
         if self.faults.drops(to) {
             add(&self.counters.dropped_by_faults, 1);
             return Ok(SendOutcome {
@@ -374,21 +341,5 @@ mod tests {
         assert!(new.open(&from_both).is_some(), "the primary signs");
         assert!(old.open(&from_both).is_none());
         assert!(new.open(&from_old).is_none());
-    }
-
-    #[test]
-    fn faults_drop_at_about_the_rate_asked_and_block_destinations() {
-        let f = Faults::new(7);
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert!(!(0..1000).any(|_| f.drops(a)));
-        f.set_drop_rate(0.2);
-        let dropped = (0..10_000).filter(|_| f.drops(a)).count();
-        assert!((1_700..2_300).contains(&dropped), "{dropped}");
-        f.set_drop_rate(0.0);
-        f.block(a);
-        assert!(f.drops(a));
-        assert!(!f.drops("127.0.0.1:2".parse().unwrap()));
-        f.heal();
-        assert!(!f.drops(a));
     }
 }
