@@ -77,13 +77,18 @@ pub enum Feature {
     /// instead of refused as another request. Prints remembered before it stay as they
     /// were.
     RequestPrintsSkipEveryTimestamp,
+    /// A submitted job's step-output references (`${{ jobs.KEY.outputs.NAME }}`) must be
+    /// well formed and name a dependency of the job (`step_refs`): a typo is refused at
+    /// submit. Before it, such a job was accepted and its attempt failed when it started.
+    StepReferencesCheckedAtSubmit,
 }
 
 impl Feature {
     /// Every feature a leader of this build turns on.
-    pub const ALL: [Feature; 2] = [
+    pub const ALL: [Feature; 3] = [
         Feature::JobDigestsCoverTheirRecords,
         Feature::RequestPrintsSkipEveryTimestamp,
+        Feature::StepReferencesCheckedAtSubmit,
     ];
 }
 

@@ -14,6 +14,8 @@
 //! - `cron`: periodic jobs — crons as replicated state, fires decided once as log
 //!   entries, and the schedule evaluation ([`cron::due`]) the leader runs.
 //! - `tags`: the one rule for node tags and job constraints, with its bounds.
+//! - `step_refs`: step-output references (`${{ jobs.KEY.outputs.NAME }}`): checked at
+//!   submit, substituted when an attempt starts.
 //! - `replay`: offline replay of a data directory (snapshot + log), checking checkpoints.
 //! - `testkit`: an in-process network and node start-up for tests and benchmarks.
 //! - `error`: [`ConsensusError`] and [`Invalid`] (a rejected command's field and reason).
@@ -29,6 +31,7 @@ pub mod raft;
 pub mod replay;
 pub mod requests;
 mod state;
+pub mod step_refs;
 pub mod tags;
 pub mod testkit;
 pub mod words;

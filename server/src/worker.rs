@@ -336,7 +336,7 @@ pub fn with_step_outputs(
         .command
         .iter()
         .chain(spec.env.values())
-        .any(|t| t.contains("${{"));
+        .any(|t| cathedral_consensus::step_refs::templated(t));
     let published = job
         .spec
         .depends_on
@@ -382,40 +382,17 @@ pub fn with_step_outputs(
             spec.env.insert(env_name(&key, name), value.clone());
         }
     }
-    let substitute = |text: &str| -> Result<String, String> {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("${{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 3..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| format!("{text:?}: `${{{{` without `}}}}`"))?;
-            let expr = after[..end].trim();
-            let parts: Vec<&str> = expr.split('.').collect();
-            let value = match parts.as_slice() {
-                ["jobs", key, "outputs", name] => known
-                    .get(*key)
-                    .and_then(|o| o.get(*name))
-                    .ok_or_else(|| {
-                        format!("{expr}: job {key} published no output {name} (it must be a dependency that published it)")
-                    })?,
-                _ => return Err(format!("{expr}: expected jobs.KEY.outputs.NAME")),
-            };
-            out.push_str(value);
-            rest = &after[end + 2..];
-        }
-        out.push_str(rest);
-        Ok(out)
+    let substitute = |text: &str| {
+        cathedral_consensus::step_refs::substitute(text, |r| {
+            known
+                .get(r.key)
+                .and_then(|o| o.get(r.name))
+                .map(String::as_str)
+        })
     };
-    for arg in spec.command.iter_mut() {
-        if arg.contains("${{") {
-            *arg = substitute(arg)?;
-        }
-    }
-    for v in spec.env.values_mut() {
-        if v.contains("${{") {
-            *v = substitute(v)?;
+    for text in spec.command.iter_mut().chain(spec.env.values_mut()) {
+        if cathedral_consensus::step_refs::templated(text) {
+            *text = substitute(text)?;
         }
     }
     Ok(())

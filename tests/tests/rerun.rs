@@ -93,7 +93,8 @@ async fn a_rerun_from_a_failed_middle_step() {
 /// Step outputs: a job leaves files in `$CATHEDRAL_OUTPUTS`; its dependents get them as
 /// `${{ jobs.KEY.outputs.NAME }}` (in arguments and environment values) and as
 /// `CATHEDRAL_OUTPUT_KEY_NAME`; a reference to an output never published fails the job
-/// that makes it, saying which.
+/// that makes it, saying which; a reference to a job that is not a dependency (a typo in
+/// its key) is refused at submit, naming the reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_outputs_flow_between_three_steps() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,6 +148,37 @@ jobs:
     assert!(
         tail.contains("job version published no output nope"),
         "{tail}"
+    );
+
+    // (Jobs ran, so the leader has turned its features of apply on, the check among them.)
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"name: typo
+jobs:
+  - key: version
+    command: [sh, -c, 'printf 1 > "$CATHEDRAL_OUTPUTS/version"']
+  - key: build
+    after: [version]
+    command: [echo, '${{ jobs.versoin.outputs.version }}']
+"#,
+    )
+    .unwrap();
+    let jobs_before = s.cli_ok(&["list", "--json"]);
+    let out = s.cli(&["workflow", "submit", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("jobs[1].command[1]")
+            && err.contains("jobs.versoin.outputs.version")
+            && err.contains("not a dependency")
+            && err.contains("version"),
+        "{err}"
+    );
+    assert_eq!(
+        s.cli_ok(&["list", "--json"]),
+        jobs_before,
+        "nothing accepted"
     );
     s.stop();
 }

@@ -837,6 +837,69 @@ fn a_large_snapshot_loads_on_several_threads_as_written_and_a_bad_job_is_an_erro
 }
 
 #[test]
+fn step_references_to_a_job_not_depended_on_are_refused_once_the_feature_is_on() {
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    let first = submit(&mut s, &mut i, JobSpec::new("a", &["true"]));
+    let mut typo = JobSpec::new("b", &["echo", "${{ jobs.99.outputs.x }}"]);
+    typo.depends_on = vec![first];
+    let submit_typo = Command::SubmitJobs {
+        at_ms: 10,
+        jobs: vec![typo.clone()],
+    };
+    // Logs written before the check keep applying as they did: accepted.
+    assert!(s.check(&submit_typo).is_ok());
+    step(
+        &mut s,
+        &mut i,
+        Command::Enable {
+            at_ms: 10,
+            feature: Feature::StepReferencesCheckedAtSubmit,
+        },
+    );
+    let e = s.check(&submit_typo).unwrap_err().to_string();
+    assert!(e.contains("jobs[0].command[1]"), "{e}");
+    assert!(e.contains(&format!("its dependencies: {first}")), "{e}");
+    assert!(matches!(
+        step(&mut s, &mut i, submit_typo),
+        Response::Rejected(_)
+    ));
+    let mut good = typo;
+    good.command[1] = format!("${{{{ jobs.{first}.outputs.x }}}}");
+    assert!(s
+        .check(&Command::SubmitJobs {
+            at_ms: 10,
+            jobs: vec![good]
+        })
+        .is_ok());
+    // In a workflow, the keys it runs after.
+    let wf = |key: &str| Command::SubmitWorkflow {
+        at_ms: 10,
+        name: "w".into(),
+        jobs: vec![
+            WorkflowJob {
+                key: "build".into(),
+                spec: JobSpec::new("build", &["true"]),
+                after: vec![],
+            },
+            WorkflowJob {
+                key: "ship".into(),
+                spec: JobSpec::new(
+                    "ship",
+                    &["echo", &format!("${{{{ jobs.{key}.outputs.a }}}}")],
+                ),
+                after: vec!["build".into()],
+            },
+        ],
+    };
+    assert!(s.check(&wf("build")).is_ok());
+    let e = s.check(&wf("biuld")).unwrap_err().to_string();
+    assert!(
+        e.contains("jobs[1].command[1]") && e.contains("its dependencies: build"),
+        "{e}"
+    );
+}
+
+#[test]
 fn without_rules_a_lost_attempt_spends_the_jobs_attempt_as_before() {
     let (mut s, mut i) = (ClusterState::new(), 0);
     s.apply(0, &node(1));

@@ -54,7 +54,7 @@ impl ClusterState {
                     format!("duplicate key {:?}", j.key),
                 );
             }
-            self.check_spec(&j.spec)
+            self.check_spec_after(&j.spec, &j.after)
                 .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
         unique_keys(jobs.iter().map(|j| &j.spec))?;
