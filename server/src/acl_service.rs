@@ -52,7 +52,7 @@ impl AclService for Api {
         &self,
         req: Request<pb::AclBootstrapRequest>,
     ) -> Result<Response<pb::AclToken>, Status> {
-        if self.node.applied.read().unwrap().state.acl().enforced {
+        if self.node.state().read().state.acl().enforced {
             return Err(Status::failed_precondition(
                 "access control is bootstrapped already; ask a management token's holder",
             ));
@@ -99,7 +99,7 @@ impl AclService for Api {
         &self,
         _req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         let acl = a.state.acl();
         Ok(Response::new(pb::ListTokensResponse {
             tokens: acl.tokens().map(|t| token_pb(t, None)).collect(),
@@ -126,7 +126,7 @@ impl AclService for Api {
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::AclToken>, Status> {
         let caller = auth::caller(&req);
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         match caller
             .accessor
             .as_deref()

@@ -93,7 +93,7 @@ pub fn authorize_token(
     path: &str,
     headers: &http::HeaderMap,
 ) -> Result<Caller, Status> {
-    let a = node.applied.read().unwrap();
+    let a = node.state().read();
     let acl = a.state.acl();
     if !acl.enforced {
         return Ok(Caller {

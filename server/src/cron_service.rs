@@ -190,7 +190,7 @@ impl Api {
     }
 
     fn cron(&self, name: &str) -> Result<cathedral_consensus::cron::Cron, Status> {
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         a.state
             .crons()
             .get(name)
@@ -222,7 +222,7 @@ impl CronService for Api {
         &self,
         _req: Request<pb::ListCronsRequest>,
     ) -> Result<Response<pb::ListCronsResponse>, Status> {
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         Ok(Response::new(pb::ListCronsResponse {
             crons: a
                 .state
@@ -306,7 +306,7 @@ impl CronService for Api {
 pub async fn fire_due(node: &Node, cache: &mut HashMap<(String, String), Option<Schedule>>) {
     let now = now_ms();
     let ops = {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         due_ops(&a.state, now, cache)
     };
     for op in ops {

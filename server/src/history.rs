@@ -127,7 +127,7 @@ pub async fn run(node: Arc<Node>) {
         let mut i = std::mem::take(&mut *history().interval.lock().unwrap());
         let commit = node.committed_index();
         let (queue_depth, nodes) = {
-            let a = node.applied.read().unwrap();
+            let a = node.state().read();
             let pending = a
                 .state
                 .jobs_in(cathedral_consensus::JobState::Pending)

@@ -144,7 +144,7 @@ async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error
     }
     let now = now_ms();
     let due = {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         if a.state.rules().is_none() {
             return Ok(());
         }
@@ -179,7 +179,7 @@ async fn checkpoint_if_due(node: &Node) -> crate::error::Result<()> {
         return Ok(());
     }
     let (applied, latest) = {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         (
             a.last_applied.map_or(0, |l| l.index),
             a.state.latest_checkpoint().unwrap_or(0),
@@ -354,7 +354,7 @@ async fn lead_once(
     let rules = cathedral_consensus::Rules {
         lost_retries: node.config.leader.lost_retries,
     };
-    let current = node.applied.read().unwrap().state.rules();
+    let current = node.state().read().state.rules();
     if current != Some(rules) {
         tracing::info!(?current, ?rules, "writing the rules of apply");
         node.propose(Proposal::Write(Command::SetRules { at_ms: now, rules }))
@@ -363,7 +363,7 @@ async fn lead_once(
     }
     // Then the features of apply this build has that the log has not turned on yet.
     let missing = {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         cathedral_consensus::Feature::ALL
             .into_iter()
             .find(|f| !a.state.has_feature(*f))
@@ -378,7 +378,7 @@ async fn lead_once(
         return Ok(());
     }
     let (failed, recovered, timed_out, assignments) = {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         let state = &a.state;
         let mut failed = Vec::new();
         let mut recovered = Vec::new();

@@ -437,7 +437,7 @@ pub async fn follow_events(node: std::sync::Arc<Node>) {
             continue;
         }
         let Some(id) = e.job else { continue };
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         let Some(job) = a.state.job(id) else { continue };
         let attempt = e
             .attempt
@@ -504,7 +504,7 @@ pub fn render(node: &Node) -> String {
     counter!("cathedral_snapshot_writes_total").absolute(snaps.writes);
     counter!("cathedral_snapshot_written_bytes_total").absolute(snaps.written_bytes);
     {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         // Counts the state keeps as it applies: O(1) under the lock apply waits for.
         let counts = a.state.job_counts();
         for st in JobState::ALL {

@@ -50,7 +50,7 @@ const FOLLOW_POLL_MS: u64 = 200;
 
 /// Whether `attempt` of `job` has ended in the applied state (or the job is gone).
 fn attempt_ended(node: &Node, job: u64, attempt: u32) -> bool {
-    let a = node.applied.read().unwrap();
+    let a = node.state().read();
     match a.state.job(job) {
         Some(j) => {
             j.attempts
@@ -66,7 +66,7 @@ fn attempt_ended(node: &Node, job: u64, attempt: u32) -> bool {
 /// `: ` and what became of the attempt, in words (an attempt that could not start wrote no
 /// output file, and its reason is there), or nothing when the state does not know it.
 fn what_became_of(node: &Node, job: u64, attempt: u32) -> String {
-    let a = node.applied.read().unwrap();
+    let a = node.state().read();
     a.state
         .attempt(job, attempt)
         .and_then(|x| x.outcome)
@@ -79,7 +79,7 @@ fn what_became_of(node: &Node, job: u64, attempt: u32) -> String {
 /// ended having written nothing (its outcome's tail is empty). Otherwise the file was
 /// there and is gone (output retention).
 fn nothing_written(node: &Node, job: u64, attempt: u32) -> bool {
-    let a = node.applied.read().unwrap();
+    let a = node.state().read();
     a.state
         .attempt(job, attempt)
         .is_some_and(|x| x.outcome.as_ref().is_none_or(|o| o.output_tail.is_empty()))

@@ -164,7 +164,7 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whether the attempt's outcome shows output (an attempt that wrote nothing has no file
 /// to copy: no call is made for it).
 fn wrote_something(node: &Node, job: u64, attempt: u32) -> bool {
-    let a = node.applied.read().unwrap();
+    let a = node.state().read();
     a.state
         .attempt(job, attempt)
         .and_then(|x| x.outcome)

@@ -51,7 +51,7 @@ impl Api {
             self.confirm_absent().await?;
         }
         {
-            let a = self.node.applied.read().unwrap();
+            let a = self.node.state().read();
             if let Some(j) = a.state.job(id) {
                 return Ok(job_to_pb(
                     &j,
@@ -109,7 +109,7 @@ impl Api {
     }
 
     fn has_job(&self, id: JobId) -> bool {
-        self.node.applied.read().unwrap().state.job(id).is_some()
+        self.node.state().read().state.job(id).is_some()
     }
 
     /// Before a read answers "not found": a read barrier (the leader's read index, applied
@@ -123,7 +123,7 @@ impl Api {
 
     /// The event describing job `id` now, and whether it has ended.
     fn event(&self, id: JobId) -> Option<(pb::JobEvent, bool)> {
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         let j = a.state.job(id)?;
         let cur = j.attempts.last();
         Some((
@@ -235,9 +235,8 @@ impl JobService for Api {
         let req = req.into_inner();
         if self
             .node
-            .applied
+            .state()
             .read()
-            .unwrap()
             .state
             .workflow(req.workflow_id)
             .is_none()
@@ -247,7 +246,7 @@ impl JobService for Api {
         let from = if req.from_job_id > 0 {
             req.from_job_id
         } else {
-            let a = self.node.applied.read().unwrap();
+            let a = self.node.state().read();
             let w = a
                 .state
                 .workflow(req.workflow_id)
@@ -287,7 +286,7 @@ impl JobService for Api {
             self.confirm_absent().await?;
         }
         let view = self.node.gossip.view();
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         // The candidates as the leader sees them: registered, alive and available in
         // gossip, with the tags gossip carries.
         let candidates: crate::scheduler::Candidates = a
@@ -342,7 +341,7 @@ impl JobService for Api {
             return self.list_archived(req, state, size).await;
         }
         let from = page_token(&req.page_token)?;
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         let all: Box<dyn Iterator<Item = std::borrow::Cow<'_, cathedral_consensus::Job>>> =
             if req.newest_first {
                 Box::new(a.state.jobs_down_from(from.unwrap_or(JobId::MAX)))
@@ -382,7 +381,7 @@ impl JobService for Api {
         let req = req.into_inner();
         let size = page_size(req.page_size)?;
         let from = page_token(&req.page_token)?;
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         let mut matching = a
             .state
             .workflows_down_from(from.unwrap_or(u64::MAX))
@@ -404,7 +403,7 @@ impl JobService for Api {
         req: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowView>, Status> {
         let id = req.into_inner().workflow_id;
-        let a = self.node.applied.read().unwrap();
+        let a = self.node.state().read();
         match a.state.workflow(id) {
             Some(w) => Ok(Response::new(workflow_view(&a.state, w))),
             None => Err(Status::not_found(format!("no workflow {id}"))),
@@ -683,7 +682,7 @@ impl ClusterService for Api {
             })
             .collect();
         let (applied_index, state_hash, jobs, jobs_by_state) = {
-            let a = self.node.applied.read().unwrap();
+            let a = self.node.state().read();
             (
                 a.last_applied.map_or(0, |l| l.index),
                 hex(&a.state.hash()),

@@ -150,7 +150,7 @@ fn step(
     }
     // (key, started?, spec) of every attempt the state places on this node.
     let (wanted, slots) = {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         let slots = a
             .state
             .node(node.id)
@@ -626,7 +626,7 @@ async fn retention(node: Arc<Node>, confirmed: Arc<std::sync::Mutex<BTreeSet<Key
     let present: BTreeSet<Key> = files.iter().map(|(k, _)| *k).collect();
     confirmed.lock().unwrap().retain(|k| present.contains(k));
     let (mut keep, own): (BTreeSet<Key>, Vec<(Key, u64, u64)>) = {
-        let a = node.applied.read().unwrap();
+        let a = node.state().read();
         let keep = a.state.running_on(node.id).into_iter().collect();
         let own = files
             .into_iter()

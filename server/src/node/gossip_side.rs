@@ -56,7 +56,7 @@ impl Node {
     pub fn list_nodes(&self) -> crate::api::v1::ListNodesResponse {
         use crate::api::v1 as pb;
         let view = self.gossip.view();
-        let a = self.applied.read().unwrap();
+        let a = self.state().read();
         let state = &a.state;
         let mut ids: BTreeSet<u64> = state.nodes().map(|n| n.info.id).collect();
         ids.extend(view.members.keys().copied());
@@ -166,9 +166,8 @@ impl Node {
             .filter(|m| m.liveness == crate::gossip::Liveness::Alive)
             .map(|m| m.grpc.clone())
             .or_else(|| {
-                self.applied
+                self.state()
                     .read()
-                    .unwrap()
                     .state
                     .node(id)
                     .map(|n| n.info.address.clone())

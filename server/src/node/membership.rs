@@ -185,7 +185,7 @@ impl Node {
         }
         tracing::info!(node = id, "removed from the cluster");
         // The node leaves the job state too, if it registered.
-        let registered = self.applied.read().unwrap().state.node(id).is_some();
+        let registered = self.state().read().state.node(id).is_some();
         if registered {
             self.client_write(Command::NodeRetired {
                 at_ms: now_ms(),
@@ -236,9 +236,8 @@ impl Node {
             capacity: capacity(self.config.slots),
         };
         let current = self
-            .applied
+            .state()
             .read()
-            .unwrap()
             .state
             .node(self.id)
             .map(|n| (n.info.clone(), n.status));
@@ -265,9 +264,8 @@ impl Node {
         let learners: Vec<u64> = membership.learner_ids().collect();
         for id in learners {
             let coordinator = self
-                .applied
+                .state()
                 .read()
-                .unwrap()
                 .state
                 .node(id)
                 .is_some_and(|n| n.info.role == Role::Coordinator);

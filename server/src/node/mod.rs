@@ -87,7 +87,8 @@ pub struct Node {
     tasks: TaskTracker,
     stopping: CancellationToken,
     pub raft: Raft<TypeConfig>,
-    pub applied: AppliedHandle,
+    /// The applied state, read through [`Node::state`].
+    applied: StateView,
     /// The events of what is applied, for `WatchEvents` and `/v1/events`.
     pub events: Arc<EventFeed>,
     pub peers: Arc<Peers>,
@@ -115,6 +116,24 @@ pub struct Node {
     holds: Arc<ElectionHolds>,
     /// The jobs retention collected, kept in the data directory.
     pub archive: Arc<cathedral_consensus::archive::Archive>,
+}
+
+/// The applied state, read-only: what every reader beside apply gets (the scheduler, the
+/// services, metrics, the worker). A read holds the state's lock and apply waits for it:
+/// read what is needed and let the guard go (it is not `Send`, so it cannot be held
+/// across an await).
+#[derive(Clone)]
+pub struct StateView(AppliedHandle);
+
+impl StateView {
+    /// The applied state with the log id it was applied through and the membership.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, cathedral_consensus::raft::Applied> {
+        // Poisoned only if apply panicked while writing: the state may be half applied
+        // and Raft has stopped; no reader should answer from it.
+        self.0
+            .read()
+            .expect("the applied state: apply panicked while changing it")
+    }
 }
 
 /// How often a repairing node checks whether it holds what it owes again.
@@ -383,7 +402,7 @@ impl Node {
             id: identity.node_id,
             config,
             raft,
-            applied,
+            applied: StateView(applied),
             archive,
             events,
             peers,
@@ -484,7 +503,7 @@ impl Node {
             });
         }
         let (checkpoints, divergences) = {
-            let a = self.applied.read().unwrap();
+            let a = self.state().read();
             (
                 a.state
                     .checkpoints()
@@ -612,13 +631,14 @@ impl Node {
         persisted.max(applied)
     }
 
+    /// The applied state (see [`StateView`]).
+    pub fn state(&self) -> &StateView {
+        &self.applied
+    }
+
     /// The index of the last entry this node applied.
     pub fn applied_index(&self) -> u64 {
-        self.applied
-            .read()
-            .unwrap()
-            .last_applied
-            .map_or(0, |l| l.index)
+        self.state().read().last_applied.map_or(0, |l| l.index)
     }
 
     /// Stops Raft and closes the log cleanly (sealing its last segment).

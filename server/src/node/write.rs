@@ -230,7 +230,7 @@ impl Node {
     /// The answer to `cmd` when it repeats a request the applied state holds, with the
     /// applied index it was read at.
     pub(super) fn answer_repeat(&self, cmd: &Command) -> Option<(u64, Response)> {
-        let a = self.applied.read().unwrap();
+        let a = self.state().read();
         a.state
             .repeat(cmd)
             .map(|r| (a.last_applied.map_or(0, |l| l.index), r))
@@ -245,7 +245,7 @@ impl Node {
                 }
                 // Bad input never takes a log entry: check against the applied state first
                 // (jobs are never removed, so what passes here passes when applied).
-                self.applied.read().unwrap().state.check(cmd)?;
+                self.state().read().state.check(cmd)?;
                 self.batcher.write(cmd.clone(), cmd.encoded_len()).await
             }
             Proposal::RemoveNode(id) => self.remove_node(*id).await,
