@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use cathedral_consensus::raft::TypeConfig;
 use cathedral_consensus::{Command, Response};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 
@@ -98,6 +97,20 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Queued>, write_timeo
     }
 }
 
+/// Proposes `cmd` as one entry and waits, at most `timeout`, until it is committed and
+/// applied: the log index and the state's response. The one place the write path hands
+/// an entry to Raft (the batcher's batches; `Node::client_write` for the writes that go
+/// alone).
+pub async fn propose(raft: &Raft<TypeConfig>, cmd: Command, timeout: Duration) -> Outcome {
+    // A leader cut off from its quorum keeps waiting for a commit that does not come;
+    // the caller hears of it after the timeout.
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Err(_) => Err(ServerError::not_committed(timeout)),
+        Ok(Ok(r)) => Ok((r.log_id.index, r.data)),
+        Ok(Err(e)) => Err(ServerError::from_raft_write(e)),
+    }
+}
+
 /// Proposes `batch` as one entry and answers each of its writes.
 async fn write(raft: &Raft<TypeConfig>, batch: Vec<Queued>, write_timeout: Duration) {
     let (cmds, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
@@ -111,40 +124,21 @@ async fn write(raft: &Raft<TypeConfig>, batch: Vec<Queued>, write_timeout: Durat
             commands: cmds,
         }
     };
-    // A leader cut off from its quorum keeps waiting for a commit that does not come;
-    // the callers hear of it after the write timeout.
-    let written = tokio::time::timeout(write_timeout, raft.client_write(cmd)).await;
-    let answers: Vec<Outcome> = match written {
-        Err(_) => vec![
-            Err(ServerError::Unavailable(format!(
-                "not committed within {} ms; a majority of voters may be down (the write may still be applied once they return)",
-                write_timeout.as_millis()
-            )));
-            n
-        ],
-        Ok(Ok(r)) => {
-            let index = r.log_id.index;
-            match (n, r.data) {
-                (1, response) => vec![Ok((index, response))],
-                (_, Response::Batch(rs)) if rs.len() == n => rs
-                    .into_iter()
-                    .map(|response| Ok((index, response)))
-                    .collect(),
-                (_, other) => vec![
-                    Err(ServerError::Unavailable(format!(
-                        "a batch of {n} writes was answered with {other:?}"
-                    )));
-                    n
-                ],
-            }
-        }
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => vec![
-            Err(ServerError::NotLeader {
-                leader: f.leader_id
-            });
-            n
-        ],
-        Ok(Err(e)) => vec![Err(ServerError::Unavailable(e.to_string())); n],
+    let answers: Vec<Outcome> = match propose(raft, cmd, write_timeout).await {
+        Err(e) => vec![Err(e); n],
+        Ok((index, response)) => match (n, response) {
+            (1, response) => vec![Ok((index, response))],
+            (_, Response::Batch(rs)) if rs.len() == n => rs
+                .into_iter()
+                .map(|response| Ok((index, response)))
+                .collect(),
+            (_, other) => vec![
+                Err(ServerError::Unavailable(format!(
+                    "a batch of {n} writes was answered with {other:?}"
+                )));
+                n
+            ],
+        },
     };
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);

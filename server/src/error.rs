@@ -85,15 +85,42 @@ impl ServerError {
         tonic::Status::with_details(
             plain.code(),
             plain.message().to_string(),
-            crate::transport::encode(self).into(),
+            postcard::to_stdvec(self).expect("errors encode").into(),
         )
     }
 
     /// The error a peer answered with: the one it sent in the details, or, from a peer
     /// that sent none (the call never reached its service), the status as `Unavailable`.
     pub fn from_peer(status: &tonic::Status, whom: &str) -> ServerError {
-        crate::transport::decode(status.details())
+        postcard::from_bytes(status.details())
             .unwrap_or_else(|_| ServerError::Unavailable(format!("{whom}: {}", status.message())))
+    }
+
+    /// A Raft write's failure as the write path answers it — the one mapping, for the
+    /// batcher's entries, a write outside it and a membership change: not the leader
+    /// (nothing was proposed; the leader it names may be asked), or the outcome unknown.
+    pub fn from_raft_write(
+        e: openraft::error::RaftError<
+            u64,
+            openraft::error::ClientWriteError<u64, openraft::BasicNode>,
+        >,
+    ) -> ServerError {
+        use openraft::error::{ClientWriteError, RaftError};
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ServerError::NotLeader {
+                leader: f.leader_id,
+            },
+            e => ServerError::Unavailable(e.to_string()),
+        }
+    }
+
+    /// A write not committed within `timeout` (a leader cut off from its quorum keeps
+    /// waiting for a commit that does not come): its outcome is unknown.
+    pub fn not_committed(timeout: std::time::Duration) -> ServerError {
+        ServerError::Unavailable(format!(
+            "not committed within {} ms; a majority of voters may be down (the write may still be applied once they return)",
+            timeout.as_millis()
+        ))
     }
 }
 

@@ -27,6 +27,25 @@
 //!   certificate and cluster-key credential); `acl_service` the public `AclService`;
 //!   `security` TLS configurations and node credentials.
 //! - `server`: [`start`] and [`Running::shutdown`].
+//!
+//! # The write path
+//!
+//! A `SubmitJob`, from the wire to the answer (each step a hop; the value it hands on in
+//! brackets):
+//!
+//! ```text
+//!  1 auth layer          token or node credential decided, call counted  [pb::SubmitJobRequest]
+//!  2 service             spec converted and validated (convert)           [JobSpec]
+//!  3                     wrapped: Authored (ACL), WithJobOptions, Request  [Command]
+//!  4 Node::propose       request id, sized once, a repeat answered here    [Proposal]
+//!  5   follower:         forwarder → the leader's peer service → 6         (batched)
+//!  6 Node::execute       the state's check (bad input takes no entry)
+//!  7 batcher             queued, then many writes as one Command::Batch    [Queued]
+//!  8 batcher::propose    openraft client_write; the one error mapping
+//!  9 log store           appended and synced (one fdatasync per batch)     [Entry → record bytes]
+//! 10 state machine       applied (apply calls the same check)              [Response]
+//! 11 Node::propose       read-your-write wait, answer to the service       [(index, Response)]
+//! ```
 
 /// The gRPC API (protos, generated code, bounds): the `cathedral-api` crate.
 pub use cathedral_api as api;

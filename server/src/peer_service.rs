@@ -181,7 +181,10 @@ impl Peer for PeerService {
                 .into_iter()
                 .map(|p| {
                     let node = self.node.clone();
-                    self.node.spawn_owned(async move { node.execute(&p).await })
+                    self.node.spawn_owned(async move {
+                        let bytes = p.encoded_len();
+                        node.execute(&p, bytes).await
+                    })
                 })
                 .collect();
             let mut replies = Vec::with_capacity(tasks.len());

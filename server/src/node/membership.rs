@@ -173,16 +173,15 @@ impl Node {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        if let Err(e) = self.raft.change_membership(change, false).await {
-            return match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                    Err(ServerError::NotLeader {
-                        leader: f.leader_id,
-                    })
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| match ServerError::from_raft_write(e) {
+                ServerError::Unavailable(m) => {
+                    ServerError::Unavailable(format!("remove node {id}: {m}"))
                 }
-                e => Err(ServerError::Unavailable(format!("remove node {id}: {e}"))),
-            };
-        }
+                other => other,
+            })?;
         tracing::info!(node = id, "removed from the cluster");
         // The node leaves the job state too, if it registered.
         let registered = self.state().read().state.node(id).is_some();

@@ -68,6 +68,16 @@ pub enum Proposal {
     RemoveNode(u64),
 }
 
+impl Proposal {
+    /// What it takes in an entry (a membership change: a fixed allowance).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Proposal::Write(cmd) => cmd.encoded_len(),
+            Proposal::RemoveNode(_) => 16,
+        }
+    }
+}
+
 /// The leader's answer to a [`Proposal`], on this node or forwarded from another (the
 /// same value crosses the wire): the index the write was committed and applied at with
 /// the state's response, or the error — `NotLeader` when nothing was proposed,

@@ -128,18 +128,9 @@ impl Node {
             other => other,
         };
         let resendable = matches!(&proposal, Proposal::Write(Command::Request { .. }));
-        let bytes = match &proposal {
-            Proposal::Write(cmd) => cmd.encoded_len(),
-            Proposal::RemoveNode(_) => 16,
-        };
-        if bytes > WRITE_BYTES_MAX {
-            return Err(ServerError::invalid(
-                "request",
-                format!(
-                    "encodes to {bytes} bytes; WRITE_BYTES_MAX is {WRITE_BYTES_MAX} (ENTRY_BYTES_MAX {ENTRY_BYTES_MAX} less an entry's framing)"
-                ),
-            ));
-        }
+        // Sized once here; the size travels with it (to the batcher, or the forwarder).
+        let bytes = proposal.encoded_len();
+        check_write_bytes(bytes)?;
         // A repeat of an accepted request is answered from this node's state: no log entry,
         // the original ids (a key found here is committed).
         if let Proposal::Write(cmd) = &proposal {
@@ -152,7 +143,7 @@ impl Node {
         loop {
             let asked = self.raft.current_leader().await;
             let outcome = match asked {
-                Some(l) if l == self.id => self.execute(&proposal).await,
+                Some(l) if l == self.id => self.execute(&proposal, bytes).await,
                 Some(l) => match self.address_of(l) {
                     Some(addr) => {
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -236,42 +227,42 @@ impl Node {
             .map(|r| (a.last_applied.map_or(0, |l| l.index), r))
     }
 
-    /// Performs `proposal` on this node, which believes it leads.
-    pub async fn execute(&self, proposal: &Proposal) -> Outcome {
+    /// Performs `proposal`, which encodes to `bytes`, on this node, which believes it
+    /// leads.
+    pub async fn execute(&self, proposal: &Proposal, bytes: usize) -> Outcome {
         match proposal {
             Proposal::Write(cmd) => {
+                check_write_bytes(bytes)?;
                 if let Some(answer) = self.answer_repeat(cmd) {
                     return Ok(answer);
                 }
                 // Bad input never takes a log entry: check against the applied state first
                 // (jobs are never removed, so what passes here passes when applied).
                 self.state().read().state.check(cmd)?;
-                self.batcher.write(cmd.clone(), cmd.encoded_len()).await
+                self.batcher.write(cmd.clone(), bytes).await
             }
             Proposal::RemoveNode(id) => self.remove_node(*id).await,
         }
     }
 
+    /// Proposes `cmd` alone, outside the batcher (a command that may not be batched).
     pub(super) async fn client_write(&self, cmd: Command) -> Outcome {
-        // A leader cut off from its quorum keeps waiting for a commit that does not come;
-        // the caller hears of it after the write timeout.
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
-        let Ok(written) = tokio::time::timeout(timeout, self.raft.client_write(cmd)).await else {
-            return Err(ServerError::Unavailable(format!(
-                "not committed within {} ms; a majority of voters may be down (the write may still be applied once they return)",
-                self.config.write_timeout_ms
-            )));
-        };
-        match written {
-            Ok(r) => Ok((r.log_id.index, r.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ServerError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(e) => Err(ServerError::Unavailable(e.to_string())),
-        }
+        crate::batcher::propose(&self.raft, cmd, timeout).await
     }
+}
+
+/// A write past `WRITE_BYTES_MAX` is refused before it goes anywhere.
+fn check_write_bytes(bytes: usize) -> Result<()> {
+    if bytes > WRITE_BYTES_MAX {
+        return Err(ServerError::invalid(
+            "request",
+            format!(
+                "encodes to {bytes} bytes; WRITE_BYTES_MAX is {WRITE_BYTES_MAX} (ENTRY_BYTES_MAX {ENTRY_BYTES_MAX} less an entry's framing)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn raft_write_error(
