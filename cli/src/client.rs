@@ -1,13 +1,13 @@
-//! Connecting to a server, and turning failures into one clear line and an exit code.
+//! Connecting to a server ([`Client`]: the servers, the credentials, the write retry), and
+//! turning failures into one clear line and an exit code.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use cathedral_api::v1::cluster_service_client::ClusterServiceClient;
-use cathedral_api::v1::job_service_client::JobServiceClient;
-use std::sync::OnceLock;
-
 use cathedral_api::v1::acl_service_client::AclServiceClient;
+use cathedral_api::v1::cluster_service_client::ClusterServiceClient;
+use cathedral_api::v1::cron_service_client::CronServiceClient;
+use cathedral_api::v1::job_service_client::JobServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -75,18 +75,6 @@ impl Credentials {
         };
         Ok(Credentials { bearer, tls })
     }
-}
-
-/// The credentials every connection of this process uses (set once, by `main`).
-static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
-
-/// Sets the credentials of this process's connections; the first call wins.
-pub fn use_credentials(c: Credentials) {
-    let _ = CREDENTIALS.set(c);
-}
-
-fn credentials() -> &'static Credentials {
-    CREDENTIALS.get_or_init(Credentials::default)
 }
 
 /// Where the CLI connects when neither `--server` nor `CATHEDRAL_ADDR` says.
@@ -180,21 +168,9 @@ pub fn addresses(list: &str) -> Result<Vec<String>, CliError> {
         .map(String::from)
         .collect();
     if all.is_empty() {
-        return Err(CliError::invalid("--server names no address"));
+        return Err(no_server());
     }
     Ok(all)
-}
-
-/// Connects to the first of `servers` that accepts a connection.
-pub async fn connect_any(servers: &[String]) -> Result<Conn, CliError> {
-    let mut last = None;
-    for addr in servers {
-        match connect(addr).await {
-            Ok(ch) => return Ok(ch),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| CliError::invalid("--server names no address")))
 }
 
 /// A new request id for a write: 128 random bits in hex. Retries of the write carry it, so
@@ -213,82 +189,154 @@ pub fn outcome_unknown(s: &tonic::Status) -> bool {
     )
 }
 
-/// Sends a write with `call`, trying `servers` in turn while the outcome is unknown (a
-/// server down, frozen, without a leader, or a broken connection) until `retry_for` has
-/// passed. Safe only for a request that carries a request id (see `new_request_id`):
-/// the cluster applies it at most once and answers a retry with the first answer.
-pub async fn write<T, F, Fut>(
-    servers: &[String],
-    retry_for: Duration,
-    mut call: F,
-) -> Result<T, CliError>
-where
-    F: FnMut(JobServiceClient<Conn>) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let deadline = Instant::now() + retry_for;
-    let mut tries = 0usize;
-    loop {
-        let addr = &servers[tries % servers.len()];
-        tries += 1;
-        let failed = match connect(addr).await {
-            Err(e) => e,
-            Ok(ch) => {
-                let wait = Duration::from_millis(WRITE_TRY_TIMEOUT_MS);
-                match tokio::time::timeout(wait, call(jobs(ch))).await {
-                    Ok(Ok(r)) => return Ok(r.into_inner()),
-                    Ok(Err(s)) if outcome_unknown(&s) => CliError::from(s),
-                    Ok(Err(s)) => return Err(s.into()),
-                    Err(_) => CliError::new(
-                        exit::UNAVAILABLE,
-                        format!("{addr} did not answer within {WRITE_TRY_TIMEOUT_MS} ms"),
-                    ),
-                }
-            }
+/// Where and how a command connects: the servers of `--server`, the credentials, and how
+/// long a write whose outcome is unknown is tried again (`--write-retry`).
+#[derive(Clone)]
+pub struct Client {
+    servers: Vec<String>,
+    credentials: Credentials,
+    write_retry: Duration,
+}
+
+impl Client {
+    /// A client of `servers` (see `addresses`) presenting `credentials`; writes are tried
+    /// once (see `with_write_retry`).
+    pub fn new(servers: Vec<String>, credentials: Credentials) -> Client {
+        Client {
+            servers,
+            credentials,
+            write_retry: Duration::ZERO,
+        }
+    }
+
+    /// Tries a write whose outcome is unknown again until `retry_for` has passed.
+    pub fn with_write_retry(mut self, retry_for: Duration) -> Client {
+        self.write_retry = retry_for;
+        self
+    }
+
+    /// The servers, in the order they are tried.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// How long a write whose outcome is unknown is tried again (and how long `events
+    /// --follow` looks for a server to go on at).
+    pub fn write_retry(&self) -> Duration {
+        self.write_retry
+    }
+
+    /// Connects to `addr` (`host:port`, or a full `http://`/`https://` URI; TLS when the
+    /// credentials hold it).
+    pub async fn connect(&self, addr: &str) -> Result<Conn, CliError> {
+        let creds = &self.credentials;
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else if creds.tls.is_some() {
+            format!("https://{addr}")
+        } else {
+            format!("http://{addr}")
         };
-        if Instant::now() >= deadline {
-            return Err(failed);
+        let mut endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| CliError::invalid(format!("bad server address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
+            .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if let Some(tls) = &creds.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| CliError::invalid(format!("TLS: {}", source_chain(&e))))?;
         }
-        if tries.is_multiple_of(servers.len()) {
-            tokio::time::sleep(Duration::from_millis(WRITE_RETRY_PAUSE_MS)).await;
+        let channel = endpoint.connect().await.map_err(|e| {
+            CliError::new(
+                exit::UNAVAILABLE,
+                format!("cannot connect to {addr}: {}", source_chain(&e)),
+            )
+        })?;
+        Ok(InterceptedService::new(channel, creds.bearer.clone()))
+    }
+
+    /// Connects to the first of the servers that accepts a connection.
+    pub async fn connect_any(&self) -> Result<Conn, CliError> {
+        let mut last = None;
+        for addr in &self.servers {
+            match self.connect(addr).await {
+                Ok(ch) => return Ok(ch),
+                Err(e) => last = Some(e),
+            }
         }
+        Err(last.unwrap_or_else(no_server))
+    }
+
+    /// Sends a write with `call`, trying the servers in turn while the outcome is unknown (a
+    /// server down, frozen, without a leader, or a broken connection) until the write retry
+    /// has passed. Safe only for a request that carries a request id (see
+    /// `new_request_id`): the cluster applies it at most once and answers a retry with the
+    /// first answer.
+    pub async fn write<T, F, Fut>(&self, mut call: F) -> Result<T, CliError>
+    where
+        F: FnMut(JobServiceClient<Conn>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let servers = &self.servers;
+        if servers.is_empty() {
+            return Err(no_server());
+        }
+        let deadline = Instant::now() + self.write_retry;
+        let mut tries = 0usize;
+        loop {
+            let addr = &servers[tries % servers.len()];
+            tries += 1;
+            let failed = match self.connect(addr).await {
+                Err(e) => e,
+                Ok(ch) => {
+                    let wait = Duration::from_millis(WRITE_TRY_TIMEOUT_MS);
+                    match tokio::time::timeout(wait, call(JobServiceClient::new(ch))).await {
+                        Ok(Ok(r)) => return Ok(r.into_inner()),
+                        Ok(Err(s)) if outcome_unknown(&s) => CliError::from(s),
+                        Ok(Err(s)) => return Err(s.into()),
+                        Err(_) => CliError::new(
+                            exit::UNAVAILABLE,
+                            format!("{addr} did not answer within {WRITE_TRY_TIMEOUT_MS} ms"),
+                        ),
+                    }
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(failed);
+            }
+            if tries.is_multiple_of(servers.len()) {
+                tokio::time::sleep(Duration::from_millis(WRITE_RETRY_PAUSE_MS)).await;
+            }
+        }
+    }
+
+    /// `JobService` at the first server that accepts a connection.
+    pub async fn jobs(&self) -> Result<JobServiceClient<Conn>, CliError> {
+        Ok(JobServiceClient::new(self.connect_any().await?))
+    }
+
+    /// `ClusterService` at the first server that accepts a connection.
+    pub async fn cluster(&self) -> Result<ClusterServiceClient<Conn>, CliError> {
+        Ok(ClusterServiceClient::new(self.connect_any().await?))
+    }
+
+    /// `AclService` at the first server that accepts a connection.
+    pub async fn acl(&self) -> Result<AclServiceClient<Conn>, CliError> {
+        Ok(AclServiceClient::new(self.connect_any().await?))
+    }
+
+    /// `CronService` at the first server that accepts a connection.
+    pub async fn crons(&self) -> Result<CronServiceClient<Conn>, CliError> {
+        Ok(CronServiceClient::new(self.connect_any().await?))
     }
 }
 
-/// Connects to `addr` (`host:port`, or a full `http://`/`https://` URI; TLS when the
-/// credentials hold it).
-pub async fn connect(addr: &str) -> Result<Conn, CliError> {
-    let creds = credentials();
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else if creds.tls.is_some() {
-        format!("https://{addr}")
-    } else {
-        format!("http://{addr}")
-    };
-    let mut endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| CliError::invalid(format!("bad server address {addr:?}: {e}")))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
-        .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true);
-    if let Some(tls) = &creds.tls {
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .map_err(|e| CliError::invalid(format!("TLS: {}", source_chain(&e))))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| {
-        CliError::new(
-            exit::UNAVAILABLE,
-            format!("cannot connect to {addr}: {}", source_chain(&e)),
-        )
-    })?;
-    Ok(InterceptedService::new(channel, creds.bearer.clone()))
-}
-
-pub fn acl(ch: Conn) -> AclServiceClient<Conn> {
-    AclServiceClient::new(ch)
+/// The error for a server list without an address.
+pub(crate) fn no_server() -> CliError {
+    CliError::invalid("--server names no address")
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -300,18 +348,6 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-pub fn crons(ch: Conn) -> cathedral_api::v1::cron_service_client::CronServiceClient<Conn> {
-    cathedral_api::v1::cron_service_client::CronServiceClient::new(ch)
-}
-
-pub fn jobs(ch: Conn) -> JobServiceClient<Conn> {
-    JobServiceClient::new(ch)
-}
-
-pub fn cluster(ch: Conn) -> ClusterServiceClient<Conn> {
-    ClusterServiceClient::new(ch)
 }
 
 /// Follows job `id` with WatchJob until it ends; returns the last event (the final state).

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cathedral_api::v1 as pb;
-use cathedral_cli::client::{self, DEFAULT_SERVER};
+use cathedral_api::v1::job_service_client::JobServiceClient;
+use cathedral_cli::client::{self, Client, Credentials, DEFAULT_SERVER};
 use cathedral_cli::parse;
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -73,15 +74,16 @@ fn main() -> ExitCode {
         eprintln!("cathedral-bench: --clients must be at least 1");
         return ExitCode::from(2);
     }
-    match client::Credentials::new(args.token.as_deref(), args.tls_ca.as_deref(), None, None) {
-        Ok(c) => client::use_credentials(c),
-        Err(e) => {
-            eprintln!("cathedral-bench: {}", e.message);
-            return ExitCode::from(2);
-        }
-    }
+    let credentials =
+        match Credentials::new(args.token.as_deref(), args.tls_ca.as_deref(), None, None) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cathedral-bench: {}", e.message);
+                return ExitCode::from(2);
+            }
+        };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(bench(&args, duration, warmup)) {
+    match rt.block_on(bench(&args, credentials, duration, warmup)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cathedral-bench: {e}");
@@ -96,16 +98,23 @@ fn main() -> ExitCode {
 /// Long on purpose: the client loop, its counters and the report share local state (the
 /// warm-up and end instants, the latency histograms); one function keeps the measured
 /// window visibly the same for every client.
-async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), String> {
+async fn bench(
+    args: &Args,
+    credentials: Credentials,
+    duration: Duration,
+    warmup: Duration,
+) -> Result<(), String> {
     let servers: Vec<String> = args
         .server
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
+    let client = Client::new(servers, credentials);
+    let servers = client.servers();
     let mut channels = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
         let addr = &servers[i % servers.len()];
-        channels.push(client::connect(addr).await.map_err(|e| e.message)?);
+        channels.push(client.connect(addr).await.map_err(|e| e.message)?);
     }
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -121,7 +130,7 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
     for (i, ch) in channels.into_iter().enumerate() {
         let arg = arg.clone();
         tasks.push(tokio::spawn(async move {
-            let mut jobs = client::jobs(ch);
+            let mut jobs = JobServiceClient::new(ch);
             let mut r = ClientResult {
                 latencies: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
                 errors: 0,
@@ -221,7 +230,7 @@ async fn bench(args: &Args, duration: Duration, warmup: Duration) -> Result<(), 
 
 /// Waits for job `id` to end; an error unless it succeeded.
 async fn until_succeeded(
-    jobs: &mut cathedral_api::v1::job_service_client::JobServiceClient<client::Conn>,
+    jobs: &mut JobServiceClient<client::Conn>,
     id: u64,
 ) -> Result<(), tonic::Status> {
     let last = client::watch_until_end(jobs, id).await?;
