@@ -145,22 +145,41 @@ pub const IDLE_GROUPS_MAX: usize = 256;
 
 impl Cgroups {
     pub fn new(support: CgroupSupport) -> Cgroups {
-        // Groups of server processes that are gone (`<pid>-<n>`, empty once their attempts
-        // are) go; those of other servers running on this host stay.
+        // Groups of server processes that are gone (`<pid>-<n>`) go; those of other
+        // servers running on this host stay. A gone server's group that still holds
+        // processes holds an attempt that outlived its node (a SIGKILLed server whose
+        // sandbox did not follow it down): the restarted node reports that attempt lost
+        // and the job runs again, so the orphan is killed first — never two runs at once.
+        let mut names = std::collections::BTreeSet::new();
         for parent in support.parents() {
             for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let owner: Option<i32> = name.split('-').next().and_then(|p| p.parse().ok());
-                // SAFETY: signal 0 only checks that the process exists.
-                let gone = owner.is_some_and(|pid| {
-                    pid != std::process::id() as i32
-                        && unsafe { libc::kill(pid, 0) } != 0
-                        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-                });
-                if gone && e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = std::fs::remove_dir(e.path());
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    names.insert(e.file_name().to_string_lossy().into_owned());
                 }
             }
+        }
+        for name in names {
+            let Some(owner) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            if !process_gone(owner) {
+                continue;
+            }
+            let Ok(group) = support.new_group(&name) else {
+                continue;
+            };
+            let orphans = group.pids().len();
+            if orphans > 0 {
+                let empty = group.kill_all();
+                tracing::warn!(
+                    group = %name,
+                    server_pid = owner,
+                    processes = orphans,
+                    emptied = empty,
+                    "killed the processes of an attempt whose server is gone"
+                );
+            }
+            group.remove();
         }
         Cgroups {
             support,
@@ -205,6 +224,14 @@ impl Cgroups {
             group.remove();
         }
     }
+}
+
+/// Whether no process `pid` exists (not this one; a process we may not signal exists).
+fn process_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid != std::process::id() as i32
+        && unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// Checks that a group can be created under `parent` (creating `parent` itself).
@@ -409,5 +436,59 @@ impl Group {
         for d in &self.dirs {
             let _ = std::fs::remove_dir(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An attempt left running by a server that is gone (its group named after the dead
+    /// server's pid) is killed when an executor starts; a live server's group is left.
+    #[test]
+    fn the_processes_of_a_gone_servers_group_are_killed_at_start() {
+        let support = CgroupSupport::detect();
+        if matches!(support, CgroupSupport::None { .. }) {
+            eprintln!("skipped: no writable cgroup here ({})", support.describe());
+            return;
+        }
+        // A pid that was a process and is no more.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id() as i32;
+        gone.wait().unwrap();
+        let orphan_group = support.new_group(&format!("{dead}-0")).unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        for f in orphan_group.procs_files() {
+            std::fs::write(f.to_str().unwrap(), orphan.id().to_string()).unwrap();
+        }
+        let live_group = support
+            .new_group(&format!("{}-orphan-test", std::process::id()))
+            .unwrap();
+        let mut kept = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        for f in live_group.procs_files() {
+            std::fs::write(f.to_str().unwrap(), kept.id().to_string()).unwrap();
+        }
+
+        let _ = Cgroups::new(support.clone());
+
+        let status = orphan.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(orphan_group.dirs.iter().all(|d| !d.exists()), "removed");
+        assert!(
+            kept.try_wait().unwrap().is_none(),
+            "a live server's attempt runs on"
+        );
+        assert_eq!(live_group.pids(), vec![kept.id() as i32]);
+        kept.kill().unwrap();
+        kept.wait().unwrap();
+        assert!(live_group.kill_all());
+        live_group.remove();
     }
 }
