@@ -3,6 +3,10 @@
 //! versions), read from an offset, optionally following the file until the attempt ends.
 //! The executor creates the file at the first byte of output, so an attempt that wrote
 //! nothing has none: its output is empty.
+//!
+//! Where an attempt's output is read from is decided here ([`stream_attempt`]): this
+//! node's file when it ran the attempt, else the node that ran it, else the copy its
+//! replica holder keeps (see `replicas`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -83,6 +87,77 @@ fn nothing_written(node: &Node, job: u64, attempt: u32) -> bool {
     a.state
         .attempt(job, attempt)
         .is_some_and(|x| x.outcome.as_ref().is_none_or(|o| o.output_tail.is_empty()))
+}
+
+/// One attempt whose output is asked for, as the state (or the archive) records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    pub job: u64,
+    pub attempt: u32,
+    /// The node that ran it.
+    pub ran_on: u64,
+    /// Whether it has ended.
+    pub ended: bool,
+}
+
+/// Streams `a`'s output into `tx` from wherever it is (with `follow`, until it ends).
+///
+/// This node reads its own file when it ran the attempt and has it, or may yet (the
+/// attempt runs), or no copy is known elsewhere; a file retention removed once its copy
+/// was confirmed is read from the copy, as any other node does. Otherwise the node that
+/// ran it is asked, and if it cannot answer (gone, removed, down), the attempt's replica
+/// holder — which may be this node.
+pub async fn stream_attempt(
+    node: Arc<Node>,
+    a: Attempt,
+    follow: bool,
+    tx: mpsc::Sender<Result<OutputBytes, tonic::Status>>,
+) {
+    let holder = crate::replicas::replica_holder(
+        &crate::replicas::voters(&node),
+        a.job,
+        a.attempt,
+        a.ran_on,
+    );
+    let here_file = || output_path(node.data_dir(), a.job, a.attempt).exists();
+    if a.ran_on == node.id && (!a.ended || here_file() || holder.is_none()) {
+        stream_local(node.clone(), a.job, a.attempt, 0, follow, tx).await;
+        return;
+    }
+    let mut last = None;
+    for source in [Some(a.ran_on), holder].into_iter().flatten() {
+        if source == node.id {
+            if here_file() {
+                stream_local(node.clone(), a.job, a.attempt, 0, follow, tx).await;
+                return;
+            }
+            continue;
+        }
+        match crate::replicas::open_remote(&node, source, a.job, a.attempt, 0, follow).await {
+            Ok((first, mut stream)) => {
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
+                }
+                use tokio_stream::StreamExt;
+                while let Some(item) = stream.next().await {
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            Err(crate::replicas::Open::Empty) => return,
+            Err(crate::replicas::Open::Failed(e)) => last = Some(e),
+        }
+    }
+    let _ = tx
+        .send(Err(last.unwrap_or_else(|| {
+            tonic::Status::unavailable(format!(
+                "node {}, which ran the attempt, is not a member and no copy is known",
+                a.ran_on
+            ))
+        })))
+        .await;
 }
 
 /// Streams the local output file from `offset` into `tx`; with `follow`, keeps reading

@@ -555,77 +555,18 @@ impl JobService for Api {
         };
         let (tx, rx) = mpsc::channel(8);
         let (inner_tx, mut inner_rx) = mpsc::channel(8);
-        // This node ran it and has the file, or may yet (the attempt runs): read it here.
-        // A file retention removed once its copy was confirmed: the copy, as for others.
-        let here = node == self.node.id
-            && (!ended
-                || cathedral_executor::output_path(self.node.data_dir(), req.job_id, attempt)
-                    .exists()
-                || crate::replicas::replica_holder(
-                    &crate::replicas::voters(&self.node),
-                    req.job_id,
-                    attempt,
-                    node,
-                )
-                .is_none());
-        if here {
-            self.node.spawn_until_stop(crate::output::stream_local(
-                self.node.clone(),
-                req.job_id,
-                attempt,
-                0,
-                req.follow,
-                inner_tx,
-            ));
-        } else {
-            // The node that ran it; if it cannot answer (gone, removed, down), the copy
-            // kept here or by the attempt's replica holder (see `replicas`).
-            let holder = crate::replicas::replica_holder(
-                &crate::replicas::voters(&self.node),
-                req.job_id,
-                attempt,
-                node,
-            );
-            let me = self.node.clone();
-            let (job, follow) = (req.job_id, req.follow);
-            self.node.spawn_until_stop(async move {
-                let mut last = None;
-                for source in [Some(node), holder].into_iter().flatten() {
-                    if source == me.id {
-                        let path = cathedral_executor::output_path(me.data_dir(), job, attempt);
-                        if path.exists() {
-                            crate::output::stream_local(me.clone(), job, attempt, 0, follow, inner_tx)
-                                .await;
-                            return;
-                        }
-                        continue;
-                    }
-                    match crate::replicas::open_remote(&me, source, job, attempt, 0, follow).await {
-                        Ok((first, mut stream)) => {
-                            if inner_tx.send(Ok(first)).await.is_err() {
-                                return;
-                            }
-                            use tokio_stream::StreamExt;
-                            while let Some(item) = stream.next().await {
-                                if inner_tx.send(item).await.is_err() {
-                                    return;
-                                }
-                            }
-                            return;
-                        }
-                        Err(crate::replicas::Open::Empty) => return,
-                        Err(crate::replicas::Open::Failed(e)) => last = Some(e),
-                    }
-                }
-                let _ = inner_tx
-                    .send(Err(last.unwrap_or_else(|| {
-                        Status::unavailable(format!(
-                            "node {node}, which ran the attempt, is not a member and no copy is known"
-                        ))
-                    })))
-                    .await;
-            });
-        }
+        let source = crate::output::Attempt {
+            job: req.job_id,
+            attempt,
+            ran_on: node,
+            ended,
+        };
+        self.node.spawn_until_stop(crate::output::stream_attempt(
+            self.node.clone(),
+            source,
+            req.follow,
+            inner_tx,
+        ));
         self.node.spawn_until_stop(async move {
             while let Some(item) = inner_rx.recv().await {
                 let out = item.map(|b| pb::OutputChunk {

@@ -270,60 +270,18 @@ impl Node {
     pub async fn open(config: Config) -> Result<Arc<Node>> {
         let data = DataDir::create(&config.data_dir)?;
         let security = Security::load(config.tls.as_ref(), &config.gossip.cluster_keys)?;
-        let dir = data.root();
-        // The log takes the directory's LOCK: a second server on it fails here.
         if config.metrics {
             crate::metrics::install();
         }
-        let options = Options {
-            on_sync: config.metrics.then(crate::metrics::sync_observer),
-            ..Options::default()
-        };
-        // Each phase of opening is timed and logged: what a restart spends its time on is
-        // the first thing an operator asks of a slow one.
-        let phase = std::time::Instant::now();
-        let log = Arc::new(open_log(dir, &data, options)?);
-        tracing::info!(
-            ms = phase.elapsed().as_millis() as u64,
-            last_index = log.last_index(),
-            "log opened"
-        );
-        for loss in log.losses() {
-            tracing::warn!(
-                first = loss.first,
-                last = loss.last,
-                accepted_at_ms = loss.at_ms,
-                "acknowledged entries {}..={} were lost to disk damage and the loss was accepted (cathedral-log repair --accept-loss)",
-                loss.first,
-                loss.last
-            );
-        }
-        cathedral_consensus::raft::check_vote(&log).map_err(ServerError::Storage)?;
+        // The log takes the directory's LOCK (a second server on it fails here), before
+        // anything is written in the directory.
+        let Stores {
+            log,
+            snapshots,
+            mut sm,
+            archive,
+        } = open_stores(&config, &data)?;
         let identity = Identity::load_or_create(&data.identity_file())?;
-        let snapshots = SnapshotStore::open(data.snapshots(), SnapshotOptions::default())?;
-        check_snapshots(dir, &snapshots, log.purged_through())?;
-        let phase = std::time::Instant::now();
-        let mut sm = StateMachine::open(snapshots.clone())
-            .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
-        tracing::info!(
-            ms = phase.elapsed().as_millis() as u64,
-            applied = sm
-                .handle()
-                .read()
-                .unwrap()
-                .last_applied
-                .map_or(0, |l| l.index),
-            "state loaded from the latest snapshot"
-        );
-        let archive = Arc::new(
-            cathedral_consensus::archive::Archive::open(
-                &config
-                    .data_dir
-                    .join(cathedral_consensus::archive::ARCHIVE_DIR),
-                config.archive_bytes_max,
-            )
-            .map_err(ServerError::Storage)?,
-        );
         sm.set_archive(archive.clone());
         let applied = sm.handle();
         let events = sm.events();
@@ -331,28 +289,7 @@ impl Node {
             .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
         let committed = store.committed_handle();
         let overlay = TagOverlay::load(&data.tags_file())?;
-        let published = Published {
-            node_id: identity.node_id,
-            grpc: config.advertise.clone(),
-            role: config.role.name().to_string(),
-            tags: overlay.apply(&config.tags),
-            slots: config.slots,
-            cpu_millis: cpu_millis(),
-            memory_bytes: memory_total_bytes(),
-        };
-        let mut gossip_settings = config.gossip.clone();
-        // Peers this node gossiped with before a restart are seeds too.
-        for p in read_known_peers(&data.known_peers_file()) {
-            if !gossip_settings.seeds.contains(&p) {
-                gossip_settings.seeds.push(p);
-            }
-        }
-        let gossip = Membership::start(gossip_settings, published)
-            .await
-            .map_err(|e| ServerError::Config(e.to_string()))?;
-        if let Some(c) = identity.cluster_id.as_deref() {
-            gossip.set_cluster(c).await;
-        }
+        let gossip = start_gossip(&config, &data, &identity, &overlay).await?;
         let peers = Peers::new(identity.node_id, security.clone());
         let raft_config = config
             .raft
@@ -794,6 +731,108 @@ fn quiet_start(
         let _ = tokio::time::timeout(quiet, leader_heard.notified()).await;
         holds.set(&raft, Hold::Quiet, false);
     });
+}
+
+/// What a node keeps on disk, opened: the log, the snapshots, the state machine loaded from
+/// the latest snapshot, and the archive.
+struct Stores {
+    log: Arc<Log>,
+    snapshots: SnapshotStore,
+    sm: StateMachine,
+    archive: Arc<cathedral_consensus::archive::Archive>,
+}
+
+/// Opens the log (which takes the directory's LOCK: a second server on it fails here),
+/// the snapshots and the archive, and loads the state from the latest snapshot. Each
+/// phase is timed and logged: what a restart spends its time on is the first thing an
+/// operator asks of a slow one.
+fn open_stores(config: &Config, data: &DataDir) -> Result<Stores> {
+    let dir = data.root();
+    let options = Options {
+        on_sync: config.metrics.then(crate::metrics::sync_observer),
+        ..Options::default()
+    };
+    let phase = std::time::Instant::now();
+    let log = Arc::new(open_log(dir, data, options)?);
+    tracing::info!(
+        ms = phase.elapsed().as_millis() as u64,
+        last_index = log.last_index(),
+        "log opened"
+    );
+    for loss in log.losses() {
+        tracing::warn!(
+            first = loss.first,
+            last = loss.last,
+            accepted_at_ms = loss.at_ms,
+            "acknowledged entries {}..={} were lost to disk damage and the loss was accepted (cathedral-log repair --accept-loss)",
+            loss.first,
+            loss.last
+        );
+    }
+    cathedral_consensus::raft::check_vote(&log).map_err(ServerError::Storage)?;
+    let snapshots = SnapshotStore::open(data.snapshots(), SnapshotOptions::default())?;
+    check_snapshots(dir, &snapshots, log.purged_through())?;
+    let phase = std::time::Instant::now();
+    let sm = StateMachine::open(snapshots.clone())
+        .map_err(|e| ServerError::Raft(format!("open state machine: {e}")))?;
+    tracing::info!(
+        ms = phase.elapsed().as_millis() as u64,
+        applied = sm
+            .handle()
+            .read()
+            .unwrap()
+            .last_applied
+            .map_or(0, |l| l.index),
+        "state loaded from the latest snapshot"
+    );
+    let archive = Arc::new(
+        cathedral_consensus::archive::Archive::open(
+            &config
+                .data_dir
+                .join(cathedral_consensus::archive::ARCHIVE_DIR),
+            config.archive_bytes_max,
+        )
+        .map_err(ServerError::Storage)?,
+    );
+    Ok(Stores {
+        log,
+        snapshots,
+        sm,
+        archive,
+    })
+}
+
+/// Starts gossip publishing this node (its tags with the run-time overlay), seeded also
+/// by the peers it gossiped with before a restart, in its cluster once it has one.
+async fn start_gossip(
+    config: &Config,
+    data: &DataDir,
+    identity: &Identity,
+    overlay: &TagOverlay,
+) -> Result<Arc<Membership>> {
+    let published = Published {
+        node_id: identity.node_id,
+        grpc: config.advertise.clone(),
+        role: config.role.name().to_string(),
+        tags: overlay.apply(&config.tags),
+        slots: config.slots,
+        cpu_millis: cpu_millis(),
+        memory_bytes: memory_total_bytes(),
+    };
+    let mut gossip_settings = config.gossip.clone();
+    // Peers this node gossiped with before a restart are seeds too.
+    for p in read_known_peers(&data.known_peers_file()) {
+        if !gossip_settings.seeds.contains(&p) {
+            gossip_settings.seeds.push(p);
+        }
+    }
+    let gossip = Membership::start(gossip_settings, published)
+        .await
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    if let Some(c) = identity.cluster_id.as_deref() {
+        gossip.set_cluster(c).await;
+    }
+    Ok(gossip)
 }
 
 /// Longest a restarted member waits to hear a leader before it may campaign itself.
