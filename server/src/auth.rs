@@ -18,16 +18,7 @@ use tonic::Status;
 
 use crate::node::Node;
 
-/// What a call needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    Nothing,
-    /// A peer node's credentials.
-    Node,
-    /// Any valid token (reflection, who-am-i).
-    AnyToken,
-    Policy(Policy),
-}
+pub use crate::methods::Need;
 
 /// The caller of an authorised call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ServerError;
-use crate::node::{now_ms, Outcome, WRITE_BYTES_MAX};
+use crate::proposal::{now_ms, Outcome, WRITE_BYTES_MAX};
 
 /// Most commands in one batch.
 pub const BATCH_COMMANDS_MAX: usize = 1024;

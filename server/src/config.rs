@@ -23,8 +23,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Result, ServerError};
 use crate::gossip::GossipSettings;
-use crate::leader::LeaderSettings;
-use crate::output::OutputSettings;
+use crate::leader::settings::LeaderSettings;
+use crate::output::settings::OutputSettings;
 use crate::scheduler::Placement;
 
 /// Most voters a cluster may ask for.

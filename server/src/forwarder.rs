@@ -21,13 +21,13 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::api::internal::RaftRequest;
 use crate::error::ServerError;
-use crate::node::{Outcome, Proposal};
+use crate::proposal::{Outcome, Proposal};
 use crate::transport::{decode, encode, Peers};
 
 /// Most proposals in one forwarded batch (the leader refuses more).
 pub const FORWARD_BATCH_MAX: usize = 1024;
 /// Most encoded proposal bytes in one forwarded batch.
-pub const FORWARD_BATCH_BYTES_MAX: usize = crate::node::ENTRY_BYTES_MAX;
+pub const FORWARD_BATCH_BYTES_MAX: usize = crate::proposal::ENTRY_BYTES_MAX;
 /// Forwarded batches on their way at once.
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 2;
 /// Writes waiting to be forwarded; callers wait for room beyond it.

@@ -2,17 +2,17 @@
 //! operator would otherwise build in Grafana, without any external service: one sample
 //! every `HISTORY_SAMPLE_MS`, `HISTORY_SAMPLES` kept (`GET /v1/dashboard/history`).
 //!
-//! The hooks are fed where the Prometheus series are (`metrics::follow_events`, the
+//! The hooks are fed where the Prometheus series are (`scrape::follow_events`, the
 //! storage engine's fdatasync observer); the sampler reads the rest from the applied
-//! state and Raft.
+//! state and Raft (`scrape::sample_history`).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::node::{now_ms, Node};
+use crate::proposal::now_ms;
 
 /// Time between two samples.
 pub const HISTORY_SAMPLE_MS: u64 = 10_000;
@@ -112,58 +112,37 @@ pub fn samples() -> Vec<Sample> {
     history().samples.lock().unwrap().iter().cloned().collect()
 }
 
-/// Samples every `HISTORY_SAMPLE_MS`, for as long as the node runs.
-pub async fn run(node: Arc<Node>) {
-    let period = Duration::from_millis(HISTORY_SAMPLE_MS);
-    let mut last_commit = node.committed_index();
-    let mut last_at = std::time::Instant::now();
-    // The first sample a second in, so a fresh node's charts are not empty for long.
-    let mut wait = Duration::from_secs(1);
-    loop {
-        tokio::time::sleep(wait).await;
-        wait = period;
-        let secs = last_at.elapsed().as_secs_f64().max(0.001);
-        last_at = std::time::Instant::now();
-        let mut i = std::mem::take(&mut *history().interval.lock().unwrap());
-        let commit = node.committed_index();
-        let (queue_depth, nodes) = {
-            let a = node.state().read();
-            let pending = a
-                .state
-                .jobs_in(cathedral_consensus::JobState::Pending)
-                .count() as u64;
-            let nodes = a
-                .state
-                .nodes()
-                .filter(|n| n.status == cathedral_consensus::NodeStatus::Alive)
-                .map(|n| NodeLoad {
-                    id: n.info.id.to_string(),
-                    address: n.info.address.clone(),
-                    running: a.state.running_on(n.info.id).len() as u64,
-                    slots: u64::from(n.info.capacity.slots),
-                })
-                .collect();
-            (pending, nodes)
-        };
-        let sample = Sample {
-            at_ms: now_ms(),
-            jobs_started_per_s: i.started as f64 / secs,
-            jobs_finished_per_s: i.finished as f64 / secs,
-            queue_depth,
-            queue_wait_p50_ms: percentile(&mut i.queue_wait_ms, 50),
-            queue_wait_p99_ms: percentile(&mut i.queue_wait_ms, 99),
-            committed_per_s: commit.saturating_sub(last_commit) as f64 / secs,
-            fsyncs_per_s: i.fsyncs as f64 / secs,
-            fsync_p99_us: percentile(&mut i.fsync_us, 99),
-            nodes,
-        };
-        last_commit = commit;
-        let mut s = history().samples.lock().unwrap();
-        if s.len() == HISTORY_SAMPLES {
-            s.pop_front();
-        }
-        s.push_back(sample);
+/// What the sampler reads from the node for one sample (see `scrape::sample_history`).
+pub struct Reading {
+    /// The committed index now.
+    pub committed: u64,
+    /// Jobs pending now.
+    pub queue_depth: u64,
+    pub nodes: Vec<NodeLoad>,
+}
+
+/// Takes one sample: what was counted since the previous one, `secs` ago (when the
+/// committed index was `last_commit`), with `now` read from the node.
+pub fn take_sample(secs: f64, last_commit: u64, now: Reading) {
+    let secs = secs.max(0.001);
+    let mut i = std::mem::take(&mut *history().interval.lock().unwrap());
+    let sample = Sample {
+        at_ms: now_ms(),
+        jobs_started_per_s: i.started as f64 / secs,
+        jobs_finished_per_s: i.finished as f64 / secs,
+        queue_depth: now.queue_depth,
+        queue_wait_p50_ms: percentile(&mut i.queue_wait_ms, 50),
+        queue_wait_p99_ms: percentile(&mut i.queue_wait_ms, 99),
+        committed_per_s: now.committed.saturating_sub(last_commit) as f64 / secs,
+        fsyncs_per_s: i.fsyncs as f64 / secs,
+        fsync_p99_us: percentile(&mut i.fsync_us, 99),
+        nodes: now.nodes,
+    };
+    let mut s = history().samples.lock().unwrap();
+    if s.len() == HISTORY_SAMPLES {
+        s.pop_front();
     }
+    s.push_back(sample);
 }
 
 #[cfg(test)]

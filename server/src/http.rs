@@ -77,7 +77,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> axum::response::Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&node),
+        crate::scrape::render(&node),
     )
         .into_response()
 }

@@ -9,17 +9,26 @@
 //! - `data_dir`: [`DataDir`](data_dir::DataDir), every path in the data directory.
 //! - `identity`: `node.toml`, the node and cluster ids.
 //! - `node`: the [`Node`] — Raft over the data directory, writes forwarded to the leader,
-//!   joining, membership upkeep.
+//!   joining, membership upkeep; it hands out the applied state as a `StateView`.
+//! - `proposal`: what the write path carries ([`Proposal`](node::Proposal), its outcome,
+//!   the entry and write bounds, the proposer's clock), below the node, the `batcher`
+//!   (concurrent writes as one entry) and the `forwarder` (writes sent to the leader).
 //! - `transport`: openraft's network over gRPC (client side); `peer_service` the server side.
 //! - `service`: the public `JobService` and `ClusterService`; `convert` their messages.
 //! - `scheduler`: placement ([`place`]) and overdue attempts ([`overdue`]), pure functions;
 //!   `leader` the leader's loop (node failure and recovery from gossip, timeouts,
-//!   assignments); `worker` the loop that runs this node's attempts through the executor.
+//!   assignments; its settings in `leader::settings`); `worker` the loop that runs this
+//!   node's attempts through the executor; `cron_service` the crons' API and firing.
 //! - `gossip`: membership over chitchat (phi-accrual detection, tags, partitions): what
 //!   it tells the node (`view`), its decisions as pure functions (`rules`), the running
 //!   membership (`membership`), an authenticated UDP transport, and loss and partitions
 //!   injected in the crate's tests only (`faults`); `tags` the run-time tag overlay file.
-//! - `output`: job output files and their streaming.
+//! - `output`: job output files, where an attempt's output is read from, and its
+//!   streaming (settings in `output::settings`); `replicas` the copies other nodes keep.
+//! - `metrics`: the Prometheus recorder and the counting calls; `scrape` what a scrape
+//!   reads from the node, the event counters and the dashboard history's sampler;
+//!   `history` that history; `events` the event stream; `rest` and `openapi` the REST
+//!   API and its document.
 //! - `http`: `/healthz` and `/readyz` (over TLS when the node has a certificate).
 //! - `methods`: every API method once (gRPC path, what a caller needs, whether it writes,
 //!   its REST routes), which auth, metrics, REST and OpenAPI read.
@@ -27,6 +36,11 @@
 //!   certificate and cluster-key credential); `acl_service` the public `AclService`;
 //!   `security` TLS configurations and node credentials.
 //! - `server`: [`start`] and [`Running::shutdown`].
+//!
+//! Imports go one way, with no cycle among the crate's files: the services and the REST
+//! API over the node's handles, the node over the write path's parts (`proposal`,
+//! `batcher`, `forwarder`, `transport`), the counting (`metrics`) and the settings
+//! (`config`), and those over the consensus and storage crates.
 //!
 //! # The write path
 //!
@@ -71,9 +85,11 @@ mod node;
 mod openapi;
 mod output;
 mod peer_service;
+mod proposal;
 pub mod replicas;
 mod rest;
 mod scheduler;
+mod scrape;
 mod security;
 mod server;
 mod service;

@@ -7,7 +7,16 @@
 
 use cathedral_consensus::acl::Policy;
 
-use crate::auth::Need;
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Nothing,
+    /// A peer node's credentials.
+    Node,
+    /// Any valid token (reflection, who-am-i).
+    AnyToken,
+    Policy(Policy),
+}
 
 /// One gRPC method.
 #[derive(Debug)]

@@ -65,8 +65,8 @@ pub async fn start(config: Config) -> Result<Running> {
         .map_err(|e| ServerError::Internal(e.to_string()))?;
     let node = Node::open(config).await?;
     if node.config.metrics {
-        node.spawn_until_stop(crate::metrics::follow_events(node.clone()));
-        node.spawn_until_stop(crate::history::run(node.clone()));
+        node.spawn_until_stop(crate::scrape::follow_events(node.clone()));
+        node.spawn_until_stop(crate::scrape::sample_history(node.clone()));
     }
     let (stop, stop_rx) = watch::channel(false);
 

@@ -29,7 +29,6 @@ use cathedral_consensus::{Capacity, Command, NodeInfo, NodeStatus, Response, Rol
 use cathedral_storage::{Log, Options, SnapshotOptions, SnapshotStore};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
-use serde::{Deserialize, Serialize};
 
 use crate::api::internal::{JoinReply, JoinRequest};
 use crate::config::Config;
@@ -37,19 +36,13 @@ use crate::data_dir::DataDir;
 use crate::error::{Result, ServerError};
 use crate::gossip::{GossipError, Membership, Published};
 use crate::identity::{new_cluster_id, Identity};
+pub use crate::proposal::{now_ms, Outcome, Proposal, ENTRY_BYTES_MAX, WRITE_BYTES_MAX};
 use crate::security::Security;
 use crate::tags::TagOverlay;
 use crate::transport::{Network, Peers};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Largest log entry record a write makes: the bytes the log stores (version, log id and
-/// the encoded command or batch).
-pub const ENTRY_BYTES_MAX: usize = 1 << 20;
-/// Largest encoded write (its command, with its request id): what `ENTRY_BYTES_MAX` leaves
-/// after an entry's framing, so that every entry the write goes into stays within it.
-pub const WRITE_BYTES_MAX: usize =
-    ENTRY_BYTES_MAX - cathedral_consensus::raft::ENTRY_FRAMING_BYTES_MAX;
 /// How long a Join may take (the new node catches up as a learner first).
 pub const JOIN_TIMEOUT_MS: u64 = 120_000;
 /// Longest pause before a write that found no leader is tried again (it is tried at once
@@ -60,29 +53,6 @@ const NOT_LEADER_RETRY_MS: u64 = 50;
 pub const SHUTDOWN_TASKS_WAIT: Duration = Duration::from_secs(5);
 /// Period of the membership and registration upkeep.
 const UPKEEP_INTERVAL_MS: u64 = 500;
-
-/// A write or membership change that only the leader performs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Proposal {
-    Write(Command),
-    RemoveNode(u64),
-}
-
-impl Proposal {
-    /// What it takes in an entry (a membership change: a fixed allowance).
-    pub fn encoded_len(&self) -> usize {
-        match self {
-            Proposal::Write(cmd) => cmd.encoded_len(),
-            Proposal::RemoveNode(_) => 16,
-        }
-    }
-}
-
-/// The leader's answer to a [`Proposal`], on this node or forwarded from another (the
-/// same value crosses the wire): the index the write was committed and applied at with
-/// the state's response, or the error — `NotLeader` when nothing was proposed,
-/// `Unavailable` when the outcome is unknown.
-pub type Outcome = Result<(u64, Response), ServerError>;
 
 /// The running node.
 pub struct Node {
@@ -248,12 +218,6 @@ impl ElectionHolds {
         }
         raft.runtime_config().elect(!h.0 && !h.1);
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 mod gossip_side;

@@ -10,26 +10,17 @@ use cathedral_consensus::{
 };
 use openraft::ServerState;
 
+pub(crate) mod settings;
+
 use crate::gossip::Liveness;
 use crate::node::{now_ms, Node, Proposal};
-use crate::scheduler::{
-    overdue, place_counting, Candidates, Placement, Strategy, ASSIGNMENTS_PER_ENTRY_MAX,
-};
+use crate::scheduler::{overdue, place_counting, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
 
 /// Period of the leader loop when nothing is applied in between.
 const LEADER_TICK_MS: u64 = 200;
 /// Extra time past a job's timeout before the leader times an attempt out itself.
 pub const TIMEOUT_SLACK_MS: u64 = 5_000;
 
-/// Default log entries between state-hash checkpoints.
-pub const CHECKPOINT_INTERVAL_DEFAULT: u64 = 10_000;
-/// Default delay between gossip declaring a node failed and the leader committing it.
-pub const FAILURE_GRACE_MS_DEFAULT: u64 = 1_000;
-/// Default time a registered node may go unseen by gossip (after this node began to lead)
-/// before it is declared failed.
-pub const NODE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-/// Default of `--job-retention`: a week.
-pub const JOB_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 /// The longest between two looks for jobs to collect (shorter for short retentions: a
 /// tenth of it, at least `COLLECT_CHECK_MS_MIN`).
 pub const COLLECT_CHECK_MS_MAX: u64 = 60_000;
@@ -40,39 +31,6 @@ pub const COLLECT_CHECK_MS_MIN: u64 = 1_000;
 pub const PLACEMENT_CONTACT_MS: u64 = 1_000;
 /// Heartbeat periods a node may go unheard and still get work, for long heartbeat periods.
 pub const PLACEMENT_CONTACT_HEARTBEATS: u64 = 5;
-
-/// How the leader's loop decides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderSettings {
-    /// A registered node gossip has not seen alive this long after this node began to
-    /// lead is declared failed.
-    pub node_timeout_ms: u64,
-    /// Delay between gossip declaring a node failed and the leader proposing it.
-    pub failure_grace_ms: u64,
-    /// Log entries between checkpoints; 0 disables them.
-    pub checkpoint_interval: u64,
-    pub placement: Placement,
-    /// Seed of the random placement.
-    pub placement_seed: u64,
-    /// The lost-retry budget the leader writes into the rules (see `Rules`).
-    pub lost_retries: u32,
-    /// How long a finished job stays before the leader collects it; 0: never.
-    pub job_retention_ms: u64,
-}
-
-impl Default for LeaderSettings {
-    fn default() -> Self {
-        LeaderSettings {
-            node_timeout_ms: NODE_TIMEOUT_MS_DEFAULT,
-            failure_grace_ms: FAILURE_GRACE_MS_DEFAULT,
-            checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
-            placement: Placement::LeastLoaded,
-            placement_seed: 0,
-            lost_retries: cathedral_consensus::LOST_RETRIES_DEFAULT,
-            job_retention_ms: JOB_RETENTION_MS_DEFAULT,
-        }
-    }
-}
 
 /// Runs until `stop`: while leading, node failure and recovery, timeouts and placement.
 pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) {
