@@ -26,7 +26,7 @@ fn counting(c: &mut Criterion) {
         })
     });
     // The metrics task's share: one applied entry of 16 submits, read from the feed and
-    // counted by kind (the same steps as `metrics::follow_events`).
+    // counted by kind (the same steps as `scrape::follow_events`).
     let feed = EventFeed::with_capacity(1 << 16);
     let by_kind: Vec<::metrics::Counter> = EventKind::ALL
         .iter()

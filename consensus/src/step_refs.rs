@@ -20,6 +20,18 @@ pub const OPEN: &str = "${{";
 /// What closes it.
 pub const CLOSE: &str = "}}";
 
+/// Dependencies a refusal names at most (the rest are counted).
+pub const DEPENDENCIES_NAMED_MAX: usize = 10;
+/// Characters of the user's text a message quotes at most.
+pub const QUOTED_CHARS_MAX: usize = 120;
+
+/// `text` cut to [`QUOTED_CHARS_MAX`] characters, for a message.
+fn cut(text: &str) -> &str {
+    text.char_indices()
+        .nth(QUOTED_CHARS_MAX)
+        .map_or(text, |(at, _)| &text[..at])
+}
+
 /// One reference: `jobs.KEY.outputs.NAME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepRef<'a> {
@@ -45,8 +57,8 @@ pub fn scan(text: &str) -> Result<Vec<(Range<usize>, StepRef<'_>)>, String> {
         let end = text[inner..]
             .find(CLOSE)
             .map(|e| inner + e)
-            .ok_or_else(|| format!("{text:?}: `{OPEN}` without `{CLOSE}`"))?;
-        let expr = text[inner..end].trim();
+            .ok_or_else(|| format!("{:?}: `{OPEN}` without `{CLOSE}`", cut(&text[start..])))?;
+        let expr = cut(text[inner..end].trim());
         let parts: Vec<&str> = expr.split('.').collect();
         let r = match parts.as_slice() {
             ["jobs", key, "outputs", name] if !key.is_empty() && !name.is_empty() => {
@@ -108,16 +120,22 @@ pub fn check_spec(
         let refs = scan(text).map_err(|e| Invalid::new(&field, e))?;
         if let Some((_, r)) = refs.iter().find(|(_, r)| !is_dependency(r.key)) {
             let deps = dependencies();
-            let known = if deps.is_empty() {
-                "it has none".to_string()
-            } else {
-                format!("its dependencies: {}", deps.join(", "))
+            let known = match deps.len() {
+                0 => "it has none".to_string(),
+                n if n <= DEPENDENCIES_NAMED_MAX => {
+                    format!("its dependencies: {}", deps.join(", "))
+                }
+                n => format!(
+                    "its dependencies: {}, … ({n} in all)",
+                    deps[..DEPENDENCIES_NAMED_MAX].join(", ")
+                ),
             };
             return Err(Invalid::new(
                 &field,
                 format!(
-                    "{}: {:?} is not a dependency of this job ({known}); a step output is read from a job this one runs after",
-                    r.expr, r.key
+                    "{}: {:?} is not a direct dependency of this job ({known}); a step output is read from a job named in its `after` or `depends_on`",
+                    r.expr,
+                    cut(r.key)
                 ),
             ));
         }
@@ -176,11 +194,20 @@ mod tests {
         spec.command[1] = "${{ jobs.biuld.outputs.path }}".into();
         let e = check_spec(&spec, is, deps).unwrap_err().to_string();
         assert!(e.contains("command[1]"), "{e}");
-        assert!(e.contains("\"biuld\" is not a dependency"), "{e}");
+        assert!(e.contains("\"biuld\" is not a direct dependency"), "{e}");
         assert!(e.contains("build, 12"), "{e}");
         spec.command[1] = "${{ jobs.build.outputs }}".into();
         let e = check_spec(&spec, is, deps).unwrap_err().to_string();
         assert!(e.contains("expected jobs.KEY.outputs.NAME"), "{e}");
+        let many: Vec<String> = (0..50).map(|k| format!("k{k}")).collect();
+        let far = JobSpec::new("j", &["echo", "${{ jobs.zzz.outputs.x }}"]);
+        let e = check_spec(&far, |_| false, || many.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("k9, … (50 in all)") && !e.contains("k10"), "{e}");
+        let long = format!("${{{{ jobs.a.outputs.x {}", "y".repeat(10_000));
+        let e = scan(&long).unwrap_err();
+        assert!(e.len() < 300, "{} bytes", e.len());
         let lone = JobSpec::new("j", &["echo", "${{ jobs.a.outputs.x }}"]);
         let e = check_spec(&lone, |_| false, Vec::new)
             .unwrap_err()

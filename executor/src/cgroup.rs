@@ -140,16 +140,55 @@ pub struct Cgroups {
 /// The next group name's number in this process.
 static GROUP_NAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// This process's run, random per start: a group is named `<pid>-<run>-<n>`, so a
+/// server that gets the pid of an earlier one (a container's pid 1 restarted) never
+/// takes that one's groups for its own.
+fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| format!("{:08x}", rand_u32()))
+}
+
+/// 32 random bits from the kernel (the clock's nanoseconds where it has none).
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most the 4 bytes it is given.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 4 {
+        u32::from_ne_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    }
+}
+
+/// Whether group `name` belongs to a server that is gone: its pid is no process (here),
+/// or it is this process's pid but another run's (or the older `<pid>-<n>` form).
+fn owner_gone(name: &str) -> bool {
+    let Some(owner) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        return false;
+    };
+    if owner == std::process::id() as i32 {
+        return !name.starts_with(&format!("{owner}-{}-", run_id()));
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(owner, 0) } == 0;
+    !alive && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Empty groups kept for reuse at most.
 pub const IDLE_GROUPS_MAX: usize = 256;
 
 impl Cgroups {
     pub fn new(support: CgroupSupport) -> Cgroups {
-        // Groups of server processes that are gone (`<pid>-<n>`) go; those of other
-        // servers running on this host stay. A gone server's group that still holds
-        // processes holds an attempt that outlived its node (a SIGKILLed server whose
-        // sandbox did not follow it down): the restarted node reports that attempt lost
-        // and the job runs again, so the orphan is killed first — never two runs at once.
+        // Groups of server processes that are gone go; those of other servers running on
+        // this host stay. A gone server's group that still holds processes holds an
+        // attempt that outlived its node (a SIGKILLed server whose sandbox did not follow
+        // it down): the restarted node reports that attempt lost and the job runs again,
+        // so the orphan is killed rather than left to run on beside the retry. (While the
+        // node was down a retry may already have run elsewhere: that overlap this cannot
+        // undo.) Runs once at start, before any attempt: `kill_all`'s short waits block
+        // the caller then, not the running node.
         let mut names = std::collections::BTreeSet::new();
         for parent in support.parents() {
             for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
@@ -159,22 +198,21 @@ impl Cgroups {
             }
         }
         for name in names {
-            let Some(owner) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-                continue;
-            };
-            if !process_gone(owner) {
+            if !owner_gone(&name) {
                 continue;
             }
             let Ok(group) = support.new_group(&name) else {
                 continue;
             };
-            let orphans = group.pids().len();
-            if orphans > 0 {
+            let orphans = group.pids();
+            // Only processes whose parent is gone too (reparented to a reaper) or is in
+            // the group: a server alive in another pid namespace under the same parent
+            // group (its pid means nothing here) still parents its attempts, seen or not.
+            if !orphans.is_empty() && orphans.iter().all(|p| orphaned(*p, &orphans)) {
                 let empty = group.kill_all();
                 tracing::warn!(
                     group = %name,
-                    server_pid = owner,
-                    processes = orphans,
+                    processes = orphans.len(),
                     emptied = empty,
                     "killed the processes of an attempt whose server is gone"
                 );
@@ -201,7 +239,7 @@ impl Cgroups {
                 // process may run several executors (tests).
                 let n = GROUP_NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.support
-                    .new_group(&format!("{}-{n}", std::process::id()))?
+                    .new_group(&format!("{}-{}-{n}", std::process::id(), run_id()))?
             }
         };
         match group.prepare(spec, pids_max) {
@@ -226,12 +264,30 @@ impl Cgroups {
     }
 }
 
-/// Whether no process `pid` exists (not this one; a process we may not signal exists).
-fn process_gone(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid != std::process::id() as i32
-        && unsafe { libc::kill(pid, 0) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+/// Whether process `pid` of a group (`group` all its processes) has lost the server that
+/// started it: its parent is in the group, or is a reaper (pid 1, or a subreaper that is
+/// not a cathedral server). A parent that cannot be read (outside this pid namespace:
+/// ppid 0) or that is a live server says no.
+fn orphaned(pid: i32, group: &[i32]) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true; // gone meanwhile
+    };
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let Some(ppid) = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    if ppid == 0 {
+        return false;
+    }
+    if ppid == 1 || group.contains(&ppid) {
+        return true;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+    !comm.trim().starts_with("cathedral")
 }
 
 /// Checks that a group can be created under `parent` (creating `parent` itself).
@@ -444,7 +500,8 @@ mod tests {
     use super::*;
 
     /// An attempt left running by a server that is gone (its group named after the dead
-    /// server's pid) is killed when an executor starts; a live server's group is left.
+    /// server's pid, its process reparented) is killed when an executor starts; a live
+    /// server's group, and a process whose parent lives, are left.
     #[test]
     fn the_processes_of_a_gone_servers_group_are_killed_at_start() {
         let support = CgroupSupport::detect();
@@ -456,16 +513,30 @@ mod tests {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead = gone.id() as i32;
         gone.wait().unwrap();
+        // An orphan: its shell exits at once, so it is reparented as a SIGKILLed server's
+        // attempt is.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 >/dev/null 2>&1 & echo $!"])
+            .output()
+            .unwrap();
+        let orphan: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let orphan_group = support.new_group(&format!("{dead}-0")).unwrap();
-        let mut orphan = std::process::Command::new("sleep")
+        for f in orphan_group.procs_files() {
+            std::fs::write(f.to_str().unwrap(), orphan.to_string()).unwrap();
+        }
+        // A gone owner's group whose process still has a live parent (this test, standing
+        // for a server in another pid namespace): left.
+        let parented_group = support.new_group(&format!("{dead}-1")).unwrap();
+        let mut parented = std::process::Command::new("sleep")
             .arg("60")
             .spawn()
             .unwrap();
-        for f in orphan_group.procs_files() {
-            std::fs::write(f.to_str().unwrap(), orphan.id().to_string()).unwrap();
+        for f in parented_group.procs_files() {
+            std::fs::write(f.to_str().unwrap(), parented.id().to_string()).unwrap();
         }
+        // This run's own group: left.
         let live_group = support
-            .new_group(&format!("{}-orphan-test", std::process::id()))
+            .new_group(&format!("{}-{}-orphan-test", std::process::id(), run_id()))
             .unwrap();
         let mut kept = std::process::Command::new("sleep")
             .arg("60")
@@ -477,18 +548,44 @@ mod tests {
 
         let _ = Cgroups::new(support.clone());
 
-        let status = orphan.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-        assert!(orphan_group.dirs.iter().all(|d| !d.exists()), "removed");
+        let dead_or_zombie = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        };
+        assert!(dead_or_zombie(orphan), "the orphan was killed");
+        assert!(
+            orphan_group.dirs.iter().all(|d| !d.exists()),
+            "its group removed"
+        );
+        assert!(
+            parented.try_wait().unwrap().is_none(),
+            "a parented process runs on"
+        );
         assert!(
             kept.try_wait().unwrap().is_none(),
-            "a live server's attempt runs on"
+            "this run's attempt runs on"
         );
         assert_eq!(live_group.pids(), vec![kept.id() as i32]);
-        kept.kill().unwrap();
-        kept.wait().unwrap();
-        assert!(live_group.kill_all());
-        live_group.remove();
+        for (mut child, group) in [(kept, live_group), (parented, parented_group)] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert!(group.kill_all());
+            group.remove();
+        }
+    }
+
+    #[test]
+    fn a_group_is_gone_when_its_server_is_or_is_another_run_of_this_pid() {
+        let me = std::process::id();
+        assert!(!owner_gone(&format!("{me}-{}-3", run_id())));
+        assert!(owner_gone(&format!("{me}-00000000-3")) || run_id() == "00000000");
+        assert!(
+            owner_gone(&format!("{me}-3")),
+            "the older form, this pid: an earlier run"
+        );
+        assert!(!owner_gone("1-abc-0"), "pid 1 lives");
+        assert!(!owner_gone("not-a-pid"));
     }
 }

@@ -118,38 +118,44 @@ impl ClusterState {
         unique_keys(specs.iter())
     }
 
-    /// Spec validity plus references: every dependency must exist.
+    /// Spec validity plus references: every dependency must exist, and every step-output
+    /// reference names one (see [`check_step_refs`](Self::check_step_refs)).
     pub(super) fn check_spec(&self, spec: &JobSpec) -> std::result::Result<(), Invalid> {
-        self.check_spec_after(spec, &[])
+        self.check_spec_alone(spec)?;
+        self.check_step_refs(spec, &[])
     }
 
-    /// [`check_spec`](Self::check_spec) for a job that also runs after the jobs of its
-    /// workflow keyed `after`: its step-output references may name those keys or its
-    /// dependencies' ids (checked once `Feature::StepReferencesCheckedAtSubmit` is on;
-    /// before, a bad reference failed the attempt when it started).
-    pub(super) fn check_spec_after(
-        &self,
-        spec: &JobSpec,
-        after: &[String],
-    ) -> std::result::Result<(), Invalid> {
+    /// Spec validity and its dependencies, without its step-output references.
+    pub(super) fn check_spec_alone(&self, spec: &JobSpec) -> std::result::Result<(), Invalid> {
         spec.validate()?;
         if let Some(d) = spec.depends_on.iter().find(|d| !self.jobs.contains_key(d)) {
             return Err(Invalid::new("depends_on", format!("unknown job {d}")));
         }
-        if self.has_feature(Feature::StepReferencesCheckedAtSubmit) {
-            let is_dependency = |key: &str| {
-                after.iter().any(|a| a == key)
-                    || spec.depends_on.iter().any(|d| d.to_string() == key)
-            };
-            let dependencies = || {
-                after
-                    .iter()
-                    .cloned()
-                    .chain(spec.depends_on.iter().map(|d| d.to_string()))
-                    .collect()
-            };
-            crate::step_refs::check_spec(spec, is_dependency, dependencies)?;
-        }
         Ok(())
+    }
+
+    /// The step-output references of a job that runs after its dependencies' ids and the
+    /// jobs of its workflow keyed `after`: each must name one of those (checked once
+    /// `Feature::StepReferencesCheckedAtSubmit` is on; before, a bad reference failed the
+    /// attempt when it started).
+    pub(super) fn check_step_refs(
+        &self,
+        spec: &JobSpec,
+        after: &[String],
+    ) -> std::result::Result<(), Invalid> {
+        if !self.has_feature(Feature::StepReferencesCheckedAtSubmit) {
+            return Ok(());
+        }
+        let is_dependency = |key: &str| {
+            after.iter().any(|a| a == key) || spec.depends_on.iter().any(|d| d.to_string() == key)
+        };
+        let dependencies = || {
+            after
+                .iter()
+                .cloned()
+                .chain(spec.depends_on.iter().map(|d| d.to_string()))
+                .collect()
+        };
+        crate::step_refs::check_spec(spec, is_dependency, dependencies)
     }
 }

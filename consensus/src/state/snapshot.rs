@@ -181,21 +181,29 @@ impl ClusterState {
         // Read the entries first (a job's bytes are only sliced), then decode the jobs
         // (on several threads for a large state). The count is the file's word, so the
         // space reserved for it is bounded by the bytes that could hold it.
-        let mut entries = Vec::with_capacity(count.min(rest.len() / 3));
+        let mut entries: Vec<(JobId, Loaded)> = Vec::with_capacity(count.min(rest.len() / 16));
         for _ in 0..count {
-            if version >= 8 {
+            let (id, loaded) = if version >= 8 {
                 let (id, state, held): (JobId, JobState, HeldJob) = next(&mut rest)?;
-                entries.push((
-                    id,
-                    match held {
-                        HeldJob::Encoded(bytes) => Loaded::Encoded(state, bytes),
-                        HeldJob::Value(job) => Loaded::Value(job),
-                    },
-                ));
+                let loaded = match held {
+                    HeldJob::Encoded(bytes) => Loaded::Encoded(state, bytes),
+                    HeldJob::Value(job) => Loaded::Value(job),
+                };
+                (id, loaded)
             } else {
                 let (id, job): (JobId, Job) = next(&mut rest)?;
-                entries.push((id, Loaded::Value(Box::new(job))));
+                (id, Loaded::Value(Box::new(job)))
+            };
+            // Written in id order, each once: anything else is not a snapshot this
+            // project wrote (and which copy of a repeated id won would depend on which
+            // loading thread finished last).
+            if entries.last().is_some_and(|(last, _)| *last >= id) {
+                return Err(ConsensusError::Decode(format!(
+                    "snapshot jobs out of order: job {id} after job {}",
+                    entries.last().map_or(0, |(l, _)| *l)
+                )));
             }
+            entries.push((id, loaded));
         }
         let jobs = Jobs::load(entries).map_err(ConsensusError::Decode)?;
         let mut state: ClusterState = next(&mut rest)?;

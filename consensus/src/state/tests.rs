@@ -781,6 +781,26 @@ fn a_snapshot_of_version_8_with_live_jobs_as_values_loads_as_written_now() {
         &s.features,
     ))
     .unwrap();
+    // Out of id order (or an id twice): not a snapshot this project wrote.
+    let mut reversed = held.iter().rev().collect::<Vec<_>>();
+    reversed.truncate(3);
+    let bad = postcard::to_stdvec(&(
+        8u16,
+        &reversed,
+        &s,
+        &s.requests,
+        &s.acl,
+        &s.crons,
+        &s.rerun_base,
+        &s.outputs,
+        &s.rules,
+        &s.ended_at,
+        &s.retain,
+        &s.features,
+    ))
+    .unwrap();
+    let e = ClusterState::from_snapshot(&bad).unwrap_err().to_string();
+    assert!(e.contains("out of order"), "{e}");
     assert_ne!(old, s.to_snapshot(), "written differently now");
     let old = ClusterState::from_snapshot(&old).unwrap();
     assert_eq!(old, s);

@@ -54,7 +54,7 @@ impl ClusterState {
                     format!("duplicate key {:?}", j.key),
                 );
             }
-            self.check_spec_after(&j.spec, &j.after)
+            self.check_spec_alone(&j.spec)
                 .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
         unique_keys(jobs.iter().map(|j| &j.spec))?;
@@ -82,6 +82,10 @@ impl ClusterState {
                     format!("unknown job key {a:?}"),
                 );
             }
+        }
+        for (i, j) in jobs.iter().enumerate() {
+            self.check_step_refs(&j.spec, &j.after)
+                .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
         let mut indegree: Vec<usize> = jobs.iter().map(|j| j.after.len()).collect();
         let mut users: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
