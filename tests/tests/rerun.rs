@@ -171,7 +171,7 @@ jobs:
     assert!(
         err.contains("jobs[1].command[1]")
             && err.contains("jobs.versoin.outputs.version")
-            && err.contains("not a dependency")
+            && err.contains("not a direct dependency")
             && err.contains("version"),
         "{err}"
     );

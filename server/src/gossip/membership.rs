@@ -210,7 +210,29 @@ impl Membership {
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(m) = weak.upgrade() else { return };
-                m.observe(&mut tracker).await;
+                // Each tick on a task of its own: a tick that panicked would otherwise end
+                // the monitor, and the view (what the leader's failure detection and the
+                // node list read) would stop changing without a word. It is logged, and
+                // the next tick starts from fresh samples.
+                let contacted = tracker.contacted;
+                let tick = tokio::spawn(async move {
+                    m.observe(&mut tracker).await;
+                    tracker
+                });
+                tracker = match tick.await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(
+                            "gossip: a monitor tick failed: {e}; the next starts afresh"
+                        );
+                        Tracker {
+                            samples: HashMap::new(),
+                            ever_alive: HashSet::new(),
+                            below_since: None,
+                            contacted,
+                        }
+                    }
+                };
             }
         });
         *m.monitor.lock().unwrap() = Some(task);
