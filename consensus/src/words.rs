@@ -187,6 +187,7 @@ pub fn time_ms(ms: u64) -> String {
 }
 
 /// What a command decided, in one line.
+/// Long on purpose: one arm per command.
 pub fn command(c: &Command) -> String {
     let jobs = |n: usize| {
         if n == 1 {

@@ -469,6 +469,8 @@ impl Config {
         Ok(config)
     }
 
+    // Long on purpose: one check per bounded setting, in the order of the flags, each
+    // with its own message; split, the list would be harder to hold against the table.
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(ServerError::Config(m));
         if self.voters == 0 || self.voters > VOTERS_MAX {

@@ -231,6 +231,8 @@ pub struct NodeFit {
 /// its dependencies, its backoff, and for a runnable job each node's verdict by the tests
 /// placement makes ([`constraints_hold`], free slots, CPU and memory) and where the next
 /// pass would place it ([`place`] run on the same state). `None`: no such job.
+// Long on purpose: one verdict per test placement makes, in the order `place` makes
+// them, so the explanation can be read beside it step by step.
 pub fn explain(
     state: &ClusterState,
     candidates: &Candidates,

@@ -22,6 +22,8 @@ impl ClusterState {
         }
     }
 
+    /// Applies a cron operation. Long on purpose: one arm per operation, the fires'
+    /// arm deciding each fire's outcome in place.
     pub(super) fn apply_cron(&mut self, at: u64, op: &crate::cron::CronOp) -> Response {
         use crate::cron::{CronOp, Fire, FireOutcome, SkipReason, CRON_FIRES_PER_ENTRY_MAX};
         if let Err(e) = self.crons.check(op) {

@@ -206,35 +206,7 @@ impl Membership {
         };
         // The first view (this node alone) before anyone asks.
         m.observe(&mut tracker).await;
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(tick).await;
-                let Some(m) = weak.upgrade() else { return };
-                // Each tick on a task of its own: a tick that panicked would otherwise end
-                // the monitor, and the view (what the leader's failure detection and the
-                // node list read) would stop changing without a word. It is logged, and
-                // the next tick starts from fresh samples.
-                let contacted = tracker.contacted;
-                let tick = tokio::spawn(async move {
-                    m.observe(&mut tracker).await;
-                    tracker
-                });
-                tracker = match tick.await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(
-                            "gossip: a monitor tick failed: {e}; the next starts afresh"
-                        );
-                        Tracker {
-                            samples: HashMap::new(),
-                            ever_alive: HashSet::new(),
-                            below_since: None,
-                            contacted,
-                        }
-                    }
-                };
-            }
-        });
+        let task = spawn_monitor(weak, tracker, tick);
         *m.monitor.lock().unwrap() = Some(task);
         Ok(m)
     }
@@ -579,6 +551,41 @@ impl Membership {
             let _ = self.events.send(e);
         }
     }
+}
+
+/// The monitor: a tick every `tick` while the membership lives ([`Membership::observe`]).
+/// Each tick runs on a task of its own: a tick that panicked would otherwise end the
+/// monitor, and the view (what the leader's failure detection and the node list read)
+/// would stop changing without a word. It is logged, and the next tick starts from fresh
+/// samples.
+fn spawn_monitor(
+    weak: std::sync::Weak<Membership>,
+    mut tracker: Tracker,
+    tick: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(tick).await;
+            let Some(m) = weak.upgrade() else { return };
+            let contacted = tracker.contacted;
+            let ticked = tokio::spawn(async move {
+                m.observe(&mut tracker).await;
+                tracker
+            });
+            tracker = match ticked.await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!("gossip: a monitor tick failed: {e}; the next starts afresh");
+                    Tracker {
+                        samples: HashMap::new(),
+                        ever_alive: HashSet::new(),
+                        below_since: None,
+                        contacted,
+                    }
+                }
+            };
+        }
+    })
 }
 
 /// What one monitor tick knows while it reads each node's state.

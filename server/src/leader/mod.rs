@@ -282,6 +282,9 @@ fn placeable(n: Facts, t: Timing) -> bool {
     heard && seen.phi.is_none_or(|p| p <= t.phi_max)
 }
 
+/// One pass of the leader's loop. Long on purpose: its decisions go in a fixed order
+/// (rules, features, failures and recoveries, timeouts, placement, collection), each
+/// returning early when it proposed something, so the next pass sees its effect.
 async fn lead_once(
     node: &Arc<Node>,
     since: Instant,

@@ -159,6 +159,7 @@ impl Tail {
 
 /// Opens the log in `dir`, in the order the module comment gives: each step below is a
 /// function of its own.
+/// Long on purpose: the sequence of steps itself, with what each hands the next.
 pub(crate) fn open(dir: &Path, options: Options) -> Result<Inner> {
     options.validate()?;
     fsutil::create_dir_all(dir)?;
@@ -377,6 +378,8 @@ struct Opened {
 
 /// Opens the segments in order: sealed ones by their footers, the last unsealed one by a
 /// scan; stops at the first damage or gap.
+/// Long on purpose: sealed and unsealed segments and every stop condition share the
+/// loop's state (the expected next index, the damage found).
 fn open_segments(
     segs: &[(u64, PathBuf)],
     log_id: u64,

@@ -578,6 +578,8 @@ impl Writer {
     ///
     /// The watermark goes down with the records, durably, before any is cut: no crash
     /// leaves it above records a truncate removed (recovery would take them for damage).
+    /// Long on purpose: the order of its durable steps is the contract (see above);
+    /// kept in one place so it cannot be reordered by a caller.
     fn truncate(&mut self, from: u64) -> Result<Result<()>> {
         let seg_max = self.inner.options.segment_bytes_max;
         let preallocate = self.inner.options.preallocate;

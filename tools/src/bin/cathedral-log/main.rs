@@ -713,6 +713,8 @@ fn run_verify(dir: &Path, as_json: bool) -> Result<u8, String> {
     Ok(if damaged { DAMAGED } else { CLEAN })
 }
 
+/// Prints the records of a data directory's log. Long on purpose: one format per
+/// output mode (text, JSON) over the same walk.
 fn run_dump(
     dir: &Path,
     from: Option<u64>,
