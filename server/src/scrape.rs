@@ -170,7 +170,9 @@ pub async fn sample_history(node: std::sync::Arc<Node>) {
         let committed = node.committed_index();
         let (queue_depth, nodes) = {
             let a = node.state().read();
-            let pending = a.state.jobs_in(JobState::Pending).count() as u64;
+            // From the index's counts: walking the jobs held the state's lock (and every
+            // write) ~0.1 s at 400,000 pending jobs, every sample.
+            let pending = a.state.job_counts()[JobState::Pending as usize];
             let nodes = a
                 .state
                 .nodes()

@@ -156,6 +156,10 @@ impl StateMachine {
     }
 }
 
+/// An entry whose apply takes longer, or a wait for the state's lock that does, is
+/// logged: every write behind it waits as long (what a stall in the write path is).
+pub const APPLY_SLOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Writes a snapshot of a copy of the state.
 pub struct SnapshotBuilder {
     state: ClusterState,
@@ -272,7 +276,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
     {
         let mut out = Vec::new();
+        let waited = std::time::Instant::now();
         let mut a = self.applied.write().unwrap();
+        if waited.elapsed() > APPLY_SLOW {
+            tracing::warn!(
+                waited_ms = waited.elapsed().as_millis() as u64,
+                "apply waited for the state's lock (a reader held it)"
+            );
+        }
         // (A state loaded from a snapshot since starts without the flag.)
         a.state.keep_collected(self.archive.is_some());
         for e in entries {
@@ -288,6 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (Response::Done, vec![ev])
                 }
                 EntryPayload::Normal(cmd) => {
+                    let started = std::time::Instant::now();
                     let applied = a.state.apply_recording(index, &cmd);
                     if let Some(archive) = &self.archive {
                         let collected = a.state.take_collected();
@@ -297,6 +309,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 "archive: {e}; the jobs this entry collected are not archived"
                             );
                         }
+                    }
+                    if started.elapsed() > APPLY_SLOW {
+                        tracing::warn!(
+                            index,
+                            kind = cmd.kind(),
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "one entry held apply (and every write behind it)"
+                        );
                     }
                     applied
                 }

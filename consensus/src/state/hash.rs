@@ -25,6 +25,17 @@ pub(super) struct Digests {
 }
 
 impl JobDigests {
+    /// The digests of a state with no jobs: valid (the sum of nothing), so they are kept
+    /// up to date from the first job on instead of worked out for every job at the first
+    /// hash — a fresh cluster's first checkpoint otherwise digested ~190,000 jobs at once
+    /// (0.3 s of apply) at 64 clients.
+    pub(super) fn empty() -> JobDigests {
+        JobDigests(std::sync::Mutex::new(Digests {
+            valid: true,
+            ..Digests::default()
+        }))
+    }
+
     pub(super) fn invalidate(&mut self) {
         self.0.get_mut().unwrap_or_else(|e| e.into_inner()).valid = false;
     }
@@ -171,7 +182,7 @@ impl ClusterState {
 
     /// The sum of the job digests, with the changed jobs folded in: each covering the
     /// job's records under `Feature::JobDigestsCoverTheirRecords`, the job alone before.
-    fn jobs_digest(&self) -> [u8; 32] {
+    pub(super) fn jobs_digest(&self) -> [u8; 32] {
         if self
             .features
             .contains(&Feature::JobDigestsCoverTheirRecords)

@@ -231,7 +231,7 @@ impl Default for ClusterState {
             checkpoints: BTreeMap::new(),
             counters: Counters::default(),
             last_applied: None,
-            digests: JobDigests::default(),
+            digests: JobDigests::empty(),
             index: JobIndex::default(),
             requests: Requests::default(),
             acl: Acl::default(),
@@ -531,8 +531,12 @@ impl ClusterState {
             },
             Command::Enable { feature, .. } => {
                 if self.features.insert(*feature) {
-                    // Digests are worked out anew the way the feature has them.
+                    // Digests are worked out anew the way the feature has them — now,
+                    // while the entry applies (a leader turns features on as it starts,
+                    // when a new cluster holds nothing), not at the next checkpoint,
+                    // thousands of jobs later; from here they are kept up to date.
                     self.digests.invalidate();
+                    self.jobs_digest();
                     self.requests.skip_every_timestamp(
                         self.has_feature(Feature::RequestPrintsSkipEveryTimestamp),
                     );

@@ -920,6 +920,34 @@ fn step_references_to_a_job_not_depended_on_are_refused_once_the_feature_is_on()
 }
 
 #[test]
+fn a_new_states_digests_are_kept_from_the_first_job_not_built_at_the_first_hash() {
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    for k in 0..10 {
+        submit(&mut s, &mut i, JobSpec::new(&format!("j{k}"), &["true"]));
+    }
+    assert_eq!(s.digests.dirty(), 10, "changes are tracked from the start");
+    // Turning a feature on works the digests out at once (the state is small then).
+    step(
+        &mut s,
+        &mut i,
+        Command::Enable {
+            at_ms: 10,
+            feature: Feature::JobDigestsCoverTheirRecords,
+        },
+    );
+    assert_eq!(s.digests.dirty(), 0);
+    submit(&mut s, &mut i, JobSpec::new("after", &["true"]));
+    assert_eq!(s.digests.dirty(), 1, "and kept from there");
+    let hash = s.hash();
+    assert_eq!(
+        ClusterState::from_snapshot(&s.to_snapshot())
+            .unwrap()
+            .hash(),
+        hash
+    );
+}
+
+#[test]
 fn without_rules_a_lost_attempt_spends_the_jobs_attempt_as_before() {
     let (mut s, mut i) = (ClusterState::new(), 0);
     s.apply(0, &node(1));
