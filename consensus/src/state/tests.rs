@@ -766,39 +766,29 @@ fn a_snapshot_of_version_8_with_live_jobs_as_values_loads_as_written_now() {
             (*id, *state, h)
         })
         .collect();
-    let old = postcard::to_stdvec(&(
-        8u16,
-        &held,
-        &s,
-        &s.requests,
-        &s.acl,
-        &s.crons,
-        &s.rerun_base,
-        &s.outputs,
-        &s.rules,
-        &s.ended_at,
-        &s.retain,
-        &s.features,
-    ))
-    .unwrap();
+    // A version 8 body around `jobs` (the rest of the state as `s` holds it).
+    let body = |jobs: &[&(JobId, JobState, Held)]| {
+        postcard::to_stdvec(&(
+            8u16,
+            jobs,
+            &s,
+            &s.requests,
+            &s.acl,
+            &s.crons,
+            &s.rerun_base,
+            &s.outputs,
+            &s.rules,
+            &s.ended_at,
+            &s.retain,
+            &s.features,
+        ))
+        .unwrap()
+    };
+    let old = body(&held.iter().collect::<Vec<_>>());
     // Out of id order (or an id twice): not a snapshot this project wrote.
     let mut reversed = held.iter().rev().collect::<Vec<_>>();
     reversed.truncate(3);
-    let bad = postcard::to_stdvec(&(
-        8u16,
-        &reversed,
-        &s,
-        &s.requests,
-        &s.acl,
-        &s.crons,
-        &s.rerun_base,
-        &s.outputs,
-        &s.rules,
-        &s.ended_at,
-        &s.retain,
-        &s.features,
-    ))
-    .unwrap();
+    let bad = body(&reversed);
     let e = ClusterState::from_snapshot(&bad).unwrap_err().to_string();
     assert!(e.contains("out of order"), "{e}");
     assert_ne!(old, s.to_snapshot(), "written differently now");
