@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cathedral against etcd on this machine, side by side (benches/benches/vs_etcd.rs):
+# Cathedral against etcd on this machine, side by side (benches/benches/vs_etcd/):
 # committed writes per second, p50, fdatasyncs and server CPU per write for one node and
 # three (to the leader and spread), leader SIGKILL to the first accepted write, and trivial
 # jobs end to end against the machine's process start rate. One table per figure, with the

@@ -14,12 +14,26 @@
 //! A copy arriving later than that is applied as new, so a retry must come within the
 //! retention; a server's own resends come within its write timeout, far inside it.
 //!
+//! Under `Feature::NodeRequestIdsKeptAMinute` (which a leader turns on) two rules change:
+//!
+//! - **the count bound never forgets an answer younger than [`REQUEST_KEPT_MIN_MS`]** (a
+//!   minute): at a write rate where [`REQUESTS_REMEMBERED_MAX`] answers span less than a
+//!   node's write timeout, a resend could otherwise find its first answer forgotten and
+//!   apply twice. The table is then bounded by the write rate times a minute instead.
+//! - **an id a node assigned is forgotten [`REQUEST_KEPT_MIN_MS`] after it was answered**
+//!   (a client's keeps [`REQUEST_RETENTION_MS`]): a node resends its own ids only within
+//!   its write timeout (at most `WRITE_TIMEOUT_MS_MAX`, 30 s), while a client may retry
+//!   later. Ids leave in the order they were answered, so a node's id behind a client's
+//!   older one waits for it; a table of node ids alone (clients that name no request)
+//!   holds a minute of writes, reached a minute after the load starts — before, it took
+//!   ~3 minutes of a 256-jobs/s load to fill to the count bound.
+//!
 //! An id names one request: a copy whose command differs from the first (other than in its
 //! timestamp) is refused, not answered with another request's result.
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::Command;
+use crate::command::{Command, Feature};
 use crate::error::Invalid;
 use crate::state::Response;
 
@@ -29,6 +43,9 @@ pub const REQUEST_ID_BYTES_MAX: usize = 128;
 pub const REQUESTS_REMEMBERED_MAX: usize = 100_000;
 /// How long an answered request id is remembered (proposer time), at most.
 pub const REQUEST_RETENTION_MS: u64 = 10 * 60 * 1000;
+/// Under `Feature::NodeRequestIdsKeptAMinute`: how long every answer is kept whatever the
+/// count, and how long an id a node assigned is kept at most (see the module docs).
+pub const REQUEST_KEPT_MIN_MS: u64 = 60 * 1000;
 
 /// Names one request. A client names its own (its retries carry the same); a node names
 /// the writes that arrive without one (its resends carry the same), so the two never
@@ -115,6 +132,11 @@ pub struct Requests {
     /// features: not encoded.
     #[serde(skip)]
     every_timestamp: bool,
+    /// Answers younger than [`REQUEST_KEPT_MIN_MS`] outlive the count bound, and a node's
+    /// ids are kept that long at most (`Feature::NodeRequestIdsKeptAMinute`). Follows the
+    /// state's features: not encoded.
+    #[serde(skip)]
+    node_ids_kept_a_minute: bool,
 }
 
 impl Default for Requests {
@@ -146,12 +168,14 @@ impl Requests {
             remembered_max,
             retention_ms,
             every_timestamp: false,
+            node_ids_kept_a_minute: false,
         }
     }
 
-    /// Prints from here on skip every timestamp (see [`print`]).
-    pub(crate) fn skip_every_timestamp(&mut self, on: bool) {
-        self.every_timestamp = on;
+    /// Follows the state's `features`: how requests are printed and kept from here on.
+    pub(crate) fn follow(&mut self, features: &std::collections::BTreeSet<Feature>) {
+        self.every_timestamp = features.contains(&Feature::RequestPrintsSkipEveryTimestamp);
+        self.node_ids_kept_a_minute = features.contains(&Feature::NodeRequestIdsKeptAMinute);
     }
 
     fn print(&self, command: &Command) -> [u8; 16] {
@@ -208,9 +232,22 @@ impl Requests {
 
     fn evict(&mut self) {
         let horizon = self.clock_ms.saturating_sub(self.retention_ms);
+        let minute = self.clock_ms.saturating_sub(REQUEST_KEPT_MIN_MS);
         while let Some(oldest) = self.order.front() {
-            let expired = self.answered.get(oldest).is_none_or(|a| a.at_ms < horizon);
-            if self.order.len() <= self.remembered_max && !expired {
+            let at_ms = self.answered.get(oldest).map(|a| a.at_ms);
+            let expired = at_ms.is_none_or(|t| t < horizon);
+            let over_count = self.order.len() > self.remembered_max;
+            let (expired, over_count) = if self.node_ids_kept_a_minute {
+                let past_minute = at_ms.is_none_or(|t| t < minute);
+                let node_id = matches!(oldest, RequestId::Node { .. });
+                (
+                    expired || (node_id && past_minute),
+                    over_count && past_minute,
+                )
+            } else {
+                (expired, over_count)
+            };
+            if !over_count && !expired {
                 break;
             }
             let id = self.order.pop_front().expect("a front");
@@ -449,6 +486,92 @@ mod tests {
         ));
     }
 
+    fn node(seq: u64) -> RequestId {
+        RequestId::Node {
+            node: 1,
+            incarnation: 9,
+            seq,
+        }
+    }
+
+    fn kept(t: &Requests, id: &RequestId) -> bool {
+        matches!(t.lookup(id, &submit(0, "a")), Lookup::Answered(_))
+    }
+
+    #[test]
+    fn under_the_feature_the_count_bound_spares_the_last_minute() {
+        let minute = REQUEST_KEPT_MIN_MS;
+        let mut t = Requests::with_bounds(3, 10 * minute);
+        t.follow(&[Feature::NodeRequestIdsKeptAMinute].into());
+        // Six answers within a minute: twice the count bound, all kept (a resend of any
+        // of them must still find its answer).
+        for i in 0..6u64 {
+            t.remember(
+                &c(&format!("r{i}")),
+                &submit(1_000 + i, "a"),
+                i,
+                Response::Done,
+            );
+        }
+        assert_eq!(t.len(), 6);
+        assert!((0..6).all(|i| kept(&t, &c(&format!("r{i}")))));
+        // A minute later the count bound holds again, oldest first.
+        t.remember(&c("late"), &submit(1_006 + minute, "a"), 7, Response::Done);
+        assert_eq!(t.len(), 3);
+        assert!(!kept(&t, &c("r3")));
+        assert!(kept(&t, &c("r4")) && kept(&t, &c("r5")) && kept(&t, &c("late")));
+        // Without the feature the same sequence keeps three all along.
+        let mut before = Requests::with_bounds(3, 10 * minute);
+        for i in 0..6u64 {
+            before.remember(
+                &c(&format!("r{i}")),
+                &submit(1_000 + i, "a"),
+                i,
+                Response::Done,
+            );
+        }
+        assert_eq!(before.len(), 3);
+        assert!(!kept(&before, &c("r2")));
+    }
+
+    #[test]
+    fn under_the_feature_a_nodes_ids_leave_after_a_minute_and_a_clients_stay() {
+        let minute = REQUEST_KEPT_MIN_MS;
+        let on = [Feature::NodeRequestIdsKeptAMinute].into();
+        let mut t = Requests::default();
+        t.follow(&on);
+        t.remember(&node(1), &submit(1_000, "a"), 1, Response::Done);
+        t.remember(&c("client"), &submit(1_001, "a"), 2, Response::Done);
+        t.remember(&node(2), &submit(1_002, "a"), 3, Response::Done);
+        // Just under a minute: everything kept.
+        t.remember(&node(3), &submit(1_000 + minute, "a"), 4, Response::Done);
+        assert!(kept(&t, &node(1)) && kept(&t, &node(2)));
+        // Past it: the node's first id goes; the client's stays for the full retention,
+        // and the node id answered after it waits behind it (ids leave in order).
+        t.remember(&node(4), &submit(1_003 + minute, "a"), 5, Response::Done);
+        assert!(!kept(&t, &node(1)));
+        assert!(kept(&t, &c("client")) && kept(&t, &node(2)));
+        // Once the client's id leaves (its retention past), the node's behind it follow.
+        t.remember(
+            &node(5),
+            &submit(1_002 + REQUEST_RETENTION_MS, "a"),
+            6,
+            Response::Done,
+        );
+        assert!(!kept(&t, &c("client")) && !kept(&t, &node(2)) && !kept(&t, &node(3)));
+        assert!(kept(&t, &node(5)));
+        // Without the feature a node's id is kept as long as a client's.
+        let mut before = Requests::default();
+        before.remember(&node(1), &submit(1_000, "a"), 1, Response::Done);
+        before.remember(
+            &node(2),
+            &submit(1_000 + 2 * minute, "a"),
+            2,
+            Response::Done,
+        );
+        assert!(kept(&before, &node(1)));
+    }
+
     #[test]
     fn request_ids_are_bounded_and_printable() {
         assert!(c("a").check().is_ok());
@@ -612,7 +735,7 @@ mod tests {
         };
         assert_ne!(print(&other, true), print(&mine, true));
         let mut t = Requests::default();
-        t.skip_every_timestamp(true);
+        t.follow(&[Feature::RequestPrintsSkipEveryTimestamp].into());
         t.remember(&c("r1"), &authored(1, "a"), 7, answered(vec![1]));
         assert!(matches!(
             t.lookup(&c("r1"), &authored(99, "a")),

@@ -232,9 +232,7 @@ impl ClusterState {
         if version >= 8 {
             state.features = next(&mut rest)?;
         }
-        state
-            .requests
-            .skip_every_timestamp(state.has_feature(Feature::RequestPrintsSkipEveryTimestamp));
+        state.requests.follow(&state.features);
         let ended: Vec<(JobId, u64)> = state.ended_at.iter().map(|(id, t)| (*id, *t)).collect();
         for (id, t) in ended {
             state.order(id, t, true);

@@ -1430,6 +1430,51 @@ fn the_request_table_survives_a_snapshot_and_is_hashed() {
 }
 
 #[test]
+fn once_the_feature_is_on_a_nodes_request_ids_leave_after_a_minute_also_after_a_restore() {
+    let by_node = |seq, at_ms| {
+        Command::SubmitJobs {
+            at_ms,
+            jobs: vec![JobSpec::new("n", &["true"])],
+        }
+        .once(RequestId::Node {
+            node: 1,
+            incarnation: 7,
+            seq,
+        })
+    };
+    let mut s = ClusterState::new();
+    s.apply(
+        1,
+        &Command::Enable {
+            at_ms: 1,
+            feature: Feature::NodeRequestIdsKeptAMinute,
+        },
+    );
+    s.apply(2, &by_node(1, 1_000));
+    s.apply(3, &request("client", 1_001, "c"));
+    let mut restored = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+    assert_eq!(
+        restored, s,
+        "the restored table follows the state's features"
+    );
+    let later = 1_002 + crate::requests::REQUEST_KEPT_MIN_MS;
+    for (i, st) in [&mut s, &mut restored].into_iter().enumerate() {
+        // A node id answered after the client's (ids leave in order, so it would wait).
+        st.apply(4, &by_node(2, later));
+        assert!(
+            st.repeat(&by_node(1, later)).is_none(),
+            "state {i}: forgotten"
+        );
+        assert!(
+            st.repeat(&request("client", later, "c")).is_some(),
+            "state {i}"
+        );
+        assert!(st.repeat(&by_node(2, later)).is_some(), "state {i}");
+    }
+    assert_eq!(s.hash(), restored.hash());
+}
+
+#[test]
 fn a_state_without_requests_hashes_and_loads_as_before() {
     let mut s = ClusterState::new();
     s.apply(1, &node(1));
