@@ -13,6 +13,7 @@
 //!   at most once ([`Command::Request`]).
 //! - `cron`: periodic jobs — crons as replicated state, fires decided once as log
 //!   entries, and the schedule evaluation ([`cron::due`]) the leader runs.
+//! - `rng`: the random source of every node's choices, seedable for a simulation.
 //! - `tags`: the one rule for node tags and job constraints, with its bounds.
 //! - `step_refs`: step-output references (`${{ jobs.KEY.outputs.NAME }}`): checked at
 //!   submit, substituted when an attempt starts.
@@ -30,6 +31,7 @@ mod jobs;
 pub mod raft;
 pub mod replay;
 pub mod requests;
+pub mod rng;
 mod state;
 pub mod step_refs;
 pub mod tags;

@@ -10,14 +10,14 @@ use crate::api::v1 as pb;
 use crate::api::v1::acl_service_server::AclService;
 use crate::auth;
 use crate::error::ServerError;
-use crate::node::{now_ms, Proposal};
+use crate::node::Proposal;
 use crate::service::Api;
 
 /// Prefix of every token secret (so a leaked one is recognisable in a scan).
 pub const SECRET_PREFIX: &str = "cathedral_";
 
 /// A fresh token: its secret (shown once) and what the state keeps.
-fn new_token(name: String, policy: Policy) -> Result<(String, Token), Status> {
+fn new_token(name: String, policy: Policy, now_ms: u64) -> Result<(String, Token), Status> {
     if name.len() > TOKEN_NAME_BYTES_MAX {
         return Err(ServerError::invalid(
             "name",
@@ -31,7 +31,7 @@ fn new_token(name: String, policy: Policy) -> Result<(String, Token), Status> {
         name,
         policy,
         secret_hash: secret_hash(&secret),
-        created_at_ms: now_ms(),
+        created_at_ms: now_ms,
     };
     Ok((secret, token))
 }
@@ -63,10 +63,10 @@ impl AclService for Api {
         } else {
             name
         };
-        let (secret, token) = new_token(name, Policy::Management)?;
+        let (secret, token) = new_token(name, Policy::Management, self.node.now_ms())?;
         self.node
             .propose(Proposal::Write(Command::AclBootstrap {
-                at_ms: now_ms(),
+                at_ms: self.node.now_ms(),
                 token: token.clone(),
             }))
             .await?;
@@ -85,10 +85,10 @@ impl AclService for Api {
                 format!("{:?}: read, submit, operator or management", req.policy),
             )
         })?;
-        let (secret, token) = new_token(req.name, policy)?;
+        let (secret, token) = new_token(req.name, policy, self.node.now_ms())?;
         self.node
             .propose(Proposal::Write(Command::TokenCreate {
-                at_ms: now_ms(),
+                at_ms: self.node.now_ms(),
                 token: token.clone(),
             }))
             .await?;
@@ -114,7 +114,7 @@ impl AclService for Api {
         let accessor = req.into_inner().accessor;
         self.node
             .propose(Proposal::Write(Command::TokenRevoke {
-                at_ms: now_ms(),
+                at_ms: self.node.now_ms(),
                 accessor,
             }))
             .await?;

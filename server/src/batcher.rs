@@ -23,7 +23,7 @@ use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ServerError;
-use crate::proposal::{now_ms, Outcome, WRITE_BYTES_MAX};
+use crate::proposal::{Outcome, WRITE_BYTES_MAX};
 
 /// Most commands in one batch.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
@@ -119,8 +119,10 @@ async fn write(raft: &Raft<TypeConfig>, batch: Vec<Queued>, write_timeout: Durat
     let cmd = if n == 1 {
         cmds.into_iter().next().expect("one")
     } else {
+        // The batch's time is its latest command's (each carries its proposer's clock):
+        // the batcher reads no clock of its own.
         Command::Batch {
-            at_ms: now_ms(),
+            at_ms: cmds.iter().map(Command::at_ms).max().unwrap_or(0),
             commands: cmds,
         }
     };

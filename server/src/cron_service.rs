@@ -18,7 +18,7 @@ use crate::api::v1::cron_service_server::CronService;
 use crate::auth;
 use crate::convert::{spec_from_pb, spec_to_pb, workflow_jobs_from_pb};
 use crate::error::ServerError;
-use crate::node::{now_ms, Node, Proposal};
+use crate::node::{Node, Proposal};
 use crate::service::{with_request_id, Api};
 
 /// Most fire times one preview returns.
@@ -178,7 +178,7 @@ impl Api {
         let cmd = with_request_id(
             caller,
             Command::Cron {
-                at_ms: now_ms(),
+                at_ms: self.node.now_ms(),
                 op,
             },
             request_id,
@@ -214,7 +214,7 @@ impl CronService for Api {
             .await?;
         Ok(Response::new(pb::CreateCronResponse {
             index,
-            next_ms: schedule.preview(now_ms(), CRON_PREVIEW_DEFAULT as usize),
+            next_ms: schedule.preview(self.node.now_ms(), CRON_PREVIEW_DEFAULT as usize),
         }))
     }
 
@@ -284,10 +284,10 @@ impl CronService for Api {
             n => n,
         };
         let (schedule, tz, from) = if req.name.is_empty() {
-            (req.schedule, tz_or_utc(&req.tz), now_ms())
+            (req.schedule, tz_or_utc(&req.tz), self.node.now_ms())
         } else {
             let c = self.cron(&req.name)?;
-            let from = c.last_scheduled_ms.max(now_ms());
+            let from = c.last_scheduled_ms.max(self.node.now_ms());
             (c.spec.schedule, c.spec.tz, from)
         };
         let after = if req.after_ms > 0 { req.after_ms } else { from };
@@ -304,7 +304,7 @@ impl CronService for Api {
 /// first queued fire of each cron whose run has ended, as entries. Parsed schedules are
 /// kept in `cache` (by pattern and zone).
 pub async fn fire_due(node: &Node, cache: &mut HashMap<(String, String), Option<Schedule>>) {
-    let now = now_ms();
+    let now = node.now_ms();
     let ops = {
         let a = node.state().read();
         due_ops(&a.state, now, cache)

@@ -36,7 +36,7 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Random ids never need coordination; 0 means "none" in the API.
                 let id = Identity {
-                    node_id: rand::random::<u64>() >> 1 | 1,
+                    node_id: cathedral_consensus::rng::random::<u64>() >> 1 | 1,
                     cluster_id: None,
                 };
                 id.save(path)?;
@@ -74,7 +74,7 @@ impl Identity {
 
 /// A new cluster id: 16 random bytes in hex.
 pub fn new_cluster_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    format!("{:032x}", cathedral_consensus::rng::random::<u128>())
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //!   clap and resolved into a [`Config`] with a sub-settings value per loop.
 //! - `data_dir`: [`DataDir`](data_dir::DataDir), every path in the data directory.
 //! - `identity`: `node.toml`, the node and cluster ids.
+//! - `edges`: what a node is given from outside ([`Edges`](edges::Edges)): its clock, so a
+//!   simulation can run nodes on simulated, skewed time.
 //! - `node`: the [`Node`] — Raft over the data directory, writes forwarded to the leader,
 //!   joining, membership upkeep; it hands out the applied state as a `StateView`.
 //! - `proposal`: what the write path carries ([`Proposal`](node::Proposal), its outcome,
@@ -70,6 +72,7 @@ mod config;
 mod convert;
 mod cron_service;
 mod data_dir;
+pub mod edges;
 mod error;
 mod events;
 mod forwarder;
@@ -106,6 +109,6 @@ pub use convert::DEFAULT_TIMEOUT_MS;
 pub use error::{Result, ServerError};
 pub use node::{Node, ENTRY_BYTES_MAX, WRITE_BYTES_MAX};
 pub use scheduler::{overdue, place, Candidates, Placement, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
-pub use server::{start, Running, REQUEST_BYTES_MAX};
+pub use server::{start, start_with, Running, REQUEST_BYTES_MAX};
 pub use service::{LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX};
 pub use transport::PEER_MESSAGE_BYTES_MAX;

@@ -45,12 +45,18 @@ pub struct Running {
 }
 
 /// Opens the data directory, binds both ports and starts serving; then initialises or
-/// joins a cluster as the configuration says.
+/// joins a cluster as the configuration says. The node is given the system's edges (its
+/// wall clock).
+pub async fn start(config: Config) -> Result<Running> {
+    start_with(config, crate::edges::Edges::system()).await
+}
+
+/// [`start`] with the edges a node is given (its clock): a simulation's, or a test's.
 ///
 /// Long on purpose: it is the composition root — every task the node runs is started
 /// here, in dependency order, and handed to [`Running`] for shutdown; one list is the
 /// easiest place to check that nothing is started that shutdown does not stop.
-pub async fn start(config: Config) -> Result<Running> {
+pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Running> {
     let grpc = TcpListener::bind(config.bind).await.map_err(|e| {
         ServerError::Config(format!("cannot listen on --bind {}: {e}", config.bind))
     })?;
@@ -63,7 +69,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let http_addr = http
         .local_addr()
         .map_err(|e| ServerError::Internal(e.to_string()))?;
-    let node = Node::open(config).await?;
+    let node = Node::open(config, edges).await?;
     if node.config.metrics {
         node.spawn_until_stop(crate::scrape::follow_events(node.clone()));
         node.spawn_until_stop(crate::scrape::sample_history(node.clone()));

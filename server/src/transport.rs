@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cathedral_consensus::raft::TypeConfig;
 use cathedral_storage::ChunkSender;

@@ -19,7 +19,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use cathedral_consensus::{Command, Exit, JobId, JobState, Outcome, Response, SandboxKind};
 use cathedral_executor::{
@@ -29,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::ServerError;
-use crate::node::{now_ms, Node, Proposal};
+use crate::node::{Node, Proposal};
 
 /// How often output retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
@@ -453,7 +455,7 @@ async fn run_attempt(
                 &node,
                 key,
                 Command::TaskStarted {
-                    at_ms: now_ms(),
+                    at_ms: node.now_ms(),
                     job: key.0,
                     attempt: key.1,
                     node: node.id,
@@ -477,7 +479,7 @@ async fn run_attempt(
                     &node,
                     key,
                     Command::TaskOutputs {
-                        at_ms: now_ms(),
+                        at_ms: node.now_ms(),
                         job: key.0,
                         attempt: key.1,
                         node: node.id,
@@ -517,7 +519,7 @@ async fn report_finished(node: &Node, key: Key, outcome: Outcome) {
         node,
         key,
         Command::TaskFinished {
-            at_ms: now_ms(),
+            at_ms: node.now_ms(),
             job: key.0,
             attempt: key.1,
             node: node.id,

@@ -8,6 +8,7 @@
 
 mod event_feed;
 mod log_store;
+mod runtime;
 mod settings;
 mod state_machine;
 
@@ -16,6 +17,7 @@ pub use log_store::{
     check_vote, decode_entry, encode_entry, membership_on_disk, owed_log_id, CommittedHandle,
     LogStore, ENTRY_FRAMING_BYTES_MAX, ENTRY_VERSION,
 };
+pub use runtime::Runtime;
 pub use settings::RaftSettings;
 pub use state_machine::{
     read_snapshot, Applied, AppliedHandle, RaftSnapshotMeta, SnapshotBuilder, StateMachine,
@@ -34,5 +36,5 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = tokio::fs::File,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = Runtime,
 );

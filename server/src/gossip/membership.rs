@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chitchat::{
     spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
@@ -387,7 +389,7 @@ impl Membership {
                     let _ = handle.gossip(*a);
                 }
             }
-            let jitter = rand::thread_rng().gen_range(-JOIN_JITTER..=JOIN_JITTER);
+            let jitter = cathedral_consensus::rng::Rng.gen_range(-JOIN_JITTER..=JOIN_JITTER);
             let wait = delay.mul_f64(1.0 + jitter);
             let deadline = Instant::now() + wait;
             loop {

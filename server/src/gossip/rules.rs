@@ -4,7 +4,9 @@
 //! ([`significant`]). The monitor in `membership` calls them every tick.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cathedral_consensus::tags;
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cathedral_consensus::{
     hex, Assignment, Command, Exit, JobId, NodeId, NodeStatus, Outcome, Response,
@@ -13,7 +15,7 @@ use openraft::ServerState;
 pub(crate) mod settings;
 
 use crate::gossip::Liveness;
-use crate::node::{now_ms, Node, Proposal};
+use crate::node::{Node, Proposal};
 use crate::scheduler::{overdue, place_counting, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
 
 /// Period of the leader loop when nothing is applied in between.
@@ -100,7 +102,7 @@ async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error
     if last.is_some_and(|t| t.elapsed() < every) {
         return Ok(());
     }
-    let now = now_ms();
+    let now = node.now_ms();
     let due = {
         let a = node.state().read();
         if a.state.rules().is_none() {
@@ -147,12 +149,14 @@ async fn checkpoint_if_due(node: &Node) -> crate::error::Result<()> {
         return Ok(());
     }
     let (index, response) = node
-        .propose(Proposal::Write(Command::Checkpoint { at_ms: now_ms() }))
+        .propose(Proposal::Write(Command::Checkpoint {
+            at_ms: node.now_ms(),
+        }))
         .await?;
     if let Response::CheckpointRecorded { hash } = response {
         tracing::debug!(index, hash = %hex(&hash), "checkpoint");
         node.propose(Proposal::Write(Command::CheckpointHash {
-            at_ms: now_ms(),
+            at_ms: node.now_ms(),
             index,
             hash,
         }))
@@ -292,7 +296,7 @@ async fn lead_once(
 ) -> crate::error::Result<()> {
     let unseen_timeout = Duration::from_millis(node.config.leader.node_timeout_ms);
     let grace = Duration::from_millis(node.config.leader.failure_grace_ms);
-    let now = now_ms();
+    let now = node.now_ms();
     let view = node.gossip.view();
     let members: BTreeSet<u64> = node
         .metrics()

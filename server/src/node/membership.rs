@@ -187,7 +187,7 @@ impl Node {
         let registered = self.state().read().state.node(id).is_some();
         if registered {
             self.client_write(Command::NodeRetired {
-                at_ms: now_ms(),
+                at_ms: self.now_ms(),
                 node: id,
             })
             .await
@@ -247,7 +247,7 @@ impl Node {
             Some((_, NodeStatus::Retired | NodeStatus::Failed)) => Ok(()),
             _ => {
                 self.propose(Proposal::Write(Command::NodeRegistered {
-                    at_ms: now_ms(),
+                    at_ms: self.now_ms(),
                     node: wanted,
                 }))
                 .await?;

@@ -21,7 +21,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cathedral_consensus::raft::{
     AppliedHandle, CommittedHandle, EventFeed, LogStore, StateMachine, TypeConfig,
@@ -38,7 +40,7 @@ use crate::data_dir::DataDir;
 use crate::error::{Result, ServerError};
 use crate::gossip::{GossipError, Membership, Published};
 use crate::identity::{new_cluster_id, Identity};
-pub use crate::proposal::{now_ms, Outcome, Proposal, ENTRY_BYTES_MAX, WRITE_BYTES_MAX};
+pub use crate::proposal::{Outcome, Proposal, ENTRY_BYTES_MAX, WRITE_BYTES_MAX};
 use crate::security::Security;
 use crate::tags::TagOverlay;
 use crate::transport::{Network, Peers};
@@ -98,6 +100,8 @@ pub struct Node {
     holds: Arc<ElectionHolds>,
     /// The jobs retention collected, kept in the data directory.
     pub archive: Arc<cathedral_consensus::archive::Archive>,
+    /// The clock this node's commands carry (`Edges::clock`).
+    clock: Arc<dyn crate::edges::Clock>,
 }
 
 /// The applied state, read-only: what every reader beside apply gets (the scheduler, the
@@ -162,7 +166,7 @@ use write::*;
 impl Node {
     /// Opens the data directory (locking it), the log, snapshots and identity, and starts
     /// Raft. Does not initialise or join a cluster: see [`bootstrap`](Self::bootstrap).
-    pub async fn open(config: Config) -> Result<Arc<Node>> {
+    pub async fn open(config: Config, edges: crate::edges::Edges) -> Result<Arc<Node>> {
         let data = DataDir::create(&config.data_dir)?;
         let security = Security::load(config.tls.as_ref(), &config.gossip.cluster_keys)?;
         if config.metrics {
@@ -236,7 +240,7 @@ impl Node {
             security,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
-            incarnation: rand::random(),
+            incarnation: cathedral_consensus::rng::random(),
             next_request: std::sync::atomic::AtomicU64::new(1),
             leader_heard,
             batcher,
@@ -254,6 +258,7 @@ impl Node {
             identity: Mutex::new(identity),
             log: Mutex::new(Some(log)),
             committed,
+            clock: edges.clock,
         });
         node.watch_owed();
         Ok(node)
@@ -474,6 +479,12 @@ impl Node {
     }
 
     /// The applied state (see [`StateView`]).
+    /// This node's clock: what its commands carry as `at_ms` (milliseconds since the
+    /// epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub fn state(&self) -> &StateView {
         &self.applied
     }

@@ -20,7 +20,7 @@ use crate::convert::{
 };
 use crate::error::ServerError;
 use crate::gossip::TAGS_MAX;
-use crate::node::{now_ms, Node, Proposal};
+use crate::node::{Node, Proposal};
 
 mod cluster;
 
@@ -180,7 +180,7 @@ impl JobService for Api {
         let spec = spec_from_pb(req.spec, "spec")?;
         self.node.refuse_if_partitioned()?;
         let submit = Command::SubmitJobs {
-            at_ms: now_ms(),
+            at_ms: self.node.now_ms(),
             jobs: vec![spec],
         };
         let cmd = with_request_id(
@@ -212,7 +212,7 @@ impl JobService for Api {
             .map(|j| options_from_pb(j.spec.as_ref()))
             .collect();
         let submit = Command::SubmitWorkflow {
-            at_ms: now_ms(),
+            at_ms: self.node.now_ms(),
             name: req.name,
             jobs: workflow_jobs_from_pb(req.jobs)?,
         };
@@ -264,7 +264,7 @@ impl JobService for Api {
         let cmd = with_request_id(
             &caller,
             Command::RerunWorkflow {
-                at_ms: now_ms(),
+                at_ms: self.node.now_ms(),
                 workflow: req.workflow_id,
                 from,
             },
@@ -303,7 +303,7 @@ impl JobService for Api {
         let e = crate::scheduler::explain(
             &a.state,
             &candidates,
-            now_ms(),
+            self.node.now_ms(),
             id,
             self.node.config.leader.placement,
         )
@@ -444,7 +444,7 @@ impl JobService for Api {
         let cmd = with_request_id(
             &caller,
             Command::CancelJob {
-                at_ms: now_ms(),
+                at_ms: self.node.now_ms(),
                 job: req.job_id,
                 reason,
             },
