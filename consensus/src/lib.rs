@@ -13,6 +13,7 @@
 //!   at most once ([`Command::Request`]).
 //! - `cron`: periodic jobs — crons as replicated state, fires decided once as log
 //!   entries, and the schedule evaluation ([`cron::due`]) the leader runs.
+//! - `blocking`: blocking work off the async threads (in place on a simulation's thread).
 //! - `rng`: the random source of every node's choices, seedable for a simulation.
 //! - `tags`: the one rule for node tags and job constraints, with its bounds.
 //! - `step_refs`: step-output references (`${{ jobs.KEY.outputs.NAME }}`): checked at
@@ -23,6 +24,7 @@
 
 pub mod acl;
 pub mod archive;
+pub mod blocking;
 mod command;
 pub mod cron;
 mod error;

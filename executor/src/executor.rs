@@ -617,4 +617,44 @@ impl Attempt {
     pub fn canceller(&mut self) -> Option<oneshot::Sender<()>> {
         self.cancel.take()
     }
+
+    /// An attempt run by something other than this crate (a simulation's stand-in): `task`
+    /// yields its outcome, `cancel` is what a cancellation sends it.
+    pub fn from_task(
+        task: JoinHandle<AttemptResult>,
+        cancel: oneshot::Sender<()>,
+        output: PathBuf,
+        sandbox: &'static str,
+    ) -> Attempt {
+        Attempt {
+            cancel: Some(cancel),
+            task,
+            pid: 0,
+            output,
+            sandbox,
+        }
+    }
+}
+
+/// What starts a node's attempts: the [`Executor`] (processes, bubblewrap, containers) in
+/// production; a simulation gives a stand-in whose attempts take simulated time and end
+/// as their spec says.
+pub trait AttemptStarter: Send + Sync + 'static {
+    /// Starts `spec` in the sandbox `choice` names.
+    fn start_attempt(
+        &self,
+        spec: AttemptSpec,
+        choice: SandboxChoice,
+    ) -> futures_util::future::BoxFuture<'static, Result<Attempt>>;
+}
+
+impl AttemptStarter for Arc<Executor> {
+    fn start_attempt(
+        &self,
+        spec: AttemptSpec,
+        choice: SandboxChoice,
+    ) -> futures_util::future::BoxFuture<'static, Result<Attempt>> {
+        let me = self.clone();
+        Box::pin(async move { me.launch(spec, choice).await })
+    }
 }

@@ -37,8 +37,8 @@ pub use docker::{
 };
 pub use error::{ExecError, Result};
 pub use executor::{
-    legacy_output_path, output_path, Attempt, Executor, ExecutorConfig, SandboxChoice, OUTPUTS_DIR,
-    WORK_DIR,
+    legacy_output_path, output_path, Attempt, AttemptStarter, Executor, ExecutorConfig,
+    SandboxChoice, OUTPUTS_DIR, WORK_DIR,
 };
 pub use spawn::{Launch, DEFAULT_PATH};
 pub use spec::{

@@ -48,6 +48,33 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// HTTP served on a listener of the network the node was given (`edges::Network`).
+pub struct GivenListener(pub Box<dyn crate::edges::Listener>);
+
+impl axum::serve::Listener for GivenListener {
+    type Io = crate::edges::Conn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(conn) => {
+                    let remote = conn.remote;
+                    return (conn, remote);
+                }
+                Err(e) => {
+                    tracing::debug!("HTTP accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -75,7 +75,7 @@ pub async fn copy_from(node: &Node, from: NodeId, job: u64, attempt: u32) -> Res
         return Ok(false);
     }
     let dir = path.parent().expect("outputs dir").to_path_buf();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    cathedral_consensus::blocking::run(move || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
         // The copy is durable before its name says it is there (the holder confirms the
         // copy to the retention that may then drop the original): data, rename, directory.

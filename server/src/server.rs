@@ -57,18 +57,11 @@ pub async fn start(config: Config) -> Result<Running> {
 /// here, in dependency order, and handed to [`Running`] for shutdown; one list is the
 /// easiest place to check that nothing is started that shutdown does not stop.
 pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Running> {
-    let grpc = TcpListener::bind(config.bind).await.map_err(|e| {
-        ServerError::Config(format!("cannot listen on --bind {}: {e}", config.bind))
-    })?;
-    let http = TcpListener::bind(config.http).await.map_err(|e| {
-        ServerError::Config(format!("cannot listen on --http {}: {e}", config.http))
-    })?;
-    let grpc_addr = grpc
-        .local_addr()
-        .map_err(|e| ServerError::Internal(e.to_string()))?;
-    let http_addr = http
-        .local_addr()
-        .map_err(|e| ServerError::Internal(e.to_string()))?;
+    let grpc = Bound::listen(edges.network.as_ref(), config.bind, "--bind").await?;
+    let http = Bound::listen(edges.network.as_ref(), config.http, "--http").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http.local_addr()?;
+    let starter = edges.starter.clone();
     let node = Node::open(config, edges).await?;
     if node.config.metrics {
         node.spawn_until_stop(crate::scrape::follow_events(node.clone()));
@@ -126,14 +119,25 @@ pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Ru
         let stopped = async move {
             let _ = rx.changed().await;
         };
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(
-                // Small replies must not wait for delayed ACKs (Nagle).
-                TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                stopped,
-            )
-            .await
-        {
+        let served = match grpc {
+            Bound::Tcp(l) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        // Small replies must not wait for delayed ACKs (Nagle).
+                        TcpIncoming::from(l).with_nodelay(Some(true)),
+                        stopped,
+                    )
+                    .await
+            }
+            Bound::Given(l) => {
+                let incoming = futures_util::stream::unfold(l, |mut l| async move {
+                    let conn = l.accept().await;
+                    Some((conn, l))
+                });
+                router.serve_with_incoming_shutdown(incoming, stopped).await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!("gRPC server: {e}");
         }
     });
@@ -144,17 +148,22 @@ pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Ru
         let stopped = async move {
             let _ = rx.changed().await;
         };
-        let served = match tls {
-            Some(config) => {
+        let served = match (http, tls) {
+            (Bound::Tcp(tcp), Some(config)) => {
                 let listener = crate::http::TlsListener {
-                    tcp: http,
+                    tcp,
                     acceptor: tokio_rustls::TlsAcceptor::from(config),
                 };
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stopped)
                     .await
             }
-            None => axum::serve(http, app).with_graceful_shutdown(stopped).await,
+            (Bound::Tcp(tcp), None) => axum::serve(tcp, app).with_graceful_shutdown(stopped).await,
+            (Bound::Given(l), _) => {
+                axum::serve(crate::http::GivenListener(l), app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
         };
         if let Err(e) = served {
             tracing::error!("HTTP server: {e}");
@@ -166,9 +175,16 @@ pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Ru
     exec_config.node_label = node.id.to_string();
     exec_config.docker_nproc = node.config.docker_nproc_limit;
     let executor = std::sync::Arc::new(cathedral_executor::Executor::new(exec_config));
+    let starter: std::sync::Arc<dyn cathedral_executor::AttemptStarter> =
+        starter.unwrap_or_else(|| std::sync::Arc::new(executor.clone()));
     let upkeep = tokio::spawn(node.clone().upkeep(stop_rx.clone()));
     let leader = tokio::spawn(crate::leader::run(node.clone(), stop_rx.clone()));
-    let worker = tokio::spawn(crate::worker::run(node.clone(), executor, stop_rx.clone()));
+    let worker = tokio::spawn(crate::worker::run(
+        node.clone(),
+        executor,
+        starter,
+        stop_rx.clone(),
+    ));
     let replicas = tokio::spawn(crate::replicas::run(node.clone(), stop_rx.clone()));
     node.bootstrap().await?;
     let gossip_join = tokio::spawn(join_gossip(node.clone(), stop_rx.clone()));
@@ -198,6 +214,34 @@ pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Ru
             peers,
         ],
     })
+}
+
+/// A server's listening socket: the host's TCP, or one on the network the node was given.
+enum Bound {
+    Tcp(TcpListener),
+    Given(Box<dyn crate::edges::Listener>),
+}
+
+impl Bound {
+    async fn listen(
+        network: Option<&std::sync::Arc<dyn crate::edges::Network>>,
+        addr: SocketAddr,
+        flag: &str,
+    ) -> Result<Bound> {
+        let bound = match network {
+            None => TcpListener::bind(addr).await.map(Bound::Tcp),
+            Some(n) => n.listen(addr).await.map(Bound::Given),
+        };
+        bound.map_err(|e| ServerError::Config(format!("cannot listen on {flag} {addr}: {e}")))
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr(),
+            Bound::Given(l) => l.local_addr(),
+        }
+        .map_err(|e| ServerError::Internal(e.to_string()))
+    }
 }
 
 /// How long a shutdown waits for the servers (their calls in flight) and the node's loops

@@ -81,15 +81,22 @@ pub struct Peers {
     contact: Mutex<HashMap<u64, Instant>>,
     /// TLS towards peers, and this node's credential.
     security: Security,
+    /// The network the node was given (`edges::Network`); `None`: the host's TCP.
+    network: Option<Arc<dyn crate::edges::Network>>,
 }
 
 impl Peers {
-    pub fn new(self_id: u64, security: Security) -> Arc<Peers> {
+    pub fn new(
+        self_id: u64,
+        security: Security,
+        network: Option<Arc<dyn crate::edges::Network>>,
+    ) -> Arc<Peers> {
         Arc::new(Peers {
             self_id,
             channels: Mutex::new(HashMap::new()),
             contact: Mutex::new(HashMap::new()),
             security,
+            network,
         })
     }
 
@@ -106,6 +113,17 @@ impl Peers {
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10));
+        if let Some(network) = &self.network {
+            // A given network carries no TLS: its connections are made by it.
+            let network = network.clone();
+            let target = addr.to_string();
+            return Ok(e.connect_with_connector_lazy(tower::service_fn(
+                move |_: tonic::transport::Uri| {
+                    let connecting = network.connect(target.clone());
+                    async move { connecting.await.map(hyper_util::rt::TokioIo::new) }
+                },
+            )));
+        }
         if let Some(tls) = &self.security.client_tls {
             e = e
                 .tls_config(tls.clone())
@@ -334,11 +352,14 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         };
         let (target, from) = (self.target, self.peers.self_id);
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-        // Reading the file is blocking I/O: a blocking task feeds the stream.
-        let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut header = Some(header);
-            while let Some(c) = sender.next_chunk().map_err(|e| e.to_string())? {
-                let msg = SnapshotChunk {
+        // Reading the file is blocking I/O: a blocking task feeds the stream (on a
+        // simulation's thread, a task of the node's own: see `cathedral_consensus::blocking`).
+        let mut header = Some(header);
+        let mut next = move || -> Result<Option<SnapshotChunk>, String> {
+            Ok(sender
+                .next_chunk()
+                .map_err(|e| e.to_string())?
+                .map(|c| SnapshotChunk {
                     target,
                     from,
                     header: header.take(),
@@ -346,13 +367,27 @@ impl RaftNetwork<TypeConfig> for PeerConn {
                     total_bytes: c.total_bytes,
                     data: c.data,
                     crc: c.crc,
-                };
-                if tx.blocking_send(msg).is_err() {
-                    break; // the call ended early; its status says why
+                }))
+        };
+        let producer = if cathedral_consensus::blocking::inline_here() {
+            tokio::spawn(async move {
+                while let Some(msg) = next()? {
+                    if tx.send(msg).await.is_err() {
+                        break; // the call ended early; its status says why
+                    }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            })
+        } else {
+            tokio::task::spawn_blocking(move || {
+                while let Some(msg) = next()? {
+                    if tx.blocking_send(msg).is_err() {
+                        break; // the call ended early; its status says why
+                    }
+                }
+                Ok(())
+            })
+        };
         let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         // The whole transfer may take longer than one RPC; give it a generous deadline.
         req.set_timeout(option.hard_ttl().max(Duration::from_secs(600)));

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use cathedral_consensus::{Command, Exit, JobId, JobState, Outcome, Response, SandboxKind};
 use cathedral_executor::{
-    AttemptResult, AttemptSpec, ContainerImage, Executor, KillReason, SandboxChoice,
+    AttemptResult, AttemptSpec, AttemptStarter, ContainerImage, Executor, KillReason, SandboxChoice,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -60,6 +60,7 @@ enum Slot {
 pub async fn run(
     node: Arc<Node>,
     executor: Arc<Executor>,
+    starter: Arc<dyn AttemptStarter>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut applied = node.raft.metrics();
@@ -85,6 +86,7 @@ pub async fn run(
             tasks: &mut tasks,
             done: &done_tx,
             stop: &stop,
+            starter: &starter,
         };
         step(&node, &executor, &mut mine, spawn);
         let running = mine
@@ -135,6 +137,8 @@ struct Spawner<'a> {
     tasks: &'a mut JoinSet<()>,
     done: &'a mpsc::UnboundedSender<Key>,
     stop: &'a tokio::sync::watch::Receiver<bool>,
+    /// What starts the attempts (the executor, or a simulation's stand-in).
+    starter: &'a Arc<dyn AttemptStarter>,
 }
 
 /// One pass over this node's share of the applied state.
@@ -276,7 +280,7 @@ fn step(
         mine.insert(key, Slot::Running(Some(cancel_tx)));
         spawn.tasks.spawn(run_attempt(
             node.clone(),
-            executor.clone(),
+            spawn.starter.clone(),
             key,
             (attempt, choice),
             cancel_rx,
@@ -427,14 +431,14 @@ async fn report_lost(
 /// killed it to shut down — then frees its slot.
 async fn run_attempt(
     node: Arc<Node>,
-    executor: Arc<Executor>,
+    starter: Arc<dyn AttemptStarter>,
     key: Key,
     (attempt, choice): (AttemptSpec, SandboxChoice),
     cancel_rx: oneshot::Receiver<()>,
     stop: tokio::sync::watch::Receiver<bool>,
     done: mpsc::UnboundedSender<Key>,
 ) {
-    let started = executor.launch(attempt, choice).await;
+    let started = starter.start_attempt(attempt, choice).await;
     match started {
         Ok(mut a) => {
             tracing::info!(
@@ -618,7 +622,7 @@ async fn retention(node: Arc<Node>, confirmed: Arc<std::sync::Mutex<BTreeSet<Key
     let root = node.data.outputs();
     let files = {
         let root = root.clone();
-        tokio::task::spawn_blocking(move || flat_outputs(&root))
+        cathedral_consensus::blocking::run(move || flat_outputs(&root))
             .await
             .unwrap_or_default()
     };
@@ -656,7 +660,7 @@ async fn retention(node: Arc<Node>, confirmed: Arc<std::sync::Mutex<BTreeSet<Key
         node.config.output.bytes_total_max,
     );
     let removed =
-        tokio::task::spawn_blocking(move || sweep_outputs(&root, &keep, max_age, max_total))
+        cathedral_consensus::blocking::run(move || sweep_outputs(&root, &keep, max_age, max_total))
             .await
             .unwrap_or(0);
     if removed > 0 {

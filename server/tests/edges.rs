@@ -43,6 +43,7 @@ async fn a_nodes_commands_carry_the_clock_it_is_given() {
             base: SystemClock,
             offset_ms: hour_ms,
         }),
+        ..Edges::system()
     };
     let running = start_with(config, edges).await.unwrap();
     let spec = pb::JobSpec {

@@ -80,6 +80,13 @@ pub struct Options {
     /// Called by the writer thread after every segment fdatasync with its duration (a
     /// metrics histogram, say); keep it cheap, it runs on the write path. `None`: nothing.
     pub on_sync: Option<SyncObserver>,
+    /// Run the writer on the calling thread: no writer, acknowledgment-sync or
+    /// preallocation threads; every append, sync, truncate and purge is written (and, as
+    /// its durability asks, synced) before the call returns, its callback called on the
+    /// caller's thread. Appenders then share no syncs (no group commit). For a simulation
+    /// that runs whole nodes on one thread and must not be woken by another; a server uses
+    /// the threads.
+    pub inline_writer: bool,
 }
 
 /// A function the writer calls after every fdatasync, with how long it took.
@@ -108,6 +115,7 @@ impl Default for Options {
             recovery_mode: RecoveryMode::Strict,
             verify_on_open: false,
             on_sync: None,
+            inline_writer: false,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Model-based test: random sequences of append, truncate, purge, sync and reopen against
-//! an in-memory vector; contents must be equal after every step. Prints its seed; replay
-//! with CATHEDRAL_SEED=<seed>. CATHEDRAL_MODEL_CASES sets the number of sequences.
+//! an in-memory vector; contents must be equal after every step. Each open runs the writer
+//! on its own thread or inline on the caller's (`Options::inline_writer`), as the sequence
+//! says, so a log written one way reopens the other. Prints its seed; replay with
+//! CATHEDRAL_SEED=<seed>. CATHEDRAL_MODEL_CASES sets the number of sequences.
 
 mod common;
 
@@ -23,7 +25,9 @@ enum Op {
         ahead: u16,
     },
     Sync,
-    Reopen,
+    Reopen {
+        inline: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,7 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u16..40).prop_map(|back| Op::Truncate { back }),
         2 => (0u16..60).prop_map(|ahead| Op::Purge { ahead }),
         1 => Just(Op::Sync),
-        2 => Just(Op::Reopen),
+        2 => any::<bool>().prop_map(|inline| Op::Reopen { inline }),
     ]
 }
 
@@ -49,10 +53,11 @@ impl Model {
     }
 }
 
-fn options() -> Options {
+fn options(inline_writer: bool) -> Options {
     Options {
         segment_bytes_max: 4096,
         compress_threshold_bytes: Some(700),
+        inline_writer,
         ..Options::default()
     }
 }
@@ -90,9 +95,9 @@ fn same(log: &Log, m: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run((inline, ops): (bool, Vec<Op>)) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Some(Log::open(dir.path(), options()).unwrap());
+    let mut log = Some(Log::open(dir.path(), options(inline)).unwrap());
     let mut m = Model {
         first: 1,
         records: Vec::new(),
@@ -150,12 +155,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Sync => l.sync().map_err(|e| TestCaseError::fail(e.to_string()))?,
-            Op::Reopen => {
+            Op::Reopen { inline } => {
                 log.take()
                     .unwrap()
                     .close()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let l = Log::open(dir.path(), options())
+                let l = Log::open(dir.path(), options(inline))
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert!(
                     l.recovery_report().torn_tail.is_none(),
@@ -188,7 +193,7 @@ fn log_matches_vector_model() {
         config,
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
     );
-    let result = runner.run(&prop::collection::vec(op(), 1..120), run);
+    let result = runner.run(&(any::<bool>(), prop::collection::vec(op(), 1..120)), run);
     if let Err(e) = result {
         panic!("seed {seed}: {e}");
     }

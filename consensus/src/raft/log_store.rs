@@ -243,9 +243,9 @@ impl LogStore {
         verb: ErrorVerb,
     ) -> StorageResult<T> {
         let log = self.log.clone();
-        tokio::task::spawn_blocking(move || f(&log))
+        crate::blocking::run(move || f(&log))
             .await
-            .map_err(|e| io_err(subject.clone(), verb, io::Error::other(e.to_string())))?
+            .map_err(|e| io_err(subject.clone(), verb, io::Error::other(e)))?
             .map_err(|e| io_err(subject, verb, e))
     }
 }

@@ -233,19 +233,27 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let state = std::mem::take(&mut self.state);
         let store = self.snapshots.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("snapshot-build".into())
-            .spawn(move || {
-                lower_this_threads_priority();
-                let built = store.writer(file_meta).and_then(|mut w| {
-                    state.write_snapshot(&mut w).map_err(|e| {
-                        cathedral_storage::Error::InvalidArgument(format!("encode state: {e}"))
-                    })?;
-                    w.finish()
-                });
-                let _ = tx.send(built);
-            })
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let build = move || {
+            let built = store.writer(file_meta).and_then(|mut w| {
+                state.write_snapshot(&mut w).map_err(|e| {
+                    cathedral_storage::Error::InvalidArgument(format!("encode state: {e}"))
+                })?;
+                w.finish()
+            });
+            let _ = tx.send(built);
+        };
+        if crate::blocking::inline_here() {
+            // A simulation's thread: built in place (see `crate::blocking`).
+            build();
+        } else {
+            std::thread::Builder::new()
+                .name("snapshot-build".into())
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    build();
+                })
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        }
         let info = rx
             .await
             .map_err(|_| snap_err(ErrorVerb::Write, io::Error::other("snapshot thread ended")))?
@@ -409,9 +417,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         drop(given);
         // The bytes are the sender's snapshot file: verify it (checksum, version), place it.
         let store = self.snapshots.clone();
-        let info = tokio::task::spawn_blocking(move || store.install_incoming(&path))
+        let info = crate::blocking::run(move || store.install_incoming(&path))
             .await
-            .map_err(|e| w(io::Error::other(e.to_string())))?
+            .map_err(|e| w(io::Error::other(e)))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let loaded = self.load(&info.path)?;
         if loaded.last_log_id != meta.last_log_id {

@@ -110,9 +110,12 @@ fn generation_now() -> u64 {
 impl Membership {
     /// Binds the gossip socket and starts gossiping (with the configured seeds, which
     /// chitchat keeps contacting every round) and the monitor.
+    /// `given`: the transport the node was given (`edges::Edges::gossip`, a simulation's);
+    /// `None`: authenticated UDP on the host.
     pub async fn start(
         settings: GossipSettings,
         published: Published,
+        given: Option<Arc<dyn chitchat::transport::Transport>>,
     ) -> Result<Arc<Membership>, GossipError> {
         check_tags(&published.tags)?;
         if settings.cluster_keys.is_empty() {
@@ -166,9 +169,11 @@ impl Membership {
             // Every node runs this same chitchat version, so the compressed digest is safe.
             protocol_version: ProtocolVersion::V1,
         };
-        let handle = spawn_chitchat(config, local.key_values(), &transport)
-            .await
-            .map_err(|e| GossipError::Start(format!("{e:#}")))?;
+        let spawned = match &given {
+            Some(t) => spawn_chitchat(config, local.key_values(), t.as_ref()).await,
+            None => spawn_chitchat(config, local.key_values(), &transport).await,
+        };
+        let handle = spawned.map_err(|e| GossipError::Start(format!("{e:#}")))?;
         let chitchat = handle.chitchat();
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let has_seeds = !settings.seeds.is_empty();

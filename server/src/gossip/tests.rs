@@ -55,7 +55,9 @@ async fn cluster(n: u64, tweak: impl Fn(&mut GossipSettings)) -> Vec<Arc<Members
 async fn first_node(tweak: impl Fn(&mut GossipSettings)) -> Arc<Membership> {
     let mut s = settings(free_udp(), &[]);
     tweak(&mut s);
-    Membership::start(s, published(1)).await.expect("start")
+    Membership::start(s, published(1), None)
+        .await
+        .expect("start")
 }
 
 /// Adds nodes seeded with the first until there are `n`.
@@ -64,7 +66,11 @@ async fn grow(nodes: &mut Vec<Arc<Membership>>, n: u64, tweak: impl Fn(&mut Goss
     for id in nodes.len() as u64 + 1..=n {
         let mut s = settings(free_udp(), &[first]);
         tweak(&mut s);
-        nodes.push(Membership::start(s, published(id)).await.expect("start"));
+        nodes.push(
+            Membership::start(s, published(id), None)
+                .await
+                .expect("start"),
+        );
     }
 }
 
@@ -317,7 +323,7 @@ async fn with_a_fifth_of_datagrams_dropped_membership_converges_and_nobody_is_fa
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_seeds_are_retried_with_backoff_until_one_appears() {
     let seed_addr = free_udp();
-    let a = Membership::start(settings(free_udp(), &[seed_addr]), published(1))
+    let a = Membership::start(settings(free_udp(), &[seed_addr]), published(1), None)
         .await
         .unwrap();
     assert_eq!(a.view().health, Health::Unknown);
@@ -347,7 +353,7 @@ async fn unreachable_seeds_are_retried_with_backoff_until_one_appears() {
     // The seed appears a second and a half into the next join.
     let b = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        Membership::start(settings(seed_addr, &[]), published(2))
+        Membership::start(settings(seed_addr, &[]), published(2), None)
             .await
             .unwrap()
     });
@@ -412,12 +418,12 @@ async fn concurrent_tag_updates_converge_to_one_view() {
 #[tokio::test(flavor = "multi_thread")]
 async fn datagrams_without_the_cluster_key_are_dropped_and_counted() {
     let a_addr = free_udp();
-    let a = Membership::start(settings(a_addr, &[]), published(1))
+    let a = Membership::start(settings(a_addr, &[]), published(1), None)
         .await
         .unwrap();
     let mut other = settings(free_udp(), &[a_addr]);
     other.cluster_keys = vec!["another-key".into()];
-    let b = Membership::start(other, published(2)).await.unwrap();
+    let b = Membership::start(other, published(2), None).await.unwrap();
     let e = b
         .join_with(
             &[a_addr.to_string()],

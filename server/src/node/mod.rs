@@ -179,7 +179,7 @@ impl Node {
             snapshots,
             mut sm,
             archive,
-        } = open_stores(&config, &data)?;
+        } = open_stores(&config, &data, edges.inline_storage)?;
         let identity = Identity::load_or_create(&data.identity_file())?;
         sm.set_archive(archive.clone());
         let applied = sm.handle();
@@ -188,8 +188,9 @@ impl Node {
             .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
         let committed = store.committed_handle();
         let overlay = TagOverlay::load(&data.tags_file())?;
-        let gossip = start_gossip(&config, &data, &identity, &overlay).await?;
-        let peers = Peers::new(identity.node_id, security.clone());
+        let gossip =
+            start_gossip(&config, &data, &identity, &overlay, edges.gossip.clone()).await?;
+        let peers = Peers::new(identity.node_id, security.clone(), edges.network.clone());
         let raft_config = config
             .raft
             .openraft_config("cathedral")

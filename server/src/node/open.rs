@@ -164,10 +164,11 @@ pub(super) struct Stores {
 /// the snapshots and the archive, and loads the state from the latest snapshot. Each
 /// phase is timed and logged: what a restart spends its time on is the first thing an
 /// operator asks of a slow one.
-pub(super) fn open_stores(config: &Config, data: &DataDir) -> Result<Stores> {
+pub(super) fn open_stores(config: &Config, data: &DataDir, inline_writer: bool) -> Result<Stores> {
     let dir = data.root();
     let options = Options {
         on_sync: config.metrics.then(crate::metrics::sync_observer),
+        inline_writer,
         ..Options::default()
     };
     let phase = std::time::Instant::now();
@@ -227,6 +228,7 @@ pub(super) async fn start_gossip(
     data: &DataDir,
     identity: &Identity,
     overlay: &TagOverlay,
+    given: Option<Arc<dyn chitchat::transport::Transport>>,
 ) -> Result<Arc<Membership>> {
     let published = Published {
         node_id: identity.node_id,
@@ -244,7 +246,7 @@ pub(super) async fn start_gossip(
             gossip_settings.seeds.push(p);
         }
     }
-    let gossip = Membership::start(gossip_settings, published)
+    let gossip = Membership::start(gossip_settings, published, given)
         .await
         .map_err(|e| ServerError::Config(e.to_string()))?;
     if let Some(c) = identity.cluster_id.as_deref() {

@@ -156,7 +156,7 @@ pub async fn stream_local(
         // Checked before reading, so bytes written before the end are never missed.
         let ended = attempt_ended(&node, job, attempt);
         let p = path.clone();
-        let read = tokio::task::spawn_blocking(move || read_from(&p, offset)).await;
+        let read = cathedral_consensus::blocking::run(move || read_from(&p, offset)).await;
         let chunks = match read {
             Ok(Ok(chunks)) => chunks,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound && follow && !ended => {

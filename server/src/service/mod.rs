@@ -68,7 +68,7 @@ impl Api {
             }
         }
         let archive = self.node.archive.clone();
-        let found = tokio::task::spawn_blocking(move || archive.find(id))
+        let found = cathedral_consensus::blocking::run(move || archive.find(id))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         match found {
@@ -86,7 +86,7 @@ impl Api {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let dir = self.node.archive.dir().to_path_buf();
         let token = (!req.page_token.is_empty()).then(|| req.page_token.clone());
-        let (records, next) = tokio::task::spawn_blocking(move || {
+        let (records, next) = cathedral_consensus::blocking::run(move || {
             cathedral_consensus::archive::page(&dir, token.as_deref(), size)
         })
         .await

@@ -228,7 +228,7 @@ impl AckedFile {
         }
     }
 
-    fn sync_if_dirty(&self) -> Result<()> {
+    pub(crate) fn sync_if_dirty(&self) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
             fsutil::sync_data(&self.file, &self.path)?;
         }

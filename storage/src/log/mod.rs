@@ -69,6 +69,9 @@ pub struct Log {
     writer: Option<JoinHandle<()>>,
     /// Syncs the acknowledgment file while slots are written.
     acked_syncer: Option<JoinHandle<()>>,
+    /// The writer, run on the callers' threads (`Options::inline_writer`); `None` when it
+    /// has a thread of its own.
+    inline: Option<std::sync::Mutex<Option<writer::Writer>>>,
 }
 
 pub(crate) struct Inner {
@@ -190,7 +193,17 @@ impl Log {
     /// Opens (or creates) the log in `dir`, recovering it as `options.recovery_mode` says.
     /// Takes the directory's lock; a second opener gets [`Error::Locked`].
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        let inline = options.inline_writer;
         let inner = Arc::new(recovery::open(dir.as_ref(), options)?);
+        if inline {
+            let writer = writer::Writer::new(inner.clone());
+            return Ok(Log {
+                inner,
+                writer: None,
+                acked_syncer: None,
+                inline: Some(std::sync::Mutex::new(Some(writer))),
+            });
+        }
         let syncer_inner = inner.clone();
         let acked_syncer = std::thread::Builder::new()
             .name("cathedral-log-acked".into())
@@ -216,6 +229,7 @@ impl Log {
             inner,
             writer: Some(writer),
             acked_syncer: Some(acked_syncer),
+            inline: None,
         })
     }
 
@@ -253,6 +267,7 @@ impl Log {
         let encoded = self.encode(entries.iter().map(|e| (e.term, e.payload)))?;
         self.inner
             .enqueue_append(Some(first.index), encoded, durability, Box::new(done))?;
+        self.drive();
         Ok(())
     }
 
@@ -274,6 +289,7 @@ impl Log {
                 let _ = tx.send(r);
             }),
         )?;
+        self.drive();
         rx.recv().unwrap_or(Err(Error::Closed))?;
         Ok(first..first + payloads.len() as u64)
     }
@@ -347,7 +363,23 @@ impl Log {
         self.inner.enqueue(make(Box::new(move |r| {
             let _ = tx.send(r);
         })))?;
+        self.drive();
         rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Inline mode: writes what was just queued, on this thread (see
+    /// `Options::inline_writer`); the acknowledgment file is synced after each round.
+    fn drive(&self) {
+        let Some(inline) = &self.inline else {
+            return;
+        };
+        let mut w = inline.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = w.as_mut() {
+            w.drive();
+            if let Err(e) = self.inner.acked.sync_if_dirty() {
+                self.inner.fail(e);
+            }
+        }
     }
 
     /// The record at `index`; `None` past the end, [`Error::Purged`] before the start.
@@ -493,6 +525,20 @@ impl Log {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        if let Some(inline) = &self.inline {
+            let taken = inline.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(w) = taken {
+                self.inner.queue.lock().unwrap().closing = true;
+                w.close();
+                let _ = self.inner.acked.sync_if_dirty();
+            }
+            return match self.inner.failed.get() {
+                Some(cause) => Err(Error::Stopped {
+                    cause: cause.clone(),
+                }),
+                None => Ok(()),
+            };
+        }
         let Some(handle) = self.writer.take() else {
             return Ok(());
         };

@@ -112,7 +112,7 @@ impl Writer {
         drop(st);
         let next_seq = inner.acked_next_seq;
         let owed = inner.meta.lock().unwrap().owed;
-        let mut w = Writer {
+        Writer {
             inner,
             file,
             end,
@@ -131,12 +131,11 @@ impl Writer {
             spare: None,
             last_round_durable: 0,
             dropped_until: 0,
-        };
-        w.prepare_spare();
-        w
+        }
     }
 
     pub fn run(mut self) {
+        self.prepare_spare();
         loop {
             let round = {
                 let mut q = self.inner.queue.lock().unwrap();
@@ -154,8 +153,27 @@ impl Writer {
             self.inner.counters.add(|c| &c.rounds, 1);
             self.round(round);
         }
-        // Closing: seal the active segment (which also makes buffered appends durable), so
-        // that the next open reads footers only and scans nothing.
+        self.close();
+    }
+
+    /// Inline mode (`Options::inline_writer`): writes every queued request now, on the
+    /// caller's thread, one round.
+    pub fn drive(&mut self) {
+        let round = {
+            let mut q = self.inner.queue.lock().unwrap();
+            q.bytes = 0;
+            std::mem::take(&mut q.requests)
+        };
+        if round.is_empty() {
+            return;
+        }
+        self.inner.counters.add(|c| &c.rounds, 1);
+        self.round(round);
+    }
+
+    /// Closing: seals the active segment (which also makes buffered appends durable), so
+    /// that the next open reads footers only and scans nothing.
+    pub fn close(mut self) {
         if self.inner.failed.get().is_none()
             && self.file.is_some()
             && self.end > SEGMENT_HEADER_BYTES
@@ -561,7 +579,11 @@ impl Writer {
     }
 
     fn prepare_spare(&mut self) {
-        if self.spare.is_some() || self.inner.failed.get().is_some() {
+        // Inline, the next segment is created when it is needed (`take_spare`): no thread.
+        if self.spare.is_some()
+            || self.inner.failed.get().is_some()
+            || self.inner.options.inline_writer
+        {
             return;
         }
         let path = self.inner.log_dir.join(SPARE_NAME);

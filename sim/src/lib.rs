@@ -1,0 +1,535 @@
+//! ClusterSim: whole Cathedral clusters in one process, on simulated time and a simulated
+//! network, from one `u64` seed.
+//!
+//! Each node is the real server — Raft, the batcher, the leader's scheduler, crons, the
+//! worker, gossip membership, output copies — started with [`cathedral_server::start_with`]
+//! inside a [turmoil] host. What is replaced is only at the node's edges
+//! ([`cathedral_server::edges`]):
+//!
+//! - **network**: gRPC (the public API and the peer calls) over turmoil's TCP, which
+//!   delays, loses (by partition), holds and reorders per the run's seed;
+//! - **gossip**: chitchat's in-process transport, cut where the run partitions the network
+//!   (turmoil has no hook to carry a datagram codec it does not know);
+//! - **clock**: turmoil's simulated time from a fixed epoch, skewed per node;
+//! - **randomness**: the thread's generator (`cathedral_consensus::rng`) seeded from the
+//!   run's seed — openraft's election timeouts, incarnations, ids;
+//! - **executor**: [`SimStarter`], attempts that take simulated time and end as their
+//!   command says (see [`SimStarter`]); real processes stay in the black-box tests.
+//!
+//! Disk: the real storage engine on a temporary directory per node. A crash drops the
+//! host's runtime and the node with it; the files keep what the engine wrote. (That is
+//! the engine's own crash model minus lost page cache: what was written but not synced
+//! survives here. The engine's SIGKILL tests cover torn tails.)
+//!
+//! Checks after every run (see [`Report::violations`]): no acknowledged job lost, none
+//! succeeded twice, every node's state hash equal once the cluster is quiet, every node's
+//! log equal up to the lowest commit index, at most one leader per term.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+use cathedral_executor::{
+    Attempt, AttemptResult, AttemptSpec, AttemptStarter, Exit, SandboxChoice,
+};
+use cathedral_server::api::v1 as pb;
+use cathedral_server::api::v1::job_service_client::JobServiceClient;
+use cathedral_server::edges::{Clock, Conn, Edges, Listener, Network};
+use cathedral_server::{start_with, Config, Node};
+use futures_util::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+
+/// The simulation's epoch: every run's clock starts here (2024-01-01).
+pub const EPOCH_SECS: u64 = 1_704_067_200;
+/// The gRPC port of every node (each node is its own host).
+pub const GRPC_PORT: u16 = 7000;
+/// The HTTP port of every node.
+pub const HTTP_PORT: u16 = 7080;
+/// The gossip port of every node.
+pub const GOSSIP_PORT: u16 = 7001;
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub seed: u64,
+    /// Nodes of the cluster (coordinators; the first initialises it).
+    pub nodes: usize,
+    /// Jobs the client submits.
+    pub jobs: usize,
+    /// Simulated time the run may take before it fails.
+    pub limit: Duration,
+    /// Faults from the seed: partitions, crashes and restarts, clock skew.
+    pub faults: bool,
+}
+
+impl Plan {
+    pub fn new(seed: u64) -> Plan {
+        Plan {
+            seed,
+            nodes: 3,
+            jobs: 20,
+            limit: Duration::from_secs(300),
+            faults: true,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub seed: u64,
+    /// Jobs the client was answered for (acknowledged), by id.
+    pub acked: BTreeSet<u64>,
+    /// Per node: its applied index and state hash at the end.
+    pub states: BTreeMap<String, (u64, [u8; 32])>,
+    /// BLAKE3 of the log entries every node holds up to the lowest applied index.
+    pub log_hash: Option<[u8; 32]>,
+    /// The first node's log up to that index, an entry a line (term, kind, what it decided).
+    pub log: Vec<String>,
+    /// Faults injected, in order, with the simulated time.
+    pub faults: Vec<String>,
+    /// What went wrong (empty: the run passed).
+    pub violations: Vec<String>,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+}
+
+/// The simulation's clock for one node: turmoil's time since the fixed epoch, `skew_ms`
+/// off.
+#[derive(Debug)]
+pub struct SimClock {
+    pub skew_ms: i64,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        let t = turmoil::since_epoch().unwrap_or_default().as_millis() as u64;
+        t.saturating_add_signed(self.skew_ms)
+    }
+}
+
+/// gRPC over turmoil's TCP.
+#[derive(Debug)]
+pub struct SimNet;
+
+struct SimListener(turmoil::net::TcpListener);
+
+impl Listener for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Conn>> {
+        Box::pin(async move {
+            let (s, remote) = self.0.accept().await?;
+            let local = s.local_addr()?;
+            Ok(Conn {
+                io: Box::new(s),
+                local,
+                remote,
+            })
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Network for SimNet {
+    fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let l = turmoil::net::TcpListener::bind(addr).await?;
+            Ok(Box::new(SimListener(l)) as Box<dyn Listener>)
+        })
+    }
+
+    fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<Conn>> {
+        Box::pin(async move {
+            let s = turmoil::net::TcpStream::connect(addr.as_str()).await?;
+            let local = s.local_addr()?;
+            let remote = s.peer_addr()?;
+            Ok(Conn {
+                io: Box::new(s),
+                local,
+                remote,
+            })
+        })
+    }
+}
+
+/// A channel to `host` over the simulated network (for the run's client).
+pub fn channel(host: &str) -> Channel {
+    let target = format!("{host}:{GRPC_PORT}");
+    Endpoint::from_shared(format!("http://{target}"))
+        .expect("a valid address")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15))
+        .connect_with_connector_lazy(tower_service(target))
+}
+
+fn tower_service(
+    target: String,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<Conn>,
+    Error = io::Error,
+    Future = BoxFuture<'static, io::Result<hyper_util::rt::TokioIo<Conn>>>,
+> + Clone {
+    tower::service_fn(move |_: tonic::transport::Uri| {
+        let c = SimNet.connect(target.clone());
+        Box::pin(async move { c.await.map(hyper_util::rt::TokioIo::new) })
+            as BoxFuture<'static, io::Result<hyper_util::rt::TokioIo<Conn>>>
+    })
+}
+
+/// Attempts that take simulated time and end as their command says: `sleep MS` succeeds
+/// after MS milliseconds, `fail MS` exits 1 after MS, `hang` runs until cancelled, anything
+/// else succeeds at once. A cancel ends the attempt at once with SIGTERM's signal.
+pub struct SimStarter;
+
+impl AttemptStarter for SimStarter {
+    fn start_attempt(
+        &self,
+        spec: AttemptSpec,
+        _choice: SandboxChoice,
+    ) -> BoxFuture<'static, cathedral_executor::Result<Attempt>> {
+        Box::pin(async move {
+            let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+            let words: Vec<&str> = spec.command.iter().map(String::as_str).collect();
+            let (ms, exit) = match words.as_slice() {
+                ["sleep", ms] => (ms.parse().unwrap_or(0), Some(Exit::Code(0))),
+                ["fail", ms] => (ms.parse().unwrap_or(0), Some(Exit::Code(1))),
+                ["hang"] => (0, None),
+                _ => (0, Some(Exit::Code(0))),
+            };
+            let timeout_ms = spec.timeout_ms;
+            let task = tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let run = async {
+                    match exit {
+                        Some(e) => {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            e
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let limit = async {
+                    if timeout_ms == 0 {
+                        std::future::pending::<()>().await
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(timeout_ms)).await
+                    }
+                };
+                let exit = tokio::select! {
+                    biased;
+                    _ = cancelled => Exit::Signal(15),
+                    _ = limit => Exit::TimedOut,
+                    e = run => e,
+                };
+                AttemptResult {
+                    exit,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    output_tail: Vec::new(),
+                    output_bytes: 0,
+                    output_truncated: false,
+                    sandbox: "sim",
+                    killed_because: None,
+                    limits: "simulated".into(),
+                    cpu_ms: None,
+                    memory_peak_bytes: None,
+                    outputs: BTreeMap::new(),
+                    outputs_refused: Vec::new(),
+                }
+            });
+            Ok(Attempt::from_task(task, cancel, PathBuf::new(), "sim"))
+        })
+    }
+}
+
+/// The nodes a run started, as the harness sees them (weak: a crash must drop the node,
+/// its log and the directory's lock).
+type Nodes = Rc<RefCell<BTreeMap<String, Weak<Node>>>>;
+
+fn host_name(i: usize) -> String {
+    format!("n{i}")
+}
+
+/// A small deterministic generator for the run's own choices (faults, targets); the
+/// nodes draw from the thread's seeded generator.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn node_config(i: usize, dir: &std::path::Path) -> Config {
+    let name = host_name(i);
+    let ip = turmoil::lookup(name.as_str());
+    let mut args = vec![
+        "cathedral-server".to_string(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--bind".into(),
+        format!("0.0.0.0:{GRPC_PORT}"),
+        "--advertise".into(),
+        format!("{name}:{GRPC_PORT}"),
+        "--http".into(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--gossip-bind".into(),
+        format!("{ip}:{GOSSIP_PORT}"),
+        "--gossip-advertise".into(),
+        format!("{ip}:{GOSSIP_PORT}"),
+        "--role".into(),
+        "coordinator".into(),
+        "--metrics".into(),
+        "false".into(),
+        "--slots".into(),
+        "4".into(),
+    ];
+    if i > 0 {
+        args.push("--join".into());
+        args.push(format!("{}:{GRPC_PORT}", host_name(0)));
+        args.push("--seeds".into());
+        args.push(format!(
+            "{}:{GOSSIP_PORT}",
+            turmoil::lookup(host_name(0).as_str())
+        ));
+    }
+    Config::from_args(args).expect("the simulation's settings are valid")
+}
+
+/// Runs one plan to its end and checks it.
+///
+/// Long on purpose: the hosts, the client's script and the checks share the run's
+/// handles; split, each part would take them all as arguments.
+pub fn run(plan: &Plan) -> Report {
+    cathedral_consensus::rng::seed_thread(Some(plan.seed));
+    cathedral_consensus::blocking::run_inline_here(true);
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(plan.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(plan.limit)
+        .tick_duration(Duration::from_millis(1))
+        .tcp_capacity(4096)
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    let gossip = chitchat::transport::ChannelTransport::default();
+    let nodes: Nodes = Rc::default();
+    let mut dice = Dice(plan.seed ^ 0x5EED);
+    for i in 0..plan.nodes {
+        let dir = root.path().join(host_name(i));
+        let nodes = nodes.clone();
+        let gossip = gossip.clone();
+        let skew_ms = if plan.faults && i > 0 {
+            dice.below(2_001) as i64 - 1_000
+        } else {
+            0
+        };
+        sim.host(host_name(i), move || {
+            let dir = dir.clone();
+            let nodes = nodes.clone();
+            let gossip = gossip.clone();
+            async move {
+                let edges = Edges {
+                    clock: Arc::new(SimClock { skew_ms }),
+                    network: Some(Arc::new(SimNet)),
+                    starter: Some(Arc::new(SimStarter)),
+                    gossip: Some(Arc::new(gossip)),
+                    inline_storage: true,
+                };
+                let running = start_with(node_config(i, &dir), edges)
+                    .await
+                    .map_err(|e| format!("{}: start: {e}", host_name(i)))?;
+                nodes
+                    .borrow_mut()
+                    .insert(host_name(i), Arc::downgrade(&running.node));
+                std::future::pending::<()>().await;
+                drop(running);
+                Ok(())
+            }
+        });
+    }
+    let acked: Rc<RefCell<BTreeSet<u64>>> = Rc::default();
+    let jobs = plan.jobs;
+    let n = plan.nodes;
+    {
+        let acked = acked.clone();
+        let mut dice = Dice(plan.seed ^ 0xC11E);
+        sim.client("client", async move {
+            for k in 0..jobs {
+                let spec = pb::JobSpec {
+                    name: format!("job-{k}"),
+                    command: vec!["sleep".into(), (dice.below(500) + 1).to_string()],
+                    ..Default::default()
+                };
+                let request_id = format!("sim-{k}");
+                // Any node: a follower forwards to the leader. The same request id on every
+                // try, so a retry is the same request.
+                let id = loop {
+                    let host = host_name(dice.below(n as u64) as usize);
+                    let mut c = JobServiceClient::new(channel(&host));
+                    let r = c
+                        .submit_job(pb::SubmitJobRequest {
+                            spec: Some(spec.clone()),
+                            request_id: request_id.clone(),
+                        })
+                        .await;
+                    match r {
+                        Ok(r) => break r.into_inner().job_id,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
+                acked.borrow_mut().insert(id);
+            }
+            // Wait until every acknowledged job is terminal on some node.
+            'wait: loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut all = true;
+                let ids: Vec<u64> = acked.borrow().iter().copied().collect();
+                for id in ids {
+                    let mut c = JobServiceClient::new(channel(&host_name(0)));
+                    match c.get_job(pb::GetJobRequest { job_id: id }).await {
+                        Ok(j) if terminal(j.get_ref().state) => {}
+                        _ => {
+                            all = false;
+                            break;
+                        }
+                    }
+                }
+                if all {
+                    break 'wait;
+                }
+            }
+            // Let the followers apply what the leader applied.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(())
+        });
+    }
+    let mut report = Report {
+        seed: plan.seed,
+        ..Report::default()
+    };
+    let outcome = sim.run();
+    report.simulated = sim.elapsed();
+    if let Err(e) = outcome {
+        report
+            .violations
+            .push(format!("the run did not finish: {e}"));
+    }
+    report.acked = acked.borrow().clone();
+    check(&nodes, &mut report);
+    cathedral_consensus::rng::seed_thread(None);
+    cathedral_consensus::blocking::run_inline_here(false);
+    report
+}
+
+fn terminal(state: i32) -> bool {
+    matches!(
+        pb::JobState::try_from(state),
+        Ok(pb::JobState::Succeeded
+            | pb::JobState::Failed
+            | pb::JobState::Cancelled
+            | pb::JobState::TimedOut)
+    )
+}
+
+/// The checks at the end of a run (see the module docs).
+fn check(nodes: &Nodes, report: &mut Report) {
+    let live: Vec<(String, Arc<Node>)> = nodes
+        .borrow()
+        .iter()
+        .filter_map(|(k, w)| Some((k.clone(), w.upgrade()?)))
+        .collect();
+    for (name, node) in &live {
+        let a = node.state().read();
+        let index = a.last_applied.map_or(0, |l| l.index);
+        report.states.insert(name.clone(), (index, a.state.hash()));
+        for id in &report.acked {
+            match a.state.job(*id) {
+                None => report
+                    .violations
+                    .push(format!("{name}: acknowledged job {id} is not in the state")),
+                Some(j) => {
+                    let wins = j
+                        .attempts
+                        .iter()
+                        .filter(|t| {
+                            t.outcome
+                                .as_ref()
+                                .is_some_and(|o| o.exit == cathedral_consensus::Exit::Code(0))
+                        })
+                        .count();
+                    if wins > 1 {
+                        report
+                            .violations
+                            .push(format!("{name}: job {id} succeeded {wins} times"));
+                    }
+                }
+            }
+        }
+    }
+    let distinct: BTreeSet<_> = report.states.values().collect();
+    if distinct.len() > 1 {
+        report.violations.push(format!(
+            "nodes ended in different states: {:?}",
+            report
+                .states
+                .iter()
+                .map(|(k, (i, h))| format!("{k}@{i}:{}", cathedral_consensus::hex(&h[..4])))
+                .collect::<Vec<_>>()
+        ));
+    }
+    // The logs, up to the lowest applied index, hold the same entries.
+    let lowest = report.states.values().map(|(i, _)| *i).min().unwrap_or(0);
+    let mut hashes = BTreeSet::new();
+    for (_, node) in &live {
+        let mut h = blake3::Hasher::new();
+        let mut from = 1;
+        while from <= lowest {
+            let Ok(r) = node.read_log(from, 1000) else {
+                break;
+            };
+            if r.entries.is_empty() {
+                break;
+            }
+            for e in &r.entries {
+                if e.index > lowest {
+                    break;
+                }
+                h.update(&e.index.to_le_bytes());
+                h.update(&e.term.to_le_bytes());
+                h.update(e.kind.as_bytes());
+                h.update(e.summary.as_bytes());
+                if hashes.is_empty() {
+                    report
+                        .log
+                        .push(format!("{} t{} {} {}", e.index, e.term, e.kind, e.summary));
+                }
+                from = e.index + 1;
+            }
+        }
+        hashes.insert(*h.finalize().as_bytes());
+    }
+    if hashes.len() > 1 {
+        report
+            .violations
+            .push(format!("logs differ below index {lowest}"));
+    }
+    report.log_hash = hashes.into_iter().next();
+}

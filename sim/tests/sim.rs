@@ -1,0 +1,75 @@
+//! ClusterSim runs: `CATHEDRAL_SIM_SEED=S` replays one seed with logs;
+//! `CATHEDRAL_SIM_RUNS=N` runs N seeds (default: a few, within the suite's budget).
+
+use cathedral_sim::{run, Plan};
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("CATHEDRAL_SIM_SEED") {
+        return vec![s.parse().expect("CATHEDRAL_SIM_SEED is a u64")];
+    }
+    let runs: u64 = std::env::var("CATHEDRAL_SIM_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let base: u64 = std::env::var("CATHEDRAL_SIM_BASE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    (base..base + runs).collect()
+}
+
+#[test]
+fn clusters_from_seeds_lose_nothing_and_agree() {
+    if std::env::var("CATHEDRAL_SIM_SEED").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .try_init();
+    }
+    for seed in seeds() {
+        let started = std::time::Instant::now();
+        let report = run(&Plan::new(seed));
+        eprintln!(
+            "seed {seed}: {} jobs acknowledged, {:?} simulated in {:?}, states {:?}, faults {:?}",
+            report.acked.len(),
+            report.simulated,
+            started.elapsed(),
+            report
+                .states
+                .iter()
+                .map(|(k, (i, _))| format!("{k}@{i}"))
+                .collect::<Vec<_>>(),
+            report.faults
+        );
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed} failed: {:#?}\nreplay: CATHEDRAL_SIM_SEED={seed} cargo test -p cathedral-sim --test sim -- --nocapture",
+            report.violations
+        );
+    }
+}
+
+#[test]
+fn a_seed_replays_bit_for_bit() {
+    let seed = std::env::var("CATHEDRAL_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    let a = run(&Plan::new(seed));
+    let b = run(&Plan::new(seed));
+    assert!(a.violations.is_empty(), "{:#?}", a.violations);
+    if let Some(k) = (0..a.log.len().max(b.log.len())).find(|k| a.log.get(*k) != b.log.get(*k)) {
+        eprintln!(
+            "first difference at line {k}:\n  first:  {:?}\n  second: {:?}",
+            a.log.get(k),
+            b.log.get(k)
+        );
+    }
+    assert_eq!(
+        (a.log_hash, &a.states, &a.acked),
+        (b.log_hash, &b.states, &b.acked),
+        "seed {seed} ran differently the second time"
+    );
+}
