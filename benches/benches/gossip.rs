@@ -112,7 +112,11 @@ async fn in_process(n: u64) -> Vec<Arc<Membership>> {
             cpu_millis: 4000,
             memory_bytes: 1 << 32,
         };
-        nodes.push(Membership::start(s, p, None).await.expect("start"));
+        nodes.push(
+            Membership::start(s, p, Default::default())
+                .await
+                .expect("start"),
+        );
     }
     nodes
 }

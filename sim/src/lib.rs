@@ -25,6 +25,8 @@
 //! succeeded twice, every node's state hash equal once the cluster is quiet, every node's
 //! log equal up to the lowest commit index, at most one leader per term.
 
+pub mod entropy;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -72,8 +74,8 @@ impl Plan {
         Plan {
             seed,
             nodes: 3,
-            jobs: 20,
-            limit: Duration::from_secs(300),
+            jobs: 30,
+            limit: Duration::from_secs(240),
             faults: true,
         }
     }
@@ -249,6 +251,122 @@ impl AttemptStarter for SimStarter {
     }
 }
 
+/// One fault, or its end.
+#[derive(Debug, Clone)]
+enum Event {
+    /// `node` cut off from every other node (both ways), gossip too.
+    Isolate(usize),
+    /// Messages from `from` to `to` dropped (one way; gossip unaffected).
+    OneWay {
+        from: usize,
+        to: usize,
+    },
+    /// Messages between `a` and `b` held back (a frozen link), then released.
+    Hold(usize, usize),
+    Release(usize, usize),
+    /// The node's process dies: its runtime and everything in memory are gone.
+    Crash(usize),
+    /// It starts again from its directory.
+    Restart(usize),
+    /// Every cut link repaired.
+    Heal,
+}
+
+impl Event {
+    fn apply(&self, sim: &mut turmoil::Sim<'_>, gossip: &chitchat::transport::ChannelTransport) {
+        let all: Vec<String> = (0..MAX_NODES).map(host_name).collect();
+        let hosts: Vec<String> = all.iter().filter(|h| sim_has(sim, h)).cloned().collect();
+        let ips: BTreeMap<String, std::net::IpAddr> = hosts
+            .iter()
+            .map(|h| (h.clone(), sim.lookup(h.as_str())))
+            .collect();
+        let gossip_addr = |h: &str| SocketAddr::new(ips[h], GOSSIP_PORT);
+        // chitchat's link changes take a lock and never wait: one poll completes them.
+        let block_on = |f: futures_util::future::BoxFuture<'static, ()>| {
+            futures_util::FutureExt::now_or_never(f).expect("a link change does not wait")
+        };
+        match self {
+            Event::Isolate(n) => {
+                let me = host_name(*n);
+                for other in hosts.iter().filter(|h| **h != me) {
+                    sim.partition(me.as_str(), other.as_str());
+                    let (g, a, b) = (gossip.clone(), gossip_addr(&me), gossip_addr(other));
+                    block_on(Box::pin(async move { g.remove_link(a, b).await }));
+                }
+            }
+            Event::OneWay { from, to } => {
+                sim.partition_oneway(host_name(*from).as_str(), host_name(*to).as_str())
+            }
+            Event::Hold(a, b) => sim.hold(host_name(*a).as_str(), host_name(*b).as_str()),
+            Event::Release(a, b) => sim.release(host_name(*a).as_str(), host_name(*b).as_str()),
+            Event::Crash(n) => sim.crash(host_name(*n).as_str()),
+            Event::Restart(n) => sim.bounce(host_name(*n).as_str()),
+            Event::Heal => {
+                for a in &hosts {
+                    for b in &hosts {
+                        if a < b {
+                            sim.repair(a.as_str(), b.as_str());
+                            let (g, x, y) = (gossip.clone(), gossip_addr(a), gossip_addr(b));
+                            block_on(Box::pin(async move { g.add_link(x, y).await }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Most nodes a run may have.
+pub const MAX_NODES: usize = 7;
+
+fn sim_has(sim: &mut turmoil::Sim<'_>, host: &str) -> bool {
+    // Registered hosts resolve; `lookup` of an unknown name panics, so ask by index.
+    let _ = sim;
+    host.strip_prefix('n')
+        .and_then(|i| i.parse::<usize>().ok())
+        .is_some_and(|i| i < NODES.with(std::cell::Cell::get))
+}
+
+thread_local! {
+    /// Nodes of the run on this thread (for the nemesis, which knows hosts by name).
+    static NODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The run's faults, decided from its seed before it starts: one at a time, each healed
+/// before the next, within the first [`FAULTS_UNTIL`] of simulated time; everything
+/// healed after it, so the cluster must then finish every acknowledged job.
+struct Nemesis;
+
+/// How long the nodes have, after the client is done and every fault healed, to apply
+/// the same entries.
+pub const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+/// Faults happen before this much simulated time.
+pub const FAULTS_UNTIL: Duration = Duration::from_secs(20);
+
+impl Nemesis {
+    fn schedule(dice: &mut Dice, nodes: usize) -> Vec<(Duration, Event)> {
+        let mut out = Vec::new();
+        let mut t = Duration::from_millis(1_500 + dice.below(1_000));
+        while t < FAULTS_UNTIL {
+            let lasts = Duration::from_millis(300 + dice.below(4_000));
+            let n = dice.below(nodes as u64) as usize;
+            let m = (n + 1 + dice.below(nodes as u64 - 1) as usize) % nodes;
+            let (start, end) = match dice.below(4) {
+                0 => (Event::Isolate(n), Event::Heal),
+                1 => (Event::OneWay { from: n, to: m }, Event::Heal),
+                2 => (Event::Hold(n, m), Event::Release(n, m)),
+                _ => (Event::Crash(n), Event::Restart(n)),
+            };
+            out.push((t, start));
+            out.push((t + lasts, end));
+            t += lasts + Duration::from_millis(200 + dice.below(2_000));
+        }
+        out.push((t, Event::Heal));
+        out
+    }
+}
+
 /// The nodes a run started, as the harness sees them (weak: a crash must drop the node,
 /// its log and the directory's lock).
 type Nodes = Rc<RefCell<BTreeMap<String, Weak<Node>>>>;
@@ -299,6 +417,8 @@ fn node_config(i: usize, dir: &std::path::Path) -> Config {
         "false".into(),
         "--slots".into(),
         "4".into(),
+        "--docker-host".into(),
+        "none".into(),
     ];
     if i > 0 {
         args.push("--join".into());
@@ -312,11 +432,31 @@ fn node_config(i: usize, dir: &std::path::Path) -> Config {
     Config::from_args(args).expect("the simulation's settings are valid")
 }
 
-/// Runs one plan to its end and checks it.
+/// Runs one plan to its end and checks it, on a thread of its own (whose OS entropy,
+/// thread generator and blocking work follow the run: see [`entropy`]).
+pub fn run(plan: &Plan) -> Report {
+    let plan = plan.clone();
+    std::thread::Builder::new()
+        .name(format!("sim-{}", plan.seed))
+        .spawn(move || {
+            entropy::seed_thread(Some(plan.seed));
+            run_here(&plan)
+        })
+        .expect("a thread for the run")
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// [`run`] on this thread.
 ///
 /// Long on purpose: the hosts, the client's script and the checks share the run's
 /// handles; split, each part would take them all as arguments.
-pub fn run(plan: &Plan) -> Report {
+fn run_here(plan: &Plan) -> Report {
+    assert!(
+        (1..=MAX_NODES).contains(&plan.nodes),
+        "1..={MAX_NODES} nodes"
+    );
+    NODES.with(|n| n.set(plan.nodes));
     cathedral_consensus::rng::seed_thread(Some(plan.seed));
     cathedral_consensus::blocking::run_inline_here(true);
     let root = tempfile::tempdir().expect("a temporary directory");
@@ -372,6 +512,7 @@ pub fn run(plan: &Plan) -> Report {
         let acked = acked.clone();
         let mut dice = Dice(plan.seed ^ 0xC11E);
         sim.client("client", async move {
+            let start = tokio::time::Instant::now();
             for k in 0..jobs {
                 let spec = pb::JobSpec {
                     name: format!("job-{k}"),
@@ -396,6 +537,7 @@ pub fn run(plan: &Plan) -> Report {
                     }
                 };
                 acked.borrow_mut().insert(id);
+                tokio::time::sleep(Duration::from_millis(dice.below(800))).await;
             }
             // Wait until every acknowledged job is terminal on some node.
             'wait: loop {
@@ -412,12 +554,12 @@ pub fn run(plan: &Plan) -> Report {
                         }
                     }
                 }
-                if all {
+                // Done once every fault is healed (the nemesis's last heal comes after
+                // FAULTS_UNTIL) and every acknowledged job ended.
+                if all && start.elapsed() > FAULTS_UNTIL + Duration::from_secs(6) {
                     break 'wait;
                 }
             }
-            // Let the followers apply what the leader applied.
-            tokio::time::sleep(Duration::from_secs(2)).await;
             Ok(())
         });
     }
@@ -425,12 +567,77 @@ pub fn run(plan: &Plan) -> Report {
         seed: plan.seed,
         ..Report::default()
     };
-    let outcome = sim.run();
+    let mut schedule = if plan.faults {
+        Nemesis::schedule(&mut Dice(plan.seed ^ 0xFA17), plan.nodes)
+    } else {
+        Vec::new()
+    };
+    schedule.reverse();
+    let mut leaders: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut steps = 0u64;
+    let outcome = loop {
+        match sim.step() {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e),
+        }
+        steps += 1;
+        while schedule.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
+            let (at, event) = schedule.pop().expect("an event");
+            report
+                .faults
+                .push(format!("{:.3}s {event:?}", at.as_secs_f64()));
+            event.apply(&mut sim, &gossip);
+        }
+        if steps.is_multiple_of(10) {
+            for node in nodes.borrow().values().filter_map(Weak::upgrade) {
+                let m = node.raft.metrics().borrow().clone();
+                if m.current_leader == Some(node.id) {
+                    leaders.entry(m.current_term).or_default().insert(node.id);
+                }
+            }
+        }
+    };
+    // The client is done and every fault healed: the nodes must now agree. Step until
+    // every node applied the same index (the followers catch up), for at most SETTLE_MAX.
+    if outcome.is_ok() {
+        let settle_until = sim.elapsed() + SETTLE_MAX;
+        let settled = loop {
+            let applied: BTreeSet<u64> = nodes
+                .borrow()
+                .values()
+                .filter_map(Weak::upgrade)
+                .map(|n| n.applied_index())
+                .collect();
+            if applied.len() == 1 && nodes.borrow().len() == plan.nodes {
+                break true;
+            }
+            if sim.elapsed() > settle_until {
+                break false;
+            }
+            if let Err(e) = sim.step() {
+                report.violations.push(format!("settling: {e}"));
+                break true;
+            }
+        };
+        if !settled {
+            report.violations.push(format!(
+                "the nodes did not reach the same applied index within {SETTLE_MAX:?} after the last fault"
+            ));
+        }
+    }
     report.simulated = sim.elapsed();
     if let Err(e) = outcome {
         report
             .violations
             .push(format!("the run did not finish: {e}"));
+    }
+    for (term, ids) in &leaders {
+        if ids.len() > 1 {
+            report
+                .violations
+                .push(format!("term {term} had {} leaders: {ids:?}", ids.len()));
+        }
     }
     report.acked = acked.borrow().clone();
     check(&nodes, &mut report);

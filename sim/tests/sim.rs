@@ -59,6 +59,10 @@ fn a_seed_replays_bit_for_bit() {
         .unwrap_or(11);
     let a = run(&Plan::new(seed));
     let b = run(&Plan::new(seed));
+    if std::env::var("CATHEDRAL_SIM_THIRD").is_ok() {
+        let c = run(&Plan::new(seed));
+        eprintln!("second == third: {}", b.log == c.log);
+    }
     assert!(a.violations.is_empty(), "{:#?}", a.violations);
     if let Some(k) = (0..a.log.len().max(b.log.len())).find(|k| a.log.get(*k) != b.log.get(*k)) {
         eprintln!(

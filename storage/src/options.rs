@@ -83,9 +83,10 @@ pub struct Options {
     /// Run the writer on the calling thread: no writer, acknowledgment-sync or
     /// preallocation threads; every append, sync, truncate and purge is written (and, as
     /// its durability asks, synced) before the call returns, its callback called on the
-    /// caller's thread. Appenders then share no syncs (no group commit). For a simulation
-    /// that runs whole nodes on one thread and must not be woken by another; a server uses
-    /// the threads.
+    /// caller's thread. Appenders then share no syncs (no group commit). A log dropped
+    /// without [`Log::close`](crate::Log::close) is abandoned as a killed process leaves
+    /// it (nothing sealed or synced). For a simulation that runs whole nodes on one thread
+    /// and must not be woken by another; a server uses the threads.
     pub inline_writer: bool,
 }
 

@@ -32,6 +32,38 @@ fn append_read_reopen_across_many_segments() {
 }
 
 #[test]
+fn an_inline_log_dropped_without_close_is_left_as_a_crash_leaves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = Options {
+        inline_writer: true,
+        ..small_options()
+    };
+    let log = Log::open(dir.path(), inline.clone()).unwrap();
+    fill(&log, 1, 300, 7);
+    check(&log, 1, 300);
+    assert_eq!(log.durable_index(), Some(299));
+    drop(log);
+    // Not sealed: the next open scans the active segment, and finds every record.
+    let log = Log::open(dir.path(), small_options()).unwrap();
+    assert!(
+        log.recovery_report().scanned_bytes > 0,
+        "{:?}",
+        log.recovery_report()
+    );
+    assert!(log.recovery_report().torn_tail.is_none());
+    check(&log, 1, 300);
+    log.close().unwrap();
+    // Closed, an inline log is sealed as a threaded one is.
+    let log = Log::open(dir.path(), inline).unwrap();
+    assert_eq!(log.recovery_report().scanned_bytes, 0);
+    fill(&log, 300, 320, 3);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_options()).unwrap();
+    assert_eq!(log.recovery_report().scanned_bytes, 0);
+    check(&log, 1, 320);
+}
+
+#[test]
 fn appends_must_be_contiguous() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_options()).unwrap();

@@ -124,14 +124,14 @@ async fn members_find_each_other_through_dns_records_resolved_at_every_attempt()
     let a = Membership::start(
         settings("127.0.0.2", port, vec![seed.clone()], Some(server)),
         published(1),
-        None,
+        Default::default(),
     )
     .await
     .expect("member a starts");
     let b = Membership::start(
         settings("127.0.0.3", port, vec![seed.clone()], Some(server)),
         published(2),
-        None,
+        Default::default(),
     )
     .await
     .expect("member b starts");

@@ -107,16 +107,30 @@ fn generation_now() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a node gives its gossip beside the settings (see `edges::Edges`).
+#[derive(Default, Clone)]
+pub struct GossipEdges {
+    /// chitchat's transport; `None`: authenticated UDP on the host.
+    pub transport: Option<Arc<dyn chitchat::transport::Transport>>,
+    /// When this run started by the node's clock: its gossip generation (a restarted
+    /// node's is later, so peers take its state as new); `None`: the wall clock.
+    pub started_ms: Option<u64>,
+}
+
 impl Membership {
     /// Binds the gossip socket and starts gossiping (with the configured seeds, which
     /// chitchat keeps contacting every round) and the monitor.
-    /// `given`: the transport the node was given (`edges::Edges::gossip`, a simulation's);
-    /// `None`: authenticated UDP on the host.
+    /// `given`: what the node was given beside its settings (a simulation's transport and
+    /// clock; by default UDP on the host and the wall clock).
     pub async fn start(
         settings: GossipSettings,
         published: Published,
-        given: Option<Arc<dyn chitchat::transport::Transport>>,
+        given: GossipEdges,
     ) -> Result<Arc<Membership>, GossipError> {
+        let GossipEdges {
+            transport: given,
+            started_ms,
+        } = given;
         check_tags(&published.tags)?;
         if settings.cluster_keys.is_empty() {
             tracing::warn!(
@@ -141,7 +155,11 @@ impl Membership {
             load: 0,
         };
         let config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(id.to_string(), generation_now(), settings.advertise),
+            chitchat_id: ChitchatId::new(
+                id.to_string(),
+                started_ms.unwrap_or_else(generation_now),
+                settings.advertise,
+            ),
             cluster_id: CHITCHAT_CLUSTER.to_string(),
             gossip_interval: settings.interval,
             listen_addr: settings.bind,

@@ -36,7 +36,7 @@ pub mod seeds;
 pub mod transport;
 mod view;
 
-pub use membership::Membership;
+pub use membership::{GossipEdges, Membership};
 pub use rules::{check_tag, check_tags};
 pub use seeds::Seed;
 pub use view::{Event, Events, Health, Liveness, Member, Received, View};

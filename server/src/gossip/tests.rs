@@ -55,7 +55,7 @@ async fn cluster(n: u64, tweak: impl Fn(&mut GossipSettings)) -> Vec<Arc<Members
 async fn first_node(tweak: impl Fn(&mut GossipSettings)) -> Arc<Membership> {
     let mut s = settings(free_udp(), &[]);
     tweak(&mut s);
-    Membership::start(s, published(1), None)
+    Membership::start(s, published(1), Default::default())
         .await
         .expect("start")
 }
@@ -67,7 +67,7 @@ async fn grow(nodes: &mut Vec<Arc<Membership>>, n: u64, tweak: impl Fn(&mut Goss
         let mut s = settings(free_udp(), &[first]);
         tweak(&mut s);
         nodes.push(
-            Membership::start(s, published(id), None)
+            Membership::start(s, published(id), Default::default())
                 .await
                 .expect("start"),
         );
@@ -323,9 +323,13 @@ async fn with_a_fifth_of_datagrams_dropped_membership_converges_and_nobody_is_fa
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_seeds_are_retried_with_backoff_until_one_appears() {
     let seed_addr = free_udp();
-    let a = Membership::start(settings(free_udp(), &[seed_addr]), published(1), None)
-        .await
-        .unwrap();
+    let a = Membership::start(
+        settings(free_udp(), &[seed_addr]),
+        published(1),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(a.view().health, Health::Unknown);
     // Nobody answers: every attempt fails, with the backoff between them.
     let started = Instant::now();
@@ -353,7 +357,7 @@ async fn unreachable_seeds_are_retried_with_backoff_until_one_appears() {
     // The seed appears a second and a half into the next join.
     let b = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        Membership::start(settings(seed_addr, &[]), published(2), None)
+        Membership::start(settings(seed_addr, &[]), published(2), Default::default())
             .await
             .unwrap()
     });
@@ -418,12 +422,14 @@ async fn concurrent_tag_updates_converge_to_one_view() {
 #[tokio::test(flavor = "multi_thread")]
 async fn datagrams_without_the_cluster_key_are_dropped_and_counted() {
     let a_addr = free_udp();
-    let a = Membership::start(settings(a_addr, &[]), published(1), None)
+    let a = Membership::start(settings(a_addr, &[]), published(1), Default::default())
         .await
         .unwrap();
     let mut other = settings(free_udp(), &[a_addr]);
     other.cluster_keys = vec!["another-key".into()];
-    let b = Membership::start(other, published(2), None).await.unwrap();
+    let b = Membership::start(other, published(2), Default::default())
+        .await
+        .unwrap();
     let e = b
         .join_with(
             &[a_addr.to_string()],
@@ -617,7 +623,7 @@ fn a_new_generation_still_joining_keeps_the_standing_the_node_had() {
 fn health_is_suspect_below_the_quorum_then_partitioned_after_the_grace() {
     let t0 = Instant::now();
     let grace = Duration::from_secs(30);
-    let (mut contacted, mut below) = (false, None);
+    let (mut contacted, mut below) = (false, Default::default());
     let alone = members(vec![member(1, Liveness::Alive, &[], t0)]);
     let h = judge_health(1, &alone, 0.5, grace, t0, &mut contacted, &mut below);
     assert_eq!(h, (Health::Unknown, 1, 1), "nobody seen yet");
@@ -662,7 +668,7 @@ fn health_is_suspect_below_the_quorum_then_partitioned_after_the_grace() {
         &mut below,
     );
     assert_eq!(h.0, Health::Healthy, "healed");
-    assert_eq!(below, None);
+    assert_eq!(below, Default::default());
 }
 
 #[test]

@@ -188,8 +188,11 @@ impl Node {
             .map_err(|e| ServerError::Raft(format!("open log store: {e}")))?;
         let committed = store.committed_handle();
         let overlay = TagOverlay::load(&data.tags_file())?;
-        let gossip =
-            start_gossip(&config, &data, &identity, &overlay, edges.gossip.clone()).await?;
+        let gossip_edges = crate::gossip::GossipEdges {
+            transport: edges.gossip.clone(),
+            started_ms: Some(edges.clock.now_ms()),
+        };
+        let gossip = start_gossip(&config, &data, &identity, &overlay, gossip_edges).await?;
         let peers = Peers::new(identity.node_id, security.clone(), edges.network.clone());
         let raft_config = config
             .raft

@@ -228,7 +228,7 @@ pub(super) async fn start_gossip(
     data: &DataDir,
     identity: &Identity,
     overlay: &TagOverlay,
-    given: Option<Arc<dyn chitchat::transport::Transport>>,
+    given: crate::gossip::GossipEdges,
 ) -> Result<Arc<Membership>> {
     let published = Published {
         node_id: identity.node_id,

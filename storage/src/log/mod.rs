@@ -560,6 +560,12 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        // Inline (a simulation's), a log dropped without `close` is abandoned as a killed
+        // process leaves it: what was written stays, nothing is sealed or synced.
+        if let Some(inline) = &self.inline {
+            inline.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return;
+        }
         let _ = self.shutdown();
     }
 }

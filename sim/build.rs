@@ -1,0 +1,7 @@
+// The simulation answers `getrandom` from its seed (src/entropy.rs). The `getrandom`
+// crate finds the function with `dlsym(RTLD_DEFAULT, "getrandom")`, which sees only
+// symbols in the dynamic table: export ours from the test binaries.
+fn main() {
+    println!("cargo::rustc-link-arg-tests=-Wl,--export-dynamic-symbol=getrandom");
+    println!("cargo::rerun-if-changed=build.rs");
+}
