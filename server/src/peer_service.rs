@@ -125,15 +125,14 @@ impl Peer for PeerService {
                 data: c.data,
                 crc: c.crc,
             };
-            tokio::task::block_in_place(|| rx.accept(&chunk))
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            in_place(|| rx.accept(&chunk)).map_err(|e| Status::invalid_argument(e.to_string()))?;
             next = match stream.next().await {
                 Some(Ok(c)) => Some(c),
                 Some(Err(s)) => return Err(s),
                 None => None,
             };
         }
-        let info = tokio::task::block_in_place(|| rx.finish_in_place())
+        let info = in_place(|| rx.finish_in_place())
             .map_err(|e| Status::invalid_argument(format!("snapshot rejected: {e}")))?;
         let file = tokio::fs::File::open(&info.path)
             .await
@@ -279,4 +278,15 @@ fn file_path(file: &std::fs::File) -> std::path::PathBuf {
     use std::os::fd::AsRawFd;
     std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .unwrap_or_else(|_| std::path::PathBuf::from("(received snapshot)"))
+}
+
+/// Blocking file work on this task's thread: `block_in_place` (the other tasks move to
+/// other workers meanwhile), or, on a simulation's single thread, where there are no
+/// other workers, simply in place (`cathedral_consensus::blocking`).
+fn in_place<T>(f: impl FnOnce() -> T) -> T {
+    if cathedral_consensus::blocking::inline_here() {
+        f()
+    } else {
+        tokio::task::block_in_place(f)
+    }
 }

@@ -46,6 +46,9 @@ use cathedral_server::{start_with, Config, Node};
 use futures_util::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
+/// Entries between the leader's checkpoints in a run.
+pub const CHECKPOINT_INTERVAL: u64 = 20;
+
 /// The simulation's epoch: every run's clock starts here (2024-01-01).
 pub const EPOCH_SECS: u64 = 1_704_067_200;
 /// The gRPC port of every node (each node is its own host).
@@ -99,6 +102,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Simulated time the run took.
     pub simulated: Duration,
+    /// Checkpoint indexes whose hashes were compared across the nodes.
+    pub checkpoints: usize,
 }
 
 /// The simulation's clock for one node: turmoil's time since the fixed epoch, `skew_ms`
@@ -268,6 +273,8 @@ enum Event {
     Crash(usize),
     /// It starts again from its directory.
     Restart(usize),
+    /// The nodes in the set cut off from the others (a minority against a majority).
+    Split(Vec<usize>),
     /// Every cut link repaired.
     Heal,
 }
@@ -292,6 +299,16 @@ impl Event {
                     sim.partition(me.as_str(), other.as_str());
                     let (g, a, b) = (gossip.clone(), gossip_addr(&me), gossip_addr(other));
                     block_on(Box::pin(async move { g.remove_link(a, b).await }));
+                }
+            }
+            Event::Split(minority) => {
+                let side: BTreeSet<String> = minority.iter().map(|n| host_name(*n)).collect();
+                for a in hosts.iter().filter(|h| side.contains(*h)) {
+                    for b in hosts.iter().filter(|h| !side.contains(*h)) {
+                        sim.partition(a.as_str(), b.as_str());
+                        let (g, x, y) = (gossip.clone(), gossip_addr(a), gossip_addr(b));
+                        block_on(Box::pin(async move { g.remove_link(x, y).await }));
+                    }
                 }
             }
             Event::OneWay { from, to } => {
@@ -352,8 +369,15 @@ impl Nemesis {
             let lasts = Duration::from_millis(300 + dice.below(4_000));
             let n = dice.below(nodes as u64) as usize;
             let m = (n + 1 + dice.below(nodes as u64 - 1) as usize) % nodes;
-            let (start, end) = match dice.below(4) {
+            let (start, end) = match dice.below(5) {
                 0 => (Event::Isolate(n), Event::Heal),
+                4 if nodes >= 4 => {
+                    // A minority (two of five, say) apart from the majority.
+                    let size = 1 + dice.below((nodes as u64 - 1) / 2) as usize;
+                    let minority = (0..size).map(|k| (n + k) % nodes).collect();
+                    (Event::Split(minority), Event::Heal)
+                }
+                4 => (Event::Isolate(n), Event::Heal),
                 1 => (Event::OneWay { from: n, to: m }, Event::Heal),
                 2 => (Event::Hold(n, m), Event::Release(n, m)),
                 _ => (Event::Crash(n), Event::Restart(n)),
@@ -419,6 +443,10 @@ fn node_config(i: usize, dir: &std::path::Path) -> Config {
         "4".into(),
         "--docker-host".into(),
         "none".into(),
+        // Checkpoints often enough that a run holds several: every node's state hash at
+        // each is compared, by the nodes themselves and by the checks.
+        "--checkpoint-interval".into(),
+        CHECKPOINT_INTERVAL.to_string(),
     ];
     if i > 0 {
         args.push("--join".into());
@@ -435,6 +463,11 @@ fn node_config(i: usize, dir: &std::path::Path) -> Config {
 /// Runs one plan to its end and checks it, on a thread of its own (whose OS entropy,
 /// thread generator and blocking work follow the run: see [`entropy`]).
 pub fn run(plan: &Plan) -> Report {
+    // One run at a time in a process: two at once (the test harness's threads) made the
+    // same seed run differently now and then — something process-wide still leaks from one
+    // run into the other (see the note); one at a time, a seed repeats.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let plan = plan.clone();
     std::thread::Builder::new()
         .name(format!("sim-{}", plan.seed))
@@ -514,6 +547,11 @@ fn run_here(plan: &Plan) -> Report {
         sim.client("client", async move {
             let start = tokio::time::Instant::now();
             for k in 0..jobs {
+                if k % WORKFLOW_EVERY == WORKFLOW_EVERY - 1 {
+                    let ids = submit_workflow(k, &mut dice, n).await;
+                    acked.borrow_mut().extend(ids);
+                    continue;
+                }
                 let spec = pb::JobSpec {
                     name: format!("job-{k}"),
                     command: vec!["sleep".into(), (dice.below(500) + 1).to_string()],
@@ -646,6 +684,43 @@ fn run_here(plan: &Plan) -> Report {
     report
 }
 
+/// Every this many submissions, the client submits a workflow instead of a job.
+pub const WORKFLOW_EVERY: usize = 5;
+
+/// A workflow `a → b → c` with `a → c` too; `a` fails one time in four (then `b` and `c`
+/// are cancelled). Submitted like a job, retried under one request id; returns its jobs.
+async fn submit_workflow(k: usize, dice: &mut Dice, n: usize) -> Vec<u64> {
+    let a_fails = dice.below(4) == 0;
+    let job = |key: &str, command: Vec<String>, after: &[&str]| pb::WorkflowJob {
+        key: key.into(),
+        spec: Some(pb::JobSpec {
+            name: format!("wf-{k}-{key}"),
+            command,
+            ..Default::default()
+        }),
+        after: after.iter().map(|a| a.to_string()).collect(),
+    };
+    let ms = |d: &mut Dice| (d.below(300) + 1).to_string();
+    let first = if a_fails { "fail" } else { "sleep" };
+    let req = pb::SubmitWorkflowRequest {
+        name: format!("wf-{k}"),
+        jobs: vec![
+            job("a", vec![first.into(), ms(dice)], &[]),
+            job("b", vec!["sleep".into(), ms(dice)], &["a"]),
+            job("c", vec!["sleep".into(), ms(dice)], &["a", "b"]),
+        ],
+        request_id: format!("sim-wf-{k}"),
+    };
+    loop {
+        let host = host_name(dice.below(n as u64) as usize);
+        let mut c = JobServiceClient::new(channel(&host));
+        match c.submit_workflow(req.clone()).await {
+            Ok(r) => return r.into_inner().job_ids.into_values().collect(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 fn terminal(state: i32) -> bool {
     matches!(
         pb::JobState::try_from(state),
@@ -687,10 +762,46 @@ fn check(nodes: &Nodes, report: &mut Report) {
                             .violations
                             .push(format!("{name}: job {id} succeeded {wins} times"));
                     }
+                    // A job runs only once everything it depends on succeeded.
+                    if !j.attempts.is_empty() {
+                        for d in &j.spec.depends_on {
+                            let ok = a.state.job(*d).is_some_and(|dj| {
+                                dj.state == cathedral_consensus::JobState::Succeeded
+                            });
+                            if !ok {
+                                report.violations.push(format!(
+                                    "{name}: job {id} ran although its dependency {d} did not succeed"
+                                ));
+                            }
+                        }
+                    }
                 }
             }
         }
     }
+    // Every checkpoint two nodes both hold has one hash, and no node saw a divergence.
+    let mut at: BTreeMap<u64, BTreeSet<[u8; 32]>> = BTreeMap::new();
+    for (name, node) in &live {
+        let a = node.state().read();
+        for (i, h) in a.state.checkpoints() {
+            at.entry(*i).or_default().insert(*h);
+        }
+        let d = a.state.counters().divergences;
+        if d > 0 {
+            report
+                .violations
+                .push(format!("{name}: {d} checkpoint divergences"));
+        }
+    }
+    for (i, hashes) in &at {
+        if hashes.len() > 1 {
+            report.violations.push(format!(
+                "checkpoint at index {i} has {} hashes",
+                hashes.len()
+            ));
+        }
+    }
+    report.checkpoints = at.len();
     let distinct: BTreeSet<_> = report.states.values().collect();
     if distinct.len() > 1 {
         report.violations.push(format!(
@@ -722,6 +833,7 @@ fn check(nodes: &Nodes, report: &mut Report) {
                 h.update(&e.index.to_le_bytes());
                 h.update(&e.term.to_le_bytes());
                 h.update(e.kind.as_bytes());
+                h.update(&e.bytes.to_le_bytes());
                 h.update(e.summary.as_bytes());
                 if hashes.is_empty() {
                     report

@@ -3,6 +3,18 @@
 
 use cathedral_sim::{run, Plan};
 
+/// The run's plan: `CATHEDRAL_SIM_NODES` nodes (default 3).
+fn plan(seed: u64) -> Plan {
+    let mut p = Plan::new(seed);
+    if let Some(n) = std::env::var("CATHEDRAL_SIM_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        p.nodes = n;
+    }
+    p
+}
+
 fn seeds() -> Vec<u64> {
     if let Ok(s) = std::env::var("CATHEDRAL_SIM_SEED") {
         return vec![s.parse().expect("CATHEDRAL_SIM_SEED is a u64")];
@@ -30,10 +42,11 @@ fn clusters_from_seeds_lose_nothing_and_agree() {
     }
     for seed in seeds() {
         let started = std::time::Instant::now();
-        let report = run(&Plan::new(seed));
+        let report = run(&plan(seed));
         eprintln!(
-            "seed {seed}: {} jobs acknowledged, {:?} simulated in {:?}, states {:?}, faults {:?}",
+            "seed {seed}: {} jobs acknowledged, {} checkpoints compared, {:?} simulated in {:?}, states {:?}, faults {:?}",
             report.acked.len(),
+            report.checkpoints,
             report.simulated,
             started.elapsed(),
             report
@@ -57,12 +70,8 @@ fn a_seed_replays_bit_for_bit() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(11);
-    let a = run(&Plan::new(seed));
-    let b = run(&Plan::new(seed));
-    if std::env::var("CATHEDRAL_SIM_THIRD").is_ok() {
-        let c = run(&Plan::new(seed));
-        eprintln!("second == third: {}", b.log == c.log);
-    }
+    let a = run(&plan(seed));
+    let b = run(&plan(seed));
     assert!(a.violations.is_empty(), "{:#?}", a.violations);
     if let Some(k) = (0..a.log.len().max(b.log.len())).find(|k| a.log.get(*k) != b.log.get(*k)) {
         eprintln!(

@@ -9,7 +9,7 @@
 //!   (`log/record.rs`), segment files with headers, footers and memory-mapped reads
 //!   (`log/segment.rs`), the acknowledgment file that holds the durable watermark
 //!   (`log/acked.rs`), the group-commit writer thread (`log/writer.rs`), recovery on open
-//!   (`log/recovery.rs`), read-only inspection (`log/inspect.rs`), and the directory
+//!   (`log/recovery/`), read-only inspection (`log/inspect.rs`), and the directory
 //!   listing and damage rules those two share (`log/layout.rs`).
 //! - `meta`: the metadata (vote, committed, purged; owed entries, accepted losses),
 //!   replaced atomically, in two copies.

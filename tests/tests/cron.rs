@@ -3,7 +3,7 @@
 //! (the fires in the window run, older ones are one skipped range) — and the overlap
 //! policies hold: `skip` never runs two at once, `queue` runs the held fires one after
 //! another, `allow` overlaps. (DST rules are tested with a fixed clock in
-//! `consensus/src/cron.rs`.)
+//! `consensus/src/cron/`.)
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -17,7 +17,10 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: simulated time in a simulation (the persist interval then follows it).
+use tokio::time::Instant;
 
 use cathedral_storage::{Durability, Log};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};

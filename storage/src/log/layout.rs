@@ -1,5 +1,5 @@
 //! The log's part of a data directory, and the judgements that opening a log
-//! (`recovery.rs`, which repairs) and inspecting one (`inspect.rs`, which only reports)
+//! (`recovery/`, which repairs) and inspecting one (`inspect.rs`, which only reports)
 //! both make: which files are segments, where the metadata is, what a gap between
 //! segments or a missing metadata file is called, and when damage is a torn tail.
 //!
@@ -101,7 +101,7 @@ pub struct TailFacts {
 }
 
 /// Decides what a segment's damage, or its records ending short of the watermark, is —
-/// the one rule open (`recovery.rs`) and inspect (`inspect.rs`) share. Never guesses in the
+/// the one rule open (`recovery/`) and inspect (`inspect.rs`) share. Never guesses in the
 /// dangerous direction: only what lies past everything acknowledged is torn.
 ///
 /// - Not the last segment: corruption (only the last is ever written to).
