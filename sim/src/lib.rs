@@ -46,6 +46,9 @@ use cathedral_server::{start_with, Config, Node};
 use futures_util::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
+/// The default [`Plan::tick`].
+pub const TICK_DEFAULT: Duration = Duration::from_millis(1);
+
 /// Entries between the leader's checkpoints in a run.
 pub const CHECKPOINT_INTERVAL: u64 = 20;
 
@@ -70,6 +73,9 @@ pub struct Plan {
     pub limit: Duration,
     /// Faults from the seed: partitions, crashes and restarts, clock skew.
     pub faults: bool,
+    /// How much simulated time each step runs every host for; messages arrive at step
+    /// boundaries, so it is also the network's time resolution.
+    pub tick: Duration,
 }
 
 impl Plan {
@@ -80,6 +86,7 @@ impl Plan {
             jobs: 30,
             limit: Duration::from_secs(240),
             faults: true,
+            tick: TICK_DEFAULT,
         }
     }
 }
@@ -104,6 +111,8 @@ pub struct Report {
     pub simulated: Duration,
     /// Checkpoint indexes whose hashes were compared across the nodes.
     pub checkpoints: usize,
+    /// Nodes whose data directory was replayed offline and matched.
+    pub replayed: usize,
 }
 
 /// The simulation's clock for one node: turmoil's time since the fixed epoch, `skew_ms`
@@ -497,7 +506,7 @@ fn run_here(plan: &Plan) -> Report {
         .rng_seed(plan.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .simulation_duration(plan.limit)
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(plan.tick)
         .tcp_capacity(4096)
         .min_message_latency(Duration::from_micros(200))
         .max_message_latency(Duration::from_millis(5))
@@ -776,6 +785,34 @@ fn check(nodes: &Nodes, report: &mut Report) {
                         }
                     }
                 }
+            }
+        }
+    }
+    // Each node's state is what an offline replay of its own data directory rebuilds
+    // (`cathedral-log replay`, the same apply the servers run).
+    for (name, node) in &live {
+        let (applied, hash) = report.states[name];
+        let options = cathedral_consensus::replay::ReplayOptions {
+            to: Some(applied),
+            ..Default::default()
+        };
+        match cathedral_consensus::replay::replay(node.data_dir(), &options, &mut |_, _| {}) {
+            Err(e) => report
+                .violations
+                .push(format!("{name}: its data directory does not replay: {e}")),
+            Ok(r) => {
+                if r.state.hash() != hash {
+                    report.violations.push(format!(
+                        "{name}: replaying its log to {applied} gives another state than it holds"
+                    ));
+                }
+                for f in &r.findings {
+                    report.violations.push(format!(
+                        "{name}: replay finding at {}: {}",
+                        f.index, f.reason
+                    ));
+                }
+                report.replayed += 1;
             }
         }
     }

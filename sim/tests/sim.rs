@@ -12,6 +12,12 @@ fn plan(seed: u64) -> Plan {
     {
         p.nodes = n;
     }
+    if let Some(ms) = std::env::var("CATHEDRAL_SIM_TICK_MS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        p.tick = std::time::Duration::from_millis(ms);
+    }
     p
 }
 
@@ -44,9 +50,10 @@ fn clusters_from_seeds_lose_nothing_and_agree() {
         let started = std::time::Instant::now();
         let report = run(&plan(seed));
         eprintln!(
-            "seed {seed}: {} jobs acknowledged, {} checkpoints compared, {:?} simulated in {:?}, states {:?}, faults {:?}",
+            "seed {seed}: {} jobs acknowledged, {} checkpoints compared, {} replays matched, {:?} simulated in {:?}, states {:?}, faults {:?}",
             report.acked.len(),
             report.checkpoints,
+            report.replayed,
             report.simulated,
             started.elapsed(),
             report
