@@ -16,7 +16,8 @@
 //! - **executor**: [`SimStarter`], attempts that take simulated time and end as their
 //!   command says (see [`SimStarter`]); real processes stay in the black-box tests.
 //!
-//! Disk: the real storage engine on a temporary directory per node. A crash drops the
+//! Disk: the real storage engine on a temporary directory per node (on `/dev/shm` where
+//! there is one: a run waits for no real disk). A crash drops the
 //! host's runtime and the node with it; the files keep what the engine wrote. (That is
 //! the engine's own crash model minus lost page cache: what was written but not synced
 //! survives here. The engine's SIGKILL tests cover torn tails.)
@@ -45,6 +46,9 @@ use cathedral_server::edges::{Clock, Conn, Edges, Listener, Network};
 use cathedral_server::{start_with, Config, Node};
 use futures_util::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
+
+/// Where runs keep their data directories when the host has it (tmpfs).
+pub const SHM_DIR: &str = "/dev/shm";
 
 /// The default [`Plan::tick`].
 pub const TICK_DEFAULT: Duration = Duration::from_millis(1);
@@ -501,7 +505,15 @@ fn run_here(plan: &Plan) -> Report {
     NODES.with(|n| n.set(plan.nodes));
     cathedral_consensus::rng::seed_thread(Some(plan.seed));
     cathedral_consensus::blocking::run_inline_here(true);
-    let root = tempfile::tempdir().expect("a temporary directory");
+    // Memory-backed where the host has it: the engine's fsyncs then cost nothing, and the
+    // simulated cluster does not wait for a real disk (it has no time of its own to lose).
+    let shm = std::path::Path::new(SHM_DIR);
+    let root = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("a temporary directory");
     let mut sim = turmoil::Builder::new()
         .rng_seed(plan.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
