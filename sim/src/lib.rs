@@ -22,9 +22,16 @@
 //! the engine's own crash model minus lost page cache: what was written but not synced
 //! survives here. The engine's SIGKILL tests cover torn tails.)
 //!
+//! Faults, from the seed, one at a time in the first [`FAULTS_UNTIL`] and then healed: a
+//! node isolated, one-way loss, a held link, a crash and a restart from its directory, a
+//! minority split from the majority, a member replaced (a new node joins; the client
+//! removes an old one through the API and its host stops), and clock skew throughout.
+//!
 //! Checks after every run (see [`Report::violations`]): no acknowledged job lost, none
-//! succeeded twice, every node's state hash equal once the cluster is quiet, every node's
-//! log equal up to the lowest commit index, at most one leader per term.
+//! succeeded twice, none ran before its dependencies succeeded, every node at one applied
+//! index with one state hash once the faults healed, checkpoint hashes equal and no
+//! divergence counted, every node's log equal up to the lowest applied index, each node's
+//! state equal to an offline replay of its own directory, at most one leader per term.
 
 pub mod entropy;
 
@@ -41,6 +48,7 @@ use cathedral_executor::{
     Attempt, AttemptResult, AttemptSpec, AttemptStarter, Exit, SandboxChoice,
 };
 use cathedral_server::api::v1 as pb;
+use cathedral_server::api::v1::cluster_service_client::ClusterServiceClient;
 use cathedral_server::api::v1::job_service_client::JobServiceClient;
 use cathedral_server::edges::{Clock, Conn, Edges, Listener, Network};
 use cathedral_server::{start_with, Config, Node};
@@ -269,6 +277,57 @@ impl AttemptStarter for SimStarter {
     }
 }
 
+/// What the harness needs to start a host.
+struct Hosts {
+    root: PathBuf,
+    nodes: Nodes,
+    gossip: chitchat::transport::ChannelTransport,
+}
+
+impl Hosts {
+    /// Registers node `i` (its directory under the run's root), joining through node
+    /// `join` unless it is the first.
+    fn add(&self, sim: &mut turmoil::Sim<'_>, i: usize, skew_ms: i64, join: Option<usize>) {
+        let dir = self.root.join(host_name(i));
+        let nodes = self.nodes.clone();
+        let gossip = self.gossip.clone();
+        sim.host(host_name(i), move || {
+            let dir = dir.clone();
+            let nodes = nodes.clone();
+            let gossip = gossip.clone();
+            async move {
+                let edges = Edges {
+                    clock: Arc::new(SimClock { skew_ms }),
+                    network: Some(Arc::new(SimNet)),
+                    starter: Some(Arc::new(SimStarter)),
+                    gossip: Some(Arc::new(gossip)),
+                    inline_storage: true,
+                };
+                let running = start_with(node_config(i, &dir, join), edges)
+                    .await
+                    .map_err(|e| format!("{}: start: {e}", host_name(i)))?;
+                nodes
+                    .borrow_mut()
+                    .insert(host_name(i), Arc::downgrade(&running.node));
+                std::future::pending::<()>().await;
+                drop(running);
+                Ok(())
+            }
+        });
+    }
+}
+
+/// A member's removal, asked by the harness and carried out by the client.
+#[derive(Debug, Default)]
+struct Removal {
+    /// The node to remove, once the nemesis asks.
+    asked: Option<usize>,
+    /// Set by the client once the cluster answered the removal.
+    done: bool,
+    /// Nodes removed (their hosts stopped for good).
+    gone: BTreeSet<usize>,
+}
+
 /// One fault, or its end.
 #[derive(Debug, Clone)]
 enum Event {
@@ -288,14 +347,46 @@ enum Event {
     Restart(usize),
     /// The nodes in the set cut off from the others (a minority against a majority).
     Split(Vec<usize>),
+    /// A new node joins (through a node that stays).
+    Join {
+        node: usize,
+        via: usize,
+    },
+    /// A member is removed through the API (the client asks; its host then stops).
+    Remove(usize),
     /// Every cut link repaired.
     Heal,
 }
 
 impl Event {
-    fn apply(&self, sim: &mut turmoil::Sim<'_>, gossip: &chitchat::transport::ChannelTransport) {
-        let all: Vec<String> = (0..MAX_NODES).map(host_name).collect();
-        let hosts: Vec<String> = all.iter().filter(|h| sim_has(sim, h)).cloned().collect();
+    fn apply(
+        &self,
+        sim: &mut turmoil::Sim<'_>,
+        run: &Hosts,
+        removal: &RefCell<Removal>,
+        registered: &mut usize,
+    ) {
+        let gossip = &run.gossip;
+        let gone = removal.borrow().gone.clone();
+        // A fault aimed at a removed node is moot (its host is stopped for good).
+        let aimed: Vec<usize> = match self {
+            Event::Isolate(n) | Event::Crash(n) | Event::Restart(n) | Event::Remove(n) => {
+                vec![*n]
+            }
+            Event::OneWay { from: a, to: b } | Event::Hold(a, b) | Event::Release(a, b) => {
+                vec![*a, *b]
+            }
+            Event::Split(side) => side.clone(),
+            Event::Join { via, .. } => vec![*via],
+            Event::Heal => vec![],
+        };
+        if aimed.iter().any(|n| gone.contains(n)) {
+            return;
+        }
+        let hosts: Vec<String> = (0..*registered)
+            .filter(|i| !gone.contains(i))
+            .map(host_name)
+            .collect();
         let ips: BTreeMap<String, std::net::IpAddr> = hosts
             .iter()
             .map(|h| (h.clone(), sim.lookup(h.as_str())))
@@ -329,6 +420,11 @@ impl Event {
             }
             Event::Hold(a, b) => sim.hold(host_name(*a).as_str(), host_name(*b).as_str()),
             Event::Release(a, b) => sim.release(host_name(*a).as_str(), host_name(*b).as_str()),
+            Event::Join { node, via } => {
+                run.add(sim, *node, 0, Some(*via));
+                *registered = (*registered).max(node + 1);
+            }
+            Event::Remove(n) => removal.borrow_mut().asked = Some(*n),
             Event::Crash(n) => sim.crash(host_name(*n).as_str()),
             Event::Restart(n) => sim.bounce(host_name(*n).as_str()),
             Event::Heal => {
@@ -349,19 +445,6 @@ impl Event {
 /// Most nodes a run may have.
 pub const MAX_NODES: usize = 7;
 
-fn sim_has(sim: &mut turmoil::Sim<'_>, host: &str) -> bool {
-    // Registered hosts resolve; `lookup` of an unknown name panics, so ask by index.
-    let _ = sim;
-    host.strip_prefix('n')
-        .and_then(|i| i.parse::<usize>().ok())
-        .is_some_and(|i| i < NODES.with(std::cell::Cell::get))
-}
-
-thread_local! {
-    /// Nodes of the run on this thread (for the nemesis, which knows hosts by name).
-    static NODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
 /// The run's faults, decided from its seed before it starts: one at a time, each healed
 /// before the next, within the first [`FAULTS_UNTIL`] of simulated time; everything
 /// healed after it, so the cluster must then finish every acknowledged job.
@@ -377,11 +460,22 @@ pub const FAULTS_UNTIL: Duration = Duration::from_secs(20);
 impl Nemesis {
     fn schedule(dice: &mut Dice, nodes: usize) -> Vec<(Duration, Event)> {
         let mut out = Vec::new();
+        let mut replaced = false;
         let mut t = Duration::from_millis(1_500 + dice.below(1_000));
         while t < FAULTS_UNTIL {
             let lasts = Duration::from_millis(300 + dice.below(4_000));
             let n = dice.below(nodes as u64) as usize;
             let m = (n + 1 + dice.below(nodes as u64 - 1) as usize) % nodes;
+            if !replaced && (3..MAX_NODES).contains(&nodes) && dice.below(3) == 0 {
+                // One member replaced: a new node joins, then an old one is removed.
+                replaced = true;
+                let victim = dice.below(nodes as u64) as usize;
+                let via = (victim + 1) % nodes;
+                out.push((t, Event::Join { node: nodes, via }));
+                out.push((t + lasts, Event::Remove(victim)));
+                t += lasts + Duration::from_millis(3_000 + dice.below(2_000));
+                continue;
+            }
             let (start, end) = match dice.below(5) {
                 0 => (Event::Isolate(n), Event::Heal),
                 4 if nodes >= 4 => {
@@ -431,7 +525,7 @@ impl Dice {
     }
 }
 
-fn node_config(i: usize, dir: &std::path::Path) -> Config {
+fn node_config(i: usize, dir: &std::path::Path, join: Option<usize>) -> Config {
     let name = host_name(i);
     let ip = turmoil::lookup(name.as_str());
     let mut args = vec![
@@ -461,13 +555,13 @@ fn node_config(i: usize, dir: &std::path::Path) -> Config {
         "--checkpoint-interval".into(),
         CHECKPOINT_INTERVAL.to_string(),
     ];
-    if i > 0 {
+    if let Some(via) = join {
         args.push("--join".into());
-        args.push(format!("{}:{GRPC_PORT}", host_name(0)));
+        args.push(format!("{}:{GRPC_PORT}", host_name(via)));
         args.push("--seeds".into());
         args.push(format!(
             "{}:{GOSSIP_PORT}",
-            turmoil::lookup(host_name(0).as_str())
+            turmoil::lookup(host_name(via).as_str())
         ));
     }
     Config::from_args(args).expect("the simulation's settings are valid")
@@ -502,7 +596,6 @@ fn run_here(plan: &Plan) -> Report {
         (1..=MAX_NODES).contains(&plan.nodes),
         "1..={MAX_NODES} nodes"
     );
-    NODES.with(|n| n.set(plan.nodes));
     cathedral_consensus::rng::seed_thread(Some(plan.seed));
     cathedral_consensus::blocking::run_inline_here(true);
     // Memory-backed where the host has it: the engine's fsyncs then cost nothing, and the
@@ -526,47 +619,32 @@ fn run_here(plan: &Plan) -> Report {
     let gossip = chitchat::transport::ChannelTransport::default();
     let nodes: Nodes = Rc::default();
     let mut dice = Dice(plan.seed ^ 0x5EED);
+    let hosts = Hosts {
+        root: root.path().to_path_buf(),
+        nodes: nodes.clone(),
+        gossip: gossip.clone(),
+    };
     for i in 0..plan.nodes {
-        let dir = root.path().join(host_name(i));
-        let nodes = nodes.clone();
-        let gossip = gossip.clone();
         let skew_ms = if plan.faults && i > 0 {
             dice.below(2_001) as i64 - 1_000
         } else {
             0
         };
-        sim.host(host_name(i), move || {
-            let dir = dir.clone();
-            let nodes = nodes.clone();
-            let gossip = gossip.clone();
-            async move {
-                let edges = Edges {
-                    clock: Arc::new(SimClock { skew_ms }),
-                    network: Some(Arc::new(SimNet)),
-                    starter: Some(Arc::new(SimStarter)),
-                    gossip: Some(Arc::new(gossip)),
-                    inline_storage: true,
-                };
-                let running = start_with(node_config(i, &dir), edges)
-                    .await
-                    .map_err(|e| format!("{}: start: {e}", host_name(i)))?;
-                nodes
-                    .borrow_mut()
-                    .insert(host_name(i), Arc::downgrade(&running.node));
-                std::future::pending::<()>().await;
-                drop(running);
-                Ok(())
-            }
-        });
+        hosts.add(&mut sim, i, skew_ms, (i > 0).then_some(0));
     }
+    // A member removed (by the client, through the API) and its host stopped for good.
+    let removal: Rc<RefCell<Removal>> = Rc::default();
     let acked: Rc<RefCell<BTreeSet<u64>>> = Rc::default();
     let jobs = plan.jobs;
     let n = plan.nodes;
     {
         let acked = acked.clone();
+        let remover = removal.clone();
+        let watch = removal.clone();
         let mut dice = Dice(plan.seed ^ 0xC11E);
         sim.client("client", async move {
             let start = tokio::time::Instant::now();
+            tokio::task::spawn_local(remove_when_asked(remover, n));
             for k in 0..jobs {
                 if k % WORKFLOW_EVERY == WORKFLOW_EVERY - 1 {
                     let ids = submit_workflow(k, &mut dice, n).await;
@@ -604,7 +682,11 @@ fn run_here(plan: &Plan) -> Report {
                 let mut all = true;
                 let ids: Vec<u64> = acked.borrow().iter().copied().collect();
                 for id in ids {
-                    let mut c = JobServiceClient::new(channel(&host_name(0)));
+                    // A node that is still a member (the first one not removed).
+                    let ask = (0..n)
+                        .find(|i| !watch.borrow().gone.contains(i))
+                        .unwrap_or(0);
+                    let mut c = JobServiceClient::new(channel(&host_name(ask)));
                     match c.get_job(pb::GetJobRequest { job_id: id }).await {
                         Ok(j) if terminal(j.get_ref().state) => {}
                         _ => {
@@ -633,6 +715,7 @@ fn run_here(plan: &Plan) -> Report {
     };
     schedule.reverse();
     let mut leaders: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut registered = plan.nodes;
     let mut steps = 0u64;
     let outcome = loop {
         match sim.step() {
@@ -646,7 +729,29 @@ fn run_here(plan: &Plan) -> Report {
             report
                 .faults
                 .push(format!("{:.3}s {event:?}", at.as_secs_f64()));
-            event.apply(&mut sim, &gossip);
+            event.apply(&mut sim, &hosts, &removal, &mut registered);
+        }
+        // A removal the cluster answered: the removed node's host stops for good.
+        let finished = {
+            let mut r = removal.borrow_mut();
+            match (r.done, r.asked) {
+                (true, Some(n)) => {
+                    r.asked = None;
+                    r.done = false;
+                    r.gone.insert(n);
+                    Some(n)
+                }
+                _ => None,
+            }
+        };
+        if let Some(n) = finished {
+            report.faults.push(format!(
+                "{:.3}s removed {}",
+                sim.elapsed().as_secs_f64(),
+                host_name(n)
+            ));
+            sim.crash(host_name(n).as_str());
+            nodes.borrow_mut().remove(&host_name(n));
         }
         if steps.is_multiple_of(10) {
             for node in nodes.borrow().values().filter_map(Weak::upgrade) {
@@ -668,7 +773,8 @@ fn run_here(plan: &Plan) -> Report {
                 .filter_map(Weak::upgrade)
                 .map(|n| n.applied_index())
                 .collect();
-            if applied.len() == 1 && nodes.borrow().len() == plan.nodes {
+            let expected = registered - removal.borrow().gone.len();
+            if applied.len() == 1 && nodes.borrow().len() == expected {
                 break true;
             }
             if sim.elapsed() > settle_until {
@@ -703,6 +809,43 @@ fn run_here(plan: &Plan) -> Report {
     cathedral_consensus::rng::seed_thread(None);
     cathedral_consensus::blocking::run_inline_here(false);
     report
+}
+
+/// The client's side of a member's removal: when the harness asks, find the member's id
+/// from a node that stays and remove it through `ClusterService.RemoveNode`, retrying
+/// until the cluster answers; then tell the harness.
+async fn remove_when_asked(removal: Rc<RefCell<Removal>>, nodes: usize) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let asked = {
+            let r = removal.borrow();
+            (!r.done).then_some(r.asked).flatten()
+        };
+        let Some(victim) = asked else { continue };
+        let via = host_name((victim + 1) % nodes);
+        let mut c = ClusterServiceClient::new(channel(&via));
+        let Ok(st) = c.status(pb::StatusRequest {}).await else {
+            continue;
+        };
+        let address = format!("{}:{GRPC_PORT}", host_name(victim));
+        let Some(id) = st
+            .into_inner()
+            .members
+            .iter()
+            .find(|m| m.address == address)
+            .map(|m| m.id)
+        else {
+            // No longer a member: an earlier call removed it, its answer lost on the way.
+            removal.borrow_mut().done = true;
+            continue;
+        };
+        if c.remove_node(pb::RemoveNodeRequest { node_id: id })
+            .await
+            .is_ok()
+        {
+            removal.borrow_mut().done = true;
+        }
+    }
 }
 
 /// Every this many submissions, the client submits a workflow instead of a job.
