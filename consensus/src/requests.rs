@@ -19,7 +19,13 @@
 //! - **the count bound never forgets an answer younger than [`REQUEST_KEPT_MIN_MS`]** (a
 //!   minute): at a write rate where [`REQUESTS_REMEMBERED_MAX`] answers span less than a
 //!   node's write timeout, a resend could otherwise find its first answer forgotten and
-//!   apply twice. The table is then bounded by the write rate times a minute instead.
+//!   apply twice. The table is then bounded by the write rate times a minute, and never
+//!   holds more than [`REQUESTS_HELD_MAX`] answers.
+//!
+//! Ages are counted on the table's clock, the latest proposer time seen: a proposer whose
+//! clock runs ahead ages every answer by its lead. A node's resend (within its write
+//! timeout, at most 30 s) finds its answer while the nodes' clocks are within 30 s of each
+//! other.
 //! - **an id a node assigned is forgotten [`REQUEST_KEPT_MIN_MS`] after it was answered**
 //!   (a client's keeps [`REQUEST_RETENTION_MS`]): a node resends its own ids only within
 //!   its write timeout (at most `WRITE_TIMEOUT_MS_MAX`, 30 s), while a client may retry
@@ -44,8 +50,15 @@ pub const REQUESTS_REMEMBERED_MAX: usize = 100_000;
 /// How long an answered request id is remembered (proposer time), at most.
 pub const REQUEST_RETENTION_MS: u64 = 10 * 60 * 1000;
 /// Under `Feature::NodeRequestIdsKeptAMinute`: how long every answer is kept whatever the
-/// count, and how long an id a node assigned is kept at most (see the module docs).
+/// count (up to [`REQUESTS_HELD_MAX`]), and how long an id a node assigned is kept at most
+/// (see the module docs).
 pub const REQUEST_KEPT_MIN_MS: u64 = 60 * 1000;
+/// Under `Feature::NodeRequestIdsKeptAMinute`: answers held at most, however young — the
+/// hard bound (ten times [`REQUESTS_REMEMBERED_MAX`], ~230 MB). The minute rule needs the
+/// table's clock to move; a proposer whose clock jumped ahead freezes it (every later
+/// answer gets the jumped time), and without this bound the table would then grow with
+/// every write until real time caught up.
+pub const REQUESTS_HELD_MAX: usize = 10 * REQUESTS_REMEMBERED_MAX;
 
 /// Names one request. A client names its own (its retries carry the same); a node names
 /// the writes that arrive without one (its resends carry the same), so the two never
@@ -242,7 +255,7 @@ impl Requests {
                 let node_id = matches!(oldest, RequestId::Node { .. });
                 (
                     expired || (node_id && past_minute),
-                    over_count && past_minute,
+                    (over_count && past_minute) || self.order.len() > REQUESTS_HELD_MAX,
                 )
             } else {
                 (expired, over_count)
@@ -532,6 +545,19 @@ mod tests {
         }
         assert_eq!(before.len(), 3);
         assert!(!kept(&before, &c("r2")));
+    }
+
+    #[test]
+    fn under_the_feature_a_frozen_clock_still_holds_the_table_to_its_hard_bound() {
+        let mut t = Requests::default();
+        t.follow(&[Feature::NodeRequestIdsKeptAMinute].into());
+        // One proposer an hour ahead: every later answer gets its time, none ages.
+        t.remember(&node(0), &submit(3_600_000, "a"), 0, Response::Done);
+        for i in 1..(REQUESTS_HELD_MAX as u64 + 10) {
+            t.remember(&node(i), &submit(1_000, "a"), i, Response::Done);
+        }
+        assert_eq!(t.len(), REQUESTS_HELD_MAX);
+        assert!(!kept(&t, &node(9)) && kept(&t, &node(10)));
     }
 
     #[test]

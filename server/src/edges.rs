@@ -108,7 +108,8 @@ pub trait Listener: Send + 'static {
 }
 
 /// A network other than the host's TCP (a simulation's): where the node listens and how
-/// it reaches a peer. No TLS runs over it.
+/// it reaches a peer. Peer calls and HTTP over it carry no TLS (give a node with a
+/// certificate no network of this kind).
 pub trait Network: Send + Sync + Debug + 'static {
     /// Listens at `addr` (the node's `--bind` or `--http`).
     fn listen(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;

@@ -27,8 +27,9 @@
 //! minority split from the majority, a member replaced (a new node joins; the client
 //! removes an old one through the API and its host stops), and clock skew throughout.
 //!
-//! Checks after every run (see [`Report::violations`]): no acknowledged job lost, none
-//! succeeded twice, none ran before its dependencies succeeded, every node at one applied
+//! Checks after every run (see [`Report::violations`]): no acknowledged job lost, no
+//! submission applied twice, none succeeded twice, none ran when a dependency did not
+//! succeed (the dependency's end state is checked, not the order of the two), every node at one applied
 //! index with one state hash once the faults healed, checkpoint hashes equal and no
 //! divergence counted, every node's log equal up to the lowest applied index, each node's
 //! state equal to an offline replay of its own directory, at most one leader per term.
@@ -904,6 +905,17 @@ fn check(nodes: &Nodes, report: &mut Report) {
         .collect();
     for (name, node) in &live {
         let a = node.state().read();
+        // Every submission the client made (by its name) is one job: a retry under the
+        // same request id that made a second job is a write applied twice.
+        let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+        for j in a.state.jobs() {
+            *by_name.entry(j.spec.name.clone()).or_default() += 1;
+        }
+        for (job, count) in by_name.iter().filter(|(_, c)| **c > 1) {
+            report.violations.push(format!(
+                "{name}: {count} jobs named {job:?} (a write applied twice)"
+            ));
+        }
         let index = a.last_applied.map_or(0, |l| l.index);
         report.states.insert(name.clone(), (index, a.state.hash()));
         for id in &report.acked {

@@ -83,7 +83,8 @@ pub struct Options {
     /// Run the writer on the calling thread: no writer, acknowledgment-sync or
     /// preallocation threads; every append, sync, truncate and purge is written (and, as
     /// its durability asks, synced) before the call returns, its callback called on the
-    /// caller's thread. Appenders then share no syncs (no group commit). A log dropped
+    /// caller's thread, with the writer held (a callback must not call the log). Appenders
+    /// then share no syncs (no group commit). A log dropped
     /// without [`Log::close`](crate::Log::close) is abandoned as a killed process leaves
     /// it (nothing sealed or synced). For a simulation that runs whole nodes on one thread
     /// and must not be woken by another; a server uses the threads.

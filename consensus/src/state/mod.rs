@@ -24,7 +24,7 @@
 //! | jobs' own retentions (`JobOption::RetainMs`) | go with their job |
 //! | idempotency keys | go with their job: a key reused after its job was collected makes a new job |
 //! | checkpoint hashes | the last `CHECKPOINTS_KEPT` (64) |
-//! | answered request ids | `REQUESTS_REMEMBERED_MAX` (100,000) for `REQUEST_RETENTION_MS` (10 min); under `Feature::NodeRequestIdsKeptAMinute` none younger than `REQUEST_KEPT_MIN_MS` (1 min) is forgotten, and a node's ids leave after it |
+//! | answered request ids | `REQUESTS_REMEMBERED_MAX` (100,000) for `REQUEST_RETENTION_MS` (10 min); under `Feature::NodeRequestIdsKeptAMinute` none younger than `REQUEST_KEPT_MIN_MS` (1 min) is forgotten below `REQUESTS_HELD_MAX` (1,000,000), and a node's ids leave after it |
 //! | tokens | `TOKENS_MAX` (10,000) |
 //! | crons (and their decision history) | `CRONS_MAX` (1,000), `CRON_HISTORY_MAX` each |
 //! | nodes | one per node that ever registered: grows with node churn only (not yet collected) |

@@ -482,13 +482,13 @@ impl Node {
         persisted.max(applied)
     }
 
-    /// The applied state (see [`StateView`]).
     /// This node's clock: what its commands carry as `at_ms` (milliseconds since the
     /// epoch).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
+    /// The applied state (see [`StateView`]).
     pub fn state(&self) -> &StateView {
         &self.applied
     }

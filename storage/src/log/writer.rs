@@ -1,4 +1,5 @@
-//! The writer thread: group commit, segment rotation, truncate and purge.
+//! The writer thread: group commit, segment rotation, truncate and purge. (With
+//! `Options::inline_writer` the same rounds run on the callers' threads: `Writer::drive`.)
 //!
 //! One round takes every queued request, writes all appended bytes with one `pwrite` per
 //! segment touched, publishes them to readers, issues one `fdatasync` if any request in the
@@ -164,6 +165,7 @@ impl Writer {
             q.bytes = 0;
             std::mem::take(&mut q.requests)
         };
+        self.inner.space.notify_all();
         if round.is_empty() {
             return;
         }
