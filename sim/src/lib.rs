@@ -29,7 +29,8 @@
 //!
 //! Checks after every run (see [`Report::violations`]): no acknowledged job lost, no
 //! submission applied twice, none succeeded twice, none ran when a dependency did not
-//! succeed (the dependency's end state is checked, not the order of the two), every node at one applied
+//! succeed before it was assigned (by the log indexes in the node's event stream), every
+//! node's event stream the same, every node at one applied
 //! index with one state hash once the faults healed, checkpoint hashes equal and no
 //! divergence counted, every node's log equal up to the lowest applied index, each node's
 //! state equal to an offline replay of its own directory, at most one leader per term.
@@ -126,6 +127,8 @@ pub struct Report {
     pub checkpoints: usize,
     /// Nodes whose data directory was replayed offline and matched.
     pub replayed: usize,
+    /// Nodes whose event streams were compared (those whose feed starts at the log's start).
+    pub streams: usize,
 }
 
 /// The simulation's clock for one node: turmoil's time since the fixed epoch, `skew_ms`
@@ -955,6 +958,77 @@ fn check(nodes: &Nodes, report: &mut Report) {
             }
         }
     }
+    // Every node's event stream is the same (each follows from the entries it applied),
+    // and in it no job was assigned before each of its dependencies had succeeded.
+    let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, node) in &live {
+        let Ok(events) = node.events.read(node.events.earliest(), usize::MAX) else {
+            continue;
+        };
+        if events.first().is_none_or(|e| e.index > 1) {
+            // The feed starts past the log's first entries (a snapshot): not comparable.
+            continue;
+        }
+        let (applied, _) = report.states[name];
+        streams.insert(
+            name.clone(),
+            events
+                .iter()
+                .filter(|e| e.index <= applied)
+                .map(|e| {
+                    format!(
+                        "{} {} {} {:?} {:?} {}",
+                        e.index, e.seq, e.kind, e.job, e.attempt, e.detail
+                    )
+                })
+                .collect(),
+        );
+        let a = node.state().read();
+        let mut assigned: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut finished: BTreeMap<(u64, u32), u64> = BTreeMap::new();
+        for e in &events {
+            match (e.kind, e.job, e.attempt) {
+                (cathedral_consensus::events::EventKind::JobAssigned, Some(j), _) => {
+                    assigned.entry(j).or_insert(e.index);
+                }
+                (cathedral_consensus::events::EventKind::JobFinished, Some(j), Some(t)) => {
+                    finished.insert((j, t), e.index);
+                }
+                _ => {}
+            }
+        }
+        for (job, first) in &assigned {
+            let Some(j) = a.state.job(*job) else { continue };
+            for d in &j.spec.depends_on {
+                let won = a.state.job(*d).and_then(|dj| {
+                    dj.attempts
+                        .iter()
+                        .find(|t| {
+                            t.outcome
+                                .as_ref()
+                                .is_some_and(|o| o.exit == cathedral_consensus::Exit::Code(0))
+                        })
+                        .map(|t| t.number)
+                });
+                let ok = won
+                    .and_then(|t| finished.get(&(*d, t)))
+                    .is_some_and(|succeeded| succeeded < first);
+                if !ok {
+                    report.violations.push(format!(
+                        "{name}: job {job} was assigned at index {first} before its dependency {d} had succeeded"
+                    ));
+                }
+            }
+        }
+    }
+    let distinct_streams: BTreeSet<&Vec<String>> = streams.values().collect();
+    if distinct_streams.len() > 1 {
+        report.violations.push(format!(
+            "the nodes' event streams differ ({} nodes compared)",
+            streams.len()
+        ));
+    }
+    report.streams = streams.len();
     // Each node's state is what an offline replay of its own data directory rebuilds
     // (`cathedral-log replay`, the same apply the servers run).
     for (name, node) in &live {
