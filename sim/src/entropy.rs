@@ -20,8 +20,8 @@ pub fn seed_thread(seed: Option<u64>) {
     STATE.with(|s| s.set(seed));
 }
 
-fn next(state: &mut u64) -> u64 {
-    // splitmix64
+/// splitmix64: the next value from `state` (the run's own choices use it too).
+pub(crate) fn next(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

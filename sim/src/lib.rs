@@ -33,7 +33,9 @@
 //! node's event stream the same, every node at one applied
 //! index with one state hash once the faults healed, checkpoint hashes equal and no
 //! divergence counted, every node's log equal up to the lowest applied index, each node's
-//! state equal to an offline replay of its own directory, at most one leader per term.
+//! state equal to an offline replay of its own directory. (Terms in which two nodes led
+//! are counted, not refused: openraft's leader ids are `(term, node)`, and two candidates
+//! of one term may both win, the higher node superseding.)
 
 pub mod entropy;
 
@@ -129,6 +131,8 @@ pub struct Report {
     pub replayed: usize,
     /// Nodes whose event streams were compared (those whose feed starts at the log's start).
     pub streams: usize,
+    /// Terms in which more than one node led (see the run's end).
+    pub shared_terms: usize,
 }
 
 /// The simulation's clock for one node: turmoil's time since the fixed epoch, `skew_ms`
@@ -516,12 +520,7 @@ struct Dice(u64);
 
 impl Dice {
     fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        entropy::next(&mut self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -801,13 +800,12 @@ fn run_here(plan: &Plan) -> Report {
             .violations
             .push(format!("the run did not finish: {e}"));
     }
-    for (term, ids) in &leaders {
-        if ids.len() > 1 {
-            report
-                .violations
-                .push(format!("term {term} had {} leaders: {ids:?}", ids.len()));
-        }
-    }
+    // openraft's leader ids are (term, node) and totally ordered: two candidates of one
+    // term may both win, the higher node id superseding (its "advanced" mode; one leader
+    // per term would be its `single-term-leader` feature, which changes the log ids on
+    // disk). So a term with two leaders is recorded, not a violation; what must hold —
+    // one committed history — is what the log, state, checkpoint and replay checks check.
+    report.shared_terms = leaders.values().filter(|ids| ids.len() > 1).count();
     report.acked = acked.borrow().clone();
     check(&nodes, &mut report);
     cathedral_consensus::rng::seed_thread(None);

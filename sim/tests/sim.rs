@@ -50,11 +50,12 @@ fn clusters_from_seeds_lose_nothing_and_agree() {
         let started = std::time::Instant::now();
         let report = run(&plan(seed));
         eprintln!(
-            "seed {seed}: {} jobs acknowledged, {} checkpoints compared, {} replays matched, {} event streams compared, {:?} simulated in {:?}, states {:?}, faults {:?}",
+            "seed {seed}: {} jobs acknowledged, {} checkpoints compared, {} replays matched, {} event streams compared, {} terms with two leaders, {:?} simulated in {:?}, states {:?}, faults {:?}",
             report.acked.len(),
             report.checkpoints,
             report.replayed,
             report.streams,
+            report.shared_terms,
             report.simulated,
             started.elapsed(),
             report
