@@ -15,6 +15,10 @@ const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::replication=off,o
 /// still wins (glibc reads it before this runs).
 const MALLOC_ARENAS_MAX: i32 = 2;
 
+/// The exit code when the node stopped itself because it cannot go on (its log's disk
+/// failed); 2 is a bad configuration, 1 a failed start.
+const EXIT_FAILED: u8 = 3;
+
 fn main() -> std::process::ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -54,10 +58,20 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
-        tracing::info!("signal received; shutting down");
-        running.shutdown().await;
-        std::process::ExitCode::SUCCESS
+        tokio::select! {
+            () = wait_for_signal() => {
+                tracing::info!("signal received; shutting down");
+                running.shutdown().await;
+                std::process::ExitCode::SUCCESS
+            }
+            cause = running.failed() => {
+                // Fail-stop: the log is unusable until a restart recovers it from disk.
+                tracing::error!("the node cannot go on: {cause}; stopping (a restart recovers from the data directory)");
+                eprintln!("cathedral-server: stopped: {cause}");
+                running.shutdown().await;
+                std::process::ExitCode::from(EXIT_FAILED)
+            }
+        }
     })
 }
 

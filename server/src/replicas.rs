@@ -180,7 +180,8 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = applied.changed() => {}
+            // Ended only with the state machine (Raft stopped); see the leader loop.
+            r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(REPLICATE_INTERVAL) => {}
         }
         let events = match node.events.read(from, EVENTS_PER_PASS) {

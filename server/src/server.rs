@@ -309,6 +309,12 @@ async fn remember_peers(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 }
 
 impl Running {
+    /// Resolves once the node cannot go on (its log's disk failed: [`Node::failed`]),
+    /// with the cause.
+    pub async fn failed(&self) -> String {
+        self.node.failed().await
+    }
+
     /// Leaves gossip (announcing it), stops serving and the loops (the worker waits for the
     /// reports of the attempts it kills), waits for the node's own tasks, stops Raft and
     /// closes the log.

@@ -74,7 +74,9 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = applied.changed() => {}
+            // Ended only when Raft stopped (fatal): nothing can be reported any more, and
+            // an ended watch would wake the loop at once, for ever.
+            r = applied.changed() => if r.is_err() { break },
             Some(k) = done_rx.recv() => { mine.remove(&k); }
             Some(_) = tasks.join_next() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

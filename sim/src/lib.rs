@@ -17,18 +17,26 @@
 //!   command says (see [`SimStarter`]); real processes stay in the black-box tests.
 //!
 //! Disk: the real storage engine on a temporary directory per node (on `/dev/shm` where
-//! there is one: a run waits for no real disk). A crash drops the
-//! host's runtime and the node with it; the files keep what the engine wrote. (That is
-//! the engine's own crash model minus lost page cache: what was written but not synced
-//! survives here. The engine's SIGKILL tests cover torn tails.)
+//! there is one: a run waits for no real disk), under the engine's own fault hook
+//! (`cathedral_storage::disk_faults`, which sees every write and sync the engine makes —
+//! not turmoil's simulated file system, which models none of `pwritev`, `fallocate` and
+//! `mmap`). A crash drops the host's runtime and the node with it, and the disk loses
+//! what was written since each file's last sync (a suffix of those writes, the first torn
+//! at a sector). With the inline writer a round's write and its fsync happen in one step,
+//! so what a crash finds unsynced is mostly what a failed fsync left behind.
 //!
 //! Faults, from the seed, one at a time in the first [`FAULTS_UNTIL`] and then healed: a
 //! node isolated, one-way loss, a held link, a crash and a restart from its directory, a
-//! minority split from the majority, a member replaced (a new node joins; the client
-//! removes an old one through the API and its host stops), and clock skew throughout.
+//! log write or fsync failing with EIO (the engine stops, the node stops itself —
+//! `Running::failed` — and is restarted later as a supervisor would, its disk having
+//! lost what was not synced), a minority split from the majority, a member replaced (a
+//! new node joins; the client removes an old one through the API and its host stops), and
+//! clock skew throughout. The client keeps a cron firing every [`CRON_EVERY_SECS`]
+//! seconds, so the log is written throughout the faults.
 //!
 //! Checks after every run (see [`Report::violations`]): no acknowledged job lost, no
-//! submission applied twice, none succeeded twice, none ran when a dependency did not
+//! submission applied twice, no cron fire launched twice (and the cron fired), no node
+//! went on after its disk failed, none succeeded twice, none ran when a dependency did not
 //! succeed before it was assigned (by the log indexes in the node's event stream), every
 //! node's event stream the same, every node at one applied
 //! index with one state hash once the faults healed, checkpoint hashes equal and no
@@ -53,9 +61,11 @@ use cathedral_executor::{
 };
 use cathedral_server::api::v1 as pb;
 use cathedral_server::api::v1::cluster_service_client::ClusterServiceClient;
+use cathedral_server::api::v1::cron_service_client::CronServiceClient;
 use cathedral_server::api::v1::job_service_client::JobServiceClient;
 use cathedral_server::edges::{Clock, Conn, Edges, Listener, Network};
 use cathedral_server::{start_with, Config, Node};
+use cathedral_storage::disk_faults::{self, Disk};
 use futures_util::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
@@ -133,6 +143,15 @@ pub struct Report {
     pub streams: usize,
     /// Terms in which more than one node led (see the run's end).
     pub shared_terms: usize,
+    /// Fires of the run's cron that launched a job (on the node that saw most).
+    pub cron_fires: usize,
+    /// Disk faults that fired (a write or sync failed), per node.
+    pub disk_faults_fired: BTreeMap<usize, u64>,
+    /// Nodes that stopped themselves after their disk failed (fail-stop).
+    pub fail_stops: usize,
+    /// Writes lost at crashes (not synced when the node died), and of them torn.
+    pub lost_writes: usize,
+    pub torn_writes: usize,
 }
 
 /// The simulation's clock for one node: turmoil's time since the fixed epoch, `skew_ms`
@@ -290,6 +309,11 @@ struct Hosts {
     root: PathBuf,
     nodes: Nodes,
     gossip: chitchat::transport::ChannelTransport,
+    /// Each node's disk (its data directory's faults), attached when it is added.
+    disks: RefCell<BTreeMap<usize, Arc<Disk>>>,
+    /// Nodes that stopped themselves (fail-stop after their disk failed), with the cause,
+    /// until they are restarted.
+    stopped: Rc<RefCell<BTreeMap<usize, String>>>,
 }
 
 impl Hosts {
@@ -297,12 +321,15 @@ impl Hosts {
     /// `join` unless it is the first.
     fn add(&self, sim: &mut turmoil::Sim<'_>, i: usize, skew_ms: i64, join: Option<usize>) {
         let dir = self.root.join(host_name(i));
+        self.disks.borrow_mut().insert(i, disk_faults::attach(&dir));
         let nodes = self.nodes.clone();
         let gossip = self.gossip.clone();
+        let stopped = self.stopped.clone();
         sim.host(host_name(i), move || {
             let dir = dir.clone();
             let nodes = nodes.clone();
             let gossip = gossip.clone();
+            let stopped = stopped.clone();
             async move {
                 let edges = Edges {
                     clock: Arc::new(SimClock { skew_ms }),
@@ -317,11 +344,42 @@ impl Hosts {
                 nodes
                     .borrow_mut()
                     .insert(host_name(i), Arc::downgrade(&running.node));
-                std::future::pending::<()>().await;
+                // As the process does: it runs until the node cannot go on (fail-stop),
+                // then exits; the harness restarts it later, as a supervisor would.
+                let cause = running.failed().await;
+                stopped.borrow_mut().insert(i, cause);
+                nodes.borrow_mut().remove(&host_name(i));
                 drop(running);
                 Ok(())
             }
         });
+    }
+}
+
+impl Hosts {
+    /// Node `n`'s disk loses what was not synced (it just crashed); what it lost goes in
+    /// the report.
+    fn lose_unsynced(&self, n: usize, dice: &mut Dice, report: &mut Report) {
+        let disk = self.disks.borrow()[&n].clone();
+        let unsynced = disk.unsynced_writes();
+        match disk.lose_unsynced(|k| dice.below(k)) {
+            Ok(lost) => {
+                if unsynced > 0 {
+                    report.faults.push(format!(
+                        "{}: {unsynced} writes not synced at its crash; lost {} ({} torn) in {} files",
+                        host_name(n),
+                        lost.writes,
+                        lost.torn,
+                        lost.files
+                    ));
+                }
+                report.lost_writes += lost.writes;
+                report.torn_writes += lost.torn;
+            }
+            Err(e) => report
+                .violations
+                .push(format!("{}: losing unsynced writes: {e}", host_name(n))),
+        }
     }
 }
 
@@ -349,10 +407,21 @@ enum Event {
     /// Messages between `a` and `b` held back (a frozen link), then released.
     Hold(usize, usize),
     Release(usize, usize),
-    /// The node's process dies: its runtime and everything in memory are gone.
+    /// The node's process dies: its runtime and everything in memory are gone, and its
+    /// disk loses what was written but not synced (a suffix of those writes, the first
+    /// torn: see `disk_faults`).
     Crash(usize),
     /// It starts again from its directory.
     Restart(usize),
+    /// The node's next log write (`sync: false`) or sync fails with EIO: the engine must
+    /// stop, and the node with it.
+    DiskFault {
+        node: usize,
+        sync: bool,
+    },
+    /// The node is restarted as after a crash (a node that stopped itself is restarted;
+    /// one whose fault did not fire yet is crashed first, the fault dropped).
+    Recover(usize),
     /// The nodes in the set cut off from the others (a minority against a majority).
     Split(Vec<usize>),
     /// A new node joins (through a node that stays).
@@ -373,14 +442,19 @@ impl Event {
         run: &Hosts,
         removal: &RefCell<Removal>,
         registered: &mut usize,
+        dice: &mut Dice,
+        report: &mut Report,
     ) {
         let gossip = &run.gossip;
         let gone = removal.borrow().gone.clone();
         // A fault aimed at a removed node is moot (its host is stopped for good).
         let aimed: Vec<usize> = match self {
-            Event::Isolate(n) | Event::Crash(n) | Event::Restart(n) | Event::Remove(n) => {
-                vec![*n]
-            }
+            Event::Isolate(n)
+            | Event::Crash(n)
+            | Event::Restart(n)
+            | Event::Remove(n)
+            | Event::DiskFault { node: n, .. }
+            | Event::Recover(n) => vec![*n],
             Event::OneWay { from: a, to: b } | Event::Hold(a, b) | Event::Release(a, b) => {
                 vec![*a, *b]
             }
@@ -433,8 +507,46 @@ impl Event {
                 *registered = (*registered).max(node + 1);
             }
             Event::Remove(n) => removal.borrow_mut().asked = Some(*n),
-            Event::Crash(n) => sim.crash(host_name(*n).as_str()),
+            Event::Crash(n) => {
+                sim.crash(host_name(*n).as_str());
+                run.nodes.borrow_mut().remove(&host_name(*n));
+                run.lose_unsynced(*n, dice, report);
+            }
             Event::Restart(n) => sim.bounce(host_name(*n).as_str()),
+            Event::DiskFault { node, sync } => {
+                let disk = run.disks.borrow()[node].clone();
+                if *sync {
+                    disk.fail_next_sync(libc::EIO);
+                } else {
+                    disk.fail_next_write(libc::EIO);
+                }
+            }
+            Event::Recover(n) => {
+                let disk = run.disks.borrow()[n].clone();
+                let fired = disk.fired() > report.disk_faults_fired.get(n).copied().unwrap_or(0);
+                disk.clear_faults();
+                let stopped = run.stopped.borrow_mut().remove(n);
+                match (fired, &stopped) {
+                    (true, None) => report.violations.push(format!(
+                        "{}: its disk failed a write or sync and it went on (no fail-stop)",
+                        host_name(*n)
+                    )),
+                    (_, Some(cause)) => report.faults.push(format!(
+                        "{:.3}s {} had stopped: {cause}",
+                        sim.elapsed().as_secs_f64(),
+                        host_name(*n)
+                    )),
+                    (false, None) => {}
+                }
+                if fired {
+                    report.fail_stops += 1;
+                }
+                report.disk_faults_fired.insert(*n, disk.fired());
+                sim.crash(host_name(*n).as_str());
+                run.nodes.borrow_mut().remove(&host_name(*n));
+                run.lose_unsynced(*n, dice, report);
+                sim.bounce(host_name(*n).as_str());
+            }
             Event::Heal => {
                 for a in &hosts {
                     for b in &hosts {
@@ -484,7 +596,7 @@ impl Nemesis {
                 t += lasts + Duration::from_millis(3_000 + dice.below(2_000));
                 continue;
             }
-            let (start, end) = match dice.below(5) {
+            let (start, end) = match dice.below(7) {
                 0 => (Event::Isolate(n), Event::Heal),
                 4 if nodes >= 4 => {
                     // A minority (two of five, say) apart from the majority.
@@ -495,6 +607,13 @@ impl Nemesis {
                 4 => (Event::Isolate(n), Event::Heal),
                 1 => (Event::OneWay { from: n, to: m }, Event::Heal),
                 2 => (Event::Hold(n, m), Event::Release(n, m)),
+                5 => (
+                    Event::DiskFault {
+                        node: n,
+                        sync: dice.below(2) == 0,
+                    },
+                    Event::Recover(n),
+                ),
                 _ => (Event::Crash(n), Event::Restart(n)),
             };
             out.push((t, start));
@@ -626,6 +745,8 @@ fn run_here(plan: &Plan) -> Report {
         root: root.path().to_path_buf(),
         nodes: nodes.clone(),
         gossip: gossip.clone(),
+        disks: RefCell::default(),
+        stopped: Rc::default(),
     };
     for i in 0..plan.nodes {
         let skew_ms = if plan.faults && i > 0 {
@@ -648,6 +769,7 @@ fn run_here(plan: &Plan) -> Report {
         sim.client("client", async move {
             let start = tokio::time::Instant::now();
             tokio::task::spawn_local(remove_when_asked(remover, n));
+            cron(true, &mut dice, n).await;
             for k in 0..jobs {
                 if k % WORKFLOW_EVERY == WORKFLOW_EVERY - 1 {
                     let ids = submit_workflow(k, &mut dice, n).await;
@@ -704,6 +826,7 @@ fn run_here(plan: &Plan) -> Report {
                     break 'wait;
                 }
             }
+            cron(false, &mut dice, n).await;
             Ok(())
         });
     }
@@ -732,7 +855,14 @@ fn run_here(plan: &Plan) -> Report {
             report
                 .faults
                 .push(format!("{:.3}s {event:?}", at.as_secs_f64()));
-            event.apply(&mut sim, &hosts, &removal, &mut registered);
+            event.apply(
+                &mut sim,
+                &hosts,
+                &removal,
+                &mut registered,
+                &mut dice,
+                &mut report,
+            );
         }
         // A removal the cluster answered: the removed node's host stops for good.
         let finished = {
@@ -808,6 +938,9 @@ fn run_here(plan: &Plan) -> Report {
     report.shared_terms = leaders.values().filter(|ids| ids.len() > 1).count();
     report.acked = acked.borrow().clone();
     check(&nodes, &mut report);
+    for disk in hosts.disks.borrow().values() {
+        disk_faults::detach(disk.dir());
+    }
     cathedral_consensus::rng::seed_thread(None);
     cathedral_consensus::blocking::run_inline_here(false);
     report
@@ -887,6 +1020,50 @@ async fn submit_workflow(k: usize, dice: &mut Dice, n: usize) -> Vec<u64> {
     }
 }
 
+/// The run's cron: a short job every [`CRON_EVERY_SECS`] seconds while the client runs,
+/// so that the log is written throughout the faults (a disk fault needs a write to fail)
+/// and crons fire across leader changes (each fire must launch at most once).
+pub const CRON_NAME: &str = "tick";
+pub const CRON_EVERY_SECS: u64 = 2;
+
+/// Asks any node, until one answers, to create ([`true`]) or delete the run's cron (one
+/// request id per call: a retry is the same request).
+async fn cron(create: bool, dice: &mut Dice, n: usize) {
+    let spec = pb::CronSpec {
+        name: CRON_NAME.into(),
+        schedule: format!("*/{CRON_EVERY_SECS} * * * * *"),
+        target: Some(pb::cron_spec::Target::Job(pb::JobSpec {
+            name: format!("cron-{CRON_NAME}"),
+            command: vec!["sleep".into(), "300".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    loop {
+        let host = host_name(dice.below(n as u64) as usize);
+        let mut c = CronServiceClient::new(channel(&host));
+        let r = if create {
+            c.create_cron(pb::CreateCronRequest {
+                spec: Some(spec.clone()),
+                request_id: "sim-cron-create".into(),
+            })
+            .await
+            .map(|_| ())
+        } else {
+            c.delete_cron(pb::DeleteCronRequest {
+                name: CRON_NAME.into(),
+                request_id: "sim-cron-delete".into(),
+            })
+            .await
+            .map(|_| ())
+        };
+        match r {
+            Ok(()) => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 fn terminal(state: i32) -> bool {
     matches!(
         pb::JobState::try_from(state),
@@ -908,15 +1085,35 @@ fn check(nodes: &Nodes, report: &mut Report) {
         let a = node.state().read();
         // Every submission the client made (by its name) is one job: a retry under the
         // same request id that made a second job is a write applied twice.
+        // A cron's jobs share its name; each of its fires launches at most once.
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+        let mut fires: BTreeMap<String, usize> = BTreeMap::new();
         for j in a.state.jobs() {
-            *by_name.entry(j.spec.name.clone()).or_default() += 1;
+            match j
+                .spec
+                .env
+                .get(cathedral_consensus::cron::CRON_ENV_SCHEDULED)
+            {
+                Some(at) => *fires.entry(at.clone()).or_default() += 1,
+                None => *by_name.entry(j.spec.name.clone()).or_default() += 1,
+            }
         }
         for (job, count) in by_name.iter().filter(|(_, c)| **c > 1) {
             report.violations.push(format!(
                 "{name}: {count} jobs named {job:?} (a write applied twice)"
             ));
         }
+        for (at, count) in fires.iter().filter(|(_, c)| **c > 1) {
+            report.violations.push(format!(
+                "{name}: the cron's fire scheduled at {at} launched {count} times"
+            ));
+        }
+        if fires.is_empty() {
+            report
+                .violations
+                .push(format!("{name}: the cron never fired"));
+        }
+        report.cron_fires = report.cron_fires.max(fires.len());
         let index = a.last_applied.map_or(0, |l| l.index);
         report.states.insert(name.clone(), (index, a.state.hash()));
         for id in &report.acked {

@@ -50,12 +50,16 @@ fn clusters_from_seeds_lose_nothing_and_agree() {
         let started = std::time::Instant::now();
         let report = run(&plan(seed));
         eprintln!(
-            "seed {seed}: {} jobs acknowledged, {} checkpoints compared, {} replays matched, {} event streams compared, {} terms with two leaders, {:?} simulated in {:?}, states {:?}, faults {:?}",
+            "seed {seed}: {} jobs acknowledged, {} checkpoints compared, {} replays matched, {} event streams compared, {} terms with two leaders, {} cron fires, {} fail-stops, {} unsynced writes lost ({} torn), {:?} simulated in {:?}, states {:?}, faults {:?}",
             report.acked.len(),
             report.checkpoints,
             report.replayed,
             report.streams,
             report.shared_terms,
+            report.cron_fires,
+            report.fail_stops,
+            report.lost_writes,
+            report.torn_writes,
             report.simulated,
             started.elapsed(),
             report

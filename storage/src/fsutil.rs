@@ -55,6 +55,9 @@ pub(crate) fn write_all_vectored_at(
         }
         Err(Error::io("write", path, injected(libc::EIO)))
     });
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::before_write(path, pos, slices.iter().map(|s| s.len()).sum())
+        .map_err(|e| Error::io("write", path, e))?;
     const IOV_MAX: usize = 1024;
     let mut at = pos;
     for group in slices.chunks(IOV_MAX) {
@@ -119,8 +122,17 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> Result<()> {
         path,
         injected(libc::EIO)
     )));
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::before_sync(path).map_err(|e| Error::io("fdatasync", path, e))?;
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", path, e))
+}
+
+/// `fsync` (data and metadata: after a length change).
+pub(crate) fn sync_all(file: &File, path: &Path) -> Result<()> {
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::before_sync(path).map_err(|e| Error::io("fsync", path, e))?;
+    file.sync_all().map_err(|e| Error::io("fsync", path, e))
 }
 
 /// Makes creations, renames and deletions inside `dir` durable.
@@ -153,7 +165,10 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
 
 pub(crate) fn set_len(file: &File, len: u64, path: &Path) -> Result<()> {
     file.set_len(len)
-        .map_err(|e| Error::io("set length of", path, e))
+        .map_err(|e| Error::io("set length of", path, e))?;
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::after_set_len(path, len);
+    Ok(())
 }
 
 /// Drops `len` bytes at `offset` of `file` from the page cache (posix_fadvise DONTNEED).

@@ -44,6 +44,8 @@
 //! ```
 
 mod compaction;
+#[cfg(feature = "disk-faults")]
+pub mod disk_faults;
 mod error;
 mod finding;
 mod fsutil;

@@ -233,15 +233,21 @@ impl Server {
             .args(["-sS", "--max-time", "30", "-X", "POST"])
             .args(["-H", "content-type: application/json", "--data-binary"])
             .arg(body.to_string())
+            .args(["-w", "\n%{http_code}"])
             .arg(format!("http://{}{path}", self.http))
             .output()
             .expect("curl runs");
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "POST {path}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (answer, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        // A refusal is the test's failure, said as the server said it (not a wait for an
+        // effect that will never come).
+        assert!(
+            code.starts_with('2'),
+            "POST {path}: HTTP {code}: {answer} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(answer)
+            .unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {answer}"))
     }
 
     /// Waits until /readyz says ready.
@@ -307,9 +313,27 @@ impl Server {
     }
 }
 
+/// How many lines of a server's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
+
 impl Drop for Server {
+    /// Stops the process; when the test is failing, prints the tail of its log (the
+    /// temporary directory holding it is removed next, and a failure seen once in CI may
+    /// not be seen again).
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "--- last {} lines of the log of the server at {} ({}) ---\n{}",
+                tail.len(),
+                self.grpc,
+                self.dir.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

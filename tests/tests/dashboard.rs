@@ -120,11 +120,12 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
             .map(str::to_string)
     })
     .await;
-    post(
+    let tagged = post(
         s,
         &format!("/v1/nodes/{named_id}/tags"),
         &json!({"set": {"name": "north"}}),
     );
+    assert_eq!(tagged["tags"]["name"], "north", "{tagged}");
     eventually(WAIT, "the name tag seen", || async {
         get(s, "/v1/nodes")["nodes"]
             .as_array()

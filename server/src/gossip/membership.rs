@@ -349,10 +349,13 @@ impl Membership {
         Ok(tags)
     }
 
-    /// Writes this node's key-values into chitchat (it gossips only what changed).
+    /// Writes this node's key-values into chitchat (it gossips only what changed). What
+    /// is written is read under chitchat's lock: read before waiting for it, a publication
+    /// that waited behind a newer one would put back what that one replaced (a tag set
+    /// while the load was being published would be deleted again).
     async fn republish(&self) {
-        let kv = self.local.lock().unwrap().key_values();
         let mut c = self.chitchat.lock().await;
+        let kv = self.local.lock().unwrap().key_values();
         let state = c.self_node_state();
         let stale: Vec<String> = state
             .key_values()

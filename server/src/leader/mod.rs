@@ -49,8 +49,10 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = applied.changed() => {}
-            _ = view.changed() => {}
+            // Raft's metrics end only when Raft stopped (a fatal error: the node stops);
+            // waiting on an ended watch would wake the loop at once, for ever.
+            r = applied.changed() => if r.is_err() { return },
+            r = view.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(Duration::from_millis(LEADER_TICK_MS)) => {}
         }
         if node.metrics().state != ServerState::Leader {

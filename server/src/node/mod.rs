@@ -524,6 +524,25 @@ impl Node {
         });
     }
 
+    /// Resolves once Raft has stopped on a fatal error, with the error: the log's disk
+    /// failed a write or a sync, so the engine stopped (fail-stop — after a failed fsync
+    /// nothing can tell what reached the disk) and Raft with it. The node cannot go on;
+    /// its process exits and a restart recovers from what is on disk. Never resolves for
+    /// a stop the node asked for ([`shutdown`](Self::shutdown)).
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                    return fatal.to_string();
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Ends the tasks spawned until stop (streams end, so the gRPC server can finish);
     /// owned tasks go on.
     pub fn begin_shutdown(&self) {

@@ -174,14 +174,22 @@ impl Node {
                 // soon as one is known); anything else reports it.
                 Err(ServerError::Unavailable(m)) if resendable && Instant::now() < deadline => {
                     tracing::debug!(leader = ?asked, "resending a write: {m}");
-                    self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
-                        .await;
+                    if !self
+                        .leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
+                        .await
+                    {
+                        return Err(raft_stopped());
+                    }
                 }
                 // Nothing was proposed: try again as soon as this node sees another leader
                 // (an election ending), or after a short pause.
                 Err(ServerError::NotLeader { .. }) if Instant::now() < deadline => {
-                    self.leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
-                        .await;
+                    if !self
+                        .leader_change(asked, Duration::from_millis(NOT_LEADER_RETRY_MS))
+                        .await
+                    {
+                        return Err(raft_stopped());
+                    }
                 }
                 Err(ServerError::NotLeader { .. }) => {
                     return Err(ServerError::Unavailable(format!(
@@ -194,23 +202,26 @@ impl Node {
         }
     }
 
-    /// Waits until this node knows a leader other than `was`, at most `max`.
-    pub(super) async fn leader_change(&self, was: Option<u64>, max: Duration) {
+    /// Waits until this node knows a leader other than `was`, at most `max`. False when
+    /// Raft has stopped (its metrics ended: a fatal error), so no leader will come: a
+    /// resend loop that went on would spin until its deadline.
+    pub(super) async fn leader_change(&self, was: Option<u64>, max: Duration) -> bool {
         let mut metrics = self.raft.metrics();
-        let _ = tokio::time::timeout(max, async {
+        tokio::time::timeout(max, async {
             loop {
                 {
                     let m = metrics.borrow_and_update();
                     if m.current_leader.is_some() && m.current_leader != was {
-                        return;
+                        return true;
                     }
                 }
                 if metrics.changed().await.is_err() {
-                    return;
+                    return false;
                 }
             }
         })
-        .await;
+        .await
+        .unwrap_or(true)
     }
 
     /// An AppendEntries from a leader was taken: this node may campaign from now on.
@@ -275,4 +286,12 @@ pub(super) fn raft_write_error(
         }
         e => ServerError::Raft(format!("{what}: {e}")),
     }
+}
+
+/// The answer to a write on a node whose Raft stopped on a fatal error (its log failed):
+/// the node is stopping; another node can take the write.
+fn raft_stopped() -> ServerError {
+    ServerError::Unavailable(
+        "this node stopped: its log failed (see its log); send the request to another node".into(),
+    )
 }

@@ -781,7 +781,7 @@ fn cut_file(
     if preallocate && cut < seg_max {
         fsutil::preallocate(file, seg_max, path)?;
     }
-    file.sync_all().map_err(|e| Error::io("fsync", path, e))
+    fsutil::sync_all(file, path)
 }
 
 fn create_spare(path: &std::path::Path, len: u64, preallocate: bool) -> Result<File> {

@@ -151,7 +151,7 @@ pub(super) fn settle_damage(
     // Cut the file after its last good record; it becomes the active segment.
     let f = open_rw(&path)?;
     fsutil::set_len(&f, scan.end, &path)?;
-    f.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+    fsutil::sync_all(&f, &path)?;
     Ok(Some((first, path, scan, tail)))
 }
 

@@ -1,0 +1,325 @@
+//! A disk that fails and forgets, for whole-cluster simulation (feature `disk-faults`).
+//!
+//! ClusterSim runs the real engine on real files. A [`Disk`] attached to a directory sees
+//! every write, length change and sync the engine makes under it — `fsutil` is the engine's
+//! one door to the file system — and can:
+//!
+//! - fail the next write or sync with an errno. The engine must then stop (fail-stop):
+//!   after a failed fsync the kernel may have dropped the dirty pages, so no retry can know
+//!   what is on disk;
+//! - forget what was written since each file's last sync, as a machine that lost power
+//!   would ([`Disk::lose_unsynced`]): the bytes a suffix of those writes replaced are put
+//!   back, the first of them torn at a sector boundary.
+//!
+//! Not turmoil's simulated file system (`unstable-fs`): it stands in for `std::fs` calls,
+//! and the engine writes with `pwritev`, preallocates with `fallocate` and reads through
+//! `mmap`, none of which it models. This hook sees the engine's own calls, so the engine
+//! under simulation is the engine in production.
+//!
+//! Without the feature none of this is compiled. With it and no disk attached, each call
+//! costs one relaxed atomic load.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Torn writes keep whole sectors of the new bytes.
+pub const SECTOR_BYTES: usize = 512;
+
+/// Whether any disk is attached (the fast path of every call).
+static ARMED: AtomicBool = AtomicBool::new(false);
+static DISKS: RwLock<Vec<Arc<Disk>>> = RwLock::new(Vec::new());
+
+/// The faults of the files under one directory.
+#[derive(Debug)]
+pub struct Disk {
+    dir: PathBuf,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    fail_write: Option<i32>,
+    fail_sync: Option<i32>,
+    /// Per file, the writes since its last sync, oldest first, with what they replaced.
+    unsynced: BTreeMap<PathBuf, Vec<Undo>>,
+    /// Faults that fired.
+    fired: u64,
+}
+
+/// One write not yet synced: where, how long, the bytes it replaced and the file's length
+/// before it.
+#[derive(Debug)]
+struct Undo {
+    pos: u64,
+    len: u64,
+    old: Vec<u8>,
+    file_len: u64,
+}
+
+/// What [`Disk::lose_unsynced`] undid.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// Files that lost at least one write.
+    pub files: usize,
+    /// Writes undone (a torn one counts).
+    pub writes: usize,
+    /// Writes kept in part.
+    pub torn: usize,
+}
+
+/// Attaches a fault-free disk to `dir` (replacing one attached before): from now on the
+/// engine's calls on files under `dir` go through it.
+pub fn attach(dir: &Path) -> Arc<Disk> {
+    let disk = Arc::new(Disk {
+        dir: dir.to_path_buf(),
+        state: Mutex::new(State::default()),
+    });
+    let mut disks = DISKS.write().unwrap_or_else(|e| e.into_inner());
+    disks.retain(|d| d.dir != dir);
+    disks.push(disk.clone());
+    ARMED.store(true, Ordering::Release);
+    disk
+}
+
+/// Detaches the disk of `dir`, if any.
+pub fn detach(dir: &Path) {
+    let mut disks = DISKS.write().unwrap_or_else(|e| e.into_inner());
+    disks.retain(|d| d.dir != dir);
+    ARMED.store(!disks.is_empty(), Ordering::Release);
+}
+
+fn find(path: &Path) -> Option<Arc<Disk>> {
+    if !ARMED.load(Ordering::Relaxed) {
+        return None;
+    }
+    DISKS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|d| path.starts_with(&d.dir))
+        .cloned()
+}
+
+/// Before `len` bytes are written at `pos` of `path`: fails if asked to, else remembers
+/// what the write replaces.
+pub(crate) fn before_write(path: &Path, pos: u64, len: usize) -> io::Result<()> {
+    let Some(disk) = find(path) else {
+        return Ok(());
+    };
+    let mut s = disk.lock();
+    if let Some(errno) = s.fail_write.take() {
+        s.fired += 1;
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    let file_len = std::fs::metadata(path).map_or(0, |m| m.len());
+    let end = (pos + len as u64).min(file_len);
+    let mut old = vec![0; end.saturating_sub(pos) as usize];
+    if !old.is_empty() {
+        File::open(path)?.read_exact_at(&mut old, pos)?;
+    }
+    s.unsynced
+        .entry(path.to_path_buf())
+        .or_default()
+        .push(Undo {
+            pos,
+            len: len as u64,
+            old,
+            file_len,
+        });
+    Ok(())
+}
+
+/// Before `path` is synced: fails if asked to, else what was written to it is durable.
+pub(crate) fn before_sync(path: &Path) -> io::Result<()> {
+    let Some(disk) = find(path) else {
+        return Ok(());
+    };
+    let mut s = disk.lock();
+    if let Some(errno) = s.fail_sync.take() {
+        s.fired += 1;
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    s.unsynced.remove(path);
+    Ok(())
+}
+
+/// After `path` was cut or grown to `len`: writes wholly past the new end are gone.
+pub(crate) fn after_set_len(path: &Path, len: u64) {
+    let Some(disk) = find(path) else {
+        return;
+    };
+    let mut s = disk.lock();
+    if let Some(undos) = s.unsynced.get_mut(path) {
+        undos.retain(|u| u.pos < len);
+    }
+}
+
+impl Disk {
+    /// The directory this disk holds.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next write under this directory fails with `errno` (and writes nothing).
+    pub fn fail_next_write(&self, errno: i32) {
+        self.lock().fail_write = Some(errno);
+    }
+
+    /// The next sync under this directory fails with `errno`.
+    pub fn fail_next_sync(&self, errno: i32) {
+        self.lock().fail_sync = Some(errno);
+    }
+
+    /// Faults asked for and not yet fired are dropped.
+    pub fn clear_faults(&self) {
+        let mut s = self.lock();
+        s.fail_write = None;
+        s.fail_sync = None;
+    }
+
+    /// How many faults fired.
+    pub fn fired(&self) -> u64 {
+        self.lock().fired
+    }
+
+    /// Writes not yet synced, over every file.
+    pub fn unsynced_writes(&self) -> usize {
+        self.lock().unsynced.values().map(Vec::len).sum()
+    }
+
+    /// Loses what was written since each file's last sync, as a power loss would. For each
+    /// file (in path order), `choose(n)` picks a number below `n`: with `k` unsynced
+    /// writes, the first `choose(k + 1)` are kept; of the next, the first
+    /// `choose(len / SECTOR_BYTES + 1)` sectors are kept (a torn write); the rest are
+    /// undone, newest first, and the file cut back to its length before them. Call it
+    /// when nothing writes the files (the node crashed).
+    pub fn lose_unsynced(&self, mut choose: impl FnMut(u64) -> u64) -> io::Result<Lost> {
+        let unsynced = std::mem::take(&mut self.lock().unsynced);
+        let mut lost = Lost::default();
+        for (path, undos) in unsynced {
+            let keep = choose(undos.len() as u64 + 1) as usize;
+            if keep >= undos.len() {
+                continue;
+            }
+            let file = match OpenOptions::new().write(true).open(&path) {
+                Ok(f) => f,
+                // Removed since (a purged segment): nothing to lose.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let first = &undos[keep];
+            let torn_sectors = choose(first.len / SECTOR_BYTES as u64 + 1);
+            let torn_bytes = (torn_sectors * SECTOR_BYTES as u64).min(first.len);
+            for (i, u) in undos.iter().enumerate().skip(keep).rev() {
+                // The torn write keeps its first sectors: only what follows them reverts.
+                let from = if i == keep { torn_bytes } else { 0 };
+                if (from as usize) < u.old.len() {
+                    file.write_all_at(&u.old[from as usize..], u.pos + from)?;
+                }
+            }
+            let cut = first.file_len.max(first.pos + torn_bytes);
+            if file.metadata()?.len() > cut {
+                file.set_len(cut)?;
+            }
+            lost.files += 1;
+            lost.writes += undos.len() - keep;
+            if torn_bytes > 0 {
+                lost.torn += 1;
+            }
+        }
+        Ok(lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, pos: u64, bytes: &[u8]) {
+        before_write(path, pos, bytes.len()).unwrap();
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap();
+        f.write_all_at(bytes, pos).unwrap();
+    }
+
+    #[test]
+    fn synced_writes_stay_and_unsynced_ones_go_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = attach(dir.path());
+        let a = dir.path().join("a");
+        write(&a, 0, &[1; 1024]);
+        before_sync(&a).unwrap();
+        write(&a, 1024, &[2; 1024]);
+        write(&a, 512, &[3; 1024]);
+        assert_eq!(disk.unsynced_writes(), 2);
+        // Keep none of the two; the first lost is not torn.
+        let mut picks = [0u64, 0].into_iter();
+        let lost = disk.lose_unsynced(|_| picks.next().unwrap()).unwrap();
+        assert_eq!(
+            lost,
+            Lost {
+                files: 1,
+                writes: 2,
+                torn: 0
+            }
+        );
+        assert_eq!(std::fs::read(&a).unwrap(), vec![1; 1024]);
+        detach(dir.path());
+    }
+
+    #[test]
+    fn a_torn_write_keeps_whole_sectors_of_the_new_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = attach(dir.path());
+        let a = dir.path().join("a");
+        std::fs::write(&a, vec![9; 4096]).unwrap();
+        write(&a, 0, &[5; 2048]);
+        write(&a, 2048, &[6; 1024]);
+        // Keep the first write, tear the second after one sector.
+        let mut picks = [1u64, 1].into_iter();
+        let lost = disk.lose_unsynced(|_| picks.next().unwrap()).unwrap();
+        assert_eq!(lost.torn, 1);
+        let back = std::fs::read(&a).unwrap();
+        assert_eq!(back.len(), 4096);
+        assert!(back[..2048].iter().all(|b| *b == 5));
+        assert!(back[2048..2560].iter().all(|b| *b == 6));
+        assert!(back[2560..].iter().all(|b| *b == 9));
+        detach(dir.path());
+    }
+
+    #[test]
+    fn asked_faults_fire_once_and_only_under_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let disk = attach(dir.path());
+        disk.fail_next_sync(libc::EIO);
+        assert!(before_sync(&other.path().join("x")).is_ok());
+        let e = before_sync(&dir.path().join("x")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        assert!(before_sync(&dir.path().join("x")).is_ok());
+        disk.fail_next_write(libc::ENOSPC);
+        let e = before_write(&dir.path().join("y"), 0, 10).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(disk.fired(), 2);
+        // A file grown by an unsynced write is cut back to its length before it.
+        let y = dir.path().join("y");
+        write(&y, 0, &[7; 100]);
+        let lost = disk.lose_unsynced(|_| 0).unwrap();
+        assert_eq!(lost.writes, 1);
+        assert_eq!(std::fs::metadata(&y).unwrap().len(), 0);
+        detach(dir.path());
+    }
+}
