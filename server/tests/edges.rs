@@ -157,7 +157,9 @@ async fn a_node_whose_disk_fails_a_sync_stops_and_restarts_with_what_it_acknowle
         acked.push(id);
     }
     let disk = cathedral_storage::disk_faults::attach(&data);
-    disk.fail_next_sync(libc::EIO);
+    // A segment's fdatasync: the one that acknowledges the next write (the
+    // acknowledgment file's own sync, on a thread of its own, is tried in ClusterSim).
+    disk.fail_next_sync_of("seg", libc::EIO);
     let refused = submit(&grpc, "during", Duration::from_secs(5)).await;
     assert!(
         refused.is_err(),

@@ -357,6 +357,58 @@ impl Hosts {
 }
 
 impl Hosts {
+    /// Node `n` is restarted as after a crash, its disk having lost what was not synced;
+    /// a disk fault asked for and not fired is dropped. A node whose fault fired must have
+    /// stopped itself (fail-stop), and only such a node may have.
+    fn recover(&self, sim: &mut turmoil::Sim<'_>, n: usize, dice: &mut Dice, report: &mut Report) {
+        let disk = self.disks.borrow()[&n].clone();
+        let fired = disk.fired() > report.disk_faults_fired.get(&n).copied().unwrap_or(0);
+        disk.clear_faults();
+        let stopped = self.stopped.borrow_mut().remove(&n);
+        // A failure the log's own thread met (the acknowledgment file's sync) stops
+        // the log at once and the node within `LOG_FAILURE_CHECK`: a stopped log
+        // is a fail-stop on its way.
+        let log_stopped = self
+            .nodes
+            .borrow()
+            .get(&host_name(n))
+            .and_then(Weak::upgrade)
+            .and_then(|node| node.log_failure())
+            .is_some();
+        match (fired, &stopped) {
+            (true, None) if !log_stopped => report.violations.push(format!(
+                "{}: its disk failed a write or sync and it went on (no fail-stop)",
+                host_name(n)
+            )),
+            (true, _) => {
+                if let Some(cause) = &stopped {
+                    report.faults.push(format!(
+                        "{:.3}s {} had stopped: {cause}",
+                        sim.elapsed().as_secs_f64(),
+                        host_name(n)
+                    ));
+                }
+            }
+            (false, Some(cause)) => report.violations.push(format!(
+                "{} stopped itself though its disk fault never fired: {cause}",
+                host_name(n)
+            )),
+            (false, None) => {}
+        }
+        if fired {
+            report.fail_stops += 1;
+        }
+        report.disk_faults_fired.insert(n, disk.fired());
+        // A host whose node stopped itself has no software running: crash() then
+        // does nothing, and its runtime (no longer ticked, holding the stopped
+        // log) is dropped by the bounce below — after the disk lost what it lost,
+        // which is safe because a stopped log writes nothing more.
+        sim.crash(host_name(n).as_str());
+        self.nodes.borrow_mut().remove(&host_name(n));
+        self.lose_unsynced(n, dice, report);
+        sim.bounce(host_name(n).as_str());
+    }
+
     /// Node `n`'s disk loses what was not synced (it just crashed); what it lost goes in
     /// the report.
     fn lose_unsynced(&self, n: usize, dice: &mut Dice, report: &mut Report) {
@@ -436,6 +488,7 @@ enum Event {
 }
 
 impl Event {
+    /// Carries out the event. Long only by count: one short arm per kind of fault.
     fn apply(
         &self,
         sim: &mut turmoil::Sim<'_>,
@@ -512,7 +565,17 @@ impl Event {
                 run.nodes.borrow_mut().remove(&host_name(*n));
                 run.lose_unsynced(*n, dice, report);
             }
-            Event::Restart(n) => sim.bounce(host_name(*n).as_str()),
+            Event::Restart(n) => {
+                // Only a crashed node is restarted here; one that stopped itself with no
+                // disk fault asked for met a failure of its own.
+                if let Some(cause) = run.stopped.borrow_mut().remove(n) {
+                    report.violations.push(format!(
+                        "{} stopped itself with no disk fault: {cause}",
+                        host_name(*n)
+                    ));
+                }
+                sim.bounce(host_name(*n).as_str())
+            }
             Event::DiskFault { node, sync } => {
                 let disk = run.disks.borrow()[node].clone();
                 if *sync {
@@ -521,32 +584,7 @@ impl Event {
                     disk.fail_next_write(libc::EIO);
                 }
             }
-            Event::Recover(n) => {
-                let disk = run.disks.borrow()[n].clone();
-                let fired = disk.fired() > report.disk_faults_fired.get(n).copied().unwrap_or(0);
-                disk.clear_faults();
-                let stopped = run.stopped.borrow_mut().remove(n);
-                match (fired, &stopped) {
-                    (true, None) => report.violations.push(format!(
-                        "{}: its disk failed a write or sync and it went on (no fail-stop)",
-                        host_name(*n)
-                    )),
-                    (_, Some(cause)) => report.faults.push(format!(
-                        "{:.3}s {} had stopped: {cause}",
-                        sim.elapsed().as_secs_f64(),
-                        host_name(*n)
-                    )),
-                    (false, None) => {}
-                }
-                if fired {
-                    report.fail_stops += 1;
-                }
-                report.disk_faults_fired.insert(*n, disk.fired());
-                sim.crash(host_name(*n).as_str());
-                run.nodes.borrow_mut().remove(&host_name(*n));
-                run.lose_unsynced(*n, dice, report);
-                sim.bounce(host_name(*n).as_str());
-            }
+            Event::Recover(n) => run.recover(sim, *n, dice, report),
             Event::Heal => {
                 for a in &hosts {
                     for b in &hosts {
@@ -885,6 +923,8 @@ fn run_here(plan: &Plan) -> Report {
             ));
             sim.crash(host_name(n).as_str());
             nodes.borrow_mut().remove(&host_name(n));
+            // Gone for good: a fail-stop it met on its way out needs no restart.
+            hosts.stopped.borrow_mut().remove(&n);
         }
         if steps.is_multiple_of(10) {
             for node in nodes.borrow().values().filter_map(Weak::upgrade) {
@@ -937,6 +977,12 @@ fn run_here(plan: &Plan) -> Report {
     // one committed history — is what the log, state, checkpoint and replay checks check.
     report.shared_terms = leaders.values().filter(|ids| ids.len() > 1).count();
     report.acked = acked.borrow().clone();
+    for (n, cause) in hosts.stopped.borrow().iter() {
+        report.violations.push(format!(
+            "{} stopped itself and was never restarted: {cause}",
+            host_name(*n)
+        ));
+    }
     check(&nodes, &mut report);
     for disk in hosts.disks.borrow().values() {
         disk_faults::detach(disk.dir());
@@ -1081,7 +1127,18 @@ fn check(nodes: &Nodes, report: &mut Report) {
         .iter()
         .filter_map(|(k, w)| Some((k.clone(), w.upgrade()?)))
         .collect();
-    for (name, node) in &live {
+    check_states(&live, report);
+    check_streams(&live, report);
+    check_replays(&live, report);
+    check_checkpoints(&live, report);
+    check_logs(&live, report);
+}
+
+/// Each node's state: every acknowledged job in it, no submission or cron fire applied
+/// twice, none succeeded twice, none ran before its dependencies succeeded; records each
+/// node's applied index and state hash.
+fn check_states(live: &[(String, Arc<Node>)], report: &mut Report) {
+    for (name, node) in live {
         let a = node.state().read();
         // Every submission the client made (by its name) is one job: a retry under the
         // same request id that made a second job is a write applied twice.
@@ -1153,10 +1210,14 @@ fn check(nodes: &Nodes, report: &mut Report) {
             }
         }
     }
+}
+
+/// The nodes' event streams (see the comment inside).
+fn check_streams(live: &[(String, Arc<Node>)], report: &mut Report) {
     // Every node's event stream is the same (each follows from the entries it applied),
     // and in it no job was assigned before each of its dependencies had succeeded.
     let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, node) in &live {
+    for (name, node) in live {
         let Ok(events) = node.events.read(node.events.earliest(), usize::MAX) else {
             continue;
         };
@@ -1224,9 +1285,13 @@ fn check(nodes: &Nodes, report: &mut Report) {
         ));
     }
     report.streams = streams.len();
+}
+
+/// Offline replays of each node's directory.
+fn check_replays(live: &[(String, Arc<Node>)], report: &mut Report) {
     // Each node's state is what an offline replay of its own data directory rebuilds
     // (`cathedral-log replay`, the same apply the servers run).
-    for (name, node) in &live {
+    for (name, node) in live {
         let (applied, hash) = report.states[name];
         let options = cathedral_consensus::replay::ReplayOptions {
             to: Some(applied),
@@ -1252,9 +1317,13 @@ fn check(nodes: &Nodes, report: &mut Report) {
             }
         }
     }
+}
+
+/// Checkpoint hashes, divergences and the final states.
+fn check_checkpoints(live: &[(String, Arc<Node>)], report: &mut Report) {
     // Every checkpoint two nodes both hold has one hash, and no node saw a divergence.
     let mut at: BTreeMap<u64, BTreeSet<[u8; 32]>> = BTreeMap::new();
-    for (name, node) in &live {
+    for (name, node) in live {
         let a = node.state().read();
         for (i, h) in a.state.checkpoints() {
             at.entry(*i).or_default().insert(*h);
@@ -1286,10 +1355,14 @@ fn check(nodes: &Nodes, report: &mut Report) {
                 .collect::<Vec<_>>()
         ));
     }
+}
+
+/// The nodes' logs.
+fn check_logs(live: &[(String, Arc<Node>)], report: &mut Report) {
     // The logs, up to the lowest applied index, hold the same entries.
     let lowest = report.states.values().map(|(i, _)| *i).min().unwrap_or(0);
     let mut hashes = BTreeSet::new();
-    for (_, node) in &live {
+    for (_, node) in live {
         let mut h = blake3::Hasher::new();
         let mut from = 1;
         while from <= lowest {

@@ -1,8 +1,9 @@
 //! A disk that fails and forgets, for whole-cluster simulation (feature `disk-faults`).
 //!
 //! ClusterSim runs the real engine on real files. A [`Disk`] attached to a directory sees
-//! every write, length change and sync the engine makes under it — `fsutil` is the engine's
-//! one door to the file system — and can:
+//! every write, length change, removal, rename and sync the engine makes to its log under
+//! it (segments, the spare segment and the acknowledgment file, all through `fsutil`) and
+//! can:
 //!
 //! - fail the next write or sync with an errno. The engine must then stop (fail-stop):
 //!   after a failed fsync the kernel may have dropped the dirty pages, so no retry can know
@@ -10,6 +11,10 @@
 //! - forget what was written since each file's last sync, as a machine that lost power
 //!   would ([`Disk::lose_unsynced`]): the bytes a suffix of those writes replaced are put
 //!   back, the first of them torn at a sector boundary.
+//!
+//! What it does not see: files replaced whole (`replace_atomically`: metadata, identity,
+//! tags), snapshots and the server's own files. Each is synced before anything relies on
+//! it, so none is lost by a crash here, and none of their writes can be failed.
 //!
 //! Not turmoil's simulated file system (`unstable-fs`): it stands in for `std::fs` calls,
 //! and the engine writes with `pwritev`, preallocates with `fallocate` and reads through
@@ -43,22 +48,45 @@ pub struct Disk {
 
 #[derive(Debug, Default)]
 struct State {
-    fail_write: Option<i32>,
-    fail_sync: Option<i32>,
+    fail_write: Option<Fault>,
+    fail_sync: Option<Fault>,
     /// Per file, the writes since its last sync, oldest first, with what they replaced.
     unsynced: BTreeMap<PathBuf, Vec<Undo>>,
     /// Faults that fired.
     fired: u64,
+    /// The id of the next write recorded.
+    next_write: u64,
+}
+
+/// A fault asked for: the errno, and the extension of the files it may hit (any file
+/// when `None`).
+#[derive(Debug, Clone)]
+struct Fault {
+    errno: i32,
+    extension: Option<String>,
+}
+
+impl Fault {
+    /// Whether the fault hits `path`.
+    fn hits(&self, path: &Path) -> bool {
+        self.extension
+            .as_deref()
+            .is_none_or(|e| path.extension().is_some_and(|x| x == e))
+    }
 }
 
 /// One write not yet synced: where, how long, the bytes it replaced and the file's length
 /// before it.
 #[derive(Debug)]
 struct Undo {
+    id: u64,
     pos: u64,
     len: u64,
     old: Vec<u8>,
     file_len: u64,
+    /// The write returned: a sync from then on covers it. One still in flight when a
+    /// sync starts is not covered by it.
+    done: bool,
 }
 
 /// What [`Disk::lose_unsynced`] undid.
@@ -106,15 +134,16 @@ fn find(path: &Path) -> Option<Arc<Disk>> {
 }
 
 /// Before `len` bytes are written at `pos` of `path`: fails if asked to, else remembers
-/// what the write replaces.
-pub(crate) fn before_write(path: &Path, pos: u64, len: usize) -> io::Result<()> {
+/// what the write replaces; returns the write's id for [`after_write`].
+pub(crate) fn before_write(path: &Path, pos: u64, len: usize) -> io::Result<Option<u64>> {
     let Some(disk) = find(path) else {
-        return Ok(());
+        return Ok(None);
     };
     let mut s = disk.lock();
-    if let Some(errno) = s.fail_write.take() {
+    if s.fail_write.as_ref().is_some_and(|f| f.hits(path)) {
+        let f = s.fail_write.take().expect("a fault");
         s.fired += 1;
-        return Err(io::Error::from_raw_os_error(errno));
+        return Err(io::Error::from_raw_os_error(f.errno));
     }
     let file_len = std::fs::metadata(path).map_or(0, |m| m.len());
     let end = (pos + len as u64).min(file_len);
@@ -122,29 +151,55 @@ pub(crate) fn before_write(path: &Path, pos: u64, len: usize) -> io::Result<()> 
     if !old.is_empty() {
         File::open(path)?.read_exact_at(&mut old, pos)?;
     }
+    let id = s.next_write;
+    s.next_write += 1;
     s.unsynced
         .entry(path.to_path_buf())
         .or_default()
         .push(Undo {
+            id,
             pos,
             len: len as u64,
             old,
             file_len,
+            done: false,
         });
-    Ok(())
+    Ok(Some(id))
 }
 
-/// Before `path` is synced: fails if asked to, else what was written to it is durable.
+/// After write `id` to `path` returned (whether or not it wrote everything).
+pub(crate) fn after_write(path: &Path, id: Option<u64>) {
+    let (Some(id), Some(disk)) = (id, find(path)) else {
+        return;
+    };
+    let mut s = disk.lock();
+    if let Some(u) = s
+        .unsynced
+        .get_mut(path)
+        .and_then(|undos| undos.iter_mut().find(|u| u.id == id))
+    {
+        u.done = true;
+    }
+}
+
+/// Before `path` is synced: fails if asked to, else what was written to it (the writes
+/// that returned) is durable.
 pub(crate) fn before_sync(path: &Path) -> io::Result<()> {
     let Some(disk) = find(path) else {
         return Ok(());
     };
     let mut s = disk.lock();
-    if let Some(errno) = s.fail_sync.take() {
+    if s.fail_sync.as_ref().is_some_and(|f| f.hits(path)) {
+        let f = s.fail_sync.take().expect("a fault");
         s.fired += 1;
-        return Err(io::Error::from_raw_os_error(errno));
+        return Err(io::Error::from_raw_os_error(f.errno));
     }
-    s.unsynced.remove(path);
+    if let Some(undos) = s.unsynced.get_mut(path) {
+        undos.retain(|u| !u.done);
+        if undos.is_empty() {
+            s.unsynced.remove(path);
+        }
+    }
     Ok(())
 }
 
@@ -156,6 +211,26 @@ pub(crate) fn after_set_len(path: &Path, len: u64) {
     let mut s = disk.lock();
     if let Some(undos) = s.unsynced.get_mut(path) {
         undos.retain(|u| u.pos < len);
+    }
+}
+
+/// After `path` was removed, or created anew over an old file: what was written to the
+/// old file concerns nobody.
+pub(crate) fn forget(path: &Path) {
+    if let Some(disk) = find(path) {
+        disk.lock().unsynced.remove(path);
+    }
+}
+
+/// After `from` was renamed to `to`: its unsynced writes go with it.
+pub(crate) fn after_rename(from: &Path, to: &Path) {
+    let Some(disk) = find(from) else {
+        return;
+    };
+    let mut s = disk.lock();
+    s.unsynced.remove(to);
+    if let Some(undos) = s.unsynced.remove(from) {
+        s.unsynced.insert(to.to_path_buf(), undos);
     }
 }
 
@@ -171,12 +246,27 @@ impl Disk {
 
     /// The next write under this directory fails with `errno` (and writes nothing).
     pub fn fail_next_write(&self, errno: i32) {
-        self.lock().fail_write = Some(errno);
+        self.lock().fail_write = Some(Fault {
+            errno,
+            extension: None,
+        });
     }
 
     /// The next sync under this directory fails with `errno`.
     pub fn fail_next_sync(&self, errno: i32) {
-        self.lock().fail_sync = Some(errno);
+        self.lock().fail_sync = Some(Fault {
+            errno,
+            extension: None,
+        });
+    }
+
+    /// The next sync of a file named `*.extension` under this directory (`seg`: a log
+    /// segment) fails with `errno`.
+    pub fn fail_next_sync_of(&self, extension: &str, errno: i32) {
+        self.lock().fail_sync = Some(Fault {
+            errno,
+            extension: Some(extension.to_string()),
+        });
     }
 
     /// Faults asked for and not yet fired are dropped.
@@ -198,10 +288,11 @@ impl Disk {
 
     /// Loses what was written since each file's last sync, as a power loss would. For each
     /// file (in path order), `choose(n)` picks a number below `n`: with `k` unsynced
-    /// writes, the first `choose(k + 1)` are kept; of the next, the first
-    /// `choose(len / SECTOR_BYTES + 1)` sectors are kept (a torn write); the rest are
-    /// undone, newest first, and the file cut back to its length before them. Call it
-    /// when nothing writes the files (the node crashed).
+    /// writes, the first `choose(k + 1)` are kept; of the next, the whole sectors of the
+    /// file it wrote up to the `choose(sectors + 1)`-th boundary are kept (a torn write;
+    /// sectors are [`SECTOR_BYTES`] from the file's start); the rest are undone, newest
+    /// first, and the file cut back to its length before them. Call it when nothing
+    /// writes the files (the node crashed).
     pub fn lose_unsynced(&self, mut choose: impl FnMut(u64) -> u64) -> io::Result<Lost> {
         let unsynced = std::mem::take(&mut self.lock().unsynced);
         let mut lost = Lost::default();
@@ -217,8 +308,19 @@ impl Disk {
                 Err(e) => return Err(e),
             };
             let first = &undos[keep];
-            let torn_sectors = choose(first.len / SECTOR_BYTES as u64 + 1);
-            let torn_bytes = (torn_sectors * SECTOR_BYTES as u64).min(first.len);
+            // The sector boundaries inside the first lost write, by the file's sectors.
+            let sector = SECTOR_BYTES as u64;
+            let end = first.pos + first.len;
+            let first_boundary = first.pos.div_ceil(sector) * sector;
+            let boundaries = if first_boundary > end {
+                0
+            } else {
+                (end - first_boundary) / sector + 1
+            };
+            let torn_bytes = match choose(boundaries + 1) {
+                0 => 0,
+                b => (first_boundary + (b - 1) * sector).min(end) - first.pos,
+            };
             for (i, u) in undos.iter().enumerate().skip(keep).rev() {
                 // The torn write keeps its first sectors: only what follows them reverts.
                 let from = if i == keep { torn_bytes } else { 0 };
@@ -232,7 +334,7 @@ impl Disk {
             }
             lost.files += 1;
             lost.writes += undos.len() - keep;
-            if torn_bytes > 0 {
+            if torn_bytes > 0 && torn_bytes < first.len {
                 lost.torn += 1;
             }
         }
@@ -245,7 +347,7 @@ mod tests {
     use super::*;
 
     fn write(path: &Path, pos: u64, bytes: &[u8]) {
-        before_write(path, pos, bytes.len()).unwrap();
+        let id = before_write(path, pos, bytes.len()).unwrap();
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -253,6 +355,7 @@ mod tests {
             .open(path)
             .unwrap();
         f.write_all_at(bytes, pos).unwrap();
+        after_write(path, id);
     }
 
     #[test]
@@ -287,15 +390,17 @@ mod tests {
         let a = dir.path().join("a");
         std::fs::write(&a, vec![9; 4096]).unwrap();
         write(&a, 0, &[5; 2048]);
-        write(&a, 2048, &[6; 1024]);
-        // Keep the first write, tear the second after one sector.
+        // Unaligned: from byte 2100 to 3124, crossing the boundaries at 2560 and 3072.
+        write(&a, 2100, &[6; 1024]);
+        // Keep the first write; tear the second at its first boundary (2560).
         let mut picks = [1u64, 1].into_iter();
         let lost = disk.lose_unsynced(|_| picks.next().unwrap()).unwrap();
         assert_eq!(lost.torn, 1);
         let back = std::fs::read(&a).unwrap();
         assert_eq!(back.len(), 4096);
         assert!(back[..2048].iter().all(|b| *b == 5));
-        assert!(back[2048..2560].iter().all(|b| *b == 6));
+        assert!(back[2048..2100].iter().all(|b| *b == 9));
+        assert!(back[2100..2560].iter().all(|b| *b == 6));
         assert!(back[2560..].iter().all(|b| *b == 9));
         detach(dir.path());
     }
@@ -320,6 +425,29 @@ mod tests {
         let lost = disk.lose_unsynced(|_| 0).unwrap();
         assert_eq!(lost.writes, 1);
         assert_eq!(std::fs::metadata(&y).unwrap().len(), 0);
+        // A fault for segments only passes other files by.
+        disk.fail_next_sync_of("seg", libc::EIO);
+        assert!(before_sync(&dir.path().join("acked")).is_ok());
+        assert!(before_sync(&dir.path().join("1.seg")).is_err());
+        detach(dir.path());
+    }
+
+    #[test]
+    fn a_write_still_in_flight_is_not_covered_by_a_sync_and_follows_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = attach(dir.path());
+        let a = dir.path().join("a.tmp");
+        write(&a, 0, &[1; 512]);
+        // Recorded, not yet returned, when another thread syncs the file.
+        let in_flight = before_write(&a, 512, 512).unwrap();
+        before_sync(&a).unwrap();
+        assert_eq!(disk.unsynced_writes(), 1);
+        after_write(&a, in_flight);
+        let b = dir.path().join("a.seg");
+        after_rename(&a, &b);
+        assert_eq!(disk.lock().unsynced.keys().collect::<Vec<_>>(), vec![&b]);
+        forget(&b);
+        assert_eq!(disk.unsynced_writes(), 0);
         detach(dir.path());
     }
 }

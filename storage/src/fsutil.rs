@@ -56,8 +56,16 @@ pub(crate) fn write_all_vectored_at(
         Err(Error::io("write", path, injected(libc::EIO)))
     });
     #[cfg(feature = "disk-faults")]
-    crate::disk_faults::before_write(path, pos, slices.iter().map(|s| s.len()).sum())
+    let id = crate::disk_faults::before_write(path, pos, slices.iter().map(|s| s.len()).sum())
         .map_err(|e| Error::io("write", path, e))?;
+    let written = pwritev_all(file, slices, pos, path);
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::after_write(path, id);
+    written
+}
+
+/// `pwritev` until all of `slices` is written.
+fn pwritev_all(file: &File, slices: &[&[u8]], pos: u64, path: &Path) -> Result<()> {
     const IOV_MAX: usize = 1024;
     let mut at = pos;
     for group in slices.chunks(IOV_MAX) {
@@ -152,6 +160,8 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
 }
 
 pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::forget(path);
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -160,7 +170,10 @@ pub(crate) fn remove_file(path: &Path) -> Result<()> {
 }
 
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| Error::io("rename", from, e))
+    fs::rename(from, to).map_err(|e| Error::io("rename", from, e))?;
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::after_rename(from, to);
+    Ok(())
 }
 
 pub(crate) fn set_len(file: &File, len: u64, path: &Path) -> Result<()> {

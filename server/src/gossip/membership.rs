@@ -122,6 +122,9 @@ impl Membership {
     /// chitchat keeps contacting every round) and the monitor.
     /// `given`: what the node was given beside its settings (a simulation's transport and
     /// clock; by default UDP on the host and the wall clock).
+    ///
+    /// Long on purpose: chitchat's configuration, the transport chosen and the tasks
+    /// started are read in one place, in the order they start.
     pub async fn start(
         settings: GossipSettings,
         published: Published,

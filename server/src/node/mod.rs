@@ -52,6 +52,9 @@ pub const JOIN_TIMEOUT_MS: u64 = 120_000;
 /// Longest pause before a write that found no leader is tried again (it is tried at once
 /// when a new leader becomes known).
 const NOT_LEADER_RETRY_MS: u64 = 50;
+/// How often [`Node::failed`] looks at the log for a failure its threads met.
+pub const LOG_FAILURE_CHECK: Duration = Duration::from_secs(1);
+
 /// How long shutdown waits for the node's own tasks (writes on their way) before it stops
 /// Raft under them.
 pub const SHUTDOWN_TASKS_WAIT: Duration = Duration::from_secs(5);
@@ -166,6 +169,9 @@ use write::*;
 impl Node {
     /// Opens the data directory (locking it), the log, snapshots and identity, and starts
     /// Raft. Does not initialise or join a cluster: see [`bootstrap`](Self::bootstrap).
+    ///
+    /// Long on purpose: the node's composition, each part opened after what it needs
+    /// (directory, security, log, snapshots, state, Raft) — the order is the point.
     pub async fn open(config: Config, edges: crate::edges::Edges) -> Result<Arc<Node>> {
         let data = DataDir::create(&config.data_dir)?;
         let security = Security::load(config.tls.as_ref(), &config.gossip.cluster_keys)?;
@@ -524,23 +530,46 @@ impl Node {
         });
     }
 
-    /// Resolves once Raft has stopped on a fatal error, with the error: the log's disk
-    /// failed a write or a sync, so the engine stopped (fail-stop — after a failed fsync
-    /// nothing can tell what reached the disk) and Raft with it. The node cannot go on;
-    /// its process exits and a restart recovers from what is on disk. Never resolves for
-    /// a stop the node asked for ([`shutdown`](Self::shutdown)).
+    /// Resolves once the node cannot go on, with the cause: its log failed a write or a
+    /// sync, so the engine stopped (fail-stop — after a failed fsync nothing can tell what
+    /// reached the disk) and Raft with it at its next log operation; or Raft's core
+    /// stopped on a fatal error of its own (a panic included). The node's process exits
+    /// and a restart recovers from what is on disk. Never resolves for a stop the node
+    /// asked for ([`shutdown`](Self::shutdown)): that publishes `Fatal::Stopped` first.
     pub async fn failed(&self) -> String {
+        use openraft::error::Fatal;
         let mut metrics = self.raft.metrics();
         loop {
-            if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                if !matches!(fatal, openraft::error::Fatal::Stopped) {
-                    return fatal.to_string();
-                }
+            match &metrics.borrow_and_update().running_state {
+                Err(Fatal::Stopped) => return std::future::pending().await,
+                Err(fatal) => return fatal.to_string(),
+                Ok(()) => {}
             }
-            if metrics.changed().await.is_err() {
-                return std::future::pending().await;
+            // A failure the log's own threads met reaches Raft only at its next write;
+            // an idle node would otherwise go on with a log that refuses everything.
+            if let Some(cause) = self.log_failure() {
+                return format!("the log stopped: {cause}");
+            }
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        // Ended with no fatal error published: the core panicked.
+                        return match &metrics.borrow().running_state {
+                            Err(Fatal::Stopped) => std::future::pending().await,
+                            Err(fatal) => fatal.to_string(),
+                            Ok(()) => "Raft's core stopped unexpectedly (it panicked; see the log above)".into(),
+                        };
+                    }
+                }
+                () = tokio::time::sleep(LOG_FAILURE_CHECK) => {}
             }
         }
+    }
+
+    /// The fatal error this node's log stopped on, if it did.
+    pub fn log_failure(&self) -> Option<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.as_ref()?.failure().map(|e| e.to_string())
     }
 
     /// Ends the tasks spawned until stop (streams end, so the gRPC server can finish);

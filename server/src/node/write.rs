@@ -288,10 +288,11 @@ pub(super) fn raft_write_error(
     }
 }
 
-/// The answer to a write on a node whose Raft stopped on a fatal error (its log failed):
-/// the node is stopping; another node can take the write.
+/// The answer to a write on a node whose Raft stopped (its log failed, or the node is
+/// shutting down): another node can take the write.
 fn raft_stopped() -> ServerError {
     ServerError::Unavailable(
-        "this node stopped: its log failed (see its log); send the request to another node".into(),
+        "this node's Raft has stopped (its log failed, or it is shutting down); send the request to another node"
+            .into(),
     )
 }

@@ -514,6 +514,13 @@ impl Log {
         &self.inner.report
     }
 
+    /// The fatal error the log stopped on, if it did: every later call fails with it
+    /// (fail-stop). A failure the background threads met (a sync of the acknowledgment
+    /// file) shows here before any caller hears of it.
+    pub fn failure(&self) -> Option<Arc<Error>> {
+        self.inner.failed.get().cloned()
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

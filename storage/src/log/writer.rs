@@ -792,6 +792,8 @@ fn create_spare(path: &std::path::Path, len: u64, preallocate: bool) -> Result<F
         .truncate(true)
         .open(path)
         .map_err(|e| Error::io("create", path, e))?;
+    #[cfg(feature = "disk-faults")]
+    crate::disk_faults::forget(path);
     if preallocate {
         fsutil::preallocate(&file, len, path)?;
     }
