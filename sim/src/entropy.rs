@@ -23,7 +23,18 @@ pub fn seed_thread(seed: Option<u64>) {
 /// splitmix64: the next value from `state` (the run's own choices use it too).
 pub(crate) fn next(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
+    mix(*state)
+}
+
+/// [`next`] on a state shared between handles (the gossip link's loss).
+pub fn next_shared(state: &std::sync::atomic::AtomicU64) -> u64 {
+    const STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+    mix(state
+        .fetch_add(STEP, std::sync::atomic::Ordering::Relaxed)
+        .wrapping_add(STEP))
+}
+
+fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

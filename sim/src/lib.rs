@@ -9,7 +9,8 @@
 //! - **network**: gRPC (the public API and the peer calls) over turmoil's TCP, which
 //!   delays, loses (by partition), holds and reorders per the run's seed;
 //! - **gossip**: chitchat's in-process transport, cut where the run partitions the network
-//!   (turmoil has no hook to carry a datagram codec it does not know);
+//!   and losing [`GOSSIP_LOSS_PERMILLE`] datagrams in a thousand ([`lossy`]) (turmoil has
+//!   no hook to carry a datagram codec it does not know);
 //! - **clock**: turmoil's simulated time from a fixed epoch, skewed per node;
 //! - **randomness**: the thread's generator (`cathedral_consensus::rng`) seeded from the
 //!   run's seed — openraft's election timeouts, incarnations, ids;
@@ -46,6 +47,7 @@
 //! of one term may both win, the higher node superseding.)
 
 pub mod entropy;
+pub mod lossy;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,7 +99,8 @@ pub struct Plan {
     pub jobs: usize,
     /// Simulated time the run may take before it fails.
     pub limit: Duration,
-    /// Faults from the seed: partitions, crashes and restarts, clock skew.
+    /// Faults from the seed: partitions, crashes and restarts, clock skew, disk faults,
+    /// and gossip datagrams lost at [`GOSSIP_LOSS_PERMILLE`].
     pub faults: bool,
     /// How much simulated time each step runs every host for; messages arrive at step
     /// boundaries, so it is also the network's time resolution.
@@ -309,6 +312,8 @@ struct Hosts {
     root: PathBuf,
     nodes: Nodes,
     gossip: chitchat::transport::ChannelTransport,
+    /// The same, losing datagrams: what the nodes are given.
+    lossy: lossy::Lossy,
     /// Each node's disk (its data directory's faults), attached when it is added.
     disks: RefCell<BTreeMap<usize, Arc<Disk>>>,
     /// Nodes that stopped themselves (fail-stop after their disk failed), with the cause,
@@ -323,7 +328,7 @@ impl Hosts {
         let dir = self.root.join(host_name(i));
         self.disks.borrow_mut().insert(i, disk_faults::attach(&dir));
         let nodes = self.nodes.clone();
-        let gossip = self.gossip.clone();
+        let gossip = self.lossy.clone();
         let stopped = self.stopped.clone();
         sim.host(host_name(i), move || {
             let dir = dir.clone();
@@ -600,6 +605,11 @@ impl Event {
     }
 }
 
+/// Gossip datagrams lost, in a thousand, in a run with faults (every one of them drawn
+/// from the seed): peers' tags and liveness must still converge. (gRPC's loss is TCP's:
+/// delay, which the latency range models, or a cut connection, which partitions do.)
+pub const GOSSIP_LOSS_PERMILLE: u64 = 20;
+
 /// Most nodes a run may have.
 pub const MAX_NODES: usize = 7;
 
@@ -783,6 +793,11 @@ fn run_here(plan: &Plan) -> Report {
         root: root.path().to_path_buf(),
         nodes: nodes.clone(),
         gossip: gossip.clone(),
+        lossy: lossy::Lossy::new(
+            gossip.clone(),
+            if plan.faults { GOSSIP_LOSS_PERMILLE } else { 0 },
+            plan.seed ^ 0x1055,
+        ),
         disks: RefCell::default(),
         stopped: Rc::default(),
     };

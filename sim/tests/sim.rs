@@ -1,5 +1,6 @@
 //! ClusterSim runs: `CATHEDRAL_SIM_SEED=S` replays one seed with logs;
-//! `CATHEDRAL_SIM_RUNS=N` runs N seeds (default: a few, within the suite's budget).
+//! `CATHEDRAL_SIM_RUNS=N` runs N seeds (default: a few, within the suite's budget); the
+//! seeds that found bugs run in every suite.
 
 use cathedral_sim::{run, Plan};
 
@@ -97,5 +98,37 @@ fn a_seed_replays_bit_for_bit() {
         (a.log_hash, &a.states, &a.acked),
         (b.log_hash, &b.states, &b.acked),
         "seed {seed} ran differently the second time"
+    );
+}
+
+/// Seeds that found bugs, run by every suite, each still drawing what it found:
+/// - 15: a node whose log failed a sync resent its client's write for ever on Raft's ended
+///   metrics (a hot loop; here no simulated time passed and the run hung) — it must now
+///   stop itself and be restarted;
+/// - 56: a failed fsync left a write half on disk; the restart lost it, torn at a sector,
+///   and recovered.
+#[test]
+fn the_seeds_that_found_bugs_still_pass() {
+    let fail_stop = run(&Plan::new(15));
+    assert!(
+        fail_stop.violations.is_empty(),
+        "seed 15: {:#?}",
+        fail_stop.violations
+    );
+    assert!(
+        fail_stop.fail_stops >= 1,
+        "seed 15 no longer draws a fail-stop: pick another seed that does ({:?})",
+        fail_stop.faults
+    );
+    let torn = run(&Plan::new(56));
+    assert!(
+        torn.violations.is_empty(),
+        "seed 56: {:#?}",
+        torn.violations
+    );
+    assert!(
+        torn.torn_writes >= 1,
+        "seed 56 no longer tears a write: pick another seed that does ({:?})",
+        torn.faults
     );
 }
