@@ -126,16 +126,24 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         &json!({"set": {"name": "north"}}),
     );
     assert_eq!(tagged["tags"]["name"], "north", "{tagged}");
-    eventually(WAIT, "the name tag seen", || async {
-        get(s, "/v1/nodes")["nodes"]
-            .as_array()
-            .is_some_and(|all| {
-                all.iter()
-                    .any(|n| n["id"] == named_id.as_str() && n["tags"]["name"] == "north")
-            })
-            .then_some(())
+    let seen = tokio::time::timeout(WAIT, async {
+        while !get(s, "/v1/nodes")["nodes"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|n| n["id"] == named_id.as_str() && n["tags"]["name"] == "north")
+        }) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     })
     .await;
+    // What both nodes' gossip says (views, counters) when the tag does not arrive.
+    assert!(
+        seen.is_ok(),
+        "the name tag was not seen within {WAIT:?}\nthe node asked ({}): {}\nthe named node ({}): {}",
+        s.http,
+        get(s, "/v1/nodes"),
+        named.http,
+        get(named, "/v1/nodes")
+    );
     let sleeper = post(
         s,
         "/v1/jobs",

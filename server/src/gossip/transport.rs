@@ -301,6 +301,13 @@ impl Socket for AuthenticatedSocket {
                 tracing::debug!(from = %from, len, "gossip datagram without a valid MAC dropped");
                 continue;
             };
+            // A datagram whose decoding outlasted DECODE_WAIT (a starved host) may still
+            // come out of `inner`: it belongs to nobody now. Left there, it would come out
+            // for this datagram's sender, and every later one for the one before it.
+            while let Some(late) = futures_util::FutureExt::now_or_never(self.inner.recv()) {
+                late?;
+                add(&self.counters.malformed, 1);
+            }
             self.pending = Some(from);
             self.tap.send_to(body, self.inner_addr).await?;
         }
