@@ -8,6 +8,7 @@ use cathedral_api::v1::acl_service_client::AclServiceClient;
 use cathedral_api::v1::cluster_service_client::ClusterServiceClient;
 use cathedral_api::v1::cron_service_client::CronServiceClient;
 use cathedral_api::v1::job_service_client::JobServiceClient;
+use cathedral_api::v1::namespace_service_client::NamespaceServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -104,6 +105,8 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 4;
     /// No valid token (unauthenticated), or the token's policy does not allow the call.
     pub const DENIED: u8 = 5;
+    /// The namespace is at a quota (pending jobs, submit rate): nothing was accepted.
+    pub const QUOTA: u8 = 6;
 }
 
 /// A failure to report: one line, one exit code.
@@ -148,6 +151,7 @@ impl From<tonic::Status> for CliError {
             Code::NotFound => exit::NOT_FOUND,
             Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
             Code::Unauthenticated | Code::PermissionDenied => exit::DENIED,
+            Code::ResourceExhausted => exit::QUOTA,
             _ => exit::FAILED,
         };
         let msg = if s.message().is_empty() {
@@ -196,6 +200,7 @@ pub struct Client {
     servers: Vec<String>,
     credentials: Credentials,
     write_retry: Duration,
+    namespace: String,
 }
 
 impl Client {
@@ -206,7 +211,20 @@ impl Client {
             servers,
             credentials,
             write_retry: Duration::ZERO,
+            namespace: String::new(),
         }
+    }
+
+    /// Acts in namespace `ns` (empty: the server's default; `*`: every namespace, for
+    /// reads).
+    pub fn with_namespace(mut self, ns: String) -> Client {
+        self.namespace = ns;
+        self
+    }
+
+    /// The namespace requests name (see [`with_namespace`](Self::with_namespace)).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Tries a write whose outcome is unknown again until `retry_for` has passed.
@@ -328,6 +346,11 @@ impl Client {
         Ok(AclServiceClient::new(self.connect_any().await?))
     }
 
+    /// `NamespaceService` at the first server that accepts a connection.
+    pub async fn namespaces(&self) -> Result<NamespaceServiceClient<Conn>, CliError> {
+        Ok(NamespaceServiceClient::new(self.connect_any().await?))
+    }
+
     /// `CronService` at the first server that accepts a connection.
     pub async fn crons(&self) -> Result<CronServiceClient<Conn>, CliError> {
         Ok(CronServiceClient::new(self.connect_any().await?))
@@ -354,10 +377,14 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 pub async fn watch_until_end(
     jobs: &mut JobServiceClient<Conn>,
     id: u64,
+    namespace: &str,
 ) -> Result<cathedral_api::v1::JobEvent, tonic::Status> {
     use tokio_stream::StreamExt;
     let mut s = jobs
-        .watch_job(cathedral_api::v1::WatchJobRequest { job_id: id })
+        .watch_job(cathedral_api::v1::WatchJobRequest {
+            job_id: id,
+            namespace: namespace.into(),
+        })
         .await?
         .into_inner();
     let mut last = None;

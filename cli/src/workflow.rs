@@ -152,8 +152,9 @@ fn to_request(file: File, stem: String) -> Result<pb::SubmitWorkflowRequest, Str
     Ok(pb::SubmitWorkflowRequest {
         name: file.name.unwrap_or(stem),
         jobs,
-        // The CLI sets it when it sends the request.
+        // The CLI sets these when it sends the request.
         request_id: String::new(),
+        namespace: String::new(),
     })
 }
 

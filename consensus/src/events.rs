@@ -94,6 +94,10 @@ pub struct Event {
     pub attempt: Option<u32>,
     /// The state reached, the reason or the outcome, in words.
     pub detail: String,
+    /// The namespace of the job it concerns, when that is not `default` (derived while
+    /// applying, like the rest of the event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 impl Event {
@@ -108,6 +112,7 @@ impl Event {
             node: None,
             attempt: None,
             detail: String::new(),
+            namespace: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //!   entries, and the schedule evaluation ([`cron::due`]) the leader runs.
 //! - `blocking`: blocking work off the async threads (in place on a simulation's thread).
 //! - `rng`: the random source of every node's choices, seedable for a simulation.
+//! - `namespace`: namespaces — settings, quotas and the submit rate's bucket.
 //! - `tags`: the one rule for node tags and job constraints, with its bounds.
 //! - `step_refs`: step-output references (`${{ jobs.KEY.outputs.NAME }}`): checked at
 //!   submit, substituted when an attempt starts.
@@ -30,6 +31,7 @@ pub mod cron;
 mod error;
 pub mod events;
 mod jobs;
+pub mod namespace;
 pub mod raft;
 pub mod replay;
 pub mod requests;

@@ -342,6 +342,13 @@ pub fn fingerprint(command: &Command) -> [u8; 16] {
             fingerprint(command),
         );
     }
+    if let Command::InNamespace { namespace, command } = command {
+        return wrapper_print(
+            b"in_namespace",
+            &postcard::to_stdvec(namespace).expect("strings always encode"),
+            fingerprint(command),
+        );
+    }
     let bytes = postcard::to_stdvec(command).expect("commands always encode");
     let skip = |b: &[u8]| -> Option<(usize, usize)> {
         let (_, after_variant) = postcard::take_from_bytes::<u32>(b).ok()?;
@@ -684,6 +691,10 @@ mod tests {
                     at_ms,
                     commands: vec![],
                 },
+                Command::Namespace {
+                    at_ms,
+                    op: crate::namespace::NamespaceOp::Delete { name: "ml".into() },
+                },
             ]
         };
         let prints: Vec<[u8; 16]> = every(1).iter().map(fingerprint).collect();
@@ -722,6 +733,17 @@ mod tests {
         assert_eq!(fingerprint(&with(1, 5)), fingerprint(&with(1 << 40, 5)));
         assert_ne!(fingerprint(&with(1, 5)), fingerprint(&with(1, 6)));
         assert_ne!(fingerprint(&with(1, 5)), fingerprint(&submit(1, "a")));
+        // A namespace: likewise, and the namespace counts.
+        let in_ns = |at_ms, ns: &str| Command::InNamespace {
+            namespace: ns.into(),
+            command: Box::new(submit(at_ms, "a")),
+        };
+        assert_eq!(
+            fingerprint(&in_ns(1, "ml")),
+            fingerprint(&in_ns(1 << 40, "ml"))
+        );
+        assert_ne!(fingerprint(&in_ns(1, "ml")), fingerprint(&in_ns(1, "mk")));
+        assert_ne!(fingerprint(&in_ns(1, "ml")), fingerprint(&submit(1, "a")));
     }
 
     #[test]

@@ -267,6 +267,46 @@ pub fn command(c: &Command) -> String {
         }
         Command::Request { command: inner, .. } => command(inner),
         Command::Enable { feature, .. } => format!("apply turns on {feature:?}"),
+        Command::InNamespace {
+            namespace,
+            command: inner,
+        } => format!("{} in namespace {namespace}", command(inner)),
+        Command::TokenCreateScoped { token, grants, .. } => format!(
+            "token {} ({:?}) created with policy {}, scoped to namespaces: {}",
+            token.accessor,
+            token.name,
+            token.policy,
+            grants
+                .iter()
+                .map(|g| format!(
+                    "{} ({})",
+                    g.namespaces,
+                    g.capabilities
+                        .iter()
+                        .map(|c| c.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Command::Namespace { op, .. } => match op {
+            crate::namespace::NamespaceOp::Create { name, settings } => {
+                format!("namespace {name} created{}", settings_words(settings))
+            }
+            crate::namespace::NamespaceOp::Update {
+                name,
+                settings,
+                clear,
+            } => {
+                let mut s = format!("namespace {name} updated{}", settings_words(settings));
+                if !clear.is_empty() {
+                    s += &format!(", cleared {}", clear.join(", "));
+                }
+                s
+            }
+            crate::namespace::NamespaceOp::Delete { name } => format!("namespace {name} deleted"),
+        },
         Command::WithJobOptions {
             options,
             command: inner,
@@ -329,6 +369,43 @@ pub fn command(c: &Command) -> String {
             rules.lost_retries
         ),
     }
+}
+
+/// A namespace's settings in words (`: weight 2, running_max 5`), or nothing.
+pub fn settings_words(settings: &[crate::namespace::Setting]) -> String {
+    use crate::namespace::Setting;
+    if settings.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = settings
+        .iter()
+        .map(|s| match *s {
+            Setting::Weight(w) => format!("weight {w}"),
+            Setting::PendingJobsMax(n) => format!("pending_jobs_max {n}"),
+            Setting::RunningMax(n) => format!("running_max {n}"),
+            Setting::CpuMillisMax(n) => format!("cpu_millis_max {n}"),
+            Setting::MemoryBytesMax(n) => format!("memory_bytes_max {n}"),
+            Setting::SubmitRate { per_sec, burst } => {
+                format!("submit_rate {per_sec}/s burst {burst}")
+            }
+            Setting::Sandboxes(bits) => format!(
+                "sandboxes {}",
+                crate::namespace::SANDBOX_BITS
+                    .iter()
+                    .filter(|(_, b)| bits & b != 0)
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join("+")
+            ),
+            Setting::JobTimeoutMsMax(v) => format!("job_timeout_ms_max {v}"),
+            Setting::JobCpuMillisMax(v) => format!("job_cpu_millis_max {v}"),
+            Setting::JobMemoryBytesMax(v) => format!("job_memory_bytes_max {v}"),
+            Setting::JobTimeoutMsDefault(v) => format!("job_timeout_ms_default {v}"),
+            Setting::JobCpuMillisDefault(v) => format!("job_cpu_millis_default {v}"),
+            Setting::JobMemoryBytesDefault(v) => format!("job_memory_bytes_default {v}"),
+        })
+        .collect();
+    format!(": {}", parts.join(", "))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use cathedral_consensus::events::{Event, EventKind};
+use cathedral_consensus::namespace::{NamespaceOp, Setting, Usage};
 use cathedral_consensus::raft::{decode_entry, encode_entry, TypeConfig};
 use cathedral_consensus::requests::RequestId;
 use cathedral_consensus::{
@@ -83,6 +84,18 @@ fn spec() -> impl Strategy<Value = JobSpec> {
         })
 }
 
+/// The namespaces the sequences make (besides `default`).
+const NAMESPACES: [&str; 2] = ["ns-a", "ns-b"];
+
+fn setting() -> impl Strategy<Value = Setting> {
+    prop_oneof![
+        (1u32..4).prop_map(Setting::Weight),
+        (0u64..4).prop_map(Setting::PendingJobsMax),
+        (0u64..3).prop_map(Setting::RunningMax),
+        (1u32..3, 1u32..4).prop_map(|(per_sec, burst)| Setting::SubmitRate { per_sec, burst }),
+    ]
+}
+
 fn exit() -> impl Strategy<Value = Exit> {
     prop_oneof![4 => Just(Exit::Code(0)), 1 => Just(Exit::Code(1)), 1 => Just(Exit::Signal(9)), 1 => Just(Exit::TimedOut), 1 => Just(Exit::Lost)]
 }
@@ -121,6 +134,21 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (at.clone(), 0u32..3).prop_map(|(at_ms, lost_retries)| Command::SetRules { at_ms, rules: Rules { lost_retries } }),
         1 => (at.clone(), prop::sample::select(Feature::ALL.to_vec())).prop_map(|(at_ms, feature)| Command::Enable { at_ms, feature }),
         2 => (at.clone(), prop::collection::vec(1u64..10, 1..5)).prop_map(|(at_ms, jobs)| Command::Collect { at_ms, jobs }),
+        // Namespaces made, changed and deleted, with quotas small enough to refuse.
+        2 => (at.clone(), 0usize..2, prop::collection::vec(setting(), 0..3), 0u8..3).prop_map(|(at_ms, n, settings, what)| {
+            let name = NAMESPACES[n].to_string();
+            let op = match what {
+                0 => NamespaceOp::Create { name, settings },
+                1 => NamespaceOp::Update { name, settings, clear: vec!["pending_jobs_max".into()] },
+                _ => NamespaceOp::Delete { name },
+            };
+            Command::Namespace { at_ms, op }
+        }),
+        // Submissions in a namespace (one that may not exist).
+        3 => (at.clone(), 0usize..3, prop::collection::vec(spec(), 1..3)).prop_map(|(at_ms, n, jobs)| Command::InNamespace {
+            namespace: ["ns-a", "ns-b", "nope"][n].to_string(),
+            command: Box::new(Command::SubmitJobs { at_ms, jobs }),
+        }),
         // Jobs with a retention of their own (0: kept), some of them without one.
         2 => (at, prop::collection::vec((spec(), prop::option::of(0u64..3_000)), 1..3)).prop_map(|(at_ms, js)| {
             let options = js.iter().map(|(_, r)| r.map(JobOption::RetainMs).into_iter().collect()).collect();
@@ -186,6 +214,31 @@ fn check_invariants(s: &ClusterState) -> Result<(), TestCaseError> {
                 due
             );
         }
+    }
+    // Quota accounting equals a recount from the jobs.
+    let mut recount: BTreeMap<String, Usage> = BTreeMap::new();
+    for j in s.jobs() {
+        let u = recount.entry(s.namespace_of(j.id).to_string()).or_default();
+        if j.state == JobState::Pending {
+            u.pending += 1;
+        }
+        if j.current_attempt().is_some() {
+            u.running += 1;
+            u.cpu_millis += u64::from(j.spec.resources.cpu_millis);
+            u.memory_bytes += j.spec.resources.memory_bytes;
+        }
+    }
+    for ns in ["default", "ns-a", "ns-b", "nope"] {
+        prop_assert_eq!(
+            s.namespace_usage(ns),
+            recount.get(ns).copied().unwrap_or_default(),
+            "namespace {}'s usage differs from a recount",
+            ns
+        );
+    }
+    // Jobs are only in namespaces that exist.
+    for j in s.jobs() {
+        prop_assert!(s.namespaces().exists(s.namespace_of(j.id)));
     }
     // The hash by job leaves the idempotency keys to the job digests: they must follow.
     prop_assert!(
@@ -261,6 +314,11 @@ fn run(cmds: Vec<Command>) -> Result<(), TestCaseError> {
             "incremental hash went stale at {}",
             index
         );
+        // So is what each namespace uses: a snapshot's load recounts it the same.
+        for ns in ["default", "ns-a", "ns-b"] {
+            prop_assert_eq!(rebuilt.namespace_usage(ns), a.namespace_usage(ns));
+            prop_assert_eq!(rebuilt.namespace_counts(ns), a.namespace_counts(ns));
+        }
         // The pending queue and the attempts in flight per node are kept incrementally too.
         prop_assert!(a.indexes_consistent(), "indexes went stale at {}", index);
     }

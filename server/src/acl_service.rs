@@ -3,6 +3,7 @@
 
 use cathedral_consensus::acl::{secret_hash, Policy, Token, TOKEN_NAME_BYTES_MAX};
 use cathedral_consensus::hex;
+use cathedral_consensus::namespace::{check_grants, Capability, Grant};
 use cathedral_consensus::Command;
 use tonic::{Request, Response, Status};
 
@@ -36,14 +37,54 @@ fn new_token(name: String, policy: Policy, now_ms: u64) -> Result<(String, Token
     Ok((secret, token))
 }
 
-fn token_pb(t: &Token, secret: Option<String>) -> pb::AclToken {
+fn token_pb(t: &Token, secret: Option<String>, grants: Option<&[Grant]>) -> pb::AclToken {
     pb::AclToken {
         accessor: t.accessor.clone(),
         secret: secret.unwrap_or_default(),
         name: t.name.clone(),
         policy: t.policy.name().to_string(),
         created_at_ms: t.created_at_ms,
+        grants: grants
+            .unwrap_or_default()
+            .iter()
+            .map(|g| pb::NamespaceGrant {
+                namespaces: g.namespaces.clone(),
+                capabilities: g
+                    .capabilities
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect(),
+            })
+            .collect(),
     }
+}
+
+/// A request's grants, as the log records them.
+fn grants_from_pb(grants: Vec<pb::NamespaceGrant>) -> Result<Vec<Grant>, Status> {
+    let grants = grants
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let capabilities = g
+                .capabilities
+                .iter()
+                .map(|c| {
+                    Capability::parse(c).ok_or_else(|| {
+                        ServerError::invalid(
+                            &format!("grants[{i}].capabilities"),
+                            format!("{c:?}: read, read-output, submit or cancel"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Grant {
+                namespaces: g.namespaces,
+                capabilities,
+            })
+        })
+        .collect::<Result<Vec<_>, ServerError>>()?;
+    check_grants(&grants).map_err(|e| Status::from(ServerError::from(e)))?;
+    Ok(grants)
 }
 
 #[tonic::async_trait]
@@ -71,7 +112,7 @@ impl AclService for Api {
             }))
             .await?;
         tracing::warn!(accessor = %token.accessor, "access control bootstrapped: every call needs a token from now on");
-        Ok(Response::new(token_pb(&token, Some(secret))))
+        Ok(Response::new(token_pb(&token, Some(secret), None)))
     }
 
     async fn create_token(
@@ -85,14 +126,24 @@ impl AclService for Api {
                 format!("{:?}: read, submit, operator or management", req.policy),
             )
         })?;
+        let grants = grants_from_pb(req.grants)?;
         let (secret, token) = new_token(req.name, policy, self.node.now_ms())?;
-        self.node
-            .propose(Proposal::Write(Command::TokenCreate {
+        // One entry either way: a scoped token never exists without its grants.
+        let cmd = if grants.is_empty() {
+            Command::TokenCreate {
                 at_ms: self.node.now_ms(),
                 token: token.clone(),
-            }))
-            .await?;
-        Ok(Response::new(token_pb(&token, Some(secret))))
+            }
+        } else {
+            Command::TokenCreateScoped {
+                at_ms: self.node.now_ms(),
+                token: token.clone(),
+                grants: grants.clone(),
+            }
+        };
+        self.node.propose(Proposal::Write(cmd)).await?;
+        let shown = (!grants.is_empty()).then_some(grants.as_slice());
+        Ok(Response::new(token_pb(&token, Some(secret), shown)))
     }
 
     async fn list_tokens(
@@ -102,7 +153,10 @@ impl AclService for Api {
         let a = self.node.state().read();
         let acl = a.state.acl();
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: acl.tokens().map(|t| token_pb(t, None)).collect(),
+            tokens: acl
+                .tokens()
+                .map(|t| token_pb(t, None, a.state.namespaces().grants(&t.accessor)))
+                .collect(),
             enforced: acl.enforced,
         }))
     }
@@ -132,7 +186,11 @@ impl AclService for Api {
             .as_deref()
             .and_then(|x| a.state.acl().token(x))
         {
-            Some(t) => Ok(Response::new(token_pb(t, None))),
+            Some(t) => Ok(Response::new(token_pb(
+                t,
+                None,
+                a.state.namespaces().grants(&t.accessor),
+            ))),
             None => Ok(Response::new(pb::AclToken {
                 policy: caller.policy.name().to_string(),
                 name: "(access control is off)".into(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use cathedral_consensus::acl::{secret_hash, Policy};
+use cathedral_consensus::namespace::{Capability, Grant};
 use tonic::Status;
 
 use crate::node::Node;
@@ -26,16 +27,55 @@ pub struct Caller {
     /// The token's accessor; `None` while access control is off.
     pub accessor: Option<String>,
     pub policy: Policy,
+    /// The token's grants when it is scoped to namespaces; `None`: its policy counts in
+    /// every namespace.
+    pub grants: Option<Vec<Grant>>,
 }
 
 impl Caller {
-    /// Whether this caller may cancel a job `submitter` submitted: its own with `submit`,
-    /// any with `operator`.
-    pub fn may_cancel(&self, submitter: Option<&str>) -> bool {
-        self.policy >= Policy::Operator
-            || (self.policy >= Policy::Submit
+    /// Whether this caller may do `cap` in namespace `ns`: by its grants when it is scoped
+    /// to namespaces, else by its policy (read: read and read-output; submit: + submit and
+    /// cancelling its own jobs; operator: + cancelling any).
+    pub fn may(&self, cap: Capability, ns: &str) -> bool {
+        match &self.grants {
+            Some(grants) => grants.iter().any(|g| g.allows(cap, ns)),
+            None => match cap {
+                Capability::Cancel => self.policy >= Policy::Operator,
+                cap => self.policy >= crate::methods::capability_policy(cap),
+            },
+        }
+    }
+
+    /// Whether this caller may cancel a job of namespace `ns` that `submitter` submitted:
+    /// any with the cancel capability there, its own with submit.
+    pub fn may_cancel(&self, submitter: Option<&str>, ns: &str) -> bool {
+        self.may(Capability::Cancel, ns)
+            || (self.may(Capability::Submit, ns)
                 && self.accessor.is_some()
                 && self.accessor.as_deref() == submitter)
+    }
+
+    /// PERMISSION_DENIED for `cap` in `ns`, saying what the token lacks.
+    pub fn denied(&self, cap: Capability, ns: &str) -> Status {
+        Status::permission_denied(format!(
+            "token {} may not {} in namespace {ns}",
+            self.accessor.as_deref().unwrap_or("-"),
+            match cap {
+                Capability::Read => "read",
+                Capability::ReadOutput => "read output",
+                Capability::Submit => "submit",
+                Capability::Cancel => "cancel",
+            }
+        ))
+    }
+
+    /// `Ok` when this caller may do `cap` in `ns`, else PERMISSION_DENIED.
+    pub fn require(&self, cap: Capability, ns: &str) -> Result<(), Status> {
+        if self.may(cap, ns) {
+            Ok(())
+        } else {
+            Err(self.denied(cap, ns))
+        }
     }
 }
 
@@ -90,6 +130,7 @@ pub fn authorize_token(
         return Ok(Caller {
             accessor: None,
             policy: Policy::Management,
+            grants: None,
         });
     }
     let Some(secret) = bearer(headers) else {
@@ -100,7 +141,19 @@ pub fn authorize_token(
     let Some(token) = acl.by_secret_hash(&secret_hash(secret)) else {
         return Err(Status::unauthenticated("unknown or revoked token"));
     };
-    if let Need::Policy(p) = need {
+    let grants = a
+        .state
+        .namespaces()
+        .grants(&token.accessor)
+        .map(<[Grant]>::to_vec);
+    let needed = match need {
+        Need::Policy(p) => Some(p),
+        // Scoped: the service checks the namespace the request names.
+        Need::In(_) if grants.is_some() => None,
+        Need::In(cap) => Some(crate::methods::capability_policy(cap)),
+        _ => None,
+    };
+    if let Some(p) = needed {
         if token.policy < p {
             return Err(Status::permission_denied(format!(
                 "{path} needs the {p} policy; token {} has {}",
@@ -111,6 +164,7 @@ pub fn authorize_token(
     Ok(Caller {
         accessor: Some(token.accessor.clone()),
         policy: token.policy,
+        grants,
     })
 }
 
@@ -249,6 +303,7 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Caller {
     req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
         accessor: None,
         policy: Policy::Management,
+        grants: None,
     })
 }
 
@@ -268,10 +323,22 @@ mod tests {
                 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
                 AnyToken,
             ),
-            ("/cathedral.v1.JobService/GetJob", p(Policy::Read)),
-            ("/cathedral.v1.JobService/WatchJob", p(Policy::Read)),
-            ("/cathedral.v1.JobService/SubmitJob", p(Policy::Submit)),
-            ("/cathedral.v1.JobService/CancelJob", p(Policy::Submit)),
+            (
+                "/cathedral.v1.JobService/GetJob",
+                Need::In(Capability::Read),
+            ),
+            (
+                "/cathedral.v1.JobService/WatchJob",
+                Need::In(Capability::Read),
+            ),
+            (
+                "/cathedral.v1.JobService/SubmitJob",
+                Need::In(Capability::Submit),
+            ),
+            (
+                "/cathedral.v1.JobService/CancelJob",
+                Need::In(Capability::Cancel),
+            ),
             ("/cathedral.v1.ClusterService/Status", p(Policy::Read)),
             (
                 "/cathedral.v1.ClusterService/ListNodes",
@@ -296,11 +363,56 @@ mod tests {
         let me = |p| Caller {
             accessor: Some("a".into()),
             policy: p,
+            grants: None,
         };
-        assert!(me(Policy::Submit).may_cancel(Some("a")));
-        assert!(!me(Policy::Submit).may_cancel(Some("b")));
-        assert!(!me(Policy::Submit).may_cancel(None));
-        assert!(!me(Policy::Read).may_cancel(Some("a")));
-        assert!(me(Policy::Operator).may_cancel(Some("b")));
+        let ns = "default";
+        assert!(me(Policy::Submit).may_cancel(Some("a"), ns));
+        assert!(!me(Policy::Submit).may_cancel(Some("b"), ns));
+        assert!(!me(Policy::Submit).may_cancel(None, ns));
+        assert!(!me(Policy::Read).may_cancel(Some("a"), ns));
+        assert!(me(Policy::Operator).may_cancel(Some("b"), ns));
+    }
+
+    /// The four policies are rule sets over every namespace; a scoped token has exactly
+    /// its grants, whatever its policy.
+    #[test]
+    fn policies_span_every_namespace_and_grants_only_theirs() {
+        let caller = |policy, grants| Caller {
+            accessor: Some("a".into()),
+            policy,
+            grants,
+        };
+        for ns in ["default", "ml", "web"] {
+            let read = caller(Policy::Read, None);
+            assert!(read.may(Capability::Read, ns) && read.may(Capability::ReadOutput, ns));
+            assert!(!read.may(Capability::Submit, ns) && !read.may(Capability::Cancel, ns));
+            let submit = caller(Policy::Submit, None);
+            assert!(submit.may(Capability::Submit, ns) && !submit.may(Capability::Cancel, ns));
+            for p in [Policy::Operator, Policy::Management] {
+                assert!(Capability::ALL.iter().all(|c| caller(p, None).may(*c, ns)));
+            }
+        }
+        let scoped = caller(
+            Policy::Operator,
+            Some(vec![
+                Grant {
+                    namespaces: "ml-*".into(),
+                    capabilities: vec![Capability::Read, Capability::Submit],
+                },
+                Grant {
+                    namespaces: "web".into(),
+                    capabilities: vec![Capability::Read],
+                },
+            ]),
+        );
+        assert!(scoped.may(Capability::Submit, "ml-train"));
+        assert!(!scoped.may(Capability::ReadOutput, "ml-train"));
+        assert!(scoped.may(Capability::Read, "web") && !scoped.may(Capability::Submit, "web"));
+        assert!(
+            !scoped.may(Capability::Read, "default"),
+            "operator does not widen grants"
+        );
+        assert!(!scoped.may(Capability::Read, "webx"));
+        assert!(scoped.may_cancel(Some("a"), "ml-x") && !scoped.may_cancel(Some("b"), "ml-x"));
     }
 }

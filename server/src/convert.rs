@@ -228,6 +228,7 @@ pub fn job_to_pb(
             .map(|o| o.clone().into_iter().collect())
             .unwrap_or_default(),
         collected_at_ms: None,
+        namespace: cathedral_consensus::namespace::DEFAULT_NAMESPACE.into(),
     }
 }
 

@@ -10,6 +10,7 @@ use cathedral_consensus::cron::{
     due, CronOp, CronSpec, CronTarget, FireOutcome, Launched, Overlap, Schedule,
     CATCH_UP_MS_DEFAULT,
 };
+use cathedral_consensus::namespace::{Capability, DEFAULT_NAMESPACE};
 use cathedral_consensus::{ClusterState, Command};
 use tonic::{Request, Response, Status};
 
@@ -174,6 +175,9 @@ impl Api {
         op: CronOp,
         request_id: String,
     ) -> Result<u64, Status> {
+        // Crons and the jobs they launch are `default`'s: a token scoped to namespaces
+        // needs submit there (any other token, the submit policy the method table asks).
+        caller.require(Capability::Submit, DEFAULT_NAMESPACE)?;
         self.node.refuse_if_partitioned()?;
         let cmd = with_request_id(
             caller,
@@ -220,8 +224,9 @@ impl CronService for Api {
 
     async fn list_crons(
         &self,
-        _req: Request<pb::ListCronsRequest>,
+        req: Request<pb::ListCronsRequest>,
     ) -> Result<Response<pb::ListCronsResponse>, Status> {
+        auth::caller(&req).require(Capability::Read, DEFAULT_NAMESPACE)?;
         let a = self.node.state().read();
         Ok(Response::new(pb::ListCronsResponse {
             crons: a
@@ -237,6 +242,7 @@ impl CronService for Api {
         &self,
         req: Request<pb::GetCronRequest>,
     ) -> Result<Response<pb::Cron>, Status> {
+        auth::caller(&req).require(Capability::Read, DEFAULT_NAMESPACE)?;
         let c = self.cron(&req.into_inner().name)?;
         Ok(Response::new(cron_to_pb(&c, true)))
     }

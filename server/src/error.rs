@@ -143,6 +143,11 @@ impl ServerError {
     /// The gRPC code this error is answered with (the REST API maps it to HTTP).
     pub fn code(&self) -> tonic::Code {
         match self {
+            // A namespace's quota (`cathedral_consensus::namespace`): the request was
+            // well formed, the namespace has no room for it now.
+            ServerError::Invalid { field, .. } if field.starts_with("quota.") => {
+                tonic::Code::ResourceExhausted
+            }
             ServerError::Invalid { .. } => tonic::Code::InvalidArgument,
             ServerError::NotFound { .. } => tonic::Code::NotFound,
             ServerError::NotLeader { .. } | ServerError::Unavailable(_) => tonic::Code::Unavailable,

@@ -26,6 +26,11 @@ pub struct Filter {
     pub job: Option<u64>,
     pub workflow: Option<u64>,
     pub node: Option<u64>,
+    /// Only job events of this namespace (`None`: any).
+    pub namespace: Option<String>,
+    /// Only job events of namespaces these grants let read (a token scoped to
+    /// namespaces); `None`: any.
+    pub readable: Option<Vec<cathedral_consensus::namespace::Grant>>,
 }
 
 impl Filter {
@@ -53,6 +58,18 @@ impl Filter {
             && self.job.is_none_or(|j| e.job == Some(j))
             && self.workflow.is_none_or(|w| e.workflow == Some(w))
             && self.node.is_none_or(|n| e.node == Some(n))
+            && (e.job.is_none() || {
+                let ns = e
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(cathedral_consensus::namespace::DEFAULT_NAMESPACE);
+                self.namespace.as_deref().is_none_or(|want| want == ns)
+                    && self.readable.as_ref().is_none_or(|grants| {
+                        grants
+                            .iter()
+                            .any(|g| g.allows(cathedral_consensus::namespace::Capability::Read, ns))
+                    })
+            })
     }
 }
 
@@ -148,6 +165,12 @@ pub fn to_pb(e: Event) -> pb::ClusterEvent {
         workflow_id: e.workflow,
         node_id: e.node,
         attempt: e.attempt,
+        namespace: match (&e.job, e.namespace) {
+            (Some(_), ns) => {
+                ns.unwrap_or_else(|| cathedral_consensus::namespace::DEFAULT_NAMESPACE.into())
+            }
+            (None, _) => String::new(),
+        },
         detail: e.detail,
     }
 }
@@ -181,5 +204,43 @@ mod tests {
         let err = Filter::default().with_kinds(&["job_exploded"]).unwrap_err();
         assert!(err.to_string().contains("job_exploded"), "{err}");
         assert!(err.to_string().contains("job_retried"), "{err}");
+    }
+
+    #[test]
+    fn job_events_pass_by_namespace_and_grants_and_the_others_always() {
+        use cathedral_consensus::namespace::{Capability, Grant};
+        let job_in = |ns: Option<&str>| {
+            let mut e = Event::new(EventKind::JobStarted);
+            e.job = Some(1);
+            e.namespace = ns.map(String::from);
+            e
+        };
+        let node_event = Event::new(EventKind::NodeJoined);
+        let only_ml = Filter {
+            namespace: Some("ml".into()),
+            ..Filter::default()
+        };
+        assert!(only_ml.matches(&job_in(Some("ml"))));
+        assert!(!only_ml.matches(&job_in(None)), "None is default's");
+        assert!(only_ml.matches(&node_event));
+        let scoped = Filter {
+            readable: Some(vec![Grant {
+                namespaces: "ml-*".into(),
+                capabilities: vec![Capability::Read],
+            }]),
+            ..Filter::default()
+        };
+        assert!(scoped.matches(&job_in(Some("ml-a"))));
+        assert!(!scoped.matches(&job_in(Some("web"))));
+        assert!(!scoped.matches(&job_in(None)));
+        assert!(scoped.matches(&node_event));
+        let submit_only = Filter {
+            readable: Some(vec![Grant {
+                namespaces: "*".into(),
+                capabilities: vec![Capability::Submit],
+            }]),
+            ..Filter::default()
+        };
+        assert!(!submit_only.matches(&job_in(Some("ml"))), "read is needed");
     }
 }

@@ -84,6 +84,7 @@ mod leader;
 pub mod methods;
 /// The metrics a node counts (public for the benchmark of what counting costs).
 pub mod metrics;
+mod namespace_service;
 mod node;
 mod openapi;
 mod output;

@@ -6,6 +6,7 @@
 //! proto has and the table does not fails them) and against the REST router.
 
 use cathedral_consensus::acl::Policy;
+use cathedral_consensus::namespace::Capability;
 
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,21 @@ pub enum Need {
     /// Any valid token (reflection, who-am-i).
     AnyToken,
     Policy(Policy),
+    /// A capability in the namespace the request names: a token scoped to namespaces
+    /// passes the gate and the service checks its grants for that namespace; any other
+    /// token needs the policy that carries the capability everywhere
+    /// ([`capability_policy`]).
+    In(Capability),
+}
+
+/// The policy that gives `cap` in every namespace, to a token without grants: read for
+/// reading (output too), submit for submitting and for cancelling (its own jobs; any job
+/// takes operator, which the service checks).
+pub fn capability_policy(cap: Capability) -> Policy {
+    match cap {
+        Capability::Read | Capability::ReadOutput => Policy::Read,
+        Capability::Submit | Capability::Cancel => Policy::Submit,
+    }
 }
 
 /// One gRPC method.
@@ -80,6 +96,10 @@ const fn r(verb: &'static str, path: &'static str, operation: &'static str) -> R
 
 const READ: Need = Need::Policy(Policy::Read);
 const SUBMIT: Need = Need::Policy(Policy::Submit);
+const IN_READ: Need = Need::In(Capability::Read);
+const IN_OUTPUT: Need = Need::In(Capability::ReadOutput);
+const IN_SUBMIT: Need = Need::In(Capability::Submit);
+const IN_CANCEL: Need = Need::In(Capability::Cancel);
 const OPERATOR: Need = Need::Policy(Policy::Operator);
 const MANAGEMENT: Need = Need::Policy(Policy::Management);
 const NODE: Need = Need::Node;
@@ -87,18 +107,19 @@ const NODE: Need = Need::Node;
 /// Every method of the public API (`cathedral.v1`) and of the peer service.
 #[rustfmt::skip]
 pub const METHODS: &[Method] = &[
-    m("/cathedral.v1.JobService/SubmitJob", SUBMIT, true, &[r("post", "/v1/jobs", "SubmitJob")]),
-    m("/cathedral.v1.JobService/SubmitWorkflow", SUBMIT, true, &[r("post", "/v1/workflows", "SubmitWorkflow")]),
-    m("/cathedral.v1.JobService/GetJob", READ, false, &[r("get", "/v1/jobs/{id}", "GetJob")]),
-    m("/cathedral.v1.JobService/ListJobs", READ, false, &[r("get", "/v1/jobs", "ListJobs")]),
-    m("/cathedral.v1.JobService/CancelJob", SUBMIT, true, &[r("post", "/v1/jobs/{id}/cancel", "CancelJob")]),
-    m("/cathedral.v1.JobService/WatchJob", READ, false, &[]),
-    m("/cathedral.v1.JobService/GetJobOutput", READ, false, &[r("get", "/v1/jobs/{id}/output", "GetJobOutput")]),
+    m("/cathedral.v1.JobService/SubmitJob", IN_SUBMIT, true, &[r("post", "/v1/jobs", "SubmitJob")]),
+    m("/cathedral.v1.JobService/SubmitWorkflow", IN_SUBMIT, true, &[r("post", "/v1/workflows", "SubmitWorkflow")]),
+    m("/cathedral.v1.JobService/GetJob", IN_READ, false, &[r("get", "/v1/jobs/{id}", "GetJob")]),
+    m("/cathedral.v1.JobService/ListJobs", IN_READ, false, &[r("get", "/v1/jobs", "ListJobs")]),
+    m("/cathedral.v1.JobService/CancelJob", IN_CANCEL, true, &[r("post", "/v1/jobs/{id}/cancel", "CancelJob")]),
+    m("/cathedral.v1.JobService/WatchJob", IN_READ, false, &[]),
+    m("/cathedral.v1.JobService/GetJobOutput", IN_OUTPUT, false, &[r("get", "/v1/jobs/{id}/output", "GetJobOutput")]),
+    // Not filtered by namespace yet: a token scoped to namespaces needs read on "*".
     m("/cathedral.v1.JobService/WatchEvents", READ, false, &[r("get", "/v1/events", "WatchEvents")]),
-    m("/cathedral.v1.JobService/ExplainJob", READ, false, &[r("get", "/v1/jobs/{id}/explain", "ExplainJob")]),
-    m("/cathedral.v1.JobService/RerunWorkflow", SUBMIT, true, &[r("post", "/v1/workflows/{id}/rerun", "RerunWorkflow")]),
-    m("/cathedral.v1.JobService/ListWorkflows", READ, false, &[r("get", "/v1/workflows", "ListWorkflows")]),
-    m("/cathedral.v1.JobService/GetWorkflow", READ, false, &[r("get", "/v1/workflows/{id}", "GetWorkflow")]),
+    m("/cathedral.v1.JobService/ExplainJob", IN_READ, false, &[r("get", "/v1/jobs/{id}/explain", "ExplainJob")]),
+    m("/cathedral.v1.JobService/RerunWorkflow", IN_SUBMIT, true, &[r("post", "/v1/workflows/{id}/rerun", "RerunWorkflow")]),
+    m("/cathedral.v1.JobService/ListWorkflows", IN_READ, false, &[r("get", "/v1/workflows", "ListWorkflows")]),
+    m("/cathedral.v1.JobService/GetWorkflow", IN_READ, false, &[r("get", "/v1/workflows/{id}", "GetWorkflow")]),
     m("/cathedral.v1.ClusterService/Status", READ, false, &[r("get", "/v1/cluster", "Status")]),
     m("/cathedral.v1.ClusterService/RemoveNode", OPERATOR, true, &[r("delete", "/v1/nodes/{id}", "RemoveNode")]),
     m("/cathedral.v1.ClusterService/TriggerSnapshot", OPERATOR, false, &[r("post", "/v1/snapshots", "TriggerSnapshot")]),
@@ -119,6 +140,11 @@ pub const METHODS: &[Method] = &[
     ),
     m("/cathedral.v1.CronService/DeleteCron", SUBMIT, true, &[r("delete", "/v1/crons/{name}", "DeleteCron")]),
     m("/cathedral.v1.CronService/PreviewCron", READ, false, &[]),
+    m("/cathedral.v1.NamespaceService/CreateNamespace", OPERATOR, true, &[]),
+    m("/cathedral.v1.NamespaceService/ListNamespaces", READ, false, &[]),
+    m("/cathedral.v1.NamespaceService/GetNamespace", READ, false, &[]),
+    m("/cathedral.v1.NamespaceService/UpdateNamespace", OPERATOR, true, &[]),
+    m("/cathedral.v1.NamespaceService/DeleteNamespace", OPERATOR, true, &[]),
     m("/cathedral.v1.AclService/Bootstrap", Need::Nothing, true, &[]),
     m("/cathedral.v1.AclService/CreateToken", MANAGEMENT, true, &[]),
     m("/cathedral.v1.AclService/ListTokens", MANAGEMENT, false, &[]),
@@ -225,7 +251,8 @@ mod tests {
         for m in METHODS.iter().filter(|m| m.writes) {
             assert!(
                 matches!(m.need, Need::Nothing | Need::Node)
-                    || matches!(m.need, Need::Policy(p) if p >= Policy::Submit),
+                    || matches!(m.need, Need::Policy(p) if p >= Policy::Submit)
+                    || matches!(m.need, Need::In(c) if capability_policy(c) >= Policy::Submit),
                 "{} writes with {:?}",
                 m.path,
                 m.need

@@ -154,6 +154,26 @@ fn describe() {
     );
     describe_gauge!("cathedral_jobs", "Jobs in the applied state, by state.");
     describe_gauge!(
+        "cathedral_namespace_jobs",
+        "Jobs in the applied state, by namespace and state."
+    );
+    describe_gauge!(
+        "cathedral_namespace_use",
+        "What a namespace holds now, by resource (pending jobs, attempts in flight and the CPU and memory they reserve)."
+    );
+    describe_gauge!(
+        "cathedral_namespace_quota",
+        "A namespace's quota by resource; -1 when unlimited."
+    );
+    describe_gauge!(
+        "cathedral_namespace_weight",
+        "A namespace's fair-share weight."
+    );
+    describe_histogram!(
+        "cathedral_namespace_queue_wait_seconds",
+        "Time from runnable to started, by namespace."
+    );
+    describe_gauge!(
         "cathedral_attempts_in_flight",
         "Attempts assigned to or running on this node."
     );
@@ -361,13 +381,20 @@ pub fn snapshot_sent(bytes: u64, ok: bool) {
 }
 
 /// Why the scheduler could not place a runnable job: no node has a free slot, or the
-/// job's constraints, CPU or memory fit none of those that do.
-pub const UNPLACEABLE_REASONS: [&str; 4] = ["no_free_slot", "constraints", "cpu", "memory"];
+/// job's constraints, CPU or memory fit none of those that do, or its namespace is at a
+/// quota on what runs.
+pub const UNPLACEABLE_REASONS: [&str; 5] = [
+    "no_free_slot",
+    "constraints",
+    "cpu",
+    "memory",
+    "namespace_quota",
+];
 
 /// One scheduler pass: its time, its assignments, and the runnable jobs it examined and
 /// could not place, by reason (indexes of [`UNPLACEABLE_REASONS`]).
-pub fn scheduler_pass(took: Duration, placed: usize, unplaceable: [u64; 4]) {
-    static SERIES: OnceLock<(metrics::Histogram, metrics::Histogram, [metrics::Gauge; 4])> =
+pub fn scheduler_pass(took: Duration, placed: usize, unplaceable: [u64; 5]) {
+    static SERIES: OnceLock<(metrics::Histogram, metrics::Histogram, [metrics::Gauge; 5])> =
         OnceLock::new();
     let (latency, placements, stuck) = SERIES.get_or_init(|| {
         (

@@ -134,8 +134,9 @@ impl Peer for PeerService {
         }
         let info = in_place(|| rx.finish_in_place())
             .map_err(|e| Status::invalid_argument(format!("snapshot rejected: {e}")))?;
-        let file = tokio::fs::File::open(&info.path)
-            .await
+        // Opened in place: `tokio::fs` would hop to the blocking pool (see `in_place`).
+        let file = in_place(|| std::fs::File::open(&info.path))
+            .map(tokio::fs::File::from_std)
             .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(
             snapshot = %meta.snapshot_id,

@@ -272,8 +272,10 @@ async fn get_job(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let req = id(&raw, "job_id").map(|job_id| pb::GetJobRequest { job_id });
+    let namespace = params.get("namespace").cloned().unwrap_or_default();
+    let req = id(&raw, "job_id").map(|job_id| pb::GetJobRequest { job_id, namespace });
     call(
         &node,
         &headers,
@@ -334,6 +336,7 @@ async fn job_output(
                         .parse()
                         .map_err(|_| invalid("follow", format!("{v:?} is not true or false")))?
                 }
+                "namespace" => req.namespace = v.clone(),
                 other => return Err(invalid("query", format!("unknown parameter {other:?}"))),
             }
         }
@@ -469,8 +472,14 @@ async fn events(
     let path = "/cathedral.v1.JobService/WatchEvents";
     let started = Instant::now();
     let result = (|| {
-        auth::authorize_token(&node, auth::need(path), path, &headers)?;
-        crate::events::watch(&node, events_query(&params, &headers)?).map_err(Status::from)
+        let caller = auth::authorize_token(&node, auth::need(path), path, &headers)?;
+        let mut watch = events_query(&params, &headers)?;
+        if let Some(ns) = &watch.filter.namespace {
+            caller.require(cathedral_consensus::namespace::Capability::Read, ns)?;
+        }
+        // A token scoped to namespaces sees the job events of those it may read.
+        watch.filter.readable = caller.grants.clone();
+        crate::events::watch(&node, watch).map_err(Status::from)
     })();
     count(
         path,
@@ -504,7 +513,8 @@ async fn events(
 
 /// The position and filter of `/v1/events`: `from_index` (and `from_seq`; 0: the earliest
 /// held), or the `Last-Event-ID` header (resume after it); `kinds` comma-separated;
-/// `job_id`, `workflow_id`, `node_id`; `stop_at_applied`.
+/// `job_id`, `workflow_id`, `node_id`; `namespace` (job events of one namespace);
+/// `stop_at_applied`.
 fn events_query(
     params: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -527,6 +537,12 @@ fn events_query(
             "job_id" => filter.job = Some(id(v, "job_id")?),
             "workflow_id" => filter.workflow = Some(id(v, "workflow_id")?),
             "node_id" => filter.node = Some(id(v, "node_id")?),
+            "namespace" if v.is_empty() || v == "*" => filter.namespace = None,
+            "namespace" => {
+                cathedral_consensus::namespace::check_name(v)
+                    .map_err(|e| Status::from(crate::error::ServerError::from(e)))?;
+                filter.namespace = Some(v.clone());
+            }
             "stop_at_applied" => {
                 stop = v.parse().map_err(|_| {
                     invalid("stop_at_applied", format!("{v:?} is not true or false"))
@@ -576,8 +592,13 @@ async fn get_workflow(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let req = id(&raw, "workflow_id").map(|workflow_id| pb::GetWorkflowRequest { workflow_id });
+    let namespace = params.get("namespace").cloned().unwrap_or_default();
+    let req = id(&raw, "workflow_id").map(|workflow_id| pb::GetWorkflowRequest {
+        workflow_id,
+        namespace,
+    });
     call(
         &node,
         &headers,
@@ -614,8 +635,10 @@ async fn explain_job(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let req = id(&raw, "job_id").map(|job_id| pb::ExplainJobRequest { job_id });
+    let namespace = params.get("namespace").cloned().unwrap_or_default();
+    let req = id(&raw, "job_id").map(|job_id| pb::ExplainJobRequest { job_id, namespace });
     call(
         &node,
         &headers,

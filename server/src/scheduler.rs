@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use cathedral_consensus::namespace::{Limits, Usage};
 use cathedral_consensus::words;
 use cathedral_consensus::{Assignment, ClusterState, JobId, JobState, Load, NodeId, NodeStatus};
 use rand::rngs::StdRng;
@@ -98,11 +99,16 @@ impl Strategy {
     }
 }
 
-/// Decides where runnable jobs go. Jobs in order of priority, then submission; only those
-/// whose dependencies succeeded and whose backoff has passed; only candidate nodes (alive
-/// in the job state and available in gossip) whose advertised tags satisfy the job's
-/// constraints and that have a free slot and enough CPU and memory (a node that declares
-/// 0 CPU or memory does not account for it); among those, the one `strategy` picks.
+/// Decides where runnable jobs go: only those whose dependencies succeeded and whose
+/// backoff has passed; only candidate nodes (alive in the job state and available in
+/// gossip) whose advertised tags satisfy the job's constraints and that have a free slot and
+/// enough CPU and memory (a node that declares 0 CPU or memory does not account for it);
+/// among those, the one `strategy` picks.
+///
+/// The free room is shared across namespaces ([`fair_order`]): each next job comes from
+/// the namespace with pending work whose attempts in flight, over its weight, are fewest —
+/// within a namespace by priority, then submission — and a namespace at one of its
+/// running quotas (attempts, CPU, memory) gets no more.
 pub fn place(
     state: &ClusterState,
     candidates: &Candidates,
@@ -113,27 +119,94 @@ pub fn place(
     place_counting(state, candidates, now_ms, max, strategy).0
 }
 
+/// One namespace's queue during a placement pass.
+struct Queue<'a, I: Iterator<Item = &'a cathedral_consensus::Job>> {
+    limits: Limits,
+    /// What it holds in flight, with what this pass assigned it.
+    used: Usage,
+    jobs: I,
+}
+
+impl<'a, I: Iterator<Item = &'a cathedral_consensus::Job>> Queue<'a, I> {
+    /// Whether `job` would take the namespace past a quota on what runs: the quota's name.
+    fn over_quota(&self, job: &cathedral_consensus::Job) -> Option<&'static str> {
+        let l = &self.limits;
+        if l.running_max.is_some_and(|m| self.used.running >= m) {
+            return Some("running_max");
+        }
+        if l.cpu_millis_max
+            .is_some_and(|m| self.used.cpu_millis + u64::from(job.spec.resources.cpu_millis) > m)
+        {
+            return Some("cpu_millis_max");
+        }
+        if l.memory_bytes_max
+            .is_some_and(|m| self.used.memory_bytes + job.spec.resources.memory_bytes > m)
+        {
+            return Some("memory_bytes_max");
+        }
+        None
+    }
+}
+
+/// Which of `queues` goes next: the smallest share of attempts in flight over weight
+/// (compared exactly: a/wa < b/wb ⟺ a·wb < b·wa), ties to the first (by name). This is
+/// max-min fairness over one resource, the slot: jobs declare CPU and memory only
+/// optionally (0 for most), so a dominant-resource share would mostly be a slot count
+/// anyway, and slots are what every job takes.
+fn fair_order<'a, I: Iterator<Item = &'a cathedral_consensus::Job>>(
+    queues: &[Queue<'a, I>],
+) -> Option<usize> {
+    (0..queues.len()).min_by(|&a, &b| {
+        let (qa, qb) = (&queues[a], &queues[b]);
+        (qa.used.running * u64::from(qb.limits.weight))
+            .cmp(&(qb.used.running * u64::from(qa.limits.weight)))
+            .then(a.cmp(&b))
+    })
+}
+
 /// [`place`], also counting the runnable jobs it examined (at most `max`) and could not
 /// place, by the first reason that rules every node out, in the order of
-/// `metrics::UNPLACEABLE_REASONS`: no free slot, constraints, CPU, memory.
+/// `metrics::UNPLACEABLE_REASONS`: no free slot, constraints, CPU, memory — or their
+/// namespace's quota.
 pub fn place_counting(
     state: &ClusterState,
     candidates: &Candidates,
     now_ms: u64,
     max: usize,
     strategy: &mut Strategy,
-) -> (Vec<Assignment>, [u64; 4]) {
-    let mut stuck = [0u64; 4];
+) -> (Vec<Assignment>, [u64; 5]) {
+    let mut stuck = [0u64; 5];
     let mut free = free_capacity(state, candidates);
     let mut out = Vec::new();
     if free.values().all(|f| f.slots == 0) {
         stuck[0] = state.runnable(now_ms).take(max).count() as u64;
         return (out, stuck);
     }
+    let namespaces = state.namespaces();
+    let mut queues: Vec<_> = state
+        .namespaces_pending()
+        .map(|ns| Queue {
+            limits: namespaces.limits(ns),
+            used: state.namespace_usage(ns),
+            jobs: state.runnable_in(ns, now_ms),
+        })
+        .collect();
     let mut fitting: Vec<(NodeId, Free)> = Vec::with_capacity(free.len());
-    for job in state.runnable(now_ms) {
-        if out.len() >= max {
-            break;
+    while out.len() < max {
+        let Some(qi) = fair_order(&queues) else { break };
+        let q = &mut queues[qi];
+        let Some(job) = q.jobs.next() else {
+            queues.remove(qi);
+            continue;
+        };
+        if let Some(quota) = q.over_quota(job) {
+            stuck[4] += 1;
+            if quota == "running_max" {
+                // Nothing more of it runs this pass.
+                stuck[4] += q.jobs.by_ref().take(max).count() as u64;
+                queues.remove(qi);
+            }
+            continue;
         }
         let need_cpu = job.spec.resources.cpu_millis as u64;
         let need_mem = job.spec.resources.memory_bytes;
@@ -160,11 +233,25 @@ pub fn place_counting(
         if let Some(m) = f.memory.as_mut() {
             *m -= need_mem;
         }
+        q.used.running += 1;
+        q.used.cpu_millis += need_cpu;
+        q.used.memory_bytes += need_mem;
         out.push(Assignment {
             job: job.id,
             attempt: job.attempts.len() as u32 + 1,
             node,
         });
+        if free.values().all(|f| f.slots == 0) {
+            // Every slot taken: the rest wait for a free one (counted, not examined one by
+            // one against every node).
+            let left = max.saturating_sub(out.len());
+            stuck[0] += queues
+                .iter_mut()
+                .flat_map(|q| q.jobs.by_ref())
+                .take(left)
+                .count() as u64;
+            break;
+        }
     }
     (out, stuck)
 }
@@ -370,6 +457,41 @@ pub fn explain(
             }),
         });
     }
+    // A namespace at a quota on what runs: that is the wait, whatever the nodes offer.
+    let ns = state.namespace_of(id);
+    let used = state.namespace_usage(ns);
+    let limits = state.namespaces().limits(ns);
+    let queue = Queue {
+        limits,
+        used,
+        jobs: std::iter::empty(),
+    };
+    if let Some(quota) = queue.over_quota(&job) {
+        let (now, max) = match quota {
+            "running_max" => (
+                format!("{} attempts", used.running),
+                limits.running_max.unwrap_or(0).to_string(),
+            ),
+            "cpu_millis_max" => (
+                format!("{} millicores", used.cpu_millis),
+                limits.cpu_millis_max.unwrap_or(0).to_string(),
+            ),
+            _ => (
+                words::bytes(used.memory_bytes),
+                words::bytes(limits.memory_bytes_max.unwrap_or(0)),
+            ),
+        };
+        e.summary = if used.running == 0 {
+            format!(
+                "pending: its namespace {ns}'s {quota} quota ({max}) leaves no room for this job, with nothing of the namespace in flight: it runs only once the quota is raised"
+            )
+        } else {
+            format!(
+                "pending: its namespace {ns} is at its {quota} quota ({now} in flight, at most {max}); it waits for one of them to end"
+            )
+        };
+        return Some(e);
+    }
     let fitting = e.nodes.iter().filter(|n| n.fits).count();
     if fitting == 0 {
         e.summary = "pending: no node can run it now".into();
@@ -380,7 +502,10 @@ pub fn explain(
     }
     let mut strategy = Strategy::new(placement, 0);
     let placed = place(state, candidates, now_ms, usize::MAX, &mut strategy);
-    let ahead = state.runnable(now_ms).take_while(|j| j.id != id).count();
+    let ahead = state
+        .runnable_in(ns, now_ms)
+        .take_while(|j| j.id != id)
+        .count();
     match placed.iter().find(|a| a.job == id) {
         Some(a) => {
             e.would_place_on = Some(a.node);
@@ -393,9 +518,16 @@ pub fn explain(
             );
         }
         None => {
-            e.summary = format!(
-                "pending: runnable, but the {ahead} runnable job(s) ahead of it (higher priority or older) take the free room first"
-            );
+            e.summary = if ahead > 0 {
+                format!(
+                    "pending: runnable, but the {ahead} runnable job(s) of namespace {ns} ahead of it (higher priority or older) take the free room first"
+                )
+            } else {
+                format!(
+                    "pending: runnable; fair share gives the free room to other namespaces first (namespace {ns} has {} attempt(s) in flight at weight {})",
+                    used.running, limits.weight
+                )
+            };
         }
     }
     Some(e)
@@ -463,6 +595,7 @@ pub fn overdue(state: &ClusterState, now_ms: u64, slack_ms: u64) -> Vec<(JobId, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cathedral_consensus::namespace::{NamespaceOp, Setting};
     use cathedral_consensus::{Capacity, Command, JobSpec, NodeInfo, Role};
 
     fn node(id: NodeId, slots: u32, tags: &[(&str, &str)]) -> Command {
@@ -735,5 +868,115 @@ mod tests {
         );
         assert!(overdue(&s, 1500, 1000).is_empty());
         assert_eq!(overdue(&s, 2200, 1000), vec![(1, 1, 1)]);
+    }
+
+    fn in_namespace(s: &mut ClusterState, i: &mut u64, ns: &str, n: usize) {
+        *i += 1;
+        let r = s.apply(
+            *i,
+            &Command::InNamespace {
+                namespace: ns.into(),
+                command: Box::new(Command::SubmitJobs {
+                    at_ms: 0,
+                    jobs: (0..n).map(|_| JobSpec::new("j", &["true"])).collect(),
+                }),
+            },
+        );
+        assert!(
+            matches!(r, cathedral_consensus::Response::Submitted { .. }),
+            "{r:?}"
+        );
+    }
+
+    fn make(s: &mut ClusterState, i: &mut u64, ns: &str, settings: Vec<Setting>) {
+        *i += 1;
+        s.apply(
+            *i,
+            &Command::Namespace {
+                at_ms: 0,
+                op: NamespaceOp::Create {
+                    name: ns.into(),
+                    settings,
+                },
+            },
+        );
+    }
+
+    /// A burst in one namespace does not hold back another's first job: the next pass
+    /// places it, though it was submitted after thousands.
+    #[test]
+    fn a_burst_in_one_namespace_does_not_delay_another_namespaces_first_job() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        i += 1;
+        s.apply(i, &node(1, 4, &[]));
+        let alive = candidates(&s, &[1]);
+        make(&mut s, &mut i, "batch", vec![]);
+        make(&mut s, &mut i, "web", vec![]);
+        in_namespace(&mut s, &mut i, "batch", 5_000);
+        in_namespace(&mut s, &mut i, "web", 1);
+        let web_job = s.next_job_id() - 1;
+        assert_eq!(s.namespace_of(web_job), "web");
+        let a = place(&s, &alive, 0, 100, &mut Strategy::LeastLoaded);
+        assert_eq!(a.len(), 4);
+        assert!(a.iter().any(|x| x.job == web_job), "{a:?}");
+        // Without namespaces (all in `default`), the same job waits behind the burst.
+        let (mut d, mut k) = (ClusterState::new(), 0);
+        k += 1;
+        d.apply(k, &node(1, 4, &[]));
+        for _ in 0..5_001 {
+            submit(&mut d, &mut k, JobSpec::new("j", &["true"]));
+        }
+        let b = place(&d, &alive, 0, 100, &mut Strategy::LeastLoaded);
+        assert!(b.iter().all(|x| x.job != d.next_job_id() - 1));
+        // The passes counted the rest as waiting for a slot, not examined one by one.
+        let (_, stuck) = place_counting(&s, &alive, 0, 100, &mut Strategy::LeastLoaded);
+        assert_eq!(stuck[0], 96, "{stuck:?}");
+    }
+
+    #[test]
+    fn weights_share_the_slots_and_a_running_quota_caps_a_namespace() {
+        let (mut s, mut i) = (ClusterState::new(), 0);
+        i += 1;
+        s.apply(i, &node(1, 13, &[]));
+        let alive = candidates(&s, &[1]);
+        make(&mut s, &mut i, "a", vec![Setting::Weight(3)]);
+        make(&mut s, &mut i, "b", vec![]);
+        make(&mut s, &mut i, "c", vec![Setting::RunningMax(2)]);
+        for ns in ["a", "b", "c"] {
+            in_namespace(&mut s, &mut i, ns, 20);
+        }
+        let (a, stuck) = place_counting(&s, &alive, 0, 100, &mut Strategy::LeastLoaded);
+        let per = |ns: &str| a.iter().filter(|x| s.namespace_of(x.job) == ns).count();
+        // c stops at its quota; a gets three times b's share (a: 8/3 ahead of b: 3/1 at
+        // the last slot).
+        assert_eq!((per("a"), per("b"), per("c")), (8, 3, 2), "{a:?}");
+        assert_eq!(stuck[4], 18, "c's other jobs wait for its quota: {stuck:?}");
+        assert_eq!(
+            stuck[0],
+            12 + 17,
+            "a's and b's others wait for a slot: {stuck:?}"
+        );
+        // Its explanation says so.
+        let waiting = s
+            .runnable_in("c", 0)
+            .nth(2)
+            .map(|j| j.id)
+            .expect("a third job of c");
+        let mut t = s.clone();
+        i += 1;
+        t.apply(
+            i,
+            &Command::AssignTasks {
+                at_ms: 0,
+                assignments: a.clone(),
+            },
+        );
+        let e = explain(&t, &alive, 0, waiting, Placement::LeastLoaded).unwrap();
+        assert!(
+            e.summary
+                .contains("namespace c is at its running_max quota"),
+            "{}",
+            e.summary
+        );
     }
 }

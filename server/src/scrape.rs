@@ -56,6 +56,12 @@ pub async fn follow_events(node: std::sync::Arc<Node>) {
                 let ready = job.not_before_ms.max(job.submitted_at_ms);
                 let waited = at.started_at_ms.unwrap_or(e.at_ms).saturating_sub(ready);
                 queue_wait.record(waited as f64 / 1000.0);
+                // By namespace too (at most NAMESPACES_MAX + 1 series).
+                histogram!(
+                    "cathedral_namespace_queue_wait_seconds",
+                    "namespace" => a.state.namespace_of(id).to_string()
+                )
+                .record(waited as f64 / 1000.0);
                 crate::history::job_started(waited);
             }
             (EventKind::JobFinished | EventKind::JobRetried, Some(at)) => {
@@ -122,6 +128,35 @@ pub fn render(node: &Node) -> String {
         gauge!("cathedral_attempts_in_flight").set(a.state.running_on(node.id).len() as f64);
         for (label, n) in Exit::KINDS.iter().zip(a.state.attempts_ended()) {
             counter!("cathedral_attempts_total", "outcome" => *label).absolute(n);
+        }
+        // Per namespace (bounded: NAMESPACES_MAX + `default`): its jobs by state, what it
+        // uses now and its quotas. O(namespaces) from the index's counts.
+        for (name, ns) in a.state.namespaces().all() {
+            let counts = a.state.namespace_counts(&name);
+            for st in JobState::ALL {
+                gauge!(
+                    "cathedral_namespace_jobs",
+                    "namespace" => name.clone(),
+                    "state" => st.name().replace(' ', "_")
+                )
+                .set(counts[st as usize] as f64);
+            }
+            let u = a.state.namespace_usage(&name);
+            let l = ns.limits();
+            for (what, used, max) in [
+                ("pending_jobs", u.pending, l.pending_jobs_max),
+                ("running", u.running, l.running_max),
+                ("cpu_millis", u.cpu_millis, l.cpu_millis_max),
+                ("memory_bytes", u.memory_bytes, l.memory_bytes_max),
+            ] {
+                gauge!("cathedral_namespace_use", "namespace" => name.clone(), "resource" => what)
+                    .set(used as f64);
+                // -1: unlimited.
+                gauge!("cathedral_namespace_quota", "namespace" => name.clone(), "resource" => what)
+                    .set(max.map_or(-1.0, |m| m as f64));
+            }
+            gauge!("cathedral_namespace_weight", "namespace" => name.clone())
+                .set(f64::from(l.weight));
         }
         let c = a.state.counters();
         counter!("cathedral_state_fenced_reports_total").absolute(c.fenced_reports);

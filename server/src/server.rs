@@ -16,6 +16,7 @@ use crate::api::v1::acl_service_server::AclServiceServer;
 use crate::api::v1::cluster_service_server::ClusterServiceServer;
 use crate::api::v1::cron_service_server::CronServiceServer;
 use crate::api::v1::job_service_server::JobServiceServer;
+use crate::api::v1::namespace_service_server::NamespaceServiceServer;
 use crate::config::Config;
 use crate::error::{Result, ServerError};
 use crate::node::Node;
@@ -108,7 +109,10 @@ pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Ru
         .add_service(
             AclServiceServer::new(api.clone()).max_decoding_message_size(REQUEST_BYTES_MAX),
         )
-        .add_service(CronServiceServer::new(api).max_decoding_message_size(REQUEST_BYTES_MAX))
+        .add_service(
+            CronServiceServer::new(api.clone()).max_decoding_message_size(REQUEST_BYTES_MAX),
+        )
+        .add_service(NamespaceServiceServer::new(api).max_decoding_message_size(REQUEST_BYTES_MAX))
         .add_service(
             PeerServer::new(PeerService { node: node.clone() })
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)

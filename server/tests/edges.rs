@@ -43,6 +43,7 @@ async fn submit(grpc: &str, name: &str, within: Duration) -> Result<u64, String>
                 .submit_job(pb::SubmitJobRequest {
                     spec: Some(spec.clone()),
                     request_id: name.into(),
+                    ..Default::default()
                 })
                 .await?;
             Ok::<_, Box<dyn std::error::Error>>(r.into_inner().job_id)
@@ -56,13 +57,11 @@ async fn submit(grpc: &str, name: &str, within: Duration) -> Result<u64, String>
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// The black-box tests' port picker: ports outside the ephemeral range, which no outgoing
+// connection can take between the pick and the server's bind.
+#[path = "../../tests/src/ports.rs"]
+mod ports;
+use ports::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_commands_carry_the_clock_it_is_given() {
@@ -106,6 +105,7 @@ async fn a_nodes_commands_carry_the_clock_it_is_given() {
                 .submit_job(pb::SubmitJobRequest {
                     spec: Some(spec.clone()),
                     request_id: "skewed-1".into(),
+                    ..Default::default()
                 })
                 .await?;
             Ok::<_, Box<dyn std::error::Error>>(r.into_inner().job_id)
@@ -121,7 +121,10 @@ async fn a_nodes_commands_carry_the_clock_it_is_given() {
         .await
         .unwrap();
     let job = c
-        .get_job(pb::GetJobRequest { job_id: id })
+        .get_job(pb::GetJobRequest {
+            job_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -159,7 +162,7 @@ async fn a_node_whose_disk_fails_a_sync_stops_and_restarts_with_what_it_acknowle
     let disk = cathedral_storage::disk_faults::attach(&data);
     // A segment's fdatasync: the one that acknowledges the next write (the
     // acknowledgment file's own sync, on a thread of its own, is tried in ClusterSim).
-    disk.fail_next_sync_of("seg", libc::EIO);
+    disk.fail_next_sync_of(".seg", libc::EIO);
     let refused = submit(&grpc, "during", Duration::from_secs(5)).await;
     assert!(
         refused.is_err(),
@@ -194,7 +197,10 @@ async fn a_node_whose_disk_fails_a_sync_stops_and_restarts_with_what_it_acknowle
         .expect("the restarted node takes jobs");
     for id in acked.iter().chain([&after]) {
         let job = c
-            .get_job(pb::GetJobRequest { job_id: *id })
+            .get_job(pb::GetJobRequest {
+                job_id: *id,
+                ..Default::default()
+            })
             .await
             .unwrap_or_else(|e| panic!("job {id} acknowledged before the failure is gone: {e}"));
         assert_eq!(job.into_inner().id, *id);

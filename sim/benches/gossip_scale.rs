@@ -1,6 +1,6 @@
 //! Gossip alone at scale, in simulated time: N members, each the real `Membership` (chitchat
 //! 0.13 with Cathedral's view, phi-accrual detector and monitor), over chitchat's in-process
-//! transport behind a seeded lossy link (ClusterSim's, `cathedral_sim::lossy`), on one thread with tokio's paused clock — time
+//! transport behind a seeded lossy link (`cathedral_sim::lossy`; ClusterSim itself now gossips over turmoil's UDP), on one thread with tokio's paused clock — time
 //! jumps to the next timer whenever every member waits, so 500 members' minutes run in
 //! seconds, and the figures are simulated time, independent of the machine's speed.
 //!
@@ -33,6 +33,7 @@ const PHASE_MAX: Duration = Duration::from_secs(600);
 /// How often the measurements look at the members' views (simulated).
 const POLL: Duration = Duration::from_millis(50);
 
+#[derive(Clone)]
 struct Args {
     nodes: Vec<u64>,
     seed: u64,
@@ -255,12 +256,23 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &a.nodes {
         let wall = std::time::Instant::now();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime");
-        rt.block_on(size(n, &a));
+        // Each size on a thread of its own whose OS entropy is the seed's: chitchat picks
+        // its gossip targets through rand's thread generator, seeded from `getrandom`
+        // (`cathedral_sim::entropy`), so one seed and one list of sizes give the same
+        // figures every time. (A size's figures still depend on the sizes run before it in
+        // the process: something process-wide, not found.)
+        let a = a.clone();
+        std::thread::spawn(move || {
+            cathedral_sim::entropy::seed_thread(Some(a.seed ^ n));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .expect("a runtime");
+            rt.block_on(size(n, &a));
+        })
+        .join()
+        .expect("a size's run");
         eprintln!(
             "{n} members: {:.1} s of wall time",
             wall.elapsed().as_secs_f64()

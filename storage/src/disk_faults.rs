@@ -2,8 +2,8 @@
 //!
 //! ClusterSim runs the real engine on real files. A [`Disk`] attached to a directory sees
 //! every write, length change, removal, rename and sync the engine makes to its log under
-//! it (segments, the spare segment and the acknowledgment file, all through `fsutil`) and
-//! can:
+//! it (segments, the spare segment, the acknowledgment file and the metadata — vote,
+//! commit, state of truncations — that is replaced whole, all through `fsutil`) and can:
 //!
 //! - fail the next write or sync with an errno. The engine must then stop (fail-stop):
 //!   after a failed fsync the kernel may have dropped the dirty pages, so no retry can know
@@ -12,9 +12,11 @@
 //!   would ([`Disk::lose_unsynced`]): the bytes a suffix of those writes replaced are put
 //!   back, the first of them torn at a sector boundary.
 //!
-//! What it does not see: files replaced whole (`replace_atomically`: metadata, identity,
-//! tags), snapshots and the server's own files. Each is synced before anything relies on
-//! it, so none is lost by a crash here, and none of their writes can be failed.
+//! What it does not see: snapshots (their store writes them itself) and files the server
+//! writes itself. Files replaced whole (`replace_atomically`: the engine's metadata, and
+//! the server's identity, tags and known peers when the disk is attached to the whole data
+//! directory) are synced before their rename, so a crash loses none of them; a fault can
+//! fail their write or sync — ClusterSim aims its faults at the engine's files by name.
 //!
 //! Not turmoil's simulated file system (`unstable-fs`): it stands in for `std::fs` calls,
 //! and the engine writes with `pwritev`, preallocates with `fallocate` and reads through
@@ -58,20 +60,21 @@ struct State {
     next_write: u64,
 }
 
-/// A fault asked for: the errno, and the extension of the files it may hit (any file
-/// when `None`).
+/// A fault asked for: the errno, and the end of the names of the files it may hit (any
+/// file when `None`).
 #[derive(Debug, Clone)]
 struct Fault {
     errno: i32,
-    extension: Option<String>,
+    suffix: Option<String>,
 }
 
 impl Fault {
     /// Whether the fault hits `path`.
     fn hits(&self, path: &Path) -> bool {
-        self.extension
-            .as_deref()
-            .is_none_or(|e| path.extension().is_some_and(|x| x == e))
+        self.suffix.as_deref().is_none_or(|e| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(e))
+        })
     }
 }
 
@@ -248,7 +251,16 @@ impl Disk {
     pub fn fail_next_write(&self, errno: i32) {
         self.lock().fail_write = Some(Fault {
             errno,
-            extension: None,
+            suffix: None,
+        });
+    }
+
+    /// The next write of a file whose name ends with `suffix` under this directory
+    /// (`meta.tmp`: the metadata being replaced) fails with `errno`.
+    pub fn fail_next_write_of(&self, suffix: &str, errno: i32) {
+        self.lock().fail_write = Some(Fault {
+            errno,
+            suffix: Some(suffix.to_string()),
         });
     }
 
@@ -256,16 +268,16 @@ impl Disk {
     pub fn fail_next_sync(&self, errno: i32) {
         self.lock().fail_sync = Some(Fault {
             errno,
-            extension: None,
+            suffix: None,
         });
     }
 
-    /// The next sync of a file named `*.extension` under this directory (`seg`: a log
-    /// segment) fails with `errno`.
-    pub fn fail_next_sync_of(&self, extension: &str, errno: i32) {
+    /// The next sync of a file whose name ends with `suffix` under this directory
+    /// (`.seg`: a log segment) fails with `errno`.
+    pub fn fail_next_sync_of(&self, suffix: &str, errno: i32) {
         self.lock().fail_sync = Some(Fault {
             errno,
-            extension: Some(extension.to_string()),
+            suffix: Some(suffix.to_string()),
         });
     }
 
@@ -384,6 +396,42 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_metadata_write_or_sync_stops_the_log_and_the_old_metadata_stays() {
+        for sync in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = attach(dir.path());
+            let options = crate::Options {
+                inline_writer: true,
+                ..crate::Options::default()
+            };
+            let log = crate::Log::open(dir.path(), options.clone()).unwrap();
+            log.save_vote(b"first".to_vec()).unwrap();
+            if sync {
+                disk.fail_next_sync_of("meta.tmp", libc::EIO);
+            } else {
+                disk.fail_next_write_of("meta.tmp", libc::EIO);
+            }
+            // A segment's writes are not the metadata's: the fault waits for it.
+            let entry = crate::Entry {
+                index: 1,
+                term: 1,
+                payload: b"x",
+            };
+            log.append(&[entry], crate::Durability::Durable).unwrap();
+            assert_eq!(disk.fired(), 0);
+            let e = log.save_vote(b"second".to_vec()).unwrap_err();
+            assert!(e.to_string().contains("meta.tmp"), "{e}");
+            assert_eq!(disk.fired(), 1);
+            assert!(log.failure().is_some(), "the log stops (fail-stop)");
+            drop(log);
+            let log = crate::Log::open(dir.path(), options).unwrap();
+            assert_eq!(log.metadata().vote.as_deref(), Some(&b"first"[..]));
+            drop(log);
+            detach(dir.path());
+        }
+    }
+
+    #[test]
     fn a_torn_write_keeps_whole_sectors_of_the_new_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let disk = attach(dir.path());
@@ -426,7 +474,7 @@ mod tests {
         assert_eq!(lost.writes, 1);
         assert_eq!(std::fs::metadata(&y).unwrap().len(), 0);
         // A fault for segments only passes other files by.
-        disk.fail_next_sync_of("seg", libc::EIO);
+        disk.fail_next_sync_of(".seg", libc::EIO);
         assert!(before_sync(&dir.path().join("acked")).is_ok());
         assert!(before_sync(&dir.path().join("1.seg")).is_err());
         detach(dir.path());

@@ -240,14 +240,21 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(bytes)
+        #[cfg(feature = "disk-faults")]
+        crate::disk_faults::forget(&tmp);
+        #[cfg(feature = "disk-faults")]
+        let id = crate::disk_faults::before_write(&tmp, 0, bytes.len())
             .map_err(|e| Error::io("write", &tmp, e))?;
+        let written = f.write_all(bytes);
+        #[cfg(feature = "disk-faults")]
+        crate::disk_faults::after_write(&tmp, id);
+        written.map_err(|e| Error::io("write", &tmp, e))?;
         fail_point!("meta::before_sync", |_| Err(Error::io(
             "fsync",
             &tmp,
             injected(libc::EIO)
         )));
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        sync_all(&f, &tmp)?;
     }
     rename(&tmp, path)?;
     sync_dir(dir)

@@ -32,6 +32,38 @@ fn append_read_reopen_across_many_segments() {
 }
 
 #[test]
+fn a_directory_reopened_with_another_segment_size_keeps_its_segments_and_uses_the_new_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let sized = |bytes: u64| Options {
+        segment_bytes_max: bytes,
+        ..small_options()
+    };
+    let log = Log::open(dir.path(), sized(64 << 10)).unwrap();
+    fill(&log, 1, 200, 7);
+    log.close().unwrap();
+    let before = segment_files(dir.path()).len();
+    // Smaller: the open segment is past the new size, so the next append starts another.
+    let log = Log::open(dir.path(), sized(4 << 10)).unwrap();
+    check(&log, 1, 200);
+    fill(&log, 200, 400, 7);
+    check(&log, 1, 400);
+    log.close().unwrap();
+    let smaller = segment_files(dir.path()).len();
+    assert!(
+        smaller > before + 5,
+        "4 KiB segments rotate often ({before} -> {smaller})"
+    );
+    // Larger again: every segment written at either size still reads back.
+    let log = Log::open(dir.path(), sized(1 << 20)).unwrap();
+    assert!(log.recovery_report().torn_tail.is_none());
+    check(&log, 1, 400);
+    fill(&log, 400, 500, 7);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), sized(64 << 10)).unwrap();
+    check(&log, 1, 500);
+}
+
+#[test]
 fn an_inline_log_dropped_without_close_is_left_as_a_crash_leaves_it() {
     let dir = tempfile::tempdir().unwrap();
     let inline = Options {

@@ -7,7 +7,7 @@
 pub mod engine;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,20 +42,17 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port nobody listens on right now.
+pub mod ports;
+
+/// A loopback TCP port nobody listens on right now, outside the ephemeral range
+/// (see [`ports`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    ports::free_port()
 }
 
-/// A loopback UDP port nobody listens on right now (gossip).
+/// A loopback UDP port nobody listens on right now (gossip), outside the ephemeral range.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind an ephemeral UDP port")
-        .port()
+    ports::free_port()
 }
 
 /// One `cathedral-server` process.
@@ -450,7 +447,10 @@ pub const JOB_WAIT: Duration = Duration::from_secs(90);
 pub async fn get(s: &Server, id: u64) -> pb::Job {
     s.jobs()
         .await
-        .get_job(pb::GetJobRequest { job_id: id })
+        .get_job(pb::GetJobRequest {
+            job_id: id,
+            ..Default::default()
+        })
         .await
         .expect("get job")
         .into_inner()
@@ -489,4 +489,29 @@ pub fn succeeded_attempts(j: &pb::Job) -> Vec<&pb::Attempt> {
                 .is_some_and(|o| o.exit == Some(pb::outcome::Exit::Code(0)))
         })
         .collect()
+}
+
+/// Copies directory `from` into `to` (created), recursively: a fixture's data directory
+/// into a test's own.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The stdout of a CLI run that must succeed; panics with its exit code and stderr.
+pub fn stdout_ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }

@@ -29,6 +29,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         .submit_job(pb::SubmitJobRequest {
             spec: Some(spec("ok", &["true"])),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -43,6 +44,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         jobs.submit_job(pb::SubmitJobRequest {
             spec: Some(spec("empty", &[])),
             request_id: String::new(),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -67,6 +69,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         jobs.submit_job(pb::SubmitJobRequest {
             spec: Some(spec("big", &["echo", &big])),
             request_id: String::new(),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -77,6 +80,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
         .submit_job(pb::SubmitJobRequest {
             spec: Some(spec("huge", &["echo", &huge])),
             request_id: String::new(),
+            ..Default::default()
         })
         .await;
     let e = r.expect_err("a request past REQUEST_BYTES_MAX");
@@ -87,7 +91,11 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
 
     // Unknown ids.
     expect_code(
-        jobs.get_job(pb::GetJobRequest { job_id: 424242 }).await,
+        jobs.get_job(pb::GetJobRequest {
+            job_id: 424242,
+            ..Default::default()
+        })
+        .await,
         Code::NotFound,
         "job 424242",
     );
@@ -96,13 +104,18 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
             job_id: 424242,
             reason: String::new(),
             request_id: String::new(),
+            ..Default::default()
         })
         .await,
         Code::NotFound,
         "job 424242",
     );
     expect_code(
-        jobs.watch_job(pb::WatchJobRequest { job_id: 424242 }).await,
+        jobs.watch_job(pb::WatchJobRequest {
+            job_id: 424242,
+            ..Default::default()
+        })
+        .await,
         Code::NotFound,
         "job 424242",
     );
@@ -142,6 +155,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
             name: "w".into(),
             jobs: vec![wj("a", &["b"]), wj("b", &["a"])],
             request_id: String::new(),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -152,6 +166,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
             name: "w".into(),
             jobs: vec![wj("a", &["nope"])],
             request_id: String::new(),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -190,6 +205,7 @@ async fn bad_requests_are_refused_and_the_state_is_unchanged() {
             })
             .collect(),
         request_id: String::new(),
+        ..Default::default()
     };
     expect_code(
         jobs.submit_workflow(big(20)).await,
@@ -244,7 +260,10 @@ async fn cancelling_many_watches_keeps_the_connection() {
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     let conn = tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
-    let watch = grpc_frame(&pb::WatchJobRequest { job_id: id });
+    let watch = grpc_frame(&pb::WatchJobRequest {
+        job_id: id,
+        ..Default::default()
+    });
     for round in 0..5 {
         // 200 watches opened and cancelled back to back.
         for _ in 0..200 {
@@ -262,8 +281,14 @@ async fn cancelling_many_watches_keeps_the_connection() {
         let (response, mut body) = client
             .send_request(grpc_request("GetJob"), false)
             .unwrap_or_else(|e| panic!("round {round}: connection closed: {e}"));
-        body.send_data(grpc_frame(&pb::GetJobRequest { job_id: id }), true)
-            .unwrap();
+        body.send_data(
+            grpc_frame(&pb::GetJobRequest {
+                job_id: id,
+                ..Default::default()
+            }),
+            true,
+        )
+        .unwrap();
         let response = response
             .await
             .unwrap_or_else(|e| panic!("round {round}: the server dropped the connection: {e}"));
@@ -310,6 +335,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
         .submit_job(pb::SubmitJobRequest {
             spec: Some(keyed("first", "k-first")),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -324,6 +350,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
         name: "flow".into(),
         jobs: vec![wj("a", "k-a", &[]), wj("b", "k-b", &["a"])],
         request_id: String::new(),
+        ..Default::default()
     };
     let w = jobs.submit_workflow(flow()).await.unwrap().into_inner();
     let before = quiet(&s).await;
@@ -346,6 +373,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
             name: "dup".into(),
             jobs: vec![wj("a", "same", &[]), wj("b", "same", &["a"])],
             request_id: String::new(),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -357,6 +385,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
             name: "partial".into(),
             jobs: vec![wj("a", "k-first", &[]), wj("z", "k-new", &["a"])],
             request_id: String::new(),
+            ..Default::default()
         })
         .await,
         Code::InvalidArgument,
@@ -437,6 +466,7 @@ async fn input_that_used_to_get_through_is_refused_and_repeats_take_no_entry() {
         .submit_job(pb::SubmitJobRequest {
             spec: Some(keyed("first", "k-first")),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

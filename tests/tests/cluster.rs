@@ -36,6 +36,7 @@ async fn submit(s: &Server, name: &str) -> u64 {
         .submit_job(pb::SubmitJobRequest {
             spec: Some(spec(name, &["true"])),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("submit {name} via {}: {e}", s.grpc))
@@ -80,7 +81,10 @@ async fn leader_crash_new_leader_no_acknowledged_job_lost_and_the_node_catches_u
         let got = nodes[follower]
             .jobs()
             .await
-            .get_job(pb::GetJobRequest { job_id: id })
+            .get_job(pb::GetJobRequest {
+                job_id: id,
+                ..Default::default()
+            })
             .await
             .expect("read your write on the follower");
         assert_eq!(got.get_ref().id, id);
@@ -103,7 +107,10 @@ async fn leader_crash_new_leader_no_acknowledged_job_lost_and_the_node_catches_u
         for s in [&nodes[l2], &nodes[other]] {
             s.jobs()
                 .await
-                .get_job(pb::GetJobRequest { job_id: *id })
+                .get_job(pb::GetJobRequest {
+                    job_id: *id,
+                    ..Default::default()
+                })
                 .await
                 .unwrap_or_else(|e| panic!("acknowledged job {id} lost: {e}"));
         }
@@ -295,6 +302,7 @@ async fn without_a_quorum_writes_fail_with_unavailable_and_a_message() {
             .submit_job(pb::SubmitJobRequest {
                 spec: Some(spec("after", &["true"])),
                 request_id: "after-the-quorum-returns".into(),
+                ..Default::default()
             })
             .await;
         match r {

@@ -43,6 +43,7 @@ async fn submit_many(s: &Server, n: usize) -> Vec<u64> {
                     .submit_job(pb::SubmitJobRequest {
                         spec: Some(spec(&format!("j{i}"), &["true"])),
                         request_id: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .expect("submit")
@@ -89,7 +90,10 @@ fn zero_tail(dir: &Path, bytes: u64) -> String {
 async fn lookup(s: &Server, id: u64) -> Result<pb::Job, tonic::Code> {
     s.jobs()
         .await
-        .get_job(pb::GetJobRequest { job_id: id })
+        .get_job(pb::GetJobRequest {
+            job_id: id,
+            ..Default::default()
+        })
         .await
         .map(|r| r.into_inner())
         .map_err(|e| e.code())
@@ -140,7 +144,13 @@ async fn a_standalone_server_refuses_until_the_loss_is_accepted() {
     );
     assert!(first <= last, "{r}");
     let moved = r["cut"]["backup"].as_str().unwrap();
-    assert!(std::fs::read_dir(moved).unwrap().count() >= 1, "{r}");
+    // The bytes past the last whole record are copied aside — unless they are all zeros
+    // (the 8 KiB zeroed began exactly at a record's end, as it sometimes does): nothing
+    // then to keep.
+    let cut_bytes = r["cut"]["bytes"].as_u64().unwrap();
+    if cut_bytes > 0 {
+        assert!(std::fs::read_dir(moved).unwrap().count() >= 1, "{r}");
+    }
     let (code, out, _) = log_tool(&dir, &["inspect", "--json"]);
     assert_eq!(code, Some(0), "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -176,6 +186,28 @@ async fn a_standalone_server_refuses_until_the_loss_is_accepted() {
     assert_eq!(s.stop(), Some(0));
 }
 
+/// Waits until every node has applied the same index, unchanged over half a second.
+async fn quiet(nodes: &[Server]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        let mut applied = Vec::new();
+        for s in nodes {
+            applied.push(s.status().await.applied_index);
+        }
+        let now = applied.windows(2).all(|w| w[0] == w[1]).then(|| applied[0]);
+        if now.is_some() && now == last {
+            return;
+        }
+        last = now;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes never applied the same entries and stayed there: {applied:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One round: a cluster, `JOBS` acknowledged jobs, every node SIGKILLed, the last 8 KiB
 /// of the followers in `damaged` (by position among the followers) zeroed, the damaged
 /// nodes restarted first, then the rest.
@@ -183,17 +215,11 @@ async fn damaged_followers_round(root: &Path, damaged: &[usize]) {
     let mut nodes = cluster(root, 3, &["--slots", "0"]).await;
     let l = leader_index(&nodes).await;
     let ids = submit_many(&nodes[l], JOBS).await;
-    // Every follower holds the whole tail (so the damage hits acknowledged records).
-    let want = nodes[l].status().await.applied_index;
-    eventually(WAIT, "every node to apply every job", || async {
-        for s in &nodes {
-            if s.status().await.applied_index < want {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    // Every follower holds the whole tail (so the damage hits acknowledged records), and
+    // the log is quiet: the leader may append an entry of its own after the jobs (a
+    // checkpoint, its hash), and a node killed between writing such an entry and
+    // acknowledging it would hold an unacknowledged tail — what another test is about.
+    quiet(&nodes).await;
     for s in nodes.iter_mut() {
         s.kill9();
     }
@@ -294,11 +320,7 @@ async fn a_follower_damaged_while_its_leader_runs_on_catches_up() {
     let l = leader_index(&nodes).await;
     let ids = submit_many(&nodes[l], JOBS).await;
     let f = (l + 1) % 3;
-    let want = nodes[l].status().await.applied_index;
-    eventually(WAIT, "the follower to apply every job", || async {
-        (nodes[f].status().await.applied_index >= want).then_some(())
-    })
-    .await;
+    quiet(&nodes).await;
     nodes[f].kill9();
     zero_tail(&nodes[f].dir, 8192);
     nodes[f].restart();

@@ -55,7 +55,10 @@ async fn explain_says_why_a_job_waits() {
     let e = s
         .jobs()
         .await
-        .explain_job(pb::ExplainJobRequest { job_id: failing })
+        .explain_job(pb::ExplainJobRequest {
+            job_id: failing,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

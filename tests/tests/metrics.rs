@@ -86,6 +86,31 @@ async fn a_node_exposes_its_work_in_prometheus_format() {
         Some(1.0),
         "{text}"
     );
+    // By namespace: the job is `default`'s, which has no quota.
+    assert_eq!(
+        value(
+            &text,
+            "cathedral_namespace_jobs{namespace=\"default\",state=\"succeeded\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "cathedral_namespace_quota{namespace=\"default\",resource=\"running\"}"
+        ),
+        Some(-1.0),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            "cathedral_namespace_queue_wait_seconds_count{namespace=\"default\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
     assert_eq!(value(&text, "cathedral_raft_leader"), Some(1.0), "{text}");
     assert_eq!(
         value(&text, "cathedral_attempts_total{outcome=\"succeeded\"}"),

@@ -32,7 +32,10 @@ fn archived(s: &Server) -> Vec<u64> {
 async fn collected(s: &Server, id: u64) -> Option<u64> {
     s.jobs()
         .await
-        .get_job(pb::GetJobRequest { job_id: id })
+        .get_job(pb::GetJobRequest {
+            job_id: id,
+            ..Default::default()
+        })
         .await
         .ok()
         .and_then(|r| r.into_inner().collected_at_ms)

@@ -38,6 +38,7 @@ fn request(id: &str) -> pb::SubmitJobRequest {
     pb::SubmitJobRequest {
         spec: Some(spec("session", &["echo", id])),
         request_id: id.to_string(),
+        ..Default::default()
     }
 }
 

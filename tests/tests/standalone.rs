@@ -259,6 +259,7 @@ async fn a_snapshot_requested_during_another_build_is_written() {
             name: format!("fill-{w}"),
             jobs: specs,
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("fill");
@@ -280,6 +281,7 @@ async fn a_snapshot_requested_during_another_build_is_written() {
                 &["true"],
             )),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("submit");

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cathedral_tests::{log_tool, Server};
+use cathedral_tests::{copy_dir, log_tool, Server};
 use serde_json::Value;
 
 fn fixture() -> (PathBuf, Value) {
@@ -15,18 +15,6 @@ fn fixture() -> (PathBuf, Value) {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("main-v4.json")).unwrap()).unwrap();
     (root.join("main-v4"), expected)
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 fn listed(s: &Server) -> Vec<u64> {
@@ -43,7 +31,7 @@ fn a_directory_of_the_previous_release_replays_and_serves() {
     let (from, expected) = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
-    copy(&from, &dir);
+    copy_dir(&from, &dir);
 
     // Offline: the same state as the release served, its snapshot checked from the start.
     let (code, out, err) = log_tool(&dir, &["replay", "--from-start", "--json"]);

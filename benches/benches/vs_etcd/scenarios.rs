@@ -120,7 +120,13 @@ pub(super) async fn jobs_per_sec(a: &Args, sandbox: pb::Sandbox, clients: usize)
                         continue;
                     }
                 };
-                let Ok(w) = jobs.watch_job(pb::WatchJobRequest { job_id: id }).await else {
+                let Ok(w) = jobs
+                    .watch_job(pb::WatchJobRequest {
+                        job_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                else {
                     continue;
                 };
                 let mut s = w.into_inner();

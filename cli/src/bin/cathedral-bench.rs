@@ -233,7 +233,7 @@ async fn until_succeeded(
     jobs: &mut JobServiceClient<client::Conn>,
     id: u64,
 ) -> Result<(), tonic::Status> {
-    let last = client::watch_until_end(jobs, id).await?;
+    let last = client::watch_until_end(jobs, id, "").await?;
     if last.state == pb::JobState::Succeeded as i32 {
         return Ok(());
     }

@@ -37,6 +37,11 @@ pub enum TokenCmd {
         policy: String,
         #[arg(long, default_value = "")]
         name: String,
+        /// Scope the token to namespaces: `PATTERN=CAP,CAP` — PATTERN one namespace,
+        /// a prefix (`ml-*`) or `*`; CAP read, read-output, submit or cancel. Repeatable.
+        /// In namespaces no grant matches, the token may do nothing.
+        #[arg(long, value_name = "PATTERN=CAPS")]
+        grant: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -67,10 +72,34 @@ pub async fn run(client: &Client, command: AclCmd) -> Result<u8, CliError> {
             print_token(&t, json);
         }
         AclCmd::Token {
-            command: TokenCmd::Create { policy, name, json },
+            command:
+                TokenCmd::Create {
+                    policy,
+                    name,
+                    grant,
+                    json,
+                },
         } => {
+            let grants = grant
+                .iter()
+                .map(|g| {
+                    let (pattern, caps) = g.split_once('=').ok_or_else(|| {
+                        CliError::invalid(format!(
+                            "--grant {g:?}: expected PATTERN=CAP,CAP (e.g. 'ml-*=read,submit')"
+                        ))
+                    })?;
+                    Ok(pb::NamespaceGrant {
+                        namespaces: pattern.trim().to_string(),
+                        capabilities: caps.split(',').map(|c| c.trim().to_string()).collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>, CliError>>()?;
             let t = acl
-                .create_token(pb::CreateTokenRequest { name, policy })
+                .create_token(pb::CreateTokenRequest {
+                    name,
+                    policy,
+                    grants,
+                })
                 .await?
                 .into_inner();
             print_token(&t, json);
@@ -118,6 +147,16 @@ fn token_json(t: &pb::AclToken) -> serde_json::Value {
     if !t.secret.is_empty() {
         v["secret"] = t.secret.clone().into();
     }
+    if !t.grants.is_empty() {
+        v["grants"] = t
+            .grants
+            .iter()
+            .map(
+                |g| serde_json::json!({"namespaces": g.namespaces, "capabilities": g.capabilities}),
+            )
+            .collect::<Vec<_>>()
+            .into();
+    }
     v
 }
 
@@ -132,4 +171,7 @@ fn print_token(t: &pb::AclToken, json: bool) {
     }
     println!("name      {}", t.name);
     println!("policy    {}", t.policy);
+    for g in &t.grants {
+        println!("grant     {}: {}", g.namespaces, g.capabilities.join(", "));
+    }
 }

@@ -51,6 +51,8 @@ pub async fn run(client: &Client, a: EventsArgs) -> Result<u8, CliError> {
         workflow_id: a.workflow,
         node_id: a.node,
         stop_at_applied: !a.follow,
+        // --namespace: job events of that namespace only (none given: every namespace).
+        namespace: client.namespace().into(),
         ..Default::default()
     };
     stream(client, req, from, a.follow, a.json).await

@@ -165,7 +165,11 @@ pub async fn submit(
     json: bool,
     request_id: String,
 ) -> Result<u8, CliError> {
-    let req = pb::SubmitJobRequest { spec, request_id };
+    let req = pb::SubmitJobRequest {
+        spec,
+        request_id,
+        namespace: client.namespace().into(),
+    };
     let r = client
         .write(|mut c| {
             let req = req.clone();
@@ -192,6 +196,7 @@ pub async fn cancel(
         job_id: id,
         reason,
         request_id,
+        namespace: client.namespace().into(),
     };
     let r = client
         .write(|mut c| {
@@ -212,7 +217,10 @@ pub async fn cancel(
 pub async fn status(client: &Client, id: u64, json: bool) -> Result<u8, CliError> {
     let mut jobs = client.jobs().await?;
     let j = jobs
-        .get_job(pb::GetJobRequest { job_id: id })
+        .get_job(pb::GetJobRequest {
+            job_id: id,
+            namespace: client.namespace().into(),
+        })
         .await?
         .into_inner();
     if json {
@@ -246,6 +254,7 @@ pub async fn list(client: &Client, a: ListArgs) -> Result<u8, CliError> {
                 workflow_id: a.workflow.unwrap_or(0),
                 newest_first: a.newest_first,
                 archived: a.archived,
+                namespace: client.namespace().into(),
             })
             .await?
             .into_inner();
@@ -276,7 +285,10 @@ pub async fn list(client: &Client, a: ListArgs) -> Result<u8, CliError> {
 pub async fn explain(client: &Client, id: u64, json: bool) -> Result<u8, CliError> {
     let mut jobs = client.jobs().await?;
     let e = jobs
-        .explain_job(pb::ExplainJobRequest { job_id: id })
+        .explain_job(pb::ExplainJobRequest {
+            job_id: id,
+            namespace: client.namespace().into(),
+        })
         .await?
         .into_inner();
     if json {
@@ -306,6 +318,7 @@ pub async fn logs(client: &Client, id: u64, attempt: u32, follow: bool) -> Resul
             job_id: id,
             attempt,
             follow,
+            namespace: client.namespace().into(),
         })
         .await?
         .into_inner();
@@ -332,7 +345,9 @@ pub async fn wait(
         .map(parse::duration_ms)
         .transpose()
         .map_err(CliError::invalid)?;
-    let watch = async { Ok::<_, CliError>(client::watch_until_end(&mut jobs, id).await?) };
+    let watch = async {
+        Ok::<_, CliError>(client::watch_until_end(&mut jobs, id, client.namespace()).await?)
+    };
     let last = match deadline {
         Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), watch)
             .await
@@ -359,7 +374,10 @@ pub async fn wait(
 pub async fn watch(client: &Client, id: u64, json: bool) -> Result<u8, CliError> {
     let mut jobs = client.jobs().await?;
     let mut s = jobs
-        .watch_job(pb::WatchJobRequest { job_id: id })
+        .watch_job(pb::WatchJobRequest {
+            job_id: id,
+            namespace: client.namespace().into(),
+        })
         .await?
         .into_inner();
     while let Some(ev) = s.next().await {

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cron;
 pub mod events;
 pub mod jobs;
+pub mod namespace;
 pub mod tls;
 pub mod workflow;
 
@@ -41,6 +42,10 @@ pub struct Cli {
     /// The token's secret, for a cluster with access control on.
     #[arg(long, global = true, env = "CATHEDRAL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The namespace jobs and workflows are submitted to and read from; `*` reads every
+    /// namespace [default: default].
+    #[arg(long, global = true, env = "CATHEDRAL_NAMESPACE", value_name = "NAME")]
+    namespace: Option<String>,
     /// PEM CA certificate to verify the server with; connects over TLS.
     #[arg(long, global = true, env = "CATHEDRAL_TLS_CA", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
@@ -139,6 +144,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: acl::AclCmd,
     },
+    /// Namespaces: one cluster shared by several teams, each with its weight and quotas.
+    Namespace {
+        #[command(subcommand)]
+        command: namespace::NamespaceCmd,
+    },
     /// Periodic jobs and workflows: each fire is decided once, in the log.
     Cron {
         #[command(subcommand)]
@@ -200,7 +210,9 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         parse::duration_ms(&cli.write_retry)
             .map_err(|e| CliError::invalid(format!("--write-retry: {e}")))?,
     );
-    let client = Client::new(servers, credentials).with_write_retry(write_retry);
+    let client = Client::new(servers, credentials)
+        .with_write_retry(write_retry)
+        .with_namespace(cli.namespace.unwrap_or_default());
     let request_id = cli.request_id.unwrap_or_else(client::new_request_id);
     let c = &client;
     match cli.command {
@@ -223,6 +235,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Cmd::Snapshot { command } => cluster::snapshot(c, command).await,
         Cmd::Acl { command } => acl::run(c, command).await,
         Cmd::Cron { command } => cron::run(c, command, request_id).await,
+        Cmd::Namespace { command } => namespace::run(c, command).await,
         Cmd::Tls { .. } | Cmd::Completions { .. } => unreachable!("run without a server above"),
     }
 }

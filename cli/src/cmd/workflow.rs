@@ -53,6 +53,7 @@ async fn submit(
 ) -> Result<u8, CliError> {
     let mut req = crate::workflow::load(&file).map_err(CliError::invalid)?;
     req.request_id = request_id;
+    req.namespace = client.namespace().into();
     let r = client
         .write(|mut c| {
             let req = req.clone();
@@ -98,6 +99,7 @@ async fn rerun(
         from_job_id,
         from_key,
         request_id,
+        namespace: client.namespace().into(),
     };
     let r = client
         .write(|mut c| {

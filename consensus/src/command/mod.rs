@@ -305,6 +305,25 @@ pub enum Command {
         at_ms: u64,
         feature: Feature,
     },
+    /// A namespace created, updated or deleted (see `namespace`).
+    Namespace {
+        at_ms: u64,
+        op: crate::namespace::NamespaceOp,
+    },
+    /// A submission (`SubmitJobs`, `SubmitWorkflow`, or one `WithJobOptions` wraps) made
+    /// in namespace `namespace`: its jobs belong to it, its idempotency keys are its own,
+    /// and its quotas apply. Inside a request and an `Authored`.
+    InNamespace {
+        namespace: String,
+        command: Box<Command>,
+    },
+    /// Adds a token scoped to namespaces: it may do there what `grants` allow (see
+    /// `namespace::Grant`), and its policy counts only for what spans the cluster.
+    TokenCreateScoped {
+        at_ms: u64,
+        token: crate::acl::Token,
+        grants: Vec<crate::namespace::Grant>,
+    },
 }
 
 impl Command {
@@ -332,9 +351,12 @@ impl Command {
             | Command::SetRules { at_ms, .. }
             | Command::Collect { at_ms, .. }
             | Command::Enable { at_ms, .. }
+            | Command::Namespace { at_ms, .. }
+            | Command::TokenCreateScoped { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms,
             Command::Request { command, .. }
             | Command::Authored { command, .. }
+            | Command::InNamespace { command, .. }
             | Command::WithJobOptions { command, .. } => command.at_ms(),
         }
     }
@@ -363,9 +385,12 @@ impl Command {
             | Command::SetRules { at_ms, .. }
             | Command::Collect { at_ms, .. }
             | Command::Enable { at_ms, .. }
+            | Command::Namespace { at_ms, .. }
+            | Command::TokenCreateScoped { at_ms, .. }
             | Command::TaskOutputs { at_ms, .. } => *at_ms = t,
             Command::Request { command, .. }
             | Command::Authored { command, .. }
+            | Command::InNamespace { command, .. }
             | Command::WithJobOptions { command, .. } => command.set_at_ms(t),
         }
     }
@@ -381,11 +406,24 @@ impl Command {
         }
     }
 
-    /// The command a request (and its author, and its job options) wraps, or itself.
+    /// The namespace a submission was made in (`InNamespace`, under a request and an
+    /// author), if it names one.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Command::InNamespace { namespace, .. } => Some(namespace),
+            Command::Request { command, .. } | Command::Authored { command, .. } => {
+                command.namespace()
+            }
+            _ => None,
+        }
+    }
+
+    /// The command a request (and its author, namespace and job options) wraps, or itself.
     pub fn inner(&self) -> &Command {
         match self {
             Command::Request { command, .. }
             | Command::Authored { command, .. }
+            | Command::InNamespace { command, .. }
             | Command::WithJobOptions { command, .. } => command.inner(),
             other => other,
         }
@@ -416,8 +454,11 @@ impl Command {
             Command::SetRules { .. } => "set_rules",
             Command::Collect { .. } => "collect",
             Command::Enable { .. } => "enable",
+            Command::Namespace { .. } => "namespace",
+            Command::TokenCreateScoped { .. } => "token_create",
             Command::Request { command, .. }
             | Command::Authored { command, .. }
+            | Command::InNamespace { command, .. }
             | Command::WithJobOptions { command, .. } => command.kind(),
         }
     }

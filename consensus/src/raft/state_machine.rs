@@ -168,11 +168,16 @@ pub struct SnapshotBuilder {
     snapshots: SnapshotStore,
 }
 
+/// Opens a snapshot file for Raft. The open is blocking work (`crate::blocking`): tokio's
+/// own `tokio::fs::File::open` would hand it to the blocking pool, whose answer comes at a
+/// real-time moment a simulation cannot repeat.
 async fn open_snapshot(path: &std::path::Path) -> StorageResult<Box<tokio::fs::File>> {
-    let f = tokio::fs::File::open(path)
+    let path = path.to_path_buf();
+    let f = crate::blocking::run(move || std::fs::File::open(path))
         .await
+        .map_err(|e| snap_err(ErrorVerb::Read, io::Error::other(e)))?
         .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    Ok(Box::new(f))
+    Ok(Box::new(tokio::fs::File::from_std(f)))
 }
 
 /// The nice value a snapshot is built at.
@@ -235,9 +240,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let build = move || {
             let built = store.writer(file_meta).and_then(|mut w| {
-                state.write_snapshot(&mut w).map_err(|e| {
-                    cathedral_storage::Error::InvalidArgument(format!("encode state: {e}"))
-                })?;
+                let path = w.path().to_path_buf();
+                state
+                    .write_snapshot(&mut w)
+                    .map_err(|e| cathedral_storage::Error::io("write", path, e))?;
                 w.finish()
             });
             let _ = tx.send(built);
@@ -267,6 +273,45 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot: open_snapshot(&info.path).await?,
         })
     }
+}
+
+/// Places a received snapshot file: usually its bytes are in the file
+/// `begin_receiving_snapshot` handed out (`receiving`), but any file may come back, so the
+/// inodes are compared and another file is copied to a new incoming file first. Then the store
+/// verifies it (checksum, version) and installs it.
+fn place_received(
+    mut given: std::fs::File,
+    receiving: Option<PathBuf>,
+    store: &SnapshotStore,
+) -> io::Result<cathedral_storage::SnapshotInfo> {
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::MetadataExt;
+    given.flush()?;
+    let given_ino = given.metadata()?.ino();
+    let path = match receiving {
+        Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.ino() == given_ino) => {
+            given.sync_all()?;
+            p
+        }
+        other => {
+            if let Some(p) = other {
+                let _ = std::fs::remove_file(p);
+            }
+            let incoming = store.incoming_path();
+            let copied = std::fs::File::create(&incoming).and_then(|mut copy| {
+                given.seek(io::SeekFrom::Start(0))?;
+                io::copy(&mut given, &mut copy)?;
+                copy.sync_all()
+            });
+            if let Err(e) = copied {
+                let _ = std::fs::remove_file(&incoming);
+                return Err(e);
+            }
+            incoming
+        }
+    };
+    drop(given);
+    store.install_incoming(&path).map_err(io::Error::other)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -363,17 +408,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
         let path = self.snapshots.incoming_path();
-        let f = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let open = path.clone();
+        let f = crate::blocking::run(move || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(open)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, io::Error::other(e)))?
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         if let Some(old) = self.receiving.replace(path) {
             let _ = std::fs::remove_file(old);
         }
-        Ok(Box::new(f))
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
     async fn install_snapshot(
@@ -381,46 +430,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<tokio::fs::File>,
     ) -> StorageResult<()> {
-        use std::os::unix::fs::MetadataExt;
-        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
         let w = |e: io::Error| snap_err(ErrorVerb::Write, e);
-        let mut given = snapshot;
-        given.flush().await.map_err(w)?;
+        // Waits for a write still in flight, then the file is a plain one: the rest is
+        // blocking work in one piece (`crate::blocking`), not one pool hop per call.
+        let given = snapshot.into_std().await;
         let receiving = self.receiving.take();
-        // Usually the bytes are in the file begin_receiving_snapshot handed out; but any
-        // file may come back, so compare inodes and copy when it is another one.
-        let given_ino = given.metadata().await.map_err(w)?.ino();
-        let path = match receiving {
-            Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.ino() == given_ino) => {
-                given.sync_all().await.map_err(w)?;
-                p
-            }
-            other => {
-                if let Some(p) = other {
-                    let _ = std::fs::remove_file(p);
-                }
-                let p = self.snapshots.incoming_path();
-                let mut copy = tokio::fs::File::create(&p).await.map_err(w)?;
-                given.seek(io::SeekFrom::Start(0)).await.map_err(w)?;
-                let copied = tokio::io::copy(&mut *given, &mut copy).await;
-                let synced = match copied {
-                    Ok(_) => copy.sync_all().await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = synced {
-                    let _ = std::fs::remove_file(&p);
-                    return Err(w(e));
-                }
-                p
-            }
-        };
-        drop(given);
-        // The bytes are the sender's snapshot file: verify it (checksum, version), place it.
         let store = self.snapshots.clone();
-        let info = crate::blocking::run(move || store.install_incoming(&path))
+        let info = crate::blocking::run(move || place_received(given, receiving, &store))
             .await
             .map_err(|e| w(io::Error::other(e)))?
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            .map_err(w)?;
         let loaded = self.load(&info.path)?;
         if loaded.last_log_id != meta.last_log_id {
             return Err(sm_err(

@@ -11,22 +11,27 @@ impl ClusterState {
     /// a repeat. [`apply`](Self::apply) gives the same answer for a repeat that was
     /// proposed anyway (two copies in flight), so the result does not depend on timing.
     pub fn repeat(&self, command: &Command) -> Option<Response> {
+        self.repeat_in(crate::namespace::DEFAULT_NAMESPACE, command)
+    }
+
+    fn repeat_in(&self, ns: &str, command: &Command) -> Option<Response> {
         match command {
             Command::Request { id, command } => match self.requests.lookup(id, command) {
                 Lookup::Answered(a) => Some(a.response.clone()),
                 Lookup::Conflict(_) => None,
-                Lookup::New => self.repeat(command),
+                Lookup::New => self.repeat_in(ns, command),
             },
             Command::Authored { command, .. } | Command::WithJobOptions { command, .. } => {
-                self.repeat(command)
+                self.repeat_in(ns, command)
             }
+            Command::InNamespace { namespace, command } => self.repeat_in(namespace, command),
             Command::SubmitJobs { jobs, .. } => {
-                let ids: Option<Vec<JobId>> = jobs.iter().map(|s| self.job_of_key(s)).collect();
+                let ids: Option<Vec<JobId>> = jobs.iter().map(|s| self.job_of_key(ns, s)).collect();
                 ids.filter(|ids| !ids.is_empty())
                     .map(|jobs| Response::Submitted { jobs })
             }
             Command::SubmitWorkflow { jobs, .. } => {
-                self.repeated_workflow(jobs)
+                self.repeated_workflow(ns, jobs)
                     .map(|w| Response::WorkflowSubmitted {
                         workflow: w.id,
                         jobs: w.jobs.clone(),
@@ -36,19 +41,58 @@ impl ClusterState {
         }
     }
 
-    /// The job `spec`'s idempotency key names, if any.
-    pub(super) fn job_of_key(&self, spec: &JobSpec) -> Option<JobId> {
-        spec.idempotency_key
-            .as_ref()
-            .and_then(|k| self.idempotency.get(k))
-            .copied()
+    /// The job `spec`'s idempotency key names in namespace `ns`, if any.
+    pub(super) fn job_of_key(&self, ns: &str, spec: &JobSpec) -> Option<JobId> {
+        let k = spec.idempotency_key.as_ref()?;
+        if ns == crate::namespace::DEFAULT_NAMESPACE {
+            self.idempotency.get(k).copied()
+        } else {
+            self.namespaces
+                .keys
+                .get(&(ns.to_string(), k.clone()))
+                .copied()
+        }
+    }
+
+    /// Why a submission cannot be made in namespace `namespace`: the namespace does not
+    /// exist, or what it wraps is not a submission.
+    pub(super) fn check_in_namespace(
+        &self,
+        namespace: &str,
+        command: &Command,
+    ) -> std::result::Result<(), Invalid> {
+        crate::namespace::check_name(namespace)?;
+        if !self.namespaces.exists(namespace) {
+            return Err(Invalid::new(
+                "namespace",
+                format!("no namespace {namespace}"),
+            ));
+        }
+        match command {
+            Command::SubmitJobs { .. }
+            | Command::SubmitWorkflow { .. }
+            | Command::WithJobOptions { .. } => Ok(()),
+            other => Err(Invalid::new(
+                "namespace",
+                format!("a {} is not made in a namespace", other.kind()),
+            )),
+        }
     }
 
     /// Whether `command` would be accepted by [`apply`](Self::apply) on this state: a
     /// proposer checks it first so that bad input never takes a log entry. Apply checks
     /// again: a job named here may have been collected (retention) in between.
     pub fn check(&self, command: &Command) -> std::result::Result<(), Invalid> {
+        self.check_in(crate::namespace::DEFAULT_NAMESPACE, command)
+    }
+
+    fn check_in(&self, ns: &str, command: &Command) -> std::result::Result<(), Invalid> {
         match command {
+            Command::InNamespace { namespace, command } => {
+                self.check_in_namespace(namespace, command)?;
+                self.check_in(namespace, command)
+            }
+            Command::Namespace { op, .. } => self.namespaces.check(op, |n| self.index.jobs_in(n)),
             Command::Request { id, command } => {
                 id.check()?;
                 if !command.batchable() || matches!(**command, Command::Request { .. }) {
@@ -60,22 +104,26 @@ impl ClusterState {
                 if let Lookup::Conflict(e) = self.requests.lookup(id, command) {
                     return Err(e);
                 }
-                self.check(command)
+                self.check_in(ns, command)
             }
             Command::Authored { command, .. } => {
                 authored_allowed(command)?;
-                self.check(command)
+                self.check_in(ns, command)
             }
             Command::WithJobOptions { options, command } => {
                 crate::command::check_job_options(options, command)?;
-                self.check(command)
+                self.check_in(ns, command)
             }
-            Command::SubmitJobs { jobs, .. } => self.check_submit(jobs),
+            Command::SubmitJobs { jobs, .. } => self.check_submit(ns, jobs),
             Command::SubmitWorkflow { name, jobs, .. } => {
-                self.plan_workflow(name, jobs).map(|_| ())
+                self.plan_workflow(ns, name, jobs).map(|_| ())
             }
             Command::AclBootstrap { token, .. } => self.acl.check_add(token, true),
             Command::TokenCreate { token, .. } => self.acl.check_add(token, false),
+            Command::TokenCreateScoped { token, grants, .. } => {
+                crate::namespace::check_grants(grants)?;
+                self.acl.check_add(token, false)
+            }
             Command::Cron { op, .. } => self.crons.check(op),
             Command::RerunWorkflow { workflow, from, .. } => {
                 self.rerun_plan(*workflow, *from).map(|_| ())
@@ -101,7 +149,11 @@ impl ClusterState {
         }
     }
 
-    pub(super) fn check_submit(&self, specs: &[JobSpec]) -> std::result::Result<(), Invalid> {
+    pub(super) fn check_submit(
+        &self,
+        ns: &str,
+        specs: &[JobSpec],
+    ) -> std::result::Result<(), Invalid> {
         if specs.is_empty() || specs.len() > limits::SUBMIT_BATCH_MAX {
             return Err(Invalid::new(
                 "jobs",
@@ -112,7 +164,7 @@ impl ClusterState {
             ));
         }
         for (i, spec) in specs.iter().enumerate() {
-            self.check_spec(spec)
+            self.check_spec(ns, spec)
                 .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
         unique_keys(specs.iter())
@@ -120,15 +172,26 @@ impl ClusterState {
 
     /// Spec validity plus references: every dependency must exist, and every step-output
     /// reference names one (see [`check_step_refs`](Self::check_step_refs)).
-    pub(super) fn check_spec(&self, spec: &JobSpec) -> std::result::Result<(), Invalid> {
-        self.check_spec_alone(spec)?;
+    pub(super) fn check_spec(&self, ns: &str, spec: &JobSpec) -> std::result::Result<(), Invalid> {
+        self.check_spec_alone(ns, spec)?;
         self.check_step_refs(spec, &[])
     }
 
-    /// Spec validity and its dependencies, without its step-output references.
-    pub(super) fn check_spec_alone(&self, spec: &JobSpec) -> std::result::Result<(), Invalid> {
+    /// Spec validity and its dependencies (jobs of namespace `ns`), without its
+    /// step-output references.
+    pub(super) fn check_spec_alone(
+        &self,
+        ns: &str,
+        spec: &JobSpec,
+    ) -> std::result::Result<(), Invalid> {
         spec.validate()?;
-        if let Some(d) = spec.depends_on.iter().find(|d| !self.jobs.contains_key(d)) {
+        // What the namespace allows its jobs (sandboxes, limits past its maxima).
+        self.namespaces.limits(ns).check_job(ns, spec)?;
+        if let Some(d) = spec
+            .depends_on
+            .iter()
+            .find(|d| !self.jobs.contains_key(d) || self.namespaces.of(**d) != ns)
+        {
             return Err(Invalid::new("depends_on", format!("unknown job {d}")));
         }
         Ok(())

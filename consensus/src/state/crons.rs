@@ -153,7 +153,9 @@ impl ClusterState {
     ) -> crate::cron::FireOutcome {
         use crate::cron::{CronTarget, FireOutcome, Launched};
         match self.crons.map[name].stamped(scheduled_ms) {
-            CronTarget::Job(spec) => match self.check_spec(&spec) {
+            CronTarget::Job(spec) => match self
+                .check_spec(crate::namespace::DEFAULT_NAMESPACE, &spec)
+            {
                 Ok(()) => FireOutcome::Launched(Launched::Job(self.create_job(at, *spec, None))),
                 Err(e) => FireOutcome::Failed(e.to_string()),
             },

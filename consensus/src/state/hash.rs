@@ -170,14 +170,21 @@ impl ClusterState {
     /// What the state keeps for job `id` besides the job itself, as its digest covers it
     /// under `Feature::JobDigestsCoverTheirRecords`.
     fn job_record(&self, id: JobId) -> Vec<u8> {
-        postcard::to_stdvec(&(
+        let mut bytes = postcard::to_stdvec(&(
             self.ended_at.get(&id),
             self.retain.get(&id),
             self.outputs.get(&id),
             self.rerun_base.get(&id),
             self.acl.submitter(id),
         ))
-        .expect("records always encode")
+        .expect("records always encode");
+        // Its namespace, outside `default` only: a job of `default` (every job of a log
+        // written before namespaces) is digested as before.
+        if let Some(ns) = self.namespaces.of_job.get(&id) {
+            bytes.extend_from_slice(b"ns");
+            bytes = postcard::to_extend(ns, bytes).expect("records always encode");
+        }
+        bytes
     }
 
     /// The sum of the job digests, with the changed jobs folded in: each covering the
@@ -242,18 +249,33 @@ impl ClusterState {
             rules: &self.rules,
             features: &self.features,
         };
-        *blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes")).as_bytes()
+        let hash = blake3::hash(&postcard::to_stdvec(&view).expect("state always encodes"));
+        // The namespaces once one was made (the jobs' namespaces and keys are in their
+        // digests): a state that never had one hashes as before they existed.
+        if !self.namespaces.any_made() {
+            return *hash.as_bytes();
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(hash.as_bytes());
+        h.update(b"namespaces");
+        h.update(&self.namespaces.made_encoded());
+        *h.finalize().as_bytes()
     }
 
     /// Whether the idempotency keys are what the jobs make them: each names the held job
     /// whose spec has it (what `hash_by_job` relies on).
     pub fn idempotency_consistent(&self) -> bool {
-        let derived: imbl::OrdMap<String, JobId> = self
-            .jobs
-            .values()
-            .filter_map(|j| j.spec.idempotency_key.clone().map(|k| (k, j.id)))
-            .collect();
-        derived == self.idempotency
+        let mut derived: imbl::OrdMap<String, JobId> = imbl::OrdMap::new();
+        let mut scoped: imbl::OrdMap<(String, String), JobId> = imbl::OrdMap::new();
+        for j in self.jobs.values() {
+            if let Some(k) = j.spec.idempotency_key.clone() {
+                match self.namespaces.of_job.get(&j.id) {
+                    Some(ns) => scoped.insert((ns.clone(), k), j.id),
+                    None => derived.insert(k, j.id),
+                };
+            }
+        }
+        derived == self.idempotency && scoped == self.namespaces.keys
     }
 
     /// The state hash (BLAKE3, 32 bytes) over the canonical encoding of everything but the
@@ -287,6 +309,7 @@ impl ClusterState {
             && self.rules.is_none()
             && self.ended_at.is_empty()
             && self.retain.is_empty()
+            && self.namespaces.is_empty()
         {
             return *hash.as_bytes();
         }
@@ -318,6 +341,10 @@ impl ClusterState {
         if !self.retain.is_empty() {
             h.update(b"retain");
             h.update(&postcard::to_stdvec(&self.retain).expect("state always encodes"));
+        }
+        if !self.namespaces.is_empty() {
+            h.update(b"namespaces");
+            h.update(&postcard::to_stdvec(&self.namespaces).expect("state always encodes"));
         }
         *h.finalize().as_bytes()
     }

@@ -167,6 +167,14 @@ pub struct ClusterState {
     /// once not empty.
     #[serde(skip)]
     features: BTreeSet<Feature>,
+    /// Namespaces made, and the namespace of every job outside `default` (snapshot
+    /// version 9); hashed only once not empty.
+    #[serde(skip)]
+    namespaces: crate::namespace::Namespaces,
+    /// The namespace the submission being applied was made in (`InNamespace`); `None`
+    /// outside one (`default`). Not encoded.
+    #[serde(skip)]
+    in_namespace: Option<String>,
     /// Derived: attempts ended by the entries this value applied (not those it loaded
     /// from a snapshot), by `Exit::kind`: a counter for metrics that costs nothing to
     /// read. Not encoded, not compared.
@@ -246,6 +254,8 @@ impl Default for ClusterState {
             collected: Vec::new(),
             keep_collected: false,
             features: BTreeSet::new(),
+            namespaces: Default::default(),
+            in_namespace: None,
             attempts_ended: Tally::default(),
             recorder: Recorder::default(),
         }
@@ -310,7 +320,7 @@ impl ClusterState {
         for id in &touched {
             let id = *id;
             if let Some(j) = self.jobs.get(&id) {
-                self.index.insert(&j);
+                self.index.insert(&j, self.namespaces.of(id));
                 let ended = j.state.is_final();
                 drop(j);
                 if under_rules {
@@ -332,6 +342,7 @@ impl ClusterState {
                 };
                 if let Some(mut e) = events::job_event(before, &j) {
                     e.at_ms = command.at_ms();
+                    e.namespace = self.namespaces.of_job.get(&id).cloned();
                     self.recorder.out.push(e);
                 }
             }
@@ -390,7 +401,7 @@ impl ClusterState {
         // Out of the indexes once per command (it goes back in when the command ends).
         if self.index.touched.insert(id) {
             if let Some(j) = self.jobs.get(&id) {
-                self.index.remove(&j);
+                self.index.remove(&j, self.namespaces.of(id));
             }
         }
     }
@@ -438,6 +449,9 @@ impl ClusterState {
             Command::WithJobOptions { options, command } => {
                 return self.apply_with_options(index, options, command)
             }
+            Command::InNamespace { namespace, command } => {
+                return self.apply_in_namespace(index, namespace, command)
+            }
             _ => {}
         }
         self.last_applied = Some(index);
@@ -470,8 +484,20 @@ impl ClusterState {
             }
             Command::NodeRecovered { at_ms, node } => self.node_recovered(*at_ms, *node),
             Command::Batch { .. } => unreachable!("apply takes batches apart"),
-            Command::Request { .. } | Command::Authored { .. } | Command::WithJobOptions { .. } => {
+            Command::Request { .. }
+            | Command::Authored { .. }
+            | Command::WithJobOptions { .. }
+            | Command::InNamespace { .. } => {
                 unreachable!("taken above")
+            }
+            Command::Namespace { at_ms, op } => {
+                match self.namespaces.check(op, |ns| self.index.jobs_in(ns)) {
+                    Ok(()) => {
+                        self.namespaces.apply(*at_ms, op);
+                        Response::Done
+                    }
+                    Err(e) => Response::Rejected(e),
+                }
             }
             Command::AclBootstrap { token, .. } => match self.acl.add(token.clone(), true) {
                 Ok(()) => Response::Done,
@@ -481,6 +507,19 @@ impl ClusterState {
                 Ok(()) => Response::Done,
                 Err(e) => Response::Rejected(e),
             },
+            Command::TokenCreateScoped { token, grants, .. } => {
+                match crate::namespace::check_grants(grants)
+                    .and_then(|()| self.acl.add(token.clone(), false))
+                {
+                    Ok(()) => {
+                        self.namespaces
+                            .grants
+                            .insert(token.accessor.clone(), grants.clone());
+                        Response::Done
+                    }
+                    Err(e) => Response::Rejected(e),
+                }
+            }
             Command::Cron { at_ms, op } => self.apply_cron(*at_ms, op),
             Command::RerunWorkflow {
                 at_ms,
@@ -495,7 +534,10 @@ impl ClusterState {
                 ..
             } => self.publish_outputs(*job, *attempt, *node, outputs),
             Command::TokenRevoke { accessor, .. } => match self.acl.revoke(accessor) {
-                Ok(_) => Response::Done,
+                Ok(_) => {
+                    self.namespaces.grants.remove(accessor);
+                    Response::Done
+                }
                 Err(e) => Response::Rejected(e),
             },
             Command::SetRules { at_ms, rules } => match rules.validate() {
@@ -650,8 +692,74 @@ impl ClusterState {
         response
     }
 
+    /// Applies a submission made in namespace `namespace`: its jobs are created in it.
+    fn apply_in_namespace(&mut self, index: u64, namespace: &str, command: &Command) -> Response {
+        self.last_applied = Some(index);
+        if let Err(e) = self.check_in_namespace(namespace, command) {
+            self.counters.rejected_commands += 1;
+            return Response::Rejected(e);
+        }
+        let outer = self.in_namespace.replace(namespace.to_string());
+        let response = self.apply_command(index, command);
+        self.in_namespace = outer;
+        response
+    }
+
+    /// The namespace of the submission being applied: the one an `InNamespace` names, or
+    /// `default`.
+    fn current_namespace(&self) -> &str {
+        self.in_namespace
+            .as_deref()
+            .unwrap_or(crate::namespace::DEFAULT_NAMESPACE)
+    }
+
+    /// Checks the quotas a submission of `new` jobs (those its keys do not repeat) meets
+    /// in the current namespace — pending jobs and the submit rate — and, when it does,
+    /// draws them from the rate's bucket (the caller then creates them: nothing after this
+    /// can refuse). A refusal's field starts with `quota.` (the API answers
+    /// `RESOURCE_EXHAUSTED`).
+    fn take_quota(&mut self, at: u64, new: u64) -> std::result::Result<(), Invalid> {
+        if new == 0 {
+            return Ok(());
+        }
+        let ns = self.current_namespace().to_string();
+        let limits = self.namespaces.limits(&ns);
+        if let Some(max) = limits.pending_jobs_max {
+            let pending = self.index.usage(&ns).pending;
+            if pending + new > max {
+                return Err(Invalid::new(
+                    "quota.pending_jobs_max",
+                    format!(
+                        "namespace {ns} holds {pending} pending jobs; {new} more would pass its pending_jobs_max quota of {max}"
+                    ),
+                ));
+            }
+        }
+        if let Some((per_sec, burst)) = limits.submit_rate {
+            let mut made = self.namespaces.get(&ns).unwrap_or_default();
+            if let Err(have) = made.draw(new, at) {
+                return Err(Invalid::new(
+                    "quota.submit_rate",
+                    format!(
+                        "namespace {ns} may submit {per_sec} jobs a second (bursts of {burst}); {have} may be submitted now, {new} were"
+                    ),
+                ));
+            }
+            self.namespaces.made.insert(ns, made);
+        }
+        Ok(())
+    }
+
     fn submit_jobs(&mut self, at: u64, specs: &[JobSpec]) -> Response {
-        if let Err(e) = self.check_submit(specs) {
+        let ns = self.current_namespace().to_string();
+        if let Err(e) = self.check_submit(&ns, specs) {
+            return Response::Rejected(e);
+        }
+        let new = specs
+            .iter()
+            .filter(|s| self.job_of_key(&ns, s).is_none())
+            .count() as u64;
+        if let Err(e) = self.take_quota(at, new) {
             return Response::Rejected(e);
         }
         // A key this state holds names its job: `create_job` answers with it (a repeat).
@@ -662,19 +770,33 @@ impl ClusterState {
         Response::Submitted { jobs }
     }
 
-    /// Creates a job (or returns the one its idempotency key names).
-    fn create_job(&mut self, at: u64, spec: JobSpec, workflow: Option<WorkflowId>) -> JobId {
-        if let Some(existing) = spec
-            .idempotency_key
-            .as_ref()
-            .and_then(|k| self.idempotency.get(k))
-        {
-            return *existing;
+    /// Creates a job (or returns the one its idempotency key names) in the current
+    /// namespace.
+    fn create_job(&mut self, at: u64, mut spec: JobSpec, workflow: Option<WorkflowId>) -> JobId {
+        if let Some(existing) = self.job_of_key(self.current_namespace(), &spec) {
+            return existing;
         }
+        // The namespace's defaults for what the job asks none of.
+        self.namespaces
+            .limits(self.current_namespace())
+            .with_defaults(&mut spec);
         let id = self.next_job;
         self.next_job += 1;
-        if let Some(k) = &spec.idempotency_key {
-            self.idempotency.insert(k.clone(), id);
+        match (&spec.idempotency_key, self.in_namespace.clone()) {
+            (Some(k), Some(ns)) if ns != crate::namespace::DEFAULT_NAMESPACE => {
+                self.namespaces.keys.insert((ns, k.clone()), id);
+            }
+            (Some(k), _) => {
+                self.idempotency.insert(k.clone(), id);
+            }
+            (None, _) => {}
+        }
+        if let Some(ns) = self
+            .in_namespace
+            .clone()
+            .filter(|ns| ns != crate::namespace::DEFAULT_NAMESPACE)
+        {
+            self.namespaces.of_job.insert(id, ns);
         }
         let mut deps: Vec<JobId> = spec.depends_on.clone();
         deps.sort_unstable();
@@ -713,6 +835,11 @@ impl ClusterState {
     /// The id the next job will get: every job ever submitted has a lower one.
     pub fn next_job_id(&self) -> JobId {
         self.next_job
+    }
+
+    /// The namespaces, and the namespace of every job.
+    pub fn namespaces(&self) -> &crate::namespace::Namespaces {
+        &self.namespaces
     }
 
     /// Access control: tokens, and who submitted which job.
@@ -754,6 +881,7 @@ fn authored_allowed(command: &Command) -> std::result::Result<(), Invalid> {
         Command::SubmitJobs { .. }
         | Command::SubmitWorkflow { .. }
         | Command::WithJobOptions { .. }
+        | Command::InNamespace { .. }
         | Command::CancelJob { .. }
         | Command::RerunWorkflow { .. } => Ok(()),
         other => Err(Invalid::new(

@@ -105,6 +105,43 @@ impl ClusterState {
             .filter(move |j| j.not_before_ms <= now_ms && self.dependencies_succeeded(j))
     }
 
+    /// The runnable jobs of namespace `ns` (see [`runnable`](Self::runnable)), in the
+    /// same order.
+    pub fn runnable_in<'a>(&'a self, ns: &str, now_ms: u64) -> impl Iterator<Item = &'a Job> {
+        self.index
+            .by_ns
+            .get(ns)
+            .into_iter()
+            .flat_map(|n| n.pending.iter())
+            .map(|(_, id)| self.jobs.live(id))
+            .filter(move |j| j.not_before_ms <= now_ms && self.dependencies_succeeded(j))
+    }
+
+    /// The namespaces with pending jobs, by name.
+    pub fn namespaces_pending(&self) -> impl Iterator<Item = &str> {
+        self.index
+            .by_ns
+            .iter()
+            .filter(|(_, n)| !n.pending.is_empty())
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The namespace of job `id`.
+    pub fn namespace_of(&self, id: JobId) -> &str {
+        self.namespaces.of(id)
+    }
+
+    /// What namespace `ns` uses now: pending jobs, attempts in flight and what they
+    /// reserve.
+    pub fn namespace_usage(&self, ns: &str) -> crate::namespace::Usage {
+        self.index.usage(ns)
+    }
+
+    /// The jobs namespace `ns` holds, by state (`JobState as usize`).
+    pub fn namespace_counts(&self, ns: &str) -> [u64; 7] {
+        self.index.by_ns.get(ns).map_or([0; 7], |n| n.counts)
+    }
+
     /// `(job, attempt)` of every attempt in flight on `node`.
     pub fn running_on(&self, node: NodeId) -> Vec<(JobId, u32)> {
         self.index.active.get(&node).map_or(Vec::new(), |ids| {

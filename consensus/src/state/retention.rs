@@ -24,9 +24,20 @@ impl ClusterState {
                     dj.dependents.retain(|x| *x != id);
                 }
             }
+            let ns = self.namespaces.of_job.remove(&id);
             if let Some(k) = &job.spec.idempotency_key {
-                if self.idempotency.get(k) == Some(&id) {
-                    self.idempotency.remove(k);
+                match ns {
+                    Some(ns) => {
+                        let key = (ns, k.clone());
+                        if self.namespaces.keys.get(&key) == Some(&id) {
+                            self.namespaces.keys.remove(&key);
+                        }
+                    }
+                    None => {
+                        if self.idempotency.get(k) == Some(&id) {
+                            self.idempotency.remove(k);
+                        }
+                    }
                 }
             }
             let submitted_by = self.acl.submitter(id).map(str::to_string);

@@ -7,9 +7,10 @@ use crate::jobs::Loaded;
 /// control state after that, version 4 the crons, rerun bases and step outputs, version 5
 /// the rules, version 6 the end times, version 7 the jobs' own retentions; version 8
 /// writes each job as its encoding (with its state) instead of as a value, so an ended
-/// job held as its encoding is written and loaded as it is. Every earlier version still
-/// loads.
-pub(super) const SNAPSHOT_VERSION: u16 = 8;
+/// job held as its encoding is written and loaded as it is; version 9 appends the
+/// namespaces (with the namespace and idempotency keys of every job outside `default`).
+/// Every earlier version still loads.
+pub(super) const SNAPSHOT_VERSION: u16 = 9;
 
 /// The jobs as a snapshot (version 8) writes them: a sequence of `(id, state, held)`,
 /// `held` an enum: `Encoded(bytes)` (a length, then the job's postcard bytes) or
@@ -87,6 +88,7 @@ impl ClusterState {
         &imbl::OrdMap<JobId, u64>,
         &imbl::OrdMap<JobId, u64>,
         &BTreeSet<Feature>,
+        &crate::namespace::Namespaces,
     ) {
         (
             SNAPSHOT_VERSION,
@@ -101,6 +103,7 @@ impl ClusterState {
             &self.ended_at,
             &self.retain,
             &self.features,
+            &self.namespaces,
         )
     }
 
@@ -131,6 +134,8 @@ impl ClusterState {
             retain: self.retain.clone(),
             own_due: imbl::OrdSet::new(),
             features: self.features.clone(),
+            namespaces: self.namespaces.clone(),
+            in_namespace: None,
             collected: Vec::new(),
             keep_collected: false,
             attempts_ended: Tally::default(),
@@ -147,11 +152,27 @@ impl ClusterState {
     /// without building it in memory first.
     ///
     /// [`to_snapshot`]: ClusterState::to_snapshot
+    ///
+    /// A failure of `w` comes back as itself (postcard reports any writer's failure as
+    /// "the serialize buffer is full", which would hide a full disk), and the buffered tail
+    /// is flushed here: a flush failing in the buffer's drop would go unseen, and the bytes
+    /// before it could then be finished as a whole snapshot.
     pub fn write_snapshot<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
+        use std::io::Write;
+        let failed = std::cell::Cell::new(None);
+        let w = FirstError {
+            inner: w,
+            failed: &failed,
+        };
         let w = std::io::BufWriter::with_capacity(1 << 16, w);
-        postcard::to_io(&self.snapshot_parts(), w)
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        let encoded = postcard::to_io(&self.snapshot_parts(), w);
+        let e = match encoded {
+            Ok(mut w) => return w.flush(),
+            Err(e) => e,
+        };
+        Err(failed
+            .take()
+            .unwrap_or_else(|| std::io::Error::other(format!("encode: {e}"))))
     }
 
     /// A state from snapshot bytes.
@@ -232,12 +253,40 @@ impl ClusterState {
         if version >= 8 {
             state.features = next(&mut rest)?;
         }
+        if version >= 9 {
+            state.namespaces = next(&mut rest)?;
+        }
         state.requests.follow(&state.features);
         let ended: Vec<(JobId, u64)> = state.ended_at.iter().map(|(id, t)| (*id, *t)).collect();
         for (id, t) in ended {
             state.order(id, t, true);
         }
-        state.index = JobIndex::rebuilt(&state.jobs);
+        state.index = JobIndex::rebuilt(&state.jobs, &state.namespaces);
         Ok(state)
+    }
+}
+
+/// A writer that keeps the first error of the one it wraps, for a caller (postcard) that
+/// reports only that something failed.
+struct FirstError<'a, W> {
+    inner: W,
+    failed: &'a std::cell::Cell<Option<std::io::Error>>,
+}
+
+impl<W: std::io::Write> std::io::Write for FirstError<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| self.keep(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.keep(e))
+    }
+}
+
+impl<W> FirstError<'_, W> {
+    fn keep(&self, e: &std::io::Error) {
+        let first = self.failed.take();
+        self.failed
+            .set(first.or_else(|| Some(std::io::Error::new(e.kind(), e.to_string()))));
     }
 }

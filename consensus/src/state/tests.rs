@@ -1293,6 +1293,57 @@ fn streamed_snapshot_equals_the_buffered_one() {
     assert_eq!(ClusterState::from_snapshot(&streamed).unwrap(), s);
 }
 
+/// A writer that takes `room` bytes, then fails as a full disk does.
+struct FullDisk {
+    room: usize,
+    took: Vec<u8>,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        self.took.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_snapshot_whose_writer_fails_says_why_and_never_ends_short() {
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    s.apply(0, &node(1));
+    for k in 0..2_000 {
+        submit(&mut s, &mut i, JobSpec::new(&format!("j{k}"), &["true"]));
+    }
+    let whole = s.to_snapshot().len();
+    assert!(whole > 1 << 16, "{whole} bytes: more than the buffer");
+    // Short by one byte (the failure then comes at the last flush, not while encoding),
+    // by the buffer's tail, and from the start.
+    for room in [whole - 1, whole - 100, whole / 2, 0] {
+        let mut w = FullDisk {
+            room,
+            took: Vec::new(),
+        };
+        let e = s.write_snapshot(&mut w).expect_err("the disk was full");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull,
+            "room {room}: {e}"
+        );
+        assert!(
+            e.to_string().contains("No space left on device"),
+            "room {room}: {e}"
+        );
+    }
+}
+
 #[test]
 fn cancel_ends_a_running_job_and_its_dependents() {
     let (mut s, mut i) = (ClusterState::new(), 0);
@@ -1557,4 +1608,412 @@ fn changed_jobs_digests_are_folded_in_as_entries_apply_not_all_at_the_next_hash(
         let rebuilt = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
         assert_eq!(s.hash(), rebuilt.hash(), "by_job {by_job}");
     }
+}
+
+fn ns_op(s: &mut ClusterState, i: &mut u64, op: crate::namespace::NamespaceOp) -> Response {
+    *i += 1;
+    s.apply(*i, &Command::Namespace { at_ms: 10, op })
+}
+
+fn submit_in(
+    s: &mut ClusterState,
+    i: &mut u64,
+    at_ms: u64,
+    ns: &str,
+    jobs: Vec<JobSpec>,
+) -> Response {
+    *i += 1;
+    s.apply(
+        *i,
+        &Command::InNamespace {
+            namespace: ns.into(),
+            command: Box::new(Command::SubmitJobs { at_ms, jobs }),
+        },
+    )
+}
+
+fn keyed(name: &str, key: &str) -> JobSpec {
+    JobSpec {
+        idempotency_key: Some(key.into()),
+        ..JobSpec::new(name, &["true"])
+    }
+}
+
+#[test]
+fn jobs_belong_to_their_namespace_and_keys_are_its_own() {
+    use crate::namespace::NamespaceOp;
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    s.apply(0, &node(1));
+    let before = s.hash();
+    // A submission in a namespace that does not exist is refused, and nothing is made.
+    let r = submit_in(&mut s, &mut i, 10, "ml", vec![JobSpec::new("a", &["true"])]);
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.reason.contains("no namespace ml")),
+        "{r:?}"
+    );
+    assert_eq!(s.next_job_id(), 1);
+    let r = ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Create {
+            name: "ml".into(),
+            settings: vec![],
+        },
+    );
+    assert_eq!(r, Response::Done);
+    assert_ne!(s.hash(), before, "a namespace is part of the state hash");
+    // One key, two namespaces: two jobs; again in one: the same job.
+    let Response::Submitted { jobs: a } =
+        submit_in(&mut s, &mut i, 10, "ml", vec![keyed("a", "k")])
+    else {
+        panic!()
+    };
+    let b = submit(&mut s, &mut i, keyed("b", "k"));
+    assert_ne!(a[0], b);
+    let Response::Submitted { jobs: again } =
+        submit_in(&mut s, &mut i, 20, "ml", vec![keyed("a", "k")])
+    else {
+        panic!()
+    };
+    assert_eq!(again, a);
+    assert_eq!(s.namespace_of(a[0]), "ml");
+    assert_eq!(s.namespace_of(b), "default");
+    // A proposer sees the repeat too (answered without an entry).
+    let repeat = Command::InNamespace {
+        namespace: "ml".into(),
+        command: Box::new(Command::SubmitJobs {
+            at_ms: 30,
+            jobs: vec![keyed("a", "k")],
+        }),
+    };
+    assert_eq!(
+        s.repeat(&repeat),
+        Some(Response::Submitted { jobs: a.clone() })
+    );
+    // A dependency must be a job of the same namespace.
+    let dep_on_b = JobSpec {
+        depends_on: vec![b],
+        ..JobSpec::new("c", &["true"])
+    };
+    let r = submit_in(&mut s, &mut i, 10, "ml", vec![dep_on_b]);
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.field.contains("depends_on")),
+        "{r:?}"
+    );
+    // A namespace holding a job cannot be deleted; `default` never.
+    let r = ns_op(&mut s, &mut i, NamespaceOp::Delete { name: "ml".into() });
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.reason.contains("holds 1 jobs")),
+        "{r:?}"
+    );
+    let r = ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Delete {
+            name: "default".into(),
+        },
+    );
+    assert!(matches!(r, Response::Rejected(_)));
+    // A snapshot carries all of it.
+    let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.hash(), s.hash());
+    assert_eq!(back.namespace_of(a[0]), "ml");
+    assert!(back.indexes_consistent() && back.idempotency_consistent());
+    // Collected, the job leaves its namespace (and its key), which can then go.
+    run(&mut s, &mut i, 20, a[0], 1, 1, Exit::Code(0));
+    i += 1;
+    s.apply(
+        i,
+        &Command::Collect {
+            at_ms: 30,
+            jobs: vec![a[0]],
+        },
+    );
+    assert!(s.job(a[0]).is_none());
+    assert!(s.idempotency_consistent());
+    let r = ns_op(&mut s, &mut i, NamespaceOp::Delete { name: "ml".into() });
+    assert_eq!(r, Response::Done);
+    assert!(!s.namespaces().exists("ml"));
+}
+
+#[test]
+fn a_namespace_over_its_quota_is_refused_whole_and_others_are_not() {
+    use crate::namespace::{NamespaceOp, Setting};
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    s.apply(0, &node(1));
+    ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Create {
+            name: "ml".into(),
+            settings: vec![
+                Setting::PendingJobsMax(3),
+                Setting::SubmitRate {
+                    per_sec: 1,
+                    burst: 5,
+                },
+            ],
+        },
+    );
+    ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Create {
+            name: "web".into(),
+            settings: vec![],
+        },
+    );
+    let two = || vec![JobSpec::new("a", &["true"]), JobSpec::new("b", &["true"])];
+    assert!(matches!(
+        submit_in(&mut s, &mut i, 1_000, "ml", two()),
+        Response::Submitted { .. }
+    ));
+    // 2 pending + 2 > 3: refused whole, nothing made.
+    let next = s.next_job_id();
+    let r = submit_in(&mut s, &mut i, 1_000, "ml", two());
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.field == "quota.pending_jobs_max" && e.reason.contains("holds 2 pending")),
+        "{r:?}"
+    );
+    assert_eq!(s.next_job_id(), next);
+    assert_eq!(s.namespace_usage("ml").pending, 2);
+    // Another namespace is not held back.
+    assert!(matches!(
+        submit_in(&mut s, &mut i, 1_000, "web", two()),
+        Response::Submitted { .. }
+    ));
+    // The rate: 5 at once, then 1 a second (by the entries' timestamps). Raise the
+    // pending quota out of the way.
+    ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Update {
+            name: "ml".into(),
+            settings: vec![],
+            clear: vec!["pending_jobs_max".into()],
+        },
+    );
+    assert!(matches!(
+        submit_in(&mut s, &mut i, 1_000, "ml", two()),
+        Response::Submitted { .. }
+    ));
+    // Drawn: 2 + 2 of 5; 2 more at the same time would pass it.
+    let r = submit_in(&mut s, &mut i, 1_000, "ml", two());
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.field == "quota.submit_rate"),
+        "{r:?}"
+    );
+    // A second later one more is there: 1 + 1 = 2.
+    assert!(matches!(
+        submit_in(&mut s, &mut i, 2_000, "ml", two()),
+        Response::Submitted { .. }
+    ));
+    // A rejected draw left the bucket as it was: a replay from a snapshot agrees.
+    let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+    assert_eq!(back.hash(), s.hash());
+    assert_eq!(back.namespace_usage("ml"), s.namespace_usage("ml"));
+}
+
+#[test]
+fn a_scoped_token_keeps_its_grants_until_revoked_and_they_are_hashed() {
+    use crate::acl::{secret_hash, Policy, Token};
+    use crate::namespace::{Capability, Grant};
+    let token = |n: u8, policy| Token {
+        accessor: format!("{n:032x}"),
+        name: format!("t{n}"),
+        policy,
+        secret_hash: secret_hash(&format!("secret-{n}")),
+        created_at_ms: 1,
+    };
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    i += 1;
+    s.apply(
+        i,
+        &Command::AclBootstrap {
+            at_ms: 1,
+            token: token(1, Policy::Management),
+        },
+    );
+    let grants = vec![Grant {
+        namespaces: "ml-*".into(),
+        capabilities: vec![Capability::Read, Capability::Submit],
+    }];
+    // A bad grant is refused whole: no token made.
+    let bad = Command::TokenCreateScoped {
+        at_ms: 2,
+        token: token(2, Policy::Read),
+        grants: vec![Grant {
+            namespaces: "Bad*".into(),
+            capabilities: vec![Capability::Read],
+        }],
+    };
+    assert!(s.check(&bad).is_err());
+    i += 1;
+    assert!(matches!(s.apply(i, &bad), Response::Rejected(_)));
+    assert!(s.acl().token(&format!("{:032x}", 2)).is_none());
+    let before = s.hash();
+    i += 1;
+    let r = s.apply(
+        i,
+        &Command::TokenCreateScoped {
+            at_ms: 2,
+            token: token(2, Policy::Read),
+            grants: grants.clone(),
+        },
+    );
+    assert_eq!(r, Response::Done);
+    assert_ne!(s.hash(), before);
+    let acc = format!("{:032x}", 2);
+    assert_eq!(s.namespaces().grants(&acc), Some(grants.as_slice()));
+    let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+    assert_eq!(back.namespaces().grants(&acc), Some(grants.as_slice()));
+    assert_eq!(back.hash(), s.hash());
+    i += 1;
+    s.apply(
+        i,
+        &Command::TokenRevoke {
+            at_ms: 3,
+            accessor: acc.clone(),
+        },
+    );
+    assert_eq!(s.namespaces().grants(&acc), None);
+}
+
+#[test]
+fn a_namespace_limits_its_jobs_sandboxes_and_fills_in_their_defaults() {
+    use crate::command::SandboxKind;
+    use crate::namespace::{NamespaceOp, Setting};
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    s.apply(0, &node(1));
+    ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Create {
+            name: "ml".into(),
+            settings: vec![
+                Setting::Sandboxes(2), // process only
+                Setting::JobTimeoutMsMax(1_000),
+                Setting::JobTimeoutMsDefault(500),
+                Setting::JobMemoryBytesDefault(1 << 20),
+            ],
+        },
+    );
+    let spec = |sandbox, timeout_ms| JobSpec {
+        sandbox,
+        timeout_ms,
+        ..JobSpec::new("j", &["true"])
+    };
+    let r = submit_in(
+        &mut s,
+        &mut i,
+        10,
+        "ml",
+        vec![spec(SandboxKind::Bubblewrap, 100)],
+    );
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.reason.contains("allows the sandboxes process, not bubblewrap")),
+        "{r:?}"
+    );
+    let r = submit_in(
+        &mut s,
+        &mut i,
+        10,
+        "ml",
+        vec![spec(SandboxKind::Process, 5_000)],
+    );
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.reason.contains("job_timeout_ms_max of 1000")),
+        "{r:?}"
+    );
+    let Response::Submitted { jobs } = submit_in(
+        &mut s,
+        &mut i,
+        10,
+        "ml",
+        vec![spec(SandboxKind::Process, 0)],
+    ) else {
+        panic!("a job within the limits is accepted")
+    };
+    let j = s.job(jobs[0]).unwrap();
+    assert_eq!(j.spec.timeout_ms, 500, "the namespace's default timeout");
+    assert_eq!(j.spec.resources.memory_bytes, 1 << 20);
+    // `default` is untouched: any sandbox, no limit.
+    submit(&mut s, &mut i, spec(SandboxKind::Bubblewrap, 0));
+}
+
+#[test]
+fn a_rerun_counts_against_its_namespaces_pending_quota() {
+    use crate::namespace::{NamespaceOp, Setting};
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    s.apply(0, &node(1));
+    ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Create {
+            name: "ml".into(),
+            settings: vec![],
+        },
+    );
+    let step = |key: &str, after: &[&str]| WorkflowJob {
+        key: key.into(),
+        spec: JobSpec::new(key, &["true"]),
+        after: after.iter().map(|a| a.to_string()).collect(),
+    };
+    i += 1;
+    let Response::WorkflowSubmitted { workflow, jobs } = s.apply(
+        i,
+        &Command::InNamespace {
+            namespace: "ml".into(),
+            command: Box::new(Command::SubmitWorkflow {
+                at_ms: 0,
+                name: "w".into(),
+                jobs: vec![step("a", &[]), step("b", &["a"])],
+            }),
+        },
+    ) else {
+        panic!("submitted")
+    };
+    run(&mut s, &mut i, 10, jobs["a"], 1, 1, Exit::Code(1));
+    assert_eq!(s.job(jobs["b"]).unwrap().state, JobState::Cancelled);
+    ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Update {
+            name: "ml".into(),
+            settings: vec![Setting::PendingJobsMax(1)],
+            clear: vec![],
+        },
+    );
+    let rerun = |s: &mut ClusterState, i: &mut u64| {
+        *i += 1;
+        s.apply(
+            *i,
+            &Command::RerunWorkflow {
+                at_ms: 30,
+                workflow,
+                from: jobs["a"],
+            },
+        )
+    };
+    // Two jobs back to pending would pass the quota of one: refused, nothing changed.
+    let r = rerun(&mut s, &mut i);
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.field == "quota.pending_jobs_max"),
+        "{r:?}"
+    );
+    assert_eq!(s.job(jobs["a"]).unwrap().state, JobState::Failed);
+    assert_eq!(s.namespace_usage("ml").pending, 0);
+    ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Update {
+            name: "ml".into(),
+            settings: vec![],
+            clear: vec!["pending_jobs_max".into()],
+        },
+    );
+    assert!(matches!(rerun(&mut s, &mut i), Response::Submitted { .. }));
+    assert_eq!(s.namespace_usage("ml").pending, 2);
+    assert!(s.indexes_consistent());
 }

@@ -6,12 +6,12 @@ use super::*;
 impl ClusterState {
     /// The workflow `jobs` repeat: every job's idempotency key names the job of that
     /// workflow under the same workflow key, and the workflow has no other job.
-    pub(super) fn repeated_workflow(&self, jobs: &[WorkflowJob]) -> Option<&Workflow> {
-        let first = self.job_of_key(&jobs.first()?.spec)?;
+    pub(super) fn repeated_workflow(&self, ns: &str, jobs: &[WorkflowJob]) -> Option<&Workflow> {
+        let first = self.job_of_key(ns, &jobs.first()?.spec)?;
         let w = self.workflows.get(&self.jobs.get(&first)?.workflow?)?;
         let same = w.jobs.len() == jobs.len()
             && jobs.iter().all(|j| {
-                self.job_of_key(&j.spec)
+                self.job_of_key(ns, &j.spec)
                     .is_some_and(|id| w.jobs.get(&j.key) == Some(&id))
             });
         same.then_some(w)
@@ -21,6 +21,7 @@ impl ClusterState {
     /// Kahn's algorithm in input order, so deterministic), or the first problem found.
     pub(super) fn plan_workflow(
         &self,
+        ns: &str,
         name: &str,
         jobs: &[WorkflowJob],
     ) -> std::result::Result<Vec<usize>, Invalid> {
@@ -54,7 +55,7 @@ impl ClusterState {
                     format!("duplicate key {:?}", j.key),
                 );
             }
-            self.check_spec_alone(&j.spec)
+            self.check_spec_alone(ns, &j.spec)
                 .map_err(|e| e.at(&format!("jobs[{i}]")))?;
         }
         unique_keys(jobs.iter().map(|j| &j.spec))?;
@@ -62,7 +63,7 @@ impl ClusterState {
         // names only new idempotency keys: a job of another submission cannot become part
         // of this one.
         for (i, j) in jobs.iter().enumerate() {
-            if let Some(id) = self.job_of_key(&j.spec) {
+            if let Some(id) = self.job_of_key(ns, &j.spec) {
                 return reject(
                     &format!("jobs[{i}].idempotency_key"),
                     format!(
@@ -124,17 +125,21 @@ impl ClusterState {
         name: &str,
         jobs: &[WorkflowJob],
     ) -> Response {
+        let ns = self.current_namespace().to_string();
         // A repeat (proposed twice before either applied) answers with the first.
-        if let Some(w) = self.repeated_workflow(jobs) {
+        if let Some(w) = self.repeated_workflow(&ns, jobs) {
             return Response::WorkflowSubmitted {
                 workflow: w.id,
                 jobs: w.jobs.clone(),
             };
         }
-        let order = match self.plan_workflow(name, jobs) {
+        let order = match self.plan_workflow(&ns, name, jobs) {
             Ok(order) => order,
             Err(e) => return Response::Rejected(e),
         };
+        if let Err(e) = self.take_quota(at, jobs.len() as u64) {
+            return Response::Rejected(e);
+        }
         let workflow = self.next_workflow;
         self.next_workflow += 1;
         let mut ids: BTreeMap<String, JobId> = BTreeMap::new();
@@ -246,6 +251,18 @@ impl ClusterState {
                 return Response::Rejected(e);
             }
         };
+        // The jobs go back to pending: they count against their namespace's quotas on
+        // what is submitted (pending jobs, the submit rate) as a submission of them would.
+        let ns = plan
+            .first()
+            .map(|id| self.namespaces.of(*id).to_string())
+            .filter(|ns| ns != crate::namespace::DEFAULT_NAMESPACE);
+        let outer = std::mem::replace(&mut self.in_namespace, ns);
+        let quota = self.take_quota(at, plan.len() as u64);
+        self.in_namespace = outer;
+        if let Err(e) = quota {
+            return Response::Rejected(e);
+        }
         for &id in &plan {
             self.touch(id);
             let j = self.jobs.get_mut(&id).expect("planned");

@@ -129,6 +129,10 @@ pub struct Args {
     /// goes first [default: 1073741824].
     #[arg(long, env = "CATHEDRAL_ARCHIVE_BYTES_MAX")]
     pub archive_bytes_max: Option<u64>,
+    /// Bytes a log segment holds before the next one starts; each is preallocated to
+    /// this size [default: 67108864].
+    #[arg(long, env = "CATHEDRAL_LOG_SEGMENT_BYTES", value_name = "BYTES")]
+    pub log_segment_bytes: Option<u64>,
     /// The leader records a state-hash checkpoint every this many log entries; 0 never
     /// [default: 10000].
     #[arg(long, env = "CATHEDRAL_CHECKPOINT_INTERVAL")]
@@ -287,6 +291,8 @@ pub struct Config {
     pub output: OutputSettings,
     /// Bound of the archive of collected jobs.
     pub archive_bytes_max: u64,
+    /// Size of a log segment (`cathedral_storage::Options::segment_bytes_max`).
+    pub log_segment_bytes: u64,
     pub tls: Option<TlsFiles>,
     /// The docker sandbox's engine; `None`: no docker sandbox (`--docker-host none`).
     pub docker_host: Option<String>,
@@ -455,6 +461,9 @@ impl Config {
             archive_bytes_max: args
                 .archive_bytes_max
                 .unwrap_or(cathedral_consensus::archive::ARCHIVE_BYTES_MAX_DEFAULT),
+            log_segment_bytes: args
+                .log_segment_bytes
+                .unwrap_or(cathedral_storage::Options::default().segment_bytes_max),
             tls: match (args.tls_cert, args.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,
@@ -477,6 +486,15 @@ impl Config {
     // with its own message; split, the list would be harder to hold against the table.
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(ServerError::Config(m));
+        let segment = cathedral_storage::SEGMENT_BYTES_MIN..=cathedral_storage::SEGMENT_BYTES_LIMIT;
+        if !segment.contains(&self.log_segment_bytes) {
+            return bad(format!(
+                "--log-segment-bytes must be {}..={} (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT), got {}",
+                segment.start(),
+                segment.end(),
+                self.log_segment_bytes
+            ));
+        }
         if self.voters == 0 || self.voters > VOTERS_MAX {
             return bad(format!(
                 "--voters must be 1..={VOTERS_MAX} (VOTERS_MAX), got {}",

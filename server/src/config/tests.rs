@@ -23,6 +23,7 @@ fn defaults() {
     assert_eq!(c.gossip.quorum_fraction, 0.5);
     assert_eq!(c.gossip.partition_grace.as_millis(), 30_000);
     assert_eq!(c.leader.placement, Placement::LeastLoaded);
+    assert_eq!(c.log_segment_bytes, 64 << 20);
     assert!(c.tags.is_empty());
 }
 
@@ -113,4 +114,14 @@ fn bad_settings_are_refused_with_the_reason() {
     ])
     .unwrap_err();
     assert!(e.to_string().contains("raft timing"), "{e}");
+    let e = from(&["--log-segment-bytes", "4095"]).unwrap_err();
+    assert!(e.to_string().contains("SEGMENT_BYTES_MIN"), "{e}");
+    let e = from(&["--log-segment-bytes", "1073741825"]).unwrap_err();
+    assert!(e.to_string().contains("SEGMENT_BYTES_LIMIT"), "{e}");
+    assert_eq!(
+        from(&["--log-segment-bytes", "4096"])
+            .unwrap()
+            .log_segment_bytes,
+        4096
+    );
 }

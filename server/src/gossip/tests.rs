@@ -18,10 +18,13 @@ use tokio::sync::broadcast;
 const INTERVAL: Duration = Duration::from_millis(200);
 const CONVERGE: Duration = Duration::from_secs(30);
 
+// The black-box tests' port picker: ports outside the ephemeral range, which no outgoing
+// socket can take between the pick and the node's bind.
+#[path = "../../../tests/src/ports.rs"]
+mod ports;
+
 fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 fn settings(addr: SocketAddr, seeds: &[SocketAddr]) -> GossipSettings {

@@ -35,26 +35,66 @@ impl Node {
         Ok(())
     }
 
+    /// Joins through `addr` (`--join`), and, while that fails, through every other member
+    /// gossip knows alive in turn: the member `--join` names may have left the cluster, or
+    /// be down, before this node got in (found by ClusterSim: a node whose `--join`
+    /// member was removed retried it for ever).
     pub(super) async fn join_until_done(&self, addr: &str) {
         let mut logged = false;
-        loop {
-            match self.try_join(addr).await {
+        for attempt in 0usize.. {
+            let via = self.join_candidates(addr);
+            let via = &via[attempt % via.len()];
+            tracing::debug!(via, attempt, "joining");
+            match self.try_join(via).await {
                 Ok(reply) => {
                     if let Err(e) = self.set_cluster(&reply.cluster_id).await {
                         tracing::error!("{e}");
                     }
-                    tracing::info!(via = addr, leader = reply.leader_id, "joined the cluster");
+                    tracing::info!(via, leader = reply.leader_id, "joined the cluster");
                     return;
                 }
                 Err(e) => {
                     if !logged {
-                        tracing::warn!(via = addr, "cannot join yet, retrying: {e}");
+                        tracing::warn!(via, "cannot join yet, retrying: {e}");
                         logged = true;
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
+    }
+
+    /// Where a join may go: the `--join` address first, then the gRPC address of every
+    /// other node gossip knows alive in the same cluster, in id order. A node publishes its
+    /// cluster's id once it belongs to one (one still joining, like this one, could only
+    /// wait for a leader it does not know); the cluster is the `--join` member's when
+    /// gossip knows it, else the only one gossip shows — never a guess between two.
+    fn join_candidates(&self, given: &str) -> Vec<String> {
+        let mut out = vec![given.to_string()];
+        let view = self.gossip.view();
+        let alive = || {
+            view.members.values().filter(|m| {
+                m.id != self.id
+                    && m.liveness == crate::gossip::Liveness::Alive
+                    && !m.cluster.is_empty()
+            })
+        };
+        let clusters: BTreeSet<&str> = alive().map(|m| m.cluster.as_str()).collect();
+        let cluster = view
+            .members
+            .values()
+            .find(|m| m.grpc == given && !m.cluster.is_empty())
+            .map(|m| m.cluster.as_str())
+            .or_else(|| (clusters.len() == 1).then(|| *clusters.first().expect("one")));
+        let Some(cluster) = cluster else {
+            return out;
+        };
+        for m in alive().filter(|m| m.cluster == cluster && !m.grpc.is_empty()) {
+            if !out.contains(&m.grpc) {
+                out.push(m.grpc.clone());
+            }
+        }
+        out
     }
 
     pub(super) async fn try_join(&self, addr: &str) -> std::result::Result<JoinReply, String> {
@@ -121,7 +161,7 @@ impl Node {
                     ),
                 ))
             }
-            Some(_) => {}
+            Some(_) => self.membership_committed_with(req.node_id).await?,
             None => {
                 tracing::info!(node = req.node_id, addr = %req.address, role = role.name(), "adding a learner");
                 self.raft
@@ -137,6 +177,50 @@ impl Node {
             cluster_id,
             leader_id: self.id,
         })
+    }
+
+    /// On the leader: Ok once a quorum confirmed it still leads and the membership naming
+    /// node `id` is applied here (so committed). The membership a leader reads is the
+    /// newest in its own log: a leader cut off from the majority still names nodes it added
+    /// that the cluster will overwrite, and a node told it joined from such an entry never
+    /// joined (found by ClusterSim: it restarted, rejoined through the stale leader, and
+    /// stayed outside the cluster for good). The read index alone is not enough: a new
+    /// leader's may be its own first entry, not yet committed. Unavailable otherwise: the
+    /// joiner tries again.
+    async fn membership_committed_with(&self, id: u64) -> Result<()> {
+        let wait = Duration::from_millis(READ_CONFIRM_TIMEOUT_MS);
+        let read = tokio::time::timeout(wait, self.leader_read_index())
+            .await
+            .map_err(|_| {
+                ServerError::Unavailable(format!(
+                    "node {} could not confirm with a quorum within {wait:?} that it leads",
+                    self.id
+                ))
+            })??;
+        let at = self
+            .metrics()
+            .membership_config
+            .log_id()
+            .map_or(0, |l| l.index);
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(read.max(at)), "a joiner's membership applied")
+            .await
+            .map_err(|e| {
+                ServerError::Unavailable(format!(
+                    "the membership naming node {id} (log index {at}) is not committed yet: {e}; try again"
+                ))
+            })?;
+        let m = self.metrics();
+        let at = m.membership_config.log_id().map_or(0, |l| l.index);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        if m.membership_config.membership().get_node(&id).is_none() || at > applied {
+            return Err(ServerError::Unavailable(format!(
+                "the membership naming node {id} (log index {at}) is not applied yet \
+                 (applied index {applied}); try again"
+            )));
+        }
+        Ok(())
     }
 
     /// Makes learner `id` a voter if voters are fewer than wanted.
@@ -232,7 +316,7 @@ impl Node {
             address: self.config.advertise.clone(),
             role: self.config.role,
             tags: self.gossip.tags(),
-            capacity: capacity(self.config.slots),
+            capacity: self.capacity.clone(),
         };
         let current = self
             .state()

@@ -105,6 +105,8 @@ pub struct Node {
     pub archive: Arc<cathedral_consensus::archive::Archive>,
     /// The clock this node's commands carry (`Edges::clock`).
     clock: Arc<dyn crate::edges::Clock>,
+    /// What this node offers (slots, CPUs, memory), as read at its start.
+    capacity: Capacity,
 }
 
 /// The applied state, read-only: what every reader beside apply gets (the scheduler, the
@@ -198,7 +200,11 @@ impl Node {
             transport: edges.gossip.clone(),
             started_ms: Some(edges.clock.now_ms()),
         };
-        let gossip = start_gossip(&config, &data, &identity, &overlay, gossip_edges).await?;
+        // Read once: the machine's CPUs (through its cgroups) and memory cost a few file
+        // reads, and a node re-registers its capacity on every upkeep tick.
+        let capacity = capacity(config.slots);
+        let gossip =
+            start_gossip(&config, &data, &identity, &overlay, &capacity, gossip_edges).await?;
         let peers = Peers::new(identity.node_id, security.clone(), edges.network.clone());
         let raft_config = config
             .raft
@@ -269,6 +275,7 @@ impl Node {
             log: Mutex::new(Some(log)),
             committed,
             clock: edges.clock,
+            capacity,
         });
         node.watch_owed();
         Ok(node)

@@ -169,6 +169,7 @@ pub(super) fn open_stores(config: &Config, data: &DataDir, inline_writer: bool) 
     let options = Options {
         on_sync: config.metrics.then(crate::metrics::sync_observer),
         inline_writer,
+        segment_bytes_max: config.log_segment_bytes,
         ..Options::default()
     };
     let phase = std::time::Instant::now();
@@ -228,6 +229,7 @@ pub(super) async fn start_gossip(
     data: &DataDir,
     identity: &Identity,
     overlay: &TagOverlay,
+    capacity: &Capacity,
     given: crate::gossip::GossipEdges,
 ) -> Result<Arc<Membership>> {
     let published = Published {
@@ -236,8 +238,8 @@ pub(super) async fn start_gossip(
         role: config.role.name().to_string(),
         tags: overlay.apply(&config.tags),
         slots: config.slots,
-        cpu_millis: cpu_millis(),
-        memory_bytes: memory_total_bytes(),
+        cpu_millis: capacity.cpu_millis,
+        memory_bytes: capacity.memory_bytes,
     };
     let mut gossip_settings = config.gossip.clone();
     // Peers this node gossiped with before a restart are seeds too.

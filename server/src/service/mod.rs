@@ -21,6 +21,7 @@ use crate::convert::{
 use crate::error::ServerError;
 use crate::gossip::TAGS_MAX;
 use crate::node::{Node, Proposal};
+use cathedral_consensus::namespace::Capability;
 
 mod cluster;
 
@@ -48,19 +49,47 @@ impl Api {
     /// this node is not behind the cluster (see [`Api::confirm_absent`]).
     /// Job `id`, from the state, or — collected by retention — from the archive (marked
     /// with when it was collected).
-    async fn job(&self, id: JobId) -> Result<pb::Job, Status> {
+    /// A job of another namespace than `scope` names is "not found", as an id never
+    /// submitted is.
+    async fn job(&self, id: JobId, scope: &Scope, caller: &Caller) -> Result<pb::Job, Status> {
+        self.job_for(id, scope, caller, &[Capability::Read]).await
+    }
+
+    /// Job `id` for a caller holding one of `any_of` in its namespace (see [`job`]).
+    ///
+    /// [`job`]: Api::job
+    async fn job_for(
+        &self,
+        id: JobId,
+        scope: &Scope,
+        caller: &Caller,
+        any_of: &[Capability],
+    ) -> Result<pb::Job, Status> {
+        let may = |ns: &str| any_of.iter().any(|c| caller.may(*c, ns));
+        if let Scope::One(ns) = scope {
+            if !may(ns) {
+                return Err(caller.denied(any_of[0], ns));
+            }
+        }
         if !self.has_job(id) {
             self.confirm_absent().await?;
         }
         {
             let a = self.node.state().read();
             if let Some(j) = a.state.job(id) {
-                return Ok(job_to_pb(
+                let ns = a.state.namespace_of(id);
+                if !scope.holds(ns) || !may(ns) {
+                    return Err(ServerError::not_found("job", id).into());
+                }
+                let mut pb = job_to_pb(
                     &j,
                     a.state.acl().submitter(j.id),
                     a.state.step_outputs(j.id),
                     a.state.retain_of(j.id),
-                ));
+                );
+                pb.namespace = ns.to_string();
+                hide_output(&mut pb, caller);
+                return Ok(pb);
             }
             // Never submitted: no need to read the archive.
             if id == 0 || id >= a.state.next_job_id() {
@@ -71,9 +100,32 @@ impl Api {
         let found = cathedral_consensus::blocking::run(move || archive.find(id))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        // (The archive does not record namespaces: a collected job of any namespace reads
+        // as `default`'s, so a token scoped to namespaces reads none of them.)
+        let default = cathedral_consensus::namespace::DEFAULT_NAMESPACE;
         match found {
-            Some(r) => Ok(crate::convert::archived_to_pb(&r)),
-            None => Err(ServerError::not_found("job", id).into()),
+            Some(r) if caller.grants.is_none() && scope.holds(default) && may(default) => {
+                let mut pb = crate::convert::archived_to_pb(&r);
+                hide_output(&mut pb, caller);
+                Ok(pb)
+            }
+            _ => Err(ServerError::not_found("job", id).into()),
+        }
+    }
+
+    /// Answers "not found" for job `id` unless it is held and in `scope` (or is not held:
+    /// the caller's own lookup then says so).
+    fn in_scope(&self, id: JobId, scope: &Scope, caller: &Caller) -> Result<(), Status> {
+        scope.require(caller, Capability::Read)?;
+        let a = self.node.state().read();
+        match a.state.job(id) {
+            Some(_)
+                if !scope.holds(a.state.namespace_of(id))
+                    || !caller.may(Capability::Read, a.state.namespace_of(id)) =>
+            {
+                Err(ServerError::not_found("job", id).into())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -110,6 +162,22 @@ impl Api {
         }))
     }
 
+    /// Answers "not found" for workflow `id` unless it is held and in `scope` (or is not
+    /// held: the caller's own lookup then says so).
+    fn workflow_in_scope(&self, id: u64, scope: &Scope, caller: &Caller) -> Result<(), Status> {
+        scope.require(caller, Capability::Read)?;
+        let a = self.node.state().read();
+        match a.state.workflow(id) {
+            Some(w)
+                if !scope.holds(workflow_namespace(&a.state, w))
+                    || !caller.may(Capability::Read, workflow_namespace(&a.state, w)) =>
+            {
+                Err(Status::not_found(format!("no workflow {id}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn has_job(&self, id: JobId) -> bool {
         self.node.state().read().state.job(id).is_some()
     }
@@ -124,6 +192,18 @@ impl Api {
     }
 
     /// The event describing job `id` now, and whether it has ended.
+    /// The event describing job `id` now, and whether it has ended; its output tail left
+    /// out unless `with_output`.
+    fn event_for(&self, id: JobId, with_output: bool) -> Option<(pb::JobEvent, bool)> {
+        let (mut ev, ended) = self.event(id)?;
+        if !with_output {
+            if let Some(o) = ev.outcome.as_mut() {
+                o.output_tail.clear();
+            }
+        }
+        Some((ev, ended))
+    }
+
     fn event(&self, id: JobId) -> Option<(pb::JobEvent, bool)> {
         let a = self.node.state().read();
         let j = a.state.job(id)?;
@@ -144,6 +224,70 @@ impl Api {
 }
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+/// The namespace(s) a request's `namespace` field names: empty is `default`, `*` any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scope {
+    One(String),
+    Any,
+}
+
+impl Scope {
+    pub(crate) fn parse(ns: &str) -> Result<Scope, Status> {
+        match ns {
+            "" => Ok(Scope::One(
+                cathedral_consensus::namespace::DEFAULT_NAMESPACE.into(),
+            )),
+            "*" => Ok(Scope::Any),
+            ns => {
+                cathedral_consensus::namespace::check_name(ns)
+                    .map_err(|e| Status::from(ServerError::from(e)))?;
+                Ok(Scope::One(ns.into()))
+            }
+        }
+    }
+
+    /// The one namespace a write acts in; `*` is refused.
+    pub(crate) fn one(ns: &str) -> Result<String, Status> {
+        match Scope::parse(ns)? {
+            Scope::One(ns) => Ok(ns),
+            Scope::Any => Err(ServerError::invalid(
+                "namespace",
+                "a write acts in one namespace; \"*\" is for reads",
+            )
+            .into()),
+        }
+    }
+
+    /// PERMISSION_DENIED when `caller` may not do `cap` in the one namespace this names
+    /// (across all, each namespace is filtered instead).
+    pub(crate) fn require(&self, caller: &Caller, cap: Capability) -> Result<(), Status> {
+        match self {
+            Scope::One(ns) => caller.require(cap, ns),
+            Scope::Any => Ok(()),
+        }
+    }
+
+    pub(crate) fn holds(&self, ns: &str) -> bool {
+        match self {
+            Scope::One(one) => one == ns,
+            Scope::Any => true,
+        }
+    }
+}
+
+/// `cmd` (a submission) made in namespace `ns`: as it is in `default`, else wrapped in
+/// `InNamespace` (so a log written by a cluster that uses no namespace reads as before).
+pub(crate) fn in_namespace(ns: String, cmd: Command) -> Command {
+    if ns == cathedral_consensus::namespace::DEFAULT_NAMESPACE {
+        cmd
+    } else {
+        Command::InNamespace {
+            namespace: ns,
+            command: Box::new(cmd),
+        }
+    }
+}
 
 /// `cmd` written by `caller` (under its token, with access control on) and under the
 /// client's request id, if it gave one (see the proto's "Retrying writes"); without one,
@@ -176,6 +320,8 @@ impl JobService for Api {
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let caller = auth::caller(&req);
         let req = req.into_inner();
+        let ns = Scope::one(&req.namespace)?;
+        caller.require(Capability::Submit, &ns)?;
         let options = options_from_pb(req.spec.as_ref());
         let spec = spec_from_pb(req.spec, "spec")?;
         self.node.refuse_if_partitioned()?;
@@ -185,7 +331,7 @@ impl JobService for Api {
         };
         let cmd = with_request_id(
             &caller,
-            with_job_options(submit, vec![options])?,
+            in_namespace(ns, with_job_options(submit, vec![options])?),
             req.request_id,
         )?;
         match self.node.propose(Proposal::Write(cmd)).await? {
@@ -205,6 +351,8 @@ impl JobService for Api {
     ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
         let caller = auth::caller(&req);
         let req = req.into_inner();
+        let ns = Scope::one(&req.namespace)?;
+        caller.require(Capability::Submit, &ns)?;
         self.node.refuse_if_partitioned()?;
         let options = req
             .jobs
@@ -216,7 +364,11 @@ impl JobService for Api {
             name: req.name,
             jobs: workflow_jobs_from_pb(req.jobs)?,
         };
-        let cmd = with_request_id(&caller, with_job_options(submit, options)?, req.request_id)?;
+        let cmd = with_request_id(
+            &caller,
+            in_namespace(ns, with_job_options(submit, options)?),
+            req.request_id,
+        )?;
         match self.node.propose(Proposal::Write(cmd)).await? {
             (index, Applied::WorkflowSubmitted { workflow, jobs }) => {
                 Ok(Response::new(pb::SubmitWorkflowResponse {
@@ -235,6 +387,7 @@ impl JobService for Api {
     ) -> Result<Response<pb::RerunWorkflowResponse>, Status> {
         let caller = auth::caller(&req);
         let req = req.into_inner();
+        let scope = Scope::parse(&req.namespace)?;
         if self
             .node
             .state()
@@ -244,6 +397,22 @@ impl JobService for Api {
             .is_none()
         {
             self.confirm_absent().await?;
+        }
+        self.workflow_in_scope(req.workflow_id, &scope, &caller)?;
+        let wf_ns = {
+            let a = self.node.state().read();
+            a.state
+                .workflow(req.workflow_id)
+                .map(|w| workflow_namespace(&a.state, w).to_string())
+        };
+        match wf_ns {
+            Some(ns) => caller.require(Capability::Submit, &ns)?,
+            None => {
+                return Err(Status::not_found(format!(
+                    "no workflow {}",
+                    req.workflow_id
+                )))
+            }
         }
         let from = if req.from_job_id > 0 {
             req.from_job_id
@@ -283,10 +452,13 @@ impl JobService for Api {
         &self,
         req: Request<pb::ExplainJobRequest>,
     ) -> Result<Response<pb::ExplainJobResponse>, Status> {
-        let id = req.into_inner().job_id;
+        let caller = auth::caller(&req);
+        let req = req.into_inner();
+        let id = req.job_id;
         if !self.has_job(id) {
             self.confirm_absent().await?;
         }
+        self.in_scope(id, &Scope::parse(&req.namespace)?, &caller)?;
         let view = self.node.gossip.view();
         let a = self.node.state().read();
         // The candidates as the leader sees them: registered, alive and available in
@@ -329,17 +501,31 @@ impl JobService for Api {
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.job(req.into_inner().job_id).await?))
+        let caller = auth::caller(&req);
+        let req = req.into_inner();
+        let scope = Scope::parse(&req.namespace)?;
+        Ok(Response::new(self.job(req.job_id, &scope, &caller).await?))
     }
 
     async fn list_jobs(
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = auth::caller(&req);
         let req = req.into_inner();
         let state = state_from_pb(req.state)?;
         let size = page_size(req.page_size)?;
+        let scope = Scope::parse(&req.namespace)?;
+        scope.require(&caller, Capability::Read)?;
         if req.archived {
+            let default = cathedral_consensus::namespace::DEFAULT_NAMESPACE;
+            if caller.grants.is_some()
+                || !scope.holds(default)
+                || !caller.may(Capability::Read, default)
+            {
+                // (The archive records no namespace: its jobs read as `default`'s.)
+                return Ok(Response::new(pb::ListJobsResponse::default()));
+            }
             return self.list_archived(req, state, size).await;
         }
         let from = page_token(&req.page_token)?;
@@ -356,17 +542,24 @@ impl JobService for Api {
             .filter(|j| {
                 req.node_id == 0 || j.attempts.last().is_some_and(|x| x.node == req.node_id)
             })
-            .filter(|j| req.workflow_id == 0 || j.workflow == Some(req.workflow_id));
+            .filter(|j| req.workflow_id == 0 || j.workflow == Some(req.workflow_id))
+            .filter(|j| {
+                let ns = a.state.namespace_of(j.id);
+                scope.holds(ns) && caller.may(Capability::Read, ns)
+            });
         let jobs: Vec<pb::Job> = matching
             .by_ref()
             .take(size)
             .map(|j| {
-                job_to_pb(
+                let mut pb = job_to_pb(
                     &j,
                     a.state.acl().submitter(j.id),
                     a.state.step_outputs(j.id),
                     a.state.retain_of(j.id),
-                )
+                );
+                pb.namespace = a.state.namespace_of(j.id).to_string();
+                hide_output(&mut pb, &caller);
+                pb
             })
             .collect();
         let next_page_token = matching.next().map_or(String::new(), |j| j.id.to_string());
@@ -380,14 +573,21 @@ impl JobService for Api {
         &self,
         req: Request<pb::ListWorkflowsRequest>,
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        let caller = auth::caller(&req);
         let req = req.into_inner();
         let size = page_size(req.page_size)?;
         let from = page_token(&req.page_token)?;
+        let scope = Scope::parse(&req.namespace)?;
+        scope.require(&caller, Capability::Read)?;
         let a = self.node.state().read();
         let mut matching = a
             .state
             .workflows_down_from(from.unwrap_or(u64::MAX))
-            .filter(|w| w.name.starts_with(&req.name_prefix));
+            .filter(|w| w.name.starts_with(&req.name_prefix))
+            .filter(|w| {
+                let ns = workflow_namespace(&a.state, w);
+                scope.holds(ns) && caller.may(Capability::Read, ns)
+            });
         let workflows: Vec<pb::WorkflowView> = matching
             .by_ref()
             .take(size)
@@ -404,11 +604,20 @@ impl JobService for Api {
         &self,
         req: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowView>, Status> {
-        let id = req.into_inner().workflow_id;
+        let caller = auth::caller(&req);
+        let req = req.into_inner();
+        let id = req.workflow_id;
+        let scope = Scope::parse(&req.namespace)?;
+        scope.require(&caller, Capability::Read)?;
         let a = self.node.state().read();
         match a.state.workflow(id) {
-            Some(w) => Ok(Response::new(workflow_view(&a.state, w))),
-            None => Err(Status::not_found(format!("no workflow {id}"))),
+            Some(w)
+                if scope.holds(workflow_namespace(&a.state, w))
+                    && caller.may(Capability::Read, workflow_namespace(&a.state, w)) =>
+            {
+                Ok(Response::new(workflow_view(&a.state, w)))
+            }
+            _ => Err(Status::not_found(format!("no workflow {id}"))),
         }
     }
 
@@ -425,12 +634,25 @@ impl JobService for Api {
             )
             .into());
         }
-        let job = self.job(req.job_id).await?;
+        let scope = Scope::parse(&req.namespace)?;
+        let job = self
+            .job_for(
+                req.job_id,
+                &scope,
+                &caller,
+                &[Capability::Cancel, Capability::Submit, Capability::Read],
+            )
+            .await?;
         let submitter = (!job.submitted_by.is_empty()).then_some(job.submitted_by.as_str());
-        if !caller.may_cancel(submitter) {
+        if !caller.may_cancel(submitter, &job.namespace) {
             return Err(Status::permission_denied(format!(
-                "job {} was not submitted by this token; cancelling it needs the operator policy",
-                req.job_id
+                "job {} was not submitted by this token; cancelling it needs {}",
+                req.job_id,
+                if caller.grants.is_some() {
+                    format!("the cancel capability in namespace {}", job.namespace)
+                } else {
+                    "the operator policy".to_string()
+                }
             )));
         }
         if state_from_pb(job.state)?.is_some_and(|s| s.is_final()) {
@@ -452,7 +674,15 @@ impl JobService for Api {
         )?;
         self.node.propose(Proposal::Write(cmd)).await?;
         Ok(Response::new(pb::CancelJobResponse {
-            job: Some(self.job(req.job_id).await?),
+            job: Some(
+                self.job_for(
+                    req.job_id,
+                    &scope,
+                    &caller,
+                    &[Capability::Cancel, Capability::Submit, Capability::Read],
+                )
+                .await?,
+            ),
         }))
     }
 
@@ -462,11 +692,20 @@ impl JobService for Api {
         &self,
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let id = req.into_inner().job_id;
+        let caller = auth::caller(&req);
+        let req = req.into_inner();
+        let id = req.job_id;
         if !self.has_job(id) {
             self.confirm_absent().await?;
         }
-        let (first, ended) = self.event(id).ok_or(ServerError::not_found("job", id))?;
+        self.in_scope(id, &Scope::parse(&req.namespace)?, &caller)?;
+        let with_output = {
+            let a = self.node.state().read();
+            caller.may(Capability::ReadOutput, a.state.namespace_of(id))
+        };
+        let (first, ended) = self
+            .event_for(id, with_output)
+            .ok_or(ServerError::not_found("job", id))?;
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
         let mut metrics = self.node.raft.metrics();
@@ -477,7 +716,7 @@ impl JobService for Api {
             }
             // Every applied batch moves the metrics; compare the job after each.
             while metrics.changed().await.is_ok() {
-                let Some((ev, ended)) = api.event(id) else {
+                let Some((ev, ended)) = api.event_for(id, with_output) else {
                     return;
                 };
                 if (ev.state, ev.attempt) != last {
@@ -506,11 +745,25 @@ impl JobService for Api {
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         use tokio_stream::StreamExt;
+        let caller = auth::caller(&req);
         let req = req.into_inner();
+        let namespace = match req.namespace.as_str() {
+            "" | "*" => None,
+            ns => match Scope::parse(ns)? {
+                Scope::One(ns) => {
+                    caller.require(Capability::Read, &ns)?;
+                    Some(ns)
+                }
+                Scope::Any => None,
+            },
+        };
         let filter = crate::events::Filter {
             job: req.job_id,
             workflow: req.workflow_id,
             node: req.node_id,
+            namespace,
+            // A token scoped to namespaces sees the job events of those it may read.
+            readable: caller.grants.clone(),
             ..Default::default()
         }
         .with_kinds(&req.kinds)?;
@@ -533,9 +786,13 @@ impl JobService for Api {
         &self,
         req: Request<pb::GetJobOutputRequest>,
     ) -> Result<Response<Self::GetJobOutputStream>, Status> {
+        let caller = auth::caller(&req);
         let req = req.into_inner();
         // From the state, or the archive for a collected job (its output may outlive it).
-        let job = self.job(req.job_id).await?;
+        let job = self
+            .job(req.job_id, &Scope::parse(&req.namespace)?, &caller)
+            .await?;
+        caller.require(Capability::ReadOutput, &job.namespace)?;
         let (attempt, node, ended) = {
             let at = if req.attempt == 0 {
                 job.attempts.last()
@@ -628,6 +885,7 @@ fn workflow_view(
         }
     }
     pb::WorkflowView {
+        namespace: workflow_namespace(state, w).to_string(),
         id: w.id,
         name: w.name.clone(),
         submitted_at_ms: w.submitted_at_ms,
@@ -641,5 +899,34 @@ fn workflow_view(
             "failed"
         }
         .into(),
+    }
+}
+
+/// The namespace of workflow `w`: its jobs' (`default` once all of them were collected).
+fn workflow_namespace<'a>(
+    state: &'a cathedral_consensus::ClusterState,
+    w: &cathedral_consensus::Workflow,
+) -> &'a str {
+    w.jobs
+        .values()
+        .find(|id| state.job(**id).is_some())
+        .map_or(cathedral_consensus::namespace::DEFAULT_NAMESPACE, |id| {
+            state.namespace_of(*id)
+        })
+}
+
+/// Leaves a job's environment, step outputs and output tails out for a caller without the
+/// read-output capability in its namespace.
+fn hide_output(j: &mut pb::Job, caller: &Caller) {
+    if !caller.may(Capability::ReadOutput, &j.namespace) {
+        if let Some(spec) = j.spec.as_mut() {
+            spec.env.clear();
+        }
+        j.outputs.clear();
+        for a in &mut j.attempts {
+            if let Some(o) = a.outcome.as_mut() {
+                o.output_tail.clear();
+            }
+        }
     }
 }

@@ -435,6 +435,11 @@ impl SnapshotWriter {
 
     /// Completes the file (trailer, fsync), installs it atomically and applies retention (or,
     /// made by [`to_file`](Self::to_file), renames it into place and checks it).
+    /// The file being written (renamed into place by [`finish`](Self::finish)).
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
     pub fn finish(mut self) -> Result<SnapshotInfo> {
         let encoder = self.encoder.take().expect("finish called once");
         let io = |e: io::Error| Error::io("write", &self.tmp, e);
