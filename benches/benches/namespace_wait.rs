@@ -203,7 +203,7 @@ async fn make(ch: &Channel, name: &str) {
     NamespaceServiceClient::new(ch.clone())
         .create_namespace(pb::CreateNamespaceRequest {
             name: name.into(),
-            settings: None,
+            ..Default::default()
         })
         .await
         .expect("namespace made");

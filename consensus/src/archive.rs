@@ -313,6 +313,7 @@ mod tests {
             submitted_by: None,
             ended_at_ms: Some(2),
             retain_ms: None,
+            namespace: None,
         }
     }
 

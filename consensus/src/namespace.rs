@@ -159,6 +159,10 @@ pub enum Setting {
     JobCpuMillisDefault(u32),
     /// The memory reserved by a job that asks none.
     JobMemoryBytesDefault(u64),
+    /// How long its jobs are kept once ended before the leader collects them (0: kept
+    /// until deleted by hand), instead of the cluster's `--job-retention`. Fixed for a
+    /// job when it ends; a job's own `retain` comes first.
+    JobRetentionMs(u64),
 }
 
 /// The sandboxes by name and bit, for [`Setting::Sandboxes`].
@@ -196,6 +200,7 @@ impl Setting {
             Setting::JobTimeoutMsDefault(_) => "job_timeout_ms_default",
             Setting::JobCpuMillisDefault(_) => "job_cpu_millis_default",
             Setting::JobMemoryBytesDefault(_) => "job_memory_bytes_default",
+            Setting::JobRetentionMs(_) => "job_retention_ms",
         }
     }
 
@@ -224,6 +229,15 @@ impl Setting {
                 Err(Invalid::new(
                     self.name(),
                     format!("{v} > MEMORY_BYTES_MAX {MEMORY_BYTES_MAX}"),
+                ))
+            }
+            Setting::JobRetentionMs(v) if v > crate::command::limits::JOB_RETAIN_MS_MAX => {
+                Err(Invalid::new(
+                    self.name(),
+                    format!(
+                        "{v} > JOB_RETAIN_MS_MAX {}",
+                        crate::command::limits::JOB_RETAIN_MS_MAX
+                    ),
                 ))
             }
             Setting::Weight(w) if w == 0 || w > WEIGHT_MAX => Err(Invalid::new(
@@ -340,6 +354,7 @@ pub struct Limits {
     pub job_timeout_ms_default: Option<u64>,
     pub job_cpu_millis_default: Option<u32>,
     pub job_memory_bytes_default: Option<u64>,
+    pub job_retention_ms: Option<u64>,
 }
 
 impl Limits {
@@ -421,6 +436,7 @@ impl Namespace {
                 Setting::JobTimeoutMsDefault(v) => l.job_timeout_ms_default = Some(v),
                 Setting::JobCpuMillisDefault(v) => l.job_cpu_millis_default = Some(v),
                 Setting::JobMemoryBytesDefault(v) => l.job_memory_bytes_default = Some(v),
+                Setting::JobRetentionMs(v) => l.job_retention_ms = Some(v),
             }
         }
         l
@@ -529,9 +545,18 @@ impl Namespaces {
             .map_or(DEFAULT_NAMESPACE, String::as_str)
     }
 
+    /// The job retentions the namespaces set (`Setting::JobRetentionMs`).
+    pub fn retentions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.made
+            .values()
+            .filter_map(|n| n.limits().job_retention_ms)
+    }
+
     /// The limits of namespace `name` (the defaults for an unknown one).
     pub fn limits(&self, name: &str) -> Limits {
-        self.made.get(name).cloned().unwrap_or_default().limits()
+        self.made
+            .get(name)
+            .map_or_else(|| Namespace::default().limits(), Namespace::limits)
     }
 
     /// The encoding the state hash covers (namespaces and their buckets, and the tokens'
@@ -546,8 +571,13 @@ impl Namespaces {
         !self.made.is_empty() || !self.grants.is_empty()
     }
 
-    /// Why `op` cannot be applied, if it cannot; `jobs_in` counts a namespace's jobs.
-    pub fn check(&self, op: &NamespaceOp, jobs_in: impl Fn(&str) -> u64) -> Result<(), Invalid> {
+    /// Why `op` cannot be applied, if it cannot; `holds` counts the jobs and the crons a
+    /// namespace holds.
+    pub fn check(
+        &self,
+        op: &NamespaceOp,
+        holds: impl Fn(&str) -> (u64, u64),
+    ) -> Result<(), Invalid> {
         check_name(op.name())?;
         match op {
             NamespaceOp::Create { name, settings } => {
@@ -611,11 +641,11 @@ impl Namespaces {
                 if !self.made.contains_key(name) {
                     return Err(Invalid::new("namespace", format!("no namespace {name}")));
                 }
-                let n = jobs_in(name);
-                if n > 0 {
+                let (jobs, crons) = holds(name);
+                if jobs > 0 || crons > 0 {
                     return Err(Invalid::new(
                         "namespace",
-                        format!("namespace {name} holds {n} jobs; only an empty namespace can be deleted"),
+                        format!("namespace {name} holds {jobs} jobs and {crons} crons; only an empty namespace can be deleted"),
                     ));
                 }
                 Ok(())
@@ -654,7 +684,7 @@ impl Namespaces {
 }
 
 /// Every setting's name.
-pub const SETTING_NAMES: [&str; 13] = [
+pub const SETTING_NAMES: [&str; 14] = [
     "weight",
     "pending_jobs_max",
     "running_max",
@@ -668,6 +698,7 @@ pub const SETTING_NAMES: [&str; 13] = [
     "job_timeout_ms_default",
     "job_cpu_millis_default",
     "job_memory_bytes_default",
+    "job_retention_ms",
 ];
 
 #[cfg(test)]
@@ -736,6 +767,7 @@ mod tests {
         );
         assert_eq!(enc(&Setting::Sandboxes(1)), 6);
         assert_eq!(enc(&Setting::JobMemoryBytesDefault(1)), 12);
-        assert_eq!(SETTING_NAMES.len(), 13);
+        assert_eq!(enc(&Setting::JobRetentionMs(1)), 13);
+        assert_eq!(SETTING_NAMES.len(), 14);
     }
 }

@@ -403,6 +403,7 @@ pub fn settings_words(settings: &[crate::namespace::Setting]) -> String {
             Setting::JobTimeoutMsDefault(v) => format!("job_timeout_ms_default {v}"),
             Setting::JobCpuMillisDefault(v) => format!("job_cpu_millis_default {v}"),
             Setting::JobMemoryBytesDefault(v) => format!("job_memory_bytes_default {v}"),
+            Setting::JobRetentionMs(v) => format!("job_retention_ms {v}"),
         })
         .collect();
     format!(": {}", parts.join(", "))

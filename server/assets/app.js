@@ -8,11 +8,35 @@ const view = document.getElementById("view");
 const live = document.getElementById("live");
 const tokenInput = document.getElementById("token");
 tokenInput.value = sessionStorage.getItem("cathedral-token") || "";
-tokenInput.addEventListener("change", () => {
+tokenInput.addEventListener("change", async () => {
   sessionStorage.setItem("cathedral-token", tokenInput.value);
+  await loadNamespaces();
   connectEvents();
   route();
 });
+
+// The namespace the views show: one, or "*" (every namespace the token may read). Jobs,
+// workflows, crons and the event stream are read in it; the cluster's counts span all.
+const nsSelect = document.getElementById("namespace");
+const ns = () => nsSelect.value || "*";
+nsSelect.addEventListener("change", () => {
+  sessionStorage.setItem("cathedral-namespace", ns());
+  connectEvents();
+  route();
+});
+// `path` with the namespace as its `namespace` query parameter.
+function inNs(path, namespace = ns()) {
+  return `${path}${path.includes("?") ? "&" : "?"}namespace=${encodeURIComponent(namespace)}`;
+}
+// Fills the selector with the namespaces the token may read (keeping the choice made).
+async function loadNamespaces() {
+  let names = [];
+  try { names = ((await api("/v1/namespaces")).namespaces || []).map((n) => n.name); } catch (_) {}
+  const want = sessionStorage.getItem("cathedral-namespace") || "*";
+  nsSelect.replaceChildren(el("option", { value: "*" }, "all namespaces"),
+    ...names.map((n) => el("option", { value: n }, n)));
+  nsSelect.value = want === "*" || names.includes(want) ? want : "*";
+}
 
 function headers() {
   const h = { "content-type": "application/json" };
@@ -152,7 +176,7 @@ async function connectEvents() {
     try {
       const h = headers();
       if (last) h["last-event-id"] = last;
-      const r = await fetch("/v1/events", { headers: h, signal: ctl.signal });
+      const r = await fetch(inNs("/v1/events"), { headers: h, signal: ctl.signal });
       if (!r.ok) throw new Error("events: HTTP " + r.status);
       live.textContent = "live";
       const reader = r.body.getReader();
@@ -248,7 +272,7 @@ async function jobsView(params) {
   if (params.get("name")) q.set("name_prefix", params.get("name"));
   if (params.get("node")) q.set("node_id", params.get("node"));
   if (params.get("page")) q.set("page_token", params.get("page"));
-  const [list, st] = await Promise.all([api("/v1/jobs?" + q), api("/v1/cluster"), loadNodes()]);
+  const [list, st] = await Promise.all([api(inNs("/v1/jobs?" + q)), api("/v1/cluster"), loadNodes()]);
   const nodeOptions = [...nodeIndex.values()].map((n) => [nameOf(n) || n.id, n.id]).sort(byName);
   const filters = el("form", { class: "filters", role: "search", "aria-label": "Search jobs", onsubmit: (ev) => {
     ev.preventDefault();
@@ -284,7 +308,9 @@ function jobRow(j) {
   const attempts = j.attempts || [];
   const last = attempts[attempts.length - 1];
   return el("tr", { "data-job": j.id },
-    el("td", {}, el("a", { href: `#/job/${j.id}` }, j.id)), el("td", { class: "name" }, j.spec?.name || ""),
+    el("td", {}, el("a", { href: `#/job/${j.id}` }, j.id)),
+    el("td", { class: "name" }, j.spec?.name || "", ns() === "*" && j.namespace && j.namespace !== "default"
+      ? el("small", { class: "ns", "data-namespace": j.namespace }, ` ${j.namespace}`) : ""),
     el("td", {}, stateBadge(j.state)), el("td", {}, attempts.length),
     el("td", { class: "node" }, last ? nodeLink(last.node_id) : ""),
     el("td", { class: "wide" }, time(j.submitted_at_ms)));
@@ -295,7 +321,7 @@ function jobRow(j) {
 let output = null; // the AbortController of the output stream shown
 
 async function jobView(id) {
-  const [j, why] = await Promise.all([api(`/v1/jobs/${id}`), api(`/v1/jobs/${id}/explain`).catch((e) => ({ error: e.message })), loadNodes()]);
+  const [j, why] = await Promise.all([api(inNs(`/v1/jobs/${id}`)), api(inNs(`/v1/jobs/${id}/explain`)).catch((e) => ({ error: e.message })), loadNodes()]);
   const st = stateName(j.state);
   const attempts = (j.attempts || []).map((a) => el("tr", { "data-attempt": a.number },
     el("td", {}, a.number), el("td", {}, nodeLink(a.node_id)), el("td", { class: "wide" }, time(a.assigned_at_ms)),
@@ -306,7 +332,7 @@ async function jobView(id) {
   const message = statusLine("cancel-result");
   const cancel = el("button", { id: "cancel", disabled: final ? "" : undefined, onclick: async () => {
     try {
-      await api(`/v1/jobs/${id}/cancel`, { method: "POST", body: JSON.stringify({ reason: "from the dashboard" }) });
+      await api(`/v1/jobs/${id}/cancel`, { method: "POST", body: JSON.stringify({ reason: "from the dashboard", namespace: j.namespace || "" }) });
       tell(message, "cancelled");
     } catch (e) { tell(message, e.message, true); }
   } }, "Cancel");
@@ -315,7 +341,7 @@ async function jobView(id) {
   // A failed, cancelled or timed-out step of a workflow runs again from here, with every
   // step after it; the steps before keep their results.
   const rerun = inWorkflow && RERUNNABLE.includes(st)
-    ? el("button", { id: "rerun-here", onclick: (ev) => rerunWorkflow(j.workflow_id, { from_job_id: j.id }, rerunResult, ev.target) },
+    ? el("button", { id: "rerun-here", onclick: (ev) => rerunWorkflow(j.workflow_id, { from_job_id: j.id, namespace: j.namespace || "" }, rerunResult, ev.target) },
       "Rerun from here")
     : "";
   const pre = el("pre", { class: "output", id: "output", "aria-label": "Output" });
@@ -389,7 +415,7 @@ async function rerunWorkflow(workflowId, from, line, button) {
 // The entries that changed this job: the event stream filtered by job (every position
 // the node holds), each entry read from the log for its term and what it decided.
 async function jobHistory(id, table) {
-  const r = await fetch(`/v1/events?job_id=${id}&from_index=0&stop_at_applied=true`, { headers: headers() });
+  const r = await fetch(inNs(`/v1/events?job_id=${id}&from_index=0&stop_at_applied=true`), { headers: headers() });
   if (!r.ok) return;
   const events = (await r.text()).split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6)));
   const rows = await Promise.all(events.map(async (e) => {
@@ -438,7 +464,7 @@ async function followOutput(id, pre) {
   const ctl = new AbortController();
   output = ctl;
   try {
-    const r = await fetch(`/v1/jobs/${id}/output?follow=true`, { headers: headers(), signal: ctl.signal });
+    const r = await fetch(inNs(`/v1/jobs/${id}/output?follow=true`), { headers: headers(), signal: ctl.signal });
     if (!r.ok) { pre.textContent = (await r.json()).error?.message || r.statusText; return; }
     const reader = r.body.getReader();
     const dec = new TextDecoder();
@@ -466,7 +492,7 @@ async function workflowsView(params) {
   const q = new URLSearchParams({ page_size: "50" });
   if (params.get("name")) q.set("name_prefix", params.get("name"));
   if (params.get("page")) q.set("page_token", params.get("page"));
-  const list = await api("/v1/workflows?" + q);
+  const list = await api(inNs("/v1/workflows?" + q));
   const filters = el("form", { class: "filters", role: "search", "aria-label": "Search workflows", onsubmit: (ev) => {
     ev.preventDefault();
     const name = new FormData(ev.target).get("name");
@@ -504,8 +530,8 @@ const COLOURS = { pending: "#eceff4", assigned: "#e3ecff", running: "#9db8ff", s
   failed: "#ff9c9c", cancelled: "#d0d0d0", timed_out: "#ffc979" };
 
 async function workflowView(id) {
-  const [list, wf] = await Promise.all([api(`/v1/jobs?workflow_id=${id}&page_size=1000`),
-    api(`/v1/workflows/${id}`).catch((error) => ({ id, error })), loadNodes()]);
+  const [list, wf] = await Promise.all([api(inNs(`/v1/jobs?workflow_id=${id}&page_size=1000`)),
+    api(inNs(`/v1/workflows/${id}`)).catch((error) => ({ id, error })), loadNodes()]);
   const jobs = list.jobs || [];
   // Without its name (a server before workflows were listed) the jobs still draw it.
   if (wf.error && !jobs.length) throw wf.error;
@@ -572,7 +598,8 @@ function rerunForm(id, jobs, keyOf) {
       : el("option", { value: "" }, "no failed, cancelled or timed-out job"));
   return el("form", { class: "filters rerun", id: "rerun-form", "aria-label": "Rerun the workflow", onsubmit: (ev) => {
     ev.preventDefault();
-    if (select.value) rerunWorkflow(id, { from_job_id: select.value }, line, ev.target.querySelector("button"));
+    const namespace = jobs.find((j) => j.id === select.value)?.namespace || "";
+    if (select.value) rerunWorkflow(id, { from_job_id: select.value, namespace }, line, ev.target.querySelector("button"));
   } },
     el("label", {}, "Rerun from ", select),
     el("button", { type: "submit", id: "rerun", disabled: choices.length ? undefined : "" }, "Rerun"), line);
@@ -659,23 +686,24 @@ function timeline(jobs) {
 // ---- crons: schedules, their next fire, pause and resume ----
 
 async function cronsView() {
-  const r = await api("/v1/crons");
+  const r = await api(inNs("/v1/crons"));
   const line = statusLine("cron-result");
   const rows = (r.crons || []).map((c) => {
-    const s = c.spec || {}, paused = !!c.paused;
+    const s = c.spec || {}, paused = !!c.paused, cronNs = c.namespace || "default";
     const action = paused ? "resume" : "pause";
     const toggle = el("button", { class: "cron-toggle", "data-action": action, "aria-label": `${paused ? "Resume" : "Pause"} cron ${s.name}`,
       onclick: async (ev) => {
         ev.target.disabled = true;
         try {
-          await api(`/v1/crons/${encodeURIComponent(s.name)}/${action}`, { method: "POST", body: "{}" });
+          await api(inNs(`/v1/crons/${encodeURIComponent(s.name)}/${action}`, cronNs), { method: "POST", body: "{}" });
           tell(line, `${s.name} ${paused ? "resumed" : "paused"}`);
         } catch (e) { tell(line, e.message, true); }
         await current.render().catch(() => {});
       } }, paused ? "Resume" : "Pause");
     const next = Number(c.next_ms || 0);
-    return el("tr", { "data-cron": s.name, "data-paused": String(paused) },
-      el("td", { class: "name" }, el("a", { href: `#/cron/${encodeURIComponent(s.name)}` }, s.name)),
+    return el("tr", { "data-cron": s.name, "data-namespace": cronNs, "data-paused": String(paused) },
+      el("td", { class: "name" }, el("a", { href: `#/cron/${encodeURIComponent(s.name)}?ns=${encodeURIComponent(cronNs)}` }, s.name),
+        ns() === "*" && cronNs !== "default" ? el("small", { class: "ns", "data-namespace": cronNs }, ` ${cronNs}`) : ""),
       el("td", { class: "schedule" }, el("code", {}, s.schedule || "")), el("td", { class: "tz" }, s.tz || "UTC"),
       el("td", { class: "wide" }, s.job ? `job ${s.job.name || ""}` : s.workflow ? `workflow ${s.workflow.name || ""}` : ""),
       el("td", { class: "next", title: next ? time(next) + " UTC" : "" },
@@ -693,8 +721,8 @@ async function cronsView() {
 }
 
 // One cron: its spec and its recent decisions (launched, queued, skipped, failed).
-async function cronView(name) {
-  const c = await api(`/v1/crons/${encodeURIComponent(name)}`);
+async function cronView(name, cronNs) {
+  const c = await api(inNs(`/v1/crons/${encodeURIComponent(name)}`, cronNs || (ns() === "*" ? "default" : ns())));
   const s = c.spec || {};
   const fires = (c.history || []).slice().reverse().map((f) => el("tr", { "data-outcome": f.outcome || "" },
     el("td", {}, time(f.scheduled_ms), Number(f.count || 1) > 1 ? ` … ${time(f.through_ms)} (${f.count})` : ""),
@@ -850,7 +878,7 @@ async function route() {
       current = { path, render: () => cronsView(), concerns: (e) => e.kind === "job_submitted", every: 30000 };
     } else if (path.startsWith("/cron/")) {
       const name = decodeURIComponent(path.slice(6));
-      current = { path, render: () => cronView(name), concerns: (e) => e.kind === "job_submitted", every: 30000 };
+      current = { path, render: () => cronView(name, params.get("ns")), concerns: (e) => e.kind === "job_submitted", every: 30000 };
     } else if (path.startsWith("/charts")) {
       current = { path, render: () => chartsView(), concerns: () => false, every: 10000 };
     } else {
@@ -883,5 +911,7 @@ function refresh() {
 onEvent((e) => { if (current && current.concerns(e)) refresh(); });
 
 window.addEventListener("hashchange", route);
-connectEvents();
-route();
+loadNamespaces().finally(() => {
+  connectEvents();
+  route();
+});

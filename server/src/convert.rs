@@ -243,6 +243,7 @@ pub fn archived_to_pb(r: &cathedral_consensus::archive::Record) -> pb::Job {
         c.retain_ms,
     );
     j.collected_at_ms = Some(r.collected_at_ms);
+    j.namespace = c.namespace().to_string();
     j
 }
 

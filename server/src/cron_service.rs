@@ -10,7 +10,7 @@ use cathedral_consensus::cron::{
     due, CronOp, CronSpec, CronTarget, FireOutcome, Launched, Overlap, Schedule,
     CATCH_UP_MS_DEFAULT,
 };
-use cathedral_consensus::namespace::{Capability, DEFAULT_NAMESPACE};
+use cathedral_consensus::namespace::Capability;
 use cathedral_consensus::{ClusterState, Command};
 use tonic::{Request, Response, Status};
 
@@ -20,7 +20,7 @@ use crate::auth;
 use crate::convert::{spec_from_pb, spec_to_pb, workflow_jobs_from_pb};
 use crate::error::ServerError;
 use crate::node::{Node, Proposal};
-use crate::service::{with_request_id, Api};
+use crate::service::{in_namespace, under_request_id, Api, Scope};
 
 /// Most fire times one preview returns.
 pub const CRON_PREVIEW_MAX: u32 = 100;
@@ -117,7 +117,7 @@ fn spec_to_pb_cron(s: &CronSpec) -> pb::CronSpec {
     }
 }
 
-fn cron_to_pb(c: &cathedral_consensus::cron::Cron, history: bool) -> pb::Cron {
+fn cron_to_pb(ns: &str, c: &cathedral_consensus::cron::Cron, history: bool) -> pb::Cron {
     let next_ms = if c.paused {
         0
     } else {
@@ -165,26 +165,33 @@ fn cron_to_pb(c: &cathedral_consensus::cron::Cron, history: bool) -> pb::Cron {
         launched: c.launched,
         skipped: c.skipped,
         next_ms,
+        namespace: ns.to_string(),
     }
 }
 
 impl Api {
+    /// Proposes `op` in namespace `namespace` (a request's field: empty is `default`).
     async fn cron_write(
         &self,
         caller: &auth::Caller,
+        namespace: &str,
         op: CronOp,
         request_id: String,
     ) -> Result<u64, Status> {
-        // Crons and the jobs they launch are `default`'s: a token scoped to namespaces
-        // needs submit there (any other token, the submit policy the method table asks).
-        caller.require(Capability::Submit, DEFAULT_NAMESPACE)?;
+        // A cron and the jobs it launches are its namespace's: the token needs submit
+        // there (a token without grants, the submit policy the method table asks).
+        let ns = Scope::one(namespace)?;
+        caller.require(Capability::Submit, &ns)?;
         self.node.refuse_if_partitioned()?;
-        let cmd = with_request_id(
-            caller,
-            Command::Cron {
-                at_ms: self.node.now_ms(),
-                op,
-            },
+        // Not `Authored`: a cron records no author (and apply takes no cron under one).
+        let cmd = under_request_id(
+            in_namespace(
+                ns,
+                Command::Cron {
+                    at_ms: self.node.now_ms(),
+                    op,
+                },
+            ),
             request_id,
         )?;
         match self.node.propose(Proposal::Write(cmd)).await? {
@@ -193,13 +200,24 @@ impl Api {
         }
     }
 
-    fn cron(&self, name: &str) -> Result<cathedral_consensus::cron::Cron, Status> {
+    /// Cron `name` of the one namespace `namespace` names, for a caller that may read
+    /// there.
+    fn cron(
+        &self,
+        caller: &auth::Caller,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(String, cathedral_consensus::cron::Cron), Status> {
+        let ns = Scope::one(namespace)?;
+        caller.require(Capability::Read, &ns)?;
         let a = self.node.state().read();
-        a.state
+        let c = a
+            .state
             .crons()
-            .get(name)
+            .get(&ns, name)
             .cloned()
-            .ok_or_else(|| Status::not_found(format!("no cron {name:?}")))
+            .ok_or_else(|| Status::not_found(format!("no cron {name:?} in namespace {ns}")))?;
+        Ok((ns, c))
     }
 }
 
@@ -214,7 +232,12 @@ impl CronService for Api {
         let spec = spec_from_pb_cron(req.spec)?;
         let schedule = Schedule::parse(&spec.schedule, &spec.tz).map_err(ServerError::from)?;
         let index = self
-            .cron_write(&caller, CronOp::Create(Box::new(spec)), req.request_id)
+            .cron_write(
+                &caller,
+                &req.namespace,
+                CronOp::Create(Box::new(spec)),
+                req.request_id,
+            )
             .await?;
         Ok(Response::new(pb::CreateCronResponse {
             index,
@@ -226,14 +249,17 @@ impl CronService for Api {
         &self,
         req: Request<pb::ListCronsRequest>,
     ) -> Result<Response<pb::ListCronsResponse>, Status> {
-        auth::caller(&req).require(Capability::Read, DEFAULT_NAMESPACE)?;
+        let caller = auth::caller(&req);
+        let scope = Scope::parse(&req.get_ref().namespace)?;
+        scope.require(&caller, Capability::Read)?;
         let a = self.node.state().read();
         Ok(Response::new(pb::ListCronsResponse {
             crons: a
                 .state
                 .crons()
                 .iter()
-                .map(|c| cron_to_pb(c, false))
+                .filter(|(ns, _)| scope.holds(ns) && caller.may(Capability::Read, ns))
+                .map(|(ns, c)| cron_to_pb(ns, c, false))
                 .collect(),
         }))
     }
@@ -242,9 +268,10 @@ impl CronService for Api {
         &self,
         req: Request<pb::GetCronRequest>,
     ) -> Result<Response<pb::Cron>, Status> {
-        auth::caller(&req).require(Capability::Read, DEFAULT_NAMESPACE)?;
-        let c = self.cron(&req.into_inner().name)?;
-        Ok(Response::new(cron_to_pb(&c, true)))
+        let caller = auth::caller(&req);
+        let req = req.into_inner();
+        let (ns, c) = self.cron(&caller, &req.namespace, &req.name)?;
+        Ok(Response::new(cron_to_pb(&ns, &c, true)))
     }
 
     async fn set_cron_paused(
@@ -257,7 +284,9 @@ impl CronService for Api {
             name: req.name,
             paused: req.paused,
         };
-        let index = self.cron_write(&caller, op, req.request_id).await?;
+        let index = self
+            .cron_write(&caller, &req.namespace, op, req.request_id)
+            .await?;
         Ok(Response::new(pb::SetCronPausedResponse { index }))
     }
 
@@ -268,7 +297,12 @@ impl CronService for Api {
         let caller = auth::caller(&req);
         let req = req.into_inner();
         let index = self
-            .cron_write(&caller, CronOp::Delete { name: req.name }, req.request_id)
+            .cron_write(
+                &caller,
+                &req.namespace,
+                CronOp::Delete { name: req.name },
+                req.request_id,
+            )
             .await?;
         Ok(Response::new(pb::DeleteCronResponse { index }))
     }
@@ -277,6 +311,7 @@ impl CronService for Api {
         &self,
         req: Request<pb::PreviewCronRequest>,
     ) -> Result<Response<pb::PreviewCronResponse>, Status> {
+        let caller = auth::caller(&req);
         let req = req.into_inner();
         let count = match req.count {
             0 => CRON_PREVIEW_DEFAULT,
@@ -292,7 +327,7 @@ impl CronService for Api {
         let (schedule, tz, from) = if req.name.is_empty() {
             (req.schedule, tz_or_utc(&req.tz), self.node.now_ms())
         } else {
-            let c = self.cron(&req.name)?;
+            let (_, c) = self.cron(&caller, &req.namespace, &req.name)?;
             let from = c.last_scheduled_ms.max(self.node.now_ms());
             (c.spec.schedule, c.spec.tz, from)
         };
@@ -315,9 +350,9 @@ pub async fn fire_due(node: &Node, cache: &mut HashMap<(String, String), Option<
         let a = node.state().read();
         due_ops(&a.state, now, cache)
     };
-    for op in ops {
+    for (ns, op) in ops {
         let name = op.name().to_string();
-        let cmd = Command::Cron { at_ms: now, op };
+        let cmd = in_namespace(ns, Command::Cron { at_ms: now, op });
         if let Err(e) = node.propose(Proposal::Write(cmd)).await {
             // The next tick proposes it again (or a new leader does): each scheduled
             // time is decided once whichever entry lands first.
@@ -326,22 +361,26 @@ pub async fn fire_due(node: &Node, cache: &mut HashMap<(String, String), Option<
     }
 }
 
-/// What [`fire_due`] proposes at `now` on `state`. Pure but for the cache.
+/// What [`fire_due`] proposes at `now` on `state`, each with the namespace it is made
+/// in. Pure but for the cache.
 pub fn due_ops(
     state: &ClusterState,
     now: u64,
     cache: &mut HashMap<(String, String), Option<Schedule>>,
-) -> Vec<CronOp> {
+) -> Vec<(String, CronOp)> {
     let mut ops = Vec::new();
-    for c in state.crons().iter() {
+    for (ns, c) in state.crons().iter() {
         // Fires already decided as queued still run once the current run ends; a pause
         // stops new fires only.
         if let Some(&t) = c.queued.front() {
             if !state.cron_active(c.current) {
-                ops.push(CronOp::RunQueued {
-                    name: c.spec.name.clone(),
-                    scheduled_ms: t,
-                });
+                ops.push((
+                    ns.to_string(),
+                    CronOp::RunQueued {
+                        name: c.spec.name.clone(),
+                        scheduled_ms: t,
+                    },
+                ));
             }
         }
         if c.paused {
@@ -356,11 +395,14 @@ pub fn due_ops(
         if let Some(s) = schedule {
             let d = due(s, c.last_scheduled_ms, now, c.spec.catch_up_ms);
             if !d.is_empty() {
-                ops.push(CronOp::Fire {
-                    name: c.spec.name.clone(),
-                    late: d.late,
-                    scheduled: d.scheduled,
-                });
+                ops.push((
+                    ns.to_string(),
+                    CronOp::Fire {
+                        name: c.spec.name.clone(),
+                        late: d.late,
+                        scheduled: d.scheduled,
+                    },
+                ));
             }
         }
     }

@@ -95,7 +95,6 @@ const fn r(verb: &'static str, path: &'static str, operation: &'static str) -> R
 }
 
 const READ: Need = Need::Policy(Policy::Read);
-const SUBMIT: Need = Need::Policy(Policy::Submit);
 const IN_READ: Need = Need::In(Capability::Read);
 const IN_OUTPUT: Need = Need::In(Capability::ReadOutput);
 const IN_SUBMIT: Need = Need::In(Capability::Submit);
@@ -126,23 +125,23 @@ pub const METHODS: &[Method] = &[
     m("/cathedral.v1.ClusterService/ListNodes", OPERATOR, false, &[r("get", "/v1/nodes", "ListNodes")]),
     m("/cathedral.v1.ClusterService/SetNodeTags", OPERATOR, false, &[r("post", "/v1/nodes/{id}/tags", "SetNodeTags")]),
     m("/cathedral.v1.ClusterService/ReadLog", OPERATOR, false, &[r("get", "/v1/log", "ReadLog")]),
-    m("/cathedral.v1.CronService/CreateCron", SUBMIT, true, &[r("post", "/v1/crons", "CreateCron")]),
-    m("/cathedral.v1.CronService/ListCrons", READ, false, &[r("get", "/v1/crons", "ListCrons")]),
-    m("/cathedral.v1.CronService/GetCron", READ, false, &[r("get", "/v1/crons/{name}", "GetCron")]),
+    m("/cathedral.v1.CronService/CreateCron", IN_SUBMIT, true, &[r("post", "/v1/crons", "CreateCron")]),
+    m("/cathedral.v1.CronService/ListCrons", IN_READ, false, &[r("get", "/v1/crons", "ListCrons")]),
+    m("/cathedral.v1.CronService/GetCron", IN_READ, false, &[r("get", "/v1/crons/{name}", "GetCron")]),
     m(
         "/cathedral.v1.CronService/SetCronPaused",
-        SUBMIT,
+        IN_SUBMIT,
         true,
         &[
             r("post", "/v1/crons/{name}/pause", "PauseCron"),
             r("post", "/v1/crons/{name}/resume", "ResumeCron"),
         ],
     ),
-    m("/cathedral.v1.CronService/DeleteCron", SUBMIT, true, &[r("delete", "/v1/crons/{name}", "DeleteCron")]),
-    m("/cathedral.v1.CronService/PreviewCron", READ, false, &[]),
+    m("/cathedral.v1.CronService/DeleteCron", IN_SUBMIT, true, &[r("delete", "/v1/crons/{name}", "DeleteCron")]),
+    m("/cathedral.v1.CronService/PreviewCron", IN_READ, false, &[]),
     m("/cathedral.v1.NamespaceService/CreateNamespace", OPERATOR, true, &[]),
-    m("/cathedral.v1.NamespaceService/ListNamespaces", READ, false, &[]),
-    m("/cathedral.v1.NamespaceService/GetNamespace", READ, false, &[]),
+    m("/cathedral.v1.NamespaceService/ListNamespaces", IN_READ, false, &[r("get", "/v1/namespaces", "ListNamespaces")]),
+    m("/cathedral.v1.NamespaceService/GetNamespace", IN_READ, false, &[r("get", "/v1/namespaces/{name}", "GetNamespace")]),
     m("/cathedral.v1.NamespaceService/UpdateNamespace", OPERATOR, true, &[]),
     m("/cathedral.v1.NamespaceService/DeleteNamespace", OPERATOR, true, &[]),
     m("/cathedral.v1.AclService/Bootstrap", Need::Nothing, true, &[]),

@@ -3,7 +3,7 @@
 //! in `cathedral_consensus::namespace` and the scheduler.
 
 use cathedral_consensus::namespace::{
-    NamespaceOp, Setting, DEFAULT_NAMESPACE, SANDBOX_BITS, SETTING_NAMES,
+    Capability, NamespaceOp, Setting, DEFAULT_NAMESPACE, SANDBOX_BITS, SETTING_NAMES,
 };
 use cathedral_consensus::{ClusterState, Command, JobState, Response as Applied};
 use tonic::{Request, Response, Status};
@@ -80,6 +80,9 @@ fn settings_from_pb(s: Option<pb::NamespaceSettings>) -> Result<Vec<Setting>, St
     if let Some(v) = s.job_memory_bytes_default {
         out.push(Setting::JobMemoryBytesDefault(v));
     }
+    if let Some(v) = s.job_retention_ms {
+        out.push(Setting::JobRetentionMs(v));
+    }
     cathedral_consensus::namespace::check_settings(&out)
         .map_err(|e| Status::from(ServerError::from(e)))?;
     Ok(out)
@@ -114,6 +117,7 @@ fn view(state: &ClusterState, name: &str) -> Option<pb::NamespaceView> {
             job_timeout_ms_default: l.job_timeout_ms_default,
             job_cpu_millis_default: l.job_cpu_millis_default,
             job_memory_bytes_default: l.job_memory_bytes_default,
+            job_retention_ms: l.job_retention_ms,
         }),
         usage: Some(pb::NamespaceUsage {
             pending: usage.pending,
@@ -132,12 +136,20 @@ fn view(state: &ClusterState, name: &str) -> Option<pb::NamespaceView> {
 
 impl Api {
     /// Proposes `op`, then answers with the namespace as applied (none after a delete).
-    async fn namespace_op(&self, op: NamespaceOp) -> Result<Option<pb::NamespaceView>, Status> {
+    /// A retry under the same `request_id` gets the first answer.
+    async fn namespace_op(
+        &self,
+        op: NamespaceOp,
+        request_id: String,
+    ) -> Result<Option<pb::NamespaceView>, Status> {
         let name = op.name().to_string();
-        let cmd = Command::Namespace {
-            at_ms: self.node.now_ms(),
-            op,
-        };
+        let cmd = crate::service::under_request_id(
+            Command::Namespace {
+                at_ms: self.node.now_ms(),
+                op,
+            },
+            request_id,
+        )?;
         match self.node.propose(Proposal::Write(cmd)).await? {
             (_, Applied::Done) => {}
             (_, Applied::Rejected(e)) => return Err(ServerError::from(e).into()),
@@ -157,10 +169,13 @@ impl NamespaceService for Api {
         let settings = settings_from_pb(req.settings)?;
         self.node.refuse_if_partitioned()?;
         let v = self
-            .namespace_op(NamespaceOp::Create {
-                name: req.name,
-                settings,
-            })
+            .namespace_op(
+                NamespaceOp::Create {
+                    name: req.name,
+                    settings,
+                },
+                req.request_id,
+            )
             .await?;
         v.map(Response::new)
             .ok_or_else(|| Status::internal("created namespace not applied"))
@@ -168,14 +183,17 @@ impl NamespaceService for Api {
 
     async fn list_namespaces(
         &self,
-        _req: Request<pb::ListNamespacesRequest>,
+        req: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        // The namespaces the caller may read (every one, for a token without grants).
+        let caller = crate::auth::caller(&req);
         let a = self.node.state().read();
         let namespaces = a
             .state
             .namespaces()
             .all()
             .keys()
+            .filter(|name| caller.may(Capability::Read, name))
             .filter_map(|name| view(&a.state, name))
             .collect();
         Ok(Response::new(pb::ListNamespacesResponse { namespaces }))
@@ -185,12 +203,14 @@ impl NamespaceService for Api {
         &self,
         req: Request<pb::GetNamespaceRequest>,
     ) -> Result<Response<pb::NamespaceView>, Status> {
+        let caller = crate::auth::caller(&req);
         let name = req.into_inner().name;
         let name = if name.is_empty() {
             DEFAULT_NAMESPACE.to_string()
         } else {
             name
         };
+        caller.require(Capability::Read, &name)?;
         let a = self.node.state().read();
         view(&a.state, &name)
             .map(Response::new)
@@ -219,11 +239,14 @@ impl NamespaceService for Api {
         }
         self.node.refuse_if_partitioned()?;
         let v = self
-            .namespace_op(NamespaceOp::Update {
-                name: req.name,
-                settings,
-                clear: req.clear,
-            })
+            .namespace_op(
+                NamespaceOp::Update {
+                    name: req.name,
+                    settings,
+                    clear: req.clear,
+                },
+                req.request_id,
+            )
             .await?;
         v.map(Response::new)
             .ok_or_else(|| Status::internal("updated namespace not applied"))
@@ -235,7 +258,7 @@ impl NamespaceService for Api {
     ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
         let req = req.into_inner();
         self.node.refuse_if_partitioned()?;
-        self.namespace_op(NamespaceOp::Delete { name: req.name })
+        self.namespace_op(NamespaceOp::Delete { name: req.name }, req.request_id)
             .await?;
         Ok(Response::new(pb::DeleteNamespaceResponse {}))
     }

@@ -37,6 +37,18 @@ const JOB_ID: (&str, &str, &str, &str) = ("id", "path", "string", "The job's id.
 const NODE_ID: (&str, &str, &str, &str) = ("id", "path", "string", "The node's id.");
 const WORKFLOW_ID: (&str, &str, &str, &str) = ("id", "path", "string", "The workflow's id.");
 const CRON_NAME: (&str, &str, &str, &str) = ("name", "path", "string", "The cron's name.");
+const NAMESPACE: (&str, &str, &str, &str) = (
+    "namespace",
+    "query",
+    "string",
+    "The namespace; empty or absent: default.",
+);
+const NAMESPACES: (&str, &str, &str, &str) = (
+    "namespace",
+    "query",
+    "string",
+    "The namespace; empty or absent: default; * every namespace the token may read.",
+);
 
 /// Every route of the REST API (see `rest::routes`).
 const ROUTES: &[Route] = &[
@@ -51,7 +63,7 @@ const ROUTES: &[Route] = &[
         operation: "ListJobs",
         summary: "List jobs, a page at a time, filtered by state, name prefix or node.",
         body: None,
-        params: &[
+        params: &[NAMESPACES,
             ("state", "query", "string", "A JobState name (JOB_STATE_RUNNING, …)."),
             ("name_prefix", "query", "string", "Jobs whose name starts so."),
             ("node_id", "query", "string", "Jobs whose latest attempt ran there."),
@@ -67,7 +79,7 @@ const ROUTES: &[Route] = &[
         operation: "GetJob",
         summary: "One job and its attempts.",
         body: None,
-        params: &[JOB_ID],
+        params: &[NAMESPACE, JOB_ID],
         answer: Answer::Message("Job"),
     },
     Route {
@@ -81,7 +93,7 @@ const ROUTES: &[Route] = &[
         operation: "GetJobOutput",
         summary: "An attempt's captured output, fetched from the node that ran it.",
         body: None,
-        params: &[
+        params: &[NAMESPACE,
             JOB_ID,
             ("attempt", "query", "integer", "The attempt's number; 0 or absent: the latest."),
             ("follow", "query", "boolean", "Keep streaming until the attempt ends."),
@@ -99,7 +111,7 @@ const ROUTES: &[Route] = &[
         operation: "ListWorkflows",
         summary: "Workflows, newest first, a page at a time, with their jobs' states counted.",
         body: None,
-        params: &[
+        params: &[NAMESPACES,
             ("name_prefix", "query", "string", "Workflows whose name starts so."),
             ("page_size", "query", "integer", "At most 1000; default 100."),
             ("page_token", "query", "string", "A previous answer's next_page_token."),
@@ -110,7 +122,7 @@ const ROUTES: &[Route] = &[
         operation: "GetWorkflow",
         summary: "One workflow: its name, its jobs by key, their states counted.",
         body: None,
-        params: &[WORKFLOW_ID],
+        params: &[NAMESPACE, WORKFLOW_ID],
         answer: Answer::Message("WorkflowView"),
     },
     Route {
@@ -124,14 +136,28 @@ const ROUTES: &[Route] = &[
         operation: "ExplainJob",
         summary: "Why a job is where it is, and each node's verdict for a runnable one.",
         body: None,
-        params: &[JOB_ID],
+        params: &[NAMESPACE, JOB_ID],
         answer: Answer::Message("ExplainJobResponse"),
+    },
+    Route {
+        operation: "ListNamespaces",
+        summary: "The namespaces the token may read, with their settings and what they use now.",
+        body: None,
+        params: &[],
+        answer: Answer::Message("ListNamespacesResponse"),
+    },
+    Route {
+        operation: "GetNamespace",
+        summary: "One namespace: its settings and what it uses now.",
+        body: None,
+        params: &[("name", "path", "string", "The namespace's name.")],
+        answer: Answer::Message("NamespaceView"),
     },
     Route {
         operation: "ListCrons",
         summary: "Every cron with its next fire.",
         body: None,
-        params: &[],
+        params: &[NAMESPACES],
         answer: Answer::Message("ListCronsResponse"),
     },
     Route {
@@ -145,28 +171,28 @@ const ROUTES: &[Route] = &[
         operation: "GetCron",
         summary: "One cron and its recent decisions.",
         body: None,
-        params: &[CRON_NAME],
+        params: &[NAMESPACE, CRON_NAME],
         answer: Answer::Message("Cron"),
     },
     Route {
         operation: "DeleteCron",
         summary: "Delete a cron (what it launched keeps running).",
         body: None,
-        params: &[CRON_NAME],
+        params: &[NAMESPACE, CRON_NAME],
         answer: Answer::Message("DeleteCronResponse"),
     },
     Route {
         operation: "PauseCron",
         summary: "Pause a cron: no fire is owed for the paused time.",
         body: None,
-        params: &[CRON_NAME],
+        params: &[NAMESPACE, CRON_NAME],
         answer: Answer::Message("SetCronPausedResponse"),
     },
     Route {
         operation: "ResumeCron",
         summary: "Resume a paused cron.",
         body: None,
-        params: &[CRON_NAME],
+        params: &[NAMESPACE, CRON_NAME],
         answer: Answer::Message("SetCronPausedResponse"),
     },
     Route {
@@ -225,7 +251,7 @@ const ROUTES: &[Route] = &[
         operation: "WatchEvents",
         summary: "Server-Sent Events: every applied change, in log order, from a position the node holds, then live. Each event's id is INDEX.SEQ; Last-Event-ID resumes after it.",
         body: None,
-        params: &[
+        params: &[NAMESPACES,
             ("from_index", "query", "string", "Start at this log index; 0: the earliest held; absent: only new events."),
             ("from_seq", "query", "integer", "The place within from_index's entry."),
             ("kinds", "query", "string", "Comma-separated kinds (job_submitted, job_finished, node_failed, …)."),

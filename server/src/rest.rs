@@ -44,6 +44,8 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/workflows/{id}", get(get_workflow))
         .route("/v1/workflows/{id}/rerun", post(rerun_workflow))
         .route("/v1/jobs/{id}/explain", get(explain_job))
+        .route("/v1/namespaces", get(list_namespaces))
+        .route("/v1/namespaces/{name}", get(get_namespace))
         .route("/v1/crons", get(list_crons).post(create_cron))
         .route("/v1/crons/{name}", get(get_cron).delete(delete_cron))
         .route("/v1/crons/{name}/pause", post(pause_cron))
@@ -274,7 +276,7 @@ async fn get_job(
     Path(raw): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let namespace = params.get("namespace").cloned().unwrap_or_default();
+    let namespace = namespace_param(&params);
     let req = id(&raw, "job_id").map(|job_id| pb::GetJobRequest { job_id, namespace });
     call(
         &node,
@@ -594,7 +596,7 @@ async fn get_workflow(
     Path(raw): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let namespace = params.get("namespace").cloned().unwrap_or_default();
+    let namespace = namespace_param(&params);
     let req = id(&raw, "workflow_id").map(|workflow_id| pb::GetWorkflowRequest {
         workflow_id,
         namespace,
@@ -637,7 +639,7 @@ async fn explain_job(
     Path(raw): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let namespace = params.get("namespace").cloned().unwrap_or_default();
+    let namespace = namespace_param(&params);
     let req = id(&raw, "job_id").map(|job_id| pb::ExplainJobRequest { job_id, namespace });
     call(
         &node,
@@ -649,13 +651,52 @@ async fn explain_job(
     .await
 }
 
-async fn list_crons(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+async fn list_namespaces(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    use crate::api::v1::namespace_service_server::NamespaceService;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.NamespaceService/ListNamespaces",
+        Ok(pb::ListNamespacesRequest {}),
+        |api, r| async move { api.list_namespaces(r).await },
+    )
+    .await
+}
+
+async fn get_namespace(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    use crate::api::v1::namespace_service_server::NamespaceService;
+    call(
+        &node,
+        &headers,
+        "/cathedral.v1.NamespaceService/GetNamespace",
+        Ok(pb::GetNamespaceRequest { name }),
+        |api, r| async move { api.get_namespace(r).await },
+    )
+    .await
+}
+
+/// The `namespace` query parameter (empty: `default`).
+fn namespace_param(params: &HashMap<String, String>) -> String {
+    params.get("namespace").cloned().unwrap_or_default()
+}
+
+async fn list_crons(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     use crate::api::v1::cron_service_server::CronService;
     call(
         &node,
         &headers,
         "/cathedral.v1.CronService/ListCrons",
-        Ok(pb::ListCronsRequest {}),
+        Ok(pb::ListCronsRequest {
+            namespace: namespace_param(&params),
+        }),
         |api, r| async move { api.list_crons(r).await },
     )
     .await
@@ -677,13 +718,17 @@ async fn get_cron(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     use crate::api::v1::cron_service_server::CronService;
     call(
         &node,
         &headers,
         "/cathedral.v1.CronService/GetCron",
-        Ok(pb::GetCronRequest { name }),
+        Ok(pb::GetCronRequest {
+            name,
+            namespace: namespace_param(&params),
+        }),
         |api, r| async move { api.get_cron(r).await },
     )
     .await
@@ -693,6 +738,7 @@ async fn delete_cron(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     use crate::api::v1::cron_service_server::CronService;
     call(
@@ -702,17 +748,19 @@ async fn delete_cron(
         Ok(pb::DeleteCronRequest {
             name,
             request_id: String::new(),
+            namespace: namespace_param(&params),
         }),
         |api, r| async move { api.delete_cron(r).await },
     )
     .await
 }
 
-/// Pauses or resumes cron `name`.
+/// Pauses or resumes cron `name` of namespace `namespace`.
 async fn set_cron_paused(
     node: Arc<Node>,
     headers: HeaderMap,
     name: String,
+    namespace: String,
     paused: bool,
 ) -> Response {
     use crate::api::v1::cron_service_server::CronService;
@@ -724,6 +772,7 @@ async fn set_cron_paused(
             name,
             paused,
             request_id: String::new(),
+            namespace,
         }),
         |api, r| async move { api.set_cron_paused(r).await },
     )
@@ -734,16 +783,18 @@ async fn pause_cron(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    set_cron_paused(node, headers, name, true).await
+    set_cron_paused(node, headers, name, namespace_param(&params), true).await
 }
 
 async fn resume_cron(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    set_cron_paused(node, headers, name, false).await
+    set_cron_paused(node, headers, name, namespace_param(&params), false).await
 }
 
 /// The last hour of this node's own measurements, for the dashboard's charts (not a gRPC

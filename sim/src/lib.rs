@@ -1191,6 +1191,7 @@ async fn cron(create: bool, dice: &mut Dice, n: usize) {
             c.create_cron(pb::CreateCronRequest {
                 spec: Some(spec.clone()),
                 request_id: "sim-cron-create".into(),
+                ..Default::default()
             })
             .await
             .map(|_| ())
@@ -1198,6 +1199,7 @@ async fn cron(create: bool, dice: &mut Dice, n: usize) {
             c.delete_cron(pb::DeleteCronRequest {
                 name: CRON_NAME.into(),
                 request_id: "sim-cron-delete".into(),
+                ..Default::default()
             })
             .await
             .map(|_| ())

@@ -215,7 +215,7 @@ try:
 
     # Crons: listed with schedule, zone and next fire; Pause then Resume flip its state.
     driver.find_element(By.ID, "nav-crons").click()
-    cron_row = f'#crons tr[data-cron="{facts["cron"]}"]'
+    cron_row = f'#crons tr[data-cron="{facts["cron"]}"][data-namespace="default"]'
     wait("the cron listed", lambda: text(f"{cron_row} td.schedule") == "0 3 * * *" and text(f"{cron_row} td.tz") == "UTC")
     wait("its next fire", lambda: text(f"{cron_row} td.next").startswith("in "))
     wait("the cron active", lambda: driver.find_element(By.CSS_SELECTOR, cron_row).get_attribute("data-paused") == "false")
@@ -285,6 +285,21 @@ try:
          and facts["failing"] in text("#rerun-result"))
     wait("more attempts on the page", lambda: len(rows("#attempts tbody tr[data-attempt]")) > facts["failing_attempts"], timeout=60)
     driver.save_screenshot(os.path.join(shots, "rerun.png"))
+
+    # Namespaces: the selector lists them; across all, a job of another namespace is
+    # marked with it; choosing one narrows the jobs and the crons to it.
+    driver.get(base + "/#/jobs")
+    wait("ml in the selector", lambda: "ml" in [o.get_attribute("value") for o in rows("#namespace option")])
+    wait("ml's job listed across namespaces, marked",
+         lambda: text(f'#jobs tr[data-job="{facts["ml_job"]}"] small.ns') == "ml")
+    Select(driver.find_element(By.ID, "namespace")).select_by_value("ml")
+    wait("only ml's job", lambda: [r.get_attribute("data-job") for r in rows("#jobs tbody tr[data-job]")] == [facts["ml_job"]])
+    driver.find_element(By.ID, "nav-crons").click()
+    wait("only ml's cron", lambda: [(r.get_attribute("data-cron"), r.get_attribute("data-namespace"))
+                                    for r in rows("#crons tbody tr[data-cron]")] == [("nightly", "ml")])
+    driver.save_screenshot(os.path.join(shots, "namespace.png"))
+    Select(driver.find_element(By.ID, "namespace")).select_by_value("*")
+    wait("both crons again", lambda: len(rows("#crons tbody tr[data-cron]")) == 2)
 
     # Phone width: the same page still renders its table.
     driver.set_window_size(390, 844)

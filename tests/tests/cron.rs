@@ -43,7 +43,7 @@ async fn create(s: &Server, spec: pb::CronSpec) {
         .await
         .create_cron(pb::CreateCronRequest {
             spec: Some(spec),
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("create the cron");
@@ -52,7 +52,10 @@ async fn create(s: &Server, spec: pb::CronSpec) {
 async fn show(s: &Server, name: &str) -> pb::Cron {
     crons(s)
         .await
-        .get_cron(pb::GetCronRequest { name: name.into() })
+        .get_cron(pb::GetCronRequest {
+            name: name.into(),
+            ..Default::default()
+        })
         .await
         .expect("get the cron")
         .into_inner()
@@ -64,7 +67,7 @@ async fn pause(s: &Server, name: &str) {
         .set_cron_paused(pb::SetCronPausedRequest {
             name: name.into(),
             paused: true,
-            request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("pause");

@@ -15,6 +15,8 @@
 //!   each bar's title in words naming the node;
 //! - crons: "nightly" listed with its schedule, zone and next fire; Pause then Resume
 //!   flip its state on the page and in the cluster;
+//! - namespaces: the selector lists "ml"; across all, ml's job is marked with it; choosing
+//!   ml shows only its job and its own cron "nightly";
 //! - charts: every chart has a title and an accessible label, and lines or the empty
 //!   state;
 //! - the log: entries, checkpoints, no divergence;
@@ -110,6 +112,25 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         "{cron}"
     );
 
+    // A second namespace with a job, and a cron named as default's: the namespace
+    // selector narrows the views to one.
+    s.cli_ok(&["namespace", "create", "ml"]);
+    let ml_job = post(
+        s,
+        "/v1/jobs",
+        &json!({"namespace": "ml", "spec": {"name": "ml-job", "command": ["true"]}}),
+    )["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ml_cron = post(
+        s,
+        "/v1/crons",
+        &json!({"namespace": "ml", "spec": {"name": "nightly", "schedule": "0 4 * * *", "tz": "UTC",
+            "job": {"name": "ml-nightly", "command": ["true"]}}}),
+    );
+    assert!(ml_cron["next_ms"].as_array().is_some(), "{ml_cron}");
+
     // One node named by its `name` tag; the dashboard shows the others by address.
     let named = &nodes[(leader + 2) % 3];
     let named_id = eventually(WAIT, "the node to name listed", || async {
@@ -184,6 +205,7 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
         "workflow": workflow,
         "workflow_name": "dashboard",
         "cron": "nightly",
+        "ml_job": ml_job,
         "named": {"id": named_id, "name": "north"},
         "failing_attempts": failing_attempts,
         "screenshots": repo.join("target/dashboard"),

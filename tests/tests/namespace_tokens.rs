@@ -198,8 +198,9 @@ fn each_token_sees_cancels_and_reads_only_its_own_namespace() {
         "ml",
         &["cancel", &another.to_string()],
     ));
-    // Crons are `default`'s: a token scoped elsewhere makes and reads none, even with
-    // the submit policy.
+    // Crons are their namespace's: a token scoped to ml makes one there, not in default
+    // (even with the submit policy), and another namespace's token neither sees nor
+    // deletes it.
     let scoped_submitter = token(
         &s,
         &root,
@@ -209,28 +210,69 @@ fn each_token_sees_cancels_and_reads_only_its_own_namespace() {
             "--name",
             "sub",
             "--grant",
-            "ml=submit",
+            "ml=submit,read",
         ],
     );
-    let out = as_token(
+    let make_cron = |ns: &str| {
+        as_token(
+            &s,
+            &scoped_submitter,
+            ns,
+            &[
+                "cron",
+                "create",
+                "c1",
+                "--schedule",
+                "@hourly",
+                "--",
+                "true",
+            ],
+        )
+    };
+    let out = make_cron("default");
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    // A token without grants makes one in default (a cron write records no author).
+    stdout_ok(as_token(
         &s,
-        &scoped_submitter,
-        "ml",
+        &root,
+        "default",
         &[
             "cron",
             "create",
-            "c1",
+            "c0",
             "--schedule",
             "@hourly",
             "--",
             "true",
         ],
+    ));
+    stdout_ok(make_cron("ml"));
+    let listed = stdout_ok(as_token(&s, &ml, "ml", &["cron", "list"]));
+    assert!(listed.contains("c1"), "{listed}");
+    let everywhere = stdout_ok(as_token(&s, &web, "*", &["cron", "list"]));
+    assert!(
+        !everywhere.contains("c1"),
+        "web sees ml's cron: {everywhere}"
     );
-    assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert_eq!(
-        as_token(&s, &ml, "ml", &["cron", "list"]).status.code(),
+        as_token(&s, &web, "ml", &["cron", "list"]).status.code(),
         Some(5)
     );
+    assert_eq!(
+        as_token(&s, &web, "ml", &["cron", "delete", "c1"])
+            .status
+            .code(),
+        Some(5)
+    );
+    // The same name in default is another cron; ml's still holds c1.
+    assert_eq!(
+        as_token(&s, &root, "default", &["cron", "show", "c1"])
+            .status
+            .code(),
+        Some(3),
+        "not found in default"
+    );
+    stdout_ok(as_token(&s, &ml, "ml", &["cron", "show", "c1"]));
     // The event stream: a scoped token gets the job events of its own namespaces only.
     let events = stdout_ok(as_token(&s, &ml, "", &["events", "--json"]));
     let jobs_seen: Vec<String> = events

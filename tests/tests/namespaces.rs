@@ -237,3 +237,97 @@ async fn two_namespaces_see_only_their_own_and_quotas_hold_one_back() {
     let listed = s.cli_ok(&["namespace", "list"]);
     assert!(listed.contains("ml") && listed.contains("web"), "{listed}");
 }
+
+/// A cron made in a namespace launches its jobs there (not in `default`), and the
+/// namespace's job retention collects them while `default`'s jobs stay; the archive
+/// answers a collected job in its namespace only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaces_cron_launches_into_it_and_its_retention_collects_what_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&dir.path().join("n"), &["--slots", "2"]);
+    s.wait_ready();
+    s.cli_ok(&["namespace", "create", "ops", "--job-retention", "2s"]);
+    let shown = s.cli_ok(&["namespace", "show", "ops"]);
+    assert!(shown.contains("2000 ms after a job ends"), "{shown}");
+    s.cli_ok(&[
+        "--namespace",
+        "ops",
+        "cron",
+        "create",
+        "tick",
+        "--schedule",
+        "* * * * * *",
+        "--",
+        "true",
+    ]);
+    // The same name in default is another cron (none there yet).
+    let out = s.cli(&["cron", "show", "tick"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let mut jobs = s.jobs().await;
+    let list = |ns: &str| pb::ListJobsRequest {
+        namespace: ns.into(),
+        ..Default::default()
+    };
+    let launched = eventually(
+        Duration::from_secs(60),
+        "a fire's job succeeded in ops",
+        || {
+            let mut jobs = jobs.clone();
+            async move {
+                let l = jobs.list_jobs(list("ops")).await.ok()?.into_inner();
+                l.jobs
+                    .iter()
+                    .find(|j| j.state == pb::JobState::Succeeded as i32)
+                    .map(|j| (j.id, j.namespace.clone()))
+            }
+        },
+    )
+    .await;
+    assert_eq!(launched.1, "ops");
+    s.cli_ok(&["--namespace", "ops", "cron", "pause", "tick"]);
+    let listed = s.cli_ok(&["--namespace", "ops", "cron", "list"]);
+    assert!(listed.contains("paused"), "{listed}");
+    // Default holds none of the cron's jobs; its own job is kept by the cluster's retention.
+    let default_jobs = jobs.list_jobs(list("")).await.unwrap().into_inner().jobs;
+    assert!(default_jobs.is_empty(), "{default_jobs:?}");
+    let plain = jobs
+        .submit_job(submit_req("", spec("plain", &["true"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let get = |ns: &str, id: u64| pb::GetJobRequest {
+        job_id: id,
+        namespace: ns.into(),
+    };
+    // ops keeps its jobs 2 s after they end: the one seen is collected, answered from
+    // the archive in ops only.
+    let collected = eventually(Duration::from_secs(60), "ops's job collected", || {
+        let mut jobs = jobs.clone();
+        async move {
+            let j = jobs
+                .get_job(get("ops", launched.0))
+                .await
+                .ok()?
+                .into_inner();
+            j.collected_at_ms.map(|_| j)
+        }
+    })
+    .await;
+    assert_eq!(collected.namespace, "ops");
+    let e = jobs.get_job(get("", launched.0)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    let archived = s.cli_ok(&["--namespace", "ops", "list", "--archived", "--json"]);
+    assert!(archived.contains(&launched.0.to_string()), "{archived}");
+    let archived = s.cli_ok(&["list", "--archived", "--json"]);
+    assert!(!archived.contains("\"ops\""), "{archived}");
+    let p = jobs.get_job(get("", plain)).await.unwrap().into_inner();
+    assert!(p.collected_at_ms.is_none(), "{p:?}");
+    // A namespace holding a cron is not deleted.
+    let out = s.cli(&["namespace", "delete", "ops"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("crons"),
+        "{out:?}"
+    );
+}

@@ -77,10 +77,12 @@ pub struct CreateArgs {
 /// `cathedral cron ...`.
 pub async fn run(client: &Client, command: CronCmd, request_id: String) -> Result<u8, CliError> {
     let mut crons = client.crons().await?;
+    // Every cron command acts in the namespace of --namespace (`*` lists all).
+    let ns = client.namespace();
     match command {
-        CronCmd::Create(a) => create(&mut crons, a, request_id).await?,
-        CronCmd::List { json } => list(&mut crons, json).await?,
-        CronCmd::Show { name, json } => show(&mut crons, name, json).await?,
+        CronCmd::Create(a) => create(&mut crons, ns, a, request_id).await?,
+        CronCmd::List { json } => list(&mut crons, ns, json).await?,
+        CronCmd::Show { name, json } => show(&mut crons, ns, name, json).await?,
         CronCmd::Next {
             name,
             count,
@@ -89,6 +91,7 @@ pub async fn run(client: &Client, command: CronCmd, request_id: String) -> Resul
         } => {
             let r = crons
                 .preview_cron(pb::PreviewCronRequest {
+                    namespace: ns.to_string(),
                     name: name.unwrap_or_default(),
                     schedule: schedule.unwrap_or_default(),
                     tz,
@@ -102,16 +105,17 @@ pub async fn run(client: &Client, command: CronCmd, request_id: String) -> Resul
             }
         }
         CronCmd::Pause { name } => {
-            set_paused(&mut crons, &name, true, request_id).await?;
+            set_paused(&mut crons, ns, &name, true, request_id).await?;
             println!("cron {name} paused");
         }
         CronCmd::Resume { name } => {
-            set_paused(&mut crons, &name, false, request_id).await?;
+            set_paused(&mut crons, ns, &name, false, request_id).await?;
             println!("cron {name} resumed");
         }
         CronCmd::Delete { name } => {
             crons
                 .delete_cron(pb::DeleteCronRequest {
+                    namespace: ns.to_string(),
                     name: name.clone(),
                     request_id,
                 })
@@ -137,6 +141,7 @@ fn when(ms: u64) -> String {
 /// `cathedral cron create`: creates the cron; prints its next fires.
 async fn create(
     crons: &mut CronServiceClient<Conn>,
+    ns: &str,
     a: CreateArgs,
     request_id: String,
 ) -> Result<(), CliError> {
@@ -180,6 +185,7 @@ async fn create(
         parse::duration_ms(&catch_up).map_err(|e| CliError::invalid(format!("--catch-up: {e}")))?;
     let r = crons
         .create_cron(pb::CreateCronRequest {
+            namespace: ns.to_string(),
             spec: Some(pb::CronSpec {
                 name: cron.clone(),
                 schedule,
@@ -204,9 +210,11 @@ async fn create(
 }
 
 /// `cathedral cron list`.
-async fn list(crons: &mut CronServiceClient<Conn>, json: bool) -> Result<(), CliError> {
+async fn list(crons: &mut CronServiceClient<Conn>, ns: &str, json: bool) -> Result<(), CliError> {
     let r = crons
-        .list_crons(pb::ListCronsRequest {})
+        .list_crons(pb::ListCronsRequest {
+            namespace: ns.to_string(),
+        })
         .await?
         .into_inner();
     if json {
@@ -226,9 +234,15 @@ async fn list(crons: &mut CronServiceClient<Conn>, json: bool) -> Result<(), Cli
                     .to_lowercase()
             })
             .unwrap_or_default();
+        // Across namespaces, a cron outside `default` shows as namespace/name.
+        let name = if ns == "*" && !c.namespace.is_empty() && c.namespace != "default" {
+            format!("{}/{}", c.namespace, s.name)
+        } else {
+            s.name.clone()
+        };
         println!(
             "{:<24} {:<20} {:<16} {:<7} {:>8} {:>8}  {}",
-            s.name,
+            name,
             s.schedule,
             s.tz,
             overlap,
@@ -247,11 +261,15 @@ async fn list(crons: &mut CronServiceClient<Conn>, json: bool) -> Result<(), Cli
 /// `cathedral cron show`: the cron, then one line per fire of its history.
 async fn show(
     crons: &mut CronServiceClient<Conn>,
+    ns: &str,
     name: String,
     json: bool,
 ) -> Result<(), CliError> {
     let c = crons
-        .get_cron(pb::GetCronRequest { name })
+        .get_cron(pb::GetCronRequest {
+            name,
+            namespace: ns.to_string(),
+        })
         .await?
         .into_inner();
     if json {
@@ -310,12 +328,14 @@ async fn show(
 /// Pauses or resumes cron `name`: a write under `request_id`.
 async fn set_paused(
     crons: &mut CronServiceClient<Conn>,
+    ns: &str,
     name: &str,
     paused: bool,
     request_id: String,
 ) -> Result<(), CliError> {
     crons
         .set_cron_paused(pb::SetCronPausedRequest {
+            namespace: ns.to_string(),
             name: name.to_string(),
             paused,
             request_id,

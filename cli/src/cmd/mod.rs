@@ -235,7 +235,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Cmd::Snapshot { command } => cluster::snapshot(c, command).await,
         Cmd::Acl { command } => acl::run(c, command).await,
         Cmd::Cron { command } => cron::run(c, command, request_id).await,
-        Cmd::Namespace { command } => namespace::run(c, command).await,
+        Cmd::Namespace { command } => namespace::run(c, command, request_id).await,
         Cmd::Tls { .. } | Cmd::Completions { .. } => unreachable!("run without a server above"),
     }
 }

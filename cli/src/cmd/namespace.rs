@@ -38,13 +38,14 @@ pub enum NamespaceCmd {
         /// Settings to drop (back to unlimited, or weight 1): weight, pending_jobs_max,
         /// running_max, cpu_millis_max, memory_bytes_max, submit_rate, sandboxes,
         /// job_timeout_ms_max, job_cpu_millis_max, job_memory_bytes_max,
-        /// job_timeout_ms_default, job_cpu_millis_default, job_memory_bytes_default.
+        /// job_timeout_ms_default, job_cpu_millis_default, job_memory_bytes_default,
+        /// job_retention_ms.
         #[arg(long, value_delimiter = ',')]
         clear: Vec<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Delete a namespace that holds no job.
+    /// Delete a namespace that holds no job and no cron.
     Delete { name: String },
 }
 
@@ -91,6 +92,11 @@ pub struct SettingsArgs {
     /// The memory reserved by a job that asks none.
     #[arg(long, value_name = "BYTES")]
     job_default_memory: Option<String>,
+    /// Keep its jobs this long after they end before retention collects them, instead
+    /// of the cluster's --job-retention (12h, 30d; 0 keeps them). Fixed for a job when it
+    /// ends; a job's own --retain comes first.
+    #[arg(long, value_name = "DURATION")]
+    job_retention: Option<String>,
 }
 
 impl SettingsArgs {
@@ -146,6 +152,7 @@ impl SettingsArgs {
             job_timeout_ms_default: dur("job-default-timeout", &self.job_default_timeout)?,
             job_cpu_millis_default: cpu_of("job-default-cpu", &self.job_default_cpu)?,
             job_memory_bytes_default: bytes_of("job-default-memory", &self.job_default_memory)?,
+            job_retention_ms: dur("job-retention", &self.job_retention)?,
             weight: self.weight,
             pending_jobs_max: self.max_pending,
             running_max: self.max_running,
@@ -158,7 +165,11 @@ impl SettingsArgs {
 }
 
 /// `cathedral namespace ...`.
-pub async fn run(client: &Client, command: NamespaceCmd) -> Result<u8, CliError> {
+pub async fn run(
+    client: &Client,
+    command: NamespaceCmd,
+    request_id: String,
+) -> Result<u8, CliError> {
     let mut ns = client.namespaces().await?;
     match command {
         NamespaceCmd::Create {
@@ -170,6 +181,7 @@ pub async fn run(client: &Client, command: NamespaceCmd) -> Result<u8, CliError>
                 .create_namespace(pb::CreateNamespaceRequest {
                     name,
                     settings: Some(settings.to_pb()?),
+                    request_id,
                 })
                 .await?
                 .into_inner();
@@ -222,14 +234,18 @@ pub async fn run(client: &Client, command: NamespaceCmd) -> Result<u8, CliError>
                     name,
                     settings: Some(settings.to_pb()?),
                     clear,
+                    request_id,
                 })
                 .await?
                 .into_inner();
             show(&v, json);
         }
         NamespaceCmd::Delete { name } => {
-            ns.delete_namespace(pb::DeleteNamespaceRequest { name: name.clone() })
-                .await?;
+            ns.delete_namespace(pb::DeleteNamespaceRequest {
+                name: name.clone(),
+                request_id,
+            })
+            .await?;
             println!("namespace {name} deleted");
         }
     }
@@ -298,6 +314,11 @@ fn show(v: &pb::NamespaceView, json: bool) {
                 default.map_or("none".to_string(), |d| d.to_string())
             );
         }
+    }
+    match s.job_retention_ms {
+        Some(0) => println!("  job retention     kept until deleted"),
+        Some(ms) => println!("  job retention     {ms} ms after a job ends"),
+        None => println!("  job retention     the cluster's"),
     }
     let mut states: Vec<_> = u.jobs_by_state.iter().collect();
     states.sort();

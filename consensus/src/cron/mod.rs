@@ -323,7 +323,25 @@ impl CronOp {
     }
 }
 
-/// Every cron, by name. Replicated, hashed once not empty, snapshotted (version 4).
+/// The key cron `name` of namespace `namespace` is kept under: its name in `default`,
+/// `namespace/name` in another (a cron's name holds no `/`), so the crons of a log written
+/// before namespaces keep their keys, encoding and hash.
+pub fn cron_key(namespace: &str, name: &str) -> String {
+    if namespace == crate::namespace::DEFAULT_NAMESPACE {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+/// The namespace and the name a cron key stands for (see [`cron_key`]).
+pub fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/')
+        .unwrap_or((crate::namespace::DEFAULT_NAMESPACE, key))
+}
+
+/// Every cron, by key ([`cron_key`]: its name, qualified by its namespace outside
+/// `default`). Replicated, hashed once not empty, snapshotted (version 4).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Crons {
     pub(crate) map: BTreeMap<String, Cron>,
@@ -334,24 +352,37 @@ impl Crons {
         self.map.is_empty()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Cron> {
-        self.map.get(name)
+    /// Cron `name` of namespace `namespace`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Cron> {
+        self.map.get(&cron_key(namespace, name))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Cron> {
-        self.map.values()
+    /// Every cron with its namespace, by namespace then name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Cron)> {
+        self.map.iter().map(|(k, c)| (split_key(k).0, c))
     }
 
-    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut Cron> {
-        self.map.get_mut(name)
+    /// The crons of namespace `namespace`.
+    pub fn count_in(&self, namespace: &str) -> u64 {
+        self.iter().filter(|(ns, _)| *ns == namespace).count() as u64
     }
 
-    /// Whether `op` would take effect; the proposer checks it first.
-    pub fn check(&self, op: &CronOp) -> Result<(), Invalid> {
+    pub(crate) fn get_key(&self, key: &str) -> Option<&Cron> {
+        self.map.get(key)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut Cron> {
+        self.map.get_mut(key)
+    }
+
+    /// Whether `op`, made in namespace `namespace`, would take effect; the proposer
+    /// checks it first.
+    pub fn check(&self, namespace: &str, op: &CronOp) -> Result<(), Invalid> {
+        let key = cron_key(namespace, op.name());
         match op {
             CronOp::Create(spec) => {
                 spec.validate()?;
-                if self.map.contains_key(&spec.name) {
+                if self.map.contains_key(&key) {
                     return Err(Invalid::new("name", format!("cron {:?} exists", spec.name)));
                 }
                 if self.map.len() >= CRONS_MAX {
@@ -364,16 +395,16 @@ impl Crons {
             }
             CronOp::SetPaused { name, .. } | CronOp::Delete { name } => self
                 .map
-                .get(name)
+                .get(&key)
                 .map(|_| ())
                 .ok_or_else(|| Invalid::new("name", format!("no cron {name:?}"))),
             CronOp::Fire { .. } | CronOp::RunQueued { .. } => Ok(()),
         }
     }
 
-    pub(crate) fn create(&mut self, at_ms: u64, spec: CronSpec) {
+    pub(crate) fn create(&mut self, at_ms: u64, key: String, spec: CronSpec) {
         self.map.insert(
-            spec.name.clone(),
+            key,
             Cron {
                 spec,
                 created_at_ms: at_ms,

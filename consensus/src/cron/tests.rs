@@ -55,7 +55,7 @@ impl Log {
         assert!(self.s.job(job).unwrap().state.is_final());
     }
     fn cron(&self, name: &str) -> &Cron {
-        self.s.crons().get(name).unwrap()
+        self.s.crons().get("default", name).unwrap()
     }
     fn outcomes(&self, name: &str) -> Vec<FireOutcome> {
         self.cron(name)
@@ -192,7 +192,7 @@ fn late_fires_are_one_skipped_range_and_a_pause_owes_nothing() {
     assert_eq!(back.hash(), l.s.hash());
     let before = l.s.hash();
     l.op(2_000_000, CronOp::Delete { name: "p".into() });
-    assert!(l.s.crons().get("p").is_none());
+    assert!(l.s.crons().get("default", "p").is_none());
     assert_ne!(l.s.hash(), before);
 }
 
@@ -347,4 +347,110 @@ fn schedules_and_zones_are_checked() {
             utc("2026-12-14T09:00:00Z")
         ]
     );
+}
+
+#[test]
+fn a_cron_of_a_namespace_launches_into_it_under_its_quotas_and_keeps_it_from_deletion() {
+    use crate::namespace::{NamespaceOp, Setting};
+    let mut l = Log::new();
+    let in_ns = |ns: &str, at_ms, op| Command::InNamespace {
+        namespace: ns.into(),
+        command: Box::new(Command::Cron { at_ms, op }),
+    };
+    let apply = |l: &mut Log, c: Command| {
+        l.i += 1;
+        l.s.apply(l.i, &c)
+    };
+    // No such namespace: refused, nothing made.
+    let r = apply(
+        &mut l,
+        in_ns("ml", 0, CronOp::Create(Box::new(spec("c", Overlap::Allow)))),
+    );
+    assert!(matches!(r, Response::Rejected(_)), "{r:?}");
+    assert!(l.s.crons().is_empty());
+    let made = apply(
+        &mut l,
+        Command::Namespace {
+            at_ms: 0,
+            op: NamespaceOp::Create {
+                name: "ml".into(),
+                settings: vec![Setting::PendingJobsMax(1)],
+            },
+        },
+    );
+    assert_eq!(made, Response::Done);
+    // The same name in two namespaces: two crons.
+    let before = l.s.hash();
+    let create = || CronOp::Create(Box::new(spec("c", Overlap::Allow)));
+    assert_eq!(apply(&mut l, in_ns("ml", 0, create())), Response::Done);
+    assert_eq!(l.op(0, create()), Response::Done);
+    assert_ne!(l.s.hash(), before);
+    let names: Vec<(&str, &str)> =
+        l.s.crons()
+            .iter()
+            .map(|(ns, c)| (ns, c.spec.name.as_str()))
+            .collect();
+    assert_eq!(names, vec![("default", "c"), ("ml", "c")]);
+    // A fire in ml launches a job of ml; ml's next is over its pending quota of 1.
+    let fire = |t: u64| CronOp::Fire {
+        name: "c".into(),
+        late: None,
+        scheduled: vec![t],
+    };
+    assert_eq!(
+        apply(&mut l, in_ns("ml", 60_000, fire(60_000))),
+        Response::Done
+    );
+    assert_eq!(
+        apply(&mut l, in_ns("ml", 120_000, fire(120_000))),
+        Response::Done
+    );
+    let ml = l.s.crons().get("ml", "c").unwrap().clone();
+    let FireOutcome::Launched(super::Launched::Job(job)) = ml.history[0].outcome else {
+        panic!("{:?}", ml.history)
+    };
+    assert_eq!(l.s.namespace_of(job), "ml");
+    assert_eq!(
+        l.s.job(job)
+            .unwrap()
+            .spec
+            .env
+            .get(CRON_ENV_NAME)
+            .map(String::as_str),
+        Some("c"),
+        "the job sees the cron's own name"
+    );
+    assert!(
+        matches!(&ml.history[1].outcome, FireOutcome::Failed(r) if r.contains("pending_jobs_max")),
+        "{:?}",
+        ml.history[1]
+    );
+    // The default cron's state is its own.
+    assert_eq!(l.cron("c").launched, 0);
+    // A namespace holding a cron is not deleted; once the cron and its job are gone, it is.
+    let delete = || Command::Namespace {
+        at_ms: 0,
+        op: NamespaceOp::Delete { name: "ml".into() },
+    };
+    l.end(job);
+    let r = apply(
+        &mut l,
+        Command::Collect {
+            at_ms: 0,
+            jobs: vec![job],
+        },
+    );
+    assert!(matches!(r, Response::Collected { .. }), "{r:?}");
+    let r = apply(&mut l, delete());
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.reason.contains("1 crons")),
+        "{r:?}"
+    );
+    let gone = apply(&mut l, in_ns("ml", 0, CronOp::Delete { name: "c".into() }));
+    assert_eq!(gone, Response::Done);
+    assert_eq!(apply(&mut l, delete()), Response::Done);
+    assert!(l.s.crons().get("default", "c").is_some());
+    // Snapshots carry it all.
+    let back = ClusterState::from_snapshot(&l.s.to_snapshot()).unwrap();
+    assert_eq!(back.hash(), l.s.hash());
 }

@@ -71,7 +71,8 @@ impl ClusterState {
         match command {
             Command::SubmitJobs { .. }
             | Command::SubmitWorkflow { .. }
-            | Command::WithJobOptions { .. } => Ok(()),
+            | Command::WithJobOptions { .. }
+            | Command::Cron { .. } => Ok(()),
             other => Err(Invalid::new(
                 "namespace",
                 format!("a {} is not made in a namespace", other.kind()),
@@ -92,7 +93,7 @@ impl ClusterState {
                 self.check_in_namespace(namespace, command)?;
                 self.check_in(namespace, command)
             }
-            Command::Namespace { op, .. } => self.namespaces.check(op, |n| self.index.jobs_in(n)),
+            Command::Namespace { op, .. } => self.namespaces.check(op, |n| self.namespace_holds(n)),
             Command::Request { id, command } => {
                 id.check()?;
                 if !command.batchable() || matches!(**command, Command::Request { .. }) {
@@ -124,7 +125,7 @@ impl ClusterState {
                 crate::namespace::check_grants(grants)?;
                 self.acl.check_add(token, false)
             }
-            Command::Cron { op, .. } => self.crons.check(op),
+            Command::Cron { op, .. } => self.crons.check(ns, op),
             Command::RerunWorkflow { workflow, from, .. } => {
                 self.rerun_plan(*workflow, *from).map(|_| ())
             }

@@ -26,19 +26,24 @@ impl ClusterState {
     /// arm deciding each fire's outcome in place.
     pub(super) fn apply_cron(&mut self, at: u64, op: &crate::cron::CronOp) -> Response {
         use crate::cron::{CronOp, Fire, FireOutcome, SkipReason, CRON_FIRES_PER_ENTRY_MAX};
-        if let Err(e) = self.crons.check(op) {
+        // A cron of another namespace than `default` is made, changed and fired in it
+        // (`InNamespace`), and kept under its qualified key.
+        let ns = self.current_namespace().to_string();
+        if let Err(e) = self.crons.check(&ns, op) {
             self.counters.rejected_commands += 1;
             return Response::Rejected(e);
         }
+        let key = crate::cron::cron_key(&ns, op.name());
+        let name = &key;
         let ignored = |reason: &str| Response::Ignored {
             reason: reason.to_string(),
         };
         match op {
             CronOp::Create(spec) => {
-                self.crons.create(at, (**spec).clone());
+                self.crons.create(at, key.clone(), (**spec).clone());
                 Response::Done
             }
-            CronOp::SetPaused { name, paused } => {
+            CronOp::SetPaused { paused, .. } => {
                 let c = self.crons.get_mut(name).expect("checked");
                 c.paused = *paused;
                 // Fires a pause covered are not owed: the schedule resumes from now.
@@ -47,16 +52,14 @@ impl ClusterState {
                 }
                 Response::Done
             }
-            CronOp::Delete { name } => {
+            CronOp::Delete { .. } => {
                 self.crons.remove(name);
                 Response::Done
             }
             CronOp::Fire {
-                name,
-                late,
-                scheduled,
+                late, scheduled, ..
             } => {
-                let Some(c) = self.crons.get(name) else {
+                let Some(c) = self.crons.get_key(name) else {
                     return ignored("no such cron");
                 };
                 if c.paused {
@@ -122,8 +125,8 @@ impl ClusterState {
                 }
                 Response::Done
             }
-            CronOp::RunQueued { name, scheduled_ms } => {
-                let Some(c) = self.crons.get(name) else {
+            CronOp::RunQueued { scheduled_ms, .. } => {
+                let Some(c) = self.crons.get_key(name) else {
                     return ignored("no such cron");
                 };
                 if c.queued.front() != Some(scheduled_ms) || self.cron_active(c.current) {
@@ -144,17 +147,21 @@ impl ClusterState {
         }
     }
 
-    /// Submits what cron `name` launches for its fire at `scheduled_ms`.
+    /// Submits what the cron under `key` launches for its fire at `scheduled_ms`, in the
+    /// cron's namespace (the current one: a fire is applied in it): its jobs are the
+    /// namespace's and count against its quotas — a fire over one fails, naming it.
     pub(super) fn launch_cron(
         &mut self,
-        name: &str,
+        key: &str,
         at: u64,
         scheduled_ms: u64,
     ) -> crate::cron::FireOutcome {
         use crate::cron::{CronTarget, FireOutcome, Launched};
-        match self.crons.map[name].stamped(scheduled_ms) {
+        let ns = self.current_namespace().to_string();
+        match self.crons.map[key].stamped(scheduled_ms) {
             CronTarget::Job(spec) => match self
-                .check_spec(crate::namespace::DEFAULT_NAMESPACE, &spec)
+                .check_spec(&ns, &spec)
+                .and_then(|()| self.take_quota(at, 1))
             {
                 Ok(()) => FireOutcome::Launched(Launched::Job(self.create_job(at, *spec, None))),
                 Err(e) => FireOutcome::Failed(e.to_string()),

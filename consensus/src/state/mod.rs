@@ -326,8 +326,7 @@ impl ClusterState {
                 if under_rules {
                     if ended {
                         if !self.ended_at.contains_key(&id) {
-                            self.ended_at.insert(id, command.at_ms());
-                            self.order(id, command.at_ms(), true);
+                            self.ended(id, command.at_ms());
                         }
                     } else if let Some(t) = self.ended_at.remove(&id) {
                         self.order(id, t, false);
@@ -491,7 +490,7 @@ impl ClusterState {
                 unreachable!("taken above")
             }
             Command::Namespace { at_ms, op } => {
-                match self.namespaces.check(op, |ns| self.index.jobs_in(ns)) {
+                match self.namespaces.check(op, |ns| self.namespace_holds(ns)) {
                     Ok(()) => {
                         self.namespaces.apply(*at_ms, op);
                         Response::Done
@@ -552,11 +551,10 @@ impl ClusterState {
                                 .last()
                                 .and_then(|a| a.finished_at_ms)
                                 .unwrap_or(*at_ms);
-                            self.ended_at.insert(j.id, end);
                             ended.push((j.id, end));
                         }
                         for (id, end) in ended {
-                            self.order(id, end, true);
+                            self.ended(id, end);
                             // Its digest covers its end (by-job hashing).
                             self.digests.touch(id);
                         }
@@ -703,6 +701,25 @@ impl ClusterState {
         let response = self.apply_command(index, command);
         self.in_namespace = outer;
         response
+    }
+
+    /// Job `id` ended at `t` (under rules): it joins the order retention collects by,
+    /// under its own retention, else its namespace's (fixed now: a later change of the
+    /// setting applies to jobs that end later), else the cluster's.
+    fn ended(&mut self, id: JobId, t: u64) {
+        self.ended_at.insert(id, t);
+        if !self.retain.contains_key(&id) {
+            let ns = self.namespaces.of(id);
+            if let Some(ms) = self.namespaces.limits(ns).job_retention_ms {
+                self.retain.insert(id, ms);
+            }
+        }
+        self.order(id, t, true);
+    }
+
+    /// The jobs and the crons namespace `ns` holds (one that holds any cannot be deleted).
+    pub(super) fn namespace_holds(&self, ns: &str) -> (u64, u64) {
+        (self.index.jobs_in(ns), self.crons.count_in(ns))
     }
 
     /// The namespace of the submission being applied: the one an `InNamespace` names, or

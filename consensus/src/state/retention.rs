@@ -26,9 +26,9 @@ impl ClusterState {
             }
             let ns = self.namespaces.of_job.remove(&id);
             if let Some(k) = &job.spec.idempotency_key {
-                match ns {
+                match &ns {
                     Some(ns) => {
-                        let key = (ns, k.clone());
+                        let key = (ns.clone(), k.clone());
                         if self.namespaces.keys.get(&key) == Some(&id) {
                             self.namespaces.keys.remove(&key);
                         }
@@ -66,6 +66,7 @@ impl ClusterState {
                     submitted_by,
                     ended_at_ms,
                     retain_ms,
+                    namespace: ns,
                 });
             }
         }

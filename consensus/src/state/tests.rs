@@ -2017,3 +2017,85 @@ fn a_rerun_counts_against_its_namespaces_pending_quota() {
     assert_eq!(s.namespace_usage("ml").pending, 2);
     assert!(s.indexes_consistent());
 }
+
+#[test]
+fn a_namespaces_retention_is_fixed_for_a_job_when_it_ends_and_a_jobs_own_comes_first() {
+    use crate::namespace::{NamespaceOp, Setting};
+    let (mut s, mut i) = (ClusterState::new(), 0);
+    step(&mut s, &mut i, node(1));
+    step(
+        &mut s,
+        &mut i,
+        Command::SetRules {
+            at_ms: 1,
+            rules: Rules::default(),
+        },
+    );
+    let settings = vec![Setting::JobRetentionMs(100)];
+    let r = ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Create {
+            name: "ml".into(),
+            settings,
+        },
+    );
+    assert_eq!(r, Response::Done);
+    let Response::Submitted { jobs } = submit_in(
+        &mut s,
+        &mut i,
+        10,
+        "ml",
+        vec![JobSpec::new("a", &["true"]), JobSpec::new("b", &["true"])],
+    ) else {
+        panic!()
+    };
+    let (a, b) = (jobs[0], jobs[1]);
+    // b asks to be kept: its own retention comes first.
+    i += 1;
+    s.apply(
+        i,
+        &Command::InNamespace {
+            namespace: "ml".into(),
+            command: Box::new(Command::WithJobOptions {
+                options: vec![vec![JobOption::RetainMs(0)]],
+                command: Box::new(Command::SubmitJobs {
+                    at_ms: 10,
+                    jobs: vec![JobSpec::new("kept", &["true"])],
+                }),
+            }),
+        },
+    );
+    let kept = b + 1;
+    assert_eq!(s.namespace_of(kept), "ml");
+    let plain = submit(&mut s, &mut i, JobSpec::new("plain", &["true"]));
+    assert_eq!(s.retain_of(a), None, "fixed when the job ends, not before");
+    run(&mut s, &mut i, 10, a, 1, 1, Exit::Code(0));
+    // The setting changes: a job that ends later takes the new value.
+    let r = ns_op(
+        &mut s,
+        &mut i,
+        NamespaceOp::Update {
+            name: "ml".into(),
+            settings: vec![Setting::JobRetentionMs(1_000)],
+            clear: vec![],
+        },
+    );
+    assert_eq!(r, Response::Done);
+    for j in [b, kept, plain] {
+        run(&mut s, &mut i, 10, j, 1, 1, Exit::Code(0));
+    }
+    assert_eq!(s.retain_of(a), Some(100));
+    assert_eq!(s.retain_of(b), Some(1_000));
+    assert_eq!(s.retain_of(kept), Some(0));
+    assert_eq!(s.retain_of(plain), None, "default has no setting");
+    // Ended at 15: a is due at 115, b at 1015, whatever the cluster keeps; the default
+    // job by the cluster's retention; the kept one never.
+    assert_eq!(s.collection_due(115, 0, 100), vec![a]);
+    assert_eq!(s.collection_due(1_015, 0, 100), vec![a, b]);
+    assert_eq!(s.collection_due(1_015, 500, 100), vec![a, plain, b]);
+    assert_eq!(s.due_at(kept, 1), None);
+    let back = ClusterState::from_snapshot(&s.to_snapshot()).unwrap();
+    assert_eq!(back.hash(), s.hash());
+    assert_eq!(back.collection_due(1_015, 0, 100), vec![a, b]);
+}

@@ -176,6 +176,18 @@ pub struct Collected {
     /// The job's own retention, if it asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_ms: Option<u64>,
+    /// Its namespace, when not `default` (records written before namespaces have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl Collected {
+    /// The namespace the job was in.
+    pub fn namespace(&self) -> &str {
+        self.namespace
+            .as_deref()
+            .unwrap_or(crate::namespace::DEFAULT_NAMESPACE)
+    }
 }
 
 /// Resources an attempt in flight holds on a node.

@@ -97,10 +97,22 @@ pub const CRON_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// for a retention of their own are collected.
 async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error::Result<()> {
     let retention = node.config.leader.job_retention_ms;
-    let every = Duration::from_millis(match retention {
+    let interval = |r: u64| match r {
         0 => COLLECT_CHECK_MS_MIN,
         r => (r / 10).clamp(COLLECT_CHECK_MS_MIN, COLLECT_CHECK_MS_MAX),
-    });
+    };
+    // A namespace that keeps its jobs a shorter time is looked at as often as it needs.
+    let shortest = node
+        .state()
+        .read()
+        .state
+        .namespaces()
+        .retentions()
+        .filter(|r| *r > 0)
+        .map(interval)
+        .min();
+    let every =
+        Duration::from_millis(shortest.map_or(interval(retention), |n| n.min(interval(retention))));
     if last.is_some_and(|t| t.elapsed() < every) {
         return Ok(());
     }

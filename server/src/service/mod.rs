@@ -100,11 +100,10 @@ impl Api {
         let found = cathedral_consensus::blocking::run(move || archive.find(id))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        // (The archive does not record namespaces: a collected job of any namespace reads
-        // as `default`'s, so a token scoped to namespaces reads none of them.)
-        let default = cathedral_consensus::namespace::DEFAULT_NAMESPACE;
+        // The archive records each job's namespace (a record written before namespaces
+        // existed is `default`'s).
         match found {
-            Some(r) if caller.grants.is_none() && scope.holds(default) && may(default) => {
+            Some(r) if scope.holds(r.collected.namespace()) && may(r.collected.namespace()) => {
                 let mut pb = crate::convert::archived_to_pb(&r);
                 hide_output(&mut pb, caller);
                 Ok(pb)
@@ -133,6 +132,8 @@ impl Api {
     async fn list_archived(
         &self,
         req: pb::ListJobsRequest,
+        scope: &Scope,
+        caller: &Caller,
         state: Option<cathedral_consensus::JobState>,
         size: usize,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
@@ -153,8 +154,14 @@ impl Api {
                     && (req.node_id == 0
                         || j.attempts.last().is_some_and(|a| a.node == req.node_id))
                     && (req.workflow_id == 0 || j.workflow == Some(req.workflow_id))
+                    && scope.holds(r.collected.namespace())
+                    && caller.may(Capability::Read, r.collected.namespace())
             })
-            .map(crate::convert::archived_to_pb)
+            .map(|r| {
+                let mut pb = crate::convert::archived_to_pb(r);
+                hide_output(&mut pb, caller);
+                pb
+            })
             .collect();
         Ok(Response::new(pb::ListJobsResponse {
             jobs,
@@ -304,6 +311,12 @@ pub(crate) fn with_request_id(
         },
         None => cmd,
     };
+    under_request_id(cmd, request_id)
+}
+
+/// `cmd` under the client's request id, if it gave one (a write that records no author:
+/// crons, namespaces); without one, the node assigns an id when it proposes.
+pub(crate) fn under_request_id(cmd: Command, request_id: String) -> Result<Command, Status> {
     if request_id.is_empty() {
         return Ok(cmd);
     }
@@ -518,15 +531,7 @@ impl JobService for Api {
         let scope = Scope::parse(&req.namespace)?;
         scope.require(&caller, Capability::Read)?;
         if req.archived {
-            let default = cathedral_consensus::namespace::DEFAULT_NAMESPACE;
-            if caller.grants.is_some()
-                || !scope.holds(default)
-                || !caller.may(Capability::Read, default)
-            {
-                // (The archive records no namespace: its jobs read as `default`'s.)
-                return Ok(Response::new(pb::ListJobsResponse::default()));
-            }
-            return self.list_archived(req, state, size).await;
+            return self.list_archived(req, &scope, &caller, state, size).await;
         }
         let from = page_token(&req.page_token)?;
         let a = self.node.state().read();
