@@ -57,6 +57,23 @@ impl ClusterState {
         self.jobs.range(from..)
     }
 
+    /// Jobs from `from` (or, `newest_first`, up to it, counting down) that `keep` accepts
+    /// by id, namespace and state — decided before a job is decoded (see
+    /// `Jobs::range_where`).
+    pub fn jobs_listed<'a>(
+        &'a self,
+        from: JobId,
+        newest_first: bool,
+        keep: impl Fn(JobId, &str, JobState) -> bool + 'a,
+    ) -> Box<dyn Iterator<Item = Cow<'a, Job>> + 'a> {
+        let keep = move |id, state| keep(id, self.namespaces.of(id), state);
+        if newest_first {
+            Box::new(self.jobs.range_where(..=from, keep).rev())
+        } else {
+            Box::new(self.jobs.range_where(from.., keep))
+        }
+    }
+
     /// Jobs with ids up to `to`, newest first (a page of a listing, counting down).
     pub fn jobs_down_from(&self, to: JobId) -> impl Iterator<Item = Cow<'_, Job>> {
         self.jobs.range(..=to).rev()

@@ -535,23 +535,18 @@ impl JobService for Api {
         }
         let from = page_token(&req.page_token)?;
         let a = self.node.state().read();
-        let all: Box<dyn Iterator<Item = std::borrow::Cow<'_, cathedral_consensus::Job>>> =
-            if req.newest_first {
-                Box::new(a.state.jobs_down_from(from.unwrap_or(JobId::MAX)))
-            } else {
-                Box::new(a.state.jobs_from(from.unwrap_or(0)))
-            };
-        let mut matching = all
-            .filter(|j| state.is_none_or(|s| j.state == s))
+        let start = from.unwrap_or(if req.newest_first { JobId::MAX } else { 0 });
+        // The state and the namespace are known without decoding a job: filtered first.
+        let mut matching = a
+            .state
+            .jobs_listed(start, req.newest_first, |_, ns, st| {
+                state.is_none_or(|s| st == s) && scope.holds(ns) && caller.may(Capability::Read, ns)
+            })
             .filter(|j| j.spec.name.starts_with(&req.name_prefix))
             .filter(|j| {
                 req.node_id == 0 || j.attempts.last().is_some_and(|x| x.node == req.node_id)
             })
-            .filter(|j| req.workflow_id == 0 || j.workflow == Some(req.workflow_id))
-            .filter(|j| {
-                let ns = a.state.namespace_of(j.id);
-                scope.holds(ns) && caller.may(Capability::Read, ns)
-            });
+            .filter(|j| req.workflow_id == 0 || j.workflow == Some(req.workflow_id));
         let jobs: Vec<pb::Job> = matching
             .by_ref()
             .take(size)
