@@ -163,6 +163,8 @@ pub enum Setting {
     /// until deleted by hand), instead of the cluster's `--job-retention`. Fixed for a
     /// job when it ends; a job's own `retain` comes first.
     JobRetentionMs(u64),
+    /// Most crons it holds; making one past it is refused.
+    CronsMax(u64),
 }
 
 /// The sandboxes by name and bit, for [`Setting::Sandboxes`].
@@ -201,6 +203,7 @@ impl Setting {
             Setting::JobCpuMillisDefault(_) => "job_cpu_millis_default",
             Setting::JobMemoryBytesDefault(_) => "job_memory_bytes_default",
             Setting::JobRetentionMs(_) => "job_retention_ms",
+            Setting::CronsMax(_) => "crons_max",
         }
     }
 
@@ -355,6 +358,7 @@ pub struct Limits {
     pub job_cpu_millis_default: Option<u32>,
     pub job_memory_bytes_default: Option<u64>,
     pub job_retention_ms: Option<u64>,
+    pub crons_max: Option<u64>,
 }
 
 impl Limits {
@@ -437,6 +441,7 @@ impl Namespace {
                 Setting::JobCpuMillisDefault(v) => l.job_cpu_millis_default = Some(v),
                 Setting::JobMemoryBytesDefault(v) => l.job_memory_bytes_default = Some(v),
                 Setting::JobRetentionMs(v) => l.job_retention_ms = Some(v),
+                Setting::CronsMax(v) => l.crons_max = Some(v),
             }
         }
         l
@@ -684,7 +689,7 @@ impl Namespaces {
 }
 
 /// Every setting's name.
-pub const SETTING_NAMES: [&str; 14] = [
+pub const SETTING_NAMES: [&str; 15] = [
     "weight",
     "pending_jobs_max",
     "running_max",
@@ -699,6 +704,7 @@ pub const SETTING_NAMES: [&str; 14] = [
     "job_cpu_millis_default",
     "job_memory_bytes_default",
     "job_retention_ms",
+    "crons_max",
 ];
 
 #[cfg(test)]
@@ -768,6 +774,7 @@ mod tests {
         assert_eq!(enc(&Setting::Sandboxes(1)), 6);
         assert_eq!(enc(&Setting::JobMemoryBytesDefault(1)), 12);
         assert_eq!(enc(&Setting::JobRetentionMs(1)), 13);
-        assert_eq!(SETTING_NAMES.len(), 14);
+        assert_eq!(enc(&Setting::CronsMax(1)), 14);
+        assert_eq!(SETTING_NAMES.len(), 15);
     }
 }

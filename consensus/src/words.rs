@@ -404,6 +404,7 @@ pub fn settings_words(settings: &[crate::namespace::Setting]) -> String {
             Setting::JobCpuMillisDefault(v) => format!("job_cpu_millis_default {v}"),
             Setting::JobMemoryBytesDefault(v) => format!("job_memory_bytes_default {v}"),
             Setting::JobRetentionMs(v) => format!("job_retention_ms {v}"),
+            Setting::CronsMax(v) => format!("crons_max {v}"),
         })
         .collect();
     format!(": {}", parts.join(", "))

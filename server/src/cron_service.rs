@@ -117,6 +117,29 @@ fn spec_to_pb_cron(s: &CronSpec) -> pb::CronSpec {
     }
 }
 
+/// Cron `c` of namespace `ns` as `caller` may see it: its jobs' environment only with
+/// read-output there (as a job's own is shown).
+fn cron_for(
+    caller: &auth::Caller,
+    ns: &str,
+    c: &cathedral_consensus::cron::Cron,
+    history: bool,
+) -> pb::Cron {
+    let mut pb = cron_to_pb(ns, c, history);
+    if !caller.may(Capability::ReadOutput, ns) {
+        match pb.spec.as_mut().and_then(|s| s.target.as_mut()) {
+            Some(pb::cron_spec::Target::Job(j)) => j.env.clear(),
+            Some(pb::cron_spec::Target::Workflow(w)) => w
+                .jobs
+                .iter_mut()
+                .filter_map(|j| j.spec.as_mut())
+                .for_each(|s| s.env.clear()),
+            None => {}
+        }
+    }
+    pb
+}
+
 fn cron_to_pb(ns: &str, c: &cathedral_consensus::cron::Cron, history: bool) -> pb::Cron {
     let next_ms = if c.paused {
         0
@@ -259,7 +282,7 @@ impl CronService for Api {
                 .crons()
                 .iter()
                 .filter(|(ns, _)| scope.holds(ns) && caller.may(Capability::Read, ns))
-                .map(|(ns, c)| cron_to_pb(ns, c, false))
+                .map(|(ns, c)| cron_for(&caller, ns, c, false))
                 .collect(),
         }))
     }
@@ -271,7 +294,7 @@ impl CronService for Api {
         let caller = auth::caller(&req);
         let req = req.into_inner();
         let (ns, c) = self.cron(&caller, &req.namespace, &req.name)?;
-        Ok(Response::new(cron_to_pb(&ns, &c, true)))
+        Ok(Response::new(cron_for(&caller, &ns, &c, true)))
     }
 
     async fn set_cron_paused(

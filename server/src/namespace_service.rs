@@ -83,6 +83,9 @@ fn settings_from_pb(s: Option<pb::NamespaceSettings>) -> Result<Vec<Setting>, St
     if let Some(v) = s.job_retention_ms {
         out.push(Setting::JobRetentionMs(v));
     }
+    if let Some(v) = s.crons_max {
+        out.push(Setting::CronsMax(v));
+    }
     cathedral_consensus::namespace::check_settings(&out)
         .map_err(|e| Status::from(ServerError::from(e)))?;
     Ok(out)
@@ -118,6 +121,7 @@ fn view(state: &ClusterState, name: &str) -> Option<pb::NamespaceView> {
             job_cpu_millis_default: l.job_cpu_millis_default,
             job_memory_bytes_default: l.job_memory_bytes_default,
             job_retention_ms: l.job_retention_ms,
+            crons_max: l.crons_max,
         }),
         usage: Some(pb::NamespaceUsage {
             pending: usage.pending,

@@ -224,6 +224,8 @@ fn each_token_sees_cancels_and_reads_only_its_own_namespace() {
                 "c1",
                 "--schedule",
                 "@hourly",
+                "--env",
+                "CRON_SECRET=hunter3",
                 "--",
                 "true",
             ],
@@ -272,6 +274,23 @@ fn each_token_sees_cancels_and_reads_only_its_own_namespace() {
         Some(3),
         "not found in default"
     );
+    // A job's environment shows with read-output only, in a cron's spec as in a job.
+    let full = stdout_ok(as_token(&s, &ml, "ml", &["cron", "show", "c1", "--json"]));
+    assert!(full.contains("hunter3"), "{full}");
+    for args in [
+        &["cron", "show", "c1", "--json"][..],
+        &["cron", "list", "--json"][..],
+    ] {
+        let seen = stdout_ok(as_token(&s, &peek, "ml", args));
+        assert!(seen.contains("c1"), "{seen}");
+        assert!(!seen.contains("hunter3"), "read-only sees the env: {seen}");
+    }
+    // A name never reaches another namespace's cron through its key (`ml/c1`): not
+    // found, and nothing deleted.
+    let root_cli = |args: &[&str]| as_token(&s, &root, "default", args);
+    assert_eq!(root_cli(&["cron", "show", "ml/c1"]).status.code(), Some(3));
+    let out = root_cli(&["cron", "delete", "ml/c1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     stdout_ok(as_token(&s, &ml, "ml", &["cron", "show", "c1"]));
     // The event stream: a scoped token gets the job events of its own namespaces only.
     let events = stdout_ok(as_token(&s, &ml, "", &["events", "--json"]));

@@ -39,7 +39,7 @@ pub enum NamespaceCmd {
         /// running_max, cpu_millis_max, memory_bytes_max, submit_rate, sandboxes,
         /// job_timeout_ms_max, job_cpu_millis_max, job_memory_bytes_max,
         /// job_timeout_ms_default, job_cpu_millis_default, job_memory_bytes_default,
-        /// job_retention_ms.
+        /// job_retention_ms, crons_max.
         #[arg(long, value_delimiter = ',')]
         clear: Vec<String>,
         #[arg(long)]
@@ -97,6 +97,9 @@ pub struct SettingsArgs {
     /// ends; a job's own --retain comes first.
     #[arg(long, value_name = "DURATION")]
     job_retention: Option<String>,
+    /// Most crons it holds.
+    #[arg(long, value_name = "N")]
+    max_crons: Option<u64>,
 }
 
 impl SettingsArgs {
@@ -153,6 +156,7 @@ impl SettingsArgs {
             job_cpu_millis_default: cpu_of("job-default-cpu", &self.job_default_cpu)?,
             job_memory_bytes_default: bytes_of("job-default-memory", &self.job_default_memory)?,
             job_retention_ms: dur("job-retention", &self.job_retention)?,
+            crons_max: self.max_crons,
             weight: self.weight,
             pending_jobs_max: self.max_pending,
             running_max: self.max_running,
@@ -314,6 +318,9 @@ fn show(v: &pb::NamespaceView, json: bool) {
                 default.map_or("none".to_string(), |d| d.to_string())
             );
         }
+    }
+    if let Some(n) = s.crons_max {
+        println!("  crons             max {n}");
     }
     match s.job_retention_ms {
         Some(0) => println!("  job retention     kept until deleted"),

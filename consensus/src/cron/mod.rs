@@ -111,18 +111,7 @@ impl CronSpec {
     /// checks only what it can without evaluating them.
     pub fn validate(&self) -> Result<(), Invalid> {
         let bad = |f: &str, r: String| Err(Invalid::new(f, r));
-        if self.name.is_empty()
-            || self.name.len() > CRON_NAME_BYTES_MAX
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return bad(
-                "name",
-                format!("1..={CRON_NAME_BYTES_MAX} bytes of letters, digits, - _ . (CRON_NAME_BYTES_MAX)"),
-            );
-        }
+        check_name(&self.name)?;
         if self.schedule.trim().is_empty() || self.schedule.len() > CRON_SCHEDULE_BYTES_MAX {
             return bad(
                 "schedule",
@@ -323,6 +312,25 @@ impl CronOp {
     }
 }
 
+/// Checks a cron's name: 1..=`CRON_NAME_BYTES_MAX` bytes of letters, digits, `-`, `_`
+/// and `.` — never a `/`, so a name of one namespace never reads as another's key.
+pub fn check_name(name: &str) -> Result<(), Invalid> {
+    if name.is_empty()
+        || name.len() > CRON_NAME_BYTES_MAX
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(Invalid::new(
+            "name",
+            format!(
+                "1..={CRON_NAME_BYTES_MAX} bytes of letters, digits, - _ . (CRON_NAME_BYTES_MAX)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The key cron `name` of namespace `namespace` is kept under: its name in `default`,
 /// `namespace/name` in another (a cron's name holds no `/`), so the crons of a log written
 /// before namespaces keep their keys, encoding and hash.
@@ -352,12 +360,13 @@ impl Crons {
         self.map.is_empty()
     }
 
-    /// Cron `name` of namespace `namespace`.
+    /// Cron `name` of namespace `namespace` (none for a name no cron may have).
     pub fn get(&self, namespace: &str, name: &str) -> Option<&Cron> {
+        check_name(name).ok()?;
         self.map.get(&cron_key(namespace, name))
     }
 
-    /// Every cron with its namespace, by namespace then name.
+    /// Every cron with its namespace, in the order of their keys.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Cron)> {
         self.map.iter().map(|(k, c)| (split_key(k).0, c))
     }
@@ -378,6 +387,9 @@ impl Crons {
     /// Whether `op`, made in namespace `namespace`, would take effect; the proposer
     /// checks it first.
     pub fn check(&self, namespace: &str, op: &CronOp) -> Result<(), Invalid> {
+        // Every op's name, not only a new cron's: `ns/name` must never reach another
+        // namespace's cron through its key.
+        check_name(op.name())?;
         let key = cron_key(namespace, op.name());
         match op {
             CronOp::Create(spec) => {

@@ -427,6 +427,45 @@ fn a_cron_of_a_namespace_launches_into_it_under_its_quotas_and_keeps_it_from_del
     );
     // The default cron's state is its own.
     assert_eq!(l.cron("c").launched, 0);
+    // A name never reaches another namespace's cron through its key.
+    for op in [
+        CronOp::Delete {
+            name: "ml/c".into(),
+        },
+        CronOp::SetPaused {
+            name: "ml/c".into(),
+            paused: true,
+        },
+    ] {
+        let r = l.op(0, op);
+        assert!(
+            matches!(&r, Response::Rejected(e) if e.field == "name"),
+            "{r:?}"
+        );
+    }
+    assert!(!l.s.crons().get("ml", "c").unwrap().paused);
+    assert!(l.s.crons().get("default", "ml/c").is_none());
+    // A namespace's crons_max quota: a cron past it is refused, naming it.
+    let capped = apply(
+        &mut l,
+        Command::Namespace {
+            at_ms: 0,
+            op: NamespaceOp::Update {
+                name: "ml".into(),
+                settings: vec![Setting::CronsMax(1)],
+                clear: vec![],
+            },
+        },
+    );
+    assert_eq!(capped, Response::Done);
+    let r = apply(
+        &mut l,
+        in_ns("ml", 0, CronOp::Create(Box::new(spec("d", Overlap::Skip)))),
+    );
+    assert!(
+        matches!(&r, Response::Rejected(e) if e.field == "quota.crons_max"),
+        "{r:?}"
+    );
     // A namespace holding a cron is not deleted; once the cron and its job are gone, it is.
     let delete = || Command::Namespace {
         at_ms: 0,

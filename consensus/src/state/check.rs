@@ -125,7 +125,7 @@ impl ClusterState {
                 crate::namespace::check_grants(grants)?;
                 self.acl.check_add(token, false)
             }
-            Command::Cron { op, .. } => self.crons.check(ns, op),
+            Command::Cron { op, .. } => self.check_cron(ns, op),
             Command::RerunWorkflow { workflow, from, .. } => {
                 self.rerun_plan(*workflow, *from).map(|_| ())
             }

@@ -29,7 +29,7 @@ impl ClusterState {
         // A cron of another namespace than `default` is made, changed and fired in it
         // (`InNamespace`), and kept under its qualified key.
         let ns = self.current_namespace().to_string();
-        if let Err(e) = self.crons.check(&ns, op) {
+        if let Err(e) = self.check_cron(&ns, op) {
             self.counters.rejected_commands += 1;
             return Response::Rejected(e);
         }
@@ -145,6 +145,28 @@ impl ClusterState {
                 Response::Done
             }
         }
+    }
+
+    /// Whether `op`, made in namespace `ns`, would take effect: the crons' own check, and
+    /// a new cron within the namespace's `crons_max` quota.
+    pub(super) fn check_cron(
+        &self,
+        ns: &str,
+        op: &crate::cron::CronOp,
+    ) -> std::result::Result<(), Invalid> {
+        self.crons.check(ns, op)?;
+        if let (crate::cron::CronOp::Create(_), Some(max)) =
+            (op, self.namespaces.limits(ns).crons_max)
+        {
+            let held = self.crons.count_in(ns);
+            if held >= max {
+                return Err(Invalid::new(
+                    "quota.crons_max",
+                    format!("namespace {ns} holds {held} crons; its crons_max quota is {max}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Submits what the cron under `key` launches for its fire at `scheduled_ms`, in the
