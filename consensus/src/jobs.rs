@@ -376,7 +376,7 @@ mod tests {
             jobs.insert(id, job(id, states[id as usize % 3]));
             jobs.settle(&id);
         }
-        let keep = |id: JobId, s: JobState| id % 2 == 0 && s != JobState::Pending;
+        let keep = |id: JobId, s: JobState| id.is_multiple_of(2) && s != JobState::Pending;
         let ids = |it: &mut dyn Iterator<Item = Cow<'_, Job>>| it.map(|j| j.id).collect::<Vec<_>>();
         let want = ids(&mut jobs.range(5..).filter(|j| keep(j.id, j.state)));
         assert_eq!(ids(&mut jobs.range_where(5.., keep)), want);
