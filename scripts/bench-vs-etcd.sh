@@ -6,7 +6,7 @@
 # ratio; the systems take turns on fresh data directories under target/.
 #
 #   scripts/bench-vs-etcd.sh [vs_etcd flags…]
-#       --rounds 3 --secs 10 --warmup 2 --clients 1,16,64 --failover-trials 10
+#       --rounds 3 --secs 10 --warmup 2 --clients 1,16,64 --nodes 1,3 --failover-trials 10
 #       --jobs-secs 10 --skip writes,failover,jobs --json
 #
 # Installs Debian's etcd-server and etcd-client (and linux-perf, to count fdatasyncs) when

@@ -16,7 +16,7 @@
 //! ```text
 //! cargo build --release --bins
 //! cargo bench -p cathedral-benches --bench vs_etcd -- --server-bin target/release/cathedral-server
-//!     [--etcd-bin etcd] [--secs 10] [--warmup 2] [--rounds 3] [--clients 1,16,64]
+//!     [--etcd-bin etcd] [--secs 10] [--warmup 2] [--rounds 3] [--clients 1,16,64] [--nodes 1,3]
 //!     [--failover-trials 10] [--jobs-secs 10] [--skip writes,failover,jobs] [--json]
 //! ```
 //! `scripts/bench-vs-etcd.sh` installs etcd from Debian's packages and runs it.
@@ -55,6 +55,8 @@ struct Args {
     warmup: u64,
     rounds: usize,
     clients: Vec<usize>,
+    /// Cluster sizes of the write rows (1 and 3).
+    nodes: Vec<usize>,
     payload: usize,
     failover_trials: usize,
     jobs_secs: u64,
@@ -70,6 +72,7 @@ fn args() -> Args {
         warmup: 2,
         rounds: 3,
         clients: vec![1, 16, 64],
+        nodes: vec![1, 3],
         payload: 200,
         failover_trials: 10,
         jobs_secs: 10,
@@ -92,6 +95,14 @@ fn args() -> Args {
                 a.clients = it
                     .next()
                     .expect("1,16,64")
+                    .split(',')
+                    .map(|n| n.parse().expect("a number"))
+                    .collect()
+            }
+            "--nodes" => {
+                a.nodes = it
+                    .next()
+                    .expect("1,3")
                     .split(',')
                     .map(|n| n.parse().expect("a number"))
                     .collect()
@@ -497,6 +508,8 @@ struct Measured {
     per_sec: f64,
     p50_us: u64,
     p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
     syncs_per_write: Option<f64>,
     cpu_us_per_write: f64,
     sync_source: &'static str,
@@ -559,6 +572,8 @@ async fn measure(cluster: &Cluster, targets: &[String], clients: usize, a: &Args
         per_sec: writes as f64 / secs,
         p50_us: h.value_at_quantile(0.5),
         p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
         syncs_per_write: syncs.map(|s| s as f64 / writes.max(1) as f64),
         cpu_us_per_write: cpu * 1e6 / writes.max(1) as f64,
         sync_source: source,
@@ -594,7 +609,7 @@ async fn run(a: Args) {
         // (row label, nodes, spread over all nodes)
         let mut rows: BTreeMap<(usize, &'static str, usize), RowFigures> = BTreeMap::new();
         for round in 0..a.rounds {
-            for nodes in [1usize, 3] {
+            for &nodes in &a.nodes {
                 for kind in [Kind::Etcd, Kind::Cathedral] {
                     let cluster = Cluster::start(kind, nodes, &a, false).await;
                     let leader = cluster.leader().await.expect("a leader");
@@ -614,12 +629,14 @@ async fn run(a: Args) {
                             }
                             let m = measure(&cluster, targets, clients, &a).await;
                             eprintln!(
-                                "round {round}: {} {nodes} node(s) {mode} {clients} clients: {} writes, {:.0}/s p50 {} us p99 {} us, syncs/write {:?}, cpu {:.0} us/write, {} errors",
+                                "round {round}: {} {nodes} node(s) {mode} {clients} clients: {} writes, {:.0}/s p50 {} us p99 {} us p999 {} us max {} us, syncs/write {:?}, cpu {:.0} us/write, {} errors",
                                 kind.name(),
                                 m.writes,
                                 m.per_sec,
                                 m.p50_us,
                                 m.p99_us,
+                                m.p999_us,
+                                m.max_us,
                                 m.syncs_per_write,
                                 m.cpu_us_per_write,
                                 m.errors
@@ -636,8 +653,8 @@ async fn run(a: Args) {
         }
         println!("\n## Committed writes, medians of {} rounds ({} s each, {} s warm-up), {}-byte payload", a.rounds, a.secs, a.warmup, a.payload);
         println!();
-        println!("| cluster | clients | etcd writes/s | Cathedral submits/s | ratio | p50 µs etcd / Cathedral | fdatasyncs per write etcd / Cathedral | server CPU µs per write etcd / Cathedral |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| cluster | clients | etcd writes/s | Cathedral submits/s | ratio | p50 µs etcd / Cathedral | p999 ms etcd / Cathedral | max ms etcd / Cathedral (worst round) | fdatasyncs per write etcd / Cathedral | server CPU µs per write etcd / Cathedral |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut out_rows = Vec::new();
         for ((nodes, mode, clients), f) in &rows {
             let med =
@@ -648,6 +665,11 @@ async fn run(a: Args) {
             let c_p50 = med(&f.cathedral, &|m| m.p50_us as f64);
             let e_sync = med(&f.etcd, &|m| m.syncs_per_write.unwrap_or(f64::NAN));
             let c_sync = med(&f.cathedral, &|m| m.syncs_per_write.unwrap_or(f64::NAN));
+            let e_p999 = med(&f.etcd, &|m| m.p999_us as f64) / 1000.0;
+            let c_p999 = med(&f.cathedral, &|m| m.p999_us as f64) / 1000.0;
+            let worst =
+                |v: &Vec<Measured>| v.iter().map(|m| m.max_us).max().unwrap_or(0) as f64 / 1000.0;
+            let (e_max, c_max) = (worst(&f.etcd), worst(&f.cathedral));
             let e_cpu = med(&f.etcd, &|m| m.cpu_us_per_write);
             let c_cpu = med(&f.cathedral, &|m| m.cpu_us_per_write);
             let cluster = if *nodes == 1 {
@@ -656,13 +678,19 @@ async fn run(a: Args) {
                 format!("3 nodes, {mode}")
             };
             println!(
-                "| {cluster} | {clients} | {e_rate:.0} | {c_rate:.0} | {:.2} | {e_p50:.0} / {c_p50:.0} | {e_sync:.3} / {c_sync:.3} | {e_cpu:.0} / {c_cpu:.0} |",
+                "| {cluster} | {clients} | {e_rate:.0} | {c_rate:.0} | {:.2} | {e_p50:.0} / {c_p50:.0} | {e_p999:.1} / {c_p999:.1} | {e_max:.1} / {c_max:.1} | {e_sync:.3} / {c_sync:.3} | {e_cpu:.0} / {c_cpu:.0} |",
                 c_rate / e_rate
             );
             out_rows.push(serde_json::json!({
                 "cluster": cluster, "clients": clients,
                 "etcd_per_sec": e_rate, "cathedral_per_sec": c_rate, "ratio": c_rate / e_rate,
                 "etcd_p50_us": e_p50, "cathedral_p50_us": c_p50,
+                "etcd_p999_ms": e_p999, "cathedral_p999_ms": c_p999,
+                "etcd_max_ms": e_max, "cathedral_max_ms": c_max,
+                "rounds": f.etcd.iter().zip(&f.cathedral).map(|(e, c)| serde_json::json!({
+                    "etcd_p999_us": e.p999_us, "etcd_max_us": e.max_us,
+                    "cathedral_p999_us": c.p999_us, "cathedral_max_us": c.max_us,
+                })).collect::<Vec<_>>(),
                 "etcd_syncs_per_write": e_sync, "cathedral_syncs_per_write": c_sync,
                 "etcd_cpu_us_per_write": e_cpu, "cathedral_cpu_us_per_write": c_cpu,
                 "sync_source": f.cathedral.first().map(|m| m.sync_source),

@@ -52,15 +52,21 @@ pub enum Feature {
     /// bound, and forgets an id a node assigned a minute after it was answered (a client's
     /// keeps the full retention): see `requests`.
     NodeRequestIdsKeptAMinute,
+    /// The state hash covers the answered-request table by the sum of its answers'
+    /// digests (kept as answers come and go) instead of its whole encoding: a checkpoint
+    /// no longer costs O(the table) — up to a minute of writes' answers, 60–70 ms of
+    /// apply at 64 clients on one node. Before it, the table is encoded whole.
+    RequestTableSummed,
 }
 
 impl Feature {
     /// Every feature a leader of this build turns on.
-    pub const ALL: [Feature; 4] = [
+    pub const ALL: [Feature; 5] = [
         Feature::JobDigestsCoverTheirRecords,
         Feature::RequestPrintsSkipEveryTimestamp,
         Feature::StepReferencesCheckedAtSubmit,
         Feature::NodeRequestIdsKeptAMinute,
+        Feature::RequestTableSummed,
     ];
 }
 

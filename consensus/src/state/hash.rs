@@ -94,8 +94,25 @@ impl JobDigests {
     }
 }
 
+/// The answered-request table as the state hash covers it: whole (logs written before
+/// `Feature::RequestTableSummed`), or by the sum of its answers' digests. Encoded as what
+/// it holds, with no tag, so a hash without the feature is the same bytes as before.
+enum RequestsView<'a> {
+    Whole(&'a Requests),
+    Summed(crate::requests::RequestsSummed),
+}
+
+impl Serialize for RequestsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            RequestsView::Whole(r) => r.serialize(s),
+            RequestsView::Summed(r) => r.serialize(s),
+        }
+    }
+}
+
 /// `sum += h` (or `-=`) modulo 2^256, little-endian limbs.
-pub(super) fn wide_add(sum: &mut [u64; 4], h: &[u8; 32], subtract: bool) {
+pub(crate) fn wide_add(sum: &mut [u64; 4], h: &[u8; 32], subtract: bool) {
     let mut carry = false;
     for (k, limb) in sum.iter_mut().enumerate() {
         let x = u64::from_le_bytes(h[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
@@ -227,7 +244,7 @@ impl ClusterState {
             checkpoints: &'a BTreeMap<u64, [u8; 32]>,
             counters: &'a Counters,
             last_applied: Option<u64>,
-            requests: &'a Requests,
+            requests: RequestsView<'a>,
             tokens: Vec<u8>,
             crons: &'a crate::cron::Crons,
             rules: &'a Option<Rules>,
@@ -243,7 +260,11 @@ impl ClusterState {
             checkpoints: &self.checkpoints,
             counters: &self.counters,
             last_applied: self.last_applied,
-            requests: &self.requests,
+            requests: if self.features.contains(&Feature::RequestTableSummed) {
+                RequestsView::Summed(self.requests.summed())
+            } else {
+                RequestsView::Whole(&self.requests)
+            },
             tokens: self.acl.tokens_encoded(),
             crons: &self.crons,
             rules: &self.rules,

@@ -70,6 +70,7 @@ use crate::jobs::Jobs;
 mod check;
 mod crons;
 mod hash;
+pub(crate) use hash::wide_add;
 mod index;
 mod lifecycle;
 mod queries;

@@ -1526,6 +1526,33 @@ fn once_the_feature_is_on_a_nodes_request_ids_leave_after_a_minute_also_after_a_
 }
 
 #[test]
+fn under_the_summed_table_feature_the_hash_follows_the_table_and_survives_a_restore() {
+    let enable = |feature| Command::Enable { at_ms: 1, feature };
+    // `whole` hashes the table whole (as before the feature).
+    let (mut whole, mut summed) = (ClusterState::new(), ClusterState::new());
+    whole.apply(1, &enable(Feature::JobDigestsCoverTheirRecords));
+    summed.apply(1, &enable(Feature::JobDigestsCoverTheirRecords));
+    summed.apply(2, &enable(Feature::RequestTableSummed));
+    let mut hashes = std::collections::BTreeSet::new();
+    for i in 3..50u64 {
+        let c = request(&format!("r{i}"), 1_000 + i, "c");
+        whole.apply(i, &c);
+        summed.apply(i, &c);
+        assert!(hashes.insert(summed.hash()), "every answer moves the hash");
+    }
+    // The table is the same either way; the summed hash is the same after a restore (the
+    // sum is worked out as the table is decoded).
+    assert_eq!(whole.requests, summed.requests);
+    let restored = ClusterState::from_snapshot(&summed.to_snapshot()).unwrap();
+    assert_eq!(restored, summed);
+    assert_eq!(restored.hash(), summed.hash());
+    // A copy answered from the table changes the counters, and so the hash.
+    let before = summed.hash();
+    summed.apply(60, &request("r3", 2_000, "c"));
+    assert_ne!(summed.hash(), before);
+}
+
+#[test]
 fn a_state_without_requests_hashes_and_loads_as_before() {
     let mut s = ClusterState::new();
     s.apply(1, &node(1));
