@@ -391,9 +391,10 @@ pub const UNPLACEABLE_REASONS: [&str; 5] = [
     "namespace_quota",
 ];
 
-/// One scheduler pass: its time, its assignments, and the runnable jobs it examined and
-/// could not place, by reason (indexes of [`UNPLACEABLE_REASONS`]).
-pub fn scheduler_pass(took: Duration, placed: usize, unplaceable: [u64; 5]) {
+/// One scheduler pass: its time, its assignments, and — when it counted them (see
+/// `scheduler::place_counting`) — the runnable jobs it could not place, by reason
+/// (indexes of [`UNPLACEABLE_REASONS`]).
+pub fn scheduler_pass(took: Duration, placed: usize, unplaceable: Option<[u64; 5]>) {
     static SERIES: OnceLock<(metrics::Histogram, metrics::Histogram, [metrics::Gauge; 5])> =
         OnceLock::new();
     let (latency, placements, stuck) = SERIES.get_or_init(|| {
@@ -406,8 +407,10 @@ pub fn scheduler_pass(took: Duration, placed: usize, unplaceable: [u64; 5]) {
     });
     latency.record(took.as_secs_f64());
     placements.record(placed as f64);
-    for (g, n) in stuck.iter().zip(unplaceable) {
-        g.set(n as f64);
+    if let Some(unplaceable) = unplaceable {
+        for (g, n) in stuck.iter().zip(unplaceable) {
+            g.set(n as f64);
+        }
     }
 }
 

@@ -116,8 +116,14 @@ pub fn place(
     max: usize,
     strategy: &mut Strategy,
 ) -> Vec<Assignment> {
-    place_counting(state, candidates, now_ms, max, strategy).0
+    place_counting(state, candidates, now_ms, max, strategy, false).0
 }
+
+/// How often a pass that finds every slot taken counts the runnable jobs that wait (for
+/// `cathedral_scheduler_unplaceable_jobs`): counting examines up to `max` of them, and a
+/// pass runs at every applied entry — with a backlog and no free slot, ~1,000 job lookups
+/// per write (a quarter of the server's CPU at one client).
+pub const FULL_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One namespace's queue during a placement pass.
 struct Queue<'a, I: Iterator<Item = &'a cathedral_consensus::Job>> {
@@ -167,20 +173,25 @@ fn fair_order<'a, I: Iterator<Item = &'a cathedral_consensus::Job>>(
 /// [`place`], also counting the runnable jobs it examined (at most `max`) and could not
 /// place, by the first reason that rules every node out, in the order of
 /// `metrics::UNPLACEABLE_REASONS`: no free slot, constraints, CPU, memory — or their
-/// namespace's quota.
+/// namespace's quota. When no slot is free nothing is examined, and the jobs that wait
+/// are counted only if `count_when_full` (else the counts are `None`: not known).
 pub fn place_counting(
     state: &ClusterState,
     candidates: &Candidates,
     now_ms: u64,
     max: usize,
     strategy: &mut Strategy,
-) -> (Vec<Assignment>, [u64; 5]) {
+    count_when_full: bool,
+) -> (Vec<Assignment>, Option<[u64; 5]>) {
     let mut stuck = [0u64; 5];
     let mut free = free_capacity(state, candidates);
     let mut out = Vec::new();
     if free.values().all(|f| f.slots == 0) {
+        if !count_when_full {
+            return (out, None);
+        }
         stuck[0] = state.runnable(now_ms).take(max).count() as u64;
-        return (out, stuck);
+        return (out, Some(stuck));
     }
     let namespaces = state.namespaces();
     let mut queues: Vec<_> = state
@@ -253,7 +264,7 @@ pub fn place_counting(
             break;
         }
     }
-    (out, stuck)
+    (out, Some(stuck))
 }
 
 /// What is free on every candidate node (alive in the state, a candidate in gossip): its
@@ -770,7 +781,8 @@ mod tests {
         );
         // The engine stopped answering: the tag is gone, the containers wait.
         alive.get_mut(&2).unwrap().remove("driver.docker");
-        let (a, stuck) = place_counting(&s, &alive, 0, 100, ll);
+        let (a, stuck) = place_counting(&s, &alive, 0, 100, ll, true);
+        let stuck = stuck.unwrap();
         assert_eq!(a.iter().map(|x| x.job).collect::<Vec<_>>(), vec![4]);
         assert_eq!(
             stuck[1], 3,
@@ -929,8 +941,24 @@ mod tests {
         let b = place(&d, &alive, 0, 100, &mut Strategy::LeastLoaded);
         assert!(b.iter().all(|x| x.job != d.next_job_id() - 1));
         // The passes counted the rest as waiting for a slot, not examined one by one.
-        let (_, stuck) = place_counting(&s, &alive, 0, 100, &mut Strategy::LeastLoaded);
+        let (_, stuck) = place_counting(&s, &alive, 0, 100, &mut Strategy::LeastLoaded, true);
+        let stuck = stuck.unwrap();
         assert_eq!(stuck[0], 96, "{stuck:?}");
+        // With no slot free at all (a node of 0 slots), a pass examines nothing unless
+        // asked to count: then the jobs that wait are counted, up to `max`.
+        let (mut z, mut k) = (ClusterState::new(), 0);
+        k += 1;
+        z.apply(k, &node(1, 0, &[]));
+        for _ in 0..500 {
+            submit(&mut z, &mut k, JobSpec::new("j", &["true"]));
+        }
+        let alive = candidates(&z, &[1]);
+        let (a, stuck) = place_counting(&z, &alive, 0, 100, &mut Strategy::LeastLoaded, false);
+        assert!(a.is_empty());
+        assert_eq!(stuck, None);
+        let (a, stuck) = place_counting(&z, &alive, 0, 100, &mut Strategy::LeastLoaded, true);
+        assert!(a.is_empty());
+        assert_eq!(stuck, Some([100, 0, 0, 0, 0]));
     }
 
     #[test]
@@ -945,7 +973,8 @@ mod tests {
         for ns in ["a", "b", "c"] {
             in_namespace(&mut s, &mut i, ns, 20);
         }
-        let (a, stuck) = place_counting(&s, &alive, 0, 100, &mut Strategy::LeastLoaded);
+        let (a, stuck) = place_counting(&s, &alive, 0, 100, &mut Strategy::LeastLoaded, true);
+        let stuck = stuck.unwrap();
         let per = |ns: &str| a.iter().filter(|x| s.namespace_of(x.job) == ns).count();
         // c stops at its quota; a gets three times b's share (a: 8/3 ahead of b: 3/1 at
         // the last slot).

@@ -16,7 +16,9 @@ pub(crate) mod settings;
 
 use crate::gossip::Liveness;
 use crate::node::{Node, Proposal};
-use crate::scheduler::{overdue, place_counting, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX};
+use crate::scheduler::{
+    overdue, place_counting, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX, FULL_COUNT_INTERVAL,
+};
 
 /// Period of the leader loop when nothing is applied in between.
 const LEADER_TICK_MS: u64 = 200;
@@ -46,6 +48,7 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
     let mut schedules = std::collections::HashMap::new();
     let mut crons_checked = Instant::now() - CRON_CHECK_INTERVAL;
     let mut collected_at: Option<Instant> = None;
+    let mut full_counted: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -64,7 +67,7 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
         // A shutdown does not wait for a proposal in flight (up to the write timeout
         // without a quorum): whatever it decided, the next leader decides again.
         let duties = async {
-            if let Err(e) = lead_once(&node, since, &mut strategy).await {
+            if let Err(e) = lead_once(&node, since, &mut strategy, &mut full_counted).await {
                 tracing::debug!("leader duties: {e}");
             }
             if let Err(e) = checkpoint_if_due(&node).await {
@@ -307,6 +310,7 @@ async fn lead_once(
     node: &Arc<Node>,
     since: Instant,
     strategy: &mut Strategy,
+    full_counted: &mut Option<Instant>,
 ) -> crate::error::Result<()> {
     let unseen_timeout = Duration::from_millis(node.config.leader.node_timeout_ms);
     let grace = Duration::from_millis(node.config.leader.failure_grace_ms);
@@ -390,8 +394,19 @@ async fn lead_once(
         }
         let timed_out = overdue(state, now, TIMEOUT_SLACK_MS);
         let started = std::time::Instant::now();
-        let (assignments, stuck) =
-            place_counting(state, &candidates, now, ASSIGNMENTS_PER_ENTRY_MAX, strategy);
+        // With every slot taken, the jobs that wait are counted once a second.
+        let count = full_counted.is_none_or(|t| t.elapsed() >= FULL_COUNT_INTERVAL);
+        let (assignments, stuck) = place_counting(
+            state,
+            &candidates,
+            now,
+            ASSIGNMENTS_PER_ENTRY_MAX,
+            strategy,
+            count,
+        );
+        if count {
+            *full_counted = Some(Instant::now());
+        }
         crate::metrics::scheduler_pass(started.elapsed(), assignments.len(), stuck);
         (failed, recovered, timed_out, assignments)
     };
