@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cathedral_tests::bin;
+use cathedral_tests::{bin, copy_dir};
 
 /// The recipes share the documented ports: one at a time.
 static PORTS: Mutex<()> = Mutex::new(());
@@ -97,18 +97,6 @@ fn repository() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// How long one recipe may run.

@@ -254,13 +254,13 @@ impl Scope {
         }
     }
 
-    /// The one namespace a write acts in; `*` is refused.
+    /// The one namespace a write (or a lookup by name) acts in; `*` is refused.
     pub(crate) fn one(ns: &str) -> Result<String, Status> {
         match Scope::parse(ns)? {
             Scope::One(ns) => Ok(ns),
             Scope::Any => Err(ServerError::invalid(
                 "namespace",
-                "a write acts in one namespace; \"*\" is for reads",
+                "this request acts in one namespace; \"*\" is for listings and watches",
             )
             .into()),
         }
