@@ -43,6 +43,25 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
+thread_local! {
+    // One zstd decompression context per reading thread, for the same reason: a new one
+    // per record (what `zstd::bulk::decompress` makes) was a visible share of the server's
+    // CPU, as apply reads every committed entry back.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// `stored` decompressed into exactly `raw` bytes, with this thread's context.
+fn decompress(stored: &[u8], raw: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("made above").decompress(stored, raw)
+    })
+}
+
 /// Bytes compressed first, as a probe, before a large payload is compressed whole.
 const PROBE_BYTES: usize = 4096;
 
@@ -180,8 +199,8 @@ pub(crate) fn payload(
             "compressed payload expands to {raw} bytes, past the record limit {record_bytes_limit}"
         ));
     }
-    let out = zstd::bulk::decompress(stored, raw as usize)
-        .map_err(|e| format!("zstd decompression failed: {e}"))?;
+    let out =
+        decompress(stored, raw as usize).map_err(|e| format!("zstd decompression failed: {e}"))?;
     if out.len() as u64 != raw {
         return Err(format!(
             "compressed payload expanded to {} bytes, frame says {raw}",
