@@ -55,7 +55,10 @@ pub enum Feature {
     /// The state hash covers the answered-request table by the sum of its answers'
     /// digests (kept as answers come and go) instead of its whole encoding: a checkpoint
     /// no longer costs O(the table) — up to a minute of writes' answers, 60–70 ms of
-    /// apply at 64 clients on one node. Before it, the table is encoded whole.
+    /// apply at 64 clients on one node. Before it, the table is encoded whole. It changes
+    /// the by-job hash only (with `JobDigestsCoverTheirRecords`, which a leader turns on
+    /// first), and leaves out the order answers leave in: that follows from the entries
+    /// applied, which the rest of the state reflects.
     RequestTableSummed,
 }
 
