@@ -133,10 +133,18 @@ async fn the_dashboard_shows_the_cluster_and_its_jobs_live_in_a_browser() {
 
     // One node named by its `name` tag; the dashboard shows the others by address.
     let named = &nodes[(leader + 2) % 3];
-    let named_id = eventually(WAIT, "the node to name listed", || async {
+    // Listed, registered and alive in gossip: a node gossip lists before its
+    // registration is applied, or while it is suspected, cannot be reached to be tagged.
+    let named_id = eventually(WAIT, "the node to name listed alive", || async {
         get(s, "/v1/nodes")["nodes"]
             .as_array()
-            .and_then(|all| all.iter().find(|n| n["address"] == named.grpc.as_str()))
+            .and_then(|all| {
+                all.iter().find(|n| {
+                    n["address"] == named.grpc.as_str()
+                        && n["state"] == "alive"
+                        && n["gossip_state"] == "alive"
+                })
+            })
             .and_then(|n| n["id"].as_str())
             .map(str::to_string)
     })
