@@ -99,6 +99,11 @@ pub const CRON_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// entry is followed by the next at once). With `--job-retention 0` only jobs that asked
 /// for a retention of their own are collected.
 async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error::Result<()> {
+    // No interval is shorter than the minimum: most passes (one per applied entry) stop
+    // here, before reading the namespaces.
+    if last.is_some_and(|t| t.elapsed() < Duration::from_millis(COLLECT_CHECK_MS_MIN)) {
+        return Ok(());
+    }
     let retention = node.config.leader.job_retention_ms;
     let interval = |r: u64| match r {
         0 => COLLECT_CHECK_MS_MIN,
