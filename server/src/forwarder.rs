@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, RaftMetrics};
+use openraft::metrics::RaftServerMetrics;
+use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::api::internal::RaftRequest;
@@ -49,11 +50,13 @@ pub struct Forwarder {
 impl Forwarder {
     /// Starts forwarding for node `from`; a call not answered within `timeout`, or still
     /// on its way when `metrics` shows another leader, fails every write in it (they may
-    /// still be applied: the error says so).
+    /// still be applied: the error says so). Raft's server metrics: they change with the
+    /// role, vote, leader or membership only, not at every turn of Raft's core loop, which
+    /// would wake every call in flight.
     pub fn start(
         peers: Arc<Peers>,
         from: u64,
-        metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+        metrics: watch::Receiver<RaftServerMetrics<u64, BasicNode>>,
         timeout: Duration,
     ) -> Forwarder {
         let (tx, rx) = mpsc::channel(FORWARD_QUEUE_MAX);
@@ -98,7 +101,7 @@ impl Forwarder {
 async fn run(
     peers: Arc<Peers>,
     from: u64,
-    metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
+    metrics: watch::Receiver<RaftServerMetrics<u64, BasicNode>>,
     mut rx: mpsc::Receiver<Item>,
     timeout: Duration,
 ) {
@@ -212,7 +215,10 @@ async fn send(
 }
 
 /// Resolves once `metrics` shows a leader other than `leader`, or none.
-async fn leader_moved(mut metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>, leader: u64) {
+async fn leader_moved(
+    mut metrics: watch::Receiver<RaftServerMetrics<u64, BasicNode>>,
+    leader: u64,
+) {
     loop {
         if metrics.borrow_and_update().current_leader != Some(leader) {
             return;

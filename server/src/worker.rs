@@ -63,7 +63,10 @@ pub async fn run(
     starter: Arc<dyn AttemptStarter>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut applied = node.raft.metrics();
+    // Entries applied (an assignment, a cancel) and a change of Raft's role or leader;
+    // not Raft's full metrics, sent at every turn of its core loop (see the leader loop).
+    let mut applied = node.events.subscribe();
+    let mut role = node.raft.server_metrics();
     let mut mine: BTreeMap<Key, Slot> = BTreeMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();
     let mut tasks = JoinSet::new();
@@ -74,9 +77,10 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            r = applied.changed() => if r.is_err() { break },
             // Ended only when Raft stopped (fatal): nothing can be reported any more, and
             // an ended watch would wake the loop at once, for ever.
-            r = applied.changed() => if r.is_err() { break },
+            r = role.changed() => if r.is_err() { break },
             Some(k) = done_rx.recv() => { mine.remove(&k); }
             Some(_) = tasks.join_next() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

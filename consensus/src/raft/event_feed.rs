@@ -87,8 +87,18 @@ impl EventFeed {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The entry at `index` was applied with these events (numbered already).
+    /// The entry at `index` was applied with these events (numbered already); watchers
+    /// are told at once.
     pub fn push(&self, index: u64, events: Vec<Event>) {
+        self.record(index, events);
+        self.announce();
+    }
+
+    /// [`push`](Self::push) without telling the watchers: the state machine records each
+    /// entry of a batch while it holds the state's lock, and [`announce`](Self::announce)s
+    /// the batch once the lock is released — a watcher woken at each entry would only wait
+    /// for that lock (and wake again at the next entry).
+    pub fn record(&self, index: u64, events: Vec<Event>) {
         {
             let mut g = self.lock();
             for e in events {
@@ -108,7 +118,16 @@ impl EventFeed {
             }
             g.last_index = index;
         }
-        self.applied.send_replace(index);
+    }
+
+    /// Tells the watchers the entries recorded so far were applied.
+    pub fn announce(&self) {
+        let last = self.lock().last_index;
+        self.applied.send_if_modified(|seen| {
+            let moved = *seen != last;
+            *seen = last;
+            moved
+        });
     }
 
     /// The state jumped to a snapshot ending at `last_index`: the events before it were
@@ -147,7 +166,8 @@ impl EventFeed {
         Ok(g.events.range(start..).take(max).cloned().collect())
     }
 
-    /// Changes whenever an entry is applied.
+    /// Changes whenever entries were applied (once per batch the state machine applies),
+    /// holding the last index applied.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
     }
@@ -233,6 +253,29 @@ mod tests {
             positions(&feed.read((1, 1), 2).unwrap()),
             vec![(1, 1), (3, 0)]
         );
+    }
+
+    #[test]
+    fn a_batch_recorded_is_readable_at_once_and_announced_once() {
+        let feed = EventFeed::with_capacity(16);
+        let mut applied = feed.subscribe();
+        feed.record(1, vec![ev(1, 0)]);
+        feed.record(2, vec![ev(2, 0)]);
+        // Recorded: readable (the state machine records under the state's lock), but no
+        // watcher was woken yet.
+        assert_eq!(
+            positions(&feed.read((1, 0), 10).unwrap()),
+            vec![(1, 0), (2, 0)]
+        );
+        assert!(!applied.has_changed().unwrap());
+        feed.announce();
+        assert!(applied.has_changed().unwrap());
+        assert_eq!(*applied.borrow_and_update(), 2);
+        // Nothing new: announcing again wakes no one.
+        feed.announce();
+        assert!(!applied.has_changed().unwrap());
+        feed.push(3, vec![]);
+        assert_eq!(*applied.borrow_and_update(), 3);
     }
 
     #[test]

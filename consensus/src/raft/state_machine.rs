@@ -378,9 +378,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (Response::Done, Vec::new())
                 }
             };
-            self.events.push(index, events);
+            self.events.record(index, events);
             out.push(response);
         }
+        drop(a);
+        self.events.announce();
         Ok(out)
     }
 

@@ -20,8 +20,9 @@ use crate::scheduler::{
     overdue, place_counting, Candidates, Strategy, ASSIGNMENTS_PER_ENTRY_MAX, FULL_COUNT_INTERVAL,
 };
 
-/// Period of the leader loop when nothing is applied in between.
-const LEADER_TICK_MS: u64 = 200;
+/// Period of the leader loop when nothing is applied in between: as often as crons are
+/// looked at (`CRON_CHECK_INTERVAL`), so an idle leader fires them on time.
+const LEADER_TICK_MS: u64 = 100;
 /// Extra time past a job's timeout before the leader times an attempt out itself.
 pub const TIMEOUT_SLACK_MS: u64 = 5_000;
 
@@ -38,7 +39,12 @@ pub const PLACEMENT_CONTACT_HEARTBEATS: u64 = 5;
 
 /// Runs until `stop`: while leading, node failure and recovery, timeouts and placement.
 pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut applied = node.raft.metrics();
+    // What the loop wakes on: entries applied, a change of Raft's role or leader, the
+    // gossip view, and a tick. Not Raft's full metrics: those are sent at every turn of
+    // Raft's core loop (every heartbeat answer and replication step), and each wake-up is a
+    // pass over the leader's duties.
+    let mut applied = node.events.subscribe();
+    let mut role = node.raft.server_metrics();
     let mut view = node.gossip.watch();
     let mut leading_since: Option<Instant> = None;
     let mut strategy = Strategy::new(
@@ -52,9 +58,10 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = stop.changed() => return,
+            r = applied.changed() => if r.is_err() { return },
             // Raft's metrics end only when Raft stopped (a fatal error: the node stops);
             // waiting on an ended watch would wake the loop at once, for ever.
-            r = applied.changed() => if r.is_err() { return },
+            r = role.changed() => if r.is_err() { return },
             r = view.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(Duration::from_millis(LEADER_TICK_MS)) => {}
         }

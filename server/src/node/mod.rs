@@ -247,7 +247,7 @@ impl Node {
         let forwarder = crate::forwarder::Forwarder::start(
             peers.clone(),
             identity.node_id,
-            raft.metrics(),
+            raft.server_metrics(),
             Duration::from_millis(config.write_timeout_ms),
         );
         let node = Arc::new(Node {

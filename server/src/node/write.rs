@@ -206,7 +206,7 @@ impl Node {
     /// Raft has stopped (its metrics ended: a fatal error), so no leader will come: a
     /// resend loop that went on would spin until its deadline.
     pub(super) async fn leader_change(&self, was: Option<u64>, max: Duration) -> bool {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         tokio::time::timeout(max, async {
             loop {
                 {

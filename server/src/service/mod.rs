@@ -703,19 +703,20 @@ impl JobService for Api {
             let a = self.node.state().read();
             caller.may(Capability::ReadOutput, a.state.namespace_of(id))
         };
+        // Subscribed before the first look, so nothing applied after it goes unseen.
+        let mut applied = self.node.events.subscribe();
         let (first, ended) = self
             .event_for(id, with_output)
             .ok_or(ServerError::not_found("job", id))?;
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
-        let mut metrics = self.node.raft.metrics();
         self.node.spawn_until_stop(async move {
             let mut last = (first.state, first.attempt);
             if tx.send(Ok(first)).await.is_err() || ended {
                 return;
             }
-            // Every applied batch moves the metrics; compare the job after each.
-            while metrics.changed().await.is_ok() {
+            // Compare the job after every applied batch.
+            while applied.changed().await.is_ok() {
                 let Some((ev, ended)) = api.event_for(id, with_output) else {
                     return;
                 };
