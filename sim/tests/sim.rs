@@ -4,6 +4,12 @@
 
 use std::time::Duration;
 
+// mimalloc: a run allocates and frees at a high rate (HTTP/2 frames, gossip, log records);
+// glibc's allocator was ~10 % of a run's CPU, and a run's results do not depend on it
+// (the same seeds give the same log hashes with either).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cathedral_sim::{run, EngineFile, Event, Plan};
 
 /// The run's plan: `CATHEDRAL_SIM_NODES` nodes (default 3).
@@ -253,11 +259,50 @@ fn seed_15_a_node_whose_disk_failed_stops_and_is_restarted() {
     );
 }
 
-/// Seed 64 (found as seed 56, then 45, then 72, as the runs changed around it; now its
-/// faults are pinned): a failed fsync left a write half on disk; the restart lost it, torn
-/// at a sector, and recovered.
+/// Seed 207 (found as seed 56, then 45, then 72, then 64, as the runs changed around it;
+/// its faults are pinned): a failed fsync left a write half on disk; the restart lost it,
+/// torn at a sector, and recovered.
 #[test]
-fn seed_64_a_write_torn_at_a_crash_is_recovered() {
+fn seed_207_a_write_torn_at_a_crash_is_recovered() {
+    let at = |ms: u64| Duration::from_millis(ms);
+    let mut p = Plan::new(207);
+    p.schedule = Some(vec![
+        (at(1_862), Event::Isolate(2)),
+        (at(5_875), Event::Heal),
+        (
+            at(7_690),
+            Event::DiskFault {
+                node: 1,
+                sync: true,
+                on: EngineFile::Segment,
+            },
+        ),
+        (at(9_220), Event::Recover(1)),
+        (at(10_988), Event::Isolate(1)),
+        (at(14_913), Event::Heal),
+        (at(15_866), Event::OneWay { from: 0, to: 1 }),
+        (at(17_938), Event::Heal),
+        (at(19_032), Event::Join { node: 3, via: 0 }),
+        (at(21_945), Event::Remove(2)),
+        (at(25_405), Event::Heal),
+    ]);
+    let r = run(&p);
+    assert!(r.violations.is_empty(), "seed 207: {:#?}", r.violations);
+    assert!(
+        r.torn_writes >= 1,
+        "seed 207's schedule no longer tears a write ({:?})",
+        r.faults
+    );
+}
+
+/// Seed 64, with the faults it was pinned to for a torn write: the leader removed itself
+/// and, 11 ms after the removal committed (openraft 0.9 lets a removed leader lead until
+/// its next tick), its upkeep promoted the learner that had just joined — a membership
+/// change from a leader the membership no longer names, which a debug build of openraft
+/// stops on (`append_membership`'s assertion). A removed leader now changes the
+/// membership no more.
+#[test]
+fn seed_64_a_removed_leader_changes_the_membership_no_more() {
     let at = |ms: u64| Duration::from_millis(ms);
     let mut p = Plan::new(64);
     p.schedule = Some(vec![
@@ -287,8 +332,8 @@ fn seed_64_a_write_torn_at_a_crash_is_recovered() {
     let r = run(&p);
     assert!(r.violations.is_empty(), "seed 64: {:#?}", r.violations);
     assert!(
-        r.torn_writes >= 1,
-        "seed 64's schedule no longer tears a write ({:?})",
+        r.faults.iter().any(|f| f.contains("removed n1")),
+        "seed 64's schedule no longer removes its leader n1 ({:?})",
         r.faults
     );
 }

@@ -163,6 +163,7 @@ impl Node {
             }
             Some(_) => self.membership_committed_with(req.node_id).await?,
             None => {
+                self.still_a_voter()?;
                 tracing::info!(node = req.node_id, addr = %req.address, role = role.name(), "adding a learner");
                 self.raft
                     .add_learner(req.node_id, BasicNode::new(&req.address), true)
@@ -223,6 +224,27 @@ impl Node {
         Ok(())
     }
 
+    /// Ok while the newest membership this node holds names it a voter. A leader that a
+    /// membership removed leads on for a moment (openraft 0.9 steps it down at its next
+    /// tick, after the removal is committed) and must not change the membership again:
+    /// openraft appends it anyway (debug builds stop on an assertion, found by ClusterSim:
+    /// a removed leader's upkeep promoted a learner 11 ms after its own removal).
+    /// Unavailable then: the caller tries the next leader.
+    fn still_a_voter(&self) -> Result<()> {
+        let m = self.metrics();
+        if m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id)
+        {
+            return Ok(());
+        }
+        Err(ServerError::Unavailable(format!(
+            "node {} is no longer a voter (it was removed) and is handing over; try again",
+            self.id
+        )))
+    }
+
     /// Makes learner `id` a voter if voters are fewer than wanted.
     pub(super) async fn promote_if_wanted(&self, id: u64) -> Result<()> {
         let m = self.metrics();
@@ -231,6 +253,7 @@ impl Node {
         if voters.contains(&id) || voters.len() as u32 >= self.config.voters {
             return Ok(());
         }
+        self.still_a_voter()?;
         tracing::info!(node = id, voters = voters.len(), "promoting to voter");
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
@@ -252,6 +275,7 @@ impl Node {
                 format!("{id} is the only voter; a cluster needs one"),
             ));
         }
+        self.still_a_voter()?;
         let change = if is_voter {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
