@@ -1,8 +1,9 @@
 //! Wiring: opens the node, serves gRPC (public API, Raft transport, health, reflection)
 //! and HTTP, starts the background upkeep, and stops it all in order.
 
+use std::any::Any;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -57,6 +58,27 @@ pub async fn start(config: Config) -> Result<Running> {
 /// Long on purpose: it is the composition root — every task the node runs is started
 /// here, in dependency order, and handed to [`Running`] for shutdown; one list is the
 /// easiest place to check that nothing is started that shutdown does not stop.
+/// `make()` the first time in this process, a clone of that after. For the reflection
+/// services: each decodes the API's whole descriptor set when built, the largest part of a
+/// node's start-up CPU where one process starts many nodes (the simulator). The cell holds
+/// `T` as `Any` because the services' types cannot be named (`impl ServerReflection`).
+/// Built on a thread of its own: the maps it fills draw hash keys from the building
+/// thread's sequence (std's `RandomState`), and the simulator's runs must not depend on
+/// whether an earlier run in the process built it.
+fn once_per_process<T: Clone + Send + Sync + 'static>(
+    cell: &'static OnceLock<Box<dyn Any + Send + Sync>>,
+    make: impl FnOnce() -> T + Send,
+) -> T {
+    cell.get_or_init(|| {
+        let made = std::thread::scope(|s| s.spawn(make).join())
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Box::new(made)
+    })
+    .downcast_ref::<T>()
+    .expect("one cell per call site, so one type")
+    .clone()
+}
+
 pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Running> {
     let grpc = Bound::listen(edges.network.as_ref(), config.bind, "--bind").await?;
     let http = Bound::listen(edges.network.as_ref(), config.http, "--http").await?;
@@ -73,14 +95,22 @@ pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Ru
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<JobServiceServer<Api>>().await;
     health.set_serving::<ClusterServiceServer<Api>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Internal(format!("reflection: {e}")))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| ServerError::Internal(format!("reflection: {e}")))?;
+    static REFLECTION: OnceLock<Box<dyn Any + Send + Sync>> = OnceLock::new();
+    static REFLECTION_ALPHA: OnceLock<Box<dyn Any + Send + Sync>> = OnceLock::new();
+    let reflection = once_per_process(&REFLECTION, || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| format!("reflection: {e}"))
+    })
+    .map_err(ServerError::Internal)?;
+    let reflection_alpha = once_per_process(&REFLECTION_ALPHA, || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| format!("reflection: {e}"))
+    })
+    .map_err(ServerError::Internal)?;
     let api = Api { node: node.clone() };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = node.security.server_tls.clone() {
