@@ -927,17 +927,25 @@ fn run_here(plan: &Plan) -> Report {
                 acked.borrow_mut().insert(id);
                 tokio::time::sleep(Duration::from_millis(dice.below(800))).await;
             }
-            // Wait until every acknowledged job is terminal on some node.
+            // Wait until every acknowledged job is terminal on some node. A job seen
+            // terminal stays so (an applied end is never undone), so each poll asks only
+            // about the jobs not yet seen ended, over one connection.
+            let mut ended: BTreeSet<u64> = BTreeSet::new();
             'wait: loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let mut all = true;
-                let ids: Vec<u64> = acked.borrow().iter().copied().collect();
+                let ids: Vec<u64> = acked
+                    .borrow()
+                    .iter()
+                    .filter(|id| !ended.contains(id))
+                    .copied()
+                    .collect();
+                // A node that is still a member (the first one not removed).
+                let ask = (0..n)
+                    .find(|i| !watch.borrow().gone.contains(i))
+                    .unwrap_or(0);
+                let mut c = JobServiceClient::new(channel(&host_name(ask)));
                 for id in ids {
-                    // A node that is still a member (the first one not removed).
-                    let ask = (0..n)
-                        .find(|i| !watch.borrow().gone.contains(i))
-                        .unwrap_or(0);
-                    let mut c = JobServiceClient::new(channel(&host_name(ask)));
                     match c
                         .get_job(pb::GetJobRequest {
                             job_id: id,
@@ -945,7 +953,9 @@ fn run_here(plan: &Plan) -> Report {
                         })
                         .await
                     {
-                        Ok(j) if terminal(j.get_ref().state) => {}
+                        Ok(j) if terminal(j.get_ref().state) => {
+                            ended.insert(id);
+                        }
                         _ => {
                             all = false;
                             break;
@@ -1024,9 +1034,14 @@ fn run_here(plan: &Plan) -> Report {
         }
         if steps.is_multiple_of(10) {
             for node in nodes.borrow().values().filter_map(Weak::upgrade) {
-                let m = node.raft.metrics().borrow().clone();
+                // Raft's server metrics: the role and vote alone, not a copy of the whole.
+                let m = node.raft.server_metrics();
+                let m = m.borrow();
                 if m.current_leader == Some(node.id) {
-                    leaders.entry(m.current_term).or_default().insert(node.id);
+                    leaders
+                        .entry(m.vote.leader_id().get_term())
+                        .or_default()
+                        .insert(node.id);
                 }
             }
         }
