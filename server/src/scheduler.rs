@@ -121,7 +121,7 @@ pub fn place(
 
 /// How often a pass that finds every slot taken counts the runnable jobs that wait (for
 /// `cathedral_scheduler_unplaceable_jobs`): counting examines up to `max` of them, and a
-/// pass runs at every applied entry — with a backlog and no free slot, ~1,000 job lookups
+/// pass runs at every applied batch — with a backlog and no free slot, ~1,000 job lookups
 /// per write (a quarter of the server's CPU at one client).
 pub const FULL_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 

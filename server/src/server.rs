@@ -53,11 +53,6 @@ pub async fn start(config: Config) -> Result<Running> {
     start_with(config, crate::edges::Edges::system()).await
 }
 
-/// [`start`] with the edges a node is given (its clock): a simulation's, or a test's.
-///
-/// Long on purpose: it is the composition root — every task the node runs is started
-/// here, in dependency order, and handed to [`Running`] for shutdown; one list is the
-/// easiest place to check that nothing is started that shutdown does not stop.
 /// `make()` the first time in this process, a clone of that after. For the reflection
 /// services: each decodes the API's whole descriptor set when built, the largest part of a
 /// node's start-up CPU where one process starts many nodes (the simulator). The cell holds
@@ -79,6 +74,11 @@ fn once_per_process<T: Clone + Send + Sync + 'static>(
     .clone()
 }
 
+/// [`start`] with the edges a node is given (its clock): a simulation's, or a test's.
+///
+/// Long on purpose: it is the composition root — every task the node runs is started
+/// here, in dependency order, and handed to [`Running`] for shutdown; one list is the
+/// easiest place to check that nothing is started that shutdown does not stop.
 pub async fn start_with(config: Config, edges: crate::edges::Edges) -> Result<Running> {
     let grpc = Bound::listen(edges.network.as_ref(), config.bind, "--bind").await?;
     let http = Bound::listen(edges.network.as_ref(), config.http, "--http").await?;

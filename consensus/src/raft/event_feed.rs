@@ -39,7 +39,7 @@ pub struct Compacted {
 
 pub struct EventFeed {
     inner: Mutex<Inner>,
-    /// Moves on every applied entry: watchers wait on it.
+    /// Moves on every applied batch (see [`announce`](Self::announce)): watchers wait on it.
     applied: tokio::sync::watch::Sender<u64>,
     capacity: usize,
     max_bytes: usize,

@@ -146,12 +146,13 @@ impl StateMachine {
     /// Replaces the state with the snapshot file at `path` (verified first).
     fn load(&mut self, path: &std::path::Path) -> StorageResult<RaftSnapshotMeta> {
         let (meta, state) = read_snapshot(path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        self.events.reset(meta.last_log_id.map_or(0, |l| l.index));
         *self.applied.write().unwrap() = Applied {
             state,
             last_applied: meta.last_log_id,
             membership: meta.membership.clone(),
         };
+        // After the state is replaced: a watcher woken by the reset reads the new state.
+        self.events.reset(meta.last_log_id.map_or(0, |l| l.index));
         Ok(meta)
     }
 }

@@ -46,6 +46,10 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
     let mut applied = node.events.subscribe();
     let mut role = node.raft.server_metrics();
     let mut view = node.gossip.watch();
+    // A steady tick, not a sleep armed again at every wake: a wake just before the crons
+    // were due would put their check off by a whole tick more.
+    let mut tick = tokio::time::interval(Duration::from_millis(LEADER_TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<Instant> = None;
     let mut strategy = Strategy::new(
         node.config.leader.placement,
@@ -63,9 +67,11 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
             // waiting on an ended watch would wake the loop at once, for ever.
             r = role.changed() => if r.is_err() { return },
             r = view.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_millis(LEADER_TICK_MS)) => {}
+            _ = tick.tick() => {}
         }
-        if node.metrics().state != ServerState::Leader {
+        // The server metrics, not the full ones: openraft sends these first, so the full
+        // ones may not say Leader yet when this wakes for the change.
+        if role.borrow_and_update().state != ServerState::Leader {
             leading_since = None;
             continue;
         }
@@ -88,7 +94,7 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
             _ = stop.changed() => return,
             _ = duties => {}
         }
-        // The loop wakes at every applied entry: crons are looked at a few times a second.
+        // The loop wakes at every applied batch: crons are looked at a few times a second.
         if crons_checked.elapsed() >= CRON_CHECK_INTERVAL {
             crons_checked = Instant::now();
             crate::cron_service::fire_due(&node, &mut schedules).await;
@@ -106,7 +112,7 @@ pub const CRON_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// entry is followed by the next at once). With `--job-retention 0` only jobs that asked
 /// for a retention of their own are collected.
 async fn collect_if_due(node: &Node, last: &mut Option<Instant>) -> crate::error::Result<()> {
-    // No interval is shorter than the minimum: most passes (one per applied entry) stop
+    // No interval is shorter than the minimum: most passes (one per applied batch) stop
     // here, before reading the namespaces.
     if last.is_some_and(|t| t.elapsed() < Duration::from_millis(COLLECT_CHECK_MS_MIN)) {
         return Ok(());

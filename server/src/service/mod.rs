@@ -705,6 +705,8 @@ impl JobService for Api {
         };
         // Subscribed before the first look, so nothing applied after it goes unseen.
         let mut applied = self.node.events.subscribe();
+        // Ends only when Raft stopped: the node is shutting down (or failed).
+        let mut role = self.node.raft.server_metrics();
         let (first, ended) = self
             .event_for(id, with_output)
             .ok_or(ServerError::not_found("job", id))?;
@@ -716,7 +718,12 @@ impl JobService for Api {
                 return;
             }
             // Compare the job after every applied batch.
-            while applied.changed().await.is_ok() {
+            loop {
+                tokio::select! {
+                    r = applied.changed() => if r.is_err() { break },
+                    r = role.changed() => if r.is_err() { break },
+                    _ = tx.closed() => return,
+                }
                 let Some((ev, ended)) = api.event_for(id, with_output) else {
                     return;
                 };
