@@ -365,11 +365,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         // What the log would serve: written entries (not those still queued), and none
-        // once it failed (the read below then reports the failure).
-        if self.log.failure().is_none() {
-            if let Some(last) = self.log.last_index() {
-                if let Some(held) = self.recent().get(start, end.min(last + 1)) {
-                    return Ok(held);
+        // once it failed (the read below then reports the failure). The written end is
+        // read under the deque's lock: a truncate cuts the deque before the log, and an
+        // append pushes after the log queued it, so the two agree while it is held.
+        {
+            let recent = self.recent();
+            if self.log.failure().is_none() {
+                if let Some(last) = self.log.last_index() {
+                    if let Some(held) = recent.get(start, end.min(last + 1)) {
+                        return Ok(held);
+                    }
                 }
             }
         }
@@ -522,7 +527,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     recent.push(e, p.len());
                 }
             }
-            // Refused: the log holds none of them (nor will it take more).
+            // Refused: the log holds none of them (a failed log, or entries it could not
+            // take); the deque starts afresh.
             Err(_) => recent.clear(),
         }
         appended
