@@ -150,6 +150,7 @@ pub const METHODS: &[Method] = &[
     m("/cathedral.v1.AclService/RevokeToken", MANAGEMENT, true, &[]),
     m("/cathedral.v1.AclService/WhoAmI", Need::AnyToken, false, &[]),
     m("/cathedral.internal.v1.Peer/AppendEntries", NODE, false, &[]),
+    m("/cathedral.internal.v1.Peer/AppendEntriesStream", NODE, false, &[]),
     m("/cathedral.internal.v1.Peer/Vote", NODE, false, &[]),
     m("/cathedral.internal.v1.Peer/InstallSnapshot", NODE, false, &[]),
     m("/cathedral.internal.v1.Peer/ForwardBatch", NODE, true, &[]),

@@ -28,14 +28,32 @@ pub struct PeerService {
 impl PeerService {
     /// Refuses a request meant for another node (a stale address).
     fn check_target(&self, target: u64) -> Result<(), Status> {
-        if target != self.node.id {
-            return Err(Status::failed_precondition(format!(
-                "this is node {}, not {target}",
-                self.node.id
-            )));
-        }
-        Ok(())
+        check_target(&self.node, target)
     }
+}
+
+/// Refuses a request meant for another node than `node` (a stale address).
+fn check_target(node: &Node, target: u64) -> Result<(), Status> {
+    if target != node.id {
+        return Err(Status::failed_precondition(format!(
+            "this is node {}, not {target}",
+            node.id
+        )));
+    }
+    Ok(())
+}
+
+/// One AppendEntries, from a unary call or a stream: refused when meant for another node.
+async fn append_entries(node: &Node, req: RaftRequest) -> Result<RaftReply, Status> {
+    check_target(node, req.target)?;
+    let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.body).map_err(bad)?;
+    let result = node.raft.append_entries(rpc).await;
+    if result.as_ref().is_ok_and(|r| r.is_success()) {
+        node.heard_leader();
+    }
+    Ok(RaftReply {
+        body: encode(&result),
+    })
 }
 
 fn bad(e: String) -> Status {
@@ -48,16 +66,38 @@ impl Peer for PeerService {
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        self.check_target(req.target)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.body).map_err(bad)?;
-        let result = self.node.raft.append_entries(rpc).await;
-        if result.as_ref().is_ok_and(|r| r.is_success()) {
-            self.node.heard_leader();
-        }
-        Ok(Response::new(RaftReply {
-            body: encode(&result),
-        }))
+        append_entries(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftReply, Status>> + Send>>;
+
+    /// Answers the stream's requests one at a time, in order, as `append_entries` would.
+    /// Ends when the node begins to shut down (the leader opens another stream, which a
+    /// stopped node refuses), or at the first request refused (its status ends the stream:
+    /// the leader sees the call fail, as a unary call would).
+    async fn append_entries_stream(
+        &self,
+        req: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        use futures_util::StreamExt as S;
+        let node = self.node.clone();
+        let requests = S::take_until(req.into_inner(), self.node.stopping());
+        let replies = S::then(requests, move |req| {
+            let node = node.clone();
+            async move { append_entries(&node, req?).await }
+        });
+        // Nothing after a refusal: the leader drops the stream at the first error.
+        let replies = S::scan(replies, false, |refused, r| {
+            let item = (!*refused).then(|| {
+                *refused = r.is_err();
+                r
+            });
+            std::future::ready(item)
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -1,7 +1,8 @@
 //! Raft over gRPC, client side: openraft's network factory, one cached channel per peer.
 //!
 //! ```text
-//!  openraft ──▶ PeerConn::append_entries / vote ──▶ Peer.AppendEntries / Peer.Vote
+//!  openraft ──▶ PeerConn::append_entries ──▶ Peer.AppendEntriesStream (one per peer)
+//!           └─▶ PeerConn::vote ──▶ Peer.Vote
 //!           └─▶ PeerConn::full_snapshot ── ChunkSender ──▶ Peer.InstallSnapshot (stream)
 //! ```
 //!
@@ -193,6 +194,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             target,
             addr: node.addr.clone(),
+            appends: None,
+            unary_only: false,
         }
     }
 }
@@ -202,6 +205,18 @@ pub struct PeerConn {
     peers: Arc<Peers>,
     target: u64,
     addr: String,
+    /// The open `Peer.AppendEntriesStream`, between calls. A call takes it out and puts it
+    /// back only after its reply: a call openraft drops mid-way (its timeout) drops the
+    /// stream with it, so no reply is ever read for the wrong request.
+    appends: Option<AppendStream>,
+    /// The peer does not know the stream (an older version): unary calls.
+    unary_only: bool,
+}
+
+/// One `Peer.AppendEntriesStream`: requests in, replies out in the same order.
+struct AppendStream {
+    requests: tokio::sync::mpsc::Sender<RaftRequest>,
+    replies: tonic::Streaming<crate::api::internal::RaftReply>,
 }
 
 /// How a failed call reaches openraft: connection trouble and a wrong node are
@@ -289,6 +304,76 @@ impl PeerConn {
     }
 }
 
+impl PeerConn {
+    /// One AppendEntries on the open stream, or on a new one. `Err(None)`: the peer does
+    /// not know the stream (from now on this connection sends unary calls).
+    async fn streamed_append(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, Option<RPCError<u64, BasicNode, RaftError<u64>>>> {
+        let request = RaftRequest {
+            target: self.target,
+            from: self.peers.self_id,
+            body: encode(rpc),
+        };
+        let ttl = option.hard_ttl();
+        let call = async {
+            let mut stream = match self.appends.take() {
+                Some(s) if s.requests.send(request.clone()).await.is_ok() => s,
+                // None open, or the open one ended: a new one, the request queued first so
+                // that it leaves with the stream's headers.
+                _ => {
+                    let (requests, rx) = tokio::sync::mpsc::channel(1);
+                    requests.try_send(request).expect("an empty channel");
+                    let mut client = self.client().map_err(CallError::into_rpc)?;
+                    let opened = client
+                        .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await;
+                    match opened {
+                        Ok(r) => AppendStream {
+                            requests,
+                            replies: r.into_inner(),
+                        },
+                        Err(s) if s.code() == tonic::Code::Unimplemented => {
+                            self.unary_only = true;
+                            return Ok(None);
+                        }
+                        Err(s) => return Err(CallError::from_status(s).into_rpc()),
+                    }
+                }
+            };
+            let reply = match stream.replies.message().await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => {
+                    return Err(
+                        CallError::Unreachable("the peer ended the stream".into()).into_rpc()
+                    )
+                }
+                Err(s) => return Err(CallError::from_status(s).into_rpc()),
+            };
+            self.appends = Some(stream);
+            Ok(Some(reply))
+        };
+        // A stream carries no deadline per message: a reply not back in time ends the call,
+        // and the stream with it (as a unary call's deadline would).
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Ok(Ok(Some(reply))) => reply,
+            Ok(Ok(None)) => return Err(None),
+            Ok(Err(e)) => return Err(Some(e)),
+            Err(_) => {
+                return Err(Some(
+                    CallError::Unreachable(format!("no reply within {ttl:?}")).into_rpc(),
+                ))
+            }
+        };
+        self.peers.contacted(self.target);
+        let result: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+            decode(&reply.body).map_err(|m| Some(CallError::Network(m).into_rpc()))?;
+        result.map_err(|e| Some(RPCError::RemoteError(RemoteError::new(self.target, e))))
+    }
+}
+
 /// Pause between the leader's tries to reach a peer that did not answer. openraft's
 /// default (500 ms) outlasts a follower's election timeout: a node restarting after a crash
 /// heard no heartbeat for so long that it campaigned, disrupting the cluster (and, seeing
@@ -308,13 +393,23 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         let entries = rpc.entries.len();
-        let r = self
-            .unary(
-                rpc,
-                &option,
-                |mut c, r| async move { c.append_entries(r).await },
-            )
-            .await;
+        let r = match self.unary_only {
+            false => self.streamed_append(&rpc, &option).await,
+            true => Err(None),
+        };
+        let r = match r {
+            Ok(r) => Ok(r),
+            Err(Some(e)) => Err(e),
+            // The peer does not know the stream.
+            Err(None) => {
+                self.unary(
+                    rpc,
+                    &option,
+                    |mut c, r| async move { c.append_entries(r).await },
+                )
+                .await
+            }
+        };
         crate::metrics::append_entries_sent(entries, r.is_ok());
         r
     }
@@ -419,5 +514,237 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         let result: Result<SnapshotResponse<u64>, Fatal<u64>> =
             decode(&reply.get_ref().body).map_err(|m| CallError::Network(m).into_streaming())?;
         result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::{CommittedLeaderId, LogId};
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+    use crate::api::internal::peer_server::{Peer, PeerServer};
+    use crate::api::internal::{
+        FetchOutputRequest, GossipSeedsReply, GossipSeedsRequest, JoinReply, JoinRequest,
+        OutputBytes, RaftReply, ReadIndexReply, ReadIndexRequest, SetTagsReply, SetTagsRequest,
+    };
+
+    /// A peer that answers every AppendEntries with a higher vote of the request's own term
+    /// (so each reply names its request), after `slow_ms` for term 1. Counts what it is
+    /// asked. Without `streams`, it knows only the unary call (an older version).
+    #[derive(Clone, Default)]
+    struct FakePeer {
+        streams: bool,
+        slow_ms: u64,
+        opened: Arc<AtomicUsize>,
+        unary: Arc<AtomicUsize>,
+    }
+
+    type Appended = Result<AppendEntriesResponse<u64>, RaftError<u64>>;
+
+    impl FakePeer {
+        async fn answer(&self, req: RaftRequest) -> RaftReply {
+            let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.body).unwrap();
+            if rpc.vote.leader_id.term == 1 {
+                tokio::time::sleep(Duration::from_millis(self.slow_ms)).await;
+            }
+            let reply: Appended = Ok(AppendEntriesResponse::HigherVote(rpc.vote));
+            RaftReply {
+                body: encode(&reply),
+            }
+        }
+    }
+
+    fn unimplemented<T>() -> Result<T, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    #[tonic::async_trait]
+    impl Peer for FakePeer {
+        async fn append_entries(
+            &self,
+            req: Request<RaftRequest>,
+        ) -> Result<Response<RaftReply>, Status> {
+            self.unary.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(self.answer(req.into_inner()).await))
+        }
+
+        type AppendEntriesStreamStream =
+            std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftReply, Status>> + Send>>;
+
+        async fn append_entries_stream(
+            &self,
+            req: Request<Streaming<RaftRequest>>,
+        ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+            use futures_util::StreamExt as S;
+            if !self.streams {
+                return unimplemented();
+            }
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            let me = self.clone();
+            let replies = S::then(req.into_inner(), move |r| {
+                let me = me.clone();
+                async move { Ok(me.answer(r?).await) }
+            });
+            Ok(Response::new(Box::pin(replies)))
+        }
+
+        async fn vote(&self, _: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            unimplemented()
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<RaftReply>, Status> {
+            unimplemented()
+        }
+
+        async fn forward_batch(
+            &self,
+            _: Request<RaftRequest>,
+        ) -> Result<Response<RaftReply>, Status> {
+            unimplemented()
+        }
+
+        async fn join(&self, _: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+            unimplemented()
+        }
+
+        type FetchOutputStream =
+            tokio_stream::wrappers::ReceiverStream<Result<OutputBytes, Status>>;
+
+        async fn fetch_output(
+            &self,
+            _: Request<FetchOutputRequest>,
+        ) -> Result<Response<Self::FetchOutputStream>, Status> {
+            unimplemented()
+        }
+
+        async fn gossip_seeds(
+            &self,
+            _: Request<GossipSeedsRequest>,
+        ) -> Result<Response<GossipSeedsReply>, Status> {
+            unimplemented()
+        }
+
+        async fn set_tags(
+            &self,
+            _: Request<SetTagsRequest>,
+        ) -> Result<Response<SetTagsReply>, Status> {
+            unimplemented()
+        }
+
+        async fn read_index(
+            &self,
+            _: Request<ReadIndexRequest>,
+        ) -> Result<Response<ReadIndexReply>, Status> {
+            unimplemented()
+        }
+    }
+
+    /// Serves `peer` on a loopback port; the connection of node 1 to it (as node 2).
+    async fn connect(peer: FakePeer) -> PeerConn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(peer))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut network = Network {
+            peers: Peers::new(1, Security::default(), None),
+        };
+        network.new_client(2, &BasicNode { addr }).await
+    }
+
+    fn append(term: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(term, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(term, 1), 7)),
+            leader_commit: None,
+            entries: vec![],
+        }
+    }
+
+    /// The term of the higher vote a fake peer answered with: the request's.
+    fn answered_term(r: AppendEntriesResponse<u64>) -> u64 {
+        match r {
+            AppendEntriesResponse::HigherVote(v) => v.leader_id.term,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_share_one_stream_and_each_gets_its_own_reply() {
+        let peer = FakePeer {
+            streams: true,
+            ..FakePeer::default()
+        };
+        let mut conn = connect(peer.clone()).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        for term in 2..12 {
+            let r = conn.append_entries(append(term), option.clone()).await;
+            assert_eq!(answered_term(r.unwrap()), term);
+        }
+        assert_eq!(peer.opened.load(Ordering::SeqCst), 1, "one stream");
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 0);
+    }
+
+    /// openraft drops a call at its timeout: the reply that comes later must not be taken
+    /// for the next call's.
+    #[tokio::test]
+    async fn a_call_dropped_mid_way_leaves_no_reply_for_the_next() {
+        let peer = FakePeer {
+            streams: true,
+            slow_ms: 300,
+            ..FakePeer::default()
+        };
+        let mut conn = connect(peer.clone()).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        assert_eq!(
+            answered_term(
+                conn.append_entries(append(2), option.clone())
+                    .await
+                    .unwrap()
+            ),
+            2
+        );
+        // Dropped as openraft drops it, and timed out by the call's own deadline.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            conn.append_entries(append(1), option.clone()),
+        )
+        .await;
+        assert!(dropped.is_err(), "the slow call was dropped");
+        let short = RPCOption::new(Duration::from_millis(50));
+        assert!(conn.append_entries(append(1), short).await.is_err());
+        for term in 3..6 {
+            let r = conn.append_entries(append(term), option.clone()).await;
+            assert_eq!(answered_term(r.unwrap()), term);
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = conn.append_entries(append(6), option.clone()).await;
+        assert_eq!(answered_term(r.unwrap()), 6);
+        assert_eq!(
+            peer.opened.load(Ordering::SeqCst),
+            3,
+            "a new stream after each drop"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_unary_calls() {
+        let peer = FakePeer::default();
+        let mut conn = connect(peer.clone()).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        for term in 2..5 {
+            let r = conn.append_entries(append(term), option.clone()).await;
+            assert_eq!(answered_term(r.unwrap()), term);
+        }
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 3);
+        assert_eq!(peer.opened.load(Ordering::SeqCst), 0);
     }
 }

@@ -179,6 +179,13 @@ async fn a_node_on_its_directory_with_another_address_says_so() {
     let f = (l + 1) % 3;
     let recorded = nodes[f].grpc.clone();
     nodes[f].stop();
+    // The leader's AppendEntries stream to the follower ended with its shutdown, which
+    // did not wait on it.
+    let stopped = nodes[f].log_text();
+    assert!(
+        !stopped.contains("after the shutdown began"),
+        "a follower's shutdown waited:\n{stopped}"
+    );
     let moved = Server::start(&nodes[f].dir, &["--role", "coordinator"]);
     let line = eventually(WAIT, "the address line in the log", || async {
         moved

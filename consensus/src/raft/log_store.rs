@@ -486,6 +486,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
+    /// Queues `entries` and returns; `callback` completes once they are durable (and so
+    /// readable: the log serves no queued entry). openraft 0.9's core awaits that callback
+    /// before it runs anything else (`RaftCore::append_to_log`), so the commit and apply that
+    /// follow a follower's append read entries the log already serves. An openraft that
+    /// commits before the flush would need queued entries served here.
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,

@@ -246,6 +246,8 @@ impl Log {
     /// Queues `entries` and returns at once. `done` is called exactly once, from the writer
     /// thread, when the entries are acknowledged as `durability` asks or failed — unless this
     /// call returns an error, in which case nothing was queued and `done` is never called.
+    /// Entries acknowledged are readable (`read`, `get`) by the time `done` is called; before
+    /// that, queued entries are not served.
     pub fn append_with(
         &self,
         entries: &[Entry<'_>],
