@@ -1248,6 +1248,7 @@ fn check(nodes: &Nodes, report: &mut Report) {
     check_replays(&live, report);
     check_checkpoints(&live, report);
     check_logs(&live, report);
+    check_memberships(&live, report);
 }
 
 /// Each node's state: every acknowledged job in it, no submission or cron fire applied
@@ -1470,6 +1471,22 @@ fn check_checkpoints(live: &[(String, Arc<Node>)], report: &mut Report) {
                 .map(|(k, (i, h))| format!("{k}@{i}:{}", cathedral_consensus::hex(&h[..4])))
                 .collect::<Vec<_>>()
         ));
+    }
+}
+
+/// No node ends the run in a joint configuration: a membership change half done stays so
+/// (openraft 0.9 finishes none by itself), and one whose old half lost a member for good
+/// elects no leader again.
+fn check_memberships(live: &[(String, Arc<Node>)], report: &mut Report) {
+    for (name, node) in live {
+        let m = node.raft.metrics().borrow().membership_config.clone();
+        let configs = m.membership().get_joint_config();
+        if configs.len() > 1 {
+            report.violations.push(format!(
+                "{name}: the run ended in a joint configuration {configs:?} (log index {:?})",
+                m.log_id().map(|l| l.index)
+            ));
+        }
     }
 }
 

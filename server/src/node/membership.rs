@@ -163,12 +163,19 @@ impl Node {
             }
             Some(_) => self.membership_committed_with(req.node_id).await?,
             None => {
-                self.still_a_voter()?;
-                tracing::info!(node = req.node_id, addr = %req.address, role = role.name(), "adding a learner");
-                self.raft
-                    .add_learner(req.node_id, BasicNode::new(&req.address), true)
-                    .await
-                    .map_err(|e| raft_write_error("add learner", e))?;
+                let added = {
+                    let _one = self.one_change().await;
+                    self.still_a_voter()?;
+                    tracing::info!(node = req.node_id, addr = %req.address, role = role.name(), "adding a learner");
+                    // Not openraft's blocking add: the wait for the learner to catch up
+                    // (below) must not hold other membership changes back.
+                    self.raft
+                        .add_learner(req.node_id, BasicNode::new(&req.address), false)
+                        .await
+                        .map_err(|e| raft_write_error("add learner", e))?
+                };
+                self.learner_caught_up(req.node_id, added.log_id.index)
+                    .await?;
             }
         }
         if role == Role::Coordinator {
@@ -245,8 +252,80 @@ impl Node {
         )))
     }
 
+    /// Waits until the leader replicated to learner `id` through `index` (the membership
+    /// that added it), as openraft's blocking `add_learner` does: a joiner is told it
+    /// joined once it holds the log. Unavailable when this node stops leading first.
+    async fn learner_caught_up(&self, id: u64, index: u64) -> Result<()> {
+        let caught_up = |m: &openraft::RaftMetrics<u64, BasicNode>| {
+            m.replication.as_ref().is_some_and(|r| {
+                r.get(&id)
+                    .is_some_and(|matched| matched.is_some_and(|l| l.index >= index))
+            })
+        };
+        let m = self
+            .raft
+            .wait(None)
+            .metrics(
+                |m| {
+                    m.state != ServerState::Leader
+                        || m.membership_config.membership().get_node(&id).is_none()
+                        || caught_up(m)
+                },
+                "a new learner caught up",
+            )
+            .await
+            .map_err(|e| ServerError::Unavailable(format!("waiting for node {id}: {e}")))?;
+        if !caught_up(&m) {
+            return Err(ServerError::Unavailable(format!(
+                "node {} stopped leading, or node {id} was removed, while it caught up; try again",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// One membership change at a time from this node. openraft 0.9 changes voters in two
+    /// steps — a joint configuration, then the new one — and refuses the second step when
+    /// another change was appended between them, leaving the cluster in the joint
+    /// configuration. Found by ClusterSim (seed 92, five nodes, 1 ms steps): a learner
+    /// added between a promotion's two steps left {n0, n3} ∧ {n0, n3, n4}; `n0` was then
+    /// removed and stopped, and the joint configuration, which needs `n0` for a quorum of
+    /// its first half, elected no leader again.
+    async fn one_change(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.membership_changes.lock().await
+    }
+
+    /// On the leader: a committed joint configuration with no change on its way is one
+    /// whose second step never ran — the leader that began it failed or stopped leading
+    /// between the steps, or its second step was refused — and no other change would
+    /// finish it (openraft 0.9 does not). Finishes it: the voters become the joint
+    /// configuration's new half.
+    pub(super) async fn finish_joint(&self) -> Result<()> {
+        let _one = self.one_change().await;
+        let m = self.metrics();
+        let membership = &m.membership_config;
+        let configs = membership.membership().get_joint_config();
+        let committed = m
+            .last_applied
+            .is_some_and(|a| Some(a.index) >= membership.log_id().map(|l| l.index));
+        if configs.len() < 2 || !committed {
+            return Ok(());
+        }
+        let Some(goal) = configs.last().cloned() else {
+            return Ok(());
+        };
+        self.still_a_voter()?;
+        tracing::warn!(voters = ?goal, "finishing a joint configuration a change left unfinished");
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(goal), true)
+            .await
+            .map_err(|e| raft_write_error("finish a joint configuration", e))?;
+        Ok(())
+    }
+
     /// Makes learner `id` a voter if voters are fewer than wanted.
     pub(super) async fn promote_if_wanted(&self, id: u64) -> Result<()> {
+        let _one = self.one_change().await;
         let m = self.metrics();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -275,6 +354,7 @@ impl Node {
                 format!("{id} is the only voter; a cluster needs one"),
             ));
         }
+        let _one = self.one_change().await;
         self.still_a_voter()?;
         let change = if is_voter {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
@@ -320,6 +400,9 @@ impl Node {
                 tracing::debug!("registration pending: {e}");
             }
             if self.metrics().state == ServerState::Leader {
+                if let Err(e) = self.finish_joint().await {
+                    tracing::warn!("{e}");
+                }
                 self.promote_coordinators().await;
             }
         }

@@ -107,6 +107,8 @@ pub struct Node {
     clock: Arc<dyn crate::edges::Clock>,
     /// What this node offers (slots, CPUs, memory), as read at its start.
     capacity: Capacity,
+    /// Held by every membership change this node makes (see `membership::one_change`).
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 /// The applied state, read-only: what every reader beside apply gets (the scheduler, the
@@ -271,6 +273,7 @@ impl Node {
             snapshots,
             gossip,
             tag_overlay: tokio::sync::Mutex::new(overlay),
+            membership_changes: tokio::sync::Mutex::new(()),
             identity: Mutex::new(identity),
             log: Mutex::new(Some(log)),
             committed,
