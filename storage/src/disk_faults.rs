@@ -132,8 +132,18 @@ fn find(path: &Path) -> Option<Arc<Disk>> {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .find(|d| path.starts_with(&d.dir))
+        .find(|d| under(path, &d.dir))
         .cloned()
+}
+
+/// `path` is `dir` or under it. Compares bytes (the paths the engine builds under a
+/// directory start with its bytes): `Path::starts_with` parses both into components, and
+/// this runs at every write and sync of a simulated cluster.
+fn under(path: &Path, dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (p, d) = (path.as_os_str().as_bytes(), dir.as_os_str().as_bytes());
+    let d = d.strip_suffix(b"/").unwrap_or(d);
+    p.starts_with(d) && matches!(p.get(d.len()), None | Some(b'/'))
 }
 
 /// Before `len` bytes are written at `pos` of `path`: fails if asked to, else remembers
@@ -451,6 +461,20 @@ mod tests {
         assert!(back[2100..2560].iter().all(|b| *b == 6));
         assert!(back[2560..].iter().all(|b| *b == 9));
         detach(dir.path());
+    }
+
+    #[test]
+    fn under_is_the_directory_or_below_it() {
+        for (p, d, want) in [
+            ("/a/b/c", "/a/b", true),
+            ("/a/b", "/a/b", true),
+            ("/a/b/c", "/a/b/", true),
+            ("/a/bc", "/a/b", false),
+            ("/a", "/a/b", false),
+            ("/x/b/c", "/a/b", false),
+        ] {
+            assert_eq!(under(Path::new(p), Path::new(d)), want, "{p} under {d}");
+        }
     }
 
     #[test]
