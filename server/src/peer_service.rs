@@ -75,9 +75,10 @@ impl Peer for PeerService {
         std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftReply, Status>> + Send>>;
 
     /// Answers the stream's requests one at a time, in order, as `append_entries` would.
-    /// Ends when the node begins to shut down (the leader opens another stream, which a
-    /// stopped node refuses), or at the first request refused (its status ends the stream:
-    /// the leader sees the call fail, as a unary call would).
+    /// Ends when the node begins to shut down (the leader sees the stream end and opens
+    /// another, which a node shutting down ends at once), or at the first request refused
+    /// (tonic ends the response with its status: the leader sees the call fail, as a unary
+    /// call would).
     async fn append_entries_stream(
         &self,
         req: Request<Streaming<RaftRequest>>,
@@ -88,14 +89,6 @@ impl Peer for PeerService {
         let replies = S::then(requests, move |req| {
             let node = node.clone();
             async move { append_entries(&node, req?).await }
-        });
-        // Nothing after a refusal: the leader drops the stream at the first error.
-        let replies = S::scan(replies, false, |refused, r| {
-            let item = (!*refused).then(|| {
-                *refused = r.is_err();
-                r
-            });
-            std::future::ready(item)
         });
         Ok(Response::new(Box::pin(replies)))
     }

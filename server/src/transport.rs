@@ -1,7 +1,8 @@
 //! Raft over gRPC, client side: openraft's network factory, one cached channel per peer.
 //!
 //! ```text
-//!  openraft ──▶ PeerConn::append_entries ──▶ Peer.AppendEntriesStream (one per peer)
+//!  openraft ──▶ PeerConn::append_entries ──▶ Peer.AppendEntriesStream (one per replication
+//!           │                                  stream; a read-index check's are short-lived)
 //!           └─▶ PeerConn::vote ──▶ Peer.Vote
 //!           └─▶ PeerConn::full_snapshot ── ChunkSender ──▶ Peer.InstallSnapshot (stream)
 //! ```
@@ -319,11 +320,20 @@ impl PeerConn {
         };
         let ttl = option.hard_ttl();
         let call = async {
-            let mut stream = match self.appends.take() {
-                Some(s) if s.requests.send(request.clone()).await.is_ok() => s,
+            // The open stream takes the request; when it ended, the request comes back.
+            let (open, request) = match self.appends.take() {
+                Some(s) => match s.requests.send(request).await {
+                    Ok(()) => (Some(s), None),
+                    Err(tokio::sync::mpsc::error::SendError(r)) => (None, Some(r)),
+                },
+                None => (None, Some(request)),
+            };
+            let mut stream = match (open, request) {
+                (Some(s), _) => s,
                 // None open, or the open one ended: a new one, the request queued first so
                 // that it leaves with the stream's headers.
-                _ => {
+                (None, request) => {
+                    let request = request.expect("a request not sent");
                     let (requests, rx) = tokio::sync::mpsc::channel(1);
                     requests.try_send(request).expect("an empty channel");
                     let mut client = self.client().map_err(CallError::into_rpc)?;
@@ -356,14 +366,17 @@ impl PeerConn {
             Ok(Some(reply))
         };
         // A stream carries no deadline per message: a reply not back in time ends the call,
-        // and the stream with it (as a unary call's deadline would).
+        // and the stream with it. A network error, as a unary call's expired deadline is
+        // (tonic reports it cancelled): "unreachable" would make openraft pause its
+        // replication to the peer for `UNREACHABLE_RETRY_MS` — heartbeats included — after
+        // one slow append.
         let reply = match tokio::time::timeout(ttl, call).await {
             Ok(Ok(Some(reply))) => reply,
             Ok(Ok(None)) => return Err(None),
             Ok(Err(e)) => return Err(Some(e)),
             Err(_) => {
                 return Err(Some(
-                    CallError::Unreachable(format!("no reply within {ttl:?}")).into_rpc(),
+                    CallError::Network(format!("no reply within {ttl:?}")).into_rpc(),
                 ))
             }
         };
@@ -719,8 +732,11 @@ mod tests {
         )
         .await;
         assert!(dropped.is_err(), "the slow call was dropped");
+        // A network error, not "unreachable": openraft would pause its replication to the
+        // peer after one slow append.
         let short = RPCOption::new(Duration::from_millis(50));
-        assert!(conn.append_entries(append(1), short).await.is_err());
+        let late = conn.append_entries(append(1), short).await;
+        assert!(matches!(late, Err(RPCError::Network(_))), "{late:?}");
         for term in 3..6 {
             let r = conn.append_entries(append(term), option.clone()).await;
             assert_eq!(answered_term(r.unwrap()), term);

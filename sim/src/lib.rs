@@ -44,7 +44,8 @@
 //! node's event stream the same, every node at one applied
 //! index with one state hash once the faults healed, checkpoint hashes equal and no
 //! divergence counted, every node's log equal up to the lowest applied index, each node's
-//! state equal to an offline replay of its own directory. (Terms in which two nodes led
+//! state equal to an offline replay of its own directory, no node in a joint configuration
+//! (a membership change left half done). (Terms in which two nodes led
 //! are counted, not refused: openraft's leader ids are `(term, node)`, and two candidates
 //! of one term may both win, the higher node superseding.)
 
@@ -1047,7 +1048,10 @@ fn run_here(plan: &Plan) -> Report {
         }
     };
     // The client is done and every fault healed: the nodes must now agree. Step until
-    // every node applied the same index (the followers catch up), for at most SETTLE_MAX.
+    // every node applied the same index (the followers catch up) and none is in a joint
+    // configuration (a promotion's two steps take a few steps of the simulation, and a
+    // joint configuration left behind is finished by the leader's next upkeep), for at
+    // most SETTLE_MAX.
     if outcome.is_ok() {
         let settle_until = sim.elapsed() + SETTLE_MAX;
         let settled = loop {
@@ -1058,7 +1062,17 @@ fn run_here(plan: &Plan) -> Report {
                 .map(|n| n.applied_index())
                 .collect();
             let expected = registered - removal.borrow().gone.len();
-            if applied.len() == 1 && nodes.borrow().len() == expected {
+            let joint = nodes.borrow().values().filter_map(Weak::upgrade).any(|n| {
+                n.raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_joint_config()
+                    .len()
+                    > 1
+            });
+            if applied.len() == 1 && nodes.borrow().len() == expected && !joint {
                 break true;
             }
             if sim.elapsed() > settle_until {
@@ -1073,7 +1087,7 @@ fn run_here(plan: &Plan) -> Report {
         };
         if !settled {
             report.violations.push(format!(
-                "the nodes did not reach the same applied index within {SETTLE_MAX:?} after the last fault"
+                "the nodes did not settle (one applied index, no joint configuration) within {SETTLE_MAX:?} after the last fault"
             ));
         }
     }

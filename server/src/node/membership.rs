@@ -253,8 +253,10 @@ impl Node {
     }
 
     /// Waits until the leader replicated to learner `id` through `index` (the membership
-    /// that added it), as openraft's blocking `add_learner` does: a joiner is told it
-    /// joined once it holds the log. Unavailable when this node stops leading first.
+    /// that added it) — what openraft's blocking `add_learner` waits for, near enough (it
+    /// waits until the learner is within its lag threshold of the last entry): a joiner is
+    /// told it joined once it holds the membership naming it. Unavailable when this node
+    /// stops leading, or `id` is removed, first.
     async fn learner_caught_up(&self, id: u64, index: u64) -> Result<()> {
         let caught_up = |m: &openraft::RaftMetrics<u64, BasicNode>| {
             m.replication.as_ref().is_some_and(|r| {
@@ -299,7 +301,8 @@ impl Node {
     /// whose second step never ran — the leader that began it failed or stopped leading
     /// between the steps, or its second step was refused — and no other change would
     /// finish it (openraft 0.9 does not). Finishes it: the voters become the joint
-    /// configuration's new half.
+    /// configuration's new half, and a voter it drops leaves the cluster (only a removal
+    /// drops one; a promotion's new half holds the old).
     pub(super) async fn finish_joint(&self) -> Result<()> {
         let _one = self.one_change().await;
         let m = self.metrics();
@@ -317,7 +320,7 @@ impl Node {
         self.still_a_voter()?;
         tracing::warn!(voters = ?goal, "finishing a joint configuration a change left unfinished");
         self.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(goal), true)
+            .change_membership(ChangeMembers::ReplaceAllVoters(goal), false)
             .await
             .map_err(|e| raft_write_error("finish a joint configuration", e))?;
         Ok(())
@@ -342,6 +345,9 @@ impl Node {
     }
 
     pub(super) async fn remove_node(&self, id: u64) -> Outcome {
+        // Read under the lock: a change just finished (a joint configuration finished, a
+        // promotion) decides whether `id` is a voter.
+        let one = self.one_change().await;
         let m = self.metrics();
         let membership = m.membership_config.membership().clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
@@ -354,7 +360,6 @@ impl Node {
                 format!("{id} is the only voter; a cluster needs one"),
             ));
         }
-        let _one = self.one_change().await;
         self.still_a_voter()?;
         let change = if is_voter {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
@@ -371,6 +376,7 @@ impl Node {
                 other => other,
             })?;
         tracing::info!(node = id, "removed from the cluster");
+        drop(one);
         // The node leaves the job state too, if it registered.
         let registered = self.state().read().state.node(id).is_some();
         if registered {

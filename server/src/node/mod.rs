@@ -582,13 +582,13 @@ impl Node {
         log.as_ref()?.failure().map(|e| e.to_string())
     }
 
-    /// Ends the tasks spawned until stop (streams end, so the gRPC server can finish);
-    /// owned tasks go on.
     /// Resolves once the node begins to shut down (or stops).
     pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
         self.stopping.clone().cancelled_owned()
     }
 
+    /// Ends the tasks spawned until stop (streams end, so the gRPC server can finish);
+    /// owned tasks go on.
     pub fn begin_shutdown(&self) {
         self.stopping.cancel();
     }
