@@ -514,6 +514,17 @@ impl Node {
         self.state().read().last_applied.map_or(0, |l| l.index)
     }
 
+    /// Resolves `true` once this node applied `index`, `false` at `deadline` (or when
+    /// the state machine stopped) if it has not. Wakes once per applied batch (the event
+    /// feed's announcement, made after the state's lock is released), not at every turn
+    /// of Raft's core loop as openraft's `wait` does — a follower's forwarded writes each
+    /// wait here for their own entry, and woke on every metrics change.
+    pub async fn applied_through(&self, index: u64, deadline: Instant) -> bool {
+        // Subscribed before the first look: nothing applied after it goes unseen.
+        let applied = self.events.subscribe();
+        wait_applied(applied, || self.applied_index(), index, deadline).await
+    }
+
     /// Stops Raft and closes the log cleanly (sealing its last segment).
     /// Spawns work shutdown must let finish (a write on its way): Raft is stopped only
     /// after it ends, or after `SHUTDOWN_TASKS_WAIT`.
@@ -639,5 +650,59 @@ fn summarize(cmd: &Command) -> String {
     match text.char_indices().nth(SUMMARY_CHARS_MAX) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text,
+    }
+}
+
+/// Resolves `true` once `current()` (the index applied) reaches `index`, looking again at
+/// each change of `applied` (subscribed before the call); `false` at `deadline`, or when
+/// `applied`'s sender is gone, if it has not.
+async fn wait_applied(
+    mut applied: tokio::sync::watch::Receiver<u64>,
+    current: impl Fn() -> u64,
+    index: u64,
+    deadline: Instant,
+) -> bool {
+    loop {
+        if current() >= index {
+            return true;
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return current() >= index },
+            _ = tokio::time::sleep_until(deadline) => return current() >= index,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_for_an_index_ends_when_it_is_applied_and_not_before() {
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let applied = Arc::new(AtomicU64::new(3));
+        let current = {
+            let a = applied.clone();
+            move || a.load(Ordering::SeqCst)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Applied already.
+        assert!(wait_applied(tx.subscribe(), current.clone(), 3, deadline).await);
+        // Applied later, in two batches: the wait ends with the second, not before.
+        let waiting = tokio::spawn(wait_applied(rx, current.clone(), 7, deadline));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        applied.store(5, Ordering::SeqCst);
+        tx.send_replace(5);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "ended before index 7 was applied");
+        applied.store(7, Ordering::SeqCst);
+        tx.send_replace(7);
+        assert!(waiting.await.unwrap());
+        // Never applied: false at the deadline, not before it.
+        let short = Instant::now() + Duration::from_millis(200);
+        assert!(!wait_applied(tx.subscribe(), current, 9, short).await);
+        assert!(Instant::now() >= short);
     }
 }

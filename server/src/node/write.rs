@@ -71,16 +71,13 @@ impl Node {
                 .into_inner()
                 .index
         };
-        self.raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index), "read barrier")
-            .await
-            .map_err(|e| {
-                ServerError::Unavailable(format!(
-                    "node {} is behind the cluster (it has not applied index {index} yet): {e}",
-                    self.id
-                ))
-            })?;
+        if !self.applied_through(index, Instant::now() + timeout).await {
+            return Err(ServerError::Unavailable(format!(
+                "node {} is behind the cluster (it has not applied index {index} within {} ms)",
+                self.id,
+                timeout.as_millis()
+            )));
+        }
         Ok(())
     }
 
@@ -158,13 +155,7 @@ impl Node {
             match outcome {
                 Ok((index, response)) => {
                     // Read your writes: this node's answers include the entry from now on.
-                    if self.applied_index() < index {
-                        let _ = self
-                            .raft
-                            .wait(Some(deadline.saturating_duration_since(Instant::now())))
-                            .applied_index_at_least(Some(index), "read your write")
-                            .await;
-                    }
+                    self.applied_through(index, deadline).await;
                     return match response {
                         Response::Rejected(e) => Err(e.into()),
                         r => Ok((index, r)),
