@@ -514,15 +514,19 @@ impl Node {
         self.state().read().last_applied.map_or(0, |l| l.index)
     }
 
-    /// Resolves `true` once this node applied `index`, `false` at `deadline` (or when
-    /// the state machine stopped) if it has not. Wakes once per applied batch (the event
+    /// Resolves `true` once this node applied `index`, `false` at `deadline` (or when the
+    /// node begins to shut down) if it has not. Wakes once per applied batch (the event
     /// feed's announcement, made after the state's lock is released), not at every turn
     /// of Raft's core loop as openraft's `wait` does — a follower's forwarded writes each
     /// wait here for their own entry, and woke on every metrics change.
     pub async fn applied_through(&self, index: u64, deadline: Instant) -> bool {
         // Subscribed before the first look: nothing applied after it goes unseen.
         let applied = self.events.subscribe();
-        wait_applied(applied, || self.applied_index(), index, deadline).await
+        tokio::select! {
+            reached = wait_applied(applied, || self.applied_index(), index, deadline) => reached,
+            // Nothing more is applied once the node stops: no wait holds its shutdown.
+            _ = self.stopping() => self.applied_index() >= index,
+        }
     }
 
     /// Stops Raft and closes the log cleanly (sealing its last segment).
