@@ -8,7 +8,9 @@
 # with flags (e.g. `exec cathedral-server --metrics false "$@"`).
 #
 #   scripts/bench-ab.sh A_SERVER_BIN B_SERVER_BIN [ROUNDS] [SECONDS]   (defaults 3 and 10)
-#   WORKLOADS="1n16 1n64 3n64" (default all three) picks the workloads.
+#   WORKLOADS="1n16 1n64 3n64" (the default) picks the workloads: 1nC is one node with C
+#   clients, 3nC three coordinators with C clients spread over them, 3lC three coordinators
+#   with C clients all to the leader (e.g. "1n1 3l1" for the one-client rows).
 #
 # e.g. keep the release binary of the commit before a change, then:
 #   cp target/release/cathedral-server /tmp/before      # (before the change)
@@ -50,13 +52,14 @@ cpu_ticks() { # user + system clock ticks of every server process now
     echo "$t"
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
-rate() { # servers clients → RATE (writes/s) and CPU (the servers' CPU µs per counted
-    # write, warm-up included)
-    local before after
+rate() { # servers clients → RATE (writes/s), P50 (µs) and CPU (the servers' CPU µs per
+    # counted write, warm-up included)
+    local before after out
     before=$(cpu_ticks)
-    RATE=$("$BENCH" --server "$1" --clients "$2" --duration "${SECS}s" --warmup 2s \
-        | awk '/^per second/ {print $3}')
+    out=$("$BENCH" --server "$1" --clients "$2" --duration "${SECS}s" --warmup 2s)
     after=$(cpu_ticks)
+    RATE=$(echo "$out" | awk '/^per second/ {print $3}')
+    P50=$(echo "$out" | awk '/^per second/ {printf "%.0f", $5 * 1000}')
     CPU=$(awk -v t=$((after - before)) -v us="$TICK_US" -v r="$RATE" -v s="$SECS" \
         'BEGIN {printf "%.0f", t * us / (r * s)}')
 }
@@ -68,36 +71,50 @@ three_voters() {
     echo "three voters expected" >&2; exit 1
 }
 
-declare -A R C
+declare -A R C P
+for k in $WORKLOADS; do
+    [[ $k =~ ^(1n|3n|3l)[0-9]+$ ]] || { echo "unknown workload $k (1nC, 3nC or 3lC)" >&2; exit 2; }
+done
+pick() { local k; for k in $WORKLOADS; do case $k in $1) echo "$k" ;; esac; done; }
+record() { R[$1,$2]+="$RATE "; C[$1,$2]+="$CPU "; P[$1,$2]+="$P50 "; }
 for round in $(seq 1 "$ROUNDS"); do
     for which in A B; do
         bin=${!which}
-        if want 1n16 || want 1n64; then
+        ones=$(pick '1n*')
+        if [ -n "$ones" ]; then
             start "$bin" solo 19051 19081
-            if want 1n16; then rate 127.0.0.1:19051 16; R[$which,1n16]+="$RATE "; C[$which,1n16]+="$CPU "; fi
-            if want 1n64; then rate 127.0.0.1:19051 64; R[$which,1n64]+="$RATE "; C[$which,1n64]+="$CPU "; fi
+            for k in $ones; do rate 127.0.0.1:19051 "${k#1n}"; record "$which" "$k"; done
             stop_all
         fi
-        if want 3n64; then
+        threes=$(pick '3*')
+        if [ -n "$threes" ]; then
             start "$bin" c1 19061 19091 --role coordinator
             start "$bin" c2 19062 19092 --role coordinator --join 127.0.0.1:19061
             start "$bin" c3 19063 19093 --role coordinator --join 127.0.0.1:19061
             three_voters 19061
-            rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 64
-            R[$which,3n64]+="$RATE "; C[$which,3n64]+="$CPU "
+            for k in $threes; do
+                case $k in
+                    3n*) rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 "${k#3n}" ;;
+                    3l*) rate 127.0.0.1:19061 "${k#3l}" ;; # c1 started the cluster: its leader
+                esac
+                record "$which" "$k"
+            done
             stop_all
         fi
         echo "round $round $which done" >&2
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "| workload | A writes/s | B writes/s | B / A | A rounds | B rounds | server CPU µs/write A | B | B / A |"
-echo "|---|---:|---:|---:|---|---|---:|---:|---:|"
+echo "| workload | A writes/s | B writes/s | B / A | A rounds | B rounds | p50 µs A / B | server CPU µs/write A | B | B / A |"
+echo "|---|---:|---:|---:|---|---|---:|---:|---:|---:|"
 for k in $WORKLOADS; do
     a=$(echo "${R[A,$k]}" | median)
     b=$(echo "${R[B,$k]}" | median)
     ca=$(echo "${C[A,$k]}" | median)
     cb=$(echo "${C[B,$k]}" | median)
-    label=$(case $k in 1n16) echo "1 node, 16 clients";; 1n64) echo "1 node, 64 clients";; 3n64) echo "3 nodes, 64 clients spread";; esac)
-    echo "| $label | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}') | ${R[A,$k]}| ${R[B,$k]}| $ca | $cb | $(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%.3f", b / a}') |"
+    pa=$(echo "${P[A,$k]}" | median)
+    pb=$(echo "${P[B,$k]}" | median)
+    n=${k:2}
+    label=$(case $k in 1n*) echo "1 node, $n clients";; 3n*) echo "3 nodes, $n clients spread";; 3l*) echo "3 nodes, $n clients to the leader";; esac)
+    echo "| $label | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}') | ${R[A,$k]}| ${R[B,$k]}| $pa / $pb | $ca | $cb | $(awk -v a="$ca" -v b="$cb" 'BEGIN {printf "%.3f", b / a}') |"
 done

@@ -146,3 +146,78 @@ async fn write(raft: &Raft<TypeConfig>, batch: Vec<Queued>, write_timeout: Durat
         let _ = reply.send(answer);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use cathedral_consensus::raft::RaftSettings;
+    use cathedral_consensus::testkit::{start_node, Router};
+    use cathedral_consensus::JobSpec;
+    use openraft::BasicNode;
+
+    use super::*;
+
+    fn submit(name: &str) -> Command {
+        Command::SubmitJobs {
+            at_ms: 1,
+            jobs: vec![JobSpec::new(name, &["true"])],
+        }
+    }
+
+    async fn one_node(dir: &std::path::Path) -> Raft<TypeConfig> {
+        let router = Arc::new(Router::default());
+        let (raft, _) = start_node(&router, 1, dir, &RaftSettings::default())
+            .await
+            .unwrap();
+        let members = BTreeMap::from([(1, BasicNode::new("node-1"))]);
+        raft.initialize(members).await.unwrap();
+        raft.wait(Some(Duration::from_secs(10)))
+            .current_leader(1, "leader")
+            .await
+            .unwrap();
+        raft
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_write_takes_its_own_entry_and_concurrent_writes_share_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = one_node(dir.path()).await;
+        let batcher = Arc::new(Batcher::start(raft.clone(), Duration::from_secs(10)));
+
+        // Alone: its own entry, answered with its own response (not a batch's).
+        let (before, _) = batcher.write(submit("a"), 10).await.unwrap();
+        let (index, response) = batcher.write(submit("b"), 10).await.unwrap();
+        assert!(
+            matches!(response, Response::Submitted { .. }),
+            "{response:?}"
+        );
+        assert_eq!(index, before + 1);
+
+        // Many at once: every one answered, in fewer entries than writes.
+        let writes: Vec<_> = (0..200)
+            .map(|i| {
+                let b = batcher.clone();
+                tokio::spawn(async move { b.write(submit(&format!("c{i}")), 10).await })
+            })
+            .collect();
+        let (mut indexes, mut jobs) = (BTreeSet::new(), BTreeSet::new());
+        for w in writes {
+            let (i, response) = w.await.unwrap().unwrap();
+            let Response::Submitted { jobs: mine } = response else {
+                panic!("{response:?}");
+            };
+            indexes.insert(i);
+            jobs.extend(mine);
+        }
+        assert!(
+            indexes.len() < 200,
+            "200 writes took {} entries",
+            indexes.len()
+        );
+        // Each write was answered with its own job, not a neighbour's.
+        assert_eq!(jobs.len(), 200);
+        raft.shutdown().await.unwrap();
+    }
+}

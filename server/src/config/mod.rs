@@ -34,6 +34,8 @@ pub const SLOTS_MAX: u32 = 4096;
 /// Bounds of `--gossip-interval-ms`.
 pub const GOSSIP_INTERVAL_MS_MIN: u64 = 10;
 pub const GOSSIP_INTERVAL_MS_MAX: u64 = 60_000;
+/// Most `--worker-threads`.
+pub const WORKER_THREADS_MAX: u32 = 256;
 /// Least `--node-timeout-ms`.
 pub const NODE_TIMEOUT_MS_MIN: u64 = 1_000;
 
@@ -112,6 +114,12 @@ pub struct Args {
     /// Attempts this node runs at once; 0 runs none [default: the number of CPUs].
     #[arg(long, env = "CATHEDRAL_SLOTS")]
     pub slots: Option<u32>,
+    /// Threads running the node's tasks (API, Raft, apply, the jobs' bookkeeping); the
+    /// log's writer and blocking work have threads of their own. Fewer cost less CPU per
+    /// write where the node shares its CPUs (with its jobs, or other nodes) [default: the
+    /// number of CPUs].
+    #[arg(long, env = "CATHEDRAL_WORKER_THREADS")]
+    pub worker_threads: Option<u32>,
     /// A registered node that gossip has not seen alive for this long after this node
     /// became leader is declared failed [default: 5000].
     #[arg(long, env = "CATHEDRAL_NODE_TIMEOUT_MS")]
@@ -282,6 +290,8 @@ pub struct Config {
     /// Whether this node counts and serves metrics.
     pub metrics: bool,
     pub slots: u32,
+    /// Threads of the node's async runtime.
+    pub worker_threads: u32,
     /// The operator's tags from flags and file (run-time changes are kept in the data
     /// directory and applied over these).
     pub tags: BTreeMap<String, String>,
@@ -447,6 +457,7 @@ impl Config {
             write_timeout_ms: args.write_timeout_ms.unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
             metrics: args.metrics.unwrap_or(METRICS_DEFAULT),
             slots: args.slots.unwrap_or_else(slots_default),
+            worker_threads: args.worker_threads.unwrap_or_else(worker_threads_default),
             tags,
             raft,
             gossip,
@@ -541,6 +552,12 @@ impl Config {
                 self.slots
             ));
         }
+        if self.worker_threads == 0 || self.worker_threads > WORKER_THREADS_MAX {
+            return bad(format!(
+                "--worker-threads must be 1..={WORKER_THREADS_MAX} (WORKER_THREADS_MAX), got {}",
+                self.worker_threads
+            ));
+        }
         if self.leader.node_timeout_ms < NODE_TIMEOUT_MS_MIN {
             return bad(format!(
                 "--node-timeout-ms must be at least {NODE_TIMEOUT_MS_MIN} (NODE_TIMEOUT_MS_MIN)"
@@ -623,6 +640,17 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 /// Attempts at once by default: one per CPU.
 fn slots_default() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// Runtime threads by default: one per CPU (tokio's own default). The write path is a
+/// pipeline (one entry in Raft at a time) whose tasks hand each write on, and every extra
+/// worker adds wake-ups of threads that find nothing to steal: measured on 2 CPUs, one
+/// worker against two (BENCHMARKS.md, issue 35) costs 0.78–0.90× the CPU per write and
+/// gives three nodes sharing the CPUs 1.08–1.12× the writes and trivial jobs 1.08–1.15×
+/// per second, but one node alone 0.96–0.98× the writes at 16 and 64 clients and a slower
+/// 16-client row beside etcd. So the default stays; `--worker-threads` is the operator's.
+fn worker_threads_default() -> u32 {
+    slots_default()
 }
 
 /// The gossip address others reach `bind` at: `bind` itself, or, when it listens on all

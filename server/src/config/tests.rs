@@ -24,6 +24,8 @@ fn defaults() {
     assert_eq!(c.gossip.partition_grace.as_millis(), 30_000);
     assert_eq!(c.leader.placement, Placement::LeastLoaded);
     assert_eq!(c.log_segment_bytes, 64 << 20);
+    let cpus = std::thread::available_parallelism().unwrap().get() as u32;
+    assert_eq!(c.worker_threads, cpus);
     assert!(c.tags.is_empty());
 }
 
@@ -104,6 +106,11 @@ fn bad_settings_are_refused_with_the_reason() {
     let e = from(&["--write-timeout-ms", "0"]).unwrap_err();
     assert!(e.to_string().contains("WRITE_TIMEOUT_MS_MAX"), "{e}");
     assert!(from(&["--write-timeout-ms", "30000"]).is_ok());
+    let e = from(&["--worker-threads", "0"]).unwrap_err();
+    assert!(e.to_string().contains("WORKER_THREADS_MAX"), "{e}");
+    let e = from(&["--worker-threads", "257"]).unwrap_err();
+    assert!(e.to_string().contains("WORKER_THREADS_MAX"), "{e}");
+    assert_eq!(from(&["--worker-threads", "3"]).unwrap().worker_threads, 3);
     let e = from(&["--bind", "0.0.0.0:1"]).unwrap_err();
     assert!(e.to_string().contains("--advertise"), "{e}");
     let e = from(&[
