@@ -1,26 +1,33 @@
 //! A follower's way to the leader: writes that arrive while an earlier forward is on its
-//! way travel together in one `ForwardBatch` call, so a follower costs the leader one
-//! request per batch, not one per write; the leader puts them through its batcher, where
-//! they join the same entries as its own clients' writes.
+//! way travel together in one batch, so a follower costs the leader one message per
+//! batch, not one per write; the leader puts them through its batcher, where they join the
+//! same entries as its own clients' writes. The batches travel on one long-lived
+//! `Peer.ForwardStream` to the leader (its replies come back in order), which saves each
+//! batch a call's headers, stream set-up and per-call middleware on both nodes; a leader
+//! without the stream (an older version) gets one `ForwardBatch` call per batch.
 //!
 //! ```text
-//!  propose (follower) ──▶ queue ──▶ forwarder ──ForwardBatch──▶ leader: execute each ──▶ replies
-//!                                   ≤ FORWARDS_IN_FLIGHT_MAX calls at once
+//!  propose (follower) ──▶ queue ──▶ forwarder ──ForwardStream──▶ leader: execute each ──▶ replies
+//!                                   ≤ FORWARDS_IN_FLIGHT_MAX batches at once      (in order)
 //! ```
 //!
-//! A call is abandoned as soon as this node sees another leader (or none) than the one it
-//! went to: a frozen or dead leader does not hold the writes in it, or a call slot, until
-//! the timeout. Their outcome is then unknown; the proposer resends them to the new leader
-//! under the same request ids (see `Node::propose`), which the state applies once.
+//! The batches on their way are abandoned as soon as this node sees another leader (or
+//! none) than the one they went to, and all of them when one is not answered in time (the
+//! stream is dropped: a late reply is never taken for the next batch's): a frozen or dead
+//! leader does not hold the writes, or the in-flight slots, until the timeout. Their
+//! outcome is then unknown; the proposer resends them to the new leader under the same
+//! request ids (see `Node::propose`), which the state applies once.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::metrics::RaftServerMetrics;
 use openraft::BasicNode;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use crate::api::internal::RaftRequest;
+use crate::api::internal::{RaftReply, RaftRequest};
 use crate::error::ServerError;
 use crate::proposal::{Outcome, Proposal};
 use crate::transport::{decode, encode, Peers};
@@ -106,9 +113,12 @@ async fn run(
     timeout: Duration,
 ) {
     let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
+    // Leaders (by address) that answered the stream UNIMPLEMENTED: unary calls to them.
+    let unary_only: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut link: Option<Link> = None;
     let mut held: Option<Item> = None;
     loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
         };
         let first = match held.take() {
@@ -130,87 +140,290 @@ async fn run(
             bytes += i.bytes;
             batch.push(i);
         }
-        let peers = peers.clone();
-        let moved = leader_moved(metrics.clone(), leader);
-        tokio::spawn(async move {
-            send(&peers, from, leader, &addr, batch, timeout, moved).await;
-            drop(permit);
-        });
+        let (proposals, replies): (Vec<Proposal>, Vec<oneshot::Sender<Outcome>>) =
+            batch.into_iter().map(|i| (i.proposal, i.reply)).unzip();
+        let request = RaftRequest {
+            target: leader,
+            from,
+            body: encode(&proposals),
+        };
+        if unary_only.lock().unwrap().contains(&addr) {
+            link = None;
+            let peers = peers.clone();
+            let moved = leader_moved(metrics.clone(), leader);
+            tokio::spawn(async move {
+                let answers = match send(&peers, leader, &addr, request, timeout, moved).await {
+                    Ok(reply) => decoded(&reply, replies.len()),
+                    Err(failure) => Answers::Alike(failure.outcome(leader)),
+                };
+                answer(replies, answers);
+                drop(slot);
+            });
+            continue;
+        }
+        let pending = Pending {
+            replies,
+            deadline: Instant::now() + timeout,
+            _slot: slot,
+        };
+        // The link to this leader, or a new one when there is none or it ended (its
+        // stream failed or the leader moved).
+        let current = match link.take() {
+            Some(l) if l.leader == leader && l.addr == addr && !l.pending.is_closed() => l,
+            _ => Link::open(
+                &peers,
+                leader,
+                &addr,
+                leader_moved(metrics.clone(), leader),
+                unary_only.clone(),
+            ),
+        };
+        current.send(request, pending);
+        link = Some(current);
     }
 }
 
+/// One `Peer.ForwardStream` to a leader: batches in, their replies back in the same
+/// order, read by a task of its own that answers each batch's writes.
+struct Link {
+    leader: u64,
+    addr: String,
+    requests: mpsc::Sender<RaftRequest>,
+    /// The batches sent and not yet answered, oldest first. Closed by the reader when the
+    /// stream ended.
+    pending: mpsc::UnboundedSender<Pending>,
+}
+
+/// A batch on its way: its writes' replies, when it must be answered by, and its slot
+/// among the batches in flight.
+struct Pending {
+    replies: Vec<oneshot::Sender<Outcome>>,
+    deadline: Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Link {
+    /// Starts the reader, which opens the stream with the first batch.
+    fn open(
+        peers: &Peers,
+        leader: u64,
+        addr: &str,
+        moved: impl std::future::Future<Output = ()> + Send + 'static,
+        unary_only: Arc<Mutex<HashSet<String>>>,
+    ) -> Link {
+        // At most FORWARDS_IN_FLIGHT_MAX batches are unanswered, so sends never wait.
+        let (requests, requests_rx) = mpsc::channel(FORWARDS_IN_FLIGHT_MAX);
+        let (pending, pending_rx) = mpsc::unbounded_channel();
+        let client = peers.client(leader, addr);
+        let addr = addr.to_string();
+        tokio::spawn({
+            let addr = addr.clone();
+            async move {
+                let mut pending_rx = pending_rx;
+                let failure =
+                    read_replies(client, leader, requests_rx, &mut pending_rx, moved).await;
+                if let Failure::Unimplemented = failure {
+                    unary_only.lock().unwrap().insert(addr);
+                }
+                // The stream is gone: everything sent on it fails alike, and the link
+                // takes nothing more.
+                pending_rx.close();
+                while let Ok(p) = pending_rx.try_recv() {
+                    answer_alike(p.replies, || failure.outcome(leader));
+                }
+            }
+        });
+        Link {
+            leader,
+            addr,
+            requests,
+            pending,
+        }
+    }
+
+    /// Sends `request`, the batch `pending` stands for. Registered first, so its reply
+    /// cannot come before it; when the stream ended meanwhile the reader answers it.
+    fn send(&self, request: RaftRequest, pending: Pending) {
+        if let Err(mpsc::error::SendError(p)) = self.pending.send(pending) {
+            answer_alike(p.replies, || {
+                Err(ServerError::Unavailable(format!(
+                    "the stream to leader {} ended before the write left; it was not applied",
+                    self.leader
+                )))
+            });
+            return;
+        }
+        if self.requests.try_send(request).is_err() {
+            // The stream ended (its reader answers what it holds), or more batches than
+            // FORWARDS_IN_FLIGHT_MAX were sent, which the slots rule out.
+            tracing::debug!(
+                leader = self.leader,
+                "a forwarded batch found its stream ended"
+            );
+        }
+    }
+}
+
+/// Why a link's stream ended; how the batches still on it are answered.
+enum Failure {
+    /// The link was dropped with nothing on its way (a new leader, or the node stopping).
+    Idle,
+    /// The leader does not know the stream (an older version): nothing was proposed.
+    Unimplemented,
+    /// This node sees another leader (or none).
+    Moved,
+    /// The oldest batch was not answered by its deadline.
+    Late,
+    /// No client for the leader's address.
+    Client(String),
+    /// The call failed with this status.
+    Status(tonic::Status),
+    /// The leader ended the stream (it is shutting down).
+    Ended,
+}
+
+impl Failure {
+    fn outcome(&self, leader: u64) -> Outcome {
+        Err(match self {
+            Failure::Idle | Failure::Ended => ServerError::Unavailable(format!(
+                "the stream to leader {leader} ended; the write may or may not have been applied"
+            )),
+            Failure::Unimplemented => ServerError::NotLeader { leader: None },
+            Failure::Moved => ServerError::Unavailable(format!(
+                "leader {leader} was replaced while the write was on its way to it; it may or may not have been applied"
+            )),
+            Failure::Late => ServerError::Unavailable(format!(
+                "leader {leader} did not answer within the write timeout; the write may or may not have been applied"
+            )),
+            Failure::Client(e) => ServerError::Unavailable(e.clone()),
+            Failure::Status(s) => status_outcome(leader, s),
+        })
+    }
+}
+
+/// Opens the stream (its first batch leaves with the headers) and answers each batch with
+/// its reply, in order, until the stream fails or the link is dropped.
+async fn read_replies(
+    client: Result<crate::transport::Client, String>,
+    leader: u64,
+    requests: mpsc::Receiver<RaftRequest>,
+    pending: &mut mpsc::UnboundedReceiver<Pending>,
+    moved: impl std::future::Future<Output = ()>,
+) -> Failure {
+    tokio::pin!(moved);
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => return Failure::Client(e),
+    };
+    let Some(mut oldest) = pending.recv().await else {
+        return Failure::Idle;
+    };
+    let opened = tokio::select! {
+        o = client.forward_stream(tokio_stream::wrappers::ReceiverStream::new(requests)) => o,
+        () = &mut moved => return fail(oldest, Failure::Moved, leader),
+        () = tokio::time::sleep_until(oldest.deadline) => return fail(oldest, Failure::Late, leader),
+    };
+    let mut replies = match opened {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::Unimplemented => {
+            return fail(oldest, Failure::Unimplemented, leader)
+        }
+        Err(s) => return fail(oldest, Failure::Status(s), leader),
+    };
+    loop {
+        let got = tokio::select! {
+            r = replies.message() => r,
+            () = &mut moved => return fail(oldest, Failure::Moved, leader),
+            () = tokio::time::sleep_until(oldest.deadline) => return fail(oldest, Failure::Late, leader),
+        };
+        let reply = match got {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return fail(oldest, Failure::Ended, leader),
+            Err(s) => return fail(oldest, Failure::Status(s), leader),
+        };
+        let n = oldest.replies.len();
+        answer(oldest.replies, decoded(&reply, n));
+        oldest = tokio::select! {
+            p = pending.recv() => match p {
+                Some(p) => p,
+                None => return Failure::Idle,
+            },
+            () = &mut moved => return Failure::Moved,
+        };
+    }
+}
+
+/// Answers `oldest` as `failure` says, and returns it for the rest.
+fn fail(oldest: Pending, failure: Failure, leader: u64) -> Failure {
+    answer_alike(oldest.replies, || failure.outcome(leader));
+    failure
+}
+
+/// One `ForwardBatch` call with `request` (a leader without the stream).
 async fn send(
     peers: &Peers,
-    from: u64,
     leader: u64,
     addr: &str,
-    batch: Vec<Item>,
+    request: RaftRequest,
     timeout: Duration,
     moved: impl std::future::Future<Output = ()>,
-) {
-    let (proposals, replies): (Vec<Proposal>, Vec<oneshot::Sender<Outcome>>) =
-        batch.into_iter().map(|i| (i.proposal, i.reply)).unzip();
-    let n = proposals.len();
-    let answers: Vec<Outcome> = match peers.client(leader, addr) {
-        Err(e) => (0..n)
-            .map(|_| Err(ServerError::Unavailable(e.clone())))
-            .collect(),
-        Ok(mut client) => {
-            let mut req = tonic::Request::new(RaftRequest {
-                target: leader,
-                from,
-                body: encode(&proposals),
-            });
-            req.set_timeout(timeout);
-            let answer = tokio::select! {
-                a = client.forward_batch(req) => Some(a),
-                _ = moved => None,
-            };
-            match answer {
-                None => (0..n)
-                    .map(|_| {
-                        Err(ServerError::Unavailable(format!(
-                            "leader {leader} was replaced while the write was on its way to it; it may or may not have been applied"
-                        )))
-                    })
-                    .collect(),
-                Some(answer) => match answer {
-                Ok(reply) => match decode::<Vec<Outcome>>(&reply.get_ref().body) {
-                    Ok(rs) if rs.len() == n => rs,
-                    Ok(rs) => (0..n)
-                        .map(|_| {
-                            Err(ServerError::Internal(format!(
-                                "the leader answered {} of {n} forwarded writes",
-                                rs.len()
-                            )))
-                        })
-                        .collect(),
-                    Err(e) => (0..n)
-                        .map(|_| Err(ServerError::Internal(e.clone())))
-                        .collect(),
-                },
-                Err(s)
-                    if s.code() == tonic::Code::Unavailable
-                        || s.code() == tonic::Code::FailedPrecondition =>
-                {
-                    (0..n)
-                        .map(|_| Err(ServerError::NotLeader { leader: None }))
-                        .collect()
-                }
-                Err(s) => (0..n)
-                    .map(|_| {
-                        Err(ServerError::Unavailable(format!(
-                            "forwarding to leader {leader} failed, the write may or may not have been applied: {}",
-                            s.message()
-                        )))
-                    })
-                    .collect(),
-                },
+) -> Result<RaftReply, Failure> {
+    let mut client = peers.client(leader, addr).map_err(Failure::Client)?;
+    let mut req = tonic::Request::new(request);
+    req.set_timeout(timeout);
+    tokio::select! {
+        a = client.forward_batch(req) => a.map(tonic::Response::into_inner).map_err(Failure::Status),
+        _ = moved => Err(Failure::Moved),
+    }
+}
+
+/// Answers a batch's writes.
+fn answer(replies: Vec<oneshot::Sender<Outcome>>, answers: Answers) {
+    match answers {
+        Answers::Each(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
             }
         }
-    };
-    for (reply, answer) in replies.into_iter().zip(answers) {
-        let _ = reply.send(answer);
+        Answers::Alike(outcome) => answer_alike(replies, || outcome.clone()),
+    }
+}
+
+/// Every write of a batch answered alike, or each with its own.
+enum Answers {
+    Each(Vec<Outcome>),
+    Alike(Outcome),
+}
+
+/// The answers a leader's reply to a batch of `n` carries.
+fn decoded(reply: &RaftReply, n: usize) -> Answers {
+    match decode::<Vec<Outcome>>(&reply.body) {
+        Ok(rs) if rs.len() == n => Answers::Each(rs),
+        Ok(rs) => Answers::Alike(Err(ServerError::Internal(format!(
+            "the leader answered {} of {n} forwarded writes",
+            rs.len()
+        )))),
+        Err(e) => Answers::Alike(Err(ServerError::Internal(e))),
+    }
+}
+
+fn answer_alike(replies: Vec<oneshot::Sender<Outcome>>, outcome: impl Fn() -> Outcome) {
+    for r in replies {
+        let _ = r.send(outcome());
+    }
+}
+
+/// A failed call's outcome: a connection refused or a node that is not the leader
+/// proposed nothing; anything else may have.
+fn status_outcome(leader: u64, s: &tonic::Status) -> ServerError {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+            ServerError::NotLeader { leader: None }
+        }
+        _ => ServerError::Unavailable(format!(
+            "forwarding to leader {leader} failed, the write may or may not have been applied: {}",
+            s.message()
+        )),
     }
 }
 
@@ -227,5 +440,151 @@ async fn leader_moved(
             // Raft stopped: the node is shutting down; the call's own timeout ends it.
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use openraft::{ServerState, StoredMembership, Vote};
+
+    use super::*;
+    use crate::security::Security;
+    use crate::transport::tests::{serve, FakePeer};
+
+    fn leader_is(leader: u64) -> RaftServerMetrics<u64, BasicNode> {
+        RaftServerMetrics {
+            id: 1,
+            vote: Vote::new_committed(1, leader),
+            state: ServerState::Follower,
+            current_leader: Some(leader),
+            membership_config: Arc::new(StoredMembership::default()),
+        }
+    }
+
+    /// A forwarder of node 1 towards `peer`, serving as leader 2; its address, and the
+    /// metrics the forwarder watches.
+    async fn forwarder(
+        peer: FakePeer,
+        timeout: Duration,
+    ) -> (
+        Arc<Forwarder>,
+        String,
+        watch::Sender<RaftServerMetrics<u64, BasicNode>>,
+    ) {
+        let addr = serve(peer).await;
+        let (metrics, rx) = watch::channel(leader_is(2));
+        let peers = Peers::new(1, Security::default(), None);
+        (
+            Arc::new(Forwarder::start(peers, 1, rx, timeout)),
+            addr,
+            metrics,
+        )
+    }
+
+    /// Forwards the write the fake peer answers with index `k`.
+    async fn write(f: &Forwarder, addr: &str, k: u64) -> Outcome {
+        let wait = Duration::from_secs(5);
+        f.forward(2, addr.to_string(), Proposal::RemoveNode(k), 16, wait)
+            .await
+    }
+
+    fn index(o: Outcome) -> u64 {
+        o.unwrap_or_else(|e| panic!("{e}")).0
+    }
+
+    #[tokio::test]
+    async fn batches_share_one_stream_and_each_write_gets_its_own_answer() {
+        let peer = FakePeer {
+            streams: true,
+            ..FakePeer::default()
+        };
+        let (f, addr, _metrics) = forwarder(peer.clone(), Duration::from_secs(5)).await;
+        let writes: Vec<_> = (10..70)
+            .map(|k| {
+                let (f, addr) = (f.clone(), addr.clone());
+                tokio::spawn(async move { (k, write(&f, &addr, k).await) })
+            })
+            .collect();
+        for w in writes {
+            let (k, o) = w.await.unwrap();
+            assert_eq!(index(o), k);
+        }
+        for k in 70..75 {
+            assert_eq!(index(write(&f, &addr, k).await), k);
+        }
+        assert_eq!(peer.forward_opened.load(SeqCst), 1, "one stream");
+        assert_eq!(peer.forward_unary.load(SeqCst), 0);
+    }
+
+    /// A batch not answered in time fails, and its reply, coming later, must not be taken
+    /// for the next batch's.
+    #[tokio::test]
+    async fn a_batch_not_answered_in_time_leaves_no_reply_for_the_next() {
+        let peer = FakePeer {
+            streams: true,
+            slow_ms: 500,
+            ..FakePeer::default()
+        };
+        let (f, addr, _metrics) = forwarder(peer.clone(), Duration::from_millis(200)).await;
+        assert_eq!(index(write(&f, &addr, 2).await), 2);
+        let late = write(&f, &addr, 1).await;
+        assert!(
+            matches!(&late, Err(ServerError::Unavailable(m)) if m.contains("within the write timeout")),
+            "{late:?}"
+        );
+        for k in 3..6 {
+            assert_eq!(index(write(&f, &addr, k).await), k);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(index(write(&f, &addr, 6).await), 6);
+        assert_eq!(
+            peer.forward_opened.load(SeqCst),
+            2,
+            "a new stream after the late batch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_without_the_stream_gets_unary_calls() {
+        let peer = FakePeer::default();
+        let (f, addr, _metrics) = forwarder(peer.clone(), Duration::from_secs(5)).await;
+        // The first write learns the leader lacks the stream: nothing was proposed.
+        let first = write(&f, &addr, 2).await;
+        assert!(
+            matches!(first, Err(ServerError::NotLeader { .. })),
+            "{first:?}"
+        );
+        for k in 3..6 {
+            assert_eq!(index(write(&f, &addr, k).await), k);
+        }
+        assert_eq!(peer.forward_unary.load(SeqCst), 3);
+        assert_eq!(peer.forward_opened.load(SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn writes_on_their_way_fail_as_soon_as_another_leader_is_seen() {
+        let peer = FakePeer {
+            streams: true,
+            slow_ms: 60_000,
+            ..FakePeer::default()
+        };
+        let (f, addr, metrics) = forwarder(peer, Duration::from_secs(30)).await;
+        let w = tokio::spawn({
+            let (f, addr) = (f.clone(), addr.clone());
+            async move { write(&f, &addr, 1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!w.is_finished(), "the leader holds it");
+        metrics.send(leader_is(3)).unwrap();
+        let o = tokio::time::timeout(Duration::from_secs(2), w)
+            .await
+            .expect("answered once another leader is seen")
+            .unwrap();
+        assert!(
+            matches!(&o, Err(ServerError::Unavailable(m)) if m.contains("replaced")),
+            "{o:?}"
+        );
     }
 }

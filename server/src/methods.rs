@@ -154,6 +154,7 @@ pub const METHODS: &[Method] = &[
     m("/cathedral.internal.v1.Peer/Vote", NODE, false, &[]),
     m("/cathedral.internal.v1.Peer/InstallSnapshot", NODE, false, &[]),
     m("/cathedral.internal.v1.Peer/ForwardBatch", NODE, true, &[]),
+    m("/cathedral.internal.v1.Peer/ForwardStream", NODE, true, &[]),
     m("/cathedral.internal.v1.Peer/Join", NODE, true, &[]),
     m("/cathedral.internal.v1.Peer/FetchOutput", NODE, false, &[]),
     m("/cathedral.internal.v1.Peer/GossipSeeds", NODE, false, &[]),

@@ -56,6 +56,46 @@ async fn append_entries(node: &Node, req: RaftRequest) -> Result<RaftReply, Stat
     })
 }
 
+/// Proposals a follower forwarded together, from a unary call or a stream: each goes
+/// through this node's write path at once (so the batcher can put them in one entry),
+/// answered in order. One task for the batch, which shutdown lets finish.
+async fn forwarded(node: &Arc<Node>, req: RaftRequest) -> Result<RaftReply, Status> {
+    check_target(node, req.target)?;
+    let proposals: Vec<Proposal> = decode(&req.body).map_err(bad)?;
+    if proposals.len() > crate::forwarder::FORWARD_BATCH_MAX {
+        return Err(bad(format!(
+            "{} proposals in one batch, more than FORWARD_BATCH_MAX {}",
+            proposals.len(),
+            crate::forwarder::FORWARD_BATCH_MAX
+        )));
+    }
+    let leading = node.raft.current_leader().await;
+    let n = proposals.len();
+    let replies: Vec<Outcome> = if leading == Some(node.id) {
+        let executing = node.clone();
+        let task = node.spawn_owned(async move {
+            futures_util::future::join_all(proposals.iter().map(|p| {
+                let bytes = p.encoded_len();
+                executing.execute(p, bytes)
+            }))
+            .await
+        });
+        task.await.unwrap_or_else(|e| {
+            vec![
+                Err(ServerError::Unavailable(format!(
+                    "the write task failed: {e}"
+                )));
+                n
+            ]
+        })
+    } else {
+        vec![Err(ServerError::NotLeader { leader: leading }); n]
+    };
+    Ok(RaftReply {
+        body: encode(&replies),
+    })
+}
+
 fn bad(e: String) -> Status {
     Status::invalid_argument(e)
 }
@@ -192,49 +232,38 @@ impl Peer for PeerService {
         }))
     }
 
-    /// Proposals a follower forwarded together: each goes through this node's write path
-    /// at once (so the batcher can put them in one entry), answered in order.
     async fn forward_batch(
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = req.into_inner();
-        self.check_target(req.target)?;
-        let proposals: Vec<Proposal> = decode(&req.body).map_err(bad)?;
-        if proposals.len() > crate::forwarder::FORWARD_BATCH_MAX {
-            return Err(bad(format!(
-                "{} proposals in one batch, more than FORWARD_BATCH_MAX {}",
-                proposals.len(),
-                crate::forwarder::FORWARD_BATCH_MAX
-            )));
-        }
-        let leading = self.node.raft.current_leader().await;
-        let replies: Vec<Outcome> = if leading == Some(self.node.id) {
-            let tasks: Vec<_> = proposals
-                .into_iter()
-                .map(|p| {
-                    let node = self.node.clone();
-                    self.node.spawn_owned(async move {
-                        let bytes = p.encoded_len();
-                        node.execute(&p, bytes).await
-                    })
-                })
-                .collect();
-            let mut replies = Vec::with_capacity(tasks.len());
-            for t in tasks {
-                replies.push(t.await.unwrap_or_else(|e| {
-                    Err(ServerError::Unavailable(format!(
-                        "the write task failed: {e}"
-                    )))
-                }));
-            }
-            replies
-        } else {
-            vec![Err(ServerError::NotLeader { leader: leading }); proposals.len()]
-        };
-        Ok(Response::new(RaftReply {
-            body: encode(&replies),
-        }))
+        forwarded(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ForwardStreamStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftReply, Status>> + Send>>;
+
+    /// Answers the stream's batches as `forward_batch` would, up to
+    /// `FORWARDS_IN_FLIGHT_MAX` at once, each reply in its batch's order. Takes no batch
+    /// once the node begins to shut down (the ones taken are answered; the follower sends
+    /// the rest again), and ends at the first refused (tonic ends the response with its
+    /// status).
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        use futures_util::StreamExt as S;
+        let node = self.node.clone();
+        let requests = S::take_until(req.into_inner(), self.node.stopping());
+        let replies = S::map(requests, move |req| {
+            let node = node.clone();
+            async move { forwarded(&node, req?).await }
+        });
+        Ok(Response::new(Box::pin(S::buffered(
+            replies,
+            crate::forwarder::FORWARDS_IN_FLIGHT_MAX,
+        ))))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {

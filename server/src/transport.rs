@@ -531,7 +531,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use openraft::{CommittedLeaderId, LogId};
@@ -547,12 +547,18 @@ mod tests {
     /// A peer that answers every AppendEntries with a higher vote of the request's own term
     /// (so each reply names its request), after `slow_ms` for term 1. Counts what it is
     /// asked. Without `streams`, it knows only the unary call (an older version).
+    ///
+    /// As a leader it answers every forwarded `RemoveNode(k)` with index `k` (so each
+    /// answer names its write), after `slow_ms` for `k` = 1, on `ForwardStream` when it
+    /// has `streams`, on `ForwardBatch` always.
     #[derive(Clone, Default)]
-    struct FakePeer {
-        streams: bool,
-        slow_ms: u64,
-        opened: Arc<AtomicUsize>,
-        unary: Arc<AtomicUsize>,
+    pub(crate) struct FakePeer {
+        pub streams: bool,
+        pub slow_ms: u64,
+        pub opened: Arc<AtomicUsize>,
+        pub unary: Arc<AtomicUsize>,
+        pub forward_opened: Arc<AtomicUsize>,
+        pub forward_unary: Arc<AtomicUsize>,
     }
 
     type Appended = Result<AppendEntriesResponse<u64>, RaftError<u64>>;
@@ -566,6 +572,28 @@ mod tests {
             let reply: Appended = Ok(AppendEntriesResponse::HigherVote(rpc.vote));
             RaftReply {
                 body: encode(&reply),
+            }
+        }
+    }
+
+    impl FakePeer {
+        async fn answer_batch(&self, req: RaftRequest) -> RaftReply {
+            let proposals: Vec<crate::proposal::Proposal> = decode(&req.body).unwrap();
+            let mut answers: Vec<crate::proposal::Outcome> = Vec::new();
+            for p in proposals {
+                let crate::proposal::Proposal::RemoveNode(k) = p else {
+                    panic!("a write this fake does not answer: {p:?}");
+                };
+                if k == 1 {
+                    tokio::time::sleep(Duration::from_millis(self.slow_ms)).await;
+                }
+                answers.push(Ok((
+                    k,
+                    cathedral_consensus::Response::Submitted { jobs: vec![] },
+                )));
+            }
+            RaftReply {
+                body: encode(&answers),
             }
         }
     }
@@ -617,9 +645,30 @@ mod tests {
 
         async fn forward_batch(
             &self,
-            _: Request<RaftRequest>,
+            req: Request<RaftRequest>,
         ) -> Result<Response<RaftReply>, Status> {
-            unimplemented()
+            self.forward_unary.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(self.answer_batch(req.into_inner()).await))
+        }
+
+        type ForwardStreamStream =
+            std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RaftReply, Status>> + Send>>;
+
+        async fn forward_stream(
+            &self,
+            req: Request<Streaming<RaftRequest>>,
+        ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+            use futures_util::StreamExt as S;
+            if !self.streams {
+                return unimplemented();
+            }
+            self.forward_opened.fetch_add(1, Ordering::SeqCst);
+            let me = self.clone();
+            let replies = S::map(req.into_inner(), move |r| {
+                let me = me.clone();
+                async move { Ok(me.answer_batch(r?).await) }
+            });
+            Ok(Response::new(Box::pin(S::buffered(replies, 2))))
         }
 
         async fn join(&self, _: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
@@ -658,8 +707,8 @@ mod tests {
         }
     }
 
-    /// Serves `peer` on a loopback port; the connection of node 1 to it (as node 2).
-    async fn connect(peer: FakePeer) -> PeerConn {
+    /// Serves `peer` on a loopback port; its address.
+    pub(crate) async fn serve(peer: FakePeer) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(
@@ -667,6 +716,12 @@ mod tests {
                 .add_service(PeerServer::new(peer))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
+        addr
+    }
+
+    /// Serves `peer` on a loopback port; the connection of node 1 to it (as node 2).
+    async fn connect(peer: FakePeer) -> PeerConn {
+        let addr = serve(peer).await;
         let mut network = Network {
             peers: Peers::new(1, Security::default(), None),
         };
