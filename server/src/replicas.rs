@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cathedral_consensus::events::EventKind;
+use cathedral_consensus::raft::Kinds;
 use cathedral_consensus::NodeId;
 use cathedral_executor::output_path;
 use tokio_stream::StreamExt;
@@ -26,8 +27,14 @@ use crate::node::Node;
 pub const REPLICATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Copies waiting for a retry at most (the oldest are dropped past it, with a warning).
 pub const REPLICATION_BACKLOG_MAX: usize = 10_000;
-/// Events read from the feed per pass.
+/// Events looked at per read of the feed (under its lock).
 const EVENTS_PER_PASS: usize = 4096;
+/// The events that name an attempt's end: the copies of its output follow them.
+const ENDED: Kinds = Kinds::of(&[
+    EventKind::JobFinished,
+    EventKind::JobRetried,
+    EventKind::JobCancelled,
+]);
 
 /// The node that keeps the copy of `attempt` of `job`, which ran on `ran_on`: one of the
 /// voters other than `ran_on`, spread by job and attempt. `None` when there is no other.
@@ -173,7 +180,9 @@ fn wrote_something(node: &Node, job: u64, attempt: u32) -> bool {
 
 /// Runs until `stop`: copies the attempts this node holds the copy of, as they end.
 pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut applied = node.events.subscribe();
+    // Woken by attempts ending only (every applied batch was a wake-up per write), and
+    // reading only those: the others were copied out of the feed at every pass.
+    let mut applied = node.events.subscribe_to(ENDED);
     let mut from = node.events.earliest();
     // (job, attempt, ran on) copies that failed, retried every pass.
     let mut backlog: BTreeSet<(u64, u32, NodeId)> = BTreeSet::new();
@@ -184,24 +193,23 @@ pub async fn run(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) 
             r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(REPLICATE_INTERVAL) => {}
         }
-        let events = match node.events.read(from, EVENTS_PER_PASS) {
-            Ok(e) => e,
-            Err(c) => {
-                from = c.earliest;
-                continue;
+        // Every ending since the last pass (the submissions between them may be many more
+        // than a pass looks at), EVENTS_PER_PASS at a time under the feed's lock.
+        let mut events = Vec::new();
+        loop {
+            match node.events.read_only(from, EVENTS_PER_PASS, ENDED) {
+                Ok(only) => {
+                    from = only.next;
+                    events.extend(only.events);
+                    if only.to_the_end {
+                        break;
+                    }
+                }
+                Err(c) => from = c.earliest,
             }
-        };
-        if let Some(last) = events.last() {
-            from = (last.index, last.seq + 1);
         }
         let voters = voters(&node);
         for e in events {
-            if !matches!(
-                e.kind,
-                EventKind::JobFinished | EventKind::JobRetried | EventKind::JobCancelled
-            ) {
-                continue;
-            }
             let (Some(job), Some(attempt), Some(ran_on)) = (e.job, e.attempt, e.node) else {
                 continue;
             };

@@ -23,6 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use cathedral_consensus::events::EventKind;
+use cathedral_consensus::raft::Kinds;
 use cathedral_consensus::{Command, Exit, JobId, JobState, Outcome, Response, SandboxKind};
 use cathedral_executor::{
     AttemptResult, AttemptSpec, AttemptStarter, ContainerImage, Executor, KillReason, SandboxChoice,
@@ -56,6 +58,9 @@ enum Slot {
     Reporting,
 }
 
+/// The events the loop wakes for: all but a job's submission and a checkpoint.
+const WAKES_ON: Kinds = Kinds::all_but(&[EventKind::JobSubmitted, EventKind::Checkpoint]);
+
 /// Runs until `stop`.
 pub async fn run(
     node: Arc<Node>,
@@ -63,9 +68,12 @@ pub async fn run(
     starter: Arc<dyn AttemptStarter>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    // Entries applied (an assignment, a cancel) and a change of Raft's role or leader;
-    // not Raft's full metrics, sent at every turn of its core loop (see the leader loop).
-    let mut applied = node.events.subscribe();
+    // Entries applied with an event this loop acts on (an assignment, a cancel, an end, a
+    // node's change) and a change of Raft's role or leader; not every applied batch (a
+    // batch of submissions alone has nothing for it: at one write per batch that was a
+    // wake-up per write), nor Raft's full metrics, sent at every turn of its core loop (see
+    // the leader loop). Anything without an event is seen at the next tick.
+    let mut applied = node.events.subscribe_to(WAKES_ON);
     let mut role = node.raft.server_metrics();
     let mut mine: BTreeMap<Key, Slot> = BTreeMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Key>();

@@ -7,10 +7,13 @@
 //! watcher reads from a position `(index, seq)` and waits for more; a position older than
 //! what is held is refused with the first one that is, never skipped silently.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::events::Event;
+use tokio::sync::Notify;
+
+use crate::events::{Event, EventKind};
 
 /// Most events held in memory; the oldest leave first.
 pub const EVENTS_RETAINED: usize = 262_144;
@@ -37,10 +40,62 @@ pub struct Compacted {
     pub earliest: Position,
 }
 
+/// A set of event kinds, for a watcher that wakes only for some (see
+/// [`EventFeed::subscribe_to`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kinds(u32);
+
+impl Kinds {
+    pub const NONE: Kinds = Kinds(0);
+
+    /// The set of `kinds`.
+    pub const fn of(kinds: &[EventKind]) -> Kinds {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= 1 << kinds[i] as u32;
+            i += 1;
+        }
+        Kinds(bits)
+    }
+
+    /// Every kind but `kinds`.
+    pub const fn all_but(kinds: &[EventKind]) -> Kinds {
+        Kinds(Kinds::of(&EventKind::ALL).0 & !Kinds::of(kinds).0)
+    }
+
+    pub const fn has(self, kind: EventKind) -> bool {
+        self.0 & (1 << kind as u32) != 0
+    }
+
+    const fn meets(self, other: Kinds) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    const fn with(self, kind: EventKind) -> Kinds {
+        Kinds(self.0 | 1 << kind as u32)
+    }
+}
+
+/// What [`EventFeed::read_only`] found.
+#[derive(Debug, PartialEq)]
+pub struct Only {
+    /// The events of the kinds asked for.
+    pub events: Vec<Event>,
+    /// Where the next read starts: after the last event looked at.
+    pub next: Position,
+    /// The read looked at every event held: nothing after `next` was applied yet.
+    pub to_the_end: bool,
+}
+
 pub struct EventFeed {
     inner: Mutex<Inner>,
     /// Moves on every applied batch (see [`announce`](Self::announce)): watchers wait on it.
     applied: tokio::sync::watch::Sender<u64>,
+    /// Watchers of some kinds only: each moves on a batch with an event of its kinds.
+    interests: Mutex<Vec<(Kinds, tokio::sync::watch::Sender<u64>)>>,
+    /// Watchers of one job each, by job.
+    jobs: Arc<JobWatchers>,
     capacity: usize,
     max_bytes: usize,
 }
@@ -53,8 +108,52 @@ struct Inner {
     last_index: u64,
     /// What the held events count against the byte bound ([`held_bytes`]).
     bytes: usize,
+    /// The kinds of the events recorded since the last announcement.
+    unannounced: Kinds,
+    /// The jobs watched that had events since the last announcement.
+    watched_moved: Vec<u64>,
 }
 
+/// Watchers of one job each ([`EventFeed::watch_job`]).
+#[derive(Default)]
+struct JobWatchers {
+    by_job: Mutex<HashMap<u64, Vec<Weak<Notify>>>>,
+    /// How many are registered: recording looks up events' jobs only while some are.
+    count: AtomicUsize,
+}
+
+/// Woken once a batch applied holds an event of its job ([`EventFeed::watch_job`]).
+pub struct JobWatch {
+    job: u64,
+    notify: Arc<Notify>,
+    watchers: Arc<JobWatchers>,
+}
+
+impl JobWatch {
+    /// Resolves at the first announcement, since the last call, of a batch with an event
+    /// of the job (or of a jump to a snapshot) — at once when one came meanwhile.
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for JobWatch {
+    fn drop(&mut self) {
+        let mut by_job = self
+            .watchers
+            .by_job
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = by_job.get_mut(&self.job) {
+            let me = Arc::downgrade(&self.notify);
+            list.retain(|w| !w.ptr_eq(&me));
+            if list.is_empty() {
+                by_job.remove(&self.job);
+            }
+        }
+        self.watchers.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 impl Default for EventFeed {
     fn default() -> Self {
         EventFeed::with_bounds(EVENTS_RETAINED, EVENTS_RETAINED_BYTES)
@@ -76,8 +175,12 @@ impl EventFeed {
                 floor: (0, 0),
                 last_index: 0,
                 bytes: 0,
+                unannounced: Kinds::NONE,
+                watched_moved: Vec::new(),
             }),
             applied: tokio::sync::watch::channel(0).0,
+            interests: Mutex::new(Vec::new()),
+            jobs: Arc::default(),
             capacity: capacity.max(1),
             max_bytes,
         }
@@ -99,9 +202,15 @@ impl EventFeed {
     /// the batch once the lock is released — a watcher woken at each entry would only wait
     /// for that lock (and wake again at the next entry).
     pub fn record(&self, index: u64, events: Vec<Event>) {
+        let watching = self.jobs.count.load(Ordering::Relaxed) > 0;
         {
             let mut g = self.lock();
             for e in events {
+                if watching {
+                    if let Some(job) = e.job {
+                        g.watched_moved.push(job);
+                    }
+                }
                 debug_assert!(e.index == index);
                 // The oldest leave before the newest comes in: the buffer never holds
                 // more than `capacity` (pushing first would double it once, for good).
@@ -114,6 +223,7 @@ impl EventFeed {
                     g.floor = gone.next_position();
                 }
                 g.bytes += size;
+                g.unannounced = g.unannounced.with(e.kind);
                 g.events.push_back(e);
             }
             g.last_index = index;
@@ -122,12 +232,35 @@ impl EventFeed {
 
     /// Tells the watchers the entries recorded so far were applied.
     pub fn announce(&self) {
-        let last = self.lock().last_index;
+        let (last, kinds, jobs) = {
+            let mut g = self.lock();
+            let jobs = std::mem::take(&mut g.watched_moved);
+            (g.last_index, std::mem::take(&mut g.unannounced), jobs)
+        };
+        if !jobs.is_empty() {
+            let by_job = self.jobs.by_job.lock().unwrap_or_else(|e| e.into_inner());
+            for job in jobs {
+                for w in by_job.get(&job).into_iter().flatten() {
+                    if let Some(n) = w.upgrade() {
+                        n.notify_one();
+                    }
+                }
+            }
+        }
         self.applied.send_if_modified(|seen| {
             let moved = *seen != last;
             *seen = last;
             moved
         });
+        if kinds != Kinds::NONE {
+            let mut interests = self.interests.lock().unwrap_or_else(|e| e.into_inner());
+            interests.retain(|(_, tx)| !tx.is_closed());
+            for (wanted, tx) in interests.iter() {
+                if wanted.meets(kinds) {
+                    tx.send_replace(last);
+                }
+            }
+        }
     }
 
     /// The state jumped to a snapshot ending at `last_index`: the events before it were
@@ -139,8 +272,23 @@ impl EventFeed {
             g.bytes = 0;
             g.floor = (last_index + 1, 0);
             g.last_index = last_index;
+            g.unannounced = Kinds::NONE;
+            g.watched_moved.clear();
         }
         self.applied.send_replace(last_index);
+        // Anything may have happened in between.
+        for (_, tx) in self
+            .interests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            tx.send_replace(last_index);
+        }
+        let by_job = self.jobs.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        for n in by_job.values().flatten().filter_map(Weak::upgrade) {
+            n.notify_one();
+        }
     }
 
     /// Where a watcher that wants only what comes next starts.
@@ -166,10 +314,66 @@ impl EventFeed {
         Ok(g.events.range(start..).take(max).cloned().collect())
     }
 
+    /// The events of `kinds` only among up to `max` from `from` on, in order: a watcher
+    /// of a few kinds copies none of the others.
+    pub fn read_only(&self, from: Position, max: usize, kinds: Kinds) -> Result<Only, Compacted> {
+        let g = self.lock();
+        if from < g.floor {
+            return Err(Compacted { earliest: g.floor });
+        }
+        let start = g.events.partition_point(|e| (e.index, e.seq) < from);
+        let mut only = Only {
+            events: Vec::new(),
+            next: from,
+            to_the_end: start + max >= g.events.len(),
+        };
+        for e in g.events.range(start..).take(max) {
+            only.next = e.next_position();
+            if kinds.has(e.kind) {
+                only.events.push(e.clone());
+            }
+        }
+        Ok(only)
+    }
+
     /// Changes whenever entries were applied (once per batch the state machine applies),
     /// holding the last index applied.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// A watch on `job`: woken by the batches with an event of it. For a watcher of one
+    /// job (a client waiting for its job to end): woken by every batch, many watchers
+    /// cost every write a wake-up each.
+    pub fn watch_job(&self, job: u64) -> JobWatch {
+        let notify = Arc::new(Notify::new());
+        self.jobs
+            .by_job
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(job)
+            .or_default()
+            .push(Arc::downgrade(&notify));
+        self.jobs.count.fetch_add(1, Ordering::Relaxed);
+        JobWatch {
+            job,
+            notify,
+            watchers: self.jobs.clone(),
+        }
+    }
+
+    /// Changes when a batch applied holds an event of `kinds` (or the state jumped to a
+    /// snapshot), holding the last index applied then. For a loop that acts on a few
+    /// kinds only: at one write per batch, a loop woken by every batch costs every write
+    /// a task wake-up (measured: 7–10 % of the CPU per write for two such loops).
+    pub fn subscribe_to(&self, kinds: Kinds) -> tokio::sync::watch::Receiver<u64> {
+        let last = self.lock().last_index;
+        let (tx, rx) = tokio::sync::watch::channel(last);
+        self.interests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((kinds, tx));
+        rx
     }
 }
 
@@ -252,6 +456,109 @@ mod tests {
         assert_eq!(
             positions(&feed.read((1, 1), 2).unwrap()),
             vec![(1, 1), (3, 0)]
+        );
+    }
+
+    #[test]
+    fn a_watcher_of_some_kinds_wakes_for_them_only_and_reads_only_them() {
+        use EventKind::*;
+        let of = |index: u64, seq: u32, kind: EventKind| {
+            let mut e = Event::new(kind);
+            e.index = index;
+            e.seq = seq;
+            e
+        };
+        let feed = EventFeed::with_capacity(64);
+        let ended = Kinds::of(&[JobFinished]);
+        let mut finished = feed.subscribe_to(ended);
+        let all = feed.subscribe();
+        feed.push(1, vec![of(1, 0, JobSubmitted), of(1, 1, JobSubmitted)]);
+        assert!(all.has_changed().unwrap());
+        assert!(!finished.has_changed().unwrap(), "woken by submissions");
+        feed.push(2, vec![of(2, 0, JobSubmitted), of(2, 1, JobFinished)]);
+        assert!(finished.has_changed().unwrap());
+        assert_eq!(*finished.borrow_and_update(), 2);
+        let only = feed.read_only((1, 0), 10, ended).unwrap();
+        assert_eq!(positions(&only.events), vec![(2, 1)]);
+        assert_eq!((only.next, only.to_the_end), ((2, 2), true));
+        // At most `max` looked at: the next read goes on from where this one stopped.
+        let only = feed.read_only((1, 0), 2, ended).unwrap();
+        assert!(only.events.is_empty());
+        assert_eq!((only.next, only.to_the_end), ((1, 2), false));
+        let only = feed.read_only(only.next, 2, ended).unwrap();
+        assert_eq!(positions(&only.events), vec![(2, 1)]);
+        assert_eq!((only.next, only.to_the_end), ((2, 2), true));
+        let only = feed.read_only((2, 2), 10, ended).unwrap();
+        assert_eq!(
+            (only.events.len(), only.next, only.to_the_end),
+            (0, (2, 2), true)
+        );
+        // Told once the batch is announced, not while it is recorded.
+        feed.record(3, vec![of(3, 0, JobFinished)]);
+        assert!(!finished.has_changed().unwrap());
+        feed.announce();
+        assert_eq!(*finished.borrow_and_update(), 3);
+        // A jump to a snapshot tells every watcher.
+        feed.reset(10);
+        assert_eq!(*finished.borrow_and_update(), 10);
+        // A watcher gone is forgotten at the next announcement.
+        drop(finished);
+        feed.push(11, vec![of(11, 0, JobFinished)]);
+        assert!(feed.interests.lock().unwrap().is_empty());
+        let worker = Kinds::all_but(&[JobSubmitted, Checkpoint]);
+        assert!(!worker.has(JobSubmitted) && !worker.has(Checkpoint));
+        assert!(EventKind::ALL
+            .iter()
+            .filter(|k| !matches!(k, JobSubmitted | Checkpoint))
+            .all(|k| worker.has(*k)));
+    }
+
+    /// Whether `w` was woken (its wait ends at once).
+    async fn woken(w: &JobWatch) -> bool {
+        // A timeout polls its future before its clock.
+        tokio::time::timeout(std::time::Duration::ZERO, w.changed())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_job_watch_wakes_for_its_job_only_and_leaves_nothing_behind() {
+        let of = |index: u64, job: u64| {
+            let mut e = Event::new(EventKind::JobAssigned);
+            e.index = index;
+            e.job = Some(job);
+            e
+        };
+        let feed = EventFeed::with_capacity(64);
+        let seven = feed.watch_job(7);
+        let also_seven = feed.watch_job(7);
+        let eight = feed.watch_job(8);
+        feed.push(1, vec![of(1, 9)]);
+        assert!(
+            !woken(&seven).await && !woken(&eight).await,
+            "another job's event"
+        );
+        // Recorded, not yet announced: nobody is told.
+        feed.record(2, vec![of(2, 7)]);
+        assert!(!woken(&seven).await);
+        feed.announce();
+        assert!(woken(&seven).await && woken(&also_seven).await && !woken(&eight).await);
+        // Told while not waiting: the next wait ends at once, once.
+        feed.push(3, vec![of(3, 8)]);
+        assert!(woken(&eight).await);
+        assert!(!woken(&eight).await, "once");
+        feed.reset(10);
+        assert!(
+            woken(&seven).await && woken(&eight).await,
+            "a jump to a snapshot tells every watch"
+        );
+        drop((seven, also_seven, eight));
+        assert!(feed.jobs.by_job.lock().unwrap().is_empty());
+        assert_eq!(feed.jobs.count.load(Ordering::Relaxed), 0);
+        feed.push(11, vec![of(11, 7)]);
+        assert!(
+            feed.lock().watched_moved.is_empty(),
+            "nothing kept for no watcher"
         );
     }
 

@@ -12,7 +12,9 @@ mod runtime;
 mod settings;
 mod state_machine;
 
-pub use event_feed::{Compacted, EventFeed, Position, EVENTS_RETAINED, EVENTS_RETAINED_BYTES};
+pub use event_feed::{
+    Compacted, EventFeed, JobWatch, Kinds, Only, Position, EVENTS_RETAINED, EVENTS_RETAINED_BYTES,
+};
 pub use log_store::{
     check_vote, decode_entry, encode_entry, membership_on_disk, owed_log_id, CommittedHandle,
     LogStore, ENTRY_FRAMING_BYTES_MAX, ENTRY_VERSION,

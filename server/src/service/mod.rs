@@ -703,8 +703,10 @@ impl JobService for Api {
             let a = self.node.state().read();
             caller.may(Capability::ReadOutput, a.state.namespace_of(id))
         };
-        // Subscribed before the first look, so nothing applied after it goes unseen.
-        let mut applied = self.node.events.subscribe();
+        // Watched before the first look, so nothing applied after it goes unseen; woken by
+        // the batches with an event of this job only (by every batch, each client waiting
+        // for its job cost every write a wake-up).
+        let applied = self.node.events.watch_job(id);
         // Ends only when Raft stopped: the node is shutting down (or failed).
         let mut role = self.node.raft.server_metrics();
         let (first, ended) = self
@@ -717,10 +719,10 @@ impl JobService for Api {
             if tx.send(Ok(first)).await.is_err() || ended {
                 return;
             }
-            // Compare the job after every applied batch.
+            // Compare the job after every applied batch with an event of it.
             loop {
                 tokio::select! {
-                    r = applied.changed() => if r.is_err() { break },
+                    () = applied.changed() => {},
                     r = role.changed() => if r.is_err() { break },
                     _ = tx.closed() => return,
                 }
