@@ -22,7 +22,6 @@ B=$(realpath "$2")
 ROUNDS=${3:-3}
 SECS=${4:-10}
 WORKLOADS=${WORKLOADS:-1n16 1n64 3n64}
-want() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 [ -x target/release/cathedral-bench ] || cargo build --release --locked --bin cathedral-bench >&2
 [ -x target/release/cathedral ] || cargo build --release --locked --bin cathedral >&2
 BENCH=$PWD/target/release/cathedral-bench
@@ -71,6 +70,10 @@ three_voters() {
     echo "three voters expected" >&2; exit 1
 }
 
+leads_still() { # the node at this port is still the leader
+    "$CLI" --server "127.0.0.1:$1" cluster status 2>/dev/null | grep -q "^leader .* at 127.0.0.1:$1," \
+        || { echo "the node at port $1 no longer leads; its row would not be to the leader" >&2; exit 1; }
+}
 declare -A R C P
 for k in $WORKLOADS; do
     [[ $k =~ ^(1n|3n|3l)[0-9]+$ ]] || { echo "unknown workload $k (1nC, 3nC or 3lC)" >&2; exit 2; }
@@ -95,7 +98,7 @@ for round in $(seq 1 "$ROUNDS"); do
             for k in $threes; do
                 case $k in
                     3n*) rate 127.0.0.1:19061,127.0.0.1:19062,127.0.0.1:19063 "${k#3n}" ;;
-                    3l*) rate 127.0.0.1:19061 "${k#3l}" ;; # c1 started the cluster: its leader
+                    3l*) leads_still 19061; rate 127.0.0.1:19061 "${k#3l}" ;; # c1 started the cluster
                 esac
                 record "$which" "$k"
             done

@@ -26,6 +26,7 @@ use openraft::metrics::RaftServerMetrics;
 use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::internal::{RaftReply, RaftRequest};
 use crate::error::ServerError;
@@ -55,11 +56,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts forwarding for node `from`; a call not answered within `timeout`, or still
-    /// on its way when `metrics` shows another leader, fails every write in it (they may
-    /// still be applied: the error says so). Raft's server metrics: they change with the
-    /// role, vote, leader or membership only, not at every turn of Raft's core loop, which
-    /// would wake every call in flight.
+    /// Starts forwarding for node `from`; a batch not answered within `timeout`, or still
+    /// on its way when `metrics` shows another leader, fails every write in it and in the
+    /// batches on the same stream (they may still be applied: the error says so). Raft's
+    /// server metrics: they change with the role, vote, leader or membership only, not at
+    /// every turn of Raft's core loop, which would wake every batch in flight.
     pub fn start(
         peers: Arc<Peers>,
         from: u64,
@@ -114,7 +115,9 @@ async fn run(
 ) {
     let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     // Leaders (by address) that answered the stream UNIMPLEMENTED: unary calls to them.
+    // Forgotten when batches go to another leader (an upgraded node may lead next).
     let unary_only: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut last_leader: Option<u64> = None;
     let mut link: Option<Link> = None;
     let mut held: Option<Item> = None;
     loop {
@@ -140,6 +143,9 @@ async fn run(
             bytes += i.bytes;
             batch.push(i);
         }
+        if last_leader.replace(leader) != Some(leader) {
+            unary_only.lock().unwrap().clear();
+        }
         let (proposals, replies): (Vec<Proposal>, Vec<oneshot::Sender<Outcome>>) =
             batch.into_iter().map(|i| (i.proposal, i.reply)).unzip();
         let request = RaftRequest {
@@ -164,12 +170,12 @@ async fn run(
         let pending = Pending {
             replies,
             deadline: Instant::now() + timeout,
-            _slot: slot,
+            slot,
         };
         // The link to this leader, or a new one when there is none or it ended (its
         // stream failed or the leader moved).
         let current = match link.take() {
-            Some(l) if l.leader == leader && l.addr == addr && !l.pending.is_closed() => l,
+            Some(l) if l.leader == leader && l.addr == addr && l.is_open() => l,
             _ => Link::open(
                 &peers,
                 leader,
@@ -178,8 +184,9 @@ async fn run(
                 unary_only.clone(),
             ),
         };
-        current.send(request, pending);
-        link = Some(current);
+        if current.send(request, pending) {
+            link = Some(current);
+        }
     }
 }
 
@@ -192,6 +199,9 @@ struct Link {
     /// The batches sent and not yet answered, oldest first. Closed by the reader when the
     /// stream ended.
     pending: mpsc::UnboundedSender<Pending>,
+    /// Ends the stream, failing what it holds: a batch registered on it could not be sent,
+    /// so its replies would no longer match its batches.
+    kill: CancellationToken,
 }
 
 /// A batch on its way: its writes' replies, when it must be answered by, and its slot
@@ -199,7 +209,7 @@ struct Link {
 struct Pending {
     replies: Vec<oneshot::Sender<Outcome>>,
     deadline: Instant,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 }
 
 impl Link {
@@ -216,12 +226,16 @@ impl Link {
         let (pending, pending_rx) = mpsc::unbounded_channel();
         let client = peers.client(leader, addr);
         let addr = addr.to_string();
+        let kill = CancellationToken::new();
         tokio::spawn({
             let addr = addr.clone();
+            let killed = kill.clone().cancelled_owned();
             async move {
                 let mut pending_rx = pending_rx;
-                let failure =
-                    read_replies(client, leader, requests_rx, &mut pending_rx, moved).await;
+                let failure = tokio::select! {
+                    f = read_replies(client, leader, requests_rx, &mut pending_rx, moved) => f,
+                    () = killed => Failure::Broken,
+                };
                 if let Failure::Unimplemented = failure {
                     unary_only.lock().unwrap().insert(addr);
                 }
@@ -238,12 +252,19 @@ impl Link {
             addr,
             requests,
             pending,
+            kill,
         }
+    }
+
+    fn is_open(&self) -> bool {
+        !self.pending.is_closed() && !self.kill.is_cancelled()
     }
 
     /// Sends `request`, the batch `pending` stands for. Registered first, so its reply
     /// cannot come before it; when the stream ended meanwhile the reader answers it.
-    fn send(&self, request: RaftRequest, pending: Pending) {
+    /// False: the link is done (its stream ended, or the batch could not be sent and the
+    /// link was killed, failing what it held); the next batch takes a new one.
+    fn send(&self, request: RaftRequest, pending: Pending) -> bool {
         if let Err(mpsc::error::SendError(p)) = self.pending.send(pending) {
             answer_alike(p.replies, || {
                 Err(ServerError::Unavailable(format!(
@@ -251,16 +272,22 @@ impl Link {
                     self.leader
                 )))
             });
-            return;
+            return false;
         }
-        if self.requests.try_send(request).is_err() {
+        if let Err(e) = self.requests.try_send(request) {
             // The stream ended (its reader answers what it holds), or more batches than
-            // FORWARDS_IN_FLIGHT_MAX were sent, which the slots rule out.
-            tracing::debug!(
-                leader = self.leader,
-                "a forwarded batch found its stream ended"
-            );
+            // FORWARDS_IN_FLIGHT_MAX were sent, which the slots rule out: either way no
+            // later reply may be taken for this batch's.
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!(
+                    leader = self.leader,
+                    "a forwarded batch found its stream full"
+                );
+            }
+            self.kill.cancel();
+            return false;
         }
+        true
     }
 }
 
@@ -276,33 +303,53 @@ enum Failure {
     Late,
     /// No client for the leader's address.
     Client(String),
-    /// The call failed with this status.
+    /// Opening the stream failed with this status: nothing was proposed when the leader
+    /// could not be reached or is another node.
+    Refused(tonic::Status),
+    /// The open stream failed with this status.
     Status(tonic::Status),
     /// The leader ended the stream (it is shutting down).
     Ended,
+    /// A batch registered on the stream could not be sent on it.
+    Broken,
 }
 
 impl Failure {
     fn outcome(&self, leader: u64) -> Outcome {
+        let unknown = |why: &str| {
+            ServerError::Unavailable(format!("{why}; the write may or may not have been applied"))
+        };
         Err(match self {
-            Failure::Idle | Failure::Ended => ServerError::Unavailable(format!(
-                "the stream to leader {leader} ended; the write may or may not have been applied"
-            )),
+            Failure::Idle | Failure::Ended | Failure::Broken => {
+                unknown(&format!("the stream to leader {leader} ended"))
+            }
             Failure::Unimplemented => ServerError::NotLeader { leader: None },
-            Failure::Moved => ServerError::Unavailable(format!(
-                "leader {leader} was replaced while the write was on its way to it; it may or may not have been applied"
+            Failure::Moved => unknown(&format!(
+                "leader {leader} was replaced while the write was on its way to it"
             )),
-            Failure::Late => ServerError::Unavailable(format!(
-                "leader {leader} did not answer within the write timeout; the write may or may not have been applied"
+            Failure::Late => unknown(&format!(
+                "leader {leader} did not answer a write on this stream within the write timeout"
             )),
             Failure::Client(e) => ServerError::Unavailable(e.clone()),
-            Failure::Status(s) => status_outcome(leader, s),
+            Failure::Refused(s) => status_outcome(leader, s),
+            // Sent and maybe applied: a broken connection too (a keep-alive timeout is
+            // UNAVAILABLE). Only a node that is not the leader's id refuses every batch
+            // before proposing any (FAILED_PRECONDITION, `check_target`).
+            Failure::Status(s) if s.code() == tonic::Code::FailedPrecondition => {
+                ServerError::NotLeader { leader: None }
+            }
+            Failure::Status(s) => unknown(&format!(
+                "forwarding to leader {leader} failed: {}",
+                s.message()
+            )),
         })
     }
 }
 
 /// Opens the stream (its first batch leaves with the headers) and answers each batch with
-/// its reply, in order, until the stream fails or the link is dropped.
+/// its reply, in order, until the stream fails or the link is dropped. While nothing is
+/// on its way it still reads the stream, so one that ended (a connection reset, the
+/// leader restarting) is noticed before a batch is sent into it.
 async fn read_replies(
     client: Result<crate::transport::Client, String>,
     leader: u64,
@@ -311,12 +358,12 @@ async fn read_replies(
     moved: impl std::future::Future<Output = ()>,
 ) -> Failure {
     tokio::pin!(moved);
-    let mut client = match client {
-        Ok(c) => c,
-        Err(e) => return Failure::Client(e),
-    };
     let Some(mut oldest) = pending.recv().await else {
         return Failure::Idle;
+    };
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => return fail(oldest, Failure::Client(e), leader),
     };
     let opened = tokio::select! {
         o = client.forward_stream(tokio_stream::wrappers::ReceiverStream::new(requests)) => o,
@@ -328,7 +375,7 @@ async fn read_replies(
         Err(s) if s.code() == tonic::Code::Unimplemented => {
             return fail(oldest, Failure::Unimplemented, leader)
         }
-        Err(s) => return fail(oldest, Failure::Status(s), leader),
+        Err(s) => return fail(oldest, Failure::Refused(s), leader),
     };
     loop {
         let got = tokio::select! {
@@ -341,14 +388,28 @@ async fn read_replies(
             Ok(None) => return fail(oldest, Failure::Ended, leader),
             Err(s) => return fail(oldest, Failure::Status(s), leader),
         };
-        let n = oldest.replies.len();
-        answer(oldest.replies, decoded(&reply, n));
+        let Pending {
+            replies: writes,
+            slot,
+            ..
+        } = oldest;
+        let n = writes.len();
+        answer(writes, decoded(&reply, n));
+        drop(slot);
         oldest = tokio::select! {
+            // A reply comes only after its batch was registered: a batch waiting is taken
+            // before anything the stream says.
+            biased;
             p = pending.recv() => match p {
                 Some(p) => p,
                 None => return Failure::Idle,
             },
             () = &mut moved => return Failure::Moved,
+            // Nothing is on its way, so nothing may come: whatever does ends the link.
+            r = replies.message() => return match r {
+                Err(s) => Failure::Status(s),
+                Ok(_) => Failure::Ended,
+            },
         };
     }
 }
@@ -372,7 +433,7 @@ async fn send(
     let mut req = tonic::Request::new(request);
     req.set_timeout(timeout);
     tokio::select! {
-        a = client.forward_batch(req) => a.map(tonic::Response::into_inner).map_err(Failure::Status),
+        a = client.forward_batch(req) => a.map(tonic::Response::into_inner).map_err(Failure::Refused),
         _ = moved => Err(Failure::Moved),
     }
 }
@@ -413,8 +474,10 @@ fn answer_alike(replies: Vec<oneshot::Sender<Outcome>>, outcome: impl Fn() -> Ou
     }
 }
 
-/// A failed call's outcome: a connection refused or a node that is not the leader
-/// proposed nothing; anything else may have.
+/// A failed call's outcome (a unary call, or the stream's opening): a connection refused
+/// or a node that is not the leader proposed nothing; anything else may have. (As the
+/// unary calls always read it; an UNAVAILABLE after a request left is read as refused
+/// too, and a write resent under its request id is applied once.)
 fn status_outcome(leader: u64, s: &tonic::Status) -> ServerError {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
@@ -437,7 +500,7 @@ async fn leader_moved(
             return;
         }
         if metrics.changed().await.is_err() {
-            // Raft stopped: the node is shutting down; the call's own timeout ends it.
+            // Raft stopped: the node is shutting down; the batch's own deadline ends it.
             std::future::pending::<()>().await;
         }
     }
@@ -524,10 +587,10 @@ mod tests {
     async fn a_batch_not_answered_in_time_leaves_no_reply_for_the_next() {
         let peer = FakePeer {
             streams: true,
-            slow_ms: 500,
+            slow_ms: 3000,
             ..FakePeer::default()
         };
-        let (f, addr, _metrics) = forwarder(peer.clone(), Duration::from_millis(200)).await;
+        let (f, addr, _metrics) = forwarder(peer.clone(), Duration::from_secs(1)).await;
         assert_eq!(index(write(&f, &addr, 2).await), 2);
         let late = write(&f, &addr, 1).await;
         assert!(
@@ -537,7 +600,7 @@ mod tests {
         for k in 3..6 {
             assert_eq!(index(write(&f, &addr, k).await), k);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         assert_eq!(index(write(&f, &addr, 6).await), 6);
         assert_eq!(
             peer.forward_opened.load(SeqCst),
@@ -560,7 +623,30 @@ mod tests {
             assert_eq!(index(write(&f, &addr, k).await), k);
         }
         assert_eq!(peer.forward_unary.load(SeqCst), 3);
-        assert_eq!(peer.forward_opened.load(SeqCst), 0);
+        assert_eq!(
+            peer.forward_opened.load(SeqCst),
+            1,
+            "asked once for the stream"
+        );
+    }
+
+    /// A stream that fails once its batches left: their outcome is unknown (they may have
+    /// been applied), never "not proposed", which would have a write proposed twice.
+    #[tokio::test]
+    async fn a_stream_failing_mid_way_leaves_its_writes_unknown_and_the_next_on_a_new_one() {
+        let peer = FakePeer {
+            streams: true,
+            ..FakePeer::default()
+        };
+        let (f, addr, _metrics) = forwarder(peer.clone(), Duration::from_secs(5)).await;
+        assert_eq!(index(write(&f, &addr, 2).await), 2);
+        let broken = write(&f, &addr, FakePeer::BREAKS).await;
+        assert!(
+            matches!(&broken, Err(ServerError::Unavailable(m)) if m.contains("may or may not")),
+            "{broken:?}"
+        );
+        assert_eq!(index(write(&f, &addr, 3).await), 3);
+        assert_eq!(peer.forward_opened.load(SeqCst), 2, "a new stream");
     }
 
     #[tokio::test]

@@ -83,7 +83,7 @@ async fn forwarded(node: &Arc<Node>, req: RaftRequest) -> Result<RaftReply, Stat
         task.await.unwrap_or_else(|e| {
             vec![
                 Err(ServerError::Unavailable(format!(
-                    "the write task failed: {e}"
+                    "the task running the forwarded writes failed; some may have been applied: {e}"
                 )));
                 n
             ]

@@ -577,13 +577,20 @@ pub(crate) mod tests {
     }
 
     impl FakePeer {
-        async fn answer_batch(&self, req: RaftRequest) -> RaftReply {
+        /// The write whose batch a leader's stream fails on (UNAVAILABLE, as a broken
+        /// connection does).
+        pub const BREAKS: u64 = 99;
+
+        async fn answer_batch(&self, req: RaftRequest) -> Result<RaftReply, Status> {
             let proposals: Vec<crate::proposal::Proposal> = decode(&req.body).unwrap();
             let mut answers: Vec<crate::proposal::Outcome> = Vec::new();
             for p in proposals {
                 let crate::proposal::Proposal::RemoveNode(k) = p else {
                     panic!("a write this fake does not answer: {p:?}");
                 };
+                if k == Self::BREAKS {
+                    return Err(Status::unavailable("connection reset"));
+                }
                 if k == 1 {
                     tokio::time::sleep(Duration::from_millis(self.slow_ms)).await;
                 }
@@ -592,9 +599,9 @@ pub(crate) mod tests {
                     cathedral_consensus::Response::Submitted { jobs: vec![] },
                 )));
             }
-            RaftReply {
+            Ok(RaftReply {
                 body: encode(&answers),
-            }
+            })
         }
     }
 
@@ -648,7 +655,7 @@ pub(crate) mod tests {
             req: Request<RaftRequest>,
         ) -> Result<Response<RaftReply>, Status> {
             self.forward_unary.fetch_add(1, Ordering::SeqCst);
-            Ok(Response::new(self.answer_batch(req.into_inner()).await))
+            self.answer_batch(req.into_inner()).await.map(Response::new)
         }
 
         type ForwardStreamStream =
@@ -659,14 +666,14 @@ pub(crate) mod tests {
             req: Request<Streaming<RaftRequest>>,
         ) -> Result<Response<Self::ForwardStreamStream>, Status> {
             use futures_util::StreamExt as S;
+            self.forward_opened.fetch_add(1, Ordering::SeqCst);
             if !self.streams {
                 return unimplemented();
             }
-            self.forward_opened.fetch_add(1, Ordering::SeqCst);
             let me = self.clone();
             let replies = S::map(req.into_inner(), move |r| {
                 let me = me.clone();
-                async move { Ok(me.answer_batch(r?).await) }
+                async move { me.answer_batch(r?).await }
             });
             Ok(Response::new(Box::pin(S::buffered(replies, 2))))
         }

@@ -650,7 +650,7 @@ fn slots_default() -> u32 {
 /// per second, but one node alone 0.96–0.98× the writes at 16 and 64 clients and a slower
 /// 16-client row beside etcd. So the default stays; `--worker-threads` is the operator's.
 fn worker_threads_default() -> u32 {
-    slots_default()
+    slots_default().min(WORKER_THREADS_MAX)
 }
 
 /// The gossip address others reach `bind` at: `bind` itself, or, when it listens on all
