@@ -462,12 +462,22 @@ async fn run_attempt(
                 "attempt started"
             );
             crate::metrics::attempt_started(a.sandbox);
-            if let Some(kill) = a.canceller() {
-                tokio::spawn(async move {
-                    if cancel_rx.await.is_ok() {
-                        let _ = kill.send(());
-                    }
-                });
+            // A cancel is passed on while the attempt runs, not after: the worker then
+            // finds the canceller gone (an attempt whose end was applied before its task
+            // freed its slot is not reported killed).
+            let (ended, ended_rx) = oneshot::channel::<()>();
+            match a.canceller() {
+                Some(kill) => {
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            r = cancel_rx => if r.is_ok() {
+                                let _ = kill.send(());
+                            },
+                            _ = ended_rx => {}
+                        }
+                    });
+                }
+                None => drop(cancel_rx),
             }
             report(
                 &node,
@@ -481,6 +491,7 @@ async fn run_attempt(
             )
             .await;
             let result = a.wait().await;
+            drop(ended);
             if let Some(why) = result.killed_because {
                 crate::metrics::attempt_killed(why);
             }
