@@ -322,11 +322,16 @@ pub fn legacy_output_path(data_dir: &Path, job: u64, attempt: u32) -> PathBuf {
 /// Empty work directories kept for the next attempts: an attempt's directory is an empty
 /// one renamed to its name, and renamed back once emptied, so a trivial job costs no
 /// directory creation or removal (ext4 spends most of a mkdir looking for an inode that
-/// was not deleted recently). Pool members live in `work/.pool/`.
+/// was not deleted recently). A kept directory keeps its (emptied) step-outputs
+/// directory too, for the same reason. Pool members live in `work/.pool/`.
 struct WorkDirs {
     pool: PathBuf,
     free: Mutex<Vec<PathBuf>>,
     next: std::sync::atomic::AtomicU64,
+    /// The mode a directory this process creates gets (the umask applied): a kept
+    /// directory whose mode an attempt changed gets it back, so the next attempt finds
+    /// the directory it would have found new.
+    dir_mode: u32,
 }
 
 /// Empty directories kept at most.
@@ -334,15 +339,19 @@ const WORK_DIRS_KEPT_MAX: usize = 256;
 
 impl WorkDirs {
     fn new(root: PathBuf) -> WorkDirs {
+        use std::os::unix::fs::PermissionsExt;
         let pool = root.join(".pool");
         // Members left by the last run were empty when given back.
         let free: Vec<PathBuf> = std::fs::read_dir(&pool)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
+        let _ = std::fs::create_dir_all(&pool);
+        let dir_mode = std::fs::metadata(&pool).map_or(0o755, |m| m.permissions().mode() & 0o7777);
         WorkDirs {
             pool,
             free: Mutex::new(free),
             next: std::sync::atomic::AtomicU64::new(0),
+            dir_mode,
         }
     }
 
@@ -360,17 +369,10 @@ impl WorkDirs {
         std::fs::create_dir_all(work).map_err(|e| ExecError::io("create", work, e))
     }
 
-    /// Empties `work` and keeps it for a later attempt (or removes it).
+    /// Empties `work` and keeps it for a later attempt (or removes it). Its step-outputs
+    /// directory, when still a directory, is emptied and kept.
     fn give_back(&self, work: &Path) {
-        let emptied = std::fs::read_dir(work).is_ok_and(|entries| {
-            entries.flatten().all(|e| {
-                let p = e.path();
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p).is_ok(),
-                    _ => std::fs::remove_file(&p).is_ok(),
-                }
-            })
-        });
+        let emptied = self.empty(work, Some(OUTPUTS_SUBDIR));
         let kept = emptied && self.free.lock().unwrap().len() < WORK_DIRS_KEPT_MAX && {
             let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let to = self.pool.join(format!("{}-{n}", std::process::id()));
@@ -384,6 +386,32 @@ impl WorkDirs {
         if !kept {
             let _ = std::fs::remove_dir_all(work);
         }
+    }
+
+    /// Removes everything in `dir` but the directory `keep` (emptied in turn), and gives
+    /// both back their mode. False when something could not be removed.
+    fn empty(&self, dir: &Path, keep: Option<&str>) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        // `file_type` is the entry's own (a symbolic link is not followed).
+        let emptied = entries.flatten().all(|e| {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() && keep.is_some_and(|k| e.file_name() == k) => {
+                    self.empty(&p, None)
+                }
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p).is_ok(),
+                _ => std::fs::remove_file(&p).is_ok(),
+            }
+        });
+        emptied
+            && std::fs::symlink_metadata(dir).is_ok_and(|m| {
+                m.permissions().mode() & 0o7777 == self.dir_mode
+                    || std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.dir_mode))
+                        .is_ok()
+            })
     }
 }
 
@@ -656,5 +684,81 @@ impl AttemptStarter for Arc<Executor> {
     ) -> futures_util::future::BoxFuture<'static, Result<Attempt>> {
         let me = self.clone();
         Box::pin(async move { me.launch(spec, choice).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn inode(p: &Path) -> u64 {
+        std::fs::symlink_metadata(p).unwrap().ino()
+    }
+
+    fn names(p: &Path) -> Vec<std::ffi::OsString> {
+        let mut n: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_kept_work_directory_comes_back_empty_but_for_its_outputs_directory_with_their_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = WorkDirs::new(root.path().join("work"));
+        let work = root.path().join("work/1-1");
+        dirs.take(&work).unwrap();
+        let outputs = work.join(OUTPUTS_SUBDIR);
+        std::fs::create_dir_all(outputs.join("deep/er")).unwrap();
+        std::fs::write(outputs.join("version"), "1").unwrap();
+        std::fs::write(work.join("file"), "x").unwrap();
+        std::fs::create_dir_all(work.join("sub/dir")).unwrap();
+        std::fs::set_permissions(&outputs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (work_ino, outputs_ino) = (inode(&work), inode(&outputs));
+        dirs.give_back(&work);
+        assert!(!work.exists());
+
+        let next = root.path().join("work/2-1");
+        dirs.take(&next).unwrap();
+        assert_eq!(
+            inode(&next),
+            work_ino,
+            "the directory was kept, not made anew"
+        );
+        assert_eq!(names(&next), vec![std::ffi::OsString::from(OUTPUTS_SUBDIR)]);
+        let outputs = next.join(OUTPUTS_SUBDIR);
+        assert_eq!(inode(&outputs), outputs_ino, "its outputs directory too");
+        assert!(names(&outputs).is_empty());
+        assert_eq!(mode(&next), dirs.dir_mode);
+        assert_eq!(mode(&outputs), dirs.dir_mode);
+    }
+
+    #[test]
+    fn an_outputs_directory_replaced_by_a_link_is_removed_and_what_it_points_at_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious"), "keep").unwrap();
+        let dirs = WorkDirs::new(root.path().join("work"));
+        let work = root.path().join("work/1-1");
+        dirs.take(&work).unwrap();
+        std::os::unix::fs::symlink(&outside, work.join(OUTPUTS_SUBDIR)).unwrap();
+        dirs.give_back(&work);
+
+        let next = root.path().join("work/2-1");
+        dirs.take(&next).unwrap();
+        assert!(names(&next).is_empty(), "{:?}", names(&next));
+        assert_eq!(
+            std::fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep"
+        );
     }
 }
