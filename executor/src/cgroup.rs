@@ -449,6 +449,21 @@ impl Group {
         out
     }
 
+    /// SIGKILLs every process in the group once; whether it is empty right after (a
+    /// killed process takes a moment to go, one in uninterruptible sleep longer).
+    pub fn kill_once(&self) -> bool {
+        if self.v2 && std::fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {
+            // The kernel kills them all, forks included.
+        }
+        let pids = self.pids();
+        for p in &pids {
+            unsafe {
+                libc::kill(*p, libc::SIGKILL);
+            }
+        }
+        pids.is_empty()
+    }
+
     /// SIGKILLs every process in the group until none is left (or 2 s passed); whether
     /// it is empty.
     pub fn kill_all(&self) -> bool {

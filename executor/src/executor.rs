@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BwrapBackend, ProcessBackend};
-use crate::cgroup::{CgroupSupport, Cgroups, Group};
+use crate::cgroup::{CgroupSupport, Cgroups, Ended, Group};
 use crate::docker::{ContainerImage, DockerDriver, Limits};
 use crate::error::{ExecError, Result};
 use crate::spawn::{spawn, ChildProcess, Setup};
@@ -119,7 +119,8 @@ impl Executor {
     }
 
     /// Starts the attempt in the sandbox `choice` names: a container through the engine,
-    /// anything else on the blocking pool (its start is file-system work).
+    /// anything else on a spawner thread (its start is file-system work and a clone; see
+    /// [`crate::spawn::on_spawner`]).
     pub async fn launch(
         self: &Arc<Self>,
         spec: AttemptSpec,
@@ -149,15 +150,9 @@ impl Executor {
             }
             other => {
                 let me = self.clone();
-                tokio::task::spawn_blocking(move || me.start(spec, other))
+                crate::spawn::on_spawner(move || me.start(spec, other))
                     .await
-                    .map_err(|e| {
-                        ExecError::Unavailable(if e.is_panic() {
-                            "the start panicked"
-                        } else {
-                            "the start was cancelled"
-                        })
-                    })?
+                    .map_err(|_| ExecError::Unavailable("the start panicked"))?
             }
         }
     }
@@ -477,6 +472,41 @@ struct Run {
     work: PathBuf,
 }
 
+/// Step outputs as read: the published ones by name, and why each other was refused.
+type Outputs = (std::collections::BTreeMap<String, Vec<u8>>, Vec<String>);
+
+/// What is left of an attempt once its program exited: its cgroup and work directory.
+struct Cleanup {
+    group: Option<Group>,
+    cgroups: Arc<Cgroups>,
+    work: PathBuf,
+    work_dirs: Arc<WorkDirs>,
+}
+
+impl Cleanup {
+    /// Empties the group, unless it is known `empty` (waiting up to 2 s), and gives it
+    /// back with what it recorded; reads the step outputs, then gives the work directory
+    /// back.
+    fn run(self, empty: bool) -> (Option<Ended>, Outputs) {
+        let Cleanup {
+            group,
+            cgroups,
+            work,
+            work_dirs,
+        } = self;
+        let ended = group.map(|mut g| {
+            let empty = empty || g.kill_all();
+            let e = g.finish();
+            cgroups.give_back(g, empty);
+            e
+        });
+        // Read before the work directory is emptied.
+        let outputs = read_outputs(&work.join(OUTPUTS_SUBDIR));
+        work_dirs.give_back(&work);
+        (ended, outputs)
+    }
+}
+
 impl Run {
     async fn supervise(
         mut self,
@@ -497,37 +527,35 @@ impl Run {
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         // Nothing of the attempt outlives it: stray children of a finished program too. The
-        // cgroup and directory work after the exit is file-system work: off the async
-        // threads, on the blocking pool.
+        // cgroup and directory work after the exit is file-system work, off the async
+        // threads: on a spawner thread (a hand-over much cheaper than the blocking pool's),
+        // in one piece, the strays killed first (the output readers end once no stray holds
+        // the pipe). A group not empty at once can take up to 2 s to empty: that wait is
+        // the blocking pool's, so starts on the spawner threads never queue behind it.
         kill_group(pid, libc::SIGKILL);
-        let group = self.group.take();
-        let (group, empty) = match group {
-            Some(g) => tokio::task::spawn_blocking(move || {
-                let empty = g.kill_all();
-                (Some(g), empty)
-            })
-            .await
-            .unwrap_or((None, false)),
-            None => (None, true),
+        let cleanup = Cleanup {
+            group: self.group.take(),
+            cgroups: self.cgroups.clone(),
+            work: std::mem::take(&mut self.work),
+            work_dirs: self.work_dirs.clone(),
         };
+        let cleaned = crate::spawn::on_spawner(move || {
+            if cleanup.group.as_ref().is_none_or(|g| g.kill_once()) {
+                Ok(cleanup.run(true))
+            } else {
+                Err(Box::new(cleanup))
+            }
+        });
         for r in readers {
             let _ = r.await;
         }
-        let work = std::mem::take(&mut self.work);
-        let (work_dirs, cgroups) = (self.work_dirs.clone(), self.cgroups.clone());
-        let (ended, (outputs, outputs_refused)) = tokio::task::spawn_blocking(move || {
-            let ended = group.map(|mut g| {
-                let e = g.finish();
-                cgroups.give_back(g, empty);
-                e
-            });
-            // Read before the work directory is emptied.
-            let outputs = read_outputs(&work.join(OUTPUTS_SUBDIR));
-            work_dirs.give_back(&work);
-            (ended, outputs)
-        })
-        .await
-        .unwrap_or_default();
+        let (ended, (outputs, outputs_refused)) = match cleaned.await {
+            Ok(Ok(done)) => done,
+            Ok(Err(slow)) => tokio::task::spawn_blocking(move || slow.run(false))
+                .await
+                .unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
         let oom = ended.is_some_and(|e| e.oom_killed);
         let pids_limited = ended.is_some_and(|e| e.pids_limited);
         let memory_peak_bytes = ended.and_then(|e| e.memory_peak);

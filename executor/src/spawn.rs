@@ -185,59 +185,120 @@ pub struct Spawned {
 /// Starts `launch` with `setup`. Its stdin is /dev/null; its stdout and stderr go, in the
 /// order written, to the returned pipe.
 ///
-/// The clone happens on one thread that lives as long as the process (see `spawner`): a
-/// child's parent-death signal — bubblewrap's `--die-with-parent` uses `PR_SET_PDEATHSIG`
-/// — fires when the *thread* that cloned it exits, not the process, and callers run on
-/// tokio's blocking pool, whose idle threads exit after 10 s. Cloned there, every sandboxed
-/// attempt was killed 10 s after it started.
+/// The clone happens on a spawner thread, one of a few that live as long as the process
+/// (see `spawner`): a child's parent-death signal — bubblewrap's `--die-with-parent` uses
+/// `PR_SET_PDEATHSIG` — fires when the *thread* that cloned it exits, not the process,
+/// and tokio's blocking pool threads exit after 10 s idle. Cloned there, every sandboxed
+/// attempt was killed 10 s after it started. Called on a spawner thread (from a closure
+/// given to [`on_spawner`]), it clones right there.
 pub fn spawn(launch: &Launch, setup: &Setup) -> io::Result<Spawned> {
-    let (pid, output) = spawner::clone_on_spawner(launch, setup)?;
+    let (pid, output) = if spawner::ON_SPAWNER.get() {
+        clone_child(launch, setup)?
+    } else {
+        spawner::clone_on_spawner(launch, setup)?
+    };
     Ok(Spawned {
         child: ChildProcess::new(pid),
         output,
     })
 }
 
-/// The one thread every child is cloned from.
+/// Runs `work` on a spawner thread, inside the runtime of the caller (so it may spawn
+/// tasks and register file descriptors), and returns its result: a start's whole
+/// file-system work and its clone on one thread, one hand-over each way. (On tokio's
+/// blocking pool, which cannot clone, a start was two: pool thread, spawner, back.)
+pub async fn on_spawner<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::runtime::Handle::current();
+    spawner::submit(Box::new(move || {
+        let _runtime = handle.enter();
+        let _ = tx.send(work());
+    }))?;
+    rx.await
+        .map_err(|_| io::Error::other("a spawner thread dropped the work (it panicked)"))
+}
+
+/// The threads every child is cloned from.
 mod spawner {
     use super::*;
-    use std::sync::mpsc;
-    use std::sync::{Mutex, OnceLock};
+    use std::cell::Cell;
+    use std::sync::OnceLock;
 
-    type Reply = io::Result<(i32, OwnedFd)>;
-    type Request = (Launch, Setup, mpsc::SyncSender<Reply>);
+    /// Spawner threads. A few, so a start slowed by its file system (a large directory
+    /// left by a crash to remove) does not hold up every other start.
+    pub(super) const SPAWNER_THREADS: usize = 8;
 
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    pub(super) type Work = Box<dyn FnOnce() + Send>;
 
-    fn start() -> Mutex<mpsc::Sender<Request>> {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("cathedral-spawner".into())
-            .spawn(move || {
-                // Lives until the process ends: its children's parent-death signal is then
-                // the process's death.
-                for (launch, setup, reply) in rx {
-                    let _ = reply.send(clone_child(&launch, &setup));
-                }
-            })
-            .expect("start the spawner thread");
-        Mutex::new(tx)
+    thread_local! {
+        /// Set on the spawner threads.
+        pub(super) static ON_SPAWNER: Cell<bool> = const { Cell::new(false) };
     }
 
-    /// Clones `launch` on the spawner thread and waits for it: the child's pid and the
-    /// read end of its output pipe.
-    pub(super) fn clone_on_spawner(launch: &Launch, setup: &Setup) -> Reply {
-        let (reply, answer) = mpsc::sync_channel(1);
-        SPAWNER
+    /// A multi-consumer queue (crossbeam's: one idle thread is woken per item, where a
+    /// std receiver behind a mutex would wake a second one to take the lock).
+    static QUEUE: OnceLock<crossbeam_channel::Sender<Work>> = OnceLock::new();
+
+    fn start() -> crossbeam_channel::Sender<Work> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
+        for i in 0..SPAWNER_THREADS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("cathedral-spawn{i}"))
+                .spawn(move || {
+                    ON_SPAWNER.set(true);
+                    // Lives until the process ends: its children's parent-death signal
+                    // is then the process's death. A panicking piece of work is caught,
+                    // so the thread outlives it.
+                    for work in rx {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                    }
+                })
+                .expect("start a spawner thread");
+        }
+        tx
+    }
+
+    pub(super) fn submit(work: Work) -> io::Result<()> {
+        QUEUE
             .get_or_init(start)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send((launch.clone(), setup.clone(), reply))
-            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+            .send(work)
+            .map_err(|_| io::Error::other("the spawner threads are gone"))
+    }
+
+    /// Clones `launch` on a spawner thread and waits for it: the child's pid and the read
+    /// end of its output pipe.
+    pub(super) fn clone_on_spawner(launch: &Launch, setup: &Setup) -> io::Result<(i32, OwnedFd)> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let (launch, setup) = (launch.clone(), setup.clone());
+        submit(Box::new(move || {
+            let _ = reply.send(clone_child(&launch, &setup));
+        }))?;
         answer
             .recv()
-            .map_err(|_| io::Error::other("the spawner thread is gone"))?
+            .map_err(|_| io::Error::other("the spawner threads are gone"))?
     }
+}
+
+thread_local! {
+    /// The stack a child runs on between its clone and its exec: one per thread that
+    /// clones, made once (a fresh 64 KiB each time was a zeroed allocation and its return
+    /// to the system, with the TLB shootdowns that cost, per attempt). The thread is
+    /// suspended while its child runs on it (CLONE_VFORK), so one is enough.
+    static CHILD_STACK: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; CHILD_STACK_BYTES].into_boxed_slice());
+}
+
+/// `/dev/null`, opened once (close-on-exec; each child dups it to its stdin).
+fn dev_null() -> io::Result<&'static std::fs::File> {
+    static DEV_NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = DEV_NULL.get() {
+        return Ok(f);
+    }
+    let f = std::fs::File::open("/dev/null")?;
+    Ok(DEV_NULL.get_or_init(|| f))
 }
 
 /// Clones and execs `launch` with `setup` on the calling thread: the child's pid and the
@@ -275,7 +336,7 @@ fn clone_child(launch: &Launch, setup: &Setup) -> io::Result<(i32, OwnedFd)> {
     let argv = null_terminated(&argv_c);
     let envp = null_terminated(&envp_c);
     let procs: Vec<*const libc::c_char> = setup.cgroup_procs.iter().map(|c| c.as_ptr()).collect();
-    let devnull = std::fs::File::open("/dev/null")?;
+    let devnull = dev_null()?;
     let (read_end, write_end) = pipe()?;
     let mut args = ChildArgs {
         path: path.as_ptr(),
@@ -292,15 +353,14 @@ fn clone_child(launch: &Launch, setup: &Setup) -> io::Result<(i32, OwnedFd)> {
         err: 0,
         step: 0,
     };
-    let mut stack = vec![0u8; CHILD_STACK_BYTES];
-    // SAFETY: the stack grows down on every architecture this builds for; 16-byte aligned.
-    let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK_BYTES) } as usize & !15;
     // No signal handler may run in the child while it borrows the parent's memory: block
     // them all in this thread around the clone (the child unblocks after resetting them).
     // SAFETY: plain signal-mask calls with valid pointers; `child_main` keeps to the rules
-    // above; `args` and everything it points to outlive the child's use (CLONE_VFORK
-    // suspends this thread until the child execs or exits).
-    let pid = unsafe {
+    // above; `args`, the stack and everything they point to outlive the child's use
+    // (CLONE_VFORK suspends this thread until the child execs or exits).
+    let pid = CHILD_STACK.with_borrow_mut(|stack| unsafe {
+        // The stack grows down on every architecture this builds for; 16-byte aligned.
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -314,12 +374,12 @@ fn clone_child(launch: &Launch, setup: &Setup) -> io::Result<(i32, OwnedFd)> {
         let clone_err = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {
-            return Err(clone_err);
+            Err(clone_err)
+        } else {
+            Ok(pid)
         }
-        pid
-    };
+    })?;
     drop(write_end);
-    drop(devnull);
     // SAFETY: the child is done with `args` (it exec'd or exited).
     let (err, step) = unsafe {
         (

@@ -46,6 +46,16 @@ pub const SHUTDOWN_REPORTS_WAIT: Duration = Duration::from_secs(5);
 /// `driver.docker` tag set or removed to match).
 pub const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long an attempt runs before its start is reported. One that ends sooner is
+/// reported started and ended at once: one entry as a rule (both queue for the same
+/// batch), one apply, one wake-up of each watcher, instead of two of each one after the
+/// other. Until then the job reads `assigned`; the start is timed when it started. A node
+/// that crashes within the hold starts the attempt again when it comes back (it was never
+/// recorded running), as it always did for one that crashed before its start committed.
+/// 100 ms: under trivial jobs at 1,000/s, 25 ms caught 41–48 % of the ends and 100 ms
+/// all of them (BENCHMARKS.md, issue 35's eighth round).
+pub const START_REPORT_HOLD: Duration = Duration::from_millis(100);
+
 /// What an attempt's end is reported as when the node killed it to shut down.
 const SHUT_DOWN_NOTE: &[u8] = b"[cathedral: the node shut down while the attempt ran]";
 
@@ -58,8 +68,14 @@ enum Slot {
     Reporting,
 }
 
-/// The events the loop wakes for: all but a job's submission and a checkpoint.
-const WAKES_ON: Kinds = Kinds::all_but(&[EventKind::JobSubmitted, EventKind::Checkpoint]);
+/// The events the loop wakes for: all but a job's submission, a start (it started its own
+/// attempts; one recorded by an earlier run of this node is seen at the next tick) and a
+/// checkpoint.
+const WAKES_ON: Kinds = Kinds::all_but(&[
+    EventKind::JobSubmitted,
+    EventKind::JobStarted,
+    EventKind::Checkpoint,
+]);
 
 /// Runs until `stop`.
 pub async fn run(
@@ -304,6 +320,35 @@ fn step(
     }
 }
 
+/// Passes a cancel from the worker on to the attempt while the futures given to
+/// [`Relay::during`] run (the attempt's own task is one of them, so no task is spawned
+/// for it).
+struct Relay {
+    kill: Option<oneshot::Sender<()>>,
+    cancel: Option<oneshot::Receiver<()>>,
+}
+
+impl Relay {
+    async fn during<F: std::future::Future>(&mut self, f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        loop {
+            let Some(cancel) = self.cancel.as_mut() else {
+                return f.await;
+            };
+            tokio::select! {
+                biased;
+                out = &mut f => return out,
+                r = cancel => {
+                    self.cancel = None;
+                    if let (Ok(()), Some(kill)) = (r, self.kill.take()) {
+                        let _ = kill.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn outcome(r: &AttemptResult) -> Outcome {
     let mut tail = r.output_tail.clone();
     for why in &r.outputs_refused {
@@ -462,61 +507,67 @@ async fn run_attempt(
                 "attempt started"
             );
             crate::metrics::attempt_started(a.sandbox);
+            let start = Command::TaskStarted {
+                at_ms: node.now_ms(),
+                job: key.0,
+                attempt: key.1,
+                node: node.id,
+            };
             // A cancel is passed on while the attempt runs, not after: the worker then
             // finds the canceller gone (an attempt whose end was applied before its task
             // freed its slot is not reported killed).
-            let (ended, ended_rx) = oneshot::channel::<()>();
-            match a.canceller() {
-                Some(kill) => {
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            r = cancel_rx => if r.is_ok() {
-                                let _ = kill.send(());
-                            },
-                            _ = ended_rx => {}
-                        }
-                    });
+            let mut relay = Relay {
+                kill: a.canceller(),
+                cancel: Some(cancel_rx),
+            };
+            let mut wait = std::pin::pin!(a.wait());
+            // The start is reported once the attempt outlived START_REPORT_HOLD; one that
+            // ended by then is reported started and ended together (see the constant).
+            let (result, start) = match relay
+                .during(tokio::time::timeout(START_REPORT_HOLD, &mut wait))
+                .await
+            {
+                Ok(result) => (result, Some(start)),
+                Err(_) => {
+                    relay.during(report(&node, key, start)).await;
+                    (relay.during(&mut wait).await, None)
                 }
-                None => drop(cancel_rx),
-            }
-            report(
-                &node,
-                key,
-                Command::TaskStarted {
-                    at_ms: node.now_ms(),
-                    job: key.0,
-                    attempt: key.1,
-                    node: node.id,
-                },
-            )
-            .await;
-            let result = a.wait().await;
-            drop(ended);
+            };
+            drop(relay);
             if let Some(why) = result.killed_because {
                 crate::metrics::attempt_killed(why);
             }
             if !result.outputs_refused.is_empty() {
                 tracing::warn!(job = key.0, refused = ?result.outputs_refused, "step outputs refused");
             }
-            if result.exit == cathedral_executor::Exit::Code(0) && !result.outputs.is_empty() {
-                let outputs = result
-                    .outputs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                    .collect();
-                report(
-                    &node,
-                    key,
-                    Command::TaskOutputs {
-                        at_ms: node.now_ms(),
-                        job: key.0,
-                        attempt: key.1,
-                        node: node.id,
-                        outputs,
-                    },
-                )
-                .await;
-            }
+            // Step outputs are applied before the end (a dependent placed after the end
+            // reads them), so they go in order, after the start.
+            let start =
+                if result.exit == cathedral_executor::Exit::Code(0) && !result.outputs.is_empty() {
+                    if let Some(start) = start {
+                        report(&node, key, start).await;
+                    }
+                    let outputs = result
+                        .outputs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                        .collect();
+                    report(
+                        &node,
+                        key,
+                        Command::TaskOutputs {
+                            at_ms: node.now_ms(),
+                            job: key.0,
+                            attempt: key.1,
+                            node: node.id,
+                            outputs,
+                        },
+                    )
+                    .await;
+                    None
+                } else {
+                    start
+                };
             let outcome = if *stop.borrow() && result.killed_because == Some(KillReason::Cancelled)
             {
                 Outcome {
@@ -527,7 +578,19 @@ async fn run_attempt(
             } else {
                 outcome(&result)
             };
-            report_finished(&node, key, outcome).await;
+            match start {
+                // Proposed together, the start first: they go to the leader in that order
+                // and usually share an entry. Should the start be retried after the end
+                // committed, the state ignores it (the attempt has no start time then).
+                Some(start) => {
+                    futures_util::future::join(
+                        report(&node, key, start),
+                        report_finished(&node, key, outcome),
+                    )
+                    .await;
+                }
+                None => report_finished(&node, key, outcome).await,
+            }
         }
         Err(e) => {
             tracing::warn!(job = key.0, attempt = key.1, "cannot start: {e}");

@@ -90,6 +90,72 @@ async fn hello_world_through_the_cli() {
     assert_eq!(s.cli_ok(&["logs", &id]), "bad\n");
 }
 
+/// A short attempt is reported started and ended together (the worker's
+/// `START_REPORT_HOLD`): the start first, in the entry of the end or before it — sharing it
+/// where writes queue (never when the end waited for the start to commit). A longer
+/// attempt reads `running` while it runs, its start timed when it started.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_attempts_start_and_end_go_together_and_a_long_one_reads_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let mut s = Server::start(&dir, &["--slots", "16"]);
+    s.wait_ready();
+    let long = submit(&s, spec("long", &["sleep", "2"])).await;
+    let running = eventually(Duration::from_secs(30), "the long job running", || async {
+        let j = get(&s, long).await;
+        (j.state == pb::JobState::Running as i32).then_some(j)
+    })
+    .await;
+    let a = &running.attempts[0];
+    let started = a.started_at_ms.expect("a running attempt has its start");
+    assert!(started >= a.assigned_at_ms, "{a:?}");
+    // Many at once: a start and its end then queue behind the batch in flight together
+    // (on an idle node the batcher may take the start alone before the end comes).
+    let mut short = Vec::new();
+    for i in 0..30 {
+        short.push(submit(&s, spec(&format!("short{i}"), &["true"])).await);
+    }
+    for id in &short {
+        let j = until_final(&s, *id).await;
+        assert_eq!(j.state, pb::JobState::Succeeded as i32);
+        let a = &j.attempts[0];
+        let (started, finished) = (a.started_at_ms.unwrap(), a.finished_at_ms.unwrap());
+        assert!(started <= finished, "{a:?}");
+    }
+    assert_eq!(
+        until_final(&s, long).await.state,
+        pb::JobState::Succeeded as i32
+    );
+    assert_eq!(s.stop(), Some(0));
+
+    // In the log: (index, position in its batch) of each short job's start and end.
+    let mut shared = 0;
+    for id in short {
+        let (code, out, err) =
+            cathedral_tests::log_tool(&dir, &["dump", "--json", "--job", &id.to_string()]);
+        assert_eq!(code, Some(0), "{err}");
+        let place = |kind: &str| {
+            out.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|v| v["kind"] == kind)
+                .map(|v| {
+                    (
+                        v["index"].as_u64().unwrap(),
+                        v["batch"]["position"].as_u64().unwrap_or(0),
+                    )
+                })
+                .unwrap_or_else(|| panic!("no {kind} for job {id}: {out}"))
+        };
+        let (start, end) = (place("task_started"), place("task_finished"));
+        assert!(
+            start < end,
+            "job {id}: the start at {start:?}, the end at {end:?}"
+        );
+        shared += (start.0 == end.0) as usize;
+    }
+    assert!(shared > 0, "no short job's start and end shared an entry");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_twenty_job_dag_runs_in_dependency_order() {
     let tmp = tempfile::tempdir().unwrap();
