@@ -449,14 +449,15 @@ impl Group {
         out
     }
 
-    /// SIGKILLs every process in the group once; whether it is empty right after (a
-    /// killed process takes a moment to go, one in uninterruptible sleep longer).
+    /// SIGKILLs every process in the group once; whether it held none (a killed process
+    /// takes a moment to go, one in uninterruptible sleep longer: `kill_all` waits).
     pub fn kill_once(&self) -> bool {
         if self.v2 && std::fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {
             // The kernel kills them all, forks included.
         }
         let pids = self.pids();
         for p in &pids {
+            // SAFETY: kill(2) takes plain integers; a pid gone since it was listed is ESRCH.
             unsafe {
                 libc::kill(*p, libc::SIGKILL);
             }

@@ -243,7 +243,8 @@ impl Executor {
                 if let Some(g) = group {
                     self.cgroups.give_back(g, true);
                 }
-                self.work_dirs.give_back(&work);
+                // Nothing ran in it.
+                self.work_dirs.give_back(&work, true);
                 return Err(ExecError::Spawn {
                     program: spec.command[0].clone(),
                     source: e,
@@ -323,20 +324,28 @@ struct WorkDirs {
     pool: PathBuf,
     free: Mutex<Vec<PathBuf>>,
     next: std::sync::atomic::AtomicU64,
-    /// The mode a directory this process creates gets (the umask applied): a kept
-    /// directory whose mode an attempt changed gets it back, so the next attempt finds
-    /// the directory it would have found new.
+    /// The pool directory's mode (made with the umask of the run that made it): a kept
+    /// directory whose mode an attempt changed gets it back, so attempts find their
+    /// directories alike.
     dir_mode: u32,
 }
 
+/// How long an attempt's output readers are waited for before its cleanup kills what is
+/// left of it (a stray holding the output pipe keeps them from ending).
+const READERS_FIRST_WAIT: Duration = Duration::from_millis(20);
+
 /// Empty directories kept at most.
 const WORK_DIRS_KEPT_MAX: usize = 256;
+/// Most entries a work directory (and its step-outputs directory) may hold to be given
+/// back on a spawner thread; a larger one is emptied on the blocking pool.
+const SMALL_ENTRIES_MAX: usize = 64;
 
 impl WorkDirs {
     fn new(root: PathBuf) -> WorkDirs {
         use std::os::unix::fs::PermissionsExt;
         let pool = root.join(".pool");
-        // Members left by the last run were empty when given back.
+        // Members left by the last run were empty when given back (but for an empty
+        // step-outputs directory).
         let free: Vec<PathBuf> = std::fs::read_dir(&pool)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -364,9 +373,16 @@ impl WorkDirs {
         std::fs::create_dir_all(work).map_err(|e| ExecError::io("create", work, e))
     }
 
-    /// Empties `work` and keeps it for a later attempt (or removes it). Its step-outputs
-    /// directory, when still a directory, is emptied and kept.
-    fn give_back(&self, work: &Path) {
+    /// Empties `work` and keeps it for a later attempt, its step-outputs directory (when
+    /// still a directory) emptied and kept too; or removes it. Kept only when `reuse`:
+    /// nothing of the attempt that used it is left (a stray process could otherwise write
+    /// into the next attempt's directory, or swap a directory for a link while it is
+    /// emptied); removed with std's `remove_dir_all`, which follows no link, otherwise.
+    fn give_back(&self, work: &Path, reuse: bool) {
+        if !reuse {
+            let _ = std::fs::remove_dir_all(work);
+            return;
+        }
         let emptied = self.empty(work, Some(OUTPUTS_SUBDIR));
         let kept = emptied && self.free.lock().unwrap().len() < WORK_DIRS_KEPT_MAX && {
             let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -381,6 +397,43 @@ impl WorkDirs {
         if !kept {
             let _ = std::fs::remove_dir_all(work);
         }
+    }
+
+    /// Whether `work` holds little: at most `SMALL_ENTRIES_MAX` entries, none of them a
+    /// directory but the step-outputs one, which holds at most as many and no directory.
+    /// (From the directory entries' own types: no file is looked at.)
+    fn small(work: &Path) -> bool {
+        let Ok(entries) = std::fs::read_dir(work) else {
+            return false;
+        };
+        let mut n = 0;
+        for e in entries {
+            let Ok(e) = e else { return false };
+            n += 1;
+            let Ok(t) = e.file_type() else { return false };
+            if n > SMALL_ENTRIES_MAX
+                || (t.is_dir()
+                    && (e.file_name() != OUTPUTS_SUBDIR
+                        || Self::small_outputs(&e.path()) != Some(true)))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the step-outputs directory `dir` holds at most `SMALL_ENTRIES_MAX` entries
+    /// and no directory.
+    fn small_outputs(dir: &Path) -> Option<bool> {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).ok()? {
+            let e = e.ok()?;
+            n += 1;
+            if n > SMALL_ENTRIES_MAX || e.file_type().ok()?.is_dir() {
+                return Some(false);
+            }
+        }
+        Some(true)
     }
 
     /// Removes everything in `dir` but the directory `keep` (emptied in turn), and gives
@@ -484,9 +537,20 @@ struct Cleanup {
 }
 
 impl Cleanup {
+    /// On a spawner thread: kills what is left of the group once, and finishes here when
+    /// nothing is left and the work directory is small; handed back otherwise.
+    fn quick(self) -> Result<(Option<Ended>, Outputs), Box<Cleanup>> {
+        let empty = self.group.as_ref().map(Group::kill_once);
+        if empty == Some(false) || !WorkDirs::small(&self.work) {
+            return Err(Box::new(self));
+        }
+        Ok(self.run(empty == Some(true)))
+    }
+
     /// Empties the group, unless it is known `empty` (waiting up to 2 s), and gives it
     /// back with what it recorded; reads the step outputs, then gives the work directory
-    /// back.
+    /// back: kept for another attempt only when the group is proven empty (no process of
+    /// this attempt can still reach it), removed otherwise.
     fn run(self, empty: bool) -> (Option<Ended>, Outputs) {
         let Cleanup {
             group,
@@ -494,15 +558,18 @@ impl Cleanup {
             work,
             work_dirs,
         } = self;
-        let ended = group.map(|mut g| {
-            let empty = empty || g.kill_all();
-            let e = g.finish();
-            cgroups.give_back(g, empty);
-            e
-        });
+        let (ended, proven_empty) = match group {
+            Some(mut g) => {
+                let empty = empty || g.kill_all();
+                let e = g.finish();
+                cgroups.give_back(g, empty);
+                (Some(e), empty)
+            }
+            None => (None, false),
+        };
         // Read before the work directory is emptied.
         let outputs = read_outputs(&work.join(OUTPUTS_SUBDIR));
-        work_dirs.give_back(&work);
+        work_dirs.give_back(&work, proven_empty);
         (ended, outputs)
     }
 }
@@ -528,10 +595,11 @@ impl Run {
         let duration_ms = started.elapsed().as_millis() as u64;
         // Nothing of the attempt outlives it: stray children of a finished program too. The
         // cgroup and directory work after the exit is file-system work, off the async
-        // threads: on a spawner thread (a hand-over much cheaper than the blocking pool's),
-        // in one piece, the strays killed first (the output readers end once no stray holds
-        // the pipe). A group not empty at once can take up to 2 s to empty: that wait is
-        // the blocking pool's, so starts on the spawner threads never queue behind it.
+        // threads: queued now for a spawner thread (a hand-over much cheaper than the
+        // blocking pool's), the strays killed there before the output readers are awaited
+        // (they end once no stray holds the pipe). What may take long — a group not empty
+        // at once (up to 2 s), a large work directory to remove — goes to the blocking
+        // pool instead, so starts on the spawner threads never queue behind it.
         kill_group(pid, libc::SIGKILL);
         let cleanup = Cleanup {
             group: self.group.take(),
@@ -539,15 +607,16 @@ impl Run {
             work: std::mem::take(&mut self.work),
             work_dirs: self.work_dirs.clone(),
         };
-        let cleaned = crate::spawn::on_spawner(move || {
-            if cleanup.group.as_ref().is_none_or(|g| g.kill_once()) {
-                Ok(cleanup.run(true))
-            } else {
-                Err(Box::new(cleanup))
-            }
-        });
-        for r in readers {
-            let _ = r.await;
+        // The output's readers end at once unless a stray holds the pipe: waited for a
+        // moment first (queued at once, the cleanup's thread competed with this attempt's
+        // last steps: ~10 % of a trivial job's server CPU), then the strays are killed.
+        let mut readers = std::pin::pin!(futures_util::future::join_all(readers));
+        let read = tokio::time::timeout(READERS_FIRST_WAIT, &mut readers)
+            .await
+            .is_ok();
+        let cleaned = crate::spawn::on_spawner(move || cleanup.quick());
+        if !read {
+            readers.await;
         }
         let (ended, (outputs, outputs_refused)) = match cleaned.await {
             Ok(Ok(done)) => done,
@@ -751,7 +820,7 @@ mod tests {
         std::fs::set_permissions(&outputs, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
         let (work_ino, outputs_ino) = (inode(&work), inode(&outputs));
-        dirs.give_back(&work);
+        dirs.give_back(&work, true);
         assert!(!work.exists());
 
         let next = root.path().join("work/2-1");
@@ -770,6 +839,44 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_not_proven_free_of_the_attempt_is_removed_not_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = WorkDirs::new(root.path().join("work"));
+        let work = root.path().join("work/1-1");
+        dirs.take(&work).unwrap();
+        std::fs::create_dir_all(work.join(OUTPUTS_SUBDIR)).unwrap();
+        std::fs::write(work.join("file"), "x").unwrap();
+        dirs.give_back(&work, false);
+        assert!(!work.exists());
+        assert!(dirs.free.lock().unwrap().is_empty(), "nothing kept");
+    }
+
+    #[test]
+    fn small_is_a_few_files_and_the_outputs_directory_of_a_few_files() {
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("w");
+        let outputs = work.join(OUTPUTS_SUBDIR);
+        std::fs::create_dir_all(&outputs).unwrap();
+        std::fs::write(work.join("a"), "x").unwrap();
+        std::fs::write(outputs.join("version"), "1").unwrap();
+        assert!(WorkDirs::small(&work));
+        std::fs::create_dir(outputs.join("deep")).unwrap();
+        assert!(!WorkDirs::small(&work), "a directory in the outputs");
+        std::fs::remove_dir(outputs.join("deep")).unwrap();
+        std::fs::create_dir(work.join("build")).unwrap();
+        assert!(!WorkDirs::small(&work), "a directory of the attempt's own");
+        std::fs::remove_dir(work.join("build")).unwrap();
+        for i in 0..SMALL_ENTRIES_MAX {
+            std::fs::write(work.join(format!("f{i}")), "x").unwrap();
+        }
+        assert!(
+            !WorkDirs::small(&work),
+            "more than SMALL_ENTRIES_MAX entries"
+        );
+        assert!(!WorkDirs::small(&root.path().join("gone")));
+    }
+
+    #[test]
     fn an_outputs_directory_replaced_by_a_link_is_removed_and_what_it_points_at_left_alone() {
         let root = tempfile::tempdir().unwrap();
         let outside = root.path().join("outside");
@@ -779,7 +886,7 @@ mod tests {
         let work = root.path().join("work/1-1");
         dirs.take(&work).unwrap();
         std::os::unix::fs::symlink(&outside, work.join(OUTPUTS_SUBDIR)).unwrap();
-        dirs.give_back(&work);
+        dirs.give_back(&work, true);
 
         let next = root.path().join("work/2-1");
         dirs.take(&next).unwrap();

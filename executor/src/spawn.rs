@@ -203,21 +203,24 @@ pub fn spawn(launch: &Launch, setup: &Setup) -> io::Result<Spawned> {
     })
 }
 
-/// Runs `work` on a spawner thread, inside the runtime of the caller (so it may spawn
-/// tasks and register file descriptors), and returns its result: a start's whole
-/// file-system work and its clone on one thread, one hand-over each way. (On tokio's
-/// blocking pool, which cannot clone, a start was two: pool thread, spawner, back.)
-pub async fn on_spawner<T: Send + 'static>(
+/// Queues `work` for a spawner thread at once (not when the returned future is first
+/// polled), to run inside the caller's tokio runtime (so it may spawn tasks and register
+/// file descriptors); the future yields its result. A start's file-system work and its
+/// clone run on one thread, with one hand-over each way.
+pub fn on_spawner<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> io::Result<T> {
+) -> impl std::future::Future<Output = io::Result<T>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let handle = tokio::runtime::Handle::current();
-    spawner::submit(Box::new(move || {
+    let queued = spawner::submit(Box::new(move || {
         let _runtime = handle.enter();
         let _ = tx.send(work());
-    }))?;
-    rx.await
-        .map_err(|_| io::Error::other("a spawner thread dropped the work (it panicked)"))
+    }));
+    async move {
+        queued?;
+        rx.await
+            .map_err(|_| io::Error::other("a spawner thread dropped the work (it panicked)"))
+    }
 }
 
 /// The threads every child is cloned from.
@@ -284,9 +287,9 @@ mod spawner {
 
 thread_local! {
     /// The stack a child runs on between its clone and its exec: one per thread that
-    /// clones, made once (a fresh 64 KiB each time was a zeroed allocation and its return
-    /// to the system, with the TLB shootdowns that cost, per attempt). The thread is
-    /// suspended while its child runs on it (CLONE_VFORK), so one is enough.
+    /// clones, made once (a fresh 64 KiB per clone would be a zeroed allocation and its
+    /// return to the system, with the TLB shootdowns that costs, for every attempt). The
+    /// thread is suspended while its child runs on it (CLONE_VFORK), so one is enough.
     static CHILD_STACK: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0u8; CHILD_STACK_BYTES].into_boxed_slice());
 }

@@ -234,6 +234,47 @@ async fn memory_and_pids_limits_where_cgroups_allow() {
     assert_eq!(r.killed_because, Some(KillReason::MemoryLimit), "{r:?}");
 }
 
+/// A program that leaves a process of its own session behind, holding its output pipe:
+/// the group's cleanup kills it before the output is waited for, so the attempt ends (it
+/// once waited for that process for ever: the cleanup ran only after the output's end).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stray_in_another_session_holding_the_output_is_killed_and_the_attempt_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path());
+    if let CgroupSupport::None { why } = ex.cgroups() {
+        eprintln!("SKIPPED: cgroups cannot be used on this host: {why}");
+        return;
+    }
+    let marker = format!("stray-{}", std::process::id());
+    let spec = sh(
+        13,
+        &format!("setsid sh -c 'sleep 300; : {marker}' & sleep 0.2; echo left; exit 0"),
+    );
+    let a = ex.start(spec, SandboxChoice::Process).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), a.wait())
+        .await
+        .expect("the attempt did not end: a stray held its output");
+    assert_eq!(r.exit, Exit::Code(0), "{r:?}");
+    assert_eq!(String::from_utf8_lossy(&r.output_tail), "left\n");
+    let stray_alive = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            !zombie && String::from_utf8_lossy(&cmd).contains(&marker)
+        })
+    };
+    for _ in 0..100 {
+        if !stray_alive() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the stray ({marker}) survived its attempt");
+}
+
 #[tokio::test]
 async fn inside_bwrap_no_network_and_no_writes_outside_the_work_directory() {
     // Not under /tmp: the sandbox has a private /tmp, so a path there says nothing.
@@ -277,10 +318,11 @@ async fn inside_bwrap_no_network_and_no_writes_outside_the_work_directory() {
     );
 }
 
-/// An attempt outlives the thread that started it. Attempts are started from tokio's
-/// blocking pool, whose idle threads exit; bubblewrap's `--die-with-parent` signal follows
-/// the thread that cloned it, so the clone must not happen on such a thread (it used to:
-/// every sandboxed attempt died 10 s after it started).
+/// An attempt outlives the thread that started it. `Executor::start` may be called on a
+/// thread that then exits (a test's, a pool's); bubblewrap's `--die-with-parent` signal
+/// follows the thread that cloned it, so the clone must happen on a thread that lives as
+/// long as the process (it once did not: every sandboxed attempt died 10 s after it
+/// started).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attempt_outlives_the_thread_that_started_it() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

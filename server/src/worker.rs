@@ -303,8 +303,8 @@ fn step(
             }),
         };
         // The start (work directory, output file, cgroup, spawn) is file-system work: it
-        // runs on the blocking pool, so the async threads keep serving while many attempts
-        // start at once. The slot is taken now; a cancel that comes first is kept and
+        // runs on the executor's spawner threads, so the async threads keep serving while
+        // many attempts start at once. The slot is taken now; a cancel that comes first is kept and
         // passed on once the attempt runs.
         let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
         mine.insert(key, Slot::Running(Some(cancel_tx)));
@@ -340,8 +340,12 @@ impl Relay {
                 out = &mut f => return out,
                 r = cancel => {
                     self.cancel = None;
-                    if let (Ok(()), Some(kill)) = (r, self.kill.take()) {
-                        let _ = kill.send(());
+                    // Only a cancel sent is passed on: a worker that dropped its end (it
+                    // stopped tracking the attempt) cancels nothing.
+                    if r.is_ok() {
+                        if let Some(kill) = self.kill.take() {
+                            let _ = kill.send(());
+                        }
                     }
                 }
             }
@@ -485,7 +489,7 @@ async fn report_lost(
     let _ = done.send(key);
 }
 
-/// One attempt on this node: starts it on the blocking pool (work directory, output file,
+/// One attempt on this node: starts it on a spawner thread (work directory, output file,
 /// cgroup, spawn), passes a cancel on, reports its start and its end — lost, when the node
 /// killed it to shut down — then frees its slot.
 async fn run_attempt(

@@ -259,45 +259,40 @@ fn seed_15_a_node_whose_disk_failed_stops_and_is_restarted() {
     );
 }
 
-/// Seed 56 (found as seed 56, then 45, 72, 64 and 207, and as seed 56 again, as the runs
-/// changed around it; its faults are pinned): a failed fsync left a write half on disk;
-/// the restart lost it, torn at a sector, and recovered.
+/// Seed 299 (found as seed 56, then 45, 72, 64 and 207, as seed 56 again, then as seed
+/// 299, as the runs changed around it; its faults are pinned): a failed fsync left a write
+/// half on disk; the restart lost it, torn at a sector, and recovered.
 #[test]
-fn seed_56_a_write_torn_at_a_crash_is_recovered() {
+fn seed_299_a_write_torn_at_a_crash_is_recovered() {
     let at = |ms: u64| Duration::from_millis(ms);
-    let mut p = Plan::new(56);
+    let mut p = Plan::new(299);
     p.schedule = Some(vec![
+        (at(2_086), Event::Join { node: 3, via: 0 }),
+        (at(4_844), Event::Remove(2)),
+        (at(7_988), Event::Hold(0, 1)),
+        (at(9_627), Event::Release(0, 1)),
+        (at(10_717), Event::Isolate(2)),
+        (at(13_541), Event::Heal),
+        (at(14_685), Event::Isolate(2)),
+        (at(15_247), Event::Heal),
+        (at(16_404), Event::Isolate(0)),
+        (at(18_005), Event::Heal),
         (
-            at(2_277),
+            at(19_012),
             Event::DiskFault {
-                node: 2,
+                node: 1,
                 sync: true,
                 on: EngineFile::Segment,
             },
         ),
-        (at(6_444), Event::Recover(2)),
-        (at(8_177), Event::Hold(1, 0)),
-        (at(10_096), Event::Release(1, 0)),
-        (at(11_259), Event::Join { node: 3, via: 2 }),
-        (at(11_912), Event::Remove(1)),
-        (
-            at(16_369),
-            Event::DiskFault {
-                node: 2,
-                sync: false,
-                on: EngineFile::Segment,
-            },
-        ),
-        (at(17_641), Event::Recover(2)),
-        (at(19_261), Event::Crash(2)),
-        (at(22_370), Event::Restart(2)),
-        (at(23_163), Event::Heal),
+        (at(20_712), Event::Recover(1)),
+        (at(21_952), Event::Heal),
     ]);
     let r = run(&p);
-    assert!(r.violations.is_empty(), "seed 56: {:#?}", r.violations);
+    assert!(r.violations.is_empty(), "seed 299: {:#?}", r.violations);
     assert!(
         r.torn_writes >= 1,
-        "seed 56's schedule no longer tears a write ({:?})",
+        "seed 299's schedule no longer tears a write ({:?})",
         r.faults
     );
 }

@@ -112,7 +112,7 @@ async fn a_short_attempts_start_and_end_go_together_and_a_long_one_reads_running
     // Many at once: a start and its end then queue behind the batch in flight together
     // (on an idle node the batcher may take the start alone before the end comes).
     let mut short = Vec::new();
-    for i in 0..30 {
+    for i in 0..60 {
         short.push(submit(&s, spec(&format!("short{i}"), &["true"])).await);
     }
     for id in &short {
