@@ -474,20 +474,33 @@ fn answer_alike(replies: Vec<oneshot::Sender<Outcome>>, outcome: impl Fn() -> Ou
     }
 }
 
-/// A failed call's outcome (a unary call, or the stream's opening): a connection refused
-/// or a node that is not the leader proposed nothing; anything else may have. (As the
-/// unary calls always read it; an UNAVAILABLE after a request left is read as refused
-/// too, and a write resent under its request id is applied once.)
+/// A failed call's outcome (a unary call, or the stream's opening): a connection that
+/// could not be made, or a node that is not the leader, proposed nothing; anything else —
+/// an UNAVAILABLE from a connection that broke after the request left, above all — may
+/// have. (A write resent under its request id is applied once either way; a write without
+/// one, a member's removal, is not resent after an unknown outcome.)
 fn status_outcome(leader: u64, s: &tonic::Status) -> ServerError {
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
-            ServerError::NotLeader { leader: None }
-        }
+        tonic::Code::FailedPrecondition => ServerError::NotLeader { leader: None },
+        tonic::Code::Unavailable if never_connected(s) => ServerError::NotLeader { leader: None },
         _ => ServerError::Unavailable(format!(
             "forwarding to leader {leader} failed, the write may or may not have been applied: {}",
             s.message()
         )),
     }
+}
+
+/// Whether a failed call never reached its peer: the connection could not be made
+/// (tonic's `ConnectError` in the status's source chain).
+fn never_connected(s: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Resolves once `metrics` shows a leader other than `leader`, or none.
@@ -555,6 +568,43 @@ mod tests {
 
     fn index(o: Outcome) -> u64 {
         o.unwrap_or_else(|e| panic!("{e}")).0
+    }
+
+    #[test]
+    fn only_a_connection_never_made_or_a_wrong_node_reads_as_nothing_proposed() {
+        let refused = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ))));
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(matches!(
+            status_outcome(2, &refused),
+            ServerError::NotLeader { .. }
+        ));
+        let wrong = tonic::Status::failed_precondition("not node 2");
+        assert!(matches!(
+            status_outcome(2, &wrong),
+            ServerError::NotLeader { .. }
+        ));
+        // A call cut after it left (a reset connection, a keep-alive timeout): unknown.
+        let broken = tonic::Status::unavailable("connection reset");
+        assert!(matches!(
+            status_outcome(2, &broken),
+            ServerError::Unavailable(m) if m.contains("may or may not")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_cannot_be_reached_proposed_nothing() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap().to_string();
+        drop(gone);
+        let (_metrics, rx) = watch::channel(leader_is(2));
+        let peers = Peers::new(1, Security::default(), None);
+        let f = Forwarder::start(peers, 1, rx, Duration::from_secs(5));
+        let o = f
+            .forward(2, addr, Proposal::RemoveNode(7), 16, Duration::from_secs(5))
+            .await;
+        assert!(matches!(o, Err(ServerError::NotLeader { .. })), "{o:?}");
     }
 
     #[tokio::test]
