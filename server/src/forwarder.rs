@@ -73,9 +73,9 @@ impl Forwarder {
     }
 
     /// Sends `proposal` (`bytes` encoded) to `leader` at `addr` with the next batch and
-    /// waits at most `wait` for the answer. A connection refused or a node that is not the
-    /// leader is `NotLeader` (nothing was proposed); a failure with an unknown outcome is
-    /// `Unavailable`.
+    /// waits at most `wait` for the answer. A connection that could not be made (refused,
+    /// timed out, its TLS handshake failed) or a node that is not the leader is `NotLeader`
+    /// (nothing was proposed); a failure with an unknown outcome is `Unavailable`.
     pub async fn forward(
         &self,
         leader: u64,
@@ -595,9 +595,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_leader_that_cannot_be_reached_proposed_nothing() {
-        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = gone.local_addr().unwrap().to_string();
-        drop(gone);
+        // A port bound and not listening: connections to it are refused, and no other
+        // test can be given it meanwhile.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = held.local_addr().unwrap().to_string();
         let (_metrics, rx) = watch::channel(leader_is(2));
         let peers = Peers::new(1, Security::default(), None);
         let f = Forwarder::start(peers, 1, rx, Duration::from_secs(5));
@@ -605,6 +607,7 @@ mod tests {
             .forward(2, addr, Proposal::RemoveNode(7), 16, Duration::from_secs(5))
             .await;
         assert!(matches!(o, Err(ServerError::NotLeader { .. })), "{o:?}");
+        drop(held);
     }
 
     #[tokio::test]
@@ -672,7 +675,14 @@ mod tests {
         for k in 3..6 {
             assert_eq!(index(write(&f, &addr, k).await), k);
         }
-        assert_eq!(peer.forward_unary.load(SeqCst), 3);
+        // A unary call that broke after it left: unknown, never "not proposed" (which
+        // would have a write without a request id proposed twice).
+        let broken = write(&f, &addr, FakePeer::BREAKS).await;
+        assert!(
+            matches!(&broken, Err(ServerError::Unavailable(m)) if m.contains("may or may not")),
+            "{broken:?}"
+        );
+        assert_eq!(peer.forward_unary.load(SeqCst), 4);
         assert_eq!(
             peer.forward_opened.load(SeqCst),
             1,
