@@ -61,8 +61,7 @@ run() { # label bin
         sleep 0.05
     done
     [ -n "$ready" ] || { echo "jobs-ab: $label ($bin) did not become ready" >&2; exit 1; }
-    # A node is given work once registered, which older builds did up to 500 ms after
-    # reporting ready: a moment first, so both builds start alike.
+    # Placement waits for gossip to list the node as available: a moment after ready.
     sleep 1
     local s0 c0 s1 c1 b0 b1
     read -r s0 c0 < <(ticks "$PID")

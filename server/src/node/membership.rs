@@ -393,18 +393,15 @@ impl Node {
         }
     }
 
-    /// Background upkeep, at once and then every `UPKEEP_INTERVAL_MS` until shutdown: this
-    /// node registers itself in the job state once it belongs to a cluster; the leader
-    /// promotes coordinator learners while voters are fewer than wanted. Until this node is
-    /// registered, a change of Raft's role, leader or membership wakes it too (what
-    /// registration waits for: a membership naming this node, a leader): a node is given
-    /// work only once registered, so a server that reports ready takes its first jobs at
-    /// once, not up to an interval later.
+    /// Background upkeep, every `UPKEEP_INTERVAL_MS` until shutdown: this node registers
+    /// itself in the job state once it belongs to a cluster; the leader promotes
+    /// coordinator learners while voters are fewer than wanted.
     pub async fn upkeep(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut role = self.raft.server_metrics();
-        // Ends only when Raft stopped; not waited on after that.
-        let mut watching = true;
         loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(UPKEEP_INTERVAL_MS)) => {}
+                _ = stop.changed() => return,
+            }
             if let Err(e) = self.register_self().await {
                 tracing::debug!("registration pending: {e}");
             }
@@ -413,12 +410,6 @@ impl Node {
                     tracing::warn!("{e}");
                 }
                 self.promote_coordinators().await;
-            }
-            let unregistered = watching && self.state().read().state.node(self.id).is_none();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(UPKEEP_INTERVAL_MS)) => {}
-                r = role.changed(), if unregistered => watching = r.is_ok(),
-                _ = stop.changed() => return,
             }
         }
     }
