@@ -61,7 +61,8 @@ run() { # label bin
         sleep 0.05
     done
     [ -n "$ready" ] || { echo "jobs-ab: $label ($bin) did not become ready" >&2; exit 1; }
-    # Placement waits for gossip to list the node as available: a moment after ready.
+    # A node is given work once registered, up to 500 ms after it reports ready (its
+    # upkeep tick): a moment first, so every run starts alike.
     sleep 1
     local s0 c0 s1 c1 b0 b1
     read -r s0 c0 < <(ticks "$PID")
