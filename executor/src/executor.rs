@@ -399,11 +399,11 @@ impl WorkDirs {
         }
     }
 
-    /// Whether `work` holds little: at most `SMALL_ENTRIES_MAX` entries, none of them a
-    /// directory but the step-outputs one, which holds at most as many and no directory.
+    /// Whether `dir` holds little: at most `SMALL_ENTRIES_MAX` entries and no directory
+    /// but, where `outputs_inside`, the step-outputs one, itself small and without one.
     /// (From the directory entries' own types: no file is looked at.)
-    fn small(work: &Path) -> bool {
-        let Ok(entries) = std::fs::read_dir(work) else {
+    fn small(dir: &Path, outputs_inside: bool) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return false;
         };
         let mut n = 0;
@@ -411,29 +411,14 @@ impl WorkDirs {
             let Ok(e) = e else { return false };
             n += 1;
             let Ok(t) = e.file_type() else { return false };
-            if n > SMALL_ENTRIES_MAX
-                || (t.is_dir()
-                    && (e.file_name() != OUTPUTS_SUBDIR
-                        || Self::small_outputs(&e.path()) != Some(true)))
-            {
+            let allowed = |e: &std::fs::DirEntry| {
+                outputs_inside && e.file_name() == OUTPUTS_SUBDIR && Self::small(&e.path(), false)
+            };
+            if n > SMALL_ENTRIES_MAX || (t.is_dir() && !allowed(&e)) {
                 return false;
             }
         }
         true
-    }
-
-    /// Whether the step-outputs directory `dir` holds at most `SMALL_ENTRIES_MAX` entries
-    /// and no directory.
-    fn small_outputs(dir: &Path) -> Option<bool> {
-        let mut n = 0;
-        for e in std::fs::read_dir(dir).ok()? {
-            let e = e.ok()?;
-            n += 1;
-            if n > SMALL_ENTRIES_MAX || e.file_type().ok()?.is_dir() {
-                return Some(false);
-            }
-        }
-        Some(true)
     }
 
     /// Removes everything in `dir` but the directory `keep` (emptied in turn), and gives
@@ -541,7 +526,7 @@ impl Cleanup {
     /// nothing is left and the work directory is small; handed back otherwise.
     fn quick(self) -> Result<(Option<Ended>, Outputs), Box<Cleanup>> {
         let empty = self.group.as_ref().map(Group::kill_once);
-        if empty == Some(false) || !WorkDirs::small(&self.work) {
+        if empty == Some(false) || !WorkDirs::small(&self.work, true) {
             return Err(Box::new(self));
         }
         Ok(self.run(empty == Some(true)))
@@ -859,21 +844,24 @@ mod tests {
         std::fs::create_dir_all(&outputs).unwrap();
         std::fs::write(work.join("a"), "x").unwrap();
         std::fs::write(outputs.join("version"), "1").unwrap();
-        assert!(WorkDirs::small(&work));
+        assert!(WorkDirs::small(&work, true));
         std::fs::create_dir(outputs.join("deep")).unwrap();
-        assert!(!WorkDirs::small(&work), "a directory in the outputs");
+        assert!(!WorkDirs::small(&work, true), "a directory in the outputs");
         std::fs::remove_dir(outputs.join("deep")).unwrap();
         std::fs::create_dir(work.join("build")).unwrap();
-        assert!(!WorkDirs::small(&work), "a directory of the attempt's own");
+        assert!(
+            !WorkDirs::small(&work, true),
+            "a directory of the attempt's own"
+        );
         std::fs::remove_dir(work.join("build")).unwrap();
         for i in 0..SMALL_ENTRIES_MAX {
             std::fs::write(work.join(format!("f{i}")), "x").unwrap();
         }
         assert!(
-            !WorkDirs::small(&work),
+            !WorkDirs::small(&work, true),
             "more than SMALL_ENTRIES_MAX entries"
         );
-        assert!(!WorkDirs::small(&root.path().join("gone")));
+        assert!(!WorkDirs::small(&root.path().join("gone"), true));
     }
 
     #[test]

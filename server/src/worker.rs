@@ -304,8 +304,8 @@ fn step(
         };
         // The start (work directory, output file, cgroup, spawn) is file-system work: it
         // runs on the executor's spawner threads, so the async threads keep serving while
-        // many attempts start at once. The slot is taken now; a cancel that comes first is kept and
-        // passed on once the attempt runs.
+        // many attempts start at once. The slot is taken now; a cancel that comes first is
+        // kept and passed on once the attempt runs.
         let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
         mine.insert(key, Slot::Running(Some(cancel_tx)));
         spawn.tasks.spawn(run_attempt(
