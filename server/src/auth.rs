@@ -116,6 +116,27 @@ pub fn authorize<B>(node: &Node, req: &http::Request<B>) -> Result<Option<Caller
     }
 }
 
+/// Decides a call that needs a token, as [`authorize_token`] does, then waits until this
+/// node caught up with what it answered when the call reads its state ([`catch_up`]): the
+/// REST API's way in.
+pub async fn admit(node: &Node, path: &str, headers: &http::HeaderMap) -> Result<Caller, Status> {
+    let caller = authorize_token(node, need(path), path, headers)?;
+    catch_up(node, path).await?;
+    Ok(caller)
+}
+
+/// Read-your-writes: when a call of `path` reads this node's state
+/// ([`crate::methods::reads_own_writes`]), waits until this node applied every write it
+/// answered before applying it (`Node::caught_up`; at once as a rule). After the token
+/// check: a refused call waits for nothing, and the writes answered early (submits)
+/// change no token or grant.
+pub async fn catch_up(node: &Node, path: &str) -> Result<(), Status> {
+    if crate::methods::reads_own_writes(path) {
+        node.caught_up().await.map_err(Status::from)?;
+    }
+    Ok(())
+}
+
 /// Decides a call that needs a token (`need` is `AnyToken` or a policy) for what `path`
 /// names: the gRPC layer's and the REST API's check alike.
 pub fn authorize_token(
@@ -239,37 +260,41 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let method = crate::metrics::method_label(req.uri().path());
         let started = std::time::Instant::now();
-        match authorize(&self.node, &req) {
-            Ok(caller) => {
-                if let Some(c) = caller {
-                    req.extensions_mut().insert(c);
+        let node = self.node.clone();
+        // The clone takes the place of the service that was made ready.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let admitted = authorize(&node, &req);
+        Box::pin(async move {
+            let admitted = match admitted {
+                Ok(caller) => catch_up(&node, req.uri().path()).await.map(|()| caller),
+                Err(s) => Err(s),
+            };
+            let caller = match admitted {
+                Ok(caller) => caller,
+                Err(status) => {
+                    crate::metrics::api_call(method, code_name(status.code()), started.elapsed());
+                    return Ok(status.into_http());
                 }
-                // The clone takes the place of the service that was made ready.
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                let call = ready.call(req);
-                Box::pin(async move {
-                    let response = call.await;
-                    if let Ok(r) = &response {
-                        // An error before any message is answered in the headers; an
-                        // answer that started (OK, or a stream's end) carries its status
-                        // in the trailers, counted here as OK.
-                        let code = r
-                            .headers()
-                            .get("grpc-status")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<i32>().ok())
-                            .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                        crate::metrics::api_call(method, code_name(code), started.elapsed());
-                    }
-                    response
-                })
+            };
+            if let Some(c) = caller {
+                req.extensions_mut().insert(c);
             }
-            Err(status) => {
-                crate::metrics::api_call(method, code_name(status.code()), started.elapsed());
-                Box::pin(async move { Ok(status.into_http()) })
+            let response = ready.call(req).await;
+            if let Ok(r) = &response {
+                // An error before any message is answered in the headers; an answer that
+                // started (OK, or a stream's end) carries its status in the trailers,
+                // counted here as OK.
+                let code = r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                crate::metrics::api_call(method, code_name(code), started.elapsed());
             }
-        }
+            response
+        })
     }
 }
 

@@ -50,17 +50,20 @@
 //! brackets):
 //!
 //! ```text
+//!  0 auth layer          other calls: wait until this node applied what it answered (13)
 //!  1 auth layer          token or node credential decided, call counted  [pb::SubmitJobRequest]
 //!  2 service             spec converted and validated (convert)           [JobSpec]
 //!  3                     wrapped: Authored (ACL), WithJobOptions, Request  [Command]
-//!  4 Node::propose       request id, sized once, a repeat answered here    [Proposal]
+//!  4 Node::propose_submit request id, sized once, a repeat answered here   [Proposal]
 //!  5   follower:         forwarder → the leader's peer service → 6         (batched)
 //!  6 Node::execute       the state's check (bad input takes no entry)
 //!  7 batcher             queued, then many writes as one Command::Batch    [Queued]
 //!  8 batcher::propose    openraft client_write; the one error mapping
 //!  9 log store           appended and synced (one fdatasync per batch)     [Entry → record bytes]
 //! 10 state machine       applied (apply calls the same check)              [Response]
-//! 11 Node::propose       read-your-write wait, answer to the service       [(index, Response)]
+//! 11 Node::propose_submit answer to the service once the leader applied it [(index, Response)]
+//! 12   follower:         the index kept as answered before applied here
+//! 13 Node::caught_up     every later call that reads this node's state waits for it
 //! ```
 
 /// The gRPC API (protos, generated code, bounds): the `cathedral-api` crate.

@@ -162,6 +162,25 @@ pub const METHODS: &[Method] = &[
     m("/cathedral.internal.v1.Peer/ReadIndex", NODE, false, &[]),
 ];
 
+/// The writes answered once the leader applied them, before this node applied them
+/// (`Node::propose_submit`). Their calls read nothing of this node's state that another
+/// such write changes, so they do not wait for this node to catch up with them.
+pub const ANSWERED_BY_LEADER: &[&str] = &[
+    "/cathedral.v1.JobService/SubmitJob",
+    "/cathedral.v1.JobService/SubmitWorkflow",
+];
+
+/// Whether a call of `path` first waits until this node applied the writes it answered
+/// before applying them (`Node::caught_up`), so that its caller reads its own writes:
+/// every call with a token (all of them read this node's state) but the writes in
+/// [`ANSWERED_BY_LEADER`]; not the peer service's, health's or bootstrap's.
+pub fn reads_own_writes(path: &str) -> bool {
+    matches!(
+        crate::auth::need(path),
+        Need::AnyToken | Need::Policy(_) | Need::In(_)
+    ) && !ANSWERED_BY_LEADER.contains(&path)
+}
+
 /// REST routes that stand for no gRPC method: the method whose need they take.
 pub const REST_ONLY: &[(Rest, &str)] = &[(
     r("get", "/v1/dashboard/history", "DashboardHistory"),
@@ -225,6 +244,36 @@ mod tests {
             "methods the table has and the proto lacks"
         );
         assert_eq!(table.len(), METHODS.len(), "a method listed twice");
+    }
+
+    #[test]
+    fn every_call_reading_the_state_waits_for_what_the_node_answered_but_the_submits() {
+        for path in ANSWERED_BY_LEADER {
+            let m = find(path).unwrap_or_else(|| panic!("{path} is not a method"));
+            assert!(m.writes, "{path} answered early but proposes nothing");
+            assert!(!reads_own_writes(path), "{path}");
+        }
+        for m in METHODS {
+            let token = !matches!(m.need, Need::Nothing | Need::Node);
+            let expected = token && !ANSWERED_BY_LEADER.contains(&m.path);
+            assert_eq!(reads_own_writes(m.path), expected, "{}", m.path);
+        }
+        // Reads, and writes that read the state first, wait; so does reflection.
+        for path in [
+            "/cathedral.v1.JobService/ListJobs",
+            "/cathedral.v1.JobService/CancelJob",
+            "/cathedral.v1.AclService/CreateToken",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(reads_own_writes(path), "{path}");
+        }
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/cathedral.internal.v1.Peer/ForwardStream",
+            "/cathedral.v1.AclService/Bootstrap",
+        ] {
+            assert!(!reads_own_writes(path), "{path}");
+        }
     }
 
     #[test]

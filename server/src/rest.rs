@@ -198,7 +198,10 @@ where
     let started = Instant::now();
     let result = async {
         let caller = auth::authorize_token(node, auth::need(path), path, headers)?;
-        let mut r = tonic::Request::new(request?);
+        let request = request?;
+        // Bad input is refused before any wait.
+        auth::catch_up(node, path).await?;
+        let mut r = tonic::Request::new(request);
         r.extensions_mut().insert(caller);
         method(Api { node: node.clone() }, r).await
     }
@@ -321,7 +324,7 @@ async fn job_output(
     let path = "/cathedral.v1.JobService/GetJobOutput";
     let started = Instant::now();
     let result = async {
-        let caller = auth::authorize_token(&node, auth::need(path), path, &headers)?;
+        let caller = auth::admit(&node, path, &headers).await?;
         let mut req = pb::GetJobOutputRequest {
             job_id: id(&raw, "job_id")?,
             ..Default::default()
@@ -473,8 +476,8 @@ async fn events(
     use tokio_stream::StreamExt;
     let path = "/cathedral.v1.JobService/WatchEvents";
     let started = Instant::now();
-    let result = (|| {
-        let caller = auth::authorize_token(&node, auth::need(path), path, &headers)?;
+    let result = async {
+        let caller = auth::admit(&node, path, &headers).await?;
         let mut watch = events_query(&params, &headers)?;
         if let Some(ns) = &watch.filter.namespace {
             caller.require(cathedral_consensus::namespace::Capability::Read, ns)?;
@@ -482,7 +485,8 @@ async fn events(
         // A token scoped to namespaces sees the job events of those it may read.
         watch.filter.readable = caller.grants.clone();
         crate::events::watch(&node, watch).map_err(Status::from)
-    })();
+    }
+    .await;
     count(
         path,
         started,
@@ -801,7 +805,7 @@ async fn resume_cron(
 /// method: see `history`). Needs what the cluster's status needs.
 async fn dashboard_history(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
     let path = "/cathedral.v1.ClusterService/Status";
-    if let Err(s) = auth::authorize_token(&node, auth::need(path), path, &headers) {
+    if let Err(s) = auth::admit(&node, path, &headers).await {
         return error(&s);
     }
     axum::Json(serde_json::json!({

@@ -135,6 +135,93 @@ async fn leader_crash_new_leader_no_acknowledged_job_lost_and_the_node_catches_u
     assert_eq!(nodes[l].status().await.node_id, before.node_id);
 }
 
+/// A follower answers a submit once the leader applied it, without waiting for its own
+/// apply; its caller still reads the write there at once, in every call after it (gRPC
+/// and REST): those wait until the follower applied what it answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submit_answered_by_a_follower_is_read_there_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = cluster(tmp.path(), 3, &[]).await;
+    let l = leader_index(&nodes).await;
+    let f = &nodes[(l + 1) % 3];
+    // One connection each, as a client keeps: the next call leaves right after the answer.
+    let mut jobs = f.jobs().await;
+    let mut cluster = f.cluster().await;
+    for i in 0..300 {
+        let r = jobs
+            .submit_job(pb::SubmitJobRequest {
+                spec: Some(spec(&format!("ryw{i}"), &["true"])),
+                ..Default::default()
+            })
+            .await
+            .expect("submit through the follower")
+            .into_inner();
+        let applied = if i % 10 == 9 {
+            let (code, body) = f.http_get("/v1/cluster").expect("GET /v1/cluster");
+            assert_eq!(code, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let a = &v["applied_index"];
+            a.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| a.as_u64())
+                .unwrap_or_else(|| panic!("no applied_index in {body}"))
+        } else {
+            cluster
+                .status(pb::StatusRequest {})
+                .await
+                .expect("status")
+                .into_inner()
+                .applied_index
+        };
+        assert!(
+            applied >= r.index,
+            "submit {i}: the follower answered index {} but its next call saw it applied only through {applied}",
+            r.index
+        );
+        let page = jobs
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(
+            page.jobs.iter().any(|j| j.id == r.job_id),
+            "submit {i}: job {} missing from the follower's list right after it answered",
+            r.job_id
+        );
+        if i % 20 == 0 {
+            let w = jobs
+                .submit_workflow(pb::SubmitWorkflowRequest {
+                    name: format!("ryw-w{i}"),
+                    jobs: vec![pb::WorkflowJob {
+                        key: "a".into(),
+                        spec: Some(spec("a", &["true"])),
+                        after: vec![],
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .expect("submit a workflow through the follower")
+                .into_inner();
+            let listed = jobs
+                .list_workflows(pb::ListWorkflowsRequest {
+                    name_prefix: format!("ryw-w{i}"),
+                    ..Default::default()
+                })
+                .await
+                .expect("list workflows")
+                .into_inner();
+            assert!(
+                listed.workflows.iter().any(|v| v.id == w.workflow_id),
+                "workflow {} (submit {i}) missing from the follower's list right after it answered",
+                w.workflow_id
+            );
+        }
+    }
+}
+
 /// Jobs submitted right after the leader is SIGKILLed, with default settings (no retries
 /// of their own), all run and succeed: the new leader places nothing on the dead leader's
 /// node, which gossip still calls alive for seconds (it has not answered this leader), and

@@ -99,6 +99,11 @@ pub struct Node {
     incarnation: u64,
     /// The next request id's sequence number in this run.
     next_request: std::sync::atomic::AtomicU64,
+    /// The highest log index of a write this node answered before it applied it itself
+    /// (a submit forwarded to the leader, see [`Node::propose_submit`]); every call that
+    /// reads this node's state waits until it applied it ([`Node::caught_up`]), so a
+    /// client reads its writes wherever it wrote them.
+    answered_through: std::sync::atomic::AtomicU64,
     /// What keeps this node from campaigning (a quiet start, entries it owes).
     holds: Arc<ElectionHolds>,
     /// The jobs retention collected, kept in the data directory.
@@ -260,6 +265,7 @@ impl Node {
             stopping: CancellationToken::new(),
             incarnation: cathedral_consensus::rng::random(),
             next_request: std::sync::atomic::AtomicU64::new(1),
+            answered_through: std::sync::atomic::AtomicU64::new(0),
             leader_heard,
             batcher,
             forwarder,

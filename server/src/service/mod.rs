@@ -347,7 +347,7 @@ impl JobService for Api {
             in_namespace(ns, with_job_options(submit, vec![options])?),
             req.request_id,
         )?;
-        match self.node.propose(Proposal::Write(cmd)).await? {
+        match self.node.propose_submit(Proposal::Write(cmd)).await? {
             (index, Applied::Submitted { jobs }) if jobs.len() == 1 => {
                 Ok(Response::new(pb::SubmitJobResponse {
                     job_id: jobs[0],
@@ -382,7 +382,7 @@ impl JobService for Api {
             in_namespace(ns, with_job_options(submit, options)?),
             req.request_id,
         )?;
-        match self.node.propose(Proposal::Write(cmd)).await? {
+        match self.node.propose_submit(Proposal::Write(cmd)).await? {
             (index, Applied::WorkflowSubmitted { workflow, jobs }) => {
                 Ok(Response::new(pb::SubmitWorkflowResponse {
                     workflow_id: workflow,
