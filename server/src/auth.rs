@@ -116,25 +116,32 @@ pub fn authorize<B>(node: &Node, req: &http::Request<B>) -> Result<Option<Caller
     }
 }
 
-/// Decides a call that needs a token, as [`authorize_token`] does, then waits until this
-/// node caught up with what it answered when the call reads its state ([`catch_up`]): the
-/// REST API's way in.
-pub async fn admit(node: &Node, path: &str, headers: &http::HeaderMap) -> Result<Caller, Status> {
-    let caller = authorize_token(node, need(path), path, headers)?;
-    catch_up(node, path).await?;
+/// The REST API's second step, after [`authorize_token`] gave `caller` and the request
+/// parsed: waits until this node caught up with what it answered when the call reads its
+/// state ([`catch_up`]), and decides the token again after a wait.
+pub async fn caught_up(
+    node: &Node,
+    path: &str,
+    headers: &http::HeaderMap,
+    caller: Caller,
+) -> Result<Caller, Status> {
+    if catch_up(node, path).await? {
+        return authorize_token(node, need(path), path, headers);
+    }
     Ok(caller)
 }
 
 /// Read-your-writes: when a call of `path` reads this node's state
 /// ([`crate::methods::reads_own_writes`]), waits until this node applied every write it
-/// answered before applying it (`Node::caught_up`; at once as a rule). After the token
-/// check: a refused call waits for nothing, and the writes answered early (submits)
-/// change no token or grant.
-pub async fn catch_up(node: &Node, path: &str) -> Result<(), Status> {
+/// answered before applying it (`Node::caught_up`; at once as a rule); `true` when it
+/// waited. After the token check, so a refused call waits for nothing; the caller decides
+/// again after a wait (a token write this node answered before applying it, at its
+/// deadline, is applied now).
+pub async fn catch_up(node: &Node, path: &str) -> Result<bool, Status> {
     if crate::methods::reads_own_writes(path) {
-        node.caught_up().await.map_err(Status::from)?;
+        return node.caught_up().await.map_err(Status::from);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Decides a call that needs a token (`need` is `AnyToken` or a policy) for what `path`
@@ -267,7 +274,11 @@ where
         let admitted = authorize(&node, &req);
         Box::pin(async move {
             let admitted = match admitted {
-                Ok(caller) => catch_up(&node, req.uri().path()).await.map(|()| caller),
+                Ok(caller) => match catch_up(&node, req.uri().path()).await {
+                    Ok(true) => authorize(&node, &req),
+                    Ok(false) => Ok(caller),
+                    Err(s) => Err(s),
+                },
                 Err(s) => Err(s),
             };
             let caller = match admitted {

@@ -170,15 +170,26 @@ pub const ANSWERED_BY_LEADER: &[&str] = &[
     "/cathedral.v1.JobService/SubmitWorkflow",
 ];
 
+/// The reads that report this node's own view of the cluster (its applied index, its
+/// log, the nodes as it sees them): answered at once, so an operator can look at a node
+/// that is behind, cut off, or waiting to apply what it answered.
+pub const NODE_VIEW: &[&str] = &[
+    "/cathedral.v1.ClusterService/Status",
+    "/cathedral.v1.ClusterService/ListNodes",
+    "/cathedral.v1.ClusterService/ReadLog",
+];
+
 /// Whether a call of `path` first waits until this node applied the writes it answered
 /// before applying them (`Node::caught_up`), so that its caller reads its own writes:
 /// every call with a token (all of them read this node's state) but the writes in
-/// [`ANSWERED_BY_LEADER`]; not the peer service's, health's or bootstrap's.
+/// [`ANSWERED_BY_LEADER`] and the reads in [`NODE_VIEW`]; not the peer service's,
+/// health's or bootstrap's.
 pub fn reads_own_writes(path: &str) -> bool {
     matches!(
         crate::auth::need(path),
         Need::AnyToken | Need::Policy(_) | Need::In(_)
     ) && !ANSWERED_BY_LEADER.contains(&path)
+        && !NODE_VIEW.contains(&path)
 }
 
 /// REST routes that stand for no gRPC method: the method whose need they take.
@@ -253,9 +264,14 @@ mod tests {
             assert!(m.writes, "{path} answered early but proposes nothing");
             assert!(!reads_own_writes(path), "{path}");
         }
+        for path in NODE_VIEW {
+            let m = find(path).unwrap_or_else(|| panic!("{path} is not a method"));
+            assert!(!m.writes, "{path} is a node's view but writes");
+        }
         for m in METHODS {
             let token = !matches!(m.need, Need::Nothing | Need::Node);
-            let expected = token && !ANSWERED_BY_LEADER.contains(&m.path);
+            let expected =
+                token && !ANSWERED_BY_LEADER.contains(&m.path) && !NODE_VIEW.contains(&m.path);
             assert_eq!(reads_own_writes(m.path), expected, "{}", m.path);
         }
         // Reads, and writes that read the state first, wait; so does reflection.
@@ -271,6 +287,7 @@ mod tests {
             "/grpc.health.v1.Health/Check",
             "/cathedral.internal.v1.Peer/ForwardStream",
             "/cathedral.v1.AclService/Bootstrap",
+            "/cathedral.v1.ClusterService/Status",
         ] {
             assert!(!reads_own_writes(path), "{path}");
         }

@@ -198,9 +198,9 @@ where
     let started = Instant::now();
     let result = async {
         let caller = auth::authorize_token(node, auth::need(path), path, headers)?;
-        let request = request?;
         // Bad input is refused before any wait.
-        auth::catch_up(node, path).await?;
+        let request = request?;
+        let caller = auth::caught_up(node, path, headers, caller).await?;
         let mut r = tonic::Request::new(request);
         r.extensions_mut().insert(caller);
         method(Api { node: node.clone() }, r).await
@@ -324,7 +324,7 @@ async fn job_output(
     let path = "/cathedral.v1.JobService/GetJobOutput";
     let started = Instant::now();
     let result = async {
-        let caller = auth::admit(&node, path, &headers).await?;
+        let caller = auth::authorize_token(&node, auth::need(path), path, &headers)?;
         let mut req = pb::GetJobOutputRequest {
             job_id: id(&raw, "job_id")?,
             ..Default::default()
@@ -345,6 +345,7 @@ async fn job_output(
                 other => return Err(invalid("query", format!("unknown parameter {other:?}"))),
             }
         }
+        let caller = auth::caught_up(&node, path, &headers, caller).await?;
         let mut r = tonic::Request::new(req);
         r.extensions_mut().insert(caller);
         Api { node: node.clone() }.get_job_output(r).await
@@ -477,8 +478,9 @@ async fn events(
     let path = "/cathedral.v1.JobService/WatchEvents";
     let started = Instant::now();
     let result = async {
-        let caller = auth::admit(&node, path, &headers).await?;
+        let caller = auth::authorize_token(&node, auth::need(path), path, &headers)?;
         let mut watch = events_query(&params, &headers)?;
+        let caller = auth::caught_up(&node, path, &headers, caller).await?;
         if let Some(ns) = &watch.filter.namespace {
             caller.require(cathedral_consensus::namespace::Capability::Read, ns)?;
         }
@@ -805,7 +807,7 @@ async fn resume_cron(
 /// method: see `history`). Needs what the cluster's status needs.
 async fn dashboard_history(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
     let path = "/cathedral.v1.ClusterService/Status";
-    if let Err(s) = auth::admit(&node, path, &headers).await {
+    if let Err(s) = auth::authorize_token(&node, auth::need(path), path, &headers) {
         return error(&s);
     }
     axum::Json(serde_json::json!({

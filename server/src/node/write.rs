@@ -134,22 +134,23 @@ impl Node {
     }
 
     /// Returns once this node applied every write it answered before applying it (see
-    /// [`Node::propose_submit`]), at once when it has; Unavailable when it has not within
-    /// `READ_CONFIRM_TIMEOUT_MS` (cut off from the leader since it answered), never an
-    /// answer without the caller's own writes.
-    pub async fn caught_up(&self) -> Result<()> {
+    /// [`Node::propose_submit`]; or one it could not apply by the write's deadline):
+    /// `false` at once when it had, `true` when it waited. Unavailable when it has not
+    /// within `READ_CONFIRM_TIMEOUT_MS` (cut off from the leader since it answered), never
+    /// an answer without the caller's own writes.
+    pub async fn caught_up(&self) -> Result<bool> {
         let through = self
             .answered_through
             .load(std::sync::atomic::Ordering::Acquire);
         if through == 0 || self.applied_index() >= through {
-            return Ok(());
+            return Ok(false);
         }
         let timeout = Duration::from_millis(READ_CONFIRM_TIMEOUT_MS);
         if self
             .applied_through(through, Instant::now() + timeout)
             .await
         {
-            return Ok(());
+            return Ok(true);
         }
         Err(ServerError::Unavailable(format!(
             "node {} has not applied index {through}, a write it acknowledged, within {} ms \
@@ -214,17 +215,16 @@ impl Node {
                     // (catching up, a slow disk) waits as before rather than make every
                     // read here wait for it.
                     let applied = self.applied_index();
-                    match answer {
-                        Answer::AppliedByLeader
-                            if applied < index && index - applied <= EARLY_ANSWER_LAG_MAX =>
-                        {
+                    if applied < index {
+                        let early = matches!(answer, Answer::AppliedByLeader)
+                            && index - applied <= EARLY_ANSWER_LAG_MAX;
+                        // Answered early, or not applied here by the deadline (answered
+                        // all the same: it is committed): kept for the reads after it to
+                        // wait for.
+                        if early || !self.applied_through(index, deadline).await {
                             self.answered_through
                                 .fetch_max(index, std::sync::atomic::Ordering::Release);
                         }
-                        _ if applied < index => {
-                            self.applied_through(index, deadline).await;
-                        }
-                        _ => {}
                     }
                     return match response {
                         Response::Rejected(e) => Err(e.into()),
