@@ -108,7 +108,8 @@ impl Node {
     }
 
     /// Commits `proposal` through the leader, wherever it is, and waits until this node
-    /// applied it, within the write timeout.
+    /// applied it, within the write timeout (past it, the reads here wait for it instead:
+    /// [`Node::caught_up`]).
     ///
     /// Every write goes as a request (the caller's id, or one this node assigns), which
     /// the state applies at most once; so when the outcome of a try is unknown — the leader
@@ -120,9 +121,9 @@ impl Node {
     }
 
     /// [`Node::propose`] for a submit, answered as soon as the leader applied it — without
-    /// waiting for this node to apply it too, while it keeps up (`EARLY_ANSWER_LAG_MAX`). Read-your-writes holds all the same: every
-    /// call that reads this node's state first waits until it applied what it answered
-    /// ([`Node::caught_up`]). Only for a write whose call reads nothing of this node's
+    /// waiting for this node to apply it too, while it keeps up (`EARLY_ANSWER_LAG_MAX`).
+    /// Read-your-writes holds all the same: every call that reads this node's state first
+    /// waits until it applied what it answered ([`Node::caught_up`]). Only for a write whose call reads nothing of this node's
     /// state that another write answered early could have changed: a submit (its ids come
     /// from the leader's apply; its token and grants are changed only by writes answered
     /// the usual way). Saves a forwarded submit the wait for the leader's next message and
@@ -209,18 +210,16 @@ impl Node {
             match outcome {
                 Ok((index, response)) => {
                     // Read your writes: this node's answers include the entry from now on
-                    // — applied here, or every read waits for it.
-                    // Answered early only while this node keeps up (it applied to within
+                    // — applied here, or every read here waits for it. A submit is answered
+                    // early only while this node keeps up (it applied to within
                     // `EARLY_ANSWER_LAG_MAX` entries of it): a node behind the leader
                     // (catching up, a slow disk) waits as before rather than make every
-                    // read here wait for it.
+                    // read wait. A write not applied here by the deadline is answered all
+                    // the same (it is committed) and kept for the reads too.
                     let applied = self.applied_index();
                     if applied < index {
                         let early = matches!(answer, Answer::AppliedByLeader)
                             && index - applied <= EARLY_ANSWER_LAG_MAX;
-                        // Answered early, or not applied here by the deadline (answered
-                        // all the same: it is committed): kept for the reads after it to
-                        // wait for.
                         if early || !self.applied_through(index, deadline).await {
                             self.answered_through
                                 .fetch_max(index, std::sync::atomic::Ordering::Release);
