@@ -258,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn every_call_reading_the_state_waits_for_what_the_node_answered_but_the_submits() {
+    fn every_call_reading_the_state_waits_for_what_the_node_answered_but_submits_and_node_views() {
         for path in ANSWERED_BY_LEADER {
             let m = find(path).unwrap_or_else(|| panic!("{path} is not a method"));
             assert!(m.writes, "{path} answered early but proposes nothing");

@@ -100,7 +100,8 @@ pub struct Node {
     /// The next request id's sequence number in this run.
     next_request: std::sync::atomic::AtomicU64,
     /// The highest log index of a write this node answered before it applied it itself
-    /// (a submit forwarded to the leader, see [`Node::propose_submit`]); every call that
+    /// (a submit forwarded to the leader, see [`Node::propose_submit`]; any write not
+    /// applied here by its deadline); every call that
     /// reads this node's state waits until it applied it ([`Node::caught_up`]), so a
     /// client reads its writes wherever it wrote them.
     answered_through: std::sync::atomic::AtomicU64,
